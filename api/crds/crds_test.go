@@ -1,0 +1,36 @@
+package crds
+
+import "testing"
+
+func TestAllDecodesEveryKind(t *testing.T) {
+	all, err := All()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"sites.vk8s.io":             "Cluster",
+		"virtualsites.vk8s.io":      "Namespaced",
+		"virtualkubernetes.vk8s.io": "Namespaced",
+		"overrides.vk8s.io":         "Namespaced",
+		"workloadflavors.vk8s.io":   "Cluster",
+	}
+	if len(all) != len(want) {
+		t.Fatalf("got %d CRDs, want %d", len(all), len(want))
+	}
+	for _, crd := range all {
+		scope, ok := want[crd.Name]
+		if !ok {
+			t.Errorf("unexpected CRD %s", crd.Name)
+			continue
+		}
+		if string(crd.Spec.Scope) != scope {
+			t.Errorf("%s: scope %s, want %s", crd.Name, crd.Spec.Scope, scope)
+		}
+		if len(crd.Spec.Versions) != 1 || crd.Spec.Versions[0].Subresources == nil || crd.Spec.Versions[0].Subresources.Status == nil {
+			t.Errorf("%s: want one version with the status subresource", crd.Name)
+		}
+		if got := crd.Spec.Names.Categories; len(got) != 1 || got[0] != "vk8s" {
+			t.Errorf("%s: categories %v, want [vk8s]", crd.Name, got)
+		}
+	}
+}

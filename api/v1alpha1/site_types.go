@@ -1,0 +1,125 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// SiteType says who runs a site and so how workload flavors apply to it.
+// +kubebuilder:validation:Enum=RegionalEdge;CustomerEdge
+type SiteType string
+
+const (
+	// SiteTypeRegionalEdge sites give every container its flavor's limits and requests.
+	SiteTypeRegionalEdge SiteType = "RegionalEdge"
+	// SiteTypeCustomerEdge sites honour the manifest's resources unchanged.
+	SiteTypeCustomerEdge SiteType = "CustomerEdge"
+)
+
+// NodeMode says how a site appears as virtual nodes in the host cluster.
+// +kubebuilder:validation:Enum=PerNode;Aggregate
+type NodeMode string
+
+const (
+	// NodeModePerNode shows one virtual node per real node, named <site>-<node>.
+	NodeModePerNode NodeMode = "PerNode"
+	// NodeModeAggregate shows one virtual node per site, named after the site.
+	NodeModeAggregate NodeMode = "Aggregate"
+)
+
+// SiteSpec is the desired state of a Site.
+type SiteSpec struct {
+	// kubeconfigSecretRef points at the Secret key that holds the site's kubeconfig.
+	// +required
+	KubeconfigSecretRef SecretKeyReference `json:"kubeconfigSecretRef"`
+
+	// type of the site: RegionalEdge applies workload flavors, CustomerEdge keeps manifests.
+	// +optional
+	// +kubebuilder:default=CustomerEdge
+	Type SiteType `json:"type,omitempty"`
+
+	// nodeMode says whether each real node is a virtual node (PerNode) or the whole site is
+	// one (Aggregate).
+	// +optional
+	// +kubebuilder:default=PerNode
+	NodeMode NodeMode `json:"nodeMode,omitempty"`
+
+	// nodeSelector, when set, limits the site to the cluster's nodes with these labels, so
+	// one cluster can hold several sites.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=32
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// unschedulable keeps new pods off the site's virtual nodes; running pods stay.
+	// +optional
+	Unschedulable bool `json:"unschedulable,omitempty"`
+}
+
+// SiteStatus is the observed state of a Site.
+type SiteStatus struct {
+	// conditions: Connected (the API server answers with the credentials) and Ready.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=16
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// observedGeneration is the generation of the spec this status was computed for.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// kubernetesVersion reported by the site's API server.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	KubernetesVersion string `json:"kubernetesVersion,omitempty"`
+
+	// nodeCount is the number of the site's nodes.
+	// +optional
+	NodeCount int32 `json:"nodeCount,omitempty"`
+
+	// allocatable is the sum of the allocatable resources of the site's nodes.
+	// +optional
+	Allocatable corev1.ResourceList `json:"allocatable,omitempty"`
+
+	// lastHeartbeatTime is when vk8s last reached the site.
+	// +optional
+	LastHeartbeatTime *metav1.Time `json:"lastHeartbeatTime,omitempty"`
+
+	// virtualNodes names the host nodes that stand for the site, sorted.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=5000
+	VirtualNodes []string `json:"virtualNodes,omitempty"`
+}
+
+// Site registers one remote Kubernetes cluster, or a node-selected part of one.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,categories=vk8s
+// +kubebuilder:printcolumn:name="Type",type=string,JSONPath=`.spec.type`
+// +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.nodeMode`
+// +kubebuilder:printcolumn:name="Connected",type=string,JSONPath=`.status.conditions[?(@.type=="Connected")].status`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Nodes",type=integer,JSONPath=`.status.nodeCount`
+// +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.status.kubernetesVersion`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type Site struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired state of the site.
+	// +required
+	Spec SiteSpec `json:"spec"`
+
+	// status is the observed state of the site.
+	// +optional
+	Status SiteStatus `json:"status,omitempty"`
+}
+
+// SiteList is a list of Sites.
+// +kubebuilder:object:root=true
+type SiteList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Site `json:"items"`
+}

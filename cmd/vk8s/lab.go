@@ -1,0 +1,136 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vk8s-io/vk8s/e2e/lab"
+)
+
+func newLabCommand() *cobra.Command {
+	var cfg lab.Config
+	cmd := &cobra.Command{
+		Use:   "lab",
+		Short: "Run a local host cluster and site clusters (kwok) to try vk8s",
+		Long: `The lab is a local fleet of real Kubernetes control planes started by kwokctl's
+binary runtime: one host cluster and --sites site clusters of --nodes kwok nodes each.
+Tools come from VK8S_TOOLS_DIR (make -s tools-dir), else from the folder the binary was
+built with, else from PATH.`,
+	}
+	cmd.PersistentFlags().StringVar(&cfg.Name, "name", "lab", "name of the lab; labs with different names run side by side")
+	cmd.PersistentFlags().StringVar(&cfg.Dir, "dir", "", "folder of the lab's files (default $XDG_STATE_HOME/vk8s/labs/<name>)")
+	newLab := func(cmd *cobra.Command) (*lab.Lab, error) {
+		cfg.Tools = lab.Tools{Dir: os.Getenv("VK8S_TOOLS_DIR")}
+		if cfg.Tools.Dir == "" {
+			if _, err := os.Stat(toolsDir); toolsDir != "" && err == nil {
+				cfg.Tools.Dir = toolsDir
+			}
+		}
+		cfg.Log = cmd.ErrOrStderr()
+		return lab.New(cfg)
+	}
+
+	up := &cobra.Command{
+		Use:   "up",
+		Short: "Create the lab, or bring it to the requested shape (idempotent)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := newLab(cmd)
+			if err != nil {
+				return err
+			}
+			if err := l.Up(cmd.Context()); err != nil {
+				return err
+			}
+			p, err := l.Kubeconfig("host")
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "host kubeconfig: %s\n  kubectl --kubeconfig %s get sites\n", p, p)
+			return err
+		},
+	}
+	up.Flags().IntVar(&cfg.Sites, "sites", 0, "number of site clusters (default 3, or what the lab has)")
+	up.Flags().IntVar(&cfg.Nodes, "nodes", 0, "number of kwok nodes per site (default 3, or what the lab has)")
+
+	down := &cobra.Command{
+		Use:   "down",
+		Short: "Stop every process of the lab and remove its files",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := newLab(cmd)
+			if err != nil {
+				return err
+			}
+			return l.Down(cmd.Context())
+		},
+	}
+
+	var site string
+	kubeconfig := &cobra.Command{
+		Use:   "kubeconfig",
+		Short: "Print the path of the host's kubeconfig, or of a site's with --site",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := newLab(cmd)
+			if err != nil {
+				return err
+			}
+			p, err := l.Kubeconfig(site)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), p)
+			return err
+		},
+	}
+	kubeconfig.Flags().StringVar(&site, "site", "", "site whose kubeconfig to print (site1, ...); empty: the host")
+
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Show every cluster of the lab, its components' health and log files",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := newLab(cmd)
+			if err != nil {
+				return err
+			}
+			all, err := l.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "CLUSTER\tREADY\tVERSION\tSERVER\tKUBECONFIG")
+			unhealthy := 0
+			for _, c := range all {
+				ready := "yes"
+				if !c.Ready {
+					ready, unhealthy = "no", unhealthy+1
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", c.Name, ready, c.Version, c.Server, c.Kubeconfig)
+				for _, p := range c.Components {
+					state := "running"
+					if !p.Running {
+						state, unhealthy = "STOPPED", unhealthy+1
+					}
+					fmt.Fprintf(w, "  %s\t%s\tpid %d\t\t%s\n", p.Name, state, p.PID, p.Log)
+				}
+				if c.Error != "" {
+					fmt.Fprintf(w, "  error\t%s\t\t\t\n", c.Error)
+				}
+			}
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			if unhealthy > 0 {
+				return fmt.Errorf("lab %s: %d clusters or components are not healthy", cfg.Name, unhealthy)
+			}
+			return nil
+		},
+	}
+	cmd.AddCommand(up, down, kubeconfig, status)
+	return cmd
+}

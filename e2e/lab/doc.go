@@ -1,0 +1,21 @@
+// Package lab runs a local fleet of real Kubernetes clusters: one host cluster and N site
+// clusters whose nodes kwok simulates, all started by kwokctl's binary runtime from binaries
+// built by hack/tools.sh. `vk8s lab` and the e2e tests share it.
+//
+// # Layout
+//
+// A lab named NAME keeps everything under one folder (Config.Dir, by default
+// $XDG_STATE_HOME/vk8s/labs/NAME): kwokctl's work folder with one cluster folder per cluster
+// (kubeconfig.yaml, logs/, pids/), the kwokctl configuration files, and lab.json, which
+// records what was asked so later calls know the clusters. Clusters are named NAME-host and
+// NAME-site1 ... NAME-siteN; kwokctl chooses free ports, so labs with different names run
+// side by side.
+//
+// # What Up makes
+//
+// Site clusters get kwok nodes node1..nodeM with realistic capacity and topology labels. The
+// host gets the vk8s.io CRDs, a Site per site cluster (labels vk8s.io/lab, region and
+// site-index; kubeconfig in a Secret in namespace vk8s-system) and the VirtualSite
+// shared/all-sites that selects every Site. Up is idempotent: it starts stopped clusters,
+// creates missing ones, removes sites beyond the requested count and re-applies objects.
+package lab

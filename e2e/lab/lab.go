@@ -1,0 +1,183 @@
+package lab
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Config says which lab to act on.
+type Config struct {
+	// Name of the lab; clusters are named <Name>-host and <Name>-site<i>.
+	Name string
+	// Sites is the number of site clusters Up makes. Zero: what the lab has, or 3 for a new lab.
+	Sites int
+	// Nodes is the number of kwok nodes per site. Zero: what the lab has, or 3 for a new lab.
+	Nodes int
+	// Dir holds the lab's files. Empty: $XDG_STATE_HOME/vk8s/labs/<Name>.
+	Dir string
+	// Tools locates the binaries; Up and Down need them.
+	Tools Tools
+	// Log receives one line per step. Nil: discard.
+	Log io.Writer
+}
+
+const (
+	defaultSites = 3
+	defaultNodes = 3
+	maxSites     = 100
+	maxNodes     = 500
+
+	// readyTimeout bounds the wait for one cluster's API server after kwokctl started it.
+	readyTimeout = 2 * time.Minute
+)
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$`)
+
+// Lab is one local fleet: a host cluster and its site clusters.
+type Lab struct {
+	cfg   Config
+	log   io.Writer
+	tools map[string]string
+}
+
+// state is what lab.json records, so later calls know the lab's shape without flags.
+type state struct {
+	Name  string `json:"name"`
+	Sites int    `json:"sites"`
+	Nodes int    `json:"nodes"`
+}
+
+// New validates cfg and returns the lab it names; nothing is started.
+func New(cfg Config) (*Lab, error) {
+	if !nameRE.MatchString(cfg.Name) {
+		return nil, fmt.Errorf("lab name %q: want 1-32 lowercase letters, digits and '-', starting and ending with a letter or digit", cfg.Name)
+	}
+	if cfg.Sites < 0 || cfg.Sites > maxSites {
+		return nil, fmt.Errorf("--sites %d: want 1 to %d", cfg.Sites, maxSites)
+	}
+	if cfg.Nodes < 0 || cfg.Nodes > maxNodes {
+		return nil, fmt.Errorf("--nodes %d: want 1 to %d", cfg.Nodes, maxNodes)
+	}
+	if cfg.Dir == "" {
+		base := os.Getenv("XDG_STATE_HOME")
+		if base == "" {
+			home, err := os.UserHomeDir()
+			if err != nil {
+				return nil, fmt.Errorf("lab folder: %w", err)
+			}
+			base = filepath.Join(home, ".local", "state")
+		}
+		cfg.Dir = filepath.Join(base, "vk8s", "labs", cfg.Name)
+	}
+	l := &Lab{cfg: cfg, log: cfg.Log}
+	if l.log == nil {
+		l.log = io.Discard
+	}
+	return l, nil
+}
+
+// Dir is the folder that holds the lab's files.
+func (l *Lab) Dir() string { return l.cfg.Dir }
+
+func (l *Lab) workdir() string { return filepath.Join(l.cfg.Dir, "kwok") }
+
+// ClusterName is the kwokctl name of a lab cluster: "host" or a site name.
+func (l *Lab) ClusterName(cluster string) string { return l.cfg.Name + "-" + cluster }
+
+func (l *Lab) clusterDir(cluster string) string {
+	return filepath.Join(l.workdir(), "clusters", l.ClusterName(cluster))
+}
+
+func (l *Lab) kubeconfigPath(cluster string) string {
+	return filepath.Join(l.clusterDir(cluster), "kubeconfig.yaml")
+}
+
+func (l *Lab) logf(format string, args ...any) {
+	fmt.Fprintf(l.log, "lab %s: %s\n", l.cfg.Name, fmt.Sprintf(format, args...))
+}
+
+// ErrNotUp says the lab, or one of its clusters, has not been made.
+var ErrNotUp = errors.New("lab is not up")
+
+// Kubeconfig returns the path of the kubeconfig of the host (cluster "" or "host") or of a
+// site ("site2").
+func (l *Lab) Kubeconfig(cluster string) (string, error) {
+	if cluster == "" {
+		cluster = "host"
+	}
+	p := l.kubeconfigPath(cluster)
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("%w: no cluster %s in lab %s (run `vk8s lab up --name %s`)", ErrNotUp, cluster, l.cfg.Name, l.cfg.Name)
+	}
+	return p, nil
+}
+
+// RESTConfig returns a client configuration for the host or a site.
+func (l *Lab) RESTConfig(cluster string) (*rest.Config, error) {
+	p, err := l.Kubeconfig(cluster)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", p)
+	if err != nil {
+		return nil, fmt.Errorf("load kubeconfig %s: %w", p, err)
+	}
+	cfg.QPS, cfg.Burst = 100, 200
+	return cfg, nil
+}
+
+// Sites returns the names of the lab's sites as lab.json records them.
+func (l *Lab) Sites() ([]string, error) {
+	st, err := l.readState()
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, st.Sites)
+	for i := 1; i <= st.Sites; i++ {
+		names = append(names, SiteName(i))
+	}
+	return names, nil
+}
+
+func (l *Lab) statePath() string { return filepath.Join(l.cfg.Dir, "lab.json") }
+
+func (l *Lab) readState() (state, error) {
+	raw, err := os.ReadFile(l.statePath())
+	if errors.Is(err, os.ErrNotExist) {
+		return state{}, fmt.Errorf("%w: %s has no lab.json (run `vk8s lab up --name %s`)", ErrNotUp, l.cfg.Dir, l.cfg.Name)
+	}
+	if err != nil {
+		return state{}, err
+	}
+	var st state
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return state{}, fmt.Errorf("read %s: %w", l.statePath(), err)
+	}
+	return st, nil
+}
+
+func (l *Lab) writeState(st state) error {
+	raw, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFile(l.statePath(), raw)
+}
+
+// clusters lists the lab's clusters, host first.
+func clusters(sites int) []string {
+	out := []string{"host"}
+	for i := 1; i <= sites; i++ {
+		out = append(out, SiteName(i))
+	}
+	return out
+}

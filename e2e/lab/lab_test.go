@@ -1,0 +1,186 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+)
+
+func TestNewValidates(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		cfg     Config
+		wantErr string
+	}{
+		{"default", Config{Name: "lab"}, ""},
+		{"uppercase name", Config{Name: "Lab"}, `lab name "Lab"`},
+		{"empty name", Config{Name: ""}, `lab name ""`},
+		{"too many sites", Config{Name: "lab", Sites: 101}, "--sites 101"},
+		{"negative nodes", Config{Name: "lab", Nodes: -1}, "--nodes -1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(tc.cfg)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("New: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("New: error %v, want one containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestNewDefaultDir(t *testing.T) {
+	t.Setenv("XDG_STATE_HOME", "/state")
+	l, err := New(Config{Name: "two"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := l.Dir(), "/state/vk8s/labs/two"; got != want {
+		t.Errorf("Dir() = %s, want %s", got, want)
+	}
+	if got, want := l.ClusterName("site2"), "two-site2"; got != want {
+		t.Errorf("ClusterName = %s, want %s", got, want)
+	}
+}
+
+func TestUpNamesTheMissingTool(t *testing.T) {
+	tools := t.TempDir()
+	for _, name := range toolNames {
+		if name == "kube-scheduler" {
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(tools, name), []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := New(Config{Name: "missing", Dir: t.TempDir(), Tools: Tools{Dir: tools}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = l.Up(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "tool kube-scheduler not found in "+tools) {
+		t.Fatalf("Up: error %v, want one naming kube-scheduler and %s", err, tools)
+	}
+}
+
+func TestKubeconfigOfLabNotUp(t *testing.T) {
+	l, err := New(Config{Name: "absent", Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Kubeconfig("site1"); !errors.Is(err, ErrNotUp) {
+		t.Fatalf("Kubeconfig: %v, want ErrNotUp", err)
+	}
+	if _, err := l.Status(context.Background()); !errors.Is(err, ErrNotUp) {
+		t.Fatalf("Status: %v, want ErrNotUp", err)
+	}
+}
+
+func TestDownOfLabNotUpIsNoError(t *testing.T) {
+	l, err := New(Config{Name: "absent", Dir: filepath.Join(t.TempDir(), "none")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Down(t.Context()); err != nil {
+		t.Fatalf("Down: %v", err)
+	}
+}
+
+func TestSiteNode(t *testing.T) {
+	for _, tc := range []struct {
+		site, node         int
+		wantName, wantZone string
+		wantRegion         string
+	}{
+		{1, 1, "node1", "eu-west-a", "eu-west"},
+		{2, 3, "node3", "us-east-c", "us-east"},
+		{4, 4, "node4", "eu-west-a", "eu-west"},
+	} {
+		n := siteNode(tc.site, tc.node)
+		if n.Name != tc.wantName || n.Labels[corev1.LabelHostname] != tc.wantName {
+			t.Errorf("site %d node %d: name %s hostname %s, want %s", tc.site, tc.node, n.Name, n.Labels[corev1.LabelHostname], tc.wantName)
+		}
+		if got := n.Labels[corev1.LabelTopologyZone]; got != tc.wantZone {
+			t.Errorf("site %d node %d: zone %s, want %s", tc.site, tc.node, got, tc.wantZone)
+		}
+		if got := n.Labels[corev1.LabelTopologyRegion]; got != tc.wantRegion {
+			t.Errorf("site %d node %d: region %s, want %s", tc.site, tc.node, got, tc.wantRegion)
+		}
+		if n.Annotations[kwokNodeAnnotation] != "fake" {
+			t.Errorf("site %d node %d: kwok does not manage it: annotations %v", tc.site, tc.node, n.Annotations)
+		}
+		alloc, capa := n.Status.Allocatable, n.Status.Capacity
+		for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory, corev1.ResourcePods} {
+			a, c := alloc[r], capa[r]
+			if a.IsZero() || a.Cmp(c) > 0 {
+				t.Errorf("site %d node %d: %s allocatable %s, capacity %s", tc.site, tc.node, r, a.String(), c.String())
+			}
+		}
+	}
+}
+
+func TestSiteObjects(t *testing.T) {
+	secret, site := siteObjects("demo", 2, []byte("kc"))
+	if site.Name != "site2" || site.Labels[LabelLab] != "demo" || site.Labels[LabelRegion] != "us-east" || site.Labels[LabelSiteIndex] != "2" {
+		t.Errorf("site %s labels %v", site.Name, site.Labels)
+	}
+	ref := site.Spec.KubeconfigSecretRef
+	if ref.Namespace != secret.Namespace || ref.Name != secret.Name || string(secret.Data[ref.Key]) != "kc" {
+		t.Errorf("site points at %+v, secret %s/%s has keys %v", ref, secret.Namespace, secret.Name, secret.Data)
+	}
+}
+
+func TestKwokctlConfig(t *testing.T) {
+	tools := map[string]string{}
+	for _, n := range toolNames {
+		tools[n] = "/t/" + n
+	}
+	for _, tc := range []struct {
+		role        clusterRole
+		wantDisable bool
+	}{{roleHost, true}, {roleSite, false}} {
+		raw, err := kwokctlConfig(tc.role, tools, "192.0.2.9")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cfg struct {
+			Kind    string         `json:"kind"`
+			Options map[string]any `json:"options"`
+			Patches []struct {
+				Name      string `json:"name"`
+				ExtraArgs []struct{ Key, Value string }
+			} `json:"componentsPatches"`
+		}
+		if err := yaml.Unmarshal(raw, &cfg); err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Kind != "KwokctlConfiguration" || cfg.Options["runtime"] != "binary" || cfg.Options["kubeVersion"] != KubernetesVersion {
+			t.Errorf("role %d: %s", tc.role, raw)
+		}
+		// Every binary kwokctl would otherwise download must be given.
+		for key, tool := range map[string]string{
+			"kubeApiserverBinary": "kube-apiserver", "etcdctlBinary": "etcdctl", "etcdutlBinary": "etcdutl",
+			"kwokControllerBinary": "kwok", "kubectlBinary": "kubectl", "etcdBinary": "etcd",
+		} {
+			if cfg.Options[key] != "/t/"+tool {
+				t.Errorf("role %d: %s = %v, want /t/%s", tc.role, key, cfg.Options[key], tool)
+			}
+		}
+		if _, disabled := cfg.Options["disable"]; disabled != tc.wantDisable {
+			t.Errorf("role %d: disable = %v, want set %v", tc.role, cfg.Options["disable"], tc.wantDisable)
+		}
+		if len(cfg.Patches) != 1 || cfg.Patches[0].Name != "kube-apiserver" || cfg.Patches[0].ExtraArgs[0].Value != "192.0.2.9" {
+			t.Errorf("role %d: patches %+v", tc.role, cfg.Patches)
+		}
+	}
+}

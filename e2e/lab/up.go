@@ -1,0 +1,311 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	"github.com/vk8s-io/vk8s/api/crds"
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+)
+
+// Scheme knows the kinds the lab reads and writes.
+func Scheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{
+		clientgoscheme.AddToScheme, apiextensionsv1.AddToScheme, vk8sv1.AddToScheme,
+	} {
+		if err := add(s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Client returns a client for the host or a site.
+func (l *Lab) Client(cluster string) (client.Client, error) {
+	cfg, err := l.RESTConfig(cluster)
+	if err != nil {
+		return nil, err
+	}
+	s, err := Scheme()
+	if err != nil {
+		return nil, err
+	}
+	return client.New(cfg, client.Options{Scheme: s})
+}
+
+// Up makes the lab, or brings an existing one to the requested shape; see the package doc.
+func (l *Lab) Up(ctx context.Context) error {
+	tools, err := l.cfg.Tools.resolve()
+	if err != nil {
+		return err
+	}
+	l.tools = tools
+	start := time.Now()
+
+	prev, err := l.readState()
+	if err != nil {
+		prev = state{}
+	}
+	want := state{Name: l.cfg.Name, Sites: l.cfg.Sites, Nodes: l.cfg.Nodes}
+	if want.Sites == 0 {
+		want.Sites = max(prev.Sites, defaultSites)
+	}
+	if want.Nodes == 0 {
+		want.Nodes = defaultNodes
+		if prev.Nodes > 0 {
+			want.Nodes = prev.Nodes
+		}
+	}
+	if err := os.MkdirAll(l.cfg.Dir, 0o755); err != nil {
+		return err
+	}
+	// Recorded first, so Down finds whatever part of the lab a failed Up made.
+	if err := l.writeState(state{Name: want.Name, Sites: max(want.Sites, prev.Sites), Nodes: want.Nodes}); err != nil {
+		return err
+	}
+
+	advertise := advertiseAddress()
+	for _, c := range clusters(want.Sites) {
+		role := roleSite
+		if c == "host" {
+			role = roleHost
+		}
+		if err := l.ensureCluster(ctx, c, role, advertise); err != nil {
+			return err
+		}
+	}
+	for i := want.Sites + 1; i <= prev.Sites; i++ {
+		if err := l.deleteCluster(ctx, SiteName(i)); err != nil {
+			return err
+		}
+	}
+	if err := l.writeState(want); err != nil {
+		return err
+	}
+
+	for i := 1; i <= want.Sites; i++ {
+		if err := l.setupSite(ctx, i, want.Nodes); err != nil {
+			return fmt.Errorf("set up %s: %w", SiteName(i), err)
+		}
+	}
+	if err := l.setupHost(ctx, want.Sites, prev.Sites); err != nil {
+		return fmt.Errorf("set up host: %w", err)
+	}
+	l.logf("up: host and %d sites x %d nodes in %s", want.Sites, want.Nodes, time.Since(start).Round(100*time.Millisecond))
+	return nil
+}
+
+// ensureCluster creates the cluster, or starts it when it exists but does not answer, and
+// waits until its API server is ready.
+func (l *Lab) ensureCluster(ctx context.Context, cluster string, role clusterRole, advertise string) error {
+	name := l.ClusterName(cluster)
+	if _, err := os.Stat(l.kubeconfigPath(cluster)); err == nil {
+		if l.ready(ctx, cluster) == nil && l.allRunning(cluster) {
+			l.logf("%s: running", name)
+			return nil
+		}
+		l.logf("%s: starting", name)
+		if err := l.kwokctl(ctx, "start", "cluster", "--name", name); err != nil {
+			return l.diagnose(cluster, err)
+		}
+	} else {
+		l.logf("%s: creating", name)
+		cfg, err := kwokctlConfig(role, l.tools, advertise)
+		if err != nil {
+			return err
+		}
+		cfgPath := l.clusterConfigPath(cluster)
+		if err := writeFile(cfgPath, cfg); err != nil {
+			return err
+		}
+		// --kubeconfig "" keeps kwokctl away from the user's ~/.kube/config.
+		if err := l.kwokctl(ctx, "create", "cluster", "--name", name, "--config", cfgPath, "--kubeconfig", ""); err != nil {
+			return l.diagnose(cluster, err)
+		}
+	}
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, readyTimeout, true, func(ctx context.Context) (bool, error) {
+		return l.ready(ctx, cluster) == nil, nil
+	})
+	if err != nil {
+		return l.diagnose(cluster, fmt.Errorf("cluster %s: API server not ready after %s: %w", name, readyTimeout, err))
+	}
+	return nil
+}
+
+func (l *Lab) clusterConfigPath(cluster string) string {
+	return filepath.Join(l.cfg.Dir, cluster+".kwokctl.yaml")
+}
+
+// setupSite makes site i's kwok nodes and waits until kwok reports them Ready.
+func (l *Lab) setupSite(ctx context.Context, i, nodes int) error {
+	site := SiteName(i)
+	c, err := l.Client(site)
+	if err != nil {
+		return err
+	}
+	for j := 1; j <= nodes; j++ {
+		n := siteNode(i, j)
+		if err := c.Create(ctx, n); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create node %s: %w", n.Name, err)
+		}
+	}
+	// Nodes beyond the requested count go, so `up --nodes` can shrink a lab.
+	var list corev1.NodeList
+	if err := c.List(ctx, &list); err != nil {
+		return err
+	}
+	for k := range list.Items {
+		n := &list.Items[k]
+		if n.Annotations[kwokNodeAnnotation] == "" {
+			continue
+		}
+		var j int
+		if _, err := fmt.Sscanf(n.Name, "node%d", &j); err == nil && j > nodes {
+			if err := c.Delete(ctx, n); err != nil && !apierrors.IsNotFound(err) {
+				return err
+			}
+		}
+	}
+	return wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		var list corev1.NodeList
+		if err := c.List(ctx, &list); err != nil {
+			return false, nil
+		}
+		ready := 0
+		for _, n := range list.Items {
+			for _, cond := range n.Status.Conditions {
+				if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
+					ready++
+				}
+			}
+		}
+		return ready >= nodes, nil
+	})
+}
+
+// setupHost installs the CRDs and registers every site.
+func (l *Lab) setupHost(ctx context.Context, sites, prevSites int) error {
+	c, err := l.Client("host")
+	if err != nil {
+		return err
+	}
+	for _, ns := range []string{SystemNamespace, SharedNamespace} {
+		obj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}
+		if err := c.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create namespace %s: %w", ns, err)
+		}
+	}
+	if err := InstallCRDs(ctx, c); err != nil {
+		return err
+	}
+	for i := 1; i <= sites; i++ {
+		kubeconfig, err := l.flatKubeconfig(SiteName(i))
+		if err != nil {
+			return err
+		}
+		secret, site := siteObjects(l.cfg.Name, i, kubeconfig)
+		if err := apply(ctx, c, secret, func() { secret.Data = map[string][]byte{kubeconfigKey: kubeconfig} }); err != nil {
+			return err
+		}
+		spec := site.Spec
+		labels := site.Labels
+		if err := apply(ctx, c, site, func() {
+			site.Spec.KubeconfigSecretRef = spec.KubeconfigSecretRef
+			if site.Labels == nil {
+				site.Labels = map[string]string{}
+			}
+			for k, v := range labels {
+				site.Labels[k] = v
+			}
+		}); err != nil {
+			return err
+		}
+	}
+	for i := sites + 1; i <= prevSites; i++ {
+		secret, site := siteObjects(l.cfg.Name, i, nil)
+		for _, obj := range []client.Object{site, secret} {
+			if err := c.Delete(ctx, obj); err != nil && !apierrors.IsNotFound(err) {
+				return err
+			}
+		}
+	}
+	vs := allSites()
+	return apply(ctx, c, vs, func() {})
+}
+
+// apply creates obj or, when it exists, runs mutate on the stored copy and updates it.
+func apply(ctx context.Context, c client.Client, obj client.Object, mutate func()) error {
+	_, err := controllerutil.CreateOrUpdate(ctx, c, obj, func() error { mutate(); return nil })
+	if err != nil {
+		return fmt.Errorf("apply %T %s: %w", obj, client.ObjectKeyFromObject(obj), err)
+	}
+	return nil
+}
+
+// InstallCRDs creates or updates the vk8s.io CRDs and waits until each is established.
+func InstallCRDs(ctx context.Context, c client.Client) error {
+	all, err := crds.All()
+	if err != nil {
+		return err
+	}
+	for _, want := range all {
+		crd := &apiextensionsv1.CustomResourceDefinition{ObjectMeta: metav1.ObjectMeta{Name: want.Name}}
+		if err := apply(ctx, c, crd, func() {
+			crd.Labels, crd.Annotations = want.Labels, want.Annotations
+			crd.Spec = want.Spec
+		}); err != nil {
+			return err
+		}
+	}
+	for _, want := range all {
+		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			crd := &apiextensionsv1.CustomResourceDefinition{}
+			if err := c.Get(ctx, client.ObjectKey{Name: want.Name}, crd); err != nil {
+				return false, nil
+			}
+			for _, cond := range crd.Status.Conditions {
+				if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+		if err != nil {
+			return fmt.Errorf("CRD %s not established: %w", want.Name, err)
+		}
+	}
+	return nil
+}
+
+// flatKubeconfig returns the site's kubeconfig with certificates inlined, as a Secret must
+// hold it.
+func (l *Lab) flatKubeconfig(cluster string) ([]byte, error) {
+	p, err := l.Kubeconfig(cluster)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := clientcmd.LoadFromFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", p, err)
+	}
+	if err := clientcmdapi.FlattenConfig(cfg); err != nil {
+		return nil, fmt.Errorf("inline certificates of %s: %w", p, err)
+	}
+	return clientcmd.Write(*cfg)
+}

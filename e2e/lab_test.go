@@ -1,0 +1,336 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/e2e/lab"
+)
+
+func TestLabClustersAnswer(t *testing.T) {
+	skipShort(t)
+	all, err := fleet.Status(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"host", "site1", "site2", "site3"}
+	var got []string
+	for _, c := range all {
+		got = append(got, c.Name)
+		if !c.Ready || c.Version != lab.KubernetesVersion {
+			t.Errorf("%s: ready %v version %q error %q; want ready at %s", c.Name, c.Ready, c.Version, c.Error, lab.KubernetesVersion)
+		}
+		names := map[string]bool{}
+		for _, p := range c.Components {
+			names[p.Name] = true
+			if !p.Running {
+				t.Errorf("%s: component %s (pid %d) is not running; log %s", c.Name, p.Name, p.PID, p.Log)
+			}
+			if _, err := os.Stat(p.Log); err != nil {
+				t.Errorf("%s: component %s has no log file: %v", c.Name, p.Name, err)
+			}
+		}
+		for _, n := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
+			if !names[n] {
+				t.Errorf("%s: component %s missing from %v", c.Name, n, names)
+			}
+		}
+		if c.Name != "host" && !names["kwok"] {
+			t.Errorf("%s: kwok controller missing from %v", c.Name, names)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("clusters %v, want %v", got, want)
+	}
+}
+
+func TestKubectlSeesSitesAndVersion(t *testing.T) {
+	skipShort(t)
+	names := strings.Fields(kubectl(t, "host", "get", "sites", "-o", "name"))
+	if want := []string{"site.vk8s.io/site1", "site.vk8s.io/site2", "site.vk8s.io/site3"}; !slices.Equal(names, want) {
+		t.Errorf("kubectl get sites: %v, want %v", names, want)
+	}
+	// The printer columns and the category work through the real kubectl.
+	table := kubectl(t, "host", "get", "vk8s", "-A")
+	for _, want := range []string{"site1", "all-sites"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("kubectl get vk8s -A does not list %s:\n%s", want, table)
+		}
+	}
+	var v struct {
+		Client struct{ GitVersion string } `json:"clientVersion"`
+		Server struct{ GitVersion string } `json:"serverVersion"`
+	}
+	if err := json.Unmarshal([]byte(kubectl(t, "host", "version", "-o", "json")), &v); err != nil {
+		t.Fatal(err)
+	}
+	if v.Client.GitVersion != lab.KubernetesVersion || v.Server.GitVersion != lab.KubernetesVersion {
+		t.Errorf("kubectl version: client %q server %q, want %s for both", v.Client.GitVersion, v.Server.GitVersion, lab.KubernetesVersion)
+	}
+}
+
+func TestLabRegistersSites(t *testing.T) {
+	skipShort(t)
+	c := hostClient(t)
+	var sites vk8sv1.SiteList
+	if err := c.List(t.Context(), &sites); err != nil {
+		t.Fatal(err)
+	}
+	if len(sites.Items) != fleetSites {
+		t.Fatalf("%d Sites, want %d", len(sites.Items), fleetSites)
+	}
+	for _, s := range sites.Items {
+		if s.Labels[lab.LabelLab] != "e2e" || s.Labels[lab.LabelRegion] == "" {
+			t.Errorf("site %s labels %v", s.Name, s.Labels)
+		}
+		ref := s.Spec.KubeconfigSecretRef
+		var secret corev1.Secret
+		if err := c.Get(t.Context(), client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, &secret); err != nil {
+			t.Errorf("site %s: secret: %v", s.Name, err)
+			continue
+		}
+		// The kubeconfig in the Secret must work on its own: certificates inlined.
+		if kc := string(secret.Data[ref.Key]); !strings.Contains(kc, "client-certificate-data") || strings.Contains(kc, "client-certificate:") {
+			t.Errorf("site %s: kubeconfig does not inline its certificates:\n%s", s.Name, kc)
+		}
+	}
+	var vs vk8sv1.VirtualSite
+	if err := c.Get(t.Context(), client.ObjectKey{Namespace: lab.SharedNamespace, Name: lab.AllSitesVirtualSite}, &vs); err != nil {
+		t.Fatalf("virtual-site shared/all-sites: %v", err)
+	}
+}
+
+func TestCRDsValidateAndDefault(t *testing.T) {
+	skipShort(t)
+	c := hostClient(t)
+	ref := vk8sv1.SecretKeyReference{Namespace: lab.SystemNamespace, Name: "x"}
+
+	bad := &vk8sv1.Site{
+		ObjectMeta: metav1.ObjectMeta{Name: "bad-type"},
+		Spec:       vk8sv1.SiteSpec{KubeconfigSecretRef: ref, Type: "EdgeOfTheWorld"},
+	}
+	err := c.Create(t.Context(), bad)
+	if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "spec.type") || !strings.Contains(err.Error(), `"EdgeOfTheWorld"`) {
+		t.Errorf("Site with a bad type: error %v, want Invalid naming spec.type and the value", err)
+	}
+
+	badVK := &vk8sv1.VirtualKubernetes{
+		ObjectMeta: metav1.ObjectMeta{Name: "bad", Namespace: "default"},
+		Spec:       vk8sv1.VirtualKubernetesSpec{VirtualSite: "Shared/All Sites"},
+	}
+	if err := c.Create(t.Context(), badVK); !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "spec.virtualSite") {
+		t.Errorf("VirtualKubernetes with a bad virtualSite: error %v, want Invalid naming spec.virtualSite", err)
+	}
+
+	good := &vk8sv1.Site{
+		ObjectMeta: metav1.ObjectMeta{Name: "defaults"},
+		Spec:       vk8sv1.SiteSpec{KubeconfigSecretRef: ref},
+	}
+	if err := c.Create(t.Context(), good); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Delete(t.Context(), good) })
+	if good.Spec.Type != vk8sv1.SiteTypeCustomerEdge || good.Spec.NodeMode != vk8sv1.NodeModePerNode || good.Spec.KubeconfigSecretRef.Key != "kubeconfig" {
+		t.Errorf("defaults: type %q mode %q key %q, want CustomerEdge PerNode kubeconfig", good.Spec.Type, good.Spec.NodeMode, good.Spec.KubeconfigSecretRef.Key)
+	}
+}
+
+func TestDeploymentOnSiteRunsOnKwokNodes(t *testing.T) {
+	skipShort(t)
+	c := siteClient(t, "site2")
+	replicas := int32(4)
+	labels := map[string]string{"app": "direct"}
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "direct", Namespace: "default"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:v1"}}},
+			},
+		},
+	}
+	if err := c.Create(t.Context(), d); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Delete(t.Context(), d) })
+	var pods corev1.PodList
+	err := wait.PollUntilContextTimeout(t.Context(), 250*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		if err := c.List(ctx, &pods, client.InNamespace("default"), client.MatchingLabels(labels)); err != nil {
+			return false, nil
+		}
+		running := 0
+		for _, p := range pods.Items {
+			if p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" {
+				running++
+			}
+		}
+		return running == int(replicas), nil
+	})
+	if err != nil {
+		t.Fatalf("pods did not all reach Running: %v", describePods(pods.Items))
+	}
+	for _, p := range pods.Items {
+		if !strings.HasPrefix(p.Spec.NodeName, "node") {
+			t.Errorf("pod %s on node %q, want a kwok node of site2", p.Name, p.Spec.NodeName)
+		}
+	}
+}
+
+func TestUpIsIdempotent(t *testing.T) {
+	skipShort(t)
+	before := pids(t, fleet)
+	if err := fleet.Up(t.Context()); err != nil {
+		t.Fatalf("second Up: %v", err)
+	}
+	if after := pids(t, fleet); !mapsEqual(before, after) {
+		t.Errorf("second Up restarted components: before %v after %v", before, after)
+	}
+}
+
+func TestSecondLabSideBySideAndDown(t *testing.T) {
+	skipShort(t)
+	other, err := lab.New(lab.Config{
+		Name: "e2e-b", Sites: 1, Nodes: 1, Dir: filepath.Join(t.TempDir(), "b"),
+		Tools: lab.Tools{Dir: os.Getenv("VK8S_TOOLS_DIR")}, Log: testWriter{t},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Down(context.Background()) })
+	if err := other.Up(t.Context()); err != nil {
+		t.Fatalf("second lab: %v", err)
+	}
+	mine, _ := fleet.RESTConfig("host")
+	theirs, err := other.RESTConfig("host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mine.Host == theirs.Host {
+		t.Errorf("both labs' hosts listen on %s", mine.Host)
+	}
+
+	// A component that dies is reported with its log, and Up starts it again.
+	st, err := other.Status(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sched := findComponent(st, "site1", "kube-scheduler")
+	if sched == nil {
+		t.Fatalf("no kube-scheduler in %+v", st)
+	}
+	if err := syscall.Kill(sched.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	err = wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		st, err = other.Status(ctx)
+		return err == nil && !findComponent(st, "site1", "kube-scheduler").Running, nil
+	})
+	if err != nil {
+		t.Fatalf("status still shows the killed kube-scheduler running: %+v", st)
+	}
+	if c := findComponent(st, "site1", "kube-scheduler"); !strings.HasSuffix(c.Log, "kube-scheduler.log") {
+		t.Errorf("stopped component's log is %q", c.Log)
+	}
+	if err := other.Up(t.Context()); err != nil {
+		t.Fatalf("Up after a component died: %v", err)
+	}
+	st, _ = other.Status(t.Context())
+	if c := findComponent(st, "site1", "kube-scheduler"); c == nil || !c.Running {
+		t.Errorf("Up did not restart kube-scheduler: %+v", c)
+	}
+
+	procs := pids(t, other)
+	if err := other.Down(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for name, pid := range procs {
+		if syscall.Kill(pid, 0) == nil {
+			t.Errorf("after Down, %s (pid %d) still runs", name, pid)
+		}
+	}
+	if _, err := os.Stat(other.Dir()); !os.IsNotExist(err) {
+		t.Errorf("after Down, %s remains: %v", other.Dir(), err)
+	}
+	// The first lab is untouched.
+	if _, err := fleet.Status(t.Context()); err != nil {
+		t.Errorf("first lab after the second went down: %v", err)
+	}
+}
+
+func findComponent(all []lab.ClusterStatus, cluster, name string) *lab.ComponentStatus {
+	for _, c := range all {
+		if c.Name != cluster {
+			continue
+		}
+		for i := range c.Components {
+			if c.Components[i].Name == name {
+				return &c.Components[i]
+			}
+		}
+	}
+	return nil
+}
+
+// pids maps "<cluster>/<component>" to the pid of every process of l.
+func pids(t *testing.T, l *lab.Lab) map[string]int {
+	t.Helper()
+	st, err := l.Status(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, c := range st {
+		for _, p := range c.Components {
+			out[c.Name+"/"+p.Name] = p.PID
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("lab has no processes")
+	}
+	return out
+}
+
+func mapsEqual(a, b map[string]int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func describePods(pods []corev1.Pod) string {
+	var b strings.Builder
+	for _, p := range pods {
+		fmt.Fprintf(&b, "\n  %s node=%s phase=%s", p.Name, p.Spec.NodeName, p.Status.Phase)
+	}
+	return b.String()
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

@@ -1,0 +1,98 @@
+package e2e
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/vk8s-io/vk8s/e2e/lab"
+)
+
+// fleet is the lab every test of this package uses: a host and 3 sites x 3 nodes.
+var fleet *lab.Lab
+
+const (
+	fleetSites = 3
+	fleetNodes = 3
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		os.Exit(m.Run())
+	}
+	os.Exit(runWithLab(m))
+}
+
+func runWithLab(m *testing.M) int {
+	tools := os.Getenv("VK8S_TOOLS_DIR")
+	if tools == "" {
+		fmt.Fprintln(os.Stderr, "e2e: VK8S_TOOLS_DIR is not set: run `make test`, or `go test -short` to skip the e2e tests")
+		return 1
+	}
+	dir, err := os.MkdirTemp("", "vk8s-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	fleet, err = lab.New(lab.Config{
+		Name: "e2e", Sites: fleetSites, Nodes: fleetNodes, Dir: filepath.Join(dir, "e2e"),
+		Tools: lab.Tools{Dir: tools}, Log: os.Stderr,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	// Down runs whatever happened, so a failed Up or test leaves no process behind.
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := fleet.Down(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: lab down:", err)
+		}
+	}()
+	if err := fleet.Up(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: lab up:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// skipShort skips a test that needs the lab under -short.
+func skipShort(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs the lab; run without -short")
+	}
+}
+
+// kubectl runs the lab's kubectl against a cluster of the fleet and returns its stdout.
+func kubectl(t *testing.T, cluster string, args ...string) string {
+	t.Helper()
+	kc, err := fleet.Kubeconfig(cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err := lab.Tools{Dir: os.Getenv("VK8S_TOOLS_DIR")}.Path("kubectl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(t.Context(), bin, append([]string{"--kubeconfig", kc}, args...)...)
+	out, err := cmd.Output()
+	if err != nil {
+		stderr := ""
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = string(ee.Stderr)
+		}
+		t.Fatalf("kubectl %v: %v\n%s%s", args, err, out, stderr)
+	}
+	return string(out)
+}
