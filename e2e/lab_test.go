@@ -51,7 +51,7 @@ func TestLabClustersAnswer(t *testing.T) {
 				t.Errorf("%s: component %s missing from %v", c.Name, n, names)
 			}
 		}
-		if c.Name != "host" && !names["kwok"] {
+		if c.Name != "host" && !names["kwok-controller"] {
 			t.Errorf("%s: kwok controller missing from %v", c.Name, names)
 		}
 	}
@@ -262,7 +262,7 @@ func TestSecondLabSideBySideAndDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, pid := range procs {
-		if syscall.Kill(pid, 0) == nil {
+		if lab.ProcessRunning(pid) {
 			t.Errorf("after Down, %s (pid %d) still runs", name, pid)
 		}
 	}

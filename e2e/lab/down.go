@@ -60,11 +60,11 @@ func (l *Lab) deleteCluster(ctx context.Context, cluster string) error {
 
 // stopProcess sends SIGTERM, then SIGKILL after 10 s, and waits until pid is gone.
 func stopProcess(ctx context.Context, pid int) error {
-	if !processRunning(pid) {
+	if !ProcessRunning(pid) {
 		return nil
 	}
 	_ = syscall.Kill(pid, syscall.SIGTERM)
-	gone := func(context.Context) (bool, error) { return !processRunning(pid), nil }
+	gone := func(context.Context) (bool, error) { return !ProcessRunning(pid), nil }
 	if wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Second, true, gone) == nil {
 		return nil
 	}

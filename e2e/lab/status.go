@@ -101,7 +101,7 @@ func (l *Lab) components(cluster string) []ComponentStatus {
 		cs := ComponentStatus{Name: name, Log: filepath.Join(dir, "logs", name+".log")}
 		if raw, err := os.ReadFile(p); err == nil {
 			cs.PID, _ = strconv.Atoi(strings.TrimSpace(string(raw)))
-			cs.Running = processRunning(cs.PID)
+			cs.Running = ProcessRunning(cs.PID)
 		}
 		out = append(out, cs)
 	}
@@ -118,8 +118,9 @@ func (l *Lab) allRunning(cluster string) bool {
 	return true
 }
 
-// processRunning says whether pid names a live process (not a zombie).
-func processRunning(pid int) bool {
+// ProcessRunning says whether pid names a live process: a process that exited but was not
+// reaped yet (a zombie) is not running.
+func ProcessRunning(pid int) bool {
 	if pid <= 0 {
 		return false
 	}

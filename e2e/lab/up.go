@@ -121,6 +121,13 @@ func (l *Lab) ensureCluster(ctx context.Context, cluster string, role clusterRol
 			return nil
 		}
 		l.logf("%s: starting", name)
+		// kwokctl skips a component whose pid file names a process that still exists, and a
+		// dead child waiting to be reaped does; drop the pid files of what is not running.
+		for _, c := range l.components(cluster) {
+			if !c.Running {
+				_ = os.Remove(filepath.Join(l.clusterDir(cluster), "pids", c.Name+".pid"))
+			}
+		}
 		if err := l.kwokctl(ctx, "start", "cluster", "--name", name); err != nil {
 			return l.diagnose(cluster, err)
 		}
