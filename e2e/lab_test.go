@@ -334,3 +334,41 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
+
+func TestComponentThatFailsIsNamedWithItsLog(t *testing.T) {
+	skipShort(t)
+	// The real tools, but a kube-scheduler that exits at once as on a busy port.
+	tools := t.TempDir()
+	for _, name := range []string{"kube-apiserver", "kube-controller-manager", "kubectl", "etcd", "etcdctl", "etcdutl", "kwok", "kwokctl"} {
+		p, err := lab.Tools{Dir: os.Getenv("VK8S_TOOLS_DIR")}.Path(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(p, filepath.Join(tools, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	script := "#!/bin/sh\ncase \"$*\" in *version*) echo 'Kubernetes v1.35.4'; exit 0;; esac\n" +
+		"echo 'failed to listen on 127.0.0.1:10259: bind: address already in use' >&2\nexit 1\n"
+	if err := os.WriteFile(filepath.Join(tools, "kube-scheduler"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	broken, err := lab.New(lab.Config{
+		Name: "e2e-broken", Sites: 1, Nodes: 1, Dir: filepath.Join(t.TempDir(), "broken"),
+		Tools: lab.Tools{Dir: tools}, Log: testWriter{t},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = broken.Down(context.Background()) })
+	err = broken.Up(t.Context())
+	if err == nil {
+		t.Fatal("Up with a failing kube-scheduler succeeded")
+	}
+	t.Logf("Up error, as users see it:\n%v", err)
+	for _, want := range []string{"component kube-scheduler of e2e-broken-host is not running", "logs/kube-scheduler.log", "address already in use"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Up error does not say %q:\n%v", want, err)
+		}
+	}
+}

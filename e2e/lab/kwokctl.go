@@ -3,6 +3,7 @@ package lab
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -93,9 +94,32 @@ func (l *Lab) kwokctl(ctx context.Context, args ...string) error {
 	cmd.Stdout = &out
 	cmd.Stderr = &out
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("kwokctl %s: %w\n%s", strings.Join(args, " "), err, tail(out.String(), 20))
+		return fmt.Errorf("kwokctl %s: %w%s", strings.Join(args, " "), err, kwokctlErrors(out.String()))
 	}
 	return nil
+}
+
+// kwokctlErrors picks the errors out of kwokctl's JSON log lines, one indented line each;
+// output that is not kwokctl's JSON is kept as its last lines.
+func kwokctlErrors(out string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(out, "\n") {
+		var rec struct {
+			Level string `json:"level"`
+			Msg   string `json:"msg"`
+			Err   string `json:"err"`
+		}
+		if json.Unmarshal([]byte(line), &rec) != nil {
+			continue
+		}
+		if rec.Level == "ERROR" && rec.Err != "" {
+			fmt.Fprintf(&b, "\n  %s: %s", rec.Msg, strings.ReplaceAll(strings.TrimSpace(rec.Err), "\n", "\n    "))
+		}
+	}
+	if b.Len() == 0 && strings.TrimSpace(out) != "" {
+		return "\n" + tail(out, 20)
+	}
+	return b.String()
 }
 
 // tail returns the last n lines of s.

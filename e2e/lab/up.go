@@ -152,7 +152,30 @@ func (l *Lab) ensureCluster(ctx context.Context, cluster string, role clusterRol
 	if err != nil {
 		return l.diagnose(cluster, fmt.Errorf("cluster %s: API server not ready after %s: %w", name, readyTimeout, err))
 	}
+	// kwokctl does not wait for the other components; one that exits at once (a bad flag, a
+	// busy port) is caught here rather than as a cluster that silently never schedules.
+	if err := ctxSleep(ctx, componentSettle); err != nil {
+		return err
+	}
+	if !l.allRunning(cluster) {
+		return l.diagnose(cluster, fmt.Errorf("cluster %s: a component exited after start", name))
+	}
 	return nil
+}
+
+// componentSettle is how long a started component must stay up before Up trusts it.
+const componentSettle = time.Second
+
+// ctxSleep waits d or until ctx ends.
+func ctxSleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 func (l *Lab) clusterConfigPath(cluster string) string {
