@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -40,7 +41,7 @@ func runWithLab(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	fleet, err = lab.New(lab.Config{
 		Name: "e2e", Sites: fleetSites, Nodes: fleetNodes, Dir: filepath.Join(dir, "e2e"),
 		Tools: lab.Tools{Dir: tools}, Log: os.Stderr,
@@ -89,7 +90,8 @@ func kubectl(t *testing.T, cluster string, args ...string) string {
 	out, err := cmd.Output()
 	if err != nil {
 		stderr := ""
-		if ee, ok := err.(*exec.ExitError); ok {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
 			stderr = string(ee.Stderr)
 		}
 		t.Fatalf("kubectl %v: %v\n%s%s", args, err, out, stderr)
