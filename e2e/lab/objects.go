@@ -43,6 +43,10 @@ func NodeName(j int) string { return fmt.Sprintf("node%d", j) }
 // Region is the region of the i-th site.
 func Region(i int) string { return regions[(i-1)%len(regions)] }
 
+// SiteNode is the kwok node j of site i as Up makes it, for tests that take a node away and
+// put it back.
+func SiteNode(site, j int) *corev1.Node { return siteNode(site, j) }
+
 // siteNode is the kwok node j of site i: realistic capacity, allocatable a little below it
 // as a kubelet reserves, and the labels a real node carries.
 func siteNode(site, j int) *corev1.Node {

@@ -1,0 +1,397 @@
+package sitereg
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"hash"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/version"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+)
+
+// userAgent is what vk8s calls itself on the sites' API servers.
+const userAgent = "vk8s"
+
+// connKey identifies a cluster connection by what decides where requests go and who makes
+// them: the API server and the credentials. Kubeconfigs that spell the same access
+// differently (other context or user names, another Secret) share one connection; any
+// difference in server or credentials gives another. The full SHA-256 is kept so that no
+// two sets of credentials can be made to collide.
+func connKey(cfg *rest.Config) string {
+	h := sha256.New()
+	field := func(name string, v []byte) {
+		fmt.Fprintf(h, "%s:%d:", name, len(v))
+		h.Write(v)
+	}
+	field("host", []byte(strings.TrimRight(strings.ToLower(cfg.Host), "/")))
+	field("apiPath", []byte(cfg.APIPath))
+	tlsCfg := cfg.TLSClientConfig
+	field("insecure", []byte(fmt.Sprint(tlsCfg.Insecure)))
+	field("serverName", []byte(tlsCfg.ServerName))
+	field("caData", tlsCfg.CAData)
+	field("caFile", []byte(tlsCfg.CAFile))
+	field("certData", tlsCfg.CertData)
+	field("certFile", []byte(tlsCfg.CertFile))
+	field("keyData", tlsCfg.KeyData)
+	field("keyFile", []byte(tlsCfg.KeyFile))
+	field("token", []byte(cfg.BearerToken))
+	field("tokenFile", []byte(cfg.BearerTokenFile))
+	field("username", []byte(cfg.Username))
+	field("password", []byte(cfg.Password))
+	imp := cfg.Impersonate
+	field("impersonateUser", []byte(imp.UserName))
+	field("impersonateUID", []byte(imp.UID))
+	for _, g := range imp.Groups {
+		field("impersonateGroup", []byte(g))
+	}
+	writeExtra(h, imp.Extra)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func writeExtra(h hash.Hash, extra map[string][]string) {
+	keys := make([]string, 0, len(extra))
+	for k := range extra {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(h, "extra:%d:%s", len(k), k)
+		for _, v := range extra[k] {
+			fmt.Fprintf(h, ":%d:%s", len(v), v)
+		}
+	}
+}
+
+// shortKey is the prefix of a connection key that logs show.
+func shortKey(key string) string { return key[:min(len(key), 12)] }
+
+// conn is one connection to a site cluster, shared by every Site that reaches that cluster
+// with the same credentials: a client, one node informer, and the state of the last probe.
+type conn struct {
+	key    string
+	server string
+	config *rest.Config
+	http   *http.Client
+	client kubernetes.Interface
+
+	// probeMu lets one probe run at a time; the sites that wait for it reuse its result.
+	probeMu sync.Mutex
+
+	mu sync.Mutex
+	// sites are the Sites on this cluster with their node selectors.
+	sites  map[string]labels.Selector
+	closed bool
+	// informer watches the cluster's nodes; nil until a probe succeeded, so bad credentials
+	// do not leave a reflector retrying in the background.
+	informer cache.SharedIndexInformer
+	cancel   context.CancelFunc
+	// notify receives the sites whose nodes changed; it must not block.
+	notify func(sites []string)
+	// nodesListed says a probe has listed nodes once, proving the credentials may.
+	nodesListed bool
+	probedAt    time.Time
+	lastSuccess time.Time
+	version     string
+	// err is the last probe's error, nil when it succeeded.
+	err error
+}
+
+func newConn(key string, cfg *rest.Config, qps float32, burst int, notify func([]string)) (*conn, error) {
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst = qps, burst
+	cfg.UserAgent = userAgent
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := kubernetes.NewForConfigAndClient(cfg, hc)
+	if err != nil {
+		return nil, err
+	}
+	return &conn{
+		key: key, server: cfg.Host, config: cfg, http: hc, client: cs,
+		sites:  map[string]labels.Selector{},
+		notify: notify,
+	}, nil
+}
+
+// probeResult is the state of a connection after a probe.
+type probeResult struct {
+	version string
+	// lastSuccess is when the API server last answered; zero if never.
+	lastSuccess time.Time
+	// err is the probe's error, unclassified; nil when it answered.
+	err error
+}
+
+// probe asks the API server for its version, and the first time also lists one node to
+// prove the credentials may read nodes. A probe younger than maxAge is reused, so the many
+// sites of one cluster cost one probe per interval. duration receives the time of each
+// probe actually made.
+func (c *conn) probe(ctx context.Context, timeout, maxAge time.Duration, now func() time.Time, duration func(time.Duration, error)) probeResult {
+	c.probeMu.Lock()
+	defer c.probeMu.Unlock()
+	c.mu.Lock()
+	if !c.probedAt.IsZero() && now().Sub(c.probedAt) < maxAge {
+		defer c.mu.Unlock()
+		return c.resultLocked()
+	}
+	listNodes := !c.nodesListed
+	c.mu.Unlock()
+
+	start := now()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	info, err := serverVersion(ctx, c.client.Discovery().RESTClient())
+	if err == nil && listNodes {
+		_, err = c.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{Limit: 1})
+	}
+	end := now()
+	duration(end.Sub(start), err)
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.probedAt = end
+	c.err = err
+	if err == nil {
+		c.version = info.GitVersion
+		c.lastSuccess = end
+		c.nodesListed = true
+	}
+	return c.resultLocked()
+}
+
+func (c *conn) resultLocked() probeResult {
+	return probeResult{version: c.version, lastSuccess: c.lastSuccess, err: c.err}
+}
+
+// serverVersion is discovery's ServerVersion with a context, so a probe has a deadline.
+func serverVersion(ctx context.Context, rc rest.Interface) (*version.Info, error) {
+	raw, err := rc.Get().AbsPath("/version").Do(ctx).Raw()
+	if err != nil {
+		return nil, err
+	}
+	var info version.Info
+	if err := json.Unmarshal(raw, &info); err != nil {
+		return nil, fmt.Errorf("decode /version: %w", err)
+	}
+	return &info, nil
+}
+
+// setSite records that site uses this connection with selector sel.
+func (c *conn) setSite(site string, sel labels.Selector) {
+	c.mu.Lock()
+	c.sites[site] = sel
+	c.mu.Unlock()
+}
+
+// dropSite removes site and says whether no site is left.
+func (c *conn) dropSite(site string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.sites, site)
+	return len(c.sites) == 0
+}
+
+// startInformer starts the node informer, once; it stops when ctx ends or the connection
+// closes. Node changes go to notify.
+func (c *conn) startInformer(ctx context.Context, log logr.Logger) (cache.SharedIndexInformer, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, fmt.Errorf("connection %s is closed", shortKey(c.key))
+	}
+	if c.informer != nil {
+		return c.informer, nil
+	}
+	inf := coreinformers.NewNodeInformer(c.client, 0, cache.Indexers{})
+	if err := inf.SetTransform(stripNode); err != nil {
+		return nil, fmt.Errorf("node informer transform: %w", err)
+	}
+	if err := inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
+		log.V(1).Info("Node watch failed; retrying", "server", c.server, "reason", err.Error())
+	}); err != nil {
+		return nil, fmt.Errorf("node informer error handler: %w", err)
+	}
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) { c.nodesChanged(obj) },
+		UpdateFunc: func(old, cur any) {
+			o, ok1 := old.(*corev1.Node)
+			n, ok2 := cur.(*corev1.Node)
+			if !ok1 || !ok2 || nodeChangeMatters(o, n) {
+				c.nodesChanged(old, cur)
+			}
+		},
+		DeleteFunc: func(obj any) { c.nodesChanged(obj) },
+	}); err != nil {
+		return nil, fmt.Errorf("node informer handler: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	go inf.RunWithContext(ctx)
+	c.informer, c.cancel = inf, cancel
+	return inf, nil
+}
+
+// stripNode drops what the registry and the provider never read from cached nodes.
+func stripNode(obj any) (any, error) {
+	if n, ok := obj.(*corev1.Node); ok {
+		n.ManagedFields = nil
+		n.Status.Images = nil
+	}
+	return obj, nil
+}
+
+// nodesChanged tells notify the sites that any of objs (nodes, or tombstones of nodes)
+// belongs to.
+func (c *conn) nodesChanged(objs ...any) {
+	c.mu.Lock()
+	var sites []string
+	for site, sel := range c.sites {
+		for _, o := range objs {
+			if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
+				o = t.Obj
+			}
+			n, ok := o.(*corev1.Node)
+			if !ok || sel.Matches(labels.Set(n.Labels)) {
+				sites = append(sites, site)
+				break
+			}
+		}
+	}
+	c.mu.Unlock()
+	if len(sites) > 0 {
+		c.notify(sites)
+	}
+}
+
+// subscriber delivers reconcile requests for sites on out. Requests for one site that
+// arrive while it delivers are coalesced into one, so producers never block and a burst of
+// node events costs each site one reconcile.
+type subscriber struct {
+	out    chan event.GenericEvent
+	signal chan struct{}
+
+	mu    sync.Mutex
+	dirty map[string]struct{}
+}
+
+func newSubscriber() *subscriber {
+	return &subscriber{
+		out:    make(chan event.GenericEvent, 1024),
+		signal: make(chan struct{}, 1),
+		dirty:  map[string]struct{}{},
+	}
+}
+
+// mark queues a request for each of sites; it never blocks.
+func (s *subscriber) mark(sites []string) {
+	s.mu.Lock()
+	for _, site := range sites {
+		s.dirty[site] = struct{}{}
+	}
+	s.mu.Unlock()
+	select {
+	case s.signal <- struct{}{}:
+	default:
+	}
+}
+
+// run delivers the queued requests until ctx ends.
+func (s *subscriber) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.signal:
+		}
+		s.mu.Lock()
+		dirty := s.dirty
+		s.dirty = map[string]struct{}{}
+		s.mu.Unlock()
+		for site := range dirty {
+			ev := event.GenericEvent{Object: &vk8sv1.Site{ObjectMeta: metav1.ObjectMeta{Name: site}}}
+			select {
+			case s.out <- ev:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// synced returns the node informer when its cache has been filled once.
+func (c *conn) synced() cache.SharedIndexInformer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.informer == nil || !c.informer.HasSynced() {
+		return nil
+	}
+	return c.informer
+}
+
+// close stops the informer and drops idle connections to the API server.
+func (c *conn) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	if c.cancel != nil {
+		c.cancel()
+	}
+	c.http.CloseIdleConnections()
+}
+
+// siteNodeLister is a NodeLister over a cluster's node cache that shows only the nodes of
+// one site.
+type siteNodeLister struct {
+	base corelisters.NodeLister
+	sel  labels.Selector
+}
+
+var _ corelisters.NodeLister = siteNodeLister{}
+
+// List returns the site's nodes that selector also selects.
+func (l siteNodeLister) List(selector labels.Selector) ([]*corev1.Node, error) {
+	all, err := l.base.List(selector)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*corev1.Node, 0, len(all))
+	for _, n := range all {
+		if l.sel.Matches(labels.Set(n.Labels)) {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// Get returns the named node, or NotFound when it is not one of the site's.
+func (l siteNodeLister) Get(name string) (*corev1.Node, error) {
+	n, err := l.base.Get(name)
+	if err != nil {
+		return nil, err
+	}
+	if !l.sel.Matches(labels.Set(n.Labels)) {
+		return nil, apierrors.NewNotFound(corev1.Resource("nodes"), name)
+	}
+	return n, nil
+}

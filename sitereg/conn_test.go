@@ -1,0 +1,198 @@
+package sitereg
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/labels"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+func TestConnKey(t *testing.T) {
+	base := func(t *testing.T) *rest.Config {
+		cfg, err := restConfigFromKubeconfig(testKubeconfig(t, "https://site1:6443", []byte("CA"), "tok", nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	for _, tc := range []struct {
+		name  string
+		other func(t *testing.T) *rest.Config
+		same  bool
+	}{
+		{"same kubeconfig", base, true},
+		{"other context and user names", func(t *testing.T) *rest.Config {
+			cfg, err := restConfigFromKubeconfig(testKubeconfig(t, "https://site1:6443", []byte("CA"), "tok", func(c *clientcmdapi.Config) {
+				c.AuthInfos = map[string]*clientcmdapi.AuthInfo{"admin": {Token: "tok"}}
+				c.Contexts = map[string]*clientcmdapi.Context{"site1-slice": {Cluster: "c", AuthInfo: "admin"}}
+				c.CurrentContext = "site1-slice"
+			}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return cfg
+		}, true},
+		{"trailing slash and case", func(t *testing.T) *rest.Config {
+			cfg := base(t)
+			cfg.Host = "https://SITE1:6443/"
+			return cfg
+		}, true},
+		{"client tuning does not matter", func(t *testing.T) *rest.Config {
+			cfg := base(t)
+			cfg.QPS, cfg.Burst, cfg.UserAgent = 1, 2, "x"
+			return cfg
+		}, true},
+		{"other server", func(t *testing.T) *rest.Config {
+			cfg := base(t)
+			cfg.Host = "https://site2:6443"
+			return cfg
+		}, false},
+		{"other token", func(t *testing.T) *rest.Config {
+			cfg := base(t)
+			cfg.BearerToken = "tok2"
+			return cfg
+		}, false},
+		{"other CA", func(t *testing.T) *rest.Config {
+			cfg := base(t)
+			cfg.CAData = []byte("CA2")
+			return cfg
+		}, false},
+		{"client certificate instead of token", func(t *testing.T) *rest.Config {
+			cfg := base(t)
+			cfg.BearerToken, cfg.CertData, cfg.KeyData = "", []byte("cert"), []byte("key")
+			return cfg
+		}, false},
+		{"impersonation", func(t *testing.T) *rest.Config {
+			cfg := base(t)
+			cfg.Impersonate = rest.ImpersonationConfig{UserName: "someone", Extra: map[string][]string{"a": {"b"}}}
+			return cfg
+		}, false},
+		{"fields do not run together", func(t *testing.T) *rest.Config {
+			cfg := base(t)
+			cfg.Username, cfg.Password = "ab", "c"
+			return cfg
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := connKey(base(t)), connKey(tc.other(t))
+			if (a == b) != tc.same {
+				t.Errorf("keys equal = %v, want %v", a == b, tc.same)
+			}
+		})
+	}
+	// Username "a"+"bc" must differ from "ab"+"c".
+	x, y := base(t), base(t)
+	x.Username, x.Password = "a", "bc"
+	y.Username, y.Password = "ab", "c"
+	if connKey(x) == connKey(y) {
+		t.Error("connKey runs fields together")
+	}
+}
+
+func TestSiteNodeLister(t *testing.T) {
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	for _, n := range []*corev1.Node{
+		node("node1", true, "1", "1Gi", map[string]string{"zone": "a"}),
+		node("node2", true, "1", "1Gi", map[string]string{"zone": "b"}),
+		node("node3", true, "1", "1Gi", map[string]string{"zone": "a"}),
+	} {
+		if err := idx.Add(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := siteNodeLister{base: corelisters.NewNodeLister(idx), sel: labels.SelectorFromSet(labels.Set{"zone": "a"})}
+	list, err := l.List(labels.Everything())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, n := range list {
+		names = append(names, n.Name)
+	}
+	slices.Sort(names)
+	if !slices.Equal(names, []string{"node1", "node3"}) {
+		t.Errorf("List: %v, want node1 node3", names)
+	}
+	list, _ = l.List(labels.SelectorFromSet(labels.Set{corev1.LabelHostname: "node3"}))
+	if len(list) != 1 || list[0].Name != "node3" {
+		t.Errorf("List with a selector: %v, want node3", list)
+	}
+	if n, err := l.Get("node1"); err != nil || n.Name != "node1" {
+		t.Errorf("Get(node1): %v %v", n, err)
+	}
+	if _, err := l.Get("node2"); !apierrors.IsNotFound(err) {
+		t.Errorf("Get(node2) of another site: %v, want NotFound", err)
+	}
+	if _, err := l.Get("node9"); !apierrors.IsNotFound(err) {
+		t.Errorf("Get(node9): %v, want NotFound", err)
+	}
+}
+
+func TestNodesChangedNotifiesMatchingSites(t *testing.T) {
+	var got []string
+	c := &conn{
+		sites: map[string]labels.Selector{
+			"all":   labels.Everything(),
+			"zoneA": labels.SelectorFromSet(labels.Set{"zone": "a"}),
+			"zoneB": labels.SelectorFromSet(labels.Set{"zone": "b"}),
+		},
+		notify: func(sites []string) { got = append(got, sites...) },
+	}
+	a := node("n1", true, "1", "1Gi", map[string]string{"zone": "a"})
+	b := node("n1", true, "1", "1Gi", map[string]string{"zone": "b"})
+	for _, tc := range []struct {
+		name string
+		objs []any
+		want []string
+	}{
+		{"add in zone a", []any{a}, []string{"all", "zoneA"}},
+		{"relabel from a to b", []any{a, b}, []string{"all", "zoneA", "zoneB"}},
+		{"tombstone", []any{cache.DeletedFinalStateUnknown{Key: "n1", Obj: b}}, []string{"all", "zoneB"}},
+		{"no site of the node", []any{node("n2", true, "1", "1Gi", map[string]string{"zone": "c"})}, []string{"all"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got = nil
+			c.nodesChanged(tc.objs...)
+			slices.Sort(got)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("notified %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSubscriberCoalesces(t *testing.T) {
+	s := newSubscriber()
+	s.mark([]string{"a", "b"})
+	s.mark([]string{"b"})
+	s.mark([]string{"a"})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go s.run(ctx)
+	var got []string
+	for len(got) < 2 {
+		select {
+		case ev := <-s.out:
+			got = append(got, ev.Object.GetName())
+		case <-time.After(5 * time.Second):
+			t.Fatalf("got %v, want a and b", got)
+		}
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"a", "b"}) {
+		t.Errorf("delivered %v, want a and b once each", got)
+	}
+	select {
+	case ev := <-s.out:
+		t.Errorf("extra request %s", ev.Object.GetName())
+	default:
+	}
+}

@@ -1,0 +1,81 @@
+// Package sitereg is the site registry: it keeps one connection per site cluster for the
+// rest of vk8s, and keeps the status of every vk8s.io Site in the host cluster current. It
+// follows cluster-api's clustercache: a controller on the host's Sites owns the
+// connections, probes their health, and answers Get with the connection or an error that
+// wraps ErrSiteNotConnected.
+//
+// # Connections
+//
+// A Site names a Secret key that holds a kubeconfig (spec.kubeconfigSecretRef). The
+// kubeconfig must be self-contained: inline certificates and tokens only; paths to files and
+// credential plugins (exec, auth-provider) are refused, since they would read files or run
+// commands where vk8s runs. The Secret's data is read uncached, and again only when the
+// Secret's resourceVersion changes; the registry caches only the metadata of Secrets.
+//
+// Sites that reach the same API server with the same credentials share one connection: a
+// client and one node informer. A node-selected slice of a cluster is a Site of its own
+// (spec.nodeSelector), so 300 Sites that slice 3 clusters make 3 connections. A connection
+// is reference-counted by its Sites and closed when the last one is deleted, points at
+// other credentials, or loses its Secret. A changed Secret takes effect at once: its Sites
+// move to the connection of the new credentials.
+//
+// # Health
+//
+// Every Site is reconciled every HeartbeatInterval (default 30s, with 10% jitter) through
+// the controller's RequeueAfter; there is no polling goroutine per Site. A reconcile probes
+// the connection with GET /version under ProbeTimeout (default 5s); the first probe of a
+// connection also lists one node, so credentials that may not read nodes fail with
+// Forbidden instead of an informer that never syncs. The Sites of one connection share a
+// probe: a result younger than half the interval is reused, and concurrent reconciles wait
+// for the probe in flight. The node informer starts after the first successful probe; its
+// events (adds, deletes, and updates that change labels, capacity, allocatable,
+// schedulability or a condition) enqueue
+// the Sites whose node selector matches the node, coalesced so a burst of events costs one
+// reconcile per Site. Reconciles run in parallel (MaxConcurrentReconciles, default 10) and
+// every call to a site or to a Secret is bounded by ProbeTimeout, so one slow or unreachable
+// site does not hold up the others.
+//
+// # Status
+//
+// Connected is True when the last probe answered; otherwise False with a reason
+// (SecretNotFound, SecretKeyNotFound, InvalidKubeconfig, InvalidNodeSelector, Unauthorized,
+// Forbidden, TLSError, Unreachable, ProbeFailed) and a message that says what is wrong and
+// how to fix it. Ready is True when connected and at least one of the Site's nodes is
+// Ready; False with NoReadyNodes when none is (or the selector matches none); False with the
+// connection's reason when not connected; Unknown with NodesNotSynced while the node cache
+// fills. nodeCount, allocatable (summed over the Site's nodes, Ready or not) and
+// virtualNodes ("<site>-<node>" per node in PerNode mode, "<site>" in Aggregate mode,
+// sorted) come from the node cache. While a site is unreachable they keep their last
+// values, and lastHeartbeatTime stays at the last successful probe, so the Site's virtual
+// nodes stay in place.
+//
+// A change of Connected, or of Ready while connected, is recorded as a Kubernetes Event on
+// the Site (Warning for failures, Normal for recoveries); a probe that changes nothing
+// records nothing.
+//
+// # Using a site
+//
+// Get returns a Conn: the shared client and rest.Config, a NodeLister that shows only the
+// Site's nodes, the node mode and the server's version. It does no I/O; when the Site is not
+// usable its error wraps ErrSiteNotConnected and the cause.
+//
+// Watch returns a channel for source.Channel that names a Site each time its nodes change
+// (straight from the node informer, before the registry's own status write), its status
+// changes (connection lost or regained, nodes, version), or it is deleted, so another
+// controller (the provider's virtual nodes) can follow the sites without polling. Requests
+// are coalesced per Site and never dropped.
+//
+// # Metrics
+//
+// Registered on controller-runtime's metrics.Registry unless Config says otherwise:
+// vk8s_sitereg_site_connected{site}, vk8s_sitereg_site_ready{site} and
+// vk8s_sitereg_site_nodes{site} gauges, the vk8s_sitereg_probe_duration_seconds{result}
+// histogram (one observation per probe made, not per Site), and the
+// vk8s_sitereg_connections gauge.
+//
+// # Permissions
+//
+// On the host: get, list and watch Sites; update and patch sites/status; get, list and
+// watch Secrets; create and patch events (events.k8s.io). On each site: get /version and
+// list and watch nodes, plus what the provider needs.
+package sitereg

@@ -1,0 +1,104 @@
+package sitereg
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the registry's Prometheus metrics.
+type metrics struct {
+	connected     *prometheus.GaugeVec
+	ready         *prometheus.GaugeVec
+	nodes         *prometheus.GaugeVec
+	probeDuration *prometheus.HistogramVec
+	connections   prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		connected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "vk8s_sitereg_site_connected",
+			Help: "1 when the site's API server answered the last probe, else 0.",
+		}, []string{"site"}),
+		ready: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "vk8s_sitereg_site_ready",
+			Help: "1 when the site is connected and has a Ready node, else 0.",
+		}, []string{"site"}),
+		nodes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "vk8s_sitereg_site_nodes",
+			Help: "Number of the site's nodes, as last seen.",
+		}, []string{"site"}),
+		probeDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "vk8s_sitereg_probe_duration_seconds",
+			Help:    "Duration of health probes of site clusters (one per shared connection), by result.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"result"}),
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "vk8s_sitereg_connections",
+			Help: "Number of open connections to site clusters; sites on one cluster with the same credentials share one.",
+		}),
+	}
+	var err error
+	if m.connected, err = register(reg, m.connected); err != nil {
+		return nil, err
+	}
+	if m.ready, err = register(reg, m.ready); err != nil {
+		return nil, err
+	}
+	if m.nodes, err = register(reg, m.nodes); err != nil {
+		return nil, err
+	}
+	if m.probeDuration, err = register(reg, m.probeDuration); err != nil {
+		return nil, err
+	}
+	if m.connections, err = register(reg, m.connections); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// register registers c, or returns the collector already registered under its name, so two
+// registries in one process (tests) share the metrics instead of failing.
+func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error) {
+	err := reg.Register(c)
+	if err == nil {
+		return c, nil
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(T); ok {
+			return existing, nil
+		}
+	}
+	return c, fmt.Errorf("register metric: %w", err)
+}
+
+func (m *metrics) observeProbe(d time.Duration, err error) {
+	result := "success"
+	if err != nil {
+		result = "failure"
+	}
+	m.probeDuration.WithLabelValues(result).Observe(d.Seconds())
+}
+
+func (m *metrics) setSite(site string, connected, ready bool, nodes int32) {
+	m.connected.WithLabelValues(site).Set(boolFloat(connected))
+	m.ready.WithLabelValues(site).Set(boolFloat(ready))
+	m.nodes.WithLabelValues(site).Set(float64(nodes))
+}
+
+func (m *metrics) deleteSite(site string) {
+	m.connected.DeleteLabelValues(site)
+	m.ready.DeleteLabelValues(site)
+	m.nodes.DeleteLabelValues(site)
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

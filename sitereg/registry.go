@@ -1,0 +1,355 @@
+package sitereg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+)
+
+// Defaults of Config.
+const (
+	DefaultHeartbeatInterval       = 30 * time.Second
+	DefaultProbeTimeout            = 5 * time.Second
+	DefaultMaxConcurrentReconciles = 10
+	DefaultQPS                     = 50
+	DefaultBurst                   = 100
+	DefaultControllerName          = "sitereg"
+)
+
+// Config configures a Registry. The zero value is valid: every field has a default.
+type Config struct {
+	// HeartbeatInterval is how often each Site is reconciled: its connection probed (one
+	// probe per shared connection) and its status written. Zero: 30s. At least 1s.
+	HeartbeatInterval time.Duration
+	// ProbeTimeout bounds each call the registry makes to a site (version probe, node list,
+	// node cache sync) and the read of a kubeconfig Secret. Zero: 5s. Less than
+	// HeartbeatInterval.
+	ProbeTimeout time.Duration
+	// MaxConcurrentReconciles is the number of Sites reconciled at once, so a slow site
+	// does not hold up the others. Zero: 10.
+	MaxConcurrentReconciles int
+	// QPS and Burst limit the client of each site connection. Zero: 50 and 100.
+	QPS   float32
+	Burst int
+	// ControllerName names the controller, the reporter of its Events and its logger.
+	// Empty: "sitereg".
+	ControllerName string
+	// MetricsRegisterer receives the registry's metrics. Nil: controller-runtime's
+	// metrics.Registry, which the manager's metrics endpoint serves.
+	MetricsRegisterer prometheus.Registerer
+}
+
+var controllerNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
+// Registry connects to every Site's cluster and keeps the Sites' status current; see the
+// package documentation. Create it with New, add it to a manager with SetupWithManager.
+type Registry struct {
+	cfg     Config
+	metrics *metrics
+	now     func() time.Time
+
+	// Set by SetupWithManager.
+	client    client.Client // cached: Sites, and the metadata of Secrets
+	apiReader client.Reader // uncached: Secret data
+	recorder  events.EventRecorder
+	log       logr.Logger // for what runs outside reconciles (node informers)
+
+	// self carries reconcile requests from the node informers to the registry's own
+	// controller; Watch adds subscribers for other controllers.
+	self *subscriber
+
+	// started is closed by Start once ctx, the context connections live in, is set.
+	started   chan struct{}
+	startOnce sync.Once
+	ctx       context.Context
+
+	mu      sync.Mutex
+	sites   map[string]*siteEntry
+	conns   map[string]*conn
+	watches []*subscriber
+	running bool // subscribers run once Start has begun
+}
+
+// siteEntry is what the registry keeps about one Site between reconciles.
+type siteEntry struct {
+	// ref ("ns/name/key") and secretRV identify the Secret data conn or err came from, so
+	// the Secret is read again only when it or the reference changed.
+	ref      string
+	secretRV string
+	// conn is the site's connection; nil when err says why there is none.
+	conn *conn
+	err  *siteError
+	sel  labels.Selector
+	mode vk8sv1.NodeMode
+	// status is the status last written for the Site with this uid.
+	uid    types.UID
+	status *vk8sv1.SiteStatus
+}
+
+// New validates cfg, fills in its defaults and registers the metrics.
+func New(cfg Config) (*Registry, error) {
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if cfg.ProbeTimeout == 0 {
+		cfg.ProbeTimeout = DefaultProbeTimeout
+	}
+	if cfg.MaxConcurrentReconciles == 0 {
+		cfg.MaxConcurrentReconciles = DefaultMaxConcurrentReconciles
+	}
+	if cfg.QPS == 0 {
+		cfg.QPS = DefaultQPS
+	}
+	if cfg.Burst == 0 {
+		cfg.Burst = DefaultBurst
+	}
+	if cfg.ControllerName == "" {
+		cfg.ControllerName = DefaultControllerName
+	}
+	if cfg.MetricsRegisterer == nil {
+		cfg.MetricsRegisterer = ctrlmetrics.Registry
+	}
+	var errs []error
+	if cfg.HeartbeatInterval < time.Second {
+		errs = append(errs, fmt.Errorf("HeartbeatInterval %s: want at least 1s", cfg.HeartbeatInterval))
+	}
+	if cfg.ProbeTimeout < 0 || cfg.ProbeTimeout >= cfg.HeartbeatInterval {
+		errs = append(errs, fmt.Errorf("ProbeTimeout %s: want more than 0 and less than HeartbeatInterval %s", cfg.ProbeTimeout, cfg.HeartbeatInterval))
+	}
+	if cfg.MaxConcurrentReconciles < 0 {
+		errs = append(errs, fmt.Errorf("MaxConcurrentReconciles %d: want at least 1", cfg.MaxConcurrentReconciles))
+	}
+	if cfg.QPS < 0 || cfg.Burst < 0 {
+		errs = append(errs, fmt.Errorf("QPS %v, Burst %d: want positive values", cfg.QPS, cfg.Burst))
+	}
+	if !controllerNameRE.MatchString(cfg.ControllerName) {
+		errs = append(errs, fmt.Errorf("ControllerName %q: want a DNS label (lowercase letters, digits, '-')", cfg.ControllerName))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("site registry config: %w", err)
+	}
+	m, err := newMetrics(cfg.MetricsRegisterer)
+	if err != nil {
+		return nil, fmt.Errorf("site registry metrics: %w", err)
+	}
+	return &Registry{
+		cfg:     cfg,
+		metrics: m,
+		now:     time.Now,
+		log:     logr.Discard(),
+		self:    newSubscriber(),
+		started: make(chan struct{}),
+		sites:   map[string]*siteEntry{},
+		conns:   map[string]*conn{},
+	}, nil
+}
+
+// secretRefIndex indexes Sites by the "namespace/name" of their kubeconfig Secret.
+const secretRefIndex = "vk8s.io/sitereg-secret"
+
+func indexSecretRef(obj client.Object) []string {
+	s, ok := obj.(*vk8sv1.Site)
+	if !ok {
+		return nil
+	}
+	ref := s.Spec.KubeconfigSecretRef
+	return []string{ref.Namespace + "/" + ref.Name}
+}
+
+// SetupWithManager adds the registry to mgr: the Site controller (watching Sites, the
+// metadata of Secrets, and the nodes of every connected cluster) and a runnable that closes
+// every connection when the manager stops. mgr's scheme must know vk8s.io/v1alpha1. Call it
+// once.
+func (r *Registry) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	if r.client != nil {
+		return errors.New("site registry: SetupWithManager called twice")
+	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &vk8sv1.Site{}, secretRefIndex, indexSecretRef); err != nil {
+		return fmt.Errorf("index Sites by Secret: %w", err)
+	}
+	r.client = mgr.GetClient()
+	r.apiReader = mgr.GetAPIReader()
+	r.recorder = mgr.GetEventRecorder(r.cfg.ControllerName)
+	r.log = mgr.GetLogger().WithName(r.cfg.ControllerName)
+	if err := mgr.Add(r); err != nil {
+		return fmt.Errorf("add site registry to manager: %w", err)
+	}
+	err := ctrl.NewControllerManagedBy(mgr).
+		Named(r.cfg.ControllerName).
+		For(&vk8sv1.Site{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.sitesForSecret), builder.OnlyMetadata).
+		WatchesRawSource(source.Channel(r.self.out, &handler.EnqueueRequestForObject{})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.cfg.MaxConcurrentReconciles}).
+		Complete(r)
+	if err != nil {
+		return fmt.Errorf("site registry controller: %w", err)
+	}
+	return nil
+}
+
+// Start records ctx as the lifetime of the site connections and, when ctx ends, closes
+// them all. It implements manager.Runnable; SetupWithManager adds it.
+func (r *Registry) Start(ctx context.Context) error {
+	r.startOnce.Do(func() {
+		r.mu.Lock()
+		r.ctx, r.running = ctx, true
+		go r.self.run(ctx)
+		for _, s := range r.watches {
+			go s.run(ctx)
+		}
+		r.mu.Unlock()
+		close(r.started)
+	})
+	<-ctx.Done()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for key, c := range r.conns {
+		c.close()
+		delete(r.conns, key)
+		r.metrics.connections.Dec()
+	}
+	for name := range r.sites {
+		delete(r.sites, name)
+	}
+	return nil
+}
+
+// Watch returns a channel that carries a request (a Site with only its name set) each time
+// a site's nodes change or its status changes (connected or not, nodes, version), and when
+// it is deleted: feed it to a controller with source.Channel to reconcile whatever is made
+// of the sites' nodes. Requests are coalesced per site and never dropped; deliveries start
+// with the registry and stop with it. Call Watch before the manager starts, once per
+// consumer.
+func (r *Registry) Watch() <-chan event.GenericEvent {
+	s := newSubscriber()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.watches = append(r.watches, s)
+	if r.running {
+		go s.run(r.ctx)
+	}
+	return s.out
+}
+
+// nodesChanged is the notify of every connection: the sites go to the registry's own
+// controller and to every watcher.
+func (r *Registry) nodesChanged(sites []string) {
+	r.self.mark(sites)
+	r.notifyWatchers(sites...)
+}
+
+// notifyWatchers queues requests for sites to the Watch channels.
+func (r *Registry) notifyWatchers(sites ...string) {
+	r.mu.Lock()
+	watches := slices.Clone(r.watches)
+	r.mu.Unlock()
+	for _, s := range watches {
+		s.mark(sites)
+	}
+}
+
+// NeedLeaderElection is false: connections are opened by the controller, which itself
+// waits for leadership; Start only ties them to the manager's lifetime.
+func (r *Registry) NeedLeaderElection() bool { return false }
+
+// Conn is a site's connection as Get returns it. Sites on one cluster with the same
+// credentials share Config, Client and the node cache; Nodes shows only the site's nodes.
+// Everything in it is shared: do not modify it.
+type Conn struct {
+	// Site is the name of the Site.
+	Site string
+	// Key identifies the cluster connection; sites with equal Keys share it.
+	Key string
+	// Server is the URL of the site's API server.
+	Server string
+	// Config is the client configuration the connection uses. Copy it (rest.CopyConfig)
+	// before changing it.
+	Config *rest.Config
+	// Client calls the site's API server. It sets no timeout of its own: pass contexts
+	// with deadlines.
+	Client kubernetes.Interface
+	// Nodes lists the site's nodes (those spec.nodeSelector selects) from a shared cache.
+	Nodes corelisters.NodeLister
+	// NodeMode is the Site's spec.nodeMode.
+	NodeMode vk8sv1.NodeMode
+	// KubernetesVersion is the API server's version at the last probe.
+	KubernetesVersion string
+	// LastHeartbeat is when the API server last answered a probe.
+	LastHeartbeat time.Time
+}
+
+// Get returns the connection of the named Site. The error wraps ErrSiteNotConnected when
+// the Site is unknown or not reconciled yet, its kubeconfig cannot be used, its API server
+// failed the last probe, or its nodes have not been read yet. Get does no I/O and never
+// blocks on a site.
+func (r *Registry) Get(site string) (*Conn, error) {
+	r.mu.Lock()
+	e, ok := r.sites[site]
+	var c *conn
+	var sel labels.Selector
+	var mode vk8sv1.NodeMode
+	if ok {
+		c, sel, mode = e.conn, e.sel, e.mode
+	}
+	var entryErr error
+	if ok && e.err != nil {
+		entryErr = e.err
+	}
+	r.mu.Unlock()
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("site %s: %w: not registered, or not reconciled yet", site, ErrSiteNotConnected)
+	case entryErr != nil:
+		return nil, fmt.Errorf("site %s: %w: %w", site, ErrSiteNotConnected, entryErr)
+	case c == nil:
+		return nil, fmt.Errorf("site %s: %w: no connection yet", site, ErrSiteNotConnected)
+	}
+	c.mu.Lock()
+	res := c.resultLocked()
+	inf := c.informer
+	c.mu.Unlock()
+	switch {
+	case res.err != nil:
+		return nil, fmt.Errorf("site %s: %w: %w", site, ErrSiteNotConnected, res.err)
+	case res.lastSuccess.IsZero():
+		return nil, fmt.Errorf("site %s: %w: not probed yet", site, ErrSiteNotConnected)
+	case inf == nil || !inf.HasSynced():
+		return nil, fmt.Errorf("site %s: %w: node cache not synced yet", site, ErrSiteNotConnected)
+	}
+	return &Conn{
+		Site:              site,
+		Key:               c.key,
+		Server:            c.server,
+		Config:            c.config,
+		Client:            c.client,
+		Nodes:             siteNodeLister{base: corelisters.NewNodeLister(inf.GetIndexer()), sel: sel},
+		NodeMode:          mode,
+		KubernetesVersion: res.version,
+		LastHeartbeat:     res.lastSuccess,
+	}, nil
+}

@@ -1,0 +1,526 @@
+package sitereg
+
+import (
+	"context"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+)
+
+func TestNewValidates(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		cfg     Config
+		wantErr string
+	}{
+		{"defaults", Config{}, ""},
+		{"short heartbeat", Config{HeartbeatInterval: 10 * time.Millisecond}, "HeartbeatInterval 10ms"},
+		{"probe longer than heartbeat", Config{HeartbeatInterval: 2 * time.Second, ProbeTimeout: 5 * time.Second}, "ProbeTimeout 5s"},
+		{"negative probe timeout", Config{ProbeTimeout: -time.Second}, "ProbeTimeout -1s"},
+		{"negative concurrency", Config{MaxConcurrentReconciles: -1}, "MaxConcurrentReconciles -1"},
+		{"negative burst", Config{Burst: -1}, "Burst -1"},
+		{"bad name", Config{ControllerName: "Site Registry"}, `ControllerName "Site Registry"`},
+		{"every problem at once", Config{HeartbeatInterval: time.Millisecond, MaxConcurrentReconciles: -2}, "MaxConcurrentReconciles -2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.MetricsRegisterer = prometheus.NewRegistry()
+			r, err := New(tc.cfg)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("New: %v", err)
+				}
+				if r.cfg.HeartbeatInterval != DefaultHeartbeatInterval || r.cfg.ProbeTimeout != DefaultProbeTimeout || r.cfg.MaxConcurrentReconciles != DefaultMaxConcurrentReconciles {
+					t.Errorf("defaults not applied: %+v", r.cfg)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("New: error %v, want one containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestNewSharesMetricsOfOneRegisterer(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	a, err := New(Config{MetricsRegisterer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(Config{MetricsRegisterer: reg})
+	if err != nil {
+		t.Fatalf("second registry on one registerer: %v", err)
+	}
+	if a.metrics.connected != b.metrics.connected {
+		t.Error("the second registry did not reuse the registered metrics")
+	}
+}
+
+// fakeAPIServer is the smallest API server a site connection needs: /version, and list and
+// watch of nodes, behind a bearer token.
+type fakeAPIServer struct {
+	*httptest.Server
+	token string
+	mu    sync.Mutex
+	nodes []corev1.Node
+}
+
+func newFakeAPIServer(t *testing.T, token string, nodes ...*corev1.Node) *fakeAPIServer {
+	t.Helper()
+	f := &fakeAPIServer{token: token}
+	for _, n := range nodes {
+		f.nodes = append(f.nodes, *n)
+	}
+	f.Server = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
+	f.Config.ErrorLog = log.New(io.Discard, "", 0) // TLS failures are what some tests want
+	f.StartTLS()
+	t.Cleanup(f.Close)
+	return f
+}
+
+func (f *fakeAPIServer) caPEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.Certificate().Raw})
+}
+
+func (f *fakeAPIServer) serve(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	if r.Header.Get("Authorization") != "Bearer "+f.token {
+		w.WriteHeader(http.StatusUnauthorized)
+		_ = json.NewEncoder(w).Encode(metav1.Status{
+			TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
+			Status:   metav1.StatusFailure, Reason: metav1.StatusReasonUnauthorized, Code: 401, Message: "Unauthorized",
+		})
+		return
+	}
+	f.mu.Lock()
+	nodes := slices.Clone(f.nodes)
+	f.mu.Unlock()
+	for i := range nodes {
+		nodes[i].APIVersion, nodes[i].Kind = "v1", "Node"
+		nodes[i].ResourceVersion = "1"
+	}
+	switch {
+	case r.URL.Path == "/version":
+		_, _ = w.Write([]byte(`{"major":"1","minor":"35","gitVersion":"v1.35.4"}`))
+	case r.URL.Path == "/api/v1/nodes" && r.URL.Query().Get("watch") == "true":
+		enc := json.NewEncoder(w)
+		flusher, _ := w.(http.Flusher)
+		if r.URL.Query().Get("sendInitialEvents") == "true" {
+			for i := range nodes {
+				_ = enc.Encode(map[string]any{"type": "ADDED", "object": &nodes[i]})
+			}
+			_ = enc.Encode(map[string]any{"type": "BOOKMARK", "object": &corev1.Node{
+				TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Node"},
+				ObjectMeta: metav1.ObjectMeta{ResourceVersion: "1",
+					Annotations: map[string]string{metav1.InitialEventsAnnotationKey: "true"}},
+			}})
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		<-r.Context().Done()
+	case r.URL.Path == "/api/v1/nodes":
+		_ = json.NewEncoder(w).Encode(corev1.NodeList{
+			TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "NodeList"},
+			ListMeta: metav1.ListMeta{ResourceVersion: "1"},
+			Items:    nodes,
+		})
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// testEnv is a Registry wired to a fake host client, started, with a private metrics
+// registry and a fake event recorder.
+type testEnv struct {
+	r        *Registry
+	host     client.Client
+	recorder *events.FakeRecorder
+	metrics  *prometheus.Registry
+}
+
+func newTestEnv(t *testing.T, objs ...client.Object) *testEnv {
+	t.Helper()
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	if err := vk8sv1.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	host := fake.NewClientBuilder().WithScheme(s).
+		WithStatusSubresource(&vk8sv1.Site{}).
+		WithIndex(&vk8sv1.Site{}, secretRefIndex, indexSecretRef).
+		WithObjects(objs...).Build()
+	reg := prometheus.NewRegistry()
+	r, err := New(Config{MetricsRegisterer: reg, HeartbeatInterval: 10 * time.Second, ProbeTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := events.NewFakeRecorder(100)
+	r.client, r.apiReader, r.recorder = host, host, rec
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = r.Start(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return &testEnv{r: r, host: host, recorder: rec, metrics: reg}
+}
+
+func (e *testEnv) reconcile(t *testing.T, site string) (ctrl.Result, *vk8sv1.Site) {
+	t.Helper()
+	res, err := e.r.Reconcile(t.Context(), ctrl.Request{NamespacedName: client.ObjectKey{Name: site}})
+	if err != nil {
+		t.Fatalf("Reconcile %s: %v", site, err)
+	}
+	got := &vk8sv1.Site{}
+	if err := e.host.Get(t.Context(), client.ObjectKey{Name: site}, got); err != nil {
+		t.Fatal(err)
+	}
+	return res, got
+}
+
+// events drains the recorded events.
+func (e *testEnv) events() []string {
+	var out []string
+	for {
+		select {
+		case ev := <-e.recorder.Events:
+			out = append(out, ev)
+		default:
+			return out
+		}
+	}
+}
+
+func testSite(name, secret string, selector map[string]string) *vk8sv1.Site {
+	return &vk8sv1.Site{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Generation: 1},
+		Spec: vk8sv1.SiteSpec{
+			KubeconfigSecretRef: vk8sv1.SecretKeyReference{Namespace: "vk8s-system", Name: secret, Key: "kubeconfig"},
+			NodeMode:            vk8sv1.NodeModePerNode,
+			NodeSelector:        selector,
+		},
+	}
+}
+
+func testSecret(name string, data map[string][]byte) *corev1.Secret {
+	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "vk8s-system"}, Data: data}
+}
+
+func condition(t *testing.T, s *vk8sv1.Site, typ string) metav1.Condition {
+	t.Helper()
+	c := meta.FindStatusCondition(s.Status.Conditions, typ)
+	if c == nil {
+		t.Fatalf("site %s has no %s condition: %+v", s.Name, typ, s.Status.Conditions)
+	}
+	return *c
+}
+
+// closedPort returns a loopback address nothing listens on.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	return addr
+}
+
+func TestReconcileFailuresBecomeConditionsAndOneEvent(t *testing.T) {
+	good := newFakeAPIServer(t, "good")
+	for _, tc := range []struct {
+		name    string
+		secret  *corev1.Secret
+		reason  string
+		message string
+	}{
+		{"secret missing", nil, ReasonSecretNotFound, "Secret vk8s-system/s-kubeconfig not found"},
+		{"key missing", testSecret("s-kubeconfig", map[string][]byte{"config": []byte("x")}), ReasonSecretKeyNotFound, `no key "kubeconfig" (it has [config])`},
+		{"not a kubeconfig", testSecret("s-kubeconfig", map[string][]byte{"kubeconfig": []byte("hello")}), ReasonInvalidKubeconfig, "cannot be used"},
+		{"undecodable certificate", testSecret("s-kubeconfig", map[string][]byte{"kubeconfig": testKubeconfig(t, good.URL, good.caPEM(), "", func(c *clientcmdapi.Config) {
+			c.AuthInfos["u"] = &clientcmdapi.AuthInfo{ClientCertificateData: []byte("junk"), ClientKeyData: []byte("junk")}
+		})}), ReasonInvalidKubeconfig, "cannot be used"},
+		{"bad token", testSecret("s-kubeconfig", map[string][]byte{"kubeconfig": testKubeconfig(t, good.URL, good.caPEM(), "made-up", nil)}), ReasonUnauthorized, "rejected the credentials"},
+		{"unknown CA", testSecret("s-kubeconfig", map[string][]byte{"kubeconfig": testKubeconfig(t, good.URL, nil, "good", nil)}), ReasonTLSError, "certificate-authority-data"},
+		{"nothing listens", testSecret("s-kubeconfig", map[string][]byte{"kubeconfig": testKubeconfig(t, "https://"+closedPort(t), nil, "good", nil)}), ReasonUnreachable, "connection refused"},
+		{"bad node selector", testSecret("s-kubeconfig", map[string][]byte{"kubeconfig": testKubeconfig(t, good.URL, good.caPEM(), "good", nil)}), ReasonInvalidNodeSelector, "spec.nodeSelector"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			site := testSite("s", "s-kubeconfig", nil)
+			if tc.reason == ReasonInvalidNodeSelector {
+				site.Spec.NodeSelector = map[string]string{"not a label!": "x"}
+			}
+			objs := []client.Object{site}
+			if tc.secret != nil {
+				objs = append(objs, tc.secret)
+			}
+			env := newTestEnv(t, objs...)
+			res, got := env.reconcile(t, "s")
+			if res.RequeueAfter < 9*time.Second {
+				t.Errorf("RequeueAfter %s, want about the heartbeat interval", res.RequeueAfter)
+			}
+			c, r := condition(t, got, vk8sv1.ConditionConnected), condition(t, got, vk8sv1.ConditionReady)
+			if c.Status != metav1.ConditionFalse || c.Reason != tc.reason || !strings.Contains(c.Message, tc.message) {
+				t.Errorf("Connected %s/%s %q, want False/%s containing %q", c.Status, c.Reason, c.Message, tc.reason, tc.message)
+			}
+			if r.Status != metav1.ConditionFalse || r.Reason != tc.reason {
+				t.Errorf("Ready %s/%s, want False/%s", r.Status, r.Reason, tc.reason)
+			}
+			if got.Status.ObservedGeneration != 1 {
+				t.Errorf("observedGeneration %d", got.Status.ObservedGeneration)
+			}
+			if evs := env.events(); len(evs) != 1 || !strings.HasPrefix(evs[0], "Warning "+tc.reason+" ") {
+				t.Errorf("events %q, want one Warning %s", evs, tc.reason)
+			}
+			if _, err := env.r.Get("s"); !errors.Is(err, ErrSiteNotConnected) {
+				t.Errorf("Get: %v, want ErrSiteNotConnected", err)
+			}
+			if v := testutil.ToFloat64(env.r.metrics.connected.WithLabelValues("s")); v != 0 {
+				t.Errorf("site_connected %v, want 0", v)
+			}
+			// The next heartbeat finds the same problem: no second Event.
+			env.reconcile(t, "s")
+			if evs := env.events(); len(evs) != 0 {
+				t.Errorf("second reconcile recorded %q, want no event", evs)
+			}
+		})
+	}
+}
+
+func TestReconcileSharesConnectionsAndFollowsChanges(t *testing.T) {
+	nodes := []*corev1.Node{
+		node("node1", true, "15800m", "62Gi", nil), node("node2", true, "15800m", "62Gi", nil), node("node3", true, "15800m", "62Gi", nil),
+	}
+	site1 := newFakeAPIServer(t, "t1", nodes...)
+	site2 := newFakeAPIServer(t, "t2", nodes[:2]...)
+	kc1 := testKubeconfig(t, site1.URL, site1.caPEM(), "t1", nil)
+	// The same access spelt differently: other context and user names.
+	kc1b := testKubeconfig(t, site1.URL, site1.caPEM(), "t1", func(c *clientcmdapi.Config) {
+		c.Contexts["other"] = c.Contexts["ctx"]
+		c.CurrentContext = "other"
+	})
+	kc2 := testKubeconfig(t, site2.URL, site2.caPEM(), "t2", nil)
+	env := newTestEnv(t,
+		testSecret("a", map[string][]byte{"kubeconfig": kc1}),
+		testSecret("b", map[string][]byte{"kubeconfig": kc1b}),
+		testSecret("c", map[string][]byte{"kubeconfig": kc2}),
+		testSite("whole", "a", nil),
+		testSite("slice", "b", map[string]string{corev1.LabelHostname: "node1"}),
+		testSite("other", "c", nil),
+	)
+	connections := func() float64 { return testutil.ToFloat64(env.r.metrics.connections) }
+
+	_, whole := env.reconcile(t, "whole")
+	_, slice := env.reconcile(t, "slice")
+	_, other := env.reconcile(t, "other")
+	for _, tc := range []struct {
+		site    *vk8sv1.Site
+		count   int32
+		virtual []string
+		cpu     string
+	}{
+		{whole, 3, []string{"whole-node1", "whole-node2", "whole-node3"}, "47400m"},
+		{slice, 1, []string{"slice-node1"}, "15800m"},
+		{other, 2, []string{"other-node1", "other-node2"}, "31600m"},
+	} {
+		s := tc.site
+		if c := condition(t, s, vk8sv1.ConditionConnected); c.Status != metav1.ConditionTrue {
+			t.Errorf("%s: Connected %s %s: %s", s.Name, c.Status, c.Reason, c.Message)
+		}
+		if c := condition(t, s, vk8sv1.ConditionReady); c.Status != metav1.ConditionTrue || c.Reason != ReasonNodesReady {
+			t.Errorf("%s: Ready %s %s: %s", s.Name, c.Status, c.Reason, c.Message)
+		}
+		cpu := s.Status.Allocatable[corev1.ResourceCPU]
+		if s.Status.NodeCount != tc.count || !slices.Equal(s.Status.VirtualNodes, tc.virtual) || s.Status.KubernetesVersion != "v1.35.4" || cpu.String() != tc.cpu {
+			t.Errorf("%s: nodeCount %d virtualNodes %v version %s cpu %s, want %d %v v1.35.4 %s",
+				s.Name, s.Status.NodeCount, s.Status.VirtualNodes, s.Status.KubernetesVersion, cpu.String(), tc.count, tc.virtual, tc.cpu)
+		}
+		if s.Status.LastHeartbeatTime == nil {
+			t.Errorf("%s: no lastHeartbeatTime", s.Name)
+		}
+	}
+	if evs := env.events(); len(evs) != 3 {
+		t.Errorf("events %q, want one Normal Connected per site", evs)
+	}
+	if got := connections(); got != 2 {
+		t.Errorf("connections %v, want 2 (whole and slice share one)", got)
+	}
+
+	// The node informer enqueues the sites whose nodes it saw.
+	seen := map[string]bool{}
+	var err error
+	err = wait.PollUntilContextTimeout(t.Context(), 10*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+		select {
+		case ev := <-env.r.self.out:
+			seen[ev.Object.GetName()] = true
+		default:
+		}
+		return seen["whole"] && seen["other"], nil
+	})
+	if err != nil {
+		t.Errorf("reconcile requests from the node informers for %v, want whole and other", seen)
+	}
+
+	cw, err := env.r.Get("whole")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := env.r.Get("slice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cw.Key != cs.Key || cw.Client != cs.Client {
+		t.Error("whole and slice do not share their connection")
+	}
+	if list, _ := cs.Nodes.List(labels.Everything()); len(list) != 1 {
+		t.Errorf("slice's node lister shows %d nodes, want 1", len(list))
+	}
+	if cw.KubernetesVersion != "v1.35.4" || cw.Server != site1.URL {
+		t.Errorf("Conn %+v", cw)
+	}
+
+	// A second reconcile without change writes nothing and records nothing.
+	before := whole.ResourceVersion
+	if _, again := env.reconcile(t, "whole"); again.ResourceVersion != before {
+		t.Error("an unchanged site's status was written again")
+	}
+
+	// The slice's Secret moves to site2's credentials: the slice leaves the shared
+	// connection for site2's, and no connection is added.
+	sec := &corev1.Secret{}
+	if err := env.host.Get(t.Context(), client.ObjectKey{Namespace: "vk8s-system", Name: "b"}, sec); err != nil {
+		t.Fatal(err)
+	}
+	sec.Data["kubeconfig"] = kc2
+	if err := env.host.Update(t.Context(), sec); err != nil {
+		t.Fatal(err)
+	}
+	_, slice = env.reconcile(t, "slice")
+	if slice.Status.NodeCount != 1 || !slices.Equal(slice.Status.VirtualNodes, []string{"slice-node1"}) {
+		t.Errorf("slice after the move: %d %v", slice.Status.NodeCount, slice.Status.VirtualNodes)
+	}
+	if cs, _ := env.r.Get("slice"); cs == nil || cs.Server != site2.URL {
+		t.Errorf("slice's connection after the Secret changed: %+v", cs)
+	}
+	if got := connections(); got != 2 {
+		t.Errorf("connections %v, want 2", got)
+	}
+
+	// Deleting "whole" and "other" closes their connections; the slice keeps site2's.
+	for _, name := range []string{"whole", "other"} {
+		if err := env.host.Delete(t.Context(), &vk8sv1.Site{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := env.r.Reconcile(t.Context(), ctrl.Request{NamespacedName: client.ObjectKey{Name: name}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := connections(); got != 1 {
+		t.Errorf("connections %v after deleting two sites, want 1", got)
+	}
+	if _, err := env.r.Get("whole"); !errors.Is(err, ErrSiteNotConnected) {
+		t.Errorf("Get of a deleted site: %v, want ErrSiteNotConnected", err)
+	}
+	if _, err := env.r.Get("slice"); err != nil {
+		t.Errorf("Get(slice): %v", err)
+	}
+	if n := testutil.CollectAndCount(env.metrics, "vk8s_sitereg_site_connected"); n != 1 {
+		t.Errorf("%d site_connected series, want 1 (deleted sites drop theirs)", n)
+	}
+
+}
+
+// A reconcile that reads a Site from a cache that has not seen the last status write yet
+// must not take the site for new: no second Event, no moved transition time.
+func TestReconcileWithStaleCacheRecordsNoSecondEvent(t *testing.T) {
+	env := newTestEnv(t, testSite("s", "missing", nil))
+	_, first := env.reconcile(t, "s")
+	if evs := env.events(); len(evs) != 1 {
+		t.Fatalf("first reconcile: events %q, want one", evs)
+	}
+	fresh := env.r.client
+	env.r.client = interceptor.NewClient(fresh.(client.WithWatch), interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			if err := c.Get(ctx, key, obj, opts...); err != nil {
+				return err
+			}
+			if s, ok := obj.(*vk8sv1.Site); ok {
+				s.Status = vk8sv1.SiteStatus{} // as the cache had it before the first write
+			}
+			return nil
+		},
+	})
+	env.r.now = func() time.Time { return time.Now().Add(time.Hour) }
+	_, second := env.reconcile(t, "s")
+	if evs := env.events(); len(evs) != 0 {
+		t.Errorf("reconcile from a stale cache recorded %q, want nothing", evs)
+	}
+	a, b := condition(t, first, vk8sv1.ConditionConnected), condition(t, second, vk8sv1.ConditionConnected)
+	if !a.LastTransitionTime.Equal(&b.LastTransitionTime) {
+		t.Errorf("lastTransitionTime moved from %s to %s", a.LastTransitionTime, b.LastTransitionTime)
+	}
+}
+
+func TestWatchTellsStatusChangesAndDeletions(t *testing.T) {
+	env := newTestEnv(t, testSite("s", "missing", nil))
+	watch := env.r.Watch()
+	next := func(what string) {
+		t.Helper()
+		err := wait.PollUntilContextTimeout(t.Context(), 10*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+			select {
+			case ev := <-watch:
+				return ev.Object.GetName() == "s", nil
+			default:
+				return false, nil
+			}
+		})
+		if err != nil {
+			t.Fatalf("no request for s on the Watch channel after %s", what)
+		}
+	}
+	env.reconcile(t, "s")
+	next("its first status")
+	if err := env.host.Delete(t.Context(), &vk8sv1.Site{ObjectMeta: metav1.ObjectMeta{Name: "s"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.r.Reconcile(t.Context(), ctrl.Request{NamespacedName: client.ObjectKey{Name: "s"}}); err != nil {
+		t.Fatal(err)
+	}
+	next("its deletion")
+}
