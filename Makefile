@@ -52,9 +52,10 @@ test-unit: ## Run the unit tests only (no clusters).
 ##@ Lab
 
 .PHONY: demo
-demo: tools build ## Bring up the lab: a host and 3 sites x 3 nodes.
+demo: tools build ## Bring up the lab: a host and 3 sites x 3 nodes, with the provider.
 	bin/vk8s lab up --name $(LAB)
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" get sites,virtualsites -A
+	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" get nodes -L vk8s.io/site,topology.kubernetes.io/region
 
 .PHONY: lab-down
 lab-down: build ## Remove the lab made by `make demo`.

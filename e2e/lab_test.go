@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -207,9 +208,14 @@ func TestUpIsIdempotent(t *testing.T) {
 
 func TestSecondLabSideBySideAndDown(t *testing.T) {
 	skipShort(t)
+	// This lab also runs the provider as `vk8s lab up` does, from a vk8s binary built here.
+	vk8s := filepath.Join(t.TempDir(), "vk8s")
+	if out, err := exec.CommandContext(t.Context(), "go", "build", "-o", vk8s, "../cmd/vk8s").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
 	other, err := lab.New(lab.Config{
 		Name: "e2e-b", Sites: 1, Nodes: 1, Dir: filepath.Join(t.TempDir(), "b"),
-		Tools: lab.Tools{Dir: os.Getenv("VK8S_TOOLS_DIR")}, Log: testWriter{t},
+		Tools: lab.Tools{Dir: os.Getenv("VK8S_TOOLS_DIR")}, Log: testWriter{t}, Vk8sBinary: vk8s,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -225,6 +231,19 @@ func TestSecondLabSideBySideAndDown(t *testing.T) {
 	}
 	if mine.Host == theirs.Host {
 		t.Errorf("both labs' hosts listen on %s", mine.Host)
+	}
+
+	// The provider runs: the site's node is a virtual node of the host.
+	hc, err := other.Client("host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = wait.PollUntilContextTimeout(t.Context(), 250*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		n := &corev1.Node{}
+		return hc.Get(ctx, client.ObjectKey{Name: "site1-node1"}, n) == nil && nodeReady(n), nil
+	})
+	if err != nil {
+		t.Errorf("virtual node site1-node1 not Ready in the second lab's host: %v", err)
 	}
 
 	// A component that dies is reported with its log, and Up starts it again.
@@ -257,6 +276,10 @@ func TestSecondLabSideBySideAndDown(t *testing.T) {
 		t.Errorf("Up did not restart kube-scheduler: %+v", c)
 	}
 
+	st, _ = other.Status(t.Context())
+	if p := findComponent(st, "host", "vk8s-provider"); p == nil || !p.Running {
+		t.Errorf("status does not show the provider running: %+v", p)
+	}
 	procs := pids(t, other)
 	if err := other.Down(t.Context()); err != nil {
 		t.Fatal(err)

@@ -67,8 +67,17 @@ func TestSiteReg(t *testing.T) {
 			if s.Status.LastHeartbeatTime == nil || s.Status.ObservedGeneration != s.Generation {
 				t.Errorf("%s: lastHeartbeatTime %v observedGeneration %d (generation %d)", name, s.Status.LastHeartbeatTime, s.Status.ObservedGeneration, s.Generation)
 			}
-			conn, err := reg.Get(name)
+			// The status may have been written by another registry (an earlier test's
+			// provider): wait for this one's own connection.
+			var conn *sitereg.Conn
+			err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, siteRegTimeout, true, func(context.Context) (bool, error) {
+				var err error
+				conn, err = reg.Get(name)
+				v, ok := e.metricValue(t, "vk8s_sitereg_site_connected", name)
+				return err == nil && ok && v == 1, nil
+			})
 			if err != nil {
+				_, err = reg.Get(name)
 				t.Fatalf("Get(%s): %v", name, err)
 			}
 			nodes, err := conn.Nodes.List(labels.Everything())

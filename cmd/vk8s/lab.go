@@ -30,6 +30,11 @@ built with, else from PATH.`,
 			}
 		}
 		cfg.Log = cmd.ErrOrStderr()
+		self, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("path of the vk8s binary: %w", err)
+		}
+		cfg.Vk8sBinary = self
 		return lab.New(cfg)
 	}
 

@@ -44,7 +44,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCommand(), newLabCommand())
+	root.AddCommand(newVersionCommand(), newLabCommand(), newProviderCommand())
 	return root
 }
 

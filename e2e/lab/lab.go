@@ -28,6 +28,9 @@ type Config struct {
 	Tools Tools
 	// Log receives one line per step. Nil: discard.
 	Log io.Writer
+	// Vk8sBinary, when set, is the vk8s binary whose `provider` subcommand Up runs against
+	// the host (`vk8s lab` passes itself). Empty: Up runs no provider.
+	Vk8sBinary string
 }
 
 const (
@@ -51,9 +54,10 @@ type Lab struct {
 
 // state is what lab.json records, so later calls know the lab's shape without flags.
 type state struct {
-	Name  string `json:"name"`
-	Sites int    `json:"sites"`
-	Nodes int    `json:"nodes"`
+	Name     string         `json:"name"`
+	Sites    int            `json:"sites"`
+	Nodes    int            `json:"nodes"`
+	Provider *providerState `json:"provider,omitempty"`
 }
 
 // New validates cfg and returns the lab it names; nothing is started.

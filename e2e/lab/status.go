@@ -49,6 +49,9 @@ func (l *Lab) Status(ctx context.Context) ([]ClusterStatus, error) {
 	var out []ClusterStatus
 	for _, c := range clusters(st.Sites) {
 		cs := ClusterStatus{Name: c, Kubeconfig: l.kubeconfigPath(c), Components: l.components(c)}
+		if p, ok := l.providerStatus(); ok && c == "host" {
+			cs.Components = append(cs.Components, p)
+		}
 		if cfg, err := l.RESTConfig(c); err != nil {
 			cs.Error = err.Error()
 		} else {

@@ -62,7 +62,7 @@ func (l *Lab) Up(ctx context.Context) error {
 	if err != nil {
 		prev = state{}
 	}
-	want := state{Name: l.cfg.Name, Sites: l.cfg.Sites, Nodes: l.cfg.Nodes}
+	want := state{Name: l.cfg.Name, Sites: l.cfg.Sites, Nodes: l.cfg.Nodes, Provider: prev.Provider}
 	if want.Sites == 0 {
 		want.Sites = max(prev.Sites, defaultSites)
 	}
@@ -76,7 +76,7 @@ func (l *Lab) Up(ctx context.Context) error {
 		return err
 	}
 	// Recorded first, so Down finds whatever part of the lab a failed Up made.
-	if err := l.writeState(state{Name: want.Name, Sites: max(want.Sites, prev.Sites), Nodes: want.Nodes}); err != nil {
+	if err := l.writeState(state{Name: want.Name, Sites: max(want.Sites, prev.Sites), Nodes: want.Nodes, Provider: prev.Provider}); err != nil {
 		return err
 	}
 
@@ -106,6 +106,14 @@ func (l *Lab) Up(ctx context.Context) error {
 	}
 	if err := l.setupHost(ctx, want.Sites, prev.Sites); err != nil {
 		return fmt.Errorf("set up host: %w", err)
+	}
+	if l.cfg.Vk8sBinary != "" {
+		if err := l.ensureProvider(ctx, &want); err != nil {
+			return err
+		}
+		if err := l.waitVirtualNodes(ctx, want.Sites*want.Nodes); err != nil {
+			return err
+		}
 	}
 	l.logf("up: host and %d sites x %d nodes in %s", want.Sites, want.Nodes, time.Since(start).Round(100*time.Millisecond))
 	return nil

@@ -1,0 +1,229 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/e2e/lab"
+	"github.com/vk8s-io/vk8s/provider"
+	"github.com/vk8s-io/vk8s/sitereg"
+)
+
+// startProvider runs the provider in this process against the fleet until the test ends,
+// then removes the virtual nodes it made.
+func startProvider(t *testing.T) {
+	t.Helper()
+	host, err := fleet.RESTConfig("host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- provider.Run(ctx, provider.Config{
+			Host:     host,
+			Endpoint: provider.Endpoint{Address: "127.0.0.1", Port: 10250},
+			Registry: sitereg.Config{
+				HeartbeatInterval: 10 * time.Second,
+				ProbeTimeout:      3 * time.Second,
+				ControllerName:    "sitereg-provider-e2e",
+				MetricsRegisterer: prometheus.NewRegistry(),
+			},
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("provider: %v", err)
+		}
+		c := hostClient(t)
+		_ = c.DeleteAllOf(context.Background(), &corev1.Node{}, client.MatchingLabels{provider.LabelType: provider.TypeVirtualKubelet})
+	})
+}
+
+func TestProviderVirtualNodes(t *testing.T) {
+	skipShort(t)
+	startProvider(t)
+	c := hostClient(t)
+
+	var want []string
+	for i := 1; i <= fleetSites; i++ {
+		for j := 1; j <= fleetNodes; j++ {
+			want = append(want, fmt.Sprintf("site%d-node%d", i, j))
+		}
+	}
+	waitVirtualNodes(t, c, "all sites' nodes", func(nodes map[string]*corev1.Node) bool {
+		return slices.Equal(sortedKeys(nodes), want)
+	})
+
+	t.Run("a virtual node carries its site node", func(t *testing.T) {
+		n := &corev1.Node{}
+		if err := c.Get(t.Context(), client.ObjectKey{Name: "site2-node3"}, n); err != nil {
+			t.Fatal(err)
+		}
+		if n.Labels[vk8sv1.LabelSite] != "site2" || n.Labels[vk8sv1.LabelSiteNode] != "node3" ||
+			n.Labels[corev1.LabelTopologyRegion] != lab.Region(2) || n.Labels[corev1.LabelHostname] != "site2-node3" ||
+			n.Labels[provider.LabelType] != provider.TypeVirtualKubelet {
+			t.Errorf("labels %v", n.Labels)
+		}
+		if cpu := n.Status.Allocatable[corev1.ResourceCPU]; cpu.Cmp(resource.MustParse("15800m")) != 0 {
+			t.Errorf("allocatable cpu %s, want the site node's 15800m", cpu.String())
+		}
+		ours := slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool {
+			return t.Key == provider.TaintKey && t.Value == provider.TaintValue && t.Effect == corev1.TaintEffectNoSchedule
+		})
+		if !ours {
+			t.Errorf("taints %v, want %s=%s:NoSchedule among them", n.Spec.Taints, provider.TaintKey, provider.TaintValue)
+		}
+		if !nodeReady(n) {
+			t.Errorf("not Ready: %v", n.Status.Conditions)
+		}
+		if n.Status.NodeInfo.KubeletVersion != lab.KubernetesVersion || n.Status.DaemonEndpoints.KubeletEndpoint.Port != 10250 {
+			t.Errorf("node info %+v, endpoints %+v", n.Status.NodeInfo, n.Status.DaemonEndpoints)
+		}
+		// virtual-kubelet renews a Lease per node, as a kubelet does.
+		lease := &coordinationv1.Lease{}
+		if err := c.Get(t.Context(), client.ObjectKey{Namespace: corev1.NamespaceNodeLease, Name: n.Name}, lease); err != nil {
+			t.Errorf("lease: %v", err)
+		}
+	})
+
+	t.Run("a node cordoned at the site is unschedulable in the host", func(t *testing.T) {
+		site := siteClient(t, "site1")
+		setUnschedulable(t, site, "node2", true)
+		t.Cleanup(func() { setUnschedulable(t, site, "node2", false) })
+		waitVirtualNodes(t, c, "site1-node2 unschedulable", func(nodes map[string]*corev1.Node) bool {
+			return nodes["site1-node2"] != nil && nodes["site1-node2"].Spec.Unschedulable
+		})
+		setUnschedulable(t, site, "node2", false)
+		waitVirtualNodes(t, c, "site1-node2 schedulable again", func(nodes map[string]*corev1.Node) bool {
+			return nodes["site1-node2"] != nil && !nodes["site1-node2"].Spec.Unschedulable
+		})
+	})
+
+	t.Run("a site node removed takes its virtual node away", func(t *testing.T) {
+		site := siteClient(t, "site3")
+		if err := site.Delete(t.Context(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node3"}}); err != nil {
+			t.Fatal(err)
+		}
+		waitVirtualNodes(t, c, "site3-node3 gone", func(nodes map[string]*corev1.Node) bool {
+			return nodes["site3-node3"] == nil && len(nodes) == len(want)-1
+		})
+		if err := site.Create(t.Context(), lab.SiteNode(3, 3)); err != nil {
+			t.Fatal(err)
+		}
+		waitVirtualNodes(t, c, "site3-node3 back", func(nodes map[string]*corev1.Node) bool {
+			return nodes["site3-node3"] != nil && nodeReady(nodes["site3-node3"])
+		})
+	})
+
+	t.Run("a virtual node deleted by hand comes back", func(t *testing.T) {
+		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "site1-node1"}}
+		old := &corev1.Node{}
+		if err := c.Get(t.Context(), client.ObjectKeyFromObject(n), old); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Delete(t.Context(), n); err != nil {
+			t.Fatal(err)
+		}
+		waitVirtualNodes(t, c, "site1-node1 recreated", func(nodes map[string]*corev1.Node) bool {
+			return nodes["site1-node1"] != nil && nodes["site1-node1"].UID != old.UID
+		})
+	})
+
+	t.Run("an Aggregate site is one node with the sum of its nodes", func(t *testing.T) {
+		s := &vk8sv1.Site{}
+		if err := c.Get(t.Context(), client.ObjectKey{Name: "site2"}, s); err != nil {
+			t.Fatal(err)
+		}
+		agg := &vk8sv1.Site{
+			ObjectMeta: metav1.ObjectMeta{Name: "agg"},
+			Spec:       vk8sv1.SiteSpec{KubeconfigSecretRef: s.Spec.KubeconfigSecretRef, NodeMode: vk8sv1.NodeModeAggregate},
+		}
+		if err := c.Create(t.Context(), agg); err != nil {
+			t.Fatal(err)
+		}
+		waitVirtualNodes(t, c, "node agg", func(nodes map[string]*corev1.Node) bool {
+			n := nodes["agg"]
+			if n == nil {
+				return false
+			}
+			cpu := n.Status.Allocatable[corev1.ResourceCPU]
+			return cpu.Cmp(resource.MustParse("47400m")) == 0 && nodeReady(n)
+		})
+		if err := c.Delete(t.Context(), agg); err != nil {
+			t.Fatal(err)
+		}
+		waitVirtualNodes(t, c, "node agg gone with its Site", func(nodes map[string]*corev1.Node) bool {
+			return nodes["agg"] == nil
+		})
+	})
+}
+
+func setUnschedulable(t *testing.T, c client.Client, node string, v bool) {
+	t.Helper()
+	n := &corev1.Node{}
+	if err := c.Get(context.Background(), client.ObjectKey{Name: node}, n); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(n.DeepCopy())
+	n.Spec.Unschedulable = v
+	if err := c.Patch(context.Background(), n, patch); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitVirtualNodes polls the host's virtual nodes until ok holds, for at most 30 s.
+func waitVirtualNodes(t *testing.T, c client.Client, what string, ok func(map[string]*corev1.Node) bool) {
+	t.Helper()
+	var last map[string]*corev1.Node
+	err := wait.PollUntilContextTimeout(t.Context(), 250*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		var list corev1.NodeList
+		if err := c.List(ctx, &list, client.MatchingLabels{provider.LabelType: provider.TypeVirtualKubelet}); err != nil {
+			if apierrors.IsNotFound(err) {
+				return false, nil
+			}
+			return false, err
+		}
+		last = map[string]*corev1.Node{}
+		for i := range list.Items {
+			last[list.Items[i].Name] = &list.Items[i]
+		}
+		return ok(last), nil
+	})
+	if err != nil {
+		t.Fatalf("waiting for %s: %v; virtual nodes: %v", what, err, sortedKeys(last))
+	}
+}
+
+func sortedKeys(m map[string]*corev1.Node) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}

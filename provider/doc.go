@@ -1,0 +1,15 @@
+// Package provider is the vk8s virtual-kubelet provider: it shows every site of the site
+// registry as virtual nodes in the host cluster and runs the pods bound to them on the sites.
+//
+// # Virtual nodes
+//
+// In PerNode mode each real node of a site is one host Node named <site>-<node>, carrying
+// that node's capacity, allocatable, conditions and topology labels; in Aggregate mode the
+// whole site is one Node named after the site, with the allocatable of its schedulable,
+// Ready nodes summed. Every virtual node carries vk8s.io/site, type=virtual-kubelet and the
+// taint TaintKey=vk8s:NoSchedule, which only pods that vk8s admitted tolerate. A node
+// cordoned at the site, or a Site with spec.unschedulable, is unschedulable in the host.
+//
+// The translation from site nodes to virtual nodes is pure (VirtualNodes); the Nodes
+// manager runs one virtual-kubelet NodeController per virtual node on top of it.
+package provider

@@ -1,0 +1,347 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/virtual-kubelet/virtual-kubelet/node"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/sitereg"
+)
+
+// NodesConfig configures the virtual node manager.
+type NodesConfig struct {
+	// Host is the host cluster's clientset; virtual-kubelet's NodeControllers write Nodes
+	// and Leases with it.
+	Host kubernetes.Interface
+	// Registry gives each site's nodes.
+	Registry *sitereg.Registry
+	// SiteEvents carries a reconcile request per site whose nodes or connection changed
+	// (Registry.Watch).
+	SiteEvents <-chan event.GenericEvent
+	// Endpoint is the kubelet API advertised in every virtual node.
+	Endpoint Endpoint
+	// LeaseDurationSeconds of the virtual nodes' Leases. Zero: 40, as a kubelet.
+	LeaseDurationSeconds int32
+	// StatusInterval is how often a NodeController rewrites an unchanged status. Zero: 1m.
+	StatusInterval time.Duration
+}
+
+// Nodes runs one virtual-kubelet NodeController per virtual node and keeps the set of
+// virtual nodes equal to what VirtualNodes makes of each site's nodes.
+type Nodes struct {
+	cfg    NodesConfig
+	client client.Client
+	log    logr.Logger
+
+	// ctx is the lifetime of the NodeControllers, set by Start.
+	ctx     context.Context
+	started chan struct{}
+
+	mu sync.Mutex
+	// running maps site -> virtual node name -> its controller.
+	running map[string]map[string]*vnode
+}
+
+type vnode struct {
+	cancel   context.CancelFunc
+	done     <-chan struct{}
+	ready    <-chan struct{}
+	provider *nodeProvider
+}
+
+// registered says whether the NodeController has registered the Node.
+func (v *vnode) registered() bool {
+	select {
+	case <-v.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// hostNodeExists asks the cache, and when the cache says no, the API server: a Node the
+// controller just created may not be in the cache yet.
+func (m *Nodes) hostNodeExists(ctx context.Context, name string) bool {
+	if err := m.client.Get(ctx, client.ObjectKey{Name: name}, &corev1.Node{}); err == nil {
+		return true
+	}
+	_, err := m.cfg.Host.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	return !apierrors.IsNotFound(err)
+}
+
+// NewNodes validates cfg.
+func NewNodes(cfg NodesConfig) (*Nodes, error) {
+	var errs []error
+	if cfg.Host == nil {
+		errs = append(errs, errors.New("host clientset is required"))
+	}
+	if cfg.Registry == nil {
+		errs = append(errs, errors.New("site registry is required"))
+	}
+	if cfg.Endpoint.Address == "" || cfg.Endpoint.Port <= 0 {
+		errs = append(errs, fmt.Errorf("Endpoint %+v: want an address and a port", cfg.Endpoint))
+	}
+	if cfg.LeaseDurationSeconds == 0 {
+		cfg.LeaseDurationSeconds = 40
+	}
+	if cfg.StatusInterval == 0 {
+		cfg.StatusInterval = time.Minute
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("virtual nodes config: %w", err)
+	}
+	return &Nodes{cfg: cfg, started: make(chan struct{}), running: map[string]map[string]*vnode{}}, nil
+}
+
+// SetupWithManager adds the virtual node controller (keyed by Site) to mgr.
+func (m *Nodes) SetupWithManager(mgr ctrl.Manager) error {
+	m.client = mgr.GetClient()
+	m.log = mgr.GetLogger().WithName("virtual-nodes")
+	if err := mgr.Add(m); err != nil {
+		return err
+	}
+	b := ctrl.NewControllerManagedBy(mgr).
+		Named("virtual-nodes").
+		For(&vk8sv1.Site{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// Host nodes of a site: a virtual node deleted by hand is made again.
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			if site := o.GetLabels()[vk8sv1.LabelSite]; site != "" && o.GetLabels()[LabelType] == TypeVirtualKubelet {
+				return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: site}}}
+			}
+			return nil
+		})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4})
+	if m.cfg.SiteEvents != nil {
+		b = b.WatchesRawSource(source.Channel(m.cfg.SiteEvents, &handler.EnqueueRequestForObject{}))
+	}
+	return b.Complete(m)
+}
+
+// Start records the lifetime of the NodeControllers; it implements manager.Runnable.
+func (m *Nodes) Start(ctx context.Context) error {
+	m.ctx = ctx
+	close(m.started)
+	<-ctx.Done()
+	return nil
+}
+
+// Reconcile makes the virtual nodes of one site match its nodes.
+func (m *Nodes) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	select {
+	case <-m.started:
+	case <-ctx.Done():
+		return ctrl.Result{}, ctx.Err()
+	}
+	siteName := req.Name
+	log := m.log.WithValues("site", siteName)
+	site := &vk8sv1.Site{}
+	if err := m.client.Get(ctx, req.NamespacedName, site); apierrors.IsNotFound(err) {
+		return ctrl.Result{}, m.sync(ctx, siteName, nil)
+	} else if err != nil {
+		return ctrl.Result{}, err
+	}
+	conn, err := m.cfg.Registry.Get(siteName)
+	if err != nil {
+		// A site that does not answer keeps its virtual nodes: its pods keep running there.
+		log.V(1).Info("site not connected; virtual nodes left as they are", "reason", err.Error())
+		return ctrl.Result{}, nil
+	}
+	siteNodes, err := conn.Nodes.List(labels.Everything())
+	if err != nil {
+		return ctrl.Result{}, fmt.Errorf("list nodes of site %s: %w", siteName, err)
+	}
+	return ctrl.Result{}, m.sync(ctx, siteName, VirtualNodes(site, siteNodes, conn.KubernetesVersion, m.cfg.Endpoint))
+}
+
+// sync starts, updates and stops the NodeControllers of a site so that they run want.
+func (m *Nodes) sync(ctx context.Context, site string, want []*corev1.Node) error {
+	m.mu.Lock()
+	have := m.running[site]
+	if have == nil {
+		have = map[string]*vnode{}
+		m.running[site] = have
+	}
+	keep := map[string]bool{}
+	var gone []*vnode
+	var goneNames []string
+	for _, n := range want {
+		keep[n.Name] = true
+		if v, ok := have[n.Name]; ok {
+			if !v.registered() || m.hostNodeExists(ctx, n.Name) {
+				v.provider.update(n)
+				continue
+			}
+			// Deleted behind our back: a new controller registers it again at once.
+			v.cancel()
+			<-v.done
+		}
+		v, err := m.start(n)
+		if err != nil {
+			m.mu.Unlock()
+			return err
+		}
+		have[n.Name] = v
+	}
+	for name, v := range have {
+		if !keep[name] {
+			gone = append(gone, v)
+			goneNames = append(goneNames, name)
+			delete(have, name)
+		}
+	}
+	if len(have) == 0 {
+		delete(m.running, site)
+	}
+	m.mu.Unlock()
+
+	var errs []error
+	for _, n := range want {
+		if err := m.syncSpec(ctx, n); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for i, v := range gone {
+		v.cancel()
+		<-v.done
+		err := m.cfg.Host.CoreV1().Nodes().Delete(ctx, goneNames[i], metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete virtual node %s: %w", goneNames[i], err))
+		}
+	}
+	// Virtual nodes of this site that no controller runs (left by an earlier process).
+	var hostNodes corev1.NodeList
+	if err := m.client.List(ctx, &hostNodes, client.MatchingLabels{vk8sv1.LabelSite: site, LabelType: TypeVirtualKubelet}); err != nil {
+		errs = append(errs, err)
+	}
+	for i := range hostNodes.Items {
+		if name := hostNodes.Items[i].Name; !keep[name] {
+			err := m.cfg.Host.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{})
+			if err != nil && !apierrors.IsNotFound(err) {
+				errs = append(errs, fmt.Errorf("delete stale virtual node %s: %w", name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// start runs a NodeController for n until the manager stops or n's site drops it.
+func (m *Nodes) start(n *corev1.Node) (*vnode, error) {
+	p := &nodeProvider{last: n.DeepCopy()}
+	nodes := m.cfg.Host.CoreV1().Nodes()
+	nc, err := node.NewNodeController(p, n.DeepCopy(), nodes,
+		node.WithNodeEnableLeaseV1(m.cfg.Host.CoordinationV1().Leases(corev1.NamespaceNodeLease), m.cfg.LeaseDurationSeconds),
+		node.WithNodeStatusUpdateInterval(m.cfg.StatusInterval),
+		node.WithNodeStatusUpdateErrorHandler(func(ctx context.Context, err error) error {
+			// The Node was deleted behind our back: register it again.
+			if !apierrors.IsNotFound(err) {
+				return err
+			}
+			_, err = nodes.Create(ctx, p.current(), metav1.CreateOptions{})
+			return err
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("virtual node %s: %w", n.Name, err)
+	}
+	ctx, cancel := context.WithCancel(m.ctx)
+	go func() {
+		if err := nc.Run(ctx); err != nil && ctx.Err() == nil {
+			m.log.Error(err, "node controller stopped", "node", n.Name)
+		}
+	}()
+	m.log.Info("virtual node started", "node", n.Name, "site", n.Labels[vk8sv1.LabelSite])
+	return &vnode{cancel: cancel, done: nc.Done(), ready: nc.Ready(), provider: p}, nil
+}
+
+// syncSpec brings the host Node's spec (unschedulable, taints) to n's: virtual-kubelet's
+// NodeController only writes status, labels and annotations.
+func (m *Nodes) syncSpec(ctx context.Context, n *corev1.Node) error {
+	cur := &corev1.Node{}
+	if err := m.client.Get(ctx, client.ObjectKey{Name: n.Name}, cur); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	taints := withTaints(cur.Spec.Taints, n.Spec.Taints)
+	if cur.Spec.Unschedulable == n.Spec.Unschedulable && len(taints) == len(cur.Spec.Taints) {
+		return nil
+	}
+	patch := client.MergeFrom(cur.DeepCopy())
+	cur.Spec.Unschedulable = n.Spec.Unschedulable
+	cur.Spec.Taints = taints
+	if err := m.client.Patch(ctx, cur, patch); err != nil {
+		return fmt.Errorf("update spec of virtual node %s: %w", n.Name, err)
+	}
+	return nil
+}
+
+// withTaints returns have plus those of want it lacks (by key and effect). Taints others
+// set (the node lifecycle controller's not-ready, an operator's) are left alone.
+func withTaints(have, want []corev1.Taint) []corev1.Taint {
+	out := slices.Clone(have)
+	for _, w := range want {
+		if !slices.ContainsFunc(have, func(h corev1.Taint) bool { return h.Key == w.Key && h.Effect == w.Effect }) {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// nodeProvider is virtual-kubelet's NodeProvider for one virtual node: it passes on the
+// node the manager computed, when it changed.
+type nodeProvider struct {
+	mu     sync.Mutex
+	notify func(*corev1.Node)
+	last   *corev1.Node
+}
+
+// Ping always succeeds: a virtual node stays Ready while the provider runs, even when its
+// site does not answer (the site keeps running its pods).
+func (p *nodeProvider) Ping(context.Context) error { return nil }
+
+// NotifyNodeStatus implements node.NodeProvider.
+func (p *nodeProvider) NotifyNodeStatus(_ context.Context, cb func(*corev1.Node)) {
+	p.mu.Lock()
+	p.notify = cb
+	p.mu.Unlock()
+}
+
+func (p *nodeProvider) current() *corev1.Node {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.last.DeepCopy()
+}
+
+// update passes n on when its status, labels or annotations differ from the last one.
+func (p *nodeProvider) update(n *corev1.Node) {
+	p.mu.Lock()
+	same := equality.Semantic.DeepEqual(p.last.Status, n.Status) &&
+		equality.Semantic.DeepEqual(p.last.Labels, n.Labels) &&
+		equality.Semantic.DeepEqual(p.last.Annotations, n.Annotations)
+	p.last = n.DeepCopy()
+	notify := p.notify
+	p.mu.Unlock()
+	if !same && notify != nil {
+		notify(n.DeepCopy())
+	}
+}

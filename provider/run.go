@@ -1,0 +1,101 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/sitereg"
+)
+
+// Config configures the whole provider process.
+type Config struct {
+	// Host is the client configuration of the host cluster.
+	Host *rest.Config
+	// Endpoint is the kubelet API advertised in every virtual node.
+	Endpoint Endpoint
+	// MetricsAddr serves Prometheus metrics ("0": off).
+	MetricsAddr string
+	// HealthAddr serves /healthz and /readyz ("0" or empty: off).
+	HealthAddr string
+	// Registry configures the site registry.
+	Registry sitereg.Config
+}
+
+// Scheme knows the kinds the provider reads and writes in the host.
+func Scheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	if err := vk8sv1.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Run runs the provider until ctx ends: the site registry and the virtual nodes.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Host == nil {
+		return errors.New("provider: host client configuration is required")
+	}
+	scheme, err := Scheme()
+	if err != nil {
+		return err
+	}
+	if cfg.MetricsAddr == "" {
+		cfg.MetricsAddr = "0"
+	}
+	if cfg.HealthAddr == "" {
+		cfg.HealthAddr = "0"
+	}
+	mgr, err := ctrl.NewManager(cfg.Host, ctrl.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: cfg.MetricsAddr},
+		HealthProbeBindAddress:  cfg.HealthAddr,
+		GracefulShutdownTimeout: ptr(10 * time.Second),
+	})
+	if err != nil {
+		return fmt.Errorf("provider manager: %w", err)
+	}
+	if cfg.HealthAddr != "0" {
+		if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+			return err
+		}
+		if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+			return err
+		}
+	}
+	reg, err := sitereg.New(cfg.Registry)
+	if err != nil {
+		return err
+	}
+	siteEvents := reg.Watch()
+	if err := reg.SetupWithManager(ctx, mgr); err != nil {
+		return fmt.Errorf("site registry: %w", err)
+	}
+	host, err := kubernetes.NewForConfig(cfg.Host)
+	if err != nil {
+		return err
+	}
+	nodes, err := NewNodes(NodesConfig{Host: host, Registry: reg, SiteEvents: siteEvents, Endpoint: cfg.Endpoint})
+	if err != nil {
+		return err
+	}
+	if err := nodes.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("virtual nodes: %w", err)
+	}
+	return mgr.Start(ctx)
+}
+
+func ptr[T any](v T) *T { return &v }

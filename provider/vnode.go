@@ -1,0 +1,187 @@
+package provider
+
+import (
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/sitereg"
+)
+
+const (
+	// TaintKey is the key of the NoSchedule taint on every virtual node; the webhook adds
+	// the matching toleration to the pods it admits.
+	TaintKey = "virtual-kubelet.io/provider"
+	// TaintValue is the value of that taint.
+	TaintValue = "vk8s"
+	// LabelType marks virtual nodes as virtual-kubelet nodes, as other providers do.
+	LabelType = "type"
+	// TypeVirtualKubelet is LabelType's value.
+	TypeVirtualKubelet = "virtual-kubelet"
+)
+
+// Endpoint is where the provider's kubelet API listens, advertised in every virtual node.
+type Endpoint struct {
+	// Address is the IP (or name) the host's API server reaches the provider on.
+	Address string
+	// Port is the kubelet API's HTTPS port.
+	Port int32
+}
+
+// hostLabelsDropped are site node labels that would be wrong on a virtual node: the
+// hostname is the virtual node's own, and roles belong to the site.
+var hostLabelsDropped = []string{corev1.LabelHostname, "node-role.kubernetes.io/"}
+
+// VirtualNodes returns the host nodes that stand for site's nodes (which must be the site's
+// nodes only, as the registry lists them), sorted by name. kubeletVersion is the site's
+// Kubernetes version.
+func VirtualNodes(site *vk8sv1.Site, nodes []*corev1.Node, kubeletVersion string, ep Endpoint) []*corev1.Node {
+	var out []*corev1.Node
+	if site.Spec.NodeMode == vk8sv1.NodeModeAggregate {
+		out = []*corev1.Node{aggregateNode(site, nodes, kubeletVersion, ep)}
+	} else {
+		for _, n := range nodes {
+			out = append(out, perNode(site, n, kubeletVersion, ep))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func perNode(site *vk8sv1.Site, n *corev1.Node, kubeletVersion string, ep Endpoint) *corev1.Node {
+	name := sitereg.VirtualNodeName(site.Name, n.Name)
+	v := baseNode(site, name, kubeletVersion, ep)
+	for k, val := range n.Labels {
+		if !dropped(k) {
+			v.Labels[k] = val
+		}
+	}
+	setOwnLabels(v, site.Name)
+	v.Labels[vk8sv1.LabelSiteNode] = n.Name
+	v.Spec.Unschedulable = site.Spec.Unschedulable || n.Spec.Unschedulable
+	v.Status.Capacity = n.Status.Capacity.DeepCopy()
+	v.Status.Allocatable = n.Status.Allocatable.DeepCopy()
+	v.Status.Conditions = siteConditions(n.Status.Conditions)
+	if info := n.Status.NodeInfo; info.Architecture != "" && info.OperatingSystem != "" {
+		v.Status.NodeInfo.Architecture, v.Status.NodeInfo.OperatingSystem = info.Architecture, info.OperatingSystem
+	}
+	return v
+}
+
+func aggregateNode(site *vk8sv1.Site, nodes []*corev1.Node, kubeletVersion string, ep Endpoint) *corev1.Node {
+	v := baseNode(site, site.Name, kubeletVersion, ep)
+	// Topology labels only when every node agrees, so a selector on them stays truthful.
+	for _, key := range []string{corev1.LabelTopologyRegion, corev1.LabelTopologyZone, corev1.LabelOSStable, corev1.LabelArchStable} {
+		if val, ok := common(nodes, key); ok {
+			v.Labels[key] = val
+		}
+	}
+	setOwnLabels(v, site.Name)
+	capacity, allocatable := corev1.ResourceList{}, corev1.ResourceList{}
+	usable := 0
+	for _, n := range nodes {
+		if n.Spec.Unschedulable || !nodeReady(n) {
+			continue
+		}
+		usable++
+		add(capacity, n.Status.Capacity)
+		add(allocatable, n.Status.Allocatable)
+	}
+	v.Spec.Unschedulable = site.Spec.Unschedulable || usable == 0
+	v.Status.Capacity, v.Status.Allocatable = capacity, allocatable
+	ready := corev1.NodeCondition{
+		Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "SiteNodesReady",
+		Message: "the site has schedulable Ready nodes",
+	}
+	if usable == 0 {
+		ready.Status, ready.Reason, ready.Message = corev1.ConditionFalse, "NoReadySiteNodes", "no node of the site is Ready and schedulable"
+	}
+	v.Status.Conditions = []corev1.NodeCondition{ready}
+	return v
+}
+
+func baseNode(site *vk8sv1.Site, name, kubeletVersion string, ep Endpoint) *corev1.Node {
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{}},
+		Spec: corev1.NodeSpec{
+			Taints: []corev1.Taint{{Key: TaintKey, Value: TaintValue, Effect: corev1.TaintEffectNoSchedule}},
+		},
+		Status: corev1.NodeStatus{
+			Phase:           corev1.NodeRunning,
+			Addresses:       []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ep.Address}, {Type: corev1.NodeHostName, Address: name}},
+			DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: ep.Port}},
+			NodeInfo: corev1.NodeSystemInfo{
+				KubeletVersion:  kubeletVersion,
+				OperatingSystem: "linux",
+				Architecture:    "amd64",
+			},
+		},
+	}
+}
+
+func setOwnLabels(v *corev1.Node, site string) {
+	v.Labels[corev1.LabelHostname] = v.Name
+	v.Labels[vk8sv1.LabelSite] = site
+	v.Labels[LabelType] = TypeVirtualKubelet
+	v.Labels["kubernetes.io/role"] = "agent"
+}
+
+func dropped(key string) bool {
+	for _, d := range hostLabelsDropped {
+		if key == d || (strings.HasSuffix(d, "/") && strings.HasPrefix(key, d)) {
+			return true
+		}
+	}
+	return false
+}
+
+// siteConditions copies the site node's conditions without their heartbeat times: the
+// NodeController sets its own, and a site heartbeat alone is no change worth a write.
+func siteConditions(in []corev1.NodeCondition) []corev1.NodeCondition {
+	out := make([]corev1.NodeCondition, len(in))
+	copy(out, in)
+	for i := range out {
+		out[i].LastHeartbeatTime = metav1.Time{}
+	}
+	return out
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func common(nodes []*corev1.Node, key string) (string, bool) {
+	if len(nodes) == 0 {
+		return "", false
+	}
+	val, ok := nodes[0].Labels[key]
+	if !ok {
+		return "", false
+	}
+	for _, n := range nodes[1:] {
+		if n.Labels[key] != val {
+			return "", false
+		}
+	}
+	return val, true
+}
+
+func add(sum, more corev1.ResourceList) {
+	for name, q := range more {
+		cur, ok := sum[name]
+		if !ok {
+			cur = resource.Quantity{Format: q.Format}
+		}
+		cur.Add(q)
+		sum[name] = cur
+	}
+}

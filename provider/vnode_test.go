@@ -1,0 +1,153 @@
+package provider
+
+import (
+	"slices"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+)
+
+func siteNode(name, cpu string, ready, cordoned bool, labels map[string]string) *corev1.Node {
+	status := corev1.ConditionTrue
+	if !ready {
+		status = corev1.ConditionFalse
+	}
+	l := map[string]string{corev1.LabelHostname: name, "node-role.kubernetes.io/worker": ""}
+	for k, v := range labels {
+		l[k] = v
+	}
+	res := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse("4Gi")}
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l},
+		Spec:       corev1.NodeSpec{Unschedulable: cordoned},
+		Status: corev1.NodeStatus{
+			Capacity: res, Allocatable: res,
+			Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: status}},
+		},
+	}
+}
+
+func TestVirtualNodes(t *testing.T) {
+	ep := Endpoint{Address: "192.0.2.7", Port: 10250}
+	eu := map[string]string{corev1.LabelTopologyRegion: "eu", corev1.LabelTopologyZone: "eu-a"}
+	euB := map[string]string{corev1.LabelTopologyRegion: "eu", corev1.LabelTopologyZone: "eu-b"}
+	nodes := []*corev1.Node{
+		siteNode("node2", "2", true, false, euB),
+		siteNode("node1", "4", true, false, eu),
+		siteNode("node3", "8", false, false, eu),
+		siteNode("node4", "16", true, true, eu),
+	}
+	site := func(mode vk8sv1.NodeMode, unschedulable bool) *vk8sv1.Site {
+		return &vk8sv1.Site{
+			ObjectMeta: metav1.ObjectMeta{Name: "site1"},
+			Spec:       vk8sv1.SiteSpec{NodeMode: mode, Unschedulable: unschedulable},
+		}
+	}
+	for _, tc := range []struct {
+		name              string
+		site              *vk8sv1.Site
+		wantNames         []string
+		wantUnschedulable []bool
+		wantCPU           []string
+		wantReady         []corev1.ConditionStatus
+		wantZone          []string
+	}{
+		{
+			name:              "per node",
+			site:              site(vk8sv1.NodeModePerNode, false),
+			wantNames:         []string{"site1-node1", "site1-node2", "site1-node3", "site1-node4"},
+			wantUnschedulable: []bool{false, false, false, true},
+			wantCPU:           []string{"4", "2", "8", "16"},
+			wantReady:         []corev1.ConditionStatus{"True", "True", "False", "True"},
+			wantZone:          []string{"eu-a", "eu-b", "eu-a", "eu-a"},
+		},
+		{
+			name:              "per node, site unschedulable",
+			site:              site(vk8sv1.NodeModePerNode, true),
+			wantNames:         []string{"site1-node1", "site1-node2", "site1-node3", "site1-node4"},
+			wantUnschedulable: []bool{true, true, true, true},
+			wantCPU:           []string{"4", "2", "8", "16"},
+			wantReady:         []corev1.ConditionStatus{"True", "True", "False", "True"},
+			wantZone:          []string{"eu-a", "eu-b", "eu-a", "eu-a"},
+		},
+		{
+			// node3 is not Ready and node4 is cordoned: only node1 and node2 count.
+			name:              "aggregate",
+			site:              site(vk8sv1.NodeModeAggregate, false),
+			wantNames:         []string{"site1"},
+			wantUnschedulable: []bool{false},
+			wantCPU:           []string{"6"},
+			wantReady:         []corev1.ConditionStatus{"True"},
+			wantZone:          []string{""},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := VirtualNodes(tc.site, nodes, "v1.35.4", ep)
+			var names []string
+			for i, v := range got {
+				names = append(names, v.Name)
+				if i >= len(tc.wantCPU) {
+					continue
+				}
+				if v.Spec.Unschedulable != tc.wantUnschedulable[i] {
+					t.Errorf("%s: unschedulable %v, want %v", v.Name, v.Spec.Unschedulable, tc.wantUnschedulable[i])
+				}
+				cpu := v.Status.Allocatable[corev1.ResourceCPU]
+				if cpu.Cmp(resource.MustParse(tc.wantCPU[i])) != 0 {
+					t.Errorf("%s: allocatable cpu %s, want %s", v.Name, cpu.String(), tc.wantCPU[i])
+				}
+				if r := readyStatus(v); r != tc.wantReady[i] {
+					t.Errorf("%s: Ready %s, want %s", v.Name, r, tc.wantReady[i])
+				}
+				if z := v.Labels[corev1.LabelTopologyZone]; z != tc.wantZone[i] {
+					t.Errorf("%s: zone %q, want %q", v.Name, z, tc.wantZone[i])
+				}
+				// What every virtual node carries.
+				if v.Labels[vk8sv1.LabelSite] != "site1" || v.Labels[LabelType] != TypeVirtualKubelet || v.Labels[corev1.LabelHostname] != v.Name {
+					t.Errorf("%s: labels %v", v.Name, v.Labels)
+				}
+				if _, ok := v.Labels["node-role.kubernetes.io/worker"]; ok {
+					t.Errorf("%s: the site's role label leaked: %v", v.Name, v.Labels)
+				}
+				if len(v.Spec.Taints) != 1 || v.Spec.Taints[0].Key != TaintKey || v.Spec.Taints[0].Effect != corev1.TaintEffectNoSchedule {
+					t.Errorf("%s: taints %v", v.Name, v.Spec.Taints)
+				}
+				if v.Status.DaemonEndpoints.KubeletEndpoint.Port != ep.Port || v.Status.Addresses[0].Address != ep.Address {
+					t.Errorf("%s: endpoint %v %v", v.Name, v.Status.Addresses, v.Status.DaemonEndpoints)
+				}
+				if v.Status.NodeInfo.KubeletVersion != "v1.35.4" {
+					t.Errorf("%s: kubelet version %q", v.Name, v.Status.NodeInfo.KubeletVersion)
+				}
+			}
+			if !slices.Equal(names, tc.wantNames) {
+				t.Errorf("names %v, want %v", names, tc.wantNames)
+			}
+			if tc.site.Spec.NodeMode == vk8sv1.NodeModePerNode {
+				if got[0].Labels[vk8sv1.LabelSiteNode] != "node1" {
+					t.Errorf("site-node label %q, want node1", got[0].Labels[vk8sv1.LabelSiteNode])
+				}
+			}
+		})
+	}
+}
+
+func TestAggregateWithoutUsableNodes(t *testing.T) {
+	site := &vk8sv1.Site{ObjectMeta: metav1.ObjectMeta{Name: "s"}, Spec: vk8sv1.SiteSpec{NodeMode: vk8sv1.NodeModeAggregate}}
+	got := VirtualNodes(site, []*corev1.Node{siteNode("n", "1", false, false, nil)}, "", Endpoint{})
+	if len(got) != 1 || !got[0].Spec.Unschedulable || readyStatus(got[0]) != corev1.ConditionFalse {
+		t.Fatalf("aggregate of a site with no Ready node: %+v", got)
+	}
+}
+
+func readyStatus(n *corev1.Node) corev1.ConditionStatus {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status
+		}
+	}
+	return ""
+}
