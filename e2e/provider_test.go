@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -36,6 +38,7 @@ func startProvider(t *testing.T) {
 	go func() {
 		done <- provider.Run(ctx, provider.Config{
 			Host:     host,
+			Logger:   testr.NewWithOptions(t, testr.Options{Verbosity: 1}),
 			Endpoint: provider.Endpoint{Address: "127.0.0.1", Port: 10250},
 			Registry: sitereg.Config{
 				HeartbeatInterval: 10 * time.Second,
@@ -206,7 +209,11 @@ func waitVirtualNodes(t *testing.T, c client.Client, what string, ok func(map[st
 		return ok(last), nil
 	})
 	if err != nil {
-		t.Fatalf("waiting for %s: %v; virtual nodes: %v", what, err, sortedKeys(last))
+		var b strings.Builder
+		for _, name := range sortedKeys(last) {
+			fmt.Fprintf(&b, "\n  %s unschedulable=%v conditions=%v", name, last[name].Spec.Unschedulable, last[name].Status.Conditions)
+		}
+		t.Fatalf("waiting for %s: %v; virtual nodes:%s", what, err, b.String())
 	}
 }
 

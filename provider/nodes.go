@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	vklog "github.com/virtual-kubelet/virtual-kubelet/log"
 	"github.com/virtual-kubelet/virtual-kubelet/node"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -55,10 +56,13 @@ type Nodes struct {
 	client client.Client
 	log    logr.Logger
 
-	// ctx is the lifetime of the NodeControllers, set by Start.
+	// ctx is the lifetime of the NodeControllers, set by Start; wg counts them.
 	ctx     context.Context
 	started chan struct{}
+	wg      sync.WaitGroup
 
+	// mu guards the outer map only: controller-runtime never reconciles one site twice at
+	// once, so a site's inner map is touched by one reconcile at a time.
 	mu sync.Mutex
 	// running maps site -> virtual node name -> its controller.
 	running map[string]map[string]*vnode
@@ -69,6 +73,22 @@ type vnode struct {
 	done     <-chan struct{}
 	ready    <-chan struct{}
 	provider *nodeProvider
+}
+
+// stop ends the NodeController and waits until it has.
+func (v *vnode) stop() {
+	v.cancel()
+	<-v.done
+}
+
+// stopped says whether the NodeController's Run has returned.
+func (v *vnode) stopped() bool {
+	select {
+	case <-v.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // registered says whether the NodeController has registered the Node.
@@ -126,12 +146,15 @@ func (m *Nodes) SetupWithManager(mgr ctrl.Manager) error {
 		Named("virtual-nodes").
 		For(&vk8sv1.Site{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		// Host nodes of a site: a virtual node deleted by hand is made again.
+		// Host nodes of a site: a virtual node deleted or edited by hand is put right, and
+		// at start the existing ones are matched with their sites. Status writes (every
+		// virtual node's, every minute) are not reasons to reconcile.
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			if site := o.GetLabels()[vk8sv1.LabelSite]; site != "" && o.GetLabels()[LabelType] == TypeVirtualKubelet {
 				return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: site}}}
 			}
 			return nil
-		})).
+		}), builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4})
 	if m.cfg.SiteEvents != nil {
 		b = b.WatchesRawSource(source.Channel(m.cfg.SiteEvents, &handler.EnqueueRequestForObject{}))
@@ -139,11 +162,13 @@ func (m *Nodes) SetupWithManager(mgr ctrl.Manager) error {
 	return b.Complete(m)
 }
 
-// Start records the lifetime of the NodeControllers; it implements manager.Runnable.
+// Start records the lifetime of the NodeControllers and, when it ends, waits for them; it
+// implements manager.Runnable.
 func (m *Nodes) Start(ctx context.Context) error {
 	m.ctx = ctx
 	close(m.started)
 	<-ctx.Done()
+	m.wg.Wait()
 	return nil
 }
 
@@ -183,51 +208,53 @@ func (m *Nodes) sync(ctx context.Context, site string, want []*corev1.Node) erro
 		have = map[string]*vnode{}
 		m.running[site] = have
 	}
+	m.mu.Unlock()
+
+	var errs []error
 	keep := map[string]bool{}
-	var gone []*vnode
-	var goneNames []string
 	for _, n := range want {
 		keep[n.Name] = true
-		if v, ok := have[n.Name]; ok {
-			if !v.registered() || m.hostNodeExists(ctx, n.Name) {
-				v.provider.update(n)
-				continue
-			}
+		v, ok := have[n.Name]
+		switch {
+		case !ok:
+		case v.stopped():
+			// Its registration failed (or it stopped); a new controller tries again and the
+			// error requeues the site with backoff.
+			errs = append(errs, fmt.Errorf("virtual node %s: controller stopped, restarting", n.Name))
+		case v.registered() && !m.hostNodeExists(ctx, n.Name):
 			// Deleted behind our back: a new controller registers it again at once.
-			v.cancel()
-			<-v.done
+			v.stop()
+		default:
+			v.provider.update(n)
+			continue
 		}
 		v, err := m.start(n)
 		if err != nil {
-			m.mu.Unlock()
-			return err
+			errs = append(errs, err)
+			delete(have, n.Name)
+			continue
 		}
 		have[n.Name] = v
 	}
 	for name, v := range have {
-		if !keep[name] {
-			gone = append(gone, v)
-			goneNames = append(goneNames, name)
-			delete(have, name)
+		if keep[name] {
+			continue
+		}
+		v.stop()
+		delete(have, name)
+		err := m.cfg.Host.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete virtual node %s: %w", name, err))
 		}
 	}
 	if len(have) == 0 {
+		m.mu.Lock()
 		delete(m.running, site)
+		m.mu.Unlock()
 	}
-	m.mu.Unlock()
-
-	var errs []error
 	for _, n := range want {
 		if err := m.syncSpec(ctx, n); err != nil {
 			errs = append(errs, err)
-		}
-	}
-	for i, v := range gone {
-		v.cancel()
-		<-v.done
-		err := m.cfg.Host.CoreV1().Nodes().Delete(ctx, goneNames[i], metav1.DeleteOptions{})
-		if err != nil && !apierrors.IsNotFound(err) {
-			errs = append(errs, fmt.Errorf("delete virtual node %s: %w", goneNames[i], err))
 		}
 	}
 	// Virtual nodes of this site that no controller runs (left by an earlier process).
@@ -248,7 +275,7 @@ func (m *Nodes) sync(ctx context.Context, site string, want []*corev1.Node) erro
 
 // start runs a NodeController for n until the manager stops or n's site drops it.
 func (m *Nodes) start(n *corev1.Node) (*vnode, error) {
-	p := &nodeProvider{last: n.DeepCopy()}
+	p := newNodeProvider(n)
 	nodes := m.cfg.Host.CoreV1().Nodes()
 	nc, err := node.NewNodeController(p, n.DeepCopy(), nodes,
 		node.WithNodeEnableLeaseV1(m.cfg.Host.CoordinationV1().Leases(corev1.NamespaceNodeLease), m.cfg.LeaseDurationSeconds),
@@ -266,10 +293,17 @@ func (m *Nodes) start(n *corev1.Node) (*vnode, error) {
 		return nil, fmt.Errorf("virtual node %s: %w", n.Name, err)
 	}
 	ctx, cancel := context.WithCancel(m.ctx)
+	ctx = vklog.WithLogger(ctx, vkLogger{m.log.WithValues("node", n.Name)})
+	m.wg.Add(2)
 	go func() {
+		defer m.wg.Done()
 		if err := nc.Run(ctx); err != nil && ctx.Err() == nil {
 			m.log.Error(err, "node controller stopped", "node", n.Name)
 		}
+	}()
+	go func() {
+		defer m.wg.Done()
+		p.pump(ctx, nc.Ready())
 	}()
 	m.log.Info("virtual node started", "node", n.Name, "site", n.Labels[vk8sv1.LabelSite])
 	return &vnode{cancel: cancel, done: nc.Done(), ready: nc.Ready(), provider: p}, nil
@@ -308,11 +342,20 @@ func withTaints(have, want []corev1.Taint) []corev1.Taint {
 }
 
 // nodeProvider is virtual-kubelet's NodeProvider for one virtual node: it passes on the
-// node the manager computed, when it changed.
+// latest node the manager computed, when it changed. update never blocks: pump, a goroutine
+// per virtual node, hands the latest node to the NodeController, whose channel holds one.
 type nodeProvider struct {
+	// initial is the node the NodeController registers.
+	initial *corev1.Node
+	signal  chan struct{}
+
 	mu     sync.Mutex
 	notify func(*corev1.Node)
 	last   *corev1.Node
+}
+
+func newNodeProvider(n *corev1.Node) *nodeProvider {
+	return &nodeProvider{initial: n.DeepCopy(), last: n.DeepCopy(), signal: make(chan struct{}, 1)}
 }
 
 // Ping always succeeds: a virtual node stays Ready while the provider runs, even when its
@@ -332,16 +375,52 @@ func (p *nodeProvider) current() *corev1.Node {
 	return p.last.DeepCopy()
 }
 
-// update passes n on when its status, labels or annotations differ from the last one.
+// update records n as the node to show and wakes pump.
 func (p *nodeProvider) update(n *corev1.Node) {
 	p.mu.Lock()
-	same := equality.Semantic.DeepEqual(p.last.Status, n.Status) &&
-		equality.Semantic.DeepEqual(p.last.Labels, n.Labels) &&
-		equality.Semantic.DeepEqual(p.last.Annotations, n.Annotations)
 	p.last = n.DeepCopy()
-	notify := p.notify
 	p.mu.Unlock()
-	if !same && notify != nil {
-		notify(n.DeepCopy())
+	select {
+	case p.signal <- struct{}{}:
+	default:
 	}
+}
+
+// pump passes the latest node to the NodeController whenever it differs from what was
+// passed before, from when the controller registered the node (ready) until ctx ends.
+// Before ready the controller's loop does not read its channel, so nothing is sent; the
+// first comparison after ready catches updates made meanwhile.
+func (p *nodeProvider) pump(ctx context.Context, ready <-chan struct{}) {
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		return
+	}
+	sent := p.initial
+	changed := true // compare at once: updates may have come before ready
+	for {
+		if !changed {
+			select {
+			case <-ctx.Done():
+				return
+			case <-p.signal:
+			}
+		}
+		changed = false
+		p.mu.Lock()
+		n, notify := p.last.DeepCopy(), p.notify
+		p.mu.Unlock()
+		if notify == nil || sameNode(sent, n) || ctx.Err() != nil {
+			continue
+		}
+		notify(n)
+		sent = n
+	}
+}
+
+// sameNode says whether a and b show the same status, labels and annotations.
+func sameNode(a, b *corev1.Node) bool {
+	return equality.Semantic.DeepEqual(a.Status, b.Status) &&
+		equality.Semantic.DeepEqual(a.Labels, b.Labels) &&
+		equality.Semantic.DeepEqual(a.Annotations, b.Annotations)
 }

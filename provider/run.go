@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/go-logr/logr"
+
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -30,6 +32,8 @@ type Config struct {
 	HealthAddr string
 	// Registry configures the site registry.
 	Registry sitereg.Config
+	// Logger is the provider's logger. Zero: controller-runtime's global logger.
+	Logger logr.Logger
 }
 
 // Scheme knows the kinds the provider reads and writes in the host.
@@ -64,6 +68,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Metrics:                 metricsserver.Options{BindAddress: cfg.MetricsAddr},
 		HealthProbeBindAddress:  cfg.HealthAddr,
 		GracefulShutdownTimeout: ptr(10 * time.Second),
+		Logger:                  cfg.Logger,
 	})
 	if err != nil {
 		return fmt.Errorf("provider manager: %w", err)

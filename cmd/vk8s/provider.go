@@ -34,6 +34,7 @@ func newProviderCommand() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the host cluster (default: in-cluster, or $KUBECONFIG)")
 	f.StringVar(&cfg.Endpoint.Address, "node-address", "", "address of this process that virtual nodes advertise for their kubelet API (required)")
+	_ = cmd.MarkFlagRequired("node-address")
 	f.Int32Var(&port, "kubelet-port", 10250, "port of the kubelet API that virtual nodes advertise")
 	f.StringVar(&cfg.MetricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; 0 turns it off")
 	f.StringVar(&cfg.HealthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz; 0 turns them off")

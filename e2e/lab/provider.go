@@ -48,13 +48,14 @@ func (l *Lab) ensureProvider(ctx context.Context, st *state) error {
 	if err != nil {
 		return fmt.Errorf("vk8s binary for the provider: %w", err)
 	}
-	pid := readPID(l.providerPIDPath())
-	if p := st.Provider; p != nil && ProcessRunning(pid) && p.Binary == bin && p.BinaryMTime == info.ModTime().UnixNano() {
+	pid := l.providerPID()
+	if p := st.Provider; p != nil && ProcessRunning(pid) && p.Binary == bin && p.BinaryMTime == info.ModTime().UnixNano() &&
+		providerReady(ctx, p.HealthPort) {
 		l.logf("%s: running", providerComponent)
 		return nil
 	}
-	if err := stopProcess(ctx, pid); err != nil {
-		return fmt.Errorf("stop the old %s (pid %d): %w", providerComponent, pid, err)
+	if err := l.stopProvider(ctx); err != nil {
+		return err
 	}
 	ports, err := freePorts(3)
 	if err != nil {
@@ -89,30 +90,60 @@ func (l *Lab) ensureProvider(ctx context.Context, st *state) error {
 	}
 	go func() { _ = cmd.Wait() }() // reap it if it dies while we wait
 	if err := writeFile(l.providerPIDPath(), []byte(strconv.Itoa(cmd.Process.Pid))); err != nil {
+		_ = cmd.Process.Kill()
 		return err
 	}
 	st.Provider = p
 	if err := l.writeState(*st); err != nil {
 		return err
 	}
-	ready := fmt.Sprintf("http://127.0.0.1:%d/readyz", p.HealthPort)
 	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		if !ProcessRunning(cmd.Process.Pid) {
 			return false, errors.New("it exited")
 		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, ready, nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return false, nil
-		}
-		_ = resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
+		return providerReady(ctx, p.HealthPort), nil
 	})
 	if err != nil {
+		// Not left half-started: the next Up starts it afresh.
+		_ = l.stopProvider(ctx)
 		raw, _ := os.ReadFile(l.providerLogPath())
 		return fmt.Errorf("%s is not ready: %w; log: %s\n%s", providerComponent, err, l.providerLogPath(), tail(string(raw), 10))
 	}
 	return nil
+}
+
+// providerReady says whether the provider's /readyz answers 200.
+func providerReady(ctx context.Context, port int) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/readyz", port), nil)
+	if err != nil {
+		return false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// providerPID is the pid in the provider's pid file when that process is still a vk8s
+// provider, and 0 otherwise: a pid the system gave to another process since is not ours.
+func (l *Lab) providerPID() int {
+	pid := readPID(l.providerPIDPath())
+	if pid <= 0 {
+		return 0
+	}
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return 0
+	}
+	args := strings.Split(string(raw), "\x00")
+	if len(args) < 2 || args[1] != "provider" {
+		return 0
+	}
+	return pid
 }
 
 // waitVirtualNodes waits until the host has n Ready virtual nodes.
@@ -143,11 +174,14 @@ func (l *Lab) waitVirtualNodes(ctx context.Context, n int) error {
 	return nil
 }
 
-// stopProvider stops the provider process, if any.
+// stopProvider stops the provider process, if any, and removes its pid file.
 func (l *Lab) stopProvider(ctx context.Context) error {
-	pid := readPID(l.providerPIDPath())
+	pid := l.providerPID()
 	if err := stopProcess(ctx, pid); err != nil {
 		return fmt.Errorf("stop %s (pid %d): %w", providerComponent, pid, err)
+	}
+	if err := os.Remove(l.providerPIDPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
 	}
 	return nil
 }
