@@ -389,7 +389,7 @@ func TestComponentThatFailsIsNamedWithItsLog(t *testing.T) {
 		t.Fatal("Up with a failing kube-scheduler succeeded")
 	}
 	t.Logf("Up error, as users see it:\n%v", err)
-	for _, want := range []string{"component kube-scheduler of e2e-broken-host is not running", "logs/kube-scheduler.log", "address already in use"} {
+	for _, want := range []string{"a component exited after start, 3 times", "component kube-scheduler of e2e-broken-host is not running", "logs/kube-scheduler.log", "address already in use"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Up error does not say %q:\n%v", want, err)
 		}

@@ -129,13 +129,7 @@ func (l *Lab) ensureCluster(ctx context.Context, cluster string, role clusterRol
 			return nil
 		}
 		l.logf("%s: starting", name)
-		// kwokctl skips a component whose pid file names a process that still exists, and a
-		// dead child waiting to be reaped does; drop the pid files of what is not running.
-		for _, c := range l.components(cluster) {
-			if !c.Running {
-				_ = os.Remove(filepath.Join(l.clusterDir(cluster), "pids", c.Name+".pid"))
-			}
-		}
+		l.dropDeadPIDs(cluster)
 		if err := l.kwokctl(ctx, "start", "cluster", "--name", name); err != nil {
 			return l.diagnose(cluster, err)
 		}
@@ -160,15 +154,44 @@ func (l *Lab) ensureCluster(ctx context.Context, cluster string, role clusterRol
 	if err != nil {
 		return l.diagnose(cluster, fmt.Errorf("cluster %s: API server not ready after %s: %w", name, readyTimeout, err))
 	}
-	// kwokctl does not wait for the other components; one that exits at once (a bad flag, a
-	// busy port) is caught here rather than as a cluster that silently never schedules.
-	if err := ctxSleep(ctx, componentSettle); err != nil {
-		return err
+	// kwokctl does not wait for the other components; one that exits (a bad flag, a busy
+	// port) is caught here rather than as a cluster that silently never schedules. A
+	// component may also give up waiting for a slow API server (kube-controller-manager does
+	// on a loaded machine), so it is started again, as a kubelet would, a few times.
+	for attempt := 1; ; attempt++ {
+		if err := ctxSleep(ctx, componentSettle); err != nil {
+			return err
+		}
+		if l.allRunning(cluster) {
+			return nil
+		}
+		if attempt == componentStarts {
+			return l.diagnose(cluster, fmt.Errorf("cluster %s: a component exited after start, %d times", name, componentStarts))
+		}
+		for _, c := range l.components(cluster) {
+			if !c.Running {
+				l.logf("%s: %s exited; starting it again (log %s)", name, c.Name, c.Log)
+			}
+		}
+		l.dropDeadPIDs(cluster)
+		if err := l.kwokctl(ctx, "start", "cluster", "--name", name); err != nil {
+			return l.diagnose(cluster, err)
+		}
 	}
-	if !l.allRunning(cluster) {
-		return l.diagnose(cluster, fmt.Errorf("cluster %s: a component exited after start", name))
+}
+
+// componentStarts is how often Up starts a component that keeps exiting before it fails.
+const componentStarts = 3
+
+// dropDeadPIDs removes the pid files of the cluster's components that are not running:
+// kwokctl skips a component whose pid file names a process that still exists, and a dead
+// child waiting to be reaped does.
+func (l *Lab) dropDeadPIDs(cluster string) {
+	for _, c := range l.components(cluster) {
+		if !c.Running {
+			_ = os.Remove(filepath.Join(l.clusterDir(cluster), "pids", c.Name+".pid"))
+		}
 	}
-	return nil
 }
 
 // componentSettle is how long a started component must stay up before Up trusts it.
