@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -36,12 +37,17 @@ func runWithLab(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e: VK8S_TOOLS_DIR is not set: run `make test`, or `go test -short` to skip the e2e tests")
 		return 1
 	}
+	removeOrphanLabs(tools)
 	dir, err := os.MkdirTemp("", "vk8s-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
+	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
 	fleet, err = lab.New(lab.Config{
 		Name: "e2e", Sites: fleetSites, Nodes: fleetNodes, Dir: filepath.Join(dir, "e2e"),
 		Tools: lab.Tools{Dir: tools}, Log: os.Stderr,
@@ -65,6 +71,36 @@ func runWithLab(m *testing.M) int {
 		return 1
 	}
 	return m.Run()
+}
+
+// ownerFile holds the pid of the test process that owns a lab folder.
+const ownerFile = "owner.pid"
+
+// removeOrphanLabs takes down the labs of earlier test processes that died without doing
+// so themselves (a panic in a test ends the process before TestMain's cleanup).
+func removeOrphanLabs(tools string) {
+	owners, _ := filepath.Glob(filepath.Join(os.TempDir(), "vk8s-e2e-*", ownerFile))
+	for _, owner := range owners {
+		raw, err := os.ReadFile(owner)
+		if err != nil {
+			continue
+		}
+		if pid, _ := strconv.Atoi(string(raw)); pid > 0 && lab.ProcessRunning(pid) {
+			continue
+		}
+		dir := filepath.Dir(owner)
+		l, err := lab.New(lab.Config{Name: "e2e", Dir: filepath.Join(dir, "e2e"), Tools: lab.Tools{Dir: tools}, Log: os.Stderr})
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			err = l.Down(ctx)
+			cancel()
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: remove the orphan lab in %s: %v\n", dir, err)
+			continue
+		}
+		_ = os.RemoveAll(dir)
+	}
 }
 
 // skipShort skips a test that needs the lab under -short.
