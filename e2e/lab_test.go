@@ -22,6 +22,7 @@ import (
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 	"github.com/vk8s-io/vk8s/e2e/lab"
+	"github.com/vk8s-io/vk8s/sitereg"
 )
 
 func TestLabClustersAnswer(t *testing.T) {
@@ -240,7 +241,7 @@ func TestSecondLabSideBySideAndDown(t *testing.T) {
 	}
 	err = wait.PollUntilContextTimeout(t.Context(), 250*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		n := &corev1.Node{}
-		return hc.Get(ctx, client.ObjectKey{Name: "site1-node1"}, n) == nil && nodeReady(n), nil
+		return hc.Get(ctx, client.ObjectKey{Name: "site1-node1"}, n) == nil && sitereg.NodeReady(n), nil
 	})
 	if err != nil {
 		t.Errorf("virtual node site1-node1 not Ready in the second lab's host: %v", err)

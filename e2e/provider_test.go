@@ -92,7 +92,7 @@ func TestProviderVirtualNodes(t *testing.T) {
 		if !ours {
 			t.Errorf("taints %v, want %s=%s:NoSchedule among them", n.Spec.Taints, provider.TaintKey, provider.TaintValue)
 		}
-		if !nodeReady(n) {
+		if !sitereg.NodeReady(n) {
 			t.Errorf("not Ready: %v", n.Status.Conditions)
 		}
 		if n.Status.NodeInfo.KubeletVersion != lab.KubernetesVersion || n.Status.DaemonEndpoints.KubeletEndpoint.Port != 10250 {
@@ -130,7 +130,7 @@ func TestProviderVirtualNodes(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitVirtualNodes(t, c, "site3-node3 back", func(nodes map[string]*corev1.Node) bool {
-			return nodes["site3-node3"] != nil && nodeReady(nodes["site3-node3"])
+			return nodes["site3-node3"] != nil && sitereg.NodeReady(nodes["site3-node3"])
 		})
 	})
 
@@ -166,7 +166,7 @@ func TestProviderVirtualNodes(t *testing.T) {
 				return false
 			}
 			cpu := n.Status.Allocatable[corev1.ResourceCPU]
-			return cpu.Cmp(resource.MustParse("47400m")) == 0 && nodeReady(n)
+			return cpu.Cmp(resource.MustParse("47400m")) == 0 && sitereg.NodeReady(n)
 		})
 		if err := c.Delete(t.Context(), agg); err != nil {
 			t.Fatal(err)
@@ -224,13 +224,4 @@ func sortedKeys(m map[string]*corev1.Node) []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-func nodeReady(n *corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }

@@ -84,7 +84,7 @@ func aggregateNode(site *vk8sv1.Site, nodes []*corev1.Node, kubeletVersion strin
 	capacity, allocatable := corev1.ResourceList{}, corev1.ResourceList{}
 	usable := 0
 	for _, n := range nodes {
-		if n.Spec.Unschedulable || !nodeReady(n) {
+		if n.Spec.Unschedulable || !sitereg.NodeReady(n) {
 			continue
 		}
 		usable++
@@ -148,15 +148,6 @@ func siteConditions(in []corev1.NodeCondition) []corev1.NodeCondition {
 		out[i].LastHeartbeatTime = metav1.Time{}
 	}
 	return out
-}
-
-func nodeReady(n *corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 func common(nodes []*corev1.Node, key string) (string, bool) {

@@ -49,7 +49,7 @@ func summarizeNodes(site string, mode vk8sv1.NodeMode, sel labels.Selector, node
 			continue
 		}
 		s.count++
-		if nodeReady(n) {
+		if NodeReady(n) {
 			s.ready++
 		}
 		for name, q := range n.Status.Allocatable {
@@ -74,7 +74,8 @@ func summarizeNodes(site string, mode vk8sv1.NodeMode, sel labels.Selector, node
 	return s
 }
 
-func nodeReady(n *corev1.Node) bool {
+// NodeReady says whether n's Ready condition is True.
+func NodeReady(n *corev1.Node) bool {
 	for _, c := range n.Status.Conditions {
 		if c.Type == corev1.NodeReady {
 			return c.Status == corev1.ConditionTrue

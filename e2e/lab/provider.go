@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vk8s-io/vk8s/provider"
+	"github.com/vk8s-io/vk8s/sitereg"
 )
 
 // providerComponent names the lab's vk8s provider process in pid and log files and status.
@@ -159,11 +160,9 @@ func (l *Lab) waitVirtualNodes(ctx context.Context, n int) error {
 			return false, nil
 		}
 		ready = 0
-		for _, node := range list.Items {
-			for _, cond := range node.Status.Conditions {
-				if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
-					ready++
-				}
+		for i := range list.Items {
+			if sitereg.NodeReady(&list.Items[i]) {
+				ready++
 			}
 		}
 		return ready == n, nil

@@ -21,6 +21,7 @@ import (
 
 	"github.com/vk8s-io/vk8s/api/crds"
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/sitereg"
 )
 
 // Scheme knows the kinds the lab reads and writes.
@@ -249,11 +250,9 @@ func (l *Lab) setupSite(ctx context.Context, i, nodes int) error {
 			return false, nil
 		}
 		ready := 0
-		for _, n := range list.Items {
-			for _, cond := range n.Status.Conditions {
-				if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
-					ready++
-				}
+		for i := range list.Items {
+			if sitereg.NodeReady(&list.Items[i]) {
+				ready++
 			}
 		}
 		return ready >= nodes, nil
