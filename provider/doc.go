@@ -12,4 +12,11 @@
 //
 // The translation from site nodes to virtual nodes is pure (VirtualNodes); the Nodes
 // manager runs one virtual-kubelet NodeController per virtual node on top of it.
+//
+// # Pods
+//
+// SitePod translates a host pod into the pod to create on its site, in namespace
+// <tenant>-<namespace> (SiteNamespace), pinned to the real node in PerNode mode and
+// labelled with the tenant, the host namespace and the host pod's UID. The pod lifecycle
+// handler that uses it is the next step.
 package provider

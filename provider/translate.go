@@ -1,0 +1,147 @@
+package provider
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Labels vk8s puts on the pods it creates on sites, so several hosts can share a site and a
+// restarted provider adopts its pods instead of creating them again.
+const (
+	LabelTenant        = "vk8s.io/tenant"
+	LabelHostNamespace = "vk8s.io/host-namespace"
+	LabelHostPodUID    = "vk8s.io/host-pod-uid"
+)
+
+// serviceAccountVolumePrefix names the projected volume the host's ServiceAccount admission
+// adds (kube-api-access-xxxxx); its token is the host's and means nothing on a site.
+const serviceAccountVolumePrefix = "kube-api-access-"
+
+// SiteNamespace is the namespace on a site that holds the pods of host namespace ns:
+// <tenant>-<ns>, shortened with a stable hash when longer than a namespace may be.
+func SiteNamespace(tenant, ns string) string {
+	name := tenant + "-" + ns
+	if len(name) <= validation.DNS1123LabelMaxLength {
+		return name
+	}
+	sum := sha256.Sum256([]byte(name))
+	suffix := hex.EncodeToString(sum[:])[:10]
+	return strings.TrimRight(name[:validation.DNS1123LabelMaxLength-len(suffix)-1], "-") + "-" + suffix
+}
+
+// Target says where a host pod goes.
+type Target struct {
+	// Tenant names this host installation.
+	Tenant string
+	// SiteNode is the real node of the site (PerNode mode); empty in Aggregate mode, where
+	// the site's scheduler chooses.
+	SiteNode string
+}
+
+// SitePod returns the pod to create on the site for host pod p. It keeps what the user
+// wrote and drops what only makes sense in the host: the binding to the virtual node, the
+// host's service-account token volume, tolerations of the virtual nodes' taint, node
+// selection and priority class (the host scheduler has placed the pod already).
+func SitePod(p *corev1.Pod, t Target) (*corev1.Pod, error) {
+	if t.Tenant == "" {
+		return nil, fmt.Errorf("pod %s/%s: tenant is required", p.Namespace, p.Name)
+	}
+	if p.UID == "" {
+		return nil, fmt.Errorf("pod %s/%s: it has no UID yet", p.Namespace, p.Name)
+	}
+	out := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        p.Name,
+			Namespace:   SiteNamespace(t.Tenant, p.Namespace),
+			Labels:      map[string]string{},
+			Annotations: map[string]string{},
+		},
+		Spec: *p.Spec.DeepCopy(),
+	}
+	for k, v := range p.Labels {
+		out.Labels[k] = v
+	}
+	for k, v := range p.Annotations {
+		out.Annotations[k] = v
+	}
+	out.Labels[LabelTenant] = t.Tenant
+	out.Labels[LabelHostNamespace] = p.Namespace
+	out.Labels[LabelHostPodUID] = string(p.UID)
+
+	spec := &out.Spec
+	spec.NodeName = ""
+	spec.NodeSelector = nil
+	spec.PriorityClassName = ""
+	spec.Priority = nil
+	spec.Tolerations = dropTolerations(spec.Tolerations)
+	dropServiceAccountVolume(spec)
+	if spec.Affinity != nil {
+		spec.Affinity.NodeAffinity = nil
+		if spec.Affinity.PodAffinity == nil && spec.Affinity.PodAntiAffinity == nil {
+			spec.Affinity = nil
+		}
+	}
+	if t.SiteNode != "" {
+		if spec.Affinity == nil {
+			spec.Affinity = &corev1.Affinity{}
+		}
+		// The site's scheduler still checks fit and taints on that node.
+		spec.Affinity.NodeAffinity = &corev1.NodeAffinity{
+			RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+				NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+					MatchExpressions: []corev1.NodeSelectorRequirement{{
+						Key: corev1.LabelHostname, Operator: corev1.NodeSelectorOpIn, Values: []string{t.SiteNode},
+					}},
+				}},
+			},
+		}
+	}
+	return out, nil
+}
+
+// dropTolerations removes the tolerations that only the host's virtual nodes need.
+func dropTolerations(in []corev1.Toleration) []corev1.Toleration {
+	var out []corev1.Toleration
+	for _, tol := range in {
+		if tol.Key == TaintKey {
+			continue
+		}
+		out = append(out, tol)
+	}
+	return out
+}
+
+// dropServiceAccountVolume removes the host's token volume and its mounts: the site's
+// ServiceAccount admission mounts the site's own.
+func dropServiceAccountVolume(spec *corev1.PodSpec) {
+	drop := map[string]bool{}
+	var vols []corev1.Volume
+	for _, v := range spec.Volumes {
+		if strings.HasPrefix(v.Name, serviceAccountVolumePrefix) && v.Projected != nil {
+			drop[v.Name] = true
+			continue
+		}
+		vols = append(vols, v)
+	}
+	spec.Volumes = vols
+	if len(drop) == 0 {
+		return
+	}
+	for _, cs := range [][]corev1.Container{spec.InitContainers, spec.Containers} {
+		for i := range cs {
+			var mounts []corev1.VolumeMount
+			for _, m := range cs[i].VolumeMounts {
+				if !drop[m.Name] {
+					mounts = append(mounts, m)
+				}
+			}
+			cs[i].VolumeMounts = mounts
+		}
+	}
+}

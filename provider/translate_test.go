@@ -1,0 +1,140 @@
+package provider
+
+import (
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+func TestSiteNamespace(t *testing.T) {
+	if got := SiteNamespace("acme", "demo"); got != "acme-demo" {
+		t.Errorf("SiteNamespace = %s", got)
+	}
+	long := strings.Repeat("n", 60)
+	a, b := SiteNamespace("acme", long), SiteNamespace("acme", long+"x")
+	for _, got := range []string{a, b} {
+		if len(got) > 63 || len(validation.IsDNS1123Label(got)) != 0 {
+			t.Errorf("SiteNamespace = %q: not a namespace name", got)
+		}
+	}
+	if a == b || a != SiteNamespace("acme", long) {
+		t.Errorf("shortened names must be stable and distinct: %s %s", a, b)
+	}
+}
+
+func hostPod() *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: "web-1", Namespace: "demo", UID: "uid-1", ResourceVersion: "7",
+			Labels:          map[string]string{"app": "web"},
+			Annotations:     map[string]string{"note": "x"},
+			OwnerReferences: []metav1.OwnerReference{{Kind: "ReplicaSet", Name: "web", UID: "rs"}},
+		},
+		Spec: corev1.PodSpec{
+			NodeName:          "site1-node2",
+			NodeSelector:      map[string]string{"vk8s.io/site": "site1"},
+			PriorityClassName: "high", Priority: new(int32),
+			ServiceAccountName: "app",
+			Tolerations: []corev1.Toleration{
+				{Key: TaintKey, Operator: corev1.TolerationOpEqual, Value: TaintValue, Effect: corev1.TaintEffectNoSchedule},
+				{Key: "dedicated", Operator: corev1.TolerationOpExists},
+			},
+			Affinity: &corev1.Affinity{
+				NodeAffinity:    &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{}},
+				PodAntiAffinity: &corev1.PodAntiAffinity{},
+			},
+			Volumes: []corev1.Volume{
+				{Name: "kube-api-access-abcde", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{}}},
+				{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}}}},
+			},
+			Containers: []corev1.Container{{
+				Name: "app", Image: "app:v1",
+				Env: []corev1.EnvVar{{Name: "K", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{Key: "k", LocalObjectReference: corev1.LocalObjectReference{Name: "s"}}}}},
+				VolumeMounts: []corev1.VolumeMount{
+					{Name: "kube-api-access-abcde", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount"},
+					{Name: "config", MountPath: "/etc/app"},
+				},
+			}},
+		},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning},
+	}
+}
+
+func TestSitePod(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		target   Target
+		wantNode string
+	}{
+		{"per node", Target{Tenant: "acme", SiteNode: "node2"}, "node2"},
+		{"aggregate", Target{Tenant: "acme"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := hostPod()
+			orig := in.DeepCopy()
+			got, err := SitePod(in, tc.target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if in.Spec.NodeName != orig.Spec.NodeName || len(in.Spec.Volumes) != 2 {
+				t.Error("SitePod changed its input")
+			}
+			if got.Name != "web-1" || got.Namespace != "acme-demo" || got.UID != "" || got.ResourceVersion != "" || got.OwnerReferences != nil {
+				t.Errorf("metadata %+v", got.ObjectMeta)
+			}
+			want := map[string]string{"app": "web", LabelTenant: "acme", LabelHostNamespace: "demo", LabelHostPodUID: "uid-1"}
+			for k, v := range want {
+				if got.Labels[k] != v {
+					t.Errorf("label %s = %q, want %q", k, got.Labels[k], v)
+				}
+			}
+			if got.Annotations["note"] != "x" {
+				t.Errorf("annotations %v", got.Annotations)
+			}
+			s := got.Spec
+			if s.NodeName != "" || s.NodeSelector != nil || s.PriorityClassName != "" || s.Priority != nil {
+				t.Errorf("host placement kept: node %q selector %v priority %q/%v", s.NodeName, s.NodeSelector, s.PriorityClassName, s.Priority)
+			}
+			if len(s.Tolerations) != 1 || s.Tolerations[0].Key != "dedicated" {
+				t.Errorf("tolerations %v, want only the user's", s.Tolerations)
+			}
+			if len(s.Volumes) != 1 || s.Volumes[0].Name != "config" || len(s.Containers[0].VolumeMounts) != 1 {
+				t.Errorf("service account token volume kept: %v %v", s.Volumes, s.Containers[0].VolumeMounts)
+			}
+			if s.ServiceAccountName != "app" || s.Containers[0].Env[0].ValueFrom.SecretKeyRef == nil {
+				t.Errorf("references must stay references: sa %q env %+v", s.ServiceAccountName, s.Containers[0].Env)
+			}
+			if s.Affinity == nil || s.Affinity.PodAntiAffinity == nil {
+				t.Fatalf("pod anti-affinity dropped: %+v", s.Affinity)
+			}
+			na := s.Affinity.NodeAffinity
+			if tc.wantNode == "" {
+				if na != nil {
+					t.Errorf("aggregate: node affinity %+v, want none", na)
+				}
+				return
+			}
+			req := na.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms[0].MatchExpressions[0]
+			if req.Key != corev1.LabelHostname || req.Values[0] != tc.wantNode {
+				t.Errorf("pinned by %+v, want hostname %s", req, tc.wantNode)
+			}
+			if got.Status.Phase != "" {
+				t.Errorf("status copied: %v", got.Status.Phase)
+			}
+		})
+	}
+}
+
+func TestSitePodRejects(t *testing.T) {
+	p := hostPod()
+	if _, err := SitePod(p, Target{}); err == nil || !strings.Contains(err.Error(), "tenant") {
+		t.Errorf("no tenant: %v", err)
+	}
+	p.UID = ""
+	if _, err := SitePod(p, Target{Tenant: "a"}); err == nil || !strings.Contains(err.Error(), "UID") {
+		t.Errorf("no UID: %v", err)
+	}
+}
