@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -202,7 +203,7 @@ func TestUpIsIdempotent(t *testing.T) {
 	if err := fleet.Up(t.Context()); err != nil {
 		t.Fatalf("second Up: %v", err)
 	}
-	if after := pids(t, fleet); !mapsEqual(before, after) {
+	if after := pids(t, fleet); !maps.Equal(before, after) {
 		t.Errorf("second Up restarted components: before %v after %v", before, after)
 	}
 }
@@ -330,18 +331,6 @@ func pids(t *testing.T, l *lab.Lab) map[string]int {
 		t.Fatal("lab has no processes")
 	}
 	return out
-}
-
-func mapsEqual(a, b map[string]int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 func describePods(pods []corev1.Pod) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -70,7 +71,7 @@ func TestProviderVirtualNodes(t *testing.T) {
 		}
 	}
 	waitVirtualNodes(t, c, "all sites' nodes", func(nodes map[string]*corev1.Node) bool {
-		return slices.Equal(sortedKeys(nodes), want)
+		return slices.Equal(slices.Sorted(maps.Keys(nodes)), want)
 	})
 
 	t.Run("a virtual node carries its site node", func(t *testing.T) {
@@ -210,18 +211,9 @@ func waitVirtualNodes(t *testing.T, c client.Client, what string, ok func(map[st
 	})
 	if err != nil {
 		var b strings.Builder
-		for _, name := range sortedKeys(last) {
+		for _, name := range slices.Sorted(maps.Keys(last)) {
 			fmt.Fprintf(&b, "\n  %s unschedulable=%v conditions=%v", name, last[name].Spec.Unschedulable, last[name].Status.Conditions)
 		}
 		t.Fatalf("waiting for %s: %v; virtual nodes:%s", what, err, b.String())
 	}
-}
-
-func sortedKeys(m map[string]*corev1.Node) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }

@@ -516,12 +516,7 @@ func (e *siteRegEnv) restoreNode(t *testing.T, site client.Client, n *corev1.Nod
 		if err := site.Get(ctx, client.ObjectKey{Name: n.Name}, got); err != nil {
 			return false, nil
 		}
-		for _, c := range got.Status.Conditions {
-			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
-				return true, nil
-			}
-		}
-		return false, nil
+		return sitereg.NodeReady(got), nil
 	})
 	if err != nil {
 		t.Errorf("node %s not Ready again: %v", n.Name, err)

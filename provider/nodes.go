@@ -82,19 +82,14 @@ func (v *vnode) stop() {
 }
 
 // stopped says whether the NodeController's Run has returned.
-func (v *vnode) stopped() bool {
-	select {
-	case <-v.done:
-		return true
-	default:
-		return false
-	}
-}
+func (v *vnode) stopped() bool { return closed(v.done) }
 
 // registered says whether the NodeController has registered the Node.
-func (v *vnode) registered() bool {
+func (v *vnode) registered() bool { return closed(v.ready) }
+
+func closed(ch <-chan struct{}) bool {
 	select {
-	case <-v.ready:
+	case <-ch:
 		return true
 	default:
 		return false

@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -67,7 +68,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: cfg.MetricsAddr},
 		HealthProbeBindAddress:  cfg.HealthAddr,
-		GracefulShutdownTimeout: ptr(10 * time.Second),
+		GracefulShutdownTimeout: ptr.To(10 * time.Second),
 		Logger:                  cfg.Logger,
 	})
 	if err != nil {
@@ -102,5 +103,3 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	return mgr.Start(ctx)
 }
-
-func ptr[T any](v T) *T { return &v }

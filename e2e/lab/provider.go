@@ -187,14 +187,14 @@ func (l *Lab) stopProvider(ctx context.Context) error {
 
 // providerStatus is the provider process as Status shows it.
 func (l *Lab) providerStatus() (ComponentStatus, bool) {
-	raw, err := os.ReadFile(l.providerPIDPath())
-	if err != nil {
+	if _, err := os.Stat(l.providerPIDPath()); err != nil {
 		return ComponentStatus{}, false
 	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
+	pid := readPID(l.providerPIDPath())
 	return ComponentStatus{Name: providerComponent, PID: pid, Running: ProcessRunning(pid), Log: l.providerLogPath()}, true
 }
 
+// readPID returns the pid in a pid file, or 0 when there is none.
 func readPID(path string) int {
 	raw, err := os.ReadFile(path)
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -102,10 +101,8 @@ func (l *Lab) components(cluster string) []ComponentStatus {
 	for _, p := range pids {
 		name := strings.TrimSuffix(filepath.Base(p), ".pid")
 		cs := ComponentStatus{Name: name, Log: filepath.Join(dir, "logs", name+".log")}
-		if raw, err := os.ReadFile(p); err == nil {
-			cs.PID, _ = strconv.Atoi(strings.TrimSpace(string(raw)))
-			cs.Running = ProcessRunning(cs.PID)
-		}
+		cs.PID = readPID(p)
+		cs.Running = ProcessRunning(cs.PID)
 		out = append(out, cs)
 	}
 	return out

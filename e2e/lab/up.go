@@ -130,9 +130,8 @@ func (l *Lab) ensureCluster(ctx context.Context, cluster string, role clusterRol
 			return nil
 		}
 		l.logf("%s: starting", name)
-		l.dropDeadPIDs(cluster)
-		if err := l.kwokctl(ctx, "start", "cluster", "--name", name); err != nil {
-			return l.diagnose(cluster, err)
+		if err := l.startCluster(ctx, cluster); err != nil {
+			return err
 		}
 	} else {
 		l.logf("%s: creating", name)
@@ -174,9 +173,8 @@ func (l *Lab) ensureCluster(ctx context.Context, cluster string, role clusterRol
 				l.logf("%s: %s exited; starting it again (log %s)", name, c.Name, c.Log)
 			}
 		}
-		l.dropDeadPIDs(cluster)
-		if err := l.kwokctl(ctx, "start", "cluster", "--name", name); err != nil {
-			return l.diagnose(cluster, err)
+		if err := l.startCluster(ctx, cluster); err != nil {
+			return err
 		}
 	}
 }
@@ -184,15 +182,19 @@ func (l *Lab) ensureCluster(ctx context.Context, cluster string, role clusterRol
 // componentStarts is how often Up starts a component that keeps exiting before it fails.
 const componentStarts = 3
 
-// dropDeadPIDs removes the pid files of the cluster's components that are not running:
-// kwokctl skips a component whose pid file names a process that still exists, and a dead
-// child waiting to be reaped does.
-func (l *Lab) dropDeadPIDs(cluster string) {
+// startCluster starts the cluster's components that are not running. It first removes
+// their pid files: kwokctl skips a component whose pid file names a process that still
+// exists, and a dead child waiting to be reaped does.
+func (l *Lab) startCluster(ctx context.Context, cluster string) error {
 	for _, c := range l.components(cluster) {
 		if !c.Running {
 			_ = os.Remove(filepath.Join(l.clusterDir(cluster), "pids", c.Name+".pid"))
 		}
 	}
+	if err := l.kwokctl(ctx, "start", "cluster", "--name", l.ClusterName(cluster)); err != nil {
+		return l.diagnose(cluster, err)
+	}
+	return nil
 }
 
 // componentSettle is how long a started component must stay up before Up trusts it.
