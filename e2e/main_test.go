@@ -70,6 +70,7 @@ func runWithLab(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e: lab up:", err)
 		return 1
 	}
+	defer stopProvider()
 	return m.Run()
 }
 

@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
+	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr/testr"
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -19,6 +22,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 	"github.com/vk8s-io/vk8s/e2e/lab"
@@ -26,21 +30,39 @@ import (
 	"github.com/vk8s-io/vk8s/sitereg"
 )
 
-// startProvider runs the provider in this process against the fleet until the test ends,
-// then removes the virtual nodes it made.
+// The provider runs once in this process for every test that needs it (controller names
+// are unique per process), and stops before the lab goes down.
+var (
+	providerMu   sync.Mutex
+	providerStop func()
+)
+
+// providerSweep is how often the provider looks for site pods whose host pod is gone.
+const providerSweep = 5 * time.Second
+
+// startProvider runs the provider in this process against the fleet, once.
 func startProvider(t *testing.T) {
 	t.Helper()
+	providerMu.Lock()
+	defer providerMu.Unlock()
+	if providerStop != nil {
+		return
+	}
 	host, err := fleet.RESTConfig("host")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	log := logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	ctrllog.SetLogger(log)
 	go func() {
 		done <- provider.Run(ctx, provider.Config{
-			Host:     host,
-			Logger:   testr.NewWithOptions(t, testr.Options{Verbosity: 1}),
-			Endpoint: provider.Endpoint{Address: "127.0.0.1", Port: 10250},
+			Host:              host,
+			Logger:            log,
+			Endpoint:          provider.Endpoint{Address: "127.0.0.1", Port: 10250},
+			SweepInterval:     providerSweep,
+			MetricsRegisterer: prometheus.NewRegistry(),
 			Registry: sitereg.Config{
 				HeartbeatInterval: 10 * time.Second,
 				ProbeTimeout:      3 * time.Second,
@@ -49,14 +71,25 @@ func startProvider(t *testing.T) {
 			},
 		})
 	}()
-	t.Cleanup(func() {
+	providerStop = func() {
 		cancel()
 		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("provider: %v", err)
+			fmt.Fprintln(os.Stderr, "e2e: provider:", err)
 		}
-		c := hostClient(t)
-		_ = c.DeleteAllOf(context.Background(), &corev1.Node{}, client.MatchingLabels{provider.LabelType: provider.TypeVirtualKubelet})
-	})
+		if c, err := fleet.Client("host"); err == nil {
+			_ = c.DeleteAllOf(context.Background(), &corev1.Node{}, client.MatchingLabels{provider.LabelType: provider.TypeVirtualKubelet})
+		}
+	}
+}
+
+// stopProvider stops the provider if a test started it.
+func stopProvider() {
+	providerMu.Lock()
+	defer providerMu.Unlock()
+	if providerStop != nil {
+		providerStop()
+		providerStop = nil
+	}
 }
 
 func TestProviderVirtualNodes(t *testing.T) {

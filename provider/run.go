@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
@@ -35,7 +36,20 @@ type Config struct {
 	Registry sitereg.Config
 	// Logger is the provider's logger. Zero: controller-runtime's global logger.
 	Logger logr.Logger
+	// Tenant names this host installation; site namespaces are <tenant>-<namespace>.
+	// Empty: DefaultTenant.
+	Tenant string
+	// PodWorkers is the number of virtual-kubelet pod sync workers. Zero: 10.
+	PodWorkers int
+	// SweepInterval is how often site clusters are checked for site pods whose host pod
+	// is gone. Zero: 1m.
+	SweepInterval time.Duration
+	// MetricsRegisterer receives the provider's metrics. Nil: controller-runtime's registry.
+	MetricsRegisterer prometheus.Registerer
 }
+
+// DefaultTenant is the tenant of a provider configured without one.
+const DefaultTenant = "vk8s"
 
 // Scheme knows the kinds the provider reads and writes in the host.
 func Scheme() (*runtime.Scheme, error) {
@@ -87,6 +101,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	siteEvents := reg.Watch()
+	podSiteEvents := reg.Watch()
 	if err := reg.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("site registry: %w", err)
 	}
@@ -100,6 +115,13 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if err := nodes.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("virtual nodes: %w", err)
+	}
+	lifecycle, err := newLifecycle(host, reg, podSiteEvents, cfg, scheme)
+	if err != nil {
+		return err
+	}
+	if err := mgr.Add(lifecycle); err != nil {
+		return err
 	}
 	return mgr.Start(ctx)
 }

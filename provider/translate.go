@@ -117,13 +117,19 @@ func dropTolerations(in []corev1.Toleration) []corev1.Toleration {
 	return out
 }
 
+// isHostTokenVolume reports whether v is the token volume the host's ServiceAccount
+// admission added.
+func isHostTokenVolume(v corev1.Volume) bool {
+	return strings.HasPrefix(v.Name, serviceAccountVolumePrefix) && v.Projected != nil
+}
+
 // dropServiceAccountVolume removes the host's token volume and its mounts: the site's
 // ServiceAccount admission mounts the site's own.
 func dropServiceAccountVolume(spec *corev1.PodSpec) {
 	drop := map[string]bool{}
 	var vols []corev1.Volume
 	for _, v := range spec.Volumes {
-		if strings.HasPrefix(v.Name, serviceAccountVolumePrefix) && v.Projected != nil {
+		if isHostTokenVolume(v) {
 			drop[v.Name] = true
 			continue
 		}

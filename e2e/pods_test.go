@@ -1,0 +1,308 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/vk8s-io/vk8s/provider"
+)
+
+const podsNS = "pods-e2e"
+
+// siteNS is where the host namespace's pods run on the sites.
+var siteNS = provider.SiteNamespace(provider.DefaultTenant, podsNS)
+
+func TestProviderPods(t *testing.T) {
+	skipShort(t)
+	startProvider(t)
+	host := hostClient(t)
+	ctx := t.Context()
+	mustCreate(t, host, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: podsNS}})
+	t.Cleanup(func() {
+		_ = host.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: podsNS}})
+	})
+	waitVirtualNodes(t, host, "all virtual nodes", func(nodes map[string]*corev1.Node) bool {
+		return len(nodes) == fleetSites*fleetNodes
+	})
+	mustCreate(t, host, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "settings", Namespace: podsNS},
+		Data: map[string]string{"mode": "edge"}})
+	mustCreate(t, host, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "creds", Namespace: podsNS},
+		StringData: map[string]string{"token": "s3cret"}})
+
+	t.Run("a pod bound to site2-node3 runs on site2's node3 and shows Running in the host", func(t *testing.T) {
+		p := testPod("web", "site2-node3")
+		p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "MODE", ValueFrom: &corev1.EnvVarSource{
+			ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "settings"}, Key: "mode"}}}}
+		p.Spec.Volumes = []corev1.Volume{{Name: "creds", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "creds"}}}}
+		p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "creds", MountPath: "/creds"}}
+		mustCreate(t, host, p)
+		hp := waitHostPod(t, "web", "Running with a pod IP", func(p *corev1.Pod) bool {
+			return p.Status.Phase == corev1.PodRunning && p.Status.PodIP != ""
+		})
+		sp := &corev1.Pod{}
+		if err := siteClient(t, "site2").Get(ctx, client.ObjectKey{Namespace: siteNS, Name: "web"}, sp); err != nil {
+			t.Fatalf("the pod is not on site2: %v", err)
+		}
+		if sp.Spec.NodeName != "node3" {
+			t.Errorf("site pod runs on %q, want node3", sp.Spec.NodeName)
+		}
+		if got := sp.Labels[provider.LabelHostPodUID]; got != string(hp.UID) {
+			t.Errorf("site pod's host UID label = %q, want %q", got, hp.UID)
+		}
+		if hp.Status.PodIP != sp.Status.PodIP {
+			t.Errorf("host pod IP %q, site pod IP %q: want the same", hp.Status.PodIP, sp.Status.PodIP)
+		}
+		if env := sp.Spec.Containers[0].Env[0]; env.ValueFrom == nil || env.Value != "" {
+			t.Errorf("the environment was resolved into the site pod (%+v); want the reference", env)
+		}
+		for _, v := range sp.Spec.Volumes {
+			if v.Projected != nil && strings.HasPrefix(v.Name, "kube-api-access-") && v.Name == hostTokenVolume(hp) {
+				t.Errorf("the host's token volume %s reached the site", v.Name)
+			}
+		}
+		out := kubectl(t, "host", "get", "pod", "web", "-n", podsNS, "-o", "wide", "--no-headers")
+		if f := strings.Fields(out); len(f) < 7 || f[2] != "Running" || f[6] != "site2-node3" {
+			t.Errorf("kubectl get pods -o wide: %q; want STATUS Running and NODE site2-node3", out)
+		}
+		// The pod's ConfigMap and Secret are on site2, and only there.
+		for _, site := range []string{"site1", "site2", "site3"} {
+			sc := siteClient(t, site)
+			errCM := sc.Get(ctx, client.ObjectKey{Namespace: siteNS, Name: "settings"}, &corev1.ConfigMap{})
+			errS := sc.Get(ctx, client.ObjectKey{Namespace: siteNS, Name: "creds"}, &corev1.Secret{})
+			if site == "site2" && (errCM != nil || errS != nil) {
+				t.Errorf("site2 lacks the pod's ConfigMap or Secret: %v, %v", errCM, errS)
+			}
+			if site != "site2" && (!apierrors.IsNotFound(errCM) || !apierrors.IsNotFound(errS)) {
+				t.Errorf("%s has the ConfigMap or Secret of a pod it does not run: %v, %v", site, errCM, errS)
+			}
+		}
+	})
+
+	t.Run("label, annotation and image edits in the host reach the site pod", func(t *testing.T) {
+		hp := &corev1.Pod{}
+		if err := host.Get(ctx, client.ObjectKey{Namespace: podsNS, Name: "web"}, hp); err != nil {
+			t.Fatal(err)
+		}
+		patch := client.MergeFrom(hp.DeepCopy())
+		hp.Labels["tier"] = "gold"
+		hp.Annotations = map[string]string{"note": "edited"}
+		hp.Spec.Containers[0].Image = "nginx:1.27"
+		if err := host.Patch(ctx, hp, patch); err != nil {
+			t.Fatal(err)
+		}
+		waitSitePod(t, "site2", "web", "label, annotation and image from the host", func(sp *corev1.Pod) bool {
+			return sp.Labels["tier"] == "gold" && sp.Annotations["note"] == "edited" && sp.Spec.Containers[0].Image == "nginx:1.27"
+		})
+	})
+
+	t.Run("a Secret edited in the host follows on the site", func(t *testing.T) {
+		copied := &corev1.Secret{}
+		if err := siteClient(t, "site2").Get(ctx, client.ObjectKey{Namespace: siteNS, Name: "creds"}, copied); err != nil ||
+			string(copied.Data["token"]) != "s3cret" {
+			t.Fatalf("site2's copy of the Secret before the edit: %v, %q; want the host's value", err, copied.Data["token"])
+		}
+		s := &corev1.Secret{}
+		if err := host.Get(ctx, client.ObjectKey{Namespace: podsNS, Name: "creds"}, s); err != nil {
+			t.Fatal(err)
+		}
+		s.Data["token"] = []byte("rotated")
+		if err := host.Update(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the site's copy of the Secret to be rotated", func(ctx context.Context) (bool, error) {
+			got := &corev1.Secret{}
+			err := siteClient(t, "site2").Get(ctx, client.ObjectKey{Namespace: siteNS, Name: "creds"}, got)
+			return err == nil && string(got.Data["token"]) == "rotated", nil
+		})
+	})
+
+	t.Run("a site pod deleted behind the provider's back is created again", func(t *testing.T) {
+		sc := siteClient(t, "site2")
+		old := waitSitePod(t, "site2", "web", "present", func(*corev1.Pod) bool { return true })
+		if err := sc.Delete(ctx, old, client.GracePeriodSeconds(0)); err != nil {
+			t.Fatal(err)
+		}
+		waitSitePod(t, "site2", "web", "created again", func(sp *corev1.Pod) bool { return sp.UID != old.UID })
+		waitHostPod(t, "web", "Running again", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+	})
+
+	t.Run("a restartPolicy Never pod deleted on its site fails in the host", func(t *testing.T) {
+		p := testPod("once", "site1-node1")
+		p.Spec.RestartPolicy = corev1.RestartPolicyNever
+		mustCreate(t, host, p)
+		waitHostPod(t, "once", "Running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+		sp := waitSitePod(t, "site1", "once", "present", func(*corev1.Pod) bool { return true })
+		if err := siteClient(t, "site1").Delete(ctx, sp, client.GracePeriodSeconds(0)); err != nil {
+			t.Fatal(err)
+		}
+		hp := waitHostPod(t, "once", "Failed", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodFailed })
+		if hp.Status.Reason != provider.ReasonSitePodDeleted {
+			t.Errorf("reason %q, want %q", hp.Status.Reason, provider.ReasonSitePodDeleted)
+		}
+	})
+
+	t.Run("a pod that needs a missing ConfigMap waits, says why, and starts once it exists", func(t *testing.T) {
+		p := testPod("needs-cm", "site3-node1")
+		p.Spec.Containers[0].EnvFrom = []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "late"}}}}
+		mustCreate(t, host, p)
+		waitHostPod(t, "needs-cm", "a SiteSynced=False condition naming the ConfigMap", func(p *corev1.Pod) bool {
+			c := podCondition(p, provider.ConditionSiteSynced)
+			return c != nil && c.Status == corev1.ConditionFalse && c.Reason == provider.ReasonMissingReference &&
+				strings.Contains(c.Message, "ConfigMap "+podsNS+"/late")
+		})
+		mustCreate(t, host, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: podsNS}})
+		waitHostPod(t, "needs-cm", "Running without the condition", func(p *corev1.Pod) bool {
+			return p.Status.Phase == corev1.PodRunning && podCondition(p, provider.ConditionSiteSynced) == nil
+		})
+	})
+
+	t.Run("a pod the site refuses carries the site's error, then runs when the site accepts it", func(t *testing.T) {
+		sc := siteClient(t, "site3")
+		quota := &corev1.ResourceQuota{
+			ObjectMeta: metav1.ObjectMeta{Name: "no-pods", Namespace: siteNS},
+			Spec:       corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{corev1.ResourcePods: resource.MustParse("1")}},
+		}
+		mustCreate(t, sc, quota)
+		mustCreate(t, host, testPod("refused", "site3-node2"))
+		hp := waitHostPod(t, "refused", "a SiteSynced=False condition quoting the quota", func(p *corev1.Pod) bool {
+			c := podCondition(p, provider.ConditionSiteSynced)
+			return c != nil && c.Reason == provider.ReasonSiteRejected && strings.Contains(c.Message, "exceeded quota")
+		})
+		if hp.Status.Phase != corev1.PodPending {
+			t.Errorf("phase %s, want Pending while the site refuses", hp.Status.Phase)
+		}
+		waitFor(t, "a Warning Event on the host pod", func(ctx context.Context) (bool, error) {
+			evs := &corev1.EventList{}
+			if err := host.List(ctx, evs, client.InNamespace(podsNS)); err != nil {
+				return false, err
+			}
+			for _, e := range evs.Items {
+				if e.InvolvedObject.Name == "refused" && e.Reason == provider.ReasonSiteRejected && strings.Contains(e.Message, "exceeded quota") {
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+		if err := sc.Delete(ctx, quota); err != nil {
+			t.Fatal(err)
+		}
+		waitHostPod(t, "refused", "Running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+	})
+
+	t.Run("a site pod whose host pod does not exist is deleted", func(t *testing.T) {
+		sc := siteClient(t, "site1")
+		orphan := testPod("orphan", "")
+		orphan.Namespace = siteNS
+		orphan.Labels = map[string]string{provider.LabelTenant: provider.DefaultTenant,
+			provider.LabelHostNamespace: podsNS, provider.LabelHostPodUID: "00000000-0000-0000-0000-000000000000"}
+		mustCreate(t, sc, orphan)
+		waitFor(t, "the orphan site pod to go", func(ctx context.Context) (bool, error) {
+			err := sc.Get(ctx, client.ObjectKeyFromObject(orphan), &corev1.Pod{})
+			return apierrors.IsNotFound(err), nil
+		})
+	})
+
+	t.Run("deleting the host pod deletes the site pod and the copies no pod uses", func(t *testing.T) {
+		hp := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: podsNS, Name: "web"}}
+		if err := host.Delete(ctx, hp); err != nil {
+			t.Fatal(err)
+		}
+		sc := siteClient(t, "site2")
+		waitFor(t, "the host pod, the site pod and its Secret and ConfigMap to go", func(ctx context.Context) (bool, error) {
+			gone := func(c client.Client, obj client.Object) bool {
+				return apierrors.IsNotFound(c.Get(ctx, client.ObjectKey{Namespace: obj.GetNamespace(), Name: obj.GetName()}, obj))
+			}
+			return gone(host, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: podsNS, Name: "web"}}) &&
+				gone(sc, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: siteNS, Name: "web"}}) &&
+				gone(sc, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: siteNS, Name: "creds"}}) &&
+				gone(sc, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: siteNS, Name: "settings"}}), nil
+		})
+	})
+}
+
+// testPod is a pod for virtual node node (none: unbound) that tolerates virtual nodes.
+func testPod(name, node string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: podsNS, Labels: map[string]string{"app": name}},
+		Spec: corev1.PodSpec{
+			NodeName:                      node,
+			TerminationGracePeriodSeconds: ptr.To[int64](1),
+			Tolerations:                   []corev1.Toleration{{Key: provider.TaintKey, Operator: corev1.TolerationOpExists}},
+			Containers:                    []corev1.Container{{Name: "app", Image: "nginx:1.25"}},
+		},
+	}
+}
+
+func hostTokenVolume(p *corev1.Pod) string {
+	for _, v := range p.Spec.Volumes {
+		if strings.HasPrefix(v.Name, "kube-api-access-") {
+			return v.Name
+		}
+	}
+	return ""
+}
+
+func podCondition(p *corev1.Pod, typ corev1.PodConditionType) *corev1.PodCondition {
+	for i := range p.Status.Conditions {
+		if p.Status.Conditions[i].Type == typ {
+			return &p.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
+func mustCreate(t *testing.T, c client.Client, obj client.Object) {
+	t.Helper()
+	if err := c.Create(t.Context(), obj); err != nil {
+		t.Fatalf("create %T %s: %v", obj, obj.GetName(), err)
+	}
+}
+
+// waitFor polls cond every 250ms for up to a minute.
+func waitFor(t *testing.T, what string, cond func(context.Context) (bool, error)) {
+	t.Helper()
+	if err := wait.PollUntilContextTimeout(t.Context(), 250*time.Millisecond, time.Minute, true, cond); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+func waitHostPod(t *testing.T, name, what string, ok func(*corev1.Pod) bool) *corev1.Pod {
+	t.Helper()
+	return waitPod(t, hostClient(t), client.ObjectKey{Namespace: podsNS, Name: name}, "host pod "+name+": "+what, ok)
+}
+
+func waitSitePod(t *testing.T, site, name, what string, ok func(*corev1.Pod) bool) *corev1.Pod {
+	t.Helper()
+	return waitPod(t, siteClient(t, site), client.ObjectKey{Namespace: siteNS, Name: name}, fmt.Sprintf("%s pod %s: %s", site, name, what), ok)
+}
+
+func waitPod(t *testing.T, c client.Client, key client.ObjectKey, what string, ok func(*corev1.Pod) bool) *corev1.Pod {
+	t.Helper()
+	var last *corev1.Pod
+	if err := wait.PollUntilContextTimeout(t.Context(), 250*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		p := &corev1.Pod{}
+		if err := c.Get(ctx, key, p); err != nil {
+			return false, client.IgnoreNotFound(err)
+		}
+		last = p
+		return ok(p), nil
+	}); err != nil {
+		if last != nil {
+			t.Fatalf("waiting for %s: %v; last phase %s, reason %q, conditions %+v", what, err, last.Status.Phase, last.Status.Reason, last.Status.Conditions)
+		}
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+	return last
+}

@@ -1,0 +1,167 @@
+package provider
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/vk8s-io/vk8s/sitereg"
+)
+
+// indexHostPod indexes site pods by "<host namespace>/<name>", the host pod's key.
+const indexHostPod = "vk8s.io/host-pod"
+
+// item is one unit of work on a site cluster: a host pod to converge (Kind empty) or an
+// object a pod references (Kind set), in host namespace Namespace.
+type item struct {
+	Kind      string
+	Namespace string
+	Name      string
+}
+
+func (i item) String() string {
+	if i.Kind == "" {
+		return "pod " + i.Namespace + "/" + i.Name
+	}
+	return i.Kind + " " + i.Namespace + "/" + i.Name
+}
+
+// cluster is what the pod lifecycle keeps per site cluster connection (sitereg.Conn.Key):
+// caches of the objects this host put there (label vk8s.io/tenant), one work queue and its
+// workers. Sites that are node-selected slices of one cluster share it, so a cluster's
+// namespaces and copies are managed in one place; a slow or dead cluster only slows its
+// own workers.
+type cluster struct {
+	key    string
+	client kubernetes.Interface
+	log    logr.Logger
+
+	factory informers.SharedInformerFactory
+	pods    cache.SharedIndexInformer
+	copies  map[string]cache.SharedIndexInformer // by kind
+	queue   workqueue.TypedRateLimitingInterface[item]
+
+	// namespaces holds the site namespaces known to exist.
+	namespaces sync.Map
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newCluster(conn *sitereg.Conn, tenant string, log logr.Logger) (*cluster, error) {
+	sel := labels.Set{LabelTenant: tenant}.AsSelector().String()
+	factory := informers.NewSharedInformerFactoryWithOptions(conn.Client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = sel }))
+	pods := factory.Core().V1().Pods().Informer()
+	if err := pods.AddIndexers(cache.Indexers{indexHostPod: func(obj any) ([]string, error) {
+		p, ok := obj.(*corev1.Pod)
+		if !ok || p.Labels[LabelHostNamespace] == "" {
+			return nil, nil
+		}
+		return []string{p.Labels[LabelHostNamespace] + "/" + p.Name}, nil
+	}}); err != nil {
+		return nil, fmt.Errorf("site cluster %s: %w", conn.Server, err)
+	}
+	return &cluster{
+		key:     conn.Key,
+		client:  conn.Client,
+		log:     log.WithValues("cluster", conn.Server),
+		factory: factory,
+		pods:    pods,
+		copies: map[string]cache.SharedIndexInformer{
+			KindConfigMap:      factory.Core().V1().ConfigMaps().Informer(),
+			KindSecret:         factory.Core().V1().Secrets().Informer(),
+			KindServiceAccount: factory.Core().V1().ServiceAccounts().Informer(),
+		},
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[item](200*time.Millisecond, 30*time.Second),
+			workqueue.TypedRateLimitingQueueConfig[item]{Name: "vk8s-site-" + shortKey(conn.Key)}),
+		done: make(chan struct{}),
+	}, nil
+}
+
+func shortKey(key string) string { return key[:min(len(key), 12)] }
+
+// synced reports whether the cluster's caches hold what the site has.
+func (c *cluster) synced() bool {
+	if !c.pods.HasSynced() {
+		return false
+	}
+	for _, inf := range c.copies {
+		if !inf.HasSynced() {
+			return false
+		}
+	}
+	return true
+}
+
+// sitePod returns the site pod of host pod namespace/name from the cache, or nil.
+func (c *cluster) sitePod(namespace, name string) *corev1.Pod {
+	objs, err := c.pods.GetIndexer().ByIndex(indexHostPod, namespace+"/"+name)
+	if err != nil || len(objs) == 0 {
+		return nil
+	}
+	p, _ := objs[0].(*corev1.Pod)
+	return p
+}
+
+// copy returns the site's copy of a referenced object from the cache, or nil.
+func (c *cluster) copy(kind, siteNamespace, name string) metav1.Object {
+	inf, ok := c.copies[kind]
+	if !ok {
+		return nil
+	}
+	obj, exists, err := inf.GetIndexer().GetByKey(siteNamespace + "/" + name)
+	if err != nil || !exists {
+		return nil
+	}
+	m, _ := obj.(metav1.Object)
+	return m
+}
+
+// sitePodsIn lists the cached site pods of a site namespace.
+func (c *cluster) sitePodsIn(siteNamespace string) []*corev1.Pod {
+	objs, err := c.pods.GetIndexer().ByIndex(cache.NamespaceIndex, siteNamespace)
+	if err != nil {
+		return nil
+	}
+	out := make([]*corev1.Pod, 0, len(objs))
+	for _, o := range objs {
+		if p, ok := o.(*corev1.Pod); ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// allSitePods lists every cached site pod of this host.
+func (c *cluster) allSitePods() []*corev1.Pod {
+	objs := c.pods.GetIndexer().List()
+	out := make([]*corev1.Pod, 0, len(objs))
+	for _, o := range objs {
+		if p, ok := o.(*corev1.Pod); ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// stop ends the cluster's informers and workers and waits for the workers.
+func (c *cluster) stop() {
+	if c.cancel != nil {
+		c.cancel()
+	}
+	c.queue.ShutDown()
+	c.factory.Shutdown()
+	<-c.done
+}

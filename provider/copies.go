@@ -1,0 +1,288 @@
+package provider
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/cache"
+)
+
+// ConfigMaps, Secrets and ServiceAccounts that pods use are copied into the site namespace
+// before the pod is created there, kept equal to the host's while a pod on that cluster
+// uses them, and deleted from the site when none does: a Secret reaches only the clusters
+// that run a pod using it.
+
+// hostObject returns a host object a pod references.
+func (p *Pods) hostObject(kind, namespace, name string) (metav1.Object, error) {
+	switch kind {
+	case KindConfigMap:
+		return p.cfg.HostConfigMaps.ConfigMaps(namespace).Get(name)
+	case KindSecret:
+		return p.cfg.HostSecrets.Secrets(namespace).Get(name)
+	case KindServiceAccount:
+		return p.cfg.HostServiceAccounts.ServiceAccounts(namespace).Get(name)
+	}
+	return nil, fmt.Errorf("unknown kind %s", kind)
+}
+
+// siteCopy is the object to keep on the site for a host object.
+func siteCopy(kind string, host metav1.Object, siteNamespace, tenant string) (metav1.Object, error) {
+	meta := metav1.ObjectMeta{
+		Name:      host.GetName(),
+		Namespace: siteNamespace,
+		Labels:    labelsFor(host.GetLabels(), tenant, host.GetNamespace()),
+	}
+	switch h := host.(type) {
+	case *corev1.ConfigMap:
+		return &corev1.ConfigMap{ObjectMeta: meta, Data: h.Data, BinaryData: h.BinaryData, Immutable: h.Immutable}, nil
+	case *corev1.Secret:
+		if h.Type == corev1.SecretTypeServiceAccountToken {
+			// The host's credentials never leave the host.
+			return nil, fmt.Errorf("secret %s/%s holds a host service-account token and is not copied to sites; "+
+				"use the site's ServiceAccount token instead", h.Namespace, h.Name)
+		}
+		return &corev1.Secret{ObjectMeta: meta, Type: h.Type, Data: h.Data, Immutable: h.Immutable}, nil
+	case *corev1.ServiceAccount:
+		return &corev1.ServiceAccount{ObjectMeta: meta, AutomountServiceAccountToken: h.AutomountServiceAccountToken,
+			ImagePullSecrets: h.ImagePullSecrets}, nil
+	}
+	return nil, fmt.Errorf("%s %s/%s: %T cannot be copied", kind, host.GetNamespace(), host.GetName(), host)
+}
+
+// content is what a copy must agree on with the host object.
+func content(obj metav1.Object) any {
+	switch o := obj.(type) {
+	case *corev1.ConfigMap:
+		return []any{o.Labels, o.Data, o.BinaryData}
+	case *corev1.Secret:
+		return []any{o.Labels, o.Type, o.Data}
+	case *corev1.ServiceAccount:
+		return []any{o.Labels, o.AutomountServiceAccountToken, o.ImagePullSecrets}
+	}
+	return obj
+}
+
+// ensureRefs copies what a host pod references to its site namespace. A missing object
+// the pod needs is an error (the pod waits, as a kubelet makes it wait); a missing
+// optional one is left out.
+func (p *Pods) ensureRefs(ctx context.Context, c *cluster, host *corev1.Pod, siteNamespace string) error {
+	for _, r := range References(&host.Spec) {
+		obj, err := p.hostObject(r.Kind, host.Namespace, r.Name)
+		if apierrors.IsNotFound(err) {
+			if r.Optional {
+				continue
+			}
+			return fmt.Errorf("%s %s/%s, which the pod uses, does not exist", r.Kind, host.Namespace, r.Name)
+		}
+		if err != nil {
+			return err
+		}
+		if err := p.ensureCopy(ctx, c, r.Kind, obj, siteNamespace); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ensureCopy creates or updates the site's copy of a host object. An object of the same
+// name that vk8s did not create is left alone and reported.
+func (p *Pods) ensureCopy(ctx context.Context, c *cluster, kind string, host metav1.Object, siteNamespace string) error {
+	want, err := siteCopy(kind, host, siteNamespace, p.cfg.Tenant)
+	if err != nil {
+		return err
+	}
+	have := c.copy(kind, siteNamespace, host.GetName())
+	if have == nil {
+		err := c.create(ctx, want)
+		if !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+		if have, err = c.get(ctx, kind, siteNamespace, host.GetName()); err != nil {
+			return err
+		}
+		if have.GetLabels()[LabelTenant] != p.cfg.Tenant {
+			return fmt.Errorf("%s %s/%s exists on the site and vk8s did not create it; rename one of them",
+				kind, siteNamespace, host.GetName())
+		}
+	}
+	if sameContent(content(want), content(have)) {
+		return nil
+	}
+	want.SetResourceVersion(have.GetResourceVersion())
+	err = c.update(ctx, want)
+	if apierrors.IsInvalid(err) {
+		// An immutable copy whose host object changed: replace it.
+		if err := c.delete(ctx, kind, siteNamespace, host.GetName()); err != nil {
+			return err
+		}
+		want.SetResourceVersion("")
+		return c.create(ctx, want)
+	}
+	return err
+}
+
+// syncCopy keeps one copy on a site cluster: equal to the host object while a pod there
+// uses it, deleted when none does or the host object is gone.
+func (p *Pods) syncCopy(ctx context.Context, c *cluster, it item) error {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	if it.Namespace == "" {
+		return nil
+	}
+	siteNamespace := SiteNamespace(p.cfg.Tenant, it.Namespace)
+	have := c.copy(it.Kind, siteNamespace, it.Name)
+	used := p.copyUsed(c, it, siteNamespace)
+	host, err := p.hostObject(it.Kind, it.Namespace, it.Name)
+	if apierrors.IsNotFound(err) || (err == nil && !used) {
+		if have == nil {
+			return nil
+		}
+		return c.delete(ctx, it.Kind, siteNamespace, it.Name)
+	}
+	if err != nil {
+		return err
+	}
+	return p.ensureCopy(ctx, c, it.Kind, host, siteNamespace)
+}
+
+// copyUsed reports whether a pod on the cluster, or a host pod on its way there, uses the
+// object.
+func (p *Pods) copyUsed(c *cluster, it item, siteNamespace string) bool {
+	for _, sp := range c.sitePodsIn(siteNamespace) {
+		if Uses(&sp.Spec, it.Kind, it.Name) {
+			return true
+		}
+	}
+	hostPods, err := p.cfg.HostPods.Pods(it.Namespace).List(labels.Everything())
+	if err != nil {
+		return true
+	}
+	for _, hp := range hostPods {
+		if hp.Status.Phase == corev1.PodSucceeded || hp.Status.Phase == corev1.PodFailed || !Uses(&hp.Spec, it.Kind, it.Name) {
+			continue
+		}
+		site, _, err := p.placement(hp)
+		if err != nil {
+			continue
+		}
+		if conn, err := p.cfg.Registry.Get(site); err != nil || conn.Key == c.key {
+			// A disconnected site may be this cluster: keep the copy.
+			return true
+		}
+	}
+	return false
+}
+
+// HostObjectChanged queues the copies of a host ConfigMap, Secret or ServiceAccount on
+// every cluster that has one, so that they follow it.
+func (p *Pods) HostObjectChanged(kind string, obj any) {
+	item := refItemFromHost(kind, obj)
+	if item.Name == "" {
+		return
+	}
+	siteNamespace := SiteNamespace(p.cfg.Tenant, item.Namespace)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.clusters {
+		if c.copy(kind, siteNamespace, item.Name) != nil {
+			c.queue.Add(item)
+		}
+	}
+}
+
+func refItemFromHost(kind string, obj any) item {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	m, ok := obj.(metav1.Object)
+	if !ok {
+		return item{}
+	}
+	return item{Kind: kind, Namespace: m.GetNamespace(), Name: m.GetName()}
+}
+
+func (c *cluster) create(ctx context.Context, obj metav1.Object) error {
+	var err error
+	switch o := obj.(type) {
+	case *corev1.ConfigMap:
+		_, err = c.client.CoreV1().ConfigMaps(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+	case *corev1.Secret:
+		_, err = c.client.CoreV1().Secrets(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+	case *corev1.ServiceAccount:
+		_, err = c.client.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+	default:
+		return fmt.Errorf("cannot create %T", obj)
+	}
+	return wrapCopy("create", obj, err)
+}
+
+func (c *cluster) update(ctx context.Context, obj metav1.Object) error {
+	var err error
+	switch o := obj.(type) {
+	case *corev1.ConfigMap:
+		_, err = c.client.CoreV1().ConfigMaps(o.Namespace).Update(ctx, o, metav1.UpdateOptions{})
+	case *corev1.Secret:
+		_, err = c.client.CoreV1().Secrets(o.Namespace).Update(ctx, o, metav1.UpdateOptions{})
+	case *corev1.ServiceAccount:
+		_, err = c.client.CoreV1().ServiceAccounts(o.Namespace).Update(ctx, o, metav1.UpdateOptions{})
+	default:
+		return fmt.Errorf("cannot update %T", obj)
+	}
+	return wrapCopy("update", obj, err)
+}
+
+func (c *cluster) get(ctx context.Context, kind, namespace, name string) (metav1.Object, error) {
+	var obj metav1.Object
+	var err error
+	switch kind {
+	case KindConfigMap:
+		obj, err = c.client.CoreV1().ConfigMaps(namespace).Get(ctx, name, metav1.GetOptions{})
+	case KindSecret:
+		obj, err = c.client.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
+	case KindServiceAccount:
+		obj, err = c.client.CoreV1().ServiceAccounts(namespace).Get(ctx, name, metav1.GetOptions{})
+	default:
+		return nil, fmt.Errorf("unknown kind %s", kind)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get %s %s/%s on the site: %w", kind, namespace, name, err)
+	}
+	return obj, nil
+}
+
+func (c *cluster) delete(ctx context.Context, kind, namespace, name string) error {
+	var err error
+	switch kind {
+	case KindConfigMap:
+		err = c.client.CoreV1().ConfigMaps(namespace).Delete(ctx, name, metav1.DeleteOptions{})
+	case KindSecret:
+		err = c.client.CoreV1().Secrets(namespace).Delete(ctx, name, metav1.DeleteOptions{})
+	case KindServiceAccount:
+		err = c.client.CoreV1().ServiceAccounts(namespace).Delete(ctx, name, metav1.DeleteOptions{})
+	default:
+		return fmt.Errorf("unknown kind %s", kind)
+	}
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("delete %s %s/%s on the site: %w", kind, namespace, name, err)
+	}
+	return nil
+}
+
+func wrapCopy(verb string, obj metav1.Object, err error) error {
+	if err == nil {
+		return nil
+	}
+	kind := fmt.Sprintf("%T", obj)
+	if ro, ok := obj.(runtime.Object); ok && ro.GetObjectKind().GroupVersionKind().Kind != "" {
+		kind = ro.GetObjectKind().GroupVersionKind().Kind
+	}
+	return fmt.Errorf("%s %s %s/%s on the site: %w", verb, kind, obj.GetNamespace(), obj.GetName(), err)
+}

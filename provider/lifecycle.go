@@ -1,0 +1,152 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/go-logr/logr"
+	vklog "github.com/virtual-kubelet/virtual-kubelet/log"
+	"github.com/virtual-kubelet/virtual-kubelet/node"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+
+	"github.com/vk8s-io/vk8s/sitereg"
+)
+
+// lifecycle runs the pods of every virtual node: one virtual-kubelet PodController over
+// one host pod informer, shared by all virtual nodes (nodeutil.NewNode would build caches
+// per node), with Pods as its provider.
+type lifecycle struct {
+	podFactory informers.SharedInformerFactory
+	objFactory informers.SharedInformerFactory
+	pods       *Pods
+	controller *node.PodController
+	broadcast  record.EventBroadcaster
+	workers    int
+	log        logr.Logger
+}
+
+func newLifecycle(host kubernetes.Interface, reg *sitereg.Registry, siteEvents <-chan event.GenericEvent,
+	cfg Config, scheme *runtime.Scheme) (*lifecycle, error) {
+	if cfg.Tenant == "" {
+		cfg.Tenant = DefaultTenant
+	}
+	if cfg.PodWorkers <= 0 {
+		cfg.PodWorkers = 10
+	}
+	log := cfg.Logger.WithName("pods")
+	// Only scheduled pods can be on a virtual node.
+	podFactory := informers.NewSharedInformerFactoryWithOptions(host, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermNotEqualSelector("spec.nodeName", "").String()
+	}))
+	objFactory := informers.NewSharedInformerFactory(host, 0)
+	podInformer := podFactory.Core().V1().Pods()
+	core := objFactory.Core().V1()
+	broadcast := record.NewBroadcaster()
+	recorder := broadcast.NewRecorder(scheme, corev1.EventSource{Component: "vk8s-provider"})
+	synced := []cache.InformerSynced{
+		podInformer.Informer().HasSynced, core.Nodes().Informer().HasSynced,
+		core.ConfigMaps().Informer().HasSynced, core.Secrets().Informer().HasSynced,
+		core.ServiceAccounts().Informer().HasSynced,
+	}
+	pods, err := NewPods(PodsConfig{
+		Tenant:              cfg.Tenant,
+		Host:                host,
+		HostPods:            podInformer.Lister(),
+		HostNodes:           core.Nodes().Lister(),
+		HostConfigMaps:      core.ConfigMaps().Lister(),
+		HostSecrets:         core.Secrets().Lister(),
+		HostServiceAccounts: core.ServiceAccounts().Lister(),
+		HostSynced: func() bool {
+			for _, s := range synced {
+				if !s() {
+					return false
+				}
+			}
+			return true
+		},
+		Registry:          reg,
+		SiteEvents:        siteEvents,
+		Recorder:          recorder,
+		Log:               log,
+		SweepInterval:     cfg.SweepInterval,
+		MetricsRegisterer: cfg.MetricsRegisterer,
+	})
+	if err != nil {
+		return nil, err
+	}
+	for kind, inf := range map[string]cache.SharedIndexInformer{
+		KindConfigMap: core.ConfigMaps().Informer(), KindSecret: core.Secrets().Informer(),
+		KindServiceAccount: core.ServiceAccounts().Informer(),
+	} {
+		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			UpdateFunc: func(_, obj any) { pods.HostObjectChanged(kind, obj) },
+			DeleteFunc: func(obj any) { pods.HostObjectChanged(kind, obj) },
+		}); err != nil {
+			return nil, err
+		}
+	}
+	pc, err := node.NewPodController(node.PodControllerConfig{
+		PodClient:         host.CoreV1(),
+		PodInformer:       podInformer,
+		EventRecorder:     recorder,
+		Provider:          pods,
+		ConfigMapInformer: core.ConfigMaps(),
+		SecretInformer:    core.Secrets(),
+		ServiceInformer:   core.Services(),
+		PodEventFilterFunc: func(_ context.Context, p *corev1.Pod) bool {
+			return pods.Owns(p)
+		},
+		// Environment from ConfigMaps and Secrets stays a reference: the site resolves it
+		// from the copies, and values never sit in the site pod's spec.
+		SkipDownwardAPIResolution: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pod controller: %w", err)
+	}
+	broadcast.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: host.CoreV1().Events("")})
+	return &lifecycle{
+		podFactory: podFactory, objFactory: objFactory, pods: pods, controller: pc,
+		broadcast: broadcast, workers: cfg.PodWorkers, log: log,
+	}, nil
+}
+
+// Start runs until ctx ends: the host caches first, then the site side and the pod
+// controller, which deletes dangling site pods only after every cache is filled.
+func (l *lifecycle) Start(ctx context.Context) error {
+	defer l.broadcast.Shutdown()
+	ctx = vklog.WithLogger(ctx, vkLogger{l.log})
+	l.podFactory.Start(ctx.Done())
+	l.objFactory.Start(ctx.Done())
+	defer l.podFactory.Shutdown()
+	defer l.objFactory.Shutdown()
+	for typ, ok := range l.podFactory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("host cache of %v did not sync", typ)
+		}
+	}
+	for typ, ok := range l.objFactory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("host cache of %v did not sync", typ)
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- l.pods.Run(ctx) }()
+	err := l.controller.Run(ctx, l.workers)
+	cancel()
+	return errors.Join(err, <-done)
+}
+
+// NeedLeaderElection is true: two providers must not run the same pods.
+func (l *lifecycle) NeedLeaderElection() bool { return true }

@@ -1,0 +1,428 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/sitereg"
+)
+
+// PodsConfig configures the pod lifecycle.
+type PodsConfig struct {
+	// Tenant names this host installation; site namespaces are <tenant>-<namespace>.
+	Tenant string
+	// Host is the host cluster's clientset.
+	Host kubernetes.Interface
+	// HostPods lists the host's scheduled pods; HostNodes its Nodes; the others the objects
+	// pods reference. All from shared informers the caller starts and syncs.
+	HostPods            corelisters.PodLister
+	HostNodes           corelisters.NodeLister
+	HostConfigMaps      corelisters.ConfigMapLister
+	HostSecrets         corelisters.SecretLister
+	HostServiceAccounts corelisters.ServiceAccountLister
+	// HostSynced reports whether the host caches above are filled.
+	HostSynced cache.InformerSynced
+	// Registry gives the sites' connections.
+	Registry *sitereg.Registry
+	// SiteEvents carries a request per site whose connection changed (Registry.Watch).
+	SiteEvents <-chan event.GenericEvent
+	// Recorder records Events on host pods.
+	Recorder record.EventRecorder
+	// Log is the lifecycle's logger.
+	Log logr.Logger
+	// Workers per site cluster. Zero: 4.
+	Workers int
+	// SweepInterval is how often each site cluster is checked for site pods whose host pod
+	// is gone. Zero: 1m.
+	SweepInterval time.Duration
+	// Timeout bounds each call to a site. Zero: 15s.
+	Timeout time.Duration
+	// MetricsRegisterer receives the metrics. Nil: controller-runtime's registry.
+	MetricsRegisterer prometheus.Registerer
+}
+
+// Pods is virtual-kubelet's PodLifecycleHandler and PodNotifier for every virtual node:
+// one instance runs the pods of all sites. It creates each host pod on its site (with the
+// site namespace and the ConfigMaps, Secrets and ServiceAccount the pod uses), keeps its
+// labels, annotations and images in sync, deletes it, and reports the site's status back
+// from site informers.
+type Pods struct {
+	cfg     PodsConfig
+	log     logr.Logger
+	metrics *podMetrics
+
+	ctx     context.Context
+	started chan struct{}
+
+	mu       sync.Mutex
+	clusters map[string]*cluster        // by sitereg.Conn.Key
+	waiting  map[string]map[string]bool // site -> host pod keys waiting for it to connect
+	notify   func(*corev1.Pod)
+
+	// failed holds the UIDs (-> namespace/name) of host pods vk8s failed, so that they are
+	// not created again before the host shows the Failed phase.
+	failed sync.Map
+}
+
+// NewPods validates cfg and returns the pod lifecycle; Run starts it.
+func NewPods(cfg PodsConfig) (*Pods, error) {
+	switch {
+	case cfg.Tenant == "":
+		return nil, errors.New("pods: tenant is required")
+	case cfg.Host == nil || cfg.Registry == nil || cfg.Recorder == nil:
+		return nil, errors.New("pods: host client, registry and recorder are required")
+	case cfg.HostPods == nil || cfg.HostNodes == nil || cfg.HostConfigMaps == nil ||
+		cfg.HostSecrets == nil || cfg.HostServiceAccounts == nil || cfg.HostSynced == nil:
+		return nil, errors.New("pods: host listers are required")
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 4
+	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = time.Minute
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 15 * time.Second
+	}
+	if cfg.MetricsRegisterer == nil {
+		cfg.MetricsRegisterer = ctrlmetrics.Registry
+	}
+	m, err := newPodMetrics(cfg.MetricsRegisterer)
+	if err != nil {
+		return nil, err
+	}
+	return &Pods{
+		cfg:      cfg,
+		metrics:  m,
+		log:      cfg.Log,
+		started:  make(chan struct{}),
+		clusters: map[string]*cluster{},
+		waiting:  map[string]map[string]bool{},
+	}, nil
+}
+
+// Run serves until ctx ends, then stops every site cluster's informers and workers.
+func (p *Pods) Run(ctx context.Context) error {
+	p.ctx = ctx
+	close(p.started)
+	for {
+		select {
+		case <-ctx.Done():
+			p.mu.Lock()
+			cs := p.clusters
+			p.clusters = map[string]*cluster{}
+			p.mu.Unlock()
+			for _, c := range cs {
+				c.stop()
+			}
+			return nil
+		case ev, ok := <-p.cfg.SiteEvents:
+			if !ok {
+				p.cfg.SiteEvents = nil
+				continue
+			}
+			p.siteChanged(ev.Object.GetName())
+		}
+	}
+}
+
+// NotifyPods registers the callback that carries site statuses to virtual-kubelet.
+func (p *Pods) NotifyPods(_ context.Context, f func(*corev1.Pod)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.notify = f
+}
+
+func (p *Pods) notifyPod(pod *corev1.Pod) {
+	p.mu.Lock()
+	f := p.notify
+	p.mu.Unlock()
+	if f != nil {
+		f(pod)
+	}
+}
+
+// Owns reports whether a host pod is vk8s': bound to a virtual node, or run on a site.
+// It is the pod controller's event filter.
+func (p *Pods) Owns(pod *corev1.Pod) bool {
+	if pod.Spec.NodeName == "" {
+		return false
+	}
+	if n, err := p.cfg.HostNodes.Get(pod.Spec.NodeName); err == nil && n.Labels[vk8sv1.LabelSite] != "" &&
+		n.Labels[LabelType] == TypeVirtualKubelet {
+		return true
+	}
+	_, c := p.find(pod.Namespace, pod.Name)
+	return c != nil
+}
+
+// placement returns the site and real node (PerNode mode) of a host pod's virtual node.
+func (p *Pods) placement(pod *corev1.Pod) (site, siteNode string, err error) {
+	n, err := p.cfg.HostNodes.Get(pod.Spec.NodeName)
+	if err != nil {
+		return "", "", fmt.Errorf("virtual node %s: %w", pod.Spec.NodeName, err)
+	}
+	site = n.Labels[vk8sv1.LabelSite]
+	if site == "" {
+		return "", "", fmt.Errorf("node %s is not a vk8s virtual node", n.Name)
+	}
+	return site, n.Labels[vk8sv1.LabelSiteNode], nil
+}
+
+// clusterOf returns the site cluster for a site, starting its caches and workers when it
+// is the first site on that cluster. The error wraps sitereg.ErrSiteNotConnected.
+func (p *Pods) clusterOf(site string) (*cluster, error) {
+	conn, err := p.cfg.Registry.Get(site)
+	if err != nil {
+		return nil, err
+	}
+	<-p.started
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.clusters[conn.Key]; ok {
+		return c, nil
+	}
+	c, err := newCluster(conn, p.cfg.Tenant, p.log)
+	if err != nil {
+		return nil, err
+	}
+	p.clusters[conn.Key] = c
+	p.start(c)
+	return c, nil
+}
+
+// find returns the cached site pod of host pod namespace/name and its cluster.
+func (p *Pods) find(namespace, name string) (*corev1.Pod, *cluster) {
+	p.mu.Lock()
+	cs := make([]*cluster, 0, len(p.clusters))
+	for _, c := range p.clusters {
+		cs = append(cs, c)
+	}
+	p.mu.Unlock()
+	for _, c := range cs {
+		if sp := c.sitePod(namespace, name); sp != nil {
+			return sp, c
+		}
+	}
+	return nil, nil
+}
+
+// wait remembers a host pod whose site is not connected; it is synced when the site is.
+func (p *Pods) wait(site, key string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.waiting[site] == nil {
+		p.waiting[site] = map[string]bool{}
+	}
+	p.waiting[site][key] = true
+	p.metrics.waiting.Set(float64(p.waitingLocked()))
+}
+
+func (p *Pods) waitingLocked() int {
+	n := 0
+	for _, keys := range p.waiting {
+		n += len(keys)
+	}
+	return n
+}
+
+// siteChanged queues the pods that wait for a site once it is connected.
+func (p *Pods) siteChanged(site string) {
+	c, err := p.clusterOf(site)
+	if err != nil {
+		return
+	}
+	p.mu.Lock()
+	keys := p.waiting[site]
+	delete(p.waiting, site)
+	p.metrics.waiting.Set(float64(p.waitingLocked()))
+	p.mu.Unlock()
+	for key := range keys {
+		ns, name, _ := cache.SplitMetaNamespaceKey(key)
+		c.queue.Add(item{Namespace: ns, Name: name})
+	}
+	// A reconnected cluster may hold pods deleted in the host meanwhile.
+	c.queue.Add(item{Kind: kindSweep})
+}
+
+// CreatePod runs a host pod on its site. Errors the site returns do not come back to
+// virtual-kubelet (which would fail a restartPolicy Never pod at once): a pod whose site
+// is not connected waits for it, one the site refuses is retried with backoff while a
+// condition and an Event quote the site's error, and an invalid one fails.
+func (p *Pods) CreatePod(ctx context.Context, pod *corev1.Pod) error {
+	return p.sync(ctx, pod)
+}
+
+// UpdatePod carries a host pod's labels, annotations, images and active deadline to its
+// site pod.
+func (p *Pods) UpdatePod(ctx context.Context, pod *corev1.Pod) error {
+	return p.sync(ctx, pod)
+}
+
+func (p *Pods) sync(ctx context.Context, pod *corev1.Pod) error {
+	key := pod.Namespace + "/" + pod.Name
+	site, _, err := p.placement(pod)
+	if err != nil {
+		return errdefs.AsInvalidInput(err)
+	}
+	c, err := p.clusterOf(site)
+	if err != nil {
+		p.wait(site, key)
+		p.reportUnsynced(pod, ReasonSiteUnreachable, fmt.Sprintf("site %s is not connected; the pod is created there once it is: %v", site, err))
+		return nil
+	}
+	if !c.synced() {
+		c.queue.Add(item{Namespace: pod.Namespace, Name: pod.Name})
+		return nil
+	}
+	if err := p.syncPod(ctx, c, item{Namespace: pod.Namespace, Name: pod.Name}); err != nil {
+		c.queue.AddRateLimited(item{Namespace: pod.Namespace, Name: pod.Name})
+	}
+	return nil
+}
+
+// DeletePod deletes a host pod's site pod with the host pod's grace period. When there is
+// none, the host pod is deleted at once, as a kubelet does for a pod that runs nothing.
+func (p *Pods) DeletePod(ctx context.Context, pod *corev1.Pod) error {
+	sp, c := p.find(pod.Namespace, pod.Name)
+	if sp == nil || (pod.UID != "" && sp.Labels[LabelHostPodUID] != string(pod.UID)) {
+		if pod.DeletionTimestamp != nil {
+			return p.forceDeleteHost(ctx, pod.Namespace, pod.Name, pod.UID)
+		}
+		return errdefs.NotFoundf("pod %s/%s is not on any site", pod.Namespace, pod.Name)
+	}
+	if site, _, err := p.placement(pod); err == nil {
+		if _, err := p.cfg.Registry.Get(site); err != nil {
+			// The site does not answer: the host pod goes after its grace period, and the
+			// sweep deletes the site pod once the site is back.
+			return nil
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	return c.deleteSitePod(ctx, sp, pod.DeletionGracePeriodSeconds)
+}
+
+// forceDeleteHost removes a host pod whose site pod is gone.
+func (p *Pods) forceDeleteHost(ctx context.Context, namespace, name string, uid types.UID) error {
+	opts := *metav1.NewDeleteOptions(0)
+	if uid != "" {
+		opts.Preconditions = metav1.NewUIDPreconditions(string(uid))
+	}
+	err := p.cfg.Host.CoreV1().Pods(namespace).Delete(ctx, name, opts)
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return fmt.Errorf("delete host pod %s/%s: %w", namespace, name, err)
+	}
+	return nil
+}
+
+// GetPod returns the host pod as its site runs it (HostView), or a NotFound error.
+func (p *Pods) GetPod(_ context.Context, namespace, name string) (*corev1.Pod, error) {
+	sp, _ := p.find(namespace, name)
+	if sp == nil {
+		return nil, errdefs.NotFoundf("pod %s/%s is not on any site", namespace, name)
+	}
+	host, err := p.cfg.HostPods.Pods(namespace).Get(name)
+	if err != nil || string(host.UID) != sp.Labels[LabelHostPodUID] {
+		return orphanView(sp), nil
+	}
+	return HostView(host, sp), nil
+}
+
+// GetPodStatus returns the site's status of a host pod.
+func (p *Pods) GetPodStatus(ctx context.Context, namespace, name string) (*corev1.PodStatus, error) {
+	pod, err := p.GetPod(ctx, namespace, name)
+	if err != nil {
+		return nil, err
+	}
+	return &pod.Status, nil
+}
+
+// GetPods returns every site pod of this host in its host form, from the caches of the
+// site clusters that have synced: a cluster whose cache is not filled yet contributes
+// nothing, so nothing on it is taken for dangling.
+func (p *Pods) GetPods(context.Context) ([]*corev1.Pod, error) {
+	p.mu.Lock()
+	cs := make([]*cluster, 0, len(p.clusters))
+	for _, c := range p.clusters {
+		cs = append(cs, c)
+	}
+	p.mu.Unlock()
+	var out []*corev1.Pod
+	for _, c := range cs {
+		if !c.synced() {
+			continue
+		}
+		for _, sp := range c.allSitePods() {
+			host, err := p.cfg.HostPods.Pods(sp.Labels[LabelHostNamespace]).Get(sp.Name)
+			if err != nil || string(host.UID) != sp.Labels[LabelHostPodUID] {
+				out = append(out, orphanView(sp))
+				continue
+			}
+			out = append(out, HostView(host, sp))
+		}
+	}
+	return out, nil
+}
+
+// orphanView is a site pod in host form when its host pod is not (or no longer) known.
+func orphanView(sp *corev1.Pod) *corev1.Pod {
+	out := sp.DeepCopy()
+	out.Namespace = sp.Labels[LabelHostNamespace]
+	out.UID = types.UID(sp.Labels[LabelHostPodUID])
+	out.Labels = HostLabels(sp.Labels)
+	out.ResourceVersion = ""
+	return out
+}
+
+// reportUnsynced tells the host why a pod is not (yet) on its site: a Warning Event and
+// the pod condition vk8s.io/SiteSynced=False quoting the reason.
+func (p *Pods) reportUnsynced(pod *corev1.Pod, reason, message string) {
+	p.cfg.Recorder.Event(pod, corev1.EventTypeWarning, reason, message)
+	out := pod.DeepCopy()
+	out.Status = WithCondition(out.Status, corev1.PodCondition{
+		Type: ConditionSiteSynced, Status: corev1.ConditionFalse, Reason: reason, Message: message,
+		LastTransitionTime: metav1.Now(),
+	})
+	p.notifyPod(out)
+}
+
+// reportFailed fails a host pod for good (the site will never run it).
+func (p *Pods) reportFailed(pod *corev1.Pod, reason, message string) {
+	p.cfg.Recorder.Event(pod, corev1.EventTypeWarning, reason, message)
+	out := pod.DeepCopy()
+	out.Status = TerminatedStatus(out.Status, pod, reason, message, metav1.Now())
+	out.Status = WithCondition(out.Status, corev1.PodCondition{
+		Type: ConditionSiteSynced, Status: corev1.ConditionFalse, Reason: reason, Message: message,
+		LastTransitionTime: metav1.Now(),
+	})
+	p.notifyPod(out)
+}
+
+// hostPodFor returns the host pod a site pod belongs to, or nil when it is gone or was
+// replaced by another pod of the same name.
+func (p *Pods) hostPodFor(sp *corev1.Pod) *corev1.Pod {
+	host, err := p.cfg.HostPods.Pods(sp.Labels[LabelHostNamespace]).Get(sp.Name)
+	if err != nil || string(host.UID) != sp.Labels[LabelHostPodUID] {
+		return nil
+	}
+	return host
+}

@@ -1,0 +1,345 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+)
+
+// kindSweep is the work item that looks for site pods whose host pod is gone and for
+// copies no site pod uses any more.
+const kindSweep = "sweep"
+
+// errRequeue asks for the item to be processed again after a backoff.
+var errRequeue = errors.New("requeue")
+
+// start wires a new cluster's informers to the lifecycle and runs its workers once its
+// caches and the host's are filled: nothing is created or deleted before both are.
+func (p *Pods) start(c *cluster) {
+	ctx, cancel := context.WithCancel(p.ctx)
+	c.cancel = cancel
+	_, _ = c.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { p.sitePodChanged(c, obj) },
+		UpdateFunc: func(_, obj any) { p.sitePodChanged(c, obj) },
+		DeleteFunc: func(obj any) { p.sitePodGone(c, obj) },
+	})
+	for kind, inf := range c.copies {
+		// A copy deleted or edited on the site is put back.
+		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			UpdateFunc: func(_, obj any) { c.queue.Add(refItem(kind, obj)) },
+			DeleteFunc: func(obj any) { c.queue.Add(refItem(kind, obj)) },
+		})
+	}
+	c.factory.Start(ctx.Done())
+	go func() {
+		defer close(c.done)
+		if !cache.WaitForCacheSync(ctx.Done(), c.synced, p.cfg.HostSynced) {
+			return
+		}
+		c.log.V(1).Info("Site cluster caches synced")
+		c.queue.Add(item{Kind: kindSweep})
+		var wg sync.WaitGroup
+		for range p.cfg.Workers {
+			wg.Go(func() {
+				for p.processNext(ctx, c) {
+				}
+			})
+		}
+		ticker := time.NewTicker(p.cfg.SweepInterval)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				c.queue.ShutDown()
+				wg.Wait()
+				return
+			case <-ticker.C:
+				c.queue.Add(item{Kind: kindSweep})
+			}
+		}
+	}()
+}
+
+// refItem is the work item of a copy on a site, named by its host namespace.
+func refItem(kind string, obj any) item {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	m, ok := obj.(metav1.Object)
+	if !ok {
+		return item{Kind: kindSweep}
+	}
+	return item{Kind: kind, Namespace: m.GetLabels()[LabelHostNamespace], Name: m.GetName()}
+}
+
+func (p *Pods) processNext(ctx context.Context, c *cluster) bool {
+	it, shutdown := c.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer c.queue.Done(it)
+	var err error
+	switch it.Kind {
+	case "":
+		err = p.syncPod(ctx, c, it)
+	case kindSweep:
+		p.sweep(ctx, c)
+	default:
+		err = p.syncCopy(ctx, c, it)
+	}
+	switch {
+	case err == nil:
+		c.queue.Forget(it)
+	case errors.Is(err, errRequeue):
+		c.queue.AddRateLimited(it)
+	default:
+		c.log.Error(err, "Sync failed; retrying", "item", it.String())
+		c.queue.AddRateLimited(it)
+	}
+	return true
+}
+
+// sitePodChanged reports a site pod's status to the host pod it belongs to; a site pod
+// that belongs to no host pod is queued so that it is deleted.
+func (p *Pods) sitePodChanged(c *cluster, obj any) {
+	sp, ok := obj.(*corev1.Pod)
+	if !ok {
+		return
+	}
+	host := p.hostPodFor(sp)
+	if host == nil {
+		c.queue.Add(item{Namespace: sp.Labels[LabelHostNamespace], Name: sp.Name})
+		return
+	}
+	out := host.DeepCopy()
+	out.Status = HostStatus(host, sp)
+	p.notifyPod(out)
+}
+
+// sitePodGone handles a site pod that left its site. When the host deleted it, the host
+// pod is finished; otherwise someone deleted it on the site: a restartPolicy Never pod
+// fails, any other is created again.
+func (p *Pods) sitePodGone(c *cluster, obj any) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	sp, ok := obj.(*corev1.Pod)
+	if !ok {
+		return
+	}
+	for _, r := range References(&sp.Spec) {
+		c.queue.Add(item{Kind: r.Kind, Namespace: sp.Labels[LabelHostNamespace], Name: r.Name})
+	}
+	host := p.hostPodFor(sp)
+	if host == nil {
+		return
+	}
+	if host.DeletionTimestamp == nil && host.Spec.RestartPolicy == corev1.RestartPolicyNever &&
+		host.Status.Phase != corev1.PodSucceeded && host.Status.Phase != corev1.PodFailed {
+		p.failed.Store(host.UID, host.Namespace+"/"+host.Name)
+		last := HostStatus(host, sp)
+		host = host.DeepCopy()
+		host.Status = last
+		p.reportFailed(host, ReasonSitePodDeleted,
+			fmt.Sprintf("pod %s/%s was deleted on its site and has restartPolicy Never", sp.Namespace, sp.Name))
+		return
+	}
+	c.queue.Add(item{Namespace: host.Namespace, Name: host.Name})
+}
+
+// syncPod converges the site pod of one host pod: created when missing (namespace and
+// references first), updated when the host changed it, deleted when the host pod is gone
+// or terminating.
+func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	sp := c.sitePod(it.Namespace, it.Name)
+	host, err := p.cfg.HostPods.Pods(it.Namespace).Get(it.Name)
+	if apierrors.IsNotFound(err) {
+		if sp != nil {
+			return c.deleteSitePod(ctx, sp, nil)
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if sp != nil && sp.Labels[LabelHostPodUID] != string(host.UID) {
+		// A pod of an earlier host pod with the same name (a StatefulSet's): it goes first.
+		if err := c.deleteSitePod(ctx, sp, new(int64)); err != nil {
+			return err
+		}
+		return errRequeue
+	}
+	if host.DeletionTimestamp != nil {
+		if sp == nil {
+			return p.forceDeleteHost(ctx, host.Namespace, host.Name, host.UID)
+		}
+		return c.deleteSitePod(ctx, sp, host.DeletionGracePeriodSeconds)
+	}
+	if _, failed := p.failed.Load(host.UID); failed ||
+		host.Status.Phase == corev1.PodSucceeded || host.Status.Phase == corev1.PodFailed {
+		return nil
+	}
+	site, siteNode, err := p.placement(host)
+	if err != nil {
+		return nil // not (or no longer) on a virtual node; nothing to run
+	}
+	owner, err := p.clusterOf(site)
+	if err != nil {
+		p.wait(site, it.Namespace+"/"+it.Name)
+		return nil
+	}
+	if owner != c {
+		owner.queue.Add(it)
+		return nil
+	}
+	if sp != nil {
+		want, changed := SiteUpdate(host, sp)
+		if !changed {
+			return nil
+		}
+		_, err := c.client.CoreV1().Pods(sp.Namespace).Update(ctx, want, metav1.UpdateOptions{})
+		p.metrics.op(site, "update", err, false)
+		if err != nil {
+			if apierrors.IsConflict(err) {
+				return errRequeue
+			}
+			return fmt.Errorf("update pod %s/%s on site %s: %w", sp.Namespace, sp.Name, site, err)
+		}
+		return nil
+	}
+	want, err := SitePod(host, Target{Tenant: p.cfg.Tenant, SiteNode: siteNode})
+	if err != nil {
+		return nil
+	}
+	if err := c.ensureNamespace(ctx, want.Namespace, p.cfg.Tenant, host.Namespace); err != nil {
+		p.reportUnsynced(host, ReasonSiteRejected, fmt.Sprintf("site %s: %v", site, err))
+		return err
+	}
+	if err := p.ensureRefs(ctx, c, host, want.Namespace); err != nil {
+		p.reportUnsynced(host, ReasonMissingReference, fmt.Sprintf("site %s: %v", site, err))
+		return errRequeue
+	}
+	_, err = c.client.CoreV1().Pods(want.Namespace).Create(ctx, want, metav1.CreateOptions{})
+	switch {
+	case err == nil:
+		p.metrics.op(site, "create", nil, false)
+		return nil
+	case apierrors.IsAlreadyExists(err):
+		got, gerr := c.client.CoreV1().Pods(want.Namespace).Get(ctx, want.Name, metav1.GetOptions{})
+		if gerr != nil {
+			return gerr
+		}
+		if got.Labels[LabelHostPodUID] == string(host.UID) {
+			return nil // created by us; the cache has not seen it yet
+		}
+		if err := c.deleteSitePod(ctx, got, new(int64)); err != nil {
+			return err
+		}
+		return errRequeue
+	case apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) || apierrors.IsNotFound(err):
+		c.namespaces.Delete(want.Namespace)
+		return errRequeue
+	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
+		p.metrics.op(site, "create", err, true)
+		p.failed.Store(host.UID, host.Namespace+"/"+host.Name)
+		p.reportFailed(host, ReasonSiteRejected, fmt.Sprintf("site %s refused the pod for good: %v", site, err))
+		return nil
+	default:
+		p.metrics.op(site, "create", err, false)
+		p.reportUnsynced(host, ReasonSiteRejected, fmt.Sprintf("site %s refused the pod (retrying): %v", site, err))
+		return errRequeue
+	}
+}
+
+// deleteSitePod deletes a site pod, only that incarnation of it (UID precondition). A pod
+// already terminating is left to finish unless grace shortens it.
+func (c *cluster) deleteSitePod(ctx context.Context, sp *corev1.Pod, grace *int64) error {
+	if sp.DeletionTimestamp != nil && (grace == nil || (sp.DeletionGracePeriodSeconds != nil && *grace >= *sp.DeletionGracePeriodSeconds)) {
+		return nil
+	}
+	opts := metav1.DeleteOptions{GracePeriodSeconds: grace, Preconditions: metav1.NewUIDPreconditions(string(sp.UID))}
+	err := c.client.CoreV1().Pods(sp.Namespace).Delete(ctx, sp.Name, opts)
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return fmt.Errorf("delete pod %s/%s on its site: %w", sp.Namespace, sp.Name, err)
+	}
+	return nil
+}
+
+// ensureNamespace creates the site namespace of a host namespace when it is missing.
+func (c *cluster) ensureNamespace(ctx context.Context, name, tenant, hostNamespace string) error {
+	if _, ok := c.namespaces.Load(name); ok {
+		return nil
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
+		LabelTenant: tenant, LabelHostNamespace: hostNamespace,
+	}}}
+	_, err := c.client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create namespace %s: %w", name, err)
+	}
+	// The site's ServiceAccount admission refuses pods until the namespace's "default"
+	// ServiceAccount exists, which its controller creates a moment later: make it now.
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: name}}
+	_, err = c.client.CoreV1().ServiceAccounts(name).Create(ctx, sa, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create ServiceAccount %s/default: %w", name, err)
+	}
+	c.namespaces.Store(name, true)
+	return nil
+}
+
+// sweep deletes site pods whose host pod is gone and queues every copy, so unused ones go.
+// It runs only after the host's and the cluster's caches are filled.
+func (p *Pods) sweep(ctx context.Context, c *cluster) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	for _, sp := range c.allSitePods() {
+		if p.hostPodFor(sp) != nil {
+			continue
+		}
+		if err := c.deleteSitePod(ctx, sp, nil); err != nil {
+			c.log.Error(err, "Delete of a site pod whose host pod is gone failed")
+			continue
+		}
+		c.log.Info("Deleted a site pod whose host pod is gone", "namespace", sp.Namespace, "pod", sp.Name,
+			"hostNamespace", sp.Labels[LabelHostNamespace], "hostUID", sp.Labels[LabelHostPodUID])
+	}
+	for kind, inf := range c.copies {
+		for _, obj := range inf.GetStore().List() {
+			c.queue.Add(refItem(kind, obj))
+		}
+	}
+	p.failed.Range(func(uid, key any) bool {
+		// Forget failed pods the host no longer has.
+		ns, name, _ := cache.SplitMetaNamespaceKey(key.(string))
+		if host, err := p.cfg.HostPods.Pods(ns).Get(name); err != nil || host.UID != uid {
+			p.failed.Delete(uid)
+		}
+		return true
+	})
+}
+
+// labelsFor are the labels of a copy: the host object's and vk8s' own.
+func labelsFor(host map[string]string, tenant, hostNamespace string) map[string]string {
+	out := maps.Clone(host)
+	if out == nil {
+		out = map[string]string{}
+	}
+	out[LabelTenant] = tenant
+	out[LabelHostNamespace] = hostNamespace
+	return out
+}
+
+// sameContent reports whether a copy already carries what the host object has.
+func sameContent(a, b any) bool { return equality.Semantic.DeepEqual(a, b) }
