@@ -22,6 +22,9 @@ import (
 	"github.com/vk8s-io/vk8s/sitereg"
 )
 
+// indexNodeName indexes host pods by the node they are bound to.
+const indexNodeName = "spec.nodeName"
+
 // lifecycle runs the pods of every virtual node: one virtual-kubelet PodController over
 // one host pod informer, shared by all virtual nodes (nodeutil.NewNode would build caches
 // per node), with Pods as its provider.
@@ -58,6 +61,15 @@ func newLifecycle(host kubernetes.Interface, reg *sitereg.Registry, siteEvents <
 		core.ConfigMaps().Informer().HasSynced, core.Secrets().Informer().HasSynced,
 		core.ServiceAccounts().Informer().HasSynced,
 	}
+	if err := podInformer.Informer().AddIndexers(cache.Indexers{indexNodeName: func(obj any) ([]string, error) {
+		if p, ok := obj.(*corev1.Pod); ok && p.Spec.NodeName != "" {
+			return []string{p.Spec.NodeName}, nil
+		}
+		return nil, nil
+	}}); err != nil {
+		return nil, err
+	}
+	byNode := podInformer.Informer().GetIndexer()
 	pods, err := NewPods(PodsConfig{
 		Tenant:              cfg.Tenant,
 		Host:                host,
@@ -73,6 +85,16 @@ func newLifecycle(host kubernetes.Interface, reg *sitereg.Registry, siteEvents <
 				}
 			}
 			return true
+		},
+		HostPodsOn: func(node string) []*corev1.Pod {
+			objs, _ := byNode.ByIndex(indexNodeName, node)
+			out := make([]*corev1.Pod, 0, len(objs))
+			for _, o := range objs {
+				if p, ok := o.(*corev1.Pod); ok {
+					out = append(out, p)
+				}
+			}
+			return out
 		},
 		Registry:          reg,
 		SiteEvents:        siteEvents,
@@ -129,15 +151,15 @@ func (l *lifecycle) Start(ctx context.Context) error {
 	l.objFactory.Start(ctx.Done())
 	defer l.podFactory.Shutdown()
 	defer l.objFactory.Shutdown()
-	for typ, ok := range l.podFactory.WaitForCacheSync(ctx.Done()) {
-		if !ok {
-			return fmt.Errorf("host cache of %v did not sync", typ)
+	for _, f := range []informers.SharedInformerFactory{l.podFactory, l.objFactory} {
+		for typ, ok := range f.WaitForCacheSync(ctx.Done()) {
+			if !ok && ctx.Err() == nil {
+				return fmt.Errorf("host cache of %v did not sync", typ)
+			}
 		}
 	}
-	for typ, ok := range l.objFactory.WaitForCacheSync(ctx.Done()) {
-		if !ok {
-			return fmt.Errorf("host cache of %v did not sync", typ)
-		}
+	if ctx.Err() != nil {
+		return nil
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -185,14 +185,54 @@ func (m *Nodes) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, e
 	conn, err := m.cfg.Registry.Get(siteName)
 	if err != nil {
 		// A site that does not answer keeps its virtual nodes: its pods keep running there.
-		log.V(1).Info("site not connected; virtual nodes left as they are", "reason", err.Error())
-		return ctrl.Result{}, nil
+		log.V(1).Info("site not connected; virtual nodes kept, marked disconnected", "reason", err.Error())
+		return ctrl.Result{}, m.disconnected(ctx, site)
 	}
 	siteNodes, err := conn.Nodes.List(labels.Everything())
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("list nodes of site %s: %w", siteName, err)
 	}
 	return ctrl.Result{}, m.sync(ctx, siteName, VirtualNodes(site, siteNodes, conn.KubernetesVersion, m.cfg.Endpoint))
+}
+
+// disconnected keeps the virtual nodes of a site the registry cannot give. When the Site's
+// status says it does not answer, they show SiteConnected=False and the unreachable taint;
+// otherwise (the provider is starting and the site is not reconciled yet) they stay as they
+// are. After a restart they are taken from the host, so that their Leases go on and the
+// host does not evict the site's pods.
+func (m *Nodes) disconnected(ctx context.Context, site *vk8sv1.Site) error {
+	var down *metav1.Condition
+	for i, c := range site.Status.Conditions {
+		if c.Type == vk8sv1.ConditionConnected && c.Status == metav1.ConditionFalse {
+			down = &site.Status.Conditions[i]
+		}
+	}
+	m.mu.Lock()
+	var want []*corev1.Node
+	for _, v := range m.running[site.Name] {
+		want = append(want, v.provider.current())
+	}
+	m.mu.Unlock()
+	if len(want) == 0 {
+		var hostNodes corev1.NodeList
+		if err := m.client.List(ctx, &hostNodes, client.MatchingLabels{vk8sv1.LabelSite: site.Name, LabelType: TypeVirtualKubelet}); err != nil {
+			return err
+		}
+		for i := range hostNodes.Items {
+			n := hostNodes.Items[i].DeepCopy()
+			n.ResourceVersion, n.UID, n.ManagedFields = "", "", nil
+			want = append(want, n)
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	if down != nil {
+		for i := range want {
+			want[i] = Disconnected(want[i], down.Reason, down.Message)
+		}
+	}
+	return m.sync(ctx, site.Name, want)
 }
 
 // sync starts, updates and stops the NodeControllers of a site so that they run want.
@@ -312,7 +352,7 @@ func (m *Nodes) syncSpec(ctx context.Context, n *corev1.Node) error {
 		return client.IgnoreNotFound(err)
 	}
 	taints := withTaints(cur.Spec.Taints, n.Spec.Taints)
-	if cur.Spec.Unschedulable == n.Spec.Unschedulable && len(taints) == len(cur.Spec.Taints) {
+	if cur.Spec.Unschedulable == n.Spec.Unschedulable && equality.Semantic.DeepEqual(taints, cur.Spec.Taints) {
 		return nil
 	}
 	patch := client.MergeFrom(cur.DeepCopy())
@@ -324,10 +364,14 @@ func (m *Nodes) syncSpec(ctx context.Context, n *corev1.Node) error {
 	return nil
 }
 
-// withTaints returns have plus those of want it lacks (by key and effect). Taints others
-// set (the node lifecycle controller's not-ready, an operator's) are left alone.
+// withTaints returns have plus those of want it lacks (by key and effect), less the taints
+// vk8s manages that want does not have. Taints others set (the node lifecycle controller's
+// not-ready, an operator's) are left alone.
 func withTaints(have, want []corev1.Taint) []corev1.Taint {
-	out := slices.Clone(have)
+	out := slices.DeleteFunc(slices.Clone(have), func(h corev1.Taint) bool {
+		return slices.Contains(managedTaints, h.Key) &&
+			!slices.ContainsFunc(want, func(w corev1.Taint) bool { return w.Key == h.Key && w.Effect == h.Effect })
+	})
 	for _, w := range want {
 		if !slices.ContainsFunc(have, func(h corev1.Taint) bool { return h.Key == w.Key && h.Effect == w.Effect }) {
 			out = append(out, w)

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -40,6 +41,11 @@ type PodsConfig struct {
 	HostServiceAccounts corelisters.ServiceAccountLister
 	// HostSynced reports whether the host caches above are filled.
 	HostSynced cache.InformerSynced
+	// HostPodsOn lists the host pods bound to a node (an index of the HostPods informer).
+	HostPodsOn func(node string) []*corev1.Pod
+	// Grace is how long a site may not answer before the Ready condition of its pods turns
+	// False, as the host's node grace period does for pods of an unreachable node. Zero: 40s.
+	Grace time.Duration
 	// Registry gives the sites' connections.
 	Registry *sitereg.Registry
 	// SiteEvents carries a request per site whose connection changed (Registry.Watch).
@@ -75,6 +81,7 @@ type Pods struct {
 	mu       sync.Mutex
 	clusters map[string]*cluster        // by sitereg.Conn.Key
 	waiting  map[string]map[string]bool // site -> host pod keys waiting for it to connect
+	down     map[string]time.Time       // site -> when it was first seen down
 	notify   func(*corev1.Pod)
 
 	// failed holds the UIDs (-> namespace/name) of host pods vk8s failed, so that they are
@@ -102,6 +109,12 @@ func NewPods(cfg PodsConfig) (*Pods, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 15 * time.Second
 	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = 40 * time.Second
+	}
+	if cfg.HostPodsOn == nil {
+		return nil, errors.New("pods: HostPodsOn is required")
+	}
 	if cfg.MetricsRegisterer == nil {
 		cfg.MetricsRegisterer = ctrlmetrics.Registry
 	}
@@ -116,6 +129,7 @@ func NewPods(cfg PodsConfig) (*Pods, error) {
 		started:  make(chan struct{}),
 		clusters: map[string]*cluster{},
 		waiting:  map[string]map[string]bool{},
+		down:     map[string]time.Time{},
 	}, nil
 }
 
@@ -244,13 +258,20 @@ func (p *Pods) waitingLocked() int {
 	return n
 }
 
-// siteChanged queues the pods that wait for a site once it is connected.
+// siteChanged follows a site's connection. Down, its pods' statuses are marked stale (and
+// not Ready after the grace period). Back, the pods that wait for it are queued, its pods'
+// statuses refreshed, and its cluster swept.
 func (p *Pods) siteChanged(site string) {
 	c, err := p.clusterOf(site)
 	if err != nil {
+		if errors.Is(err, sitereg.ErrSiteDown) {
+			p.siteDown(site, err)
+		}
 		return
 	}
 	p.mu.Lock()
+	_, wasDown := p.down[site]
+	delete(p.down, site)
 	keys := p.waiting[site]
 	delete(p.waiting, site)
 	p.metrics.waiting.Set(float64(p.waitingLocked()))
@@ -261,6 +282,51 @@ func (p *Pods) siteChanged(site string) {
 	}
 	// A reconnected cluster may hold pods deleted in the host meanwhile.
 	c.queue.Add(item{Kind: kindSweep})
+	if wasDown {
+		p.log.Info("Site is back; refreshing its pods' status", "site", site)
+		for _, sp := range c.allSitePods() {
+			p.sitePodChanged(c, sp)
+		}
+	}
+}
+
+// siteDown marks the status of a site's host pods stale, and once the site has been down
+// for the grace period, their Ready condition False with reason SiteUnreachable. Their
+// phase stays and nothing is evicted: the site keeps running them.
+func (p *Pods) siteDown(site string, cause error) {
+	now := time.Now()
+	p.mu.Lock()
+	since, ok := p.down[site]
+	if !ok {
+		since = now
+		p.down[site] = now
+	}
+	p.mu.Unlock()
+	expired := now.Sub(since) >= p.cfg.Grace
+	if !expired {
+		// Look again when the grace period ends; a site back by then is not down any more.
+		time.AfterFunc(p.cfg.Grace-now.Sub(since), func() {
+			if p.ctx.Err() == nil {
+				p.siteChanged(site)
+			}
+		})
+	}
+	nodes, err := p.cfg.HostNodes.List(labels.SelectorFromSet(labels.Set{vk8sv1.LabelSite: site}))
+	if err != nil {
+		return
+	}
+	msg := fmt.Sprintf("site %s does not answer since %s; this status is the last it reported: %v",
+		site, since.UTC().Format(time.RFC3339), cause)
+	for _, n := range nodes {
+		for _, host := range p.cfg.HostPodsOn(n.Name) {
+			if host.Status.Phase == corev1.PodSucceeded || host.Status.Phase == corev1.PodFailed {
+				continue
+			}
+			out := host.DeepCopy()
+			out.Status = StaleStatus(host.Status, msg, expired, metav1.NewTime(now))
+			p.notifyPod(out)
+		}
+	}
 }
 
 // CreatePod runs a host pod on its site. Errors the site returns do not come back to

@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -46,6 +47,9 @@ type Config struct {
 	SweepInterval time.Duration
 	// MetricsRegisterer receives the provider's metrics. Nil: controller-runtime's registry.
 	MetricsRegisterer prometheus.Registerer
+	// SkipNameValidation lets a process run the provider more than once (tests):
+	// controller-runtime refuses a controller name it has seen before.
+	SkipNameValidation bool
 }
 
 // DefaultTenant is the tenant of a provider configured without one.
@@ -83,6 +87,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Metrics:                 metricsserver.Options{BindAddress: cfg.MetricsAddr},
 		HealthProbeBindAddress:  cfg.HealthAddr,
 		GracefulShutdownTimeout: ptr.To(10 * time.Second),
+		Controller:              config.Controller{SkipNameValidation: ptr.To(cfg.SkipNameValidation)},
 		Logger:                  cfg.Logger,
 	})
 	if err != nil {

@@ -25,9 +25,15 @@ const (
 	ReasonTerminated = "SitePodTerminated"
 )
 
-// ConditionSiteSynced is the host pod condition that says whether the pod exists on its
-// site as the host describes it; False carries the site's error.
-const ConditionSiteSynced corev1.PodConditionType = "vk8s.io/SiteSynced"
+// Host pod conditions vk8s writes.
+const (
+	// ConditionSiteSynced says whether the pod exists on its site as the host describes
+	// it; False carries the site's error.
+	ConditionSiteSynced corev1.PodConditionType = "vk8s.io/SiteSynced"
+	// ConditionStatusStale, True, says the pod's site does not answer and its status is
+	// the last the site reported.
+	ConditionStatusStale corev1.PodConditionType = "vk8s.io/StatusStale"
+)
 
 // managedLabels are the labels vk8s adds to site pods; the host pod does not have them.
 var managedLabels = []string{LabelTenant, LabelHostNamespace, LabelHostPodUID}
@@ -41,8 +47,25 @@ func HostStatus(host, site *corev1.Pod) corev1.PodStatus {
 	out.QOSClass = host.Status.QOSClass
 	out.NominatedNodeName = host.Status.NominatedNodeName
 	out.Conditions = slices.DeleteFunc(out.Conditions, func(c corev1.PodCondition) bool {
-		return c.Type == ConditionSiteSynced
+		return c.Type == ConditionSiteSynced || c.Type == ConditionStatusStale
 	})
+	return out
+}
+
+// StaleStatus is the status of a host pod whose site does not answer: the last one, with
+// StatusStale=True, and once the grace period is over (expired), Ready=False with reason
+// SiteUnreachable, as Kubernetes marks the pods of an unreachable node.
+func StaleStatus(last corev1.PodStatus, message string, expired bool, now metav1.Time) corev1.PodStatus {
+	out := WithCondition(last, corev1.PodCondition{
+		Type: ConditionStatusStale, Status: corev1.ConditionTrue, Reason: ReasonSiteUnreachable,
+		Message: message, LastTransitionTime: now,
+	})
+	if expired {
+		out = WithCondition(out, corev1.PodCondition{
+			Type: corev1.PodReady, Status: corev1.ConditionFalse, Reason: ReasonSiteUnreachable,
+			Message: message, LastTransitionTime: now,
+		})
+	}
 	return out
 }
 

@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"slices"
 	"sort"
 	"strings"
 
@@ -22,7 +23,17 @@ const (
 	LabelType = "type"
 	// TypeVirtualKubelet is LabelType's value.
 	TypeVirtualKubelet = "virtual-kubelet"
+	// TaintSiteUnreachable is the NoSchedule taint of the virtual nodes of a site that does
+	// not answer: no new pod goes there, and the pods there stay (no NoExecute).
+	TaintSiteUnreachable = "vk8s.io/site-unreachable"
+	// ConditionSiteConnected is the virtual node condition that says whether its site
+	// answers.
+	ConditionSiteConnected corev1.NodeConditionType = "SiteConnected"
 )
+
+// managedTaints are the taints vk8s sets on virtual nodes and removes when they no longer
+// apply.
+var managedTaints = []string{TaintKey, TaintSiteUnreachable}
 
 // Endpoint is where the provider's kubelet API listens, advertised in every virtual node.
 type Endpoint struct {
@@ -49,7 +60,38 @@ func VirtualNodes(site *vk8sv1.Site, nodes []*corev1.Node, kubeletVersion string
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	for _, v := range out {
+		setCondition(v, corev1.NodeCondition{
+			Type: ConditionSiteConnected, Status: corev1.ConditionTrue, Reason: "SiteConnected",
+			Message: "the site's API server answers",
+		})
+	}
 	return out
+}
+
+// Disconnected returns virtual node n as it shows while its site does not answer: still
+// Ready (the site keeps running its pods, and a host-side eviction would only do harm),
+// with SiteConnected=False saying why and a NoSchedule taint so no new pod goes there.
+func Disconnected(n *corev1.Node, reason, message string) *corev1.Node {
+	out := n.DeepCopy()
+	setCondition(out, corev1.NodeCondition{
+		Type: ConditionSiteConnected, Status: corev1.ConditionFalse, Reason: reason, Message: message,
+	})
+	if !slices.ContainsFunc(out.Spec.Taints, func(t corev1.Taint) bool { return t.Key == TaintSiteUnreachable }) {
+		out.Spec.Taints = append(out.Spec.Taints, corev1.Taint{Key: TaintSiteUnreachable, Effect: corev1.TaintEffectNoSchedule})
+	}
+	return out
+}
+
+// setCondition sets c on n, replacing a condition of its type.
+func setCondition(n *corev1.Node, c corev1.NodeCondition) {
+	for i := range n.Status.Conditions {
+		if n.Status.Conditions[i].Type == c.Type {
+			n.Status.Conditions[i] = c
+			return
+		}
+	}
+	n.Status.Conditions = append(n.Status.Conditions, c)
 }
 
 func perNode(site *vk8sv1.Site, n *corev1.Node, kubeletVersion string, ep Endpoint) *corev1.Node {

@@ -22,6 +22,11 @@ import (
 // test with errors.Is.
 var ErrSiteNotConnected = errors.New("site not connected")
 
+// ErrSiteDown is wrapped, besides ErrSiteNotConnected, when the site is known not to work:
+// its last probe failed or its kubeconfig cannot be used. A site that is only not
+// reconciled, probed or synced yet (the provider is starting) is not down.
+var ErrSiteDown = errors.New("site down")
+
 // Reasons of the Connected and Ready conditions of a Site. A failed connection gives both
 // conditions the same reason, so `kubectl get sites` and `kubectl describe site` agree.
 const (

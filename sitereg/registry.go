@@ -305,8 +305,9 @@ type Conn struct {
 
 // Get returns the connection of the named Site. The error wraps ErrSiteNotConnected when
 // the Site is unknown or not reconciled yet, its kubeconfig cannot be used, its API server
-// failed the last probe, or its nodes have not been read yet. Get does no I/O and never
-// blocks on a site.
+// failed the last probe, or its nodes have not been read yet; it also wraps ErrSiteDown
+// when the kubeconfig cannot be used or the probe failed. Get does no I/O and never blocks
+// on a site.
 func (r *Registry) Get(site string) (*Conn, error) {
 	r.mu.Lock()
 	e, ok := r.sites[site]
@@ -325,7 +326,7 @@ func (r *Registry) Get(site string) (*Conn, error) {
 	case !ok:
 		return nil, fmt.Errorf("site %s: %w: not registered, or not reconciled yet", site, ErrSiteNotConnected)
 	case entryErr != nil:
-		return nil, fmt.Errorf("site %s: %w: %w", site, ErrSiteNotConnected, entryErr)
+		return nil, fmt.Errorf("site %s: %w: %w: %w", site, ErrSiteNotConnected, ErrSiteDown, entryErr)
 	case c == nil:
 		return nil, fmt.Errorf("site %s: %w: no connection yet", site, ErrSiteNotConnected)
 	}
@@ -335,7 +336,7 @@ func (r *Registry) Get(site string) (*Conn, error) {
 	c.mu.Unlock()
 	switch {
 	case res.err != nil:
-		return nil, fmt.Errorf("site %s: %w: %w", site, ErrSiteNotConnected, res.err)
+		return nil, fmt.Errorf("site %s: %w: %w: %w", site, ErrSiteNotConnected, ErrSiteDown, res.err)
 	case res.lastSuccess.IsZero():
 		return nil, fmt.Errorf("site %s: %w: not probed yet", site, ErrSiteNotConnected)
 	case inf == nil || !inf.HasSynced():

@@ -1,0 +1,259 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/vk8s-io/vk8s/provider"
+)
+
+// restartDowntime is how long the provider stays down: longer than the host's node
+// grace period (40 s), as the failure mode this test guards against needs.
+const restartDowntime = 90 * time.Second
+
+// TestProviderRestart kills the provider (SIGKILL) while 50 pods are being created on the
+// sites, keeps it down, starts it again, and checks that every site has exactly its pods,
+// those created before the kill with their original UIDs, and that nothing was deleted.
+func TestProviderRestart(t *testing.T) {
+	skipShort(t)
+	if testing.Short() {
+		return
+	}
+	startProvider(t) // the virtual nodes exist before the subprocess takes over
+	host := hostClient(t)
+	waitVirtualNodes(t, host, "all virtual nodes", func(nodes map[string]*corev1.Node) bool {
+		return len(nodes) == fleetSites*fleetNodes
+	})
+	stopProvider()
+	t.Cleanup(func() { startProvider(t) })
+
+	bin := buildVk8s(t)
+	const ns = "restart-e2e"
+	siteNamespace := provider.SiteNamespace(provider.DefaultTenant, ns)
+	mustCreate(t, host, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	t.Cleanup(func() { _ = host.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}) })
+
+	// Every deletion of a site pod in the namespace is an error from here on.
+	deleted := watchSiteDeletions(t, siteNamespace)
+
+	first := runProviderProcess(t, bin, "first")
+	const pods = 50
+	want := map[string]string{} // pod -> site
+	create := func(from, to int) {
+		var wg sync.WaitGroup
+		errs := make(chan error, to-from)
+		for i := from; i < to; i++ {
+			site, node := i%fleetSites+1, i/fleetSites%fleetNodes+1
+			name := fmt.Sprintf("p%02d", i)
+			want[name] = fmt.Sprintf("site%d", site)
+			p := testPod(name, fmt.Sprintf("site%d-node%d", site, node))
+			p.Namespace = ns
+			wg.Go(func() {
+				if err := host.Create(context.Background(), p); err != nil {
+					errs <- err
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("create host pod: %v", err)
+		}
+	}
+	// Kill the provider while it is creating: half the host pods exist, some of them on
+	// their sites already; the other half is created while it is down.
+	create(0, pods/2)
+	waitFor(t, "the first site pod", func(ctx context.Context) (bool, error) {
+		return len(sitePodUIDs(t, siteNamespace)) > 0, nil
+	})
+	first.kill(t)
+	create(pods/2, pods)
+	before := sitePodUIDs(t, siteNamespace)
+	t.Logf("provider killed with %d of %d site pods created; down for %s", len(before), pods, restartDowntime)
+	time.Sleep(restartDowntime)
+
+	runProviderProcess(t, bin, "second")
+	waitFor(t, "all 50 host pods Running", func(ctx context.Context) (bool, error) {
+		list := &corev1.PodList{}
+		if err := host.List(ctx, list, client.InNamespace(ns)); err != nil {
+			return false, err
+		}
+		running := 0
+		for _, p := range list.Items {
+			if p.Status.Phase == corev1.PodRunning {
+				running++
+			}
+		}
+		return running == pods, nil
+	})
+	hostUIDs := map[string]types.UID{}
+	list := &corev1.PodList{}
+	if err := host.List(t.Context(), list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range list.Items {
+		hostUIDs[p.Name] = p.UID
+	}
+	after := sitePodUIDs(t, siteNamespace)
+	if len(after) != pods {
+		t.Errorf("%d site pods, want %d", len(after), pods)
+	}
+	for name, sp := range after {
+		if sp.site != want[name] {
+			t.Errorf("pod %s on %s, want %s", name, sp.site, want[name])
+		}
+		if sp.hostUID != string(hostUIDs[name]) {
+			t.Errorf("site pod %s carries host UID %s, want %s", name, sp.hostUID, hostUIDs[name])
+		}
+		if b, ok := before[name]; ok && b.uid != sp.uid {
+			t.Errorf("site pod %s was replaced (UID %s, then %s)", name, b.uid, sp.uid)
+		}
+	}
+	select {
+	case ev := <-deleted:
+		t.Errorf("a site pod was deleted: %s", ev)
+	default:
+	}
+}
+
+// buildVk8s builds the vk8s binary for tests that run it as a process.
+func buildVk8s(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "vk8s")
+	cmd := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "github.com/vk8s-io/vk8s/cmd/vk8s")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build vk8s: %v\n%s", err, out)
+	}
+	return bin
+}
+
+type providerProcess struct {
+	cmd *exec.Cmd
+	log string
+}
+
+// runProviderProcess runs `vk8s provider` against the fleet's host until the test ends or
+// kill is called.
+func runProviderProcess(t *testing.T, bin, name string) *providerProcess {
+	t.Helper()
+	kc, err := fleet.Kubeconfig("host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(t.TempDir(), name+".log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "provider", "--kubeconfig", kc, "--node-address", "127.0.0.1",
+		"--metrics-bind-address", "0", "--health-probe-bind-address", "0")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &providerProcess{cmd: cmd, log: logPath}
+	t.Cleanup(func() {
+		p.kill(t)
+		_ = logFile.Close()
+		if t.Failed() {
+			raw, _ := os.ReadFile(logPath)
+			lines := strings.Split(string(raw), "\n")
+			t.Logf("provider %s log (last lines):\n%s", name, strings.Join(lines[max(0, len(lines)-40):], "\n"))
+		}
+	})
+	return p
+}
+
+func (p *providerProcess) kill(t *testing.T) {
+	t.Helper()
+	if p.cmd.ProcessState != nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	_ = p.cmd.Wait()
+}
+
+type sitePodID struct {
+	site, uid, hostUID string
+}
+
+// sitePodUIDs lists the pods of a site namespace on every site, by name.
+func sitePodUIDs(t *testing.T, siteNamespace string) map[string]sitePodID {
+	t.Helper()
+	out := map[string]sitePodID{}
+	for i := 1; i <= fleetSites; i++ {
+		site := fmt.Sprintf("site%d", i)
+		list := &corev1.PodList{}
+		if err := siteClient(t, site).List(t.Context(), list, client.InNamespace(siteNamespace)); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range list.Items {
+			if prev, dup := out[p.Name]; dup {
+				t.Errorf("pod %s is on %s and on %s", p.Name, prev.site, site)
+			}
+			out[p.Name] = sitePodID{site: site, uid: string(p.UID), hostUID: p.Labels[provider.LabelHostPodUID]}
+		}
+	}
+	return out
+}
+
+// watchSiteDeletions reports every pod deletion in a namespace of the sites until the test
+// ends.
+func watchSiteDeletions(t *testing.T, namespace string) <-chan string {
+	t.Helper()
+	out := make(chan string, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	for i := 1; i <= fleetSites; i++ {
+		site := fmt.Sprintf("site%d", i)
+		cfg, err := fleet.RESTConfig(site)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := cs.CoreV1().Pods(namespace).Watch(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			defer w.Stop()
+			for ev := range w.ResultChan() {
+				if ev.Type != watch.Deleted && !isTerminating(ev.Object) {
+					continue
+				}
+				p, _ := ev.Object.(*corev1.Pod)
+				if p != nil {
+					select {
+					case out <- fmt.Sprintf("%s %s/%s (%s)", site, p.Namespace, p.Name, ev.Type):
+					default:
+					}
+				}
+			}
+		}()
+	}
+	return out
+}
+
+func isTerminating(obj any) bool {
+	p, ok := obj.(*corev1.Pod)
+	return ok && p.DeletionTimestamp != nil
+}
