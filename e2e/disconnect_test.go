@@ -30,7 +30,9 @@ func TestProviderDisconnection(t *testing.T) {
 	const ns = "disconnect-e2e"
 	siteNamespace := provider.SiteNamespace(provider.DefaultTenant, ns)
 	mustCreate(t, host, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
-	t.Cleanup(func() { _ = host.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}) })
+	t.Cleanup(func() {
+		_ = host.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	})
 	waitVirtualNodes(t, host, "all virtual nodes", func(nodes map[string]*corev1.Node) bool {
 		return len(nodes) == fleetSites*fleetNodes
 	})

@@ -46,7 +46,9 @@ func TestProviderRestart(t *testing.T) {
 	const ns = "restart-e2e"
 	siteNamespace := provider.SiteNamespace(provider.DefaultTenant, ns)
 	mustCreate(t, host, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
-	t.Cleanup(func() { _ = host.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}) })
+	t.Cleanup(func() {
+		_ = host.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	})
 
 	// Every deletion of a site pod in the namespace is an error from here on.
 	deleted := watchSiteDeletions(t, siteNamespace)
