@@ -52,10 +52,14 @@ test-unit: ## Run the unit tests only (no clusters).
 ##@ Lab
 
 .PHONY: demo
-demo: tools build ## Bring up the lab: a host and 3 sites x 3 nodes, with the provider.
+demo: tools build ## Bring up the lab (a host and 3 sites x 3 nodes, with the provider) and run a pod on site2-node3.
 	bin/vk8s lab up --name $(LAB)
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" get sites,virtualsites -A
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" get nodes -L vk8s.io/site,topology.kubernetes.io/region
+	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" apply -f examples/pod-on-site2-node3.yaml
+	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" wait --for=jsonpath='{.status.phase}'=Running pod/hello-site2 --timeout=120s
+	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" get pods -o wide
+	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --site site2 --name $(LAB))" get pods -A -l vk8s.io/tenant -o wide
 
 .PHONY: lab-down
 lab-down: build ## Remove the lab made by `make demo`.

@@ -471,7 +471,9 @@ func (e *siteRegEnv) eventCount(t *testing.T, site, typ, reason string) int {
 	}
 	n := 0
 	for _, ev := range list.Items {
-		if ev.Regarding.Kind != "Site" || ev.Regarding.Name != site || ev.Type != typ || ev.Reason != reason {
+		// Only this registry's: the provider's (TestProviderDisconnection) has its own.
+		if ev.Regarding.Kind != "Site" || ev.Regarding.Name != site || ev.Type != typ || ev.Reason != reason ||
+			ev.ReportingController != sitereg.DefaultControllerName {
 			continue
 		}
 		n++
