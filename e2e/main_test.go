@@ -115,6 +115,16 @@ func skipShort(t *testing.T) {
 // kubectl runs the lab's kubectl against a cluster of the fleet and returns its stdout.
 func kubectl(t *testing.T, cluster string, args ...string) string {
 	t.Helper()
+	out, err := kubectlErr(t, cluster, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// kubectlErr is kubectl returning its error (with its stderr) instead of failing.
+func kubectlErr(t *testing.T, cluster string, args ...string) (string, error) {
+	t.Helper()
 	kc, err := fleet.Kubeconfig(cluster)
 	if err != nil {
 		t.Fatal(err)
@@ -131,7 +141,7 @@ func kubectl(t *testing.T, cluster string, args ...string) string {
 		if errors.As(err, &ee) {
 			stderr = string(ee.Stderr)
 		}
-		t.Fatalf("kubectl %v: %v\n%s%s", args, err, out, stderr)
+		return string(out), fmt.Errorf("kubectl %v: %w\n%s%s", args, err, out, stderr)
 	}
-	return string(out)
+	return string(out), nil
 }

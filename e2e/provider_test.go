@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -35,6 +36,8 @@ import (
 var (
 	providerMu   sync.Mutex
 	providerStop func()
+	// providerPort is the kubelet API port of the running provider.
+	providerPort int32
 )
 
 // providerSweep is how often the provider looks for site pods whose host pod is gone.
@@ -52,6 +55,11 @@ func startProvider(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	providerPort = int32(port)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	log := logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -60,8 +68,9 @@ func startProvider(t *testing.T) {
 		done <- provider.Run(ctx, provider.Config{
 			Host:              host,
 			Logger:            log,
-			Endpoint:          provider.Endpoint{Address: "127.0.0.1", Port: 10250},
+			Endpoint:          provider.Endpoint{Address: "127.0.0.1", Port: int32(port)},
 			SweepInterval:     providerSweep,
+			Kubelet:           provider.KubeletAPI{BindAddress: "127.0.0.1", ClientCAFile: fleet.CACertPath("host")},
 			MetricsRegisterer: prometheus.NewRegistry(),
 			// TestProviderRestart stops this provider and starts another.
 			SkipNameValidation: true,
@@ -79,6 +88,16 @@ func startProvider(t *testing.T) {
 			fmt.Fprintln(os.Stderr, "e2e: provider:", err)
 		}
 	}
+}
+
+// freePort returns a TCP port nothing listens on now.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // stopProvider stops the provider if a test started it.
@@ -128,7 +147,7 @@ func TestProviderVirtualNodes(t *testing.T) {
 		if !sitereg.NodeReady(n) {
 			t.Errorf("not Ready: %v", n.Status.Conditions)
 		}
-		if n.Status.NodeInfo.KubeletVersion != lab.KubernetesVersion || n.Status.DaemonEndpoints.KubeletEndpoint.Port != 10250 {
+		if n.Status.NodeInfo.KubeletVersion != lab.KubernetesVersion || n.Status.DaemonEndpoints.KubeletEndpoint.Port != providerPort {
 			t.Errorf("node info %+v, endpoints %+v", n.Status.NodeInfo, n.Status.DaemonEndpoints)
 		}
 		// virtual-kubelet renews a Lease per node, as a kubelet does.

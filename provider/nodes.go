@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -28,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/provider/kubeletapi"
 	"github.com/vk8s-io/vk8s/sitereg"
 )
 
@@ -43,10 +45,21 @@ type NodesConfig struct {
 	SiteEvents <-chan event.GenericEvent
 	// Endpoint is the kubelet API advertised in every virtual node.
 	Endpoint Endpoint
+	// Endpoints, when set, gives each virtual node its own kubelet API port and
+	// annotations (the kubelet API server's AddNode and RemoveNode).
+	Endpoints NodeEndpoints
 	// LeaseDurationSeconds of the virtual nodes' Leases. Zero: 40, as a kubelet.
 	LeaseDurationSeconds int32
 	// StatusInterval is how often a NodeController rewrites an unchanged status. Zero: 1m.
 	StatusInterval time.Duration
+}
+
+// NodeEndpoints hands out the kubelet API endpoint of each virtual node.
+type NodeEndpoints interface {
+	// AddNode returns the endpoint of virtual node name, preferring port preferred.
+	AddNode(name string, preferred int32) (kubeletapi.NodeEndpoint, error)
+	// RemoveNode releases the endpoint of a virtual node that is gone.
+	RemoveNode(name string)
 }
 
 // Nodes runs one virtual-kubelet NodeController per virtual node and keeps the set of
@@ -192,7 +205,52 @@ func (m *Nodes) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, e
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("list nodes of site %s: %w", siteName, err)
 	}
-	return ctrl.Result{}, m.sync(ctx, siteName, VirtualNodes(site, siteNodes, conn.KubernetesVersion, m.cfg.Endpoint))
+	want := VirtualNodes(site, siteNodes, conn.KubernetesVersion, m.cfg.Endpoint)
+	if err := m.endpoints(ctx, siteName, want); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{}, m.sync(ctx, siteName, want)
+}
+
+// endpoints sets each virtual node's own kubelet API port and annotations, keeping the
+// port it advertises now when it can, so that restarts do not move it.
+func (m *Nodes) endpoints(ctx context.Context, site string, nodes []*corev1.Node) error {
+	if m.cfg.Endpoints == nil {
+		return nil
+	}
+	m.mu.Lock()
+	have := m.running[site]
+	current := map[string]int32{}
+	for name, v := range have {
+		current[name] = v.provider.current().Status.DaemonEndpoints.KubeletEndpoint.Port
+	}
+	m.mu.Unlock()
+	for _, n := range nodes {
+		preferred, ok := current[n.Name]
+		if !ok {
+			host := &corev1.Node{}
+			if err := m.client.Get(ctx, client.ObjectKey{Name: n.Name}, host); err == nil {
+				preferred = host.Status.DaemonEndpoints.KubeletEndpoint.Port
+			}
+		}
+		ep, err := m.cfg.Endpoints.AddNode(n.Name, preferred)
+		if err != nil {
+			return fmt.Errorf("kubelet API endpoint of virtual node %s: %w", n.Name, err)
+		}
+		n.Status.DaemonEndpoints.KubeletEndpoint.Port = ep.Port
+		if len(ep.Annotations) > 0 && n.Annotations == nil {
+			n.Annotations = map[string]string{}
+		}
+		maps.Copy(n.Annotations, ep.Annotations)
+	}
+	return nil
+}
+
+// released tells the endpoints that a virtual node is gone.
+func (m *Nodes) released(name string) {
+	if m.cfg.Endpoints != nil {
+		m.cfg.Endpoints.RemoveNode(name)
+	}
 }
 
 // disconnected keeps the virtual nodes of a site the registry cannot give. When the Site's
@@ -277,6 +335,7 @@ func (m *Nodes) sync(ctx context.Context, site string, want []*corev1.Node) erro
 		}
 		v.stop()
 		delete(have, name)
+		m.released(name)
 		err := m.cfg.Host.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{})
 		if err != nil && !apierrors.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("delete virtual node %s: %w", name, err))
@@ -299,6 +358,7 @@ func (m *Nodes) sync(ctx context.Context, site string, want []*corev1.Node) erro
 	}
 	for i := range hostNodes.Items {
 		if name := hostNodes.Items[i].Name; !keep[name] {
+			m.released(name)
 			err := m.cfg.Host.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{})
 			if err != nil && !apierrors.IsNotFound(err) {
 				errs = append(errs, fmt.Errorf("delete stale virtual node %s: %w", name, err))

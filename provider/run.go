@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os"
+	"strconv"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -17,9 +20,11 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/provider/kubeletapi"
 	"github.com/vk8s-io/vk8s/sitereg"
 )
 
@@ -47,9 +52,35 @@ type Config struct {
 	SweepInterval time.Duration
 	// MetricsRegisterer receives the provider's metrics. Nil: controller-runtime's registry.
 	MetricsRegisterer prometheus.Registerer
+	// Kubelet configures the kubelet API endpoint that serves every virtual node.
+	Kubelet KubeletAPI
 	// SkipNameValidation lets a process run the provider more than once (tests):
 	// controller-runtime refuses a controller name it has seen before.
 	SkipNameValidation bool
+}
+
+// KubeletAPI configures the provider's kubelet API endpoint (package kubeletapi).
+type KubeletAPI struct {
+	// Disabled turns the endpoint off; virtual nodes still advertise Endpoint.
+	Disabled bool
+	// BindAddress is the IP the endpoint listens on. Empty: every address.
+	BindAddress string
+	// NodePorts, when set, gives each virtual node a port of its own from this range,
+	// so that node-level requests (stats, metrics) say which node they are for.
+	NodePorts kubeletapi.PortRange
+	// ClientCAFile holds the CA of the client certificates the host's API server
+	// presents (--kubelet-client-certificate); empty: bearer tokens only.
+	ClientCAFile string
+	// CertFile and KeyFile are a serving certificate; empty: one from the host's
+	// kubernetes.io/kubelet-serving signer through a CertificateSigningRequest.
+	CertFile, KeyFile string
+	// CertDir keeps the signed certificate and its key across restarts. Empty: memory.
+	CertDir string
+	// DisableCSRApproval leaves the provider's CertificateSigningRequest to an operator
+	// (kubectl certificate approve).
+	DisableCSRApproval bool
+	// SelfSigned serves a self-signed certificate (tests that do not go through the host).
+	SelfSigned bool
 }
 
 // DefaultTenant is the tenant of a provider configured without one.
@@ -114,13 +145,6 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	nodes, err := NewNodes(NodesConfig{Host: host, Registry: reg, SiteEvents: siteEvents, Endpoint: cfg.Endpoint})
-	if err != nil {
-		return err
-	}
-	if err := nodes.SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("virtual nodes: %w", err)
-	}
 	lifecycle, err := newLifecycle(host, reg, podSiteEvents, cfg, scheme)
 	if err != nil {
 		return err
@@ -128,5 +152,62 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := mgr.Add(lifecycle); err != nil {
 		return err
 	}
+	nodesCfg := NodesConfig{Host: host, Registry: reg, SiteEvents: siteEvents, Endpoint: cfg.Endpoint}
+	if !cfg.Kubelet.Disabled {
+		api, err := newKubeletAPI(cfg, host, lifecycle.pods)
+		if err != nil {
+			return err
+		}
+		if err := mgr.Add(manager.RunnableFunc(api.Run)); err != nil {
+			return err
+		}
+		nodesCfg.Endpoints = api
+	}
+	nodes, err := NewNodes(nodesCfg)
+	if err != nil {
+		return err
+	}
+	if err := nodes.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("virtual nodes: %w", err)
+	}
 	return mgr.Start(ctx)
+}
+
+// newKubeletAPI builds the kubelet API endpoint of all virtual nodes.
+func newKubeletAPI(cfg Config, host kubernetes.Interface, resolver kubeletapi.Resolver) (*kubeletapi.Server, error) {
+	k := cfg.Kubelet
+	auth := kubeletapi.AuthConfig{Host: host}
+	if k.ClientCAFile != "" {
+		ca, err := os.ReadFile(k.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("kubelet API client CA: %w", err)
+		}
+		auth.ClientCA = ca
+	}
+	tlsCfg := kubeletapi.TLSConfig{CertFile: k.CertFile, KeyFile: k.KeyFile, SelfSigned: k.SelfSigned}
+	if k.CertFile == "" && !k.SelfSigned {
+		csr := &kubeletapi.CSRConfig{Host: host, Name: "vk8s-provider", CertDir: k.CertDir, DisableApproval: k.DisableCSRApproval}
+		if ip := net.ParseIP(cfg.Endpoint.Address); ip != nil {
+			csr.IPs = []net.IP{ip}
+		} else {
+			csr.DNSNames = []string{cfg.Endpoint.Address}
+		}
+		tlsCfg.CSR = csr
+	}
+	if k.SelfSigned {
+		tlsCfg.SelfSignedHosts = []string{cfg.Endpoint.Address}
+	}
+	api, err := kubeletapi.New(kubeletapi.Config{
+		Resolver:          resolver,
+		Address:           net.JoinHostPort(k.BindAddress, strconv.Itoa(int(cfg.Endpoint.Port))),
+		NodePorts:         k.NodePorts,
+		Auth:              auth,
+		TLS:               tlsCfg,
+		Logger:            cfg.Logger.WithName("kubelet-api"),
+		MetricsRegisterer: cfg.MetricsRegisterer,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kubelet API: %w", err)
+	}
+	return api, nil
 }

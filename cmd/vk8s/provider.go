@@ -7,6 +7,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vk8s-io/vk8s/provider"
+	"github.com/vk8s-io/vk8s/provider/kubeletapi"
 )
 
 func newProviderCommand() *cobra.Command {
@@ -14,6 +15,7 @@ func newProviderCommand() *cobra.Command {
 		kubeconfig string
 		cfg        provider.Config
 		port       int32
+		nodePorts  string
 	)
 	cmd := &cobra.Command{
 		Use:   "provider",
@@ -28,6 +30,11 @@ func newProviderCommand() *cobra.Command {
 			}
 			cfg.Host = host
 			cfg.Endpoint.Port = port
+			if nodePorts != "" {
+				if cfg.Kubelet.NodePorts, err = kubeletapi.ParsePortRange(nodePorts); err != nil {
+					return fmt.Errorf("--kubelet-node-ports: %w", err)
+				}
+			}
 			return provider.Run(cmd.Context(), cfg)
 		},
 	}
@@ -36,6 +43,14 @@ func newProviderCommand() *cobra.Command {
 	f.StringVar(&cfg.Endpoint.Address, "node-address", "", "address of this process that virtual nodes advertise for their kubelet API (required)")
 	_ = cmd.MarkFlagRequired("node-address")
 	f.Int32Var(&port, "kubelet-port", 10250, "port of the kubelet API that virtual nodes advertise")
+	f.StringVar(&nodePorts, "kubelet-node-ports", "", "range of ports (e.g. 20000-23999) giving each virtual node its own kubelet API port; empty: all share --kubelet-port")
+	f.StringVar(&cfg.Kubelet.BindAddress, "kubelet-bind-address", "", "IP the kubelet API listens on (default: every address)")
+	f.StringVar(&cfg.Kubelet.ClientCAFile, "kubelet-client-ca-file", "", "CA of the client certificate the host's API server presents to kubelets (--kubelet-client-certificate); empty: bearer tokens only")
+	f.StringVar(&cfg.Kubelet.CertFile, "kubelet-tls-cert-file", "", "serving certificate of the kubelet API (default: one from the host's kubelet-serving signer)")
+	f.StringVar(&cfg.Kubelet.KeyFile, "kubelet-tls-key-file", "", "key of --kubelet-tls-cert-file")
+	f.StringVar(&cfg.Kubelet.CertDir, "kubelet-cert-dir", "", "folder keeping the signed serving certificate across restarts (default: memory)")
+	f.BoolVar(&cfg.Kubelet.DisableCSRApproval, "kubelet-disable-csr-approval", false, "do not approve the provider's own CertificateSigningRequest; wait for an operator")
+	f.BoolVar(&cfg.Kubelet.Disabled, "kubelet-disabled", false, "do not serve the kubelet API (logs, exec, metrics through the host do not work)")
 	f.StringVar(&cfg.MetricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; 0 turns it off")
 	f.StringVar(&cfg.HealthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz; 0 turns them off")
 	f.StringVar(&cfg.Tenant, "tenant", provider.DefaultTenant, "name of this host installation; pods run on sites in namespaces <tenant>-<namespace>")

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"sigs.k8s.io/yaml"
 )
@@ -31,8 +32,15 @@ const (
 )
 
 // kwokctlConfig renders the KwokctlConfiguration of one cluster: the binary runtime with
-// local binaries only, so kwokctl never downloads anything.
-func kwokctlConfig(role clusterRole, tools map[string]string, advertise string) ([]byte, error) {
+// local binaries only, so kwokctl never downloads anything. pki is the cluster's pki folder
+// (kwokctl writes ca.crt, ca.key, admin.crt and admin.key there); content is the lab's
+// folder of simulated container logs and exec working directory.
+//
+// The host verifies kubelet serving certificates as hardened clusters do: its API server
+// presents the admin certificate to kubelets and checks theirs against the cluster CA,
+// which its controller manager signs kubernetes.io/kubelet-serving requests with. Sites
+// get kwok's ClusterLogs and ClusterExec, so that logs and exec of their pods answer.
+func kwokctlConfig(role clusterRole, tools map[string]string, advertise, pki, content string) ([]byte, error) {
 	options := map[string]any{
 		"runtime":                     "binary",
 		"kubeVersion":                 KubernetesVersion,
@@ -46,22 +54,91 @@ func kwokctlConfig(role clusterRole, tools map[string]string, advertise string) 
 		"etcdutlBinary":               tools["etcdutl"],
 		"kwokControllerBinary":        tools["kwok"],
 	}
+	apiserverArgs := []any{arg("advertise-address", advertise)}
+	patches := []any{}
 	if role == roleHost {
 		// Host nodes are the provider's virtual nodes; kwok must not manage them.
 		options["disable"] = []string{"kwok-controller"}
-	}
-	cfg := map[string]any{
-		"apiVersion": "config.kwok.x-k8s.io/v1alpha1",
-		"kind":       "KwokctlConfiguration",
-		"options":    options,
-		"componentsPatches": []any{map[string]any{
-			"name": "kube-apiserver",
+		apiserverArgs = append(apiserverArgs,
+			arg("kubelet-client-certificate", filepath.Join(pki, "admin.crt")),
+			arg("kubelet-client-key", filepath.Join(pki, "admin.key")),
+			arg("kubelet-certificate-authority", filepath.Join(pki, "ca.crt")),
+			arg("kubelet-preferred-address-types", "InternalIP"),
+		)
+		patches = append(patches, map[string]any{
+			"name": "kube-controller-manager",
 			"extraArgs": []any{
-				map[string]any{"key": "advertise-address", "value": advertise},
+				arg("cluster-signing-cert-file", filepath.Join(pki, "ca.crt")),
+				arg("cluster-signing-key-file", filepath.Join(pki, "ca.key")),
 			},
-		}},
+		})
 	}
-	return yaml.Marshal(cfg)
+	patches = append([]any{map[string]any{"name": "kube-apiserver", "extraArgs": apiserverArgs}}, patches...)
+	docs := []any{map[string]any{
+		"apiVersion":        "config.kwok.x-k8s.io/v1alpha1",
+		"kind":              "KwokctlConfiguration",
+		"options":           options,
+		"componentsPatches": patches,
+	}}
+	if role == roleSite {
+		docs = append(docs,
+			map[string]any{
+				"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterLogs",
+				"metadata": map[string]any{"name": "vk8s-lab-logs"},
+				"spec": map[string]any{"logs": []any{map[string]any{
+					"logsFile":         filepath.Join(content, currentLogFile),
+					"previousLogsFile": filepath.Join(content, previousLogFile),
+					"follow":           true,
+				}}},
+			},
+			map[string]any{
+				"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterExec",
+				"metadata": map[string]any{"name": "vk8s-lab-exec"},
+				"spec": map[string]any{"execs": []any{map[string]any{
+					"local": map[string]any{"workDir": filepath.Join(content, execDir)},
+				}}},
+			})
+	}
+	var out bytes.Buffer
+	for i, d := range docs {
+		raw, err := yaml.Marshal(d)
+		if err != nil {
+			return nil, err
+		}
+		if i > 0 {
+			out.WriteString("---\n")
+		}
+		out.Write(raw)
+	}
+	return out.Bytes(), nil
+}
+
+func arg(key, value string) map[string]any { return map[string]any{"key": key, "value": value} }
+
+// Files of the simulated containers on the sites (kwok's ClusterLogs and ClusterExec).
+const (
+	currentLogFile  = "current.log"
+	previousLogFile = "previous.log"
+	execDir         = "exec"
+)
+
+// writeSiteContent writes what site pods show through kwok: container logs in the CRI
+// format kubelets write (the current run and a previous one), and the folder exec runs in.
+func writeSiteContent(dir string) error {
+	if err := os.MkdirAll(filepath.Join(dir, execDir), 0o755); err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	var cur, prev strings.Builder
+	for i := 1; i <= 5; i++ {
+		ts := now.Add(time.Duration(i-6) * time.Second).Format(time.RFC3339Nano)
+		fmt.Fprintf(&cur, "%s stdout F vk8s lab: line %d of the simulated container on its site\n", ts, i)
+		fmt.Fprintf(&prev, "%s stdout F vk8s lab: line %d of the previous run\n", ts, i)
+	}
+	if err := os.WriteFile(filepath.Join(dir, currentLogFile), []byte(cur.String()), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, previousLogFile), []byte(prev.String()), 0o644)
 }
 
 // advertiseAddress returns the machine's first global IPv4 address, as kube-apiserver would

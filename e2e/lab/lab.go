@@ -101,6 +101,16 @@ func (l *Lab) clusterDir(cluster string) string {
 	return filepath.Join(l.workdir(), "clusters", l.ClusterName(cluster))
 }
 
+// pkiDir holds a cluster's CA and admin certificate, as kwokctl writes them.
+func (l *Lab) pkiDir(cluster string) string { return filepath.Join(l.clusterDir(cluster), "pki") }
+
+// CACertPath is the CA of a lab cluster: it signs the admin certificate its API server
+// presents to kubelets and, in the host, kubelet serving certificates.
+func (l *Lab) CACertPath(cluster string) string { return filepath.Join(l.pkiDir(cluster), "ca.crt") }
+
+// siteContentDir holds the logs and exec folder of the sites' simulated containers.
+func (l *Lab) siteContentDir() string { return filepath.Join(l.cfg.Dir, "site-content") }
+
 func (l *Lab) kubeconfigPath(cluster string) string {
 	return filepath.Join(l.clusterDir(cluster), "kubeconfig.yaml")
 }

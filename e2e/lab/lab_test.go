@@ -149,10 +149,12 @@ func TestKwokctlConfig(t *testing.T) {
 		role        clusterRole
 		wantDisable bool
 	}{{roleHost, true}, {roleSite, false}} {
-		raw, err := kwokctlConfig(tc.role, tools, "192.0.2.9")
+		raw, err := kwokctlConfig(tc.role, tools, "192.0.2.9", "/pki", "/content")
 		if err != nil {
 			t.Fatal(err)
 		}
+		docs := strings.Split(string(raw), "\n---\n")
+		raw = []byte(docs[0])
 		var cfg struct {
 			Kind    string         `json:"kind"`
 			Options map[string]any `json:"options"`
@@ -179,8 +181,31 @@ func TestKwokctlConfig(t *testing.T) {
 		if _, disabled := cfg.Options["disable"]; disabled != tc.wantDisable {
 			t.Errorf("role %d: disable = %v, want set %v", tc.role, cfg.Options["disable"], tc.wantDisable)
 		}
-		if len(cfg.Patches) != 1 || cfg.Patches[0].Name != "kube-apiserver" || cfg.Patches[0].ExtraArgs[0].Value != "192.0.2.9" {
+		if len(cfg.Patches) == 0 || cfg.Patches[0].Name != "kube-apiserver" || cfg.Patches[0].ExtraArgs[0].Value != "192.0.2.9" {
 			t.Errorf("role %d: patches %+v", tc.role, cfg.Patches)
+		}
+		args := map[string]string{}
+		for _, p := range cfg.Patches {
+			for _, a := range p.ExtraArgs {
+				args[p.Name+" --"+a.Key] = a.Value
+			}
+		}
+		if tc.role == roleHost {
+			// The host verifies the provider's kubelet serving certificate, signed by its CA.
+			for key, want := range map[string]string{
+				"kube-apiserver --kubelet-certificate-authority":     "/pki/ca.crt",
+				"kube-apiserver --kubelet-client-certificate":        "/pki/admin.crt",
+				"kube-controller-manager --cluster-signing-key-file": "/pki/ca.key",
+			} {
+				if args[key] != want {
+					t.Errorf("host: %s = %q, want %q", key, args[key], want)
+				}
+			}
+		}
+		// Sites simulate container logs and exec with kwok.
+		if wantDocs := map[clusterRole]int{roleHost: 1, roleSite: 3}[tc.role]; len(docs) != wantDocs ||
+			(tc.role == roleSite && (!strings.Contains(docs[1], "kind: ClusterLogs") || !strings.Contains(docs[2], "kind: ClusterExec"))) {
+			t.Errorf("role %d: %d documents, want %d:\n%s", tc.role, len(docs), wantDocs, strings.Join(docs, "\n---\n"))
 		}
 	}
 }

@@ -43,6 +43,10 @@ func (l *Lab) providerLogPath() string {
 
 // ensureProvider runs `vk8s provider` against the host, unless it already runs from the
 // same binary, and waits until it is ready.
+// labNodePorts gives each virtual node its own kubelet API port; a port another lab holds
+// is skipped.
+const labNodePorts = "21000-21999"
+
 func (l *Lab) ensureProvider(ctx context.Context, st *state) error {
 	bin := l.cfg.Vk8sBinary
 	info, err := os.Stat(bin)
@@ -79,6 +83,9 @@ func (l *Lab) ensureProvider(ctx context.Context, st *state) error {
 		"--kubeconfig", kubeconfig,
 		"--node-address", "127.0.0.1",
 		"--kubelet-port", strconv.Itoa(p.KubeletPort),
+		"--kubelet-node-ports", labNodePorts,
+		"--kubelet-client-ca-file", l.CACertPath("host"),
+		"--kubelet-cert-dir", filepath.Join(l.cfg.Dir, "provider-certs"),
 		"--metrics-bind-address", "127.0.0.1:"+strconv.Itoa(p.MetricsPort),
 		"--health-probe-bind-address", "127.0.0.1:"+strconv.Itoa(p.HealthPort),
 	)

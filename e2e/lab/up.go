@@ -135,7 +135,10 @@ func (l *Lab) ensureCluster(ctx context.Context, cluster string, role clusterRol
 		}
 	} else {
 		l.logf("%s: creating", name)
-		cfg, err := kwokctlConfig(role, l.tools, advertise)
+		if err := writeSiteContent(l.siteContentDir()); err != nil {
+			return err
+		}
+		cfg, err := kwokctlConfig(role, l.tools, advertise, l.pkiDir(cluster), l.siteContentDir())
 		if err != nil {
 			return err
 		}

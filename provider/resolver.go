@@ -1,0 +1,96 @@
+package provider
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/provider/kubeletapi"
+)
+
+// Pods answers the kubelet API's questions from its caches.
+var _ kubeletapi.Resolver = (*Pods)(nil)
+
+// Pod implements kubeletapi.Resolver: where host pod namespace/name runs.
+func (p *Pods) Pod(_ context.Context, namespace, name string) (*kubeletapi.PodTarget, error) {
+	host, err := p.cfg.HostPods.Pods(namespace).Get(name)
+	if err != nil {
+		return nil, errdefs.NotFoundf("pod %s/%s: not bound to a node", namespace, name)
+	}
+	site, _, err := p.placement(host)
+	if err != nil {
+		return nil, errdefs.AsNotFound(fmt.Errorf("pod %s/%s: %w", namespace, name, err))
+	}
+	sp, _ := p.find(namespace, name)
+	if sp == nil || sp.Labels[LabelHostPodUID] != string(host.UID) {
+		return nil, errdefs.NotFoundf("pod %s/%s is not on site %s yet", namespace, name, site)
+	}
+	conn, err := p.cfg.Registry.Get(site)
+	if err != nil {
+		return nil, err
+	}
+	return &kubeletapi.PodTarget{
+		Node: host.Spec.NodeName, Site: conn, Namespace: sp.Namespace, Name: sp.Name, SiteNode: sp.Spec.NodeName,
+	}, nil
+}
+
+// Node implements kubeletapi.Resolver: the site and real nodes a virtual node stands for.
+func (p *Pods) Node(_ context.Context, name string) (*kubeletapi.NodeTarget, error) {
+	n, err := p.cfg.HostNodes.Get(name)
+	if err != nil || n.Labels[vk8sv1.LabelSite] == "" || n.Labels[LabelType] != TypeVirtualKubelet {
+		return nil, errdefs.NotFoundf("node %s is not a virtual node of vk8s", name)
+	}
+	conn, err := p.cfg.Registry.Get(n.Labels[vk8sv1.LabelSite])
+	if err != nil {
+		return nil, err
+	}
+	if siteNode := n.Labels[vk8sv1.LabelSiteNode]; siteNode != "" {
+		return &kubeletapi.NodeTarget{Site: conn, SiteNodes: []string{siteNode}}, nil
+	}
+	nodes, err := conn.Nodes.List(labels.Everything())
+	if err != nil {
+		return nil, err
+	}
+	t := &kubeletapi.NodeTarget{Site: conn}
+	for _, sn := range nodes {
+		t.SiteNodes = append(t.SiteNodes, sn.Name)
+	}
+	slices.Sort(t.SiteNodes)
+	return t, nil
+}
+
+// NodePods implements kubeletapi.Resolver: the host pods bound to a virtual node.
+func (p *Pods) NodePods(_ context.Context, name string) ([]*corev1.Pod, error) {
+	return p.cfg.HostPodsOn(name), nil
+}
+
+// HostPod implements kubeletapi.Resolver: the host pod a site pod runs for.
+func (p *Pods) HostPod(site, namespace, name string) (kubeletapi.HostPod, bool) {
+	conn, err := p.cfg.Registry.Get(site)
+	if err != nil {
+		return kubeletapi.HostPod{}, false
+	}
+	p.mu.Lock()
+	c := p.clusters[conn.Key]
+	p.mu.Unlock()
+	if c == nil {
+		return kubeletapi.HostPod{}, false
+	}
+	obj, ok, err := c.pods.GetIndexer().GetByKey(namespace + "/" + name)
+	if err != nil || !ok {
+		return kubeletapi.HostPod{}, false
+	}
+	sp, _ := obj.(*corev1.Pod)
+	if sp == nil || sp.Labels[LabelTenant] != p.cfg.Tenant {
+		return kubeletapi.HostPod{}, false
+	}
+	return kubeletapi.HostPod{
+		Namespace: sp.Labels[LabelHostNamespace], Name: sp.Name, UID: types.UID(sp.Labels[LabelHostPodUID]),
+	}, true
+}
