@@ -61,6 +61,10 @@ demo: tools build ## Bring up the lab (a host and 3 sites x 3 nodes, with the pr
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" get pods -o wide
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --site site2 --name $(LAB))" get pods -A -l vk8s.io/tenant -o wide
 
+.PHONY: bench
+bench: tools build ## Measure pod start latency (host vs. sites directly) and the provider's footprint at 3/30/300 sites.
+	go run ./e2e/bench --vk8s bin/vk8s
+
 .PHONY: lab-down
 lab-down: build ## Remove the lab made by `make demo`.
 	bin/vk8s lab down --name $(LAB)

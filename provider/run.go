@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -54,6 +55,11 @@ type Config struct {
 	MetricsRegisterer prometheus.Registerer
 	// Kubelet configures the kubelet API endpoint that serves every virtual node.
 	Kubelet KubeletAPI
+	// LeaderElection makes replicas of the provider elect one that runs the virtual nodes
+	// and pods (Lease LeaderElectionNamespace/vk8s-provider); the others wait.
+	LeaderElection bool
+	// LeaderElectionNamespace holds the leader election Lease. Empty: vk8s-system.
+	LeaderElectionNamespace string
 	// SkipNameValidation lets a process run the provider more than once (tests):
 	// controller-runtime refuses a controller name it has seen before.
 	SkipNameValidation bool
@@ -82,6 +88,12 @@ type KubeletAPI struct {
 	// SelfSigned serves a self-signed certificate (tests that do not go through the host).
 	SelfSigned bool
 }
+
+// Client rate limits towards the host when its configuration sets none.
+const (
+	DefaultHostQPS   = 100
+	DefaultHostBurst = 200
+)
 
 // DefaultTenant is the tenant of a provider configured without one.
 const DefaultTenant = "vk8s"
@@ -119,7 +131,12 @@ func Run(ctx context.Context, cfg Config) error {
 		HealthProbeBindAddress:  cfg.HealthAddr,
 		GracefulShutdownTimeout: ptr.To(10 * time.Second),
 		Controller:              config.Controller{SkipNameValidation: ptr.To(cfg.SkipNameValidation)},
-		Logger:                  cfg.Logger,
+		LeaderElection:          cfg.LeaderElection,
+		LeaderElectionID:        "vk8s-provider",
+		LeaderElectionNamespace: cmp.Or(cfg.LeaderElectionNamespace, "vk8s-system"),
+		// A new leader takes over at once when the old one stops cleanly.
+		LeaderElectionReleaseOnCancel: true,
+		Logger:                        cfg.Logger,
 	})
 	if err != nil {
 		return fmt.Errorf("provider manager: %w", err)
@@ -141,7 +158,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := reg.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("site registry: %w", err)
 	}
-	host, err := kubernetes.NewForConfig(cfg.Host)
+	// The pod controller writes a status per pod change and an Event per operation:
+	// client-go's default of 5 requests per second would queue them for seconds.
+	hostCfg := rest.CopyConfig(cfg.Host)
+	if hostCfg.QPS == 0 {
+		hostCfg.QPS, hostCfg.Burst = DefaultHostQPS, DefaultHostBurst
+	}
+	host, err := kubernetes.NewForConfig(hostCfg)
 	if err != nil {
 		return err
 	}
