@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/go-logr/logr"
+	"golang.org/x/time/rate"
 	vklog "github.com/virtual-kubelet/virtual-kubelet/log"
 	"github.com/virtual-kubelet/virtual-kubelet/node"
 	corev1 "k8s.io/api/core/v1"
@@ -17,6 +19,7 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	"github.com/vk8s-io/vk8s/sitereg"
@@ -131,6 +134,11 @@ func newLifecycle(host kubernetes.Interface, reg *sitereg.Registry, siteEvents <
 		// Environment from ConfigMaps and Secrets stays a reference: the site resolves it
 		// from the copies, and values never sit in the site pod's spec.
 		SkipDownwardAPIResolution: true,
+		// client-go's default (10 per second overall) would make the status of the 300th
+		// of 100 pods x 3 status changes wait 30 s: one process serves every site.
+		SyncPodsFromKubernetesRateLimiter:    podQueueRateLimiter(),
+		SyncPodStatusFromProviderRateLimiter: podQueueRateLimiter(),
+		DeletePodsFromKubernetesRateLimiter:  podQueueRateLimiter(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pod controller: %w", err)
@@ -140,6 +148,16 @@ func newLifecycle(host kubernetes.Interface, reg *sitereg.Registry, siteEvents <
 		podFactory: podFactory, objFactory: objFactory, pods: pods, controller: pc,
 		broadcast: broadcast, workers: cfg.PodWorkers, log: log,
 	}, nil
+}
+
+// podQueueRateLimiter is the rate limiter of virtual-kubelet's pod queues: per item
+// exponential backoff on failure, and an overall bound sized for a process that serves
+// thousands of pods (the host client's own rate limit still applies).
+func podQueueRateLimiter() workqueue.TypedRateLimiter[any] {
+	return workqueue.NewTypedMaxOfRateLimiter(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[any](5*time.Millisecond, 30*time.Second),
+		&workqueue.TypedBucketRateLimiter[any]{Limiter: rate.NewLimiter(rate.Limit(500), 1000)},
+	)
 }
 
 // Start runs until ctx ends: the host caches first, then the site side and the pod
