@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -86,6 +87,47 @@ func TestProviderPods(t *testing.T) {
 			if site != "site2" && (!apierrors.IsNotFound(errCM) || !apierrors.IsNotFound(errS)) {
 				t.Errorf("%s has the ConfigMap or Secret of a pod it does not run: %v, %v", site, errCM, errS)
 			}
+		}
+	})
+
+	t.Run("the host status is the site's: phase, conditions, container statuses, pod IP", func(t *testing.T) {
+		var hp, sp *corev1.Pod
+		waitFor(t, "host and site statuses to agree", func(ctx context.Context) (bool, error) {
+			hp, sp = &corev1.Pod{}, &corev1.Pod{}
+			if err := host.Get(ctx, client.ObjectKey{Namespace: podsNS, Name: "web"}, hp); err != nil {
+				return false, err
+			}
+			if err := siteClient(t, "site2").Get(ctx, client.ObjectKey{Namespace: siteNS, Name: "web"}, sp); err != nil {
+				return false, err
+			}
+			return equality.Semantic.DeepEqual(provider.HostStatus(hp, sp), hp.Status), nil
+		})
+		if len(hp.Status.ContainerStatuses) != 1 || hp.Status.StartTime == nil || len(hp.Status.Conditions) == 0 {
+			t.Errorf("host status lacks what the site reported: %+v", hp.Status)
+		}
+	})
+
+	t.Run("a pod's ServiceAccount is the site's: copied without the host's token, mounted by the site", func(t *testing.T) {
+		mustCreate(t, host, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "runner", Namespace: podsNS}})
+		p := testPod("runner", "site2-node1")
+		p.Spec.ServiceAccountName = "runner"
+		mustCreate(t, host, p)
+		hp := waitHostPod(t, "runner", "Running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+		sp := waitSitePod(t, "site2", "runner", "present", func(*corev1.Pod) bool { return true })
+		if err := siteClient(t, "site2").Get(ctx, client.ObjectKey{Namespace: siteNS, Name: "runner"}, &corev1.ServiceAccount{}); err != nil {
+			t.Errorf("the ServiceAccount is not on site2: %v", err)
+		}
+		siteToken, hostToken := hostTokenVolume(sp), hostTokenVolume(hp)
+		if siteToken == "" || siteToken == hostToken {
+			t.Errorf("site pod token volume %q (host's %q): want the site's own", siteToken, hostToken)
+		}
+		for _, v := range sp.Spec.Volumes {
+			if v.Name == siteToken && (v.Projected == nil || len(v.Projected.Sources) == 0 || v.Projected.Sources[0].ServiceAccountToken == nil) {
+				t.Errorf("site token volume %+v: want a projected service-account token", v)
+			}
+		}
+		if err := host.Delete(ctx, hp); err != nil {
+			t.Fatal(err)
 		}
 	})
 
@@ -175,6 +217,15 @@ func TestProviderPods(t *testing.T) {
 			Spec:       corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{corev1.ResourcePods: resource.MustParse("1")}},
 		}
 		mustCreate(t, sc, quota)
+		// Quota admission counts only once the quota controller has computed the usage.
+		waitFor(t, "the site's quota to count the pod already there", func(ctx context.Context) (bool, error) {
+			q := &corev1.ResourceQuota{}
+			if err := sc.Get(ctx, client.ObjectKeyFromObject(quota), q); err != nil {
+				return false, err
+			}
+			used := q.Status.Used[corev1.ResourcePods]
+			return used.Value() >= 1, nil
+		})
 		mustCreate(t, host, testPod("refused", "site3-node2"))
 		hp := waitHostPod(t, "refused", "a SiteSynced=False condition quoting the quota", func(p *corev1.Pod) bool {
 			c := podCondition(p, provider.ConditionSiteSynced)
