@@ -131,6 +131,43 @@ func TestProviderPods(t *testing.T) {
 		}
 	})
 
+	t.Run("a pod's PersistentVolumeClaim is copied and stays until the host's claim goes", func(t *testing.T) {
+		claim := &corev1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: "data", Namespace: podsNS},
+			Spec: corev1.PersistentVolumeClaimSpec{
+				AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+			},
+		}
+		mustCreate(t, host, claim)
+		p := testPod("keeper", "site1-node3")
+		p.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "data"}}}}
+		mustCreate(t, host, p)
+		site1 := siteClient(t, "site1")
+		key := client.ObjectKey{Namespace: siteNS, Name: "data"}
+		waitFor(t, "the claim on site1", func(ctx context.Context) (bool, error) {
+			return site1.Get(ctx, key, &corev1.PersistentVolumeClaim{}) == nil, nil
+		})
+		// The pod goes; the claim, which holds the site's data, stays.
+		if err := host.Delete(ctx, p, client.GracePeriodSeconds(0)); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the site pod to go", func(ctx context.Context) (bool, error) {
+			return apierrors.IsNotFound(site1.Get(ctx, client.ObjectKey{Namespace: siteNS, Name: "keeper"}, &corev1.Pod{})), nil
+		})
+		time.Sleep(2 * providerSweep) // sweeps that would delete an unused copy have run
+		if err := site1.Get(ctx, key, &corev1.PersistentVolumeClaim{}); err != nil {
+			t.Fatalf("the claim left site1 with its pod: %v", err)
+		}
+		if err := host.Delete(ctx, claim); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the claim to leave site1 with the host's", func(ctx context.Context) (bool, error) {
+			return apierrors.IsNotFound(site1.Get(ctx, key, &corev1.PersistentVolumeClaim{})), nil
+		})
+	})
+
 	t.Run("label, annotation and image edits in the host reach the site pod", func(t *testing.T) {
 		hp := &corev1.Pod{}
 		if err := host.Get(ctx, client.ObjectKey{Namespace: podsNS, Name: "web"}, hp); err != nil {

@@ -79,9 +79,10 @@ func newCluster(conn *sitereg.Conn, tenant string, log logr.Logger) (*cluster, e
 		factory: factory,
 		pods:    pods,
 		copies: map[string]cache.SharedIndexInformer{
-			KindConfigMap:      factory.Core().V1().ConfigMaps().Informer(),
-			KindSecret:         factory.Core().V1().Secrets().Informer(),
-			KindServiceAccount: factory.Core().V1().ServiceAccounts().Informer(),
+			KindConfigMap:             factory.Core().V1().ConfigMaps().Informer(),
+			KindSecret:                factory.Core().V1().Secrets().Informer(),
+			KindServiceAccount:        factory.Core().V1().ServiceAccounts().Informer(),
+			KindPersistentVolumeClaim: factory.Core().V1().PersistentVolumeClaims().Informer(),
 		},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[item](200*time.Millisecond, 30*time.Second),

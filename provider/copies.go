@@ -15,7 +15,8 @@ import (
 // ConfigMaps, Secrets and ServiceAccounts that pods use are copied into the site namespace
 // before the pod is created there, kept equal to the host's while a pod on that cluster
 // uses them, and deleted from the site when none does: a Secret reaches only the clusters
-// that run a pod using it.
+// that run a pod using it. PersistentVolumeClaims are copied the same way but stay until
+// the host's claim is deleted, since the site's volume holds the data.
 
 // hostObject returns a host object a pod references.
 func (p *Pods) hostObject(kind, namespace, name string) (metav1.Object, error) {
@@ -26,6 +27,8 @@ func (p *Pods) hostObject(kind, namespace, name string) (metav1.Object, error) {
 		return p.cfg.HostSecrets.Secrets(namespace).Get(name)
 	case KindServiceAccount:
 		return p.cfg.HostServiceAccounts.ServiceAccounts(namespace).Get(name)
+	case KindPersistentVolumeClaim:
+		return p.cfg.HostPersistentVolumeClaims.PersistentVolumeClaims(namespace).Get(name)
 	}
 	return nil, fmt.Errorf("unknown kind %s", kind)
 }
@@ -50,6 +53,12 @@ func siteCopy(kind string, host metav1.Object, siteNamespace, tenant string) (me
 	case *corev1.ServiceAccount:
 		return &corev1.ServiceAccount{ObjectMeta: meta, AutomountServiceAccountToken: h.AutomountServiceAccountToken,
 			ImagePullSecrets: h.ImagePullSecrets}, nil
+	case *corev1.PersistentVolumeClaim:
+		// The claim as the user wrote it; the site binds it to a volume of its own.
+		return &corev1.PersistentVolumeClaim{ObjectMeta: meta, Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes: h.Spec.AccessModes, Resources: h.Spec.Resources, StorageClassName: h.Spec.StorageClassName,
+			VolumeMode: h.Spec.VolumeMode, Selector: h.Spec.Selector, VolumeAttributesClassName: h.Spec.VolumeAttributesClassName,
+		}}, nil
 	}
 	return nil, fmt.Errorf("%s %s/%s: %T cannot be copied", kind, host.GetNamespace(), host.GetName(), host)
 }
@@ -63,6 +72,9 @@ func content(obj metav1.Object) any {
 		return []any{o.Labels, o.Type, o.Data}
 	case *corev1.ServiceAccount:
 		return []any{o.Labels, o.AutomountServiceAccountToken, o.ImagePullSecrets}
+	case *corev1.PersistentVolumeClaim:
+		// Only the requested size may change (expansion).
+		return []any{o.Labels, o.Spec.Resources.Requests}
 	}
 	return obj
 }
@@ -115,7 +127,7 @@ func (p *Pods) ensureCopy(ctx context.Context, c *cluster, kind string, host met
 	}
 	want.SetResourceVersion(have.GetResourceVersion())
 	err = c.update(ctx, want)
-	if apierrors.IsInvalid(err) {
+	if apierrors.IsInvalid(err) && kind != KindPersistentVolumeClaim {
 		// An immutable copy whose host object changed: replace it.
 		if err := c.delete(ctx, kind, siteNamespace, host.GetName()); err != nil {
 			return err
@@ -136,7 +148,8 @@ func (p *Pods) syncCopy(ctx context.Context, c *cluster, it item) error {
 	}
 	siteNamespace := SiteNamespace(p.cfg.Tenant, it.Namespace)
 	have := c.copy(it.Kind, siteNamespace, it.Name)
-	used := p.copyUsed(c, it, siteNamespace)
+	// A claim stays while the host's does, used or not: its data lives on the site.
+	used := it.Kind == KindPersistentVolumeClaim || p.copyUsed(c, it, siteNamespace)
 	host, err := p.hostObject(it.Kind, it.Namespace, it.Name)
 	if apierrors.IsNotFound(err) || (err == nil && !used) {
 		if have == nil {
@@ -215,6 +228,8 @@ func (c *cluster) create(ctx context.Context, obj metav1.Object) error {
 		_, err = c.client.CoreV1().Secrets(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
 	case *corev1.ServiceAccount:
 		_, err = c.client.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+	case *corev1.PersistentVolumeClaim:
+		_, err = c.client.CoreV1().PersistentVolumeClaims(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
 	default:
 		return fmt.Errorf("cannot create %T", obj)
 	}
@@ -230,6 +245,14 @@ func (c *cluster) update(ctx context.Context, obj metav1.Object) error {
 		_, err = c.client.CoreV1().Secrets(o.Namespace).Update(ctx, o, metav1.UpdateOptions{})
 	case *corev1.ServiceAccount:
 		_, err = c.client.CoreV1().ServiceAccounts(o.Namespace).Update(ctx, o, metav1.UpdateOptions{})
+	case *corev1.PersistentVolumeClaim:
+		// Only the size can change: patch it onto the site's claim, which the site filled in.
+		cur, gerr := c.client.CoreV1().PersistentVolumeClaims(o.Namespace).Get(ctx, o.Name, metav1.GetOptions{})
+		if gerr != nil {
+			return wrapCopy("update", obj, gerr)
+		}
+		cur.Labels, cur.Spec.Resources.Requests = o.Labels, o.Spec.Resources.Requests
+		_, err = c.client.CoreV1().PersistentVolumeClaims(o.Namespace).Update(ctx, cur, metav1.UpdateOptions{})
 	default:
 		return fmt.Errorf("cannot update %T", obj)
 	}
@@ -246,6 +269,8 @@ func (c *cluster) get(ctx context.Context, kind, namespace, name string) (metav1
 		obj, err = c.client.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
 	case KindServiceAccount:
 		obj, err = c.client.CoreV1().ServiceAccounts(namespace).Get(ctx, name, metav1.GetOptions{})
+	case KindPersistentVolumeClaim:
+		obj, err = c.client.CoreV1().PersistentVolumeClaims(namespace).Get(ctx, name, metav1.GetOptions{})
 	default:
 		return nil, fmt.Errorf("unknown kind %s", kind)
 	}
@@ -264,6 +289,8 @@ func (c *cluster) delete(ctx context.Context, kind, namespace, name string) erro
 		err = c.client.CoreV1().Secrets(namespace).Delete(ctx, name, metav1.DeleteOptions{})
 	case KindServiceAccount:
 		err = c.client.CoreV1().ServiceAccounts(namespace).Delete(ctx, name, metav1.DeleteOptions{})
+	case KindPersistentVolumeClaim:
+		err = c.client.CoreV1().PersistentVolumeClaims(namespace).Delete(ctx, name, metav1.DeleteOptions{})
 	default:
 		return fmt.Errorf("unknown kind %s", kind)
 	}

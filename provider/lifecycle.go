@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"golang.org/x/time/rate"
 	vklog "github.com/virtual-kubelet/virtual-kubelet/log"
 	"github.com/virtual-kubelet/virtual-kubelet/node"
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -62,7 +62,7 @@ func newLifecycle(host kubernetes.Interface, reg *sitereg.Registry, siteEvents <
 	synced := []cache.InformerSynced{
 		podInformer.Informer().HasSynced, core.Nodes().Informer().HasSynced,
 		core.ConfigMaps().Informer().HasSynced, core.Secrets().Informer().HasSynced,
-		core.ServiceAccounts().Informer().HasSynced,
+		core.ServiceAccounts().Informer().HasSynced, core.PersistentVolumeClaims().Informer().HasSynced,
 	}
 	if err := podInformer.Informer().AddIndexers(cache.Indexers{indexNodeName: func(obj any) ([]string, error) {
 		if p, ok := obj.(*corev1.Pod); ok && p.Spec.NodeName != "" {
@@ -74,13 +74,14 @@ func newLifecycle(host kubernetes.Interface, reg *sitereg.Registry, siteEvents <
 	}
 	byNode := podInformer.Informer().GetIndexer()
 	pods, err := NewPods(PodsConfig{
-		Tenant:              cfg.Tenant,
-		Host:                host,
-		HostPods:            podInformer.Lister(),
-		HostNodes:           core.Nodes().Lister(),
-		HostConfigMaps:      core.ConfigMaps().Lister(),
-		HostSecrets:         core.Secrets().Lister(),
-		HostServiceAccounts: core.ServiceAccounts().Lister(),
+		Tenant:                     cfg.Tenant,
+		Host:                       host,
+		HostPods:                   podInformer.Lister(),
+		HostNodes:                  core.Nodes().Lister(),
+		HostConfigMaps:             core.ConfigMaps().Lister(),
+		HostSecrets:                core.Secrets().Lister(),
+		HostServiceAccounts:        core.ServiceAccounts().Lister(),
+		HostPersistentVolumeClaims: core.PersistentVolumeClaims().Lister(),
 		HostSynced: func() bool {
 			for _, s := range synced {
 				if !s() {
@@ -111,7 +112,7 @@ func newLifecycle(host kubernetes.Interface, reg *sitereg.Registry, siteEvents <
 	}
 	for kind, inf := range map[string]cache.SharedIndexInformer{
 		KindConfigMap: core.ConfigMaps().Informer(), KindSecret: core.Secrets().Informer(),
-		KindServiceAccount: core.ServiceAccounts().Informer(),
+		KindServiceAccount: core.ServiceAccounts().Informer(), KindPersistentVolumeClaim: core.PersistentVolumeClaims().Informer(),
 	} {
 		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			UpdateFunc: func(_, obj any) { pods.HostObjectChanged(kind, obj) },

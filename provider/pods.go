@@ -34,11 +34,12 @@ type PodsConfig struct {
 	Host kubernetes.Interface
 	// HostPods lists the host's scheduled pods; HostNodes its Nodes; the others the objects
 	// pods reference. All from shared informers the caller starts and syncs.
-	HostPods            corelisters.PodLister
-	HostNodes           corelisters.NodeLister
-	HostConfigMaps      corelisters.ConfigMapLister
-	HostSecrets         corelisters.SecretLister
-	HostServiceAccounts corelisters.ServiceAccountLister
+	HostPods                   corelisters.PodLister
+	HostNodes                  corelisters.NodeLister
+	HostConfigMaps             corelisters.ConfigMapLister
+	HostSecrets                corelisters.SecretLister
+	HostServiceAccounts        corelisters.ServiceAccountLister
+	HostPersistentVolumeClaims corelisters.PersistentVolumeClaimLister
 	// HostSynced reports whether the host caches above are filled.
 	HostSynced cache.InformerSynced
 	// HostPodsOn lists the host pods bound to a node (an index of the HostPods informer).
@@ -97,7 +98,7 @@ func NewPods(cfg PodsConfig) (*Pods, error) {
 	case cfg.Host == nil || cfg.Registry == nil || cfg.Recorder == nil:
 		return nil, errors.New("pods: host client, registry and recorder are required")
 	case cfg.HostPods == nil || cfg.HostNodes == nil || cfg.HostConfigMaps == nil ||
-		cfg.HostSecrets == nil || cfg.HostServiceAccounts == nil || cfg.HostSynced == nil:
+		cfg.HostSecrets == nil || cfg.HostServiceAccounts == nil || cfg.HostPersistentVolumeClaims == nil || cfg.HostSynced == nil:
 		return nil, errors.New("pods: host listers are required")
 	}
 	if cfg.Workers <= 0 {

@@ -13,6 +13,9 @@ const (
 	KindConfigMap      = "ConfigMap"
 	KindSecret         = "Secret"
 	KindServiceAccount = "ServiceAccount"
+	// KindPersistentVolumeClaim copies are made once and deleted only with the host's
+	// claim: deleting one would delete the site's data.
+	KindPersistentVolumeClaim = "PersistentVolumeClaim"
 )
 
 // Ref names an object in the pod's namespace that the pod needs on its site.
@@ -24,8 +27,8 @@ type Ref struct {
 	Optional bool
 }
 
-// References lists the ConfigMaps, Secrets (image pull secrets included) and the
-// ServiceAccount a pod uses, sorted by kind and name, each once. The "default"
+// References lists the ConfigMaps, Secrets (image pull secrets included),
+// PersistentVolumeClaims and the ServiceAccount a pod uses, sorted by kind and name, each once. The "default"
 // ServiceAccount and the host's token volume (with its kube-root-ca.crt ConfigMap) are
 // left out: every site namespace has its own.
 func References(spec *corev1.PodSpec) []Ref {
@@ -53,6 +56,8 @@ func References(spec *corev1.PodSpec) []Ref {
 			add(KindConfigMap, v.ConfigMap.Name, v.ConfigMap.Optional)
 		case v.Secret != nil:
 			add(KindSecret, v.Secret.SecretName, v.Secret.Optional)
+		case v.PersistentVolumeClaim != nil:
+			add(KindPersistentVolumeClaim, v.PersistentVolumeClaim.ClaimName, nil)
 		case v.Projected != nil:
 			for _, s := range v.Projected.Sources {
 				if s.ConfigMap != nil {

@@ -24,6 +24,7 @@ func TestReferences(t *testing.T) {
 				Volumes: []corev1.Volume{
 					{Name: "c", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cm1"}}}},
 					{Name: "s", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "s1", Optional: ptr.To(true)}}},
+					{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "data"}}},
 					{Name: "p", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
 						{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "cm2"}}},
 						{Secret: &corev1.SecretProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "s2"}}},
@@ -40,6 +41,7 @@ func TestReferences(t *testing.T) {
 			},
 			want: []Ref{
 				{Kind: KindConfigMap, Name: "cm1"}, {Kind: KindConfigMap, Name: "cm2"}, {Kind: KindConfigMap, Name: "cm3", Optional: true},
+				{Kind: KindPersistentVolumeClaim, Name: "data"},
 				{Kind: KindSecret, Name: "pull", Optional: true}, {Kind: KindSecret, Name: "s1"}, {Kind: KindSecret, Name: "s2"},
 				{Kind: KindServiceAccount, Name: "runner"},
 			},
