@@ -44,7 +44,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCommand(), newLabCommand(), newProviderCommand())
+	root.AddCommand(newVersionCommand(), newLabCommand(), newProviderCommand(), newWebhookCommand())
 	return root
 }
 

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/vk8s-io/vk8s/overrides"
+	"github.com/vk8s-io/vk8s/webhook"
+	"github.com/vk8s-io/vk8s/webhook/certs"
+)
+
+func newWebhookCommand() *cobra.Command {
+	var (
+		kubeconfig  string
+		service     string
+		servicePort int32
+		cfg         webhook.Config
+	)
+	cmd := &cobra.Command{
+		Use:   "webhook",
+		Short: "Run the admission webhook: per-site replicas, placement, overrides and flavors",
+		Long: `Run the admission webhook against the host cluster. It serves HTTPS with a CA it creates
+and rotates itself (or certificates from --cert-dir), and registers its own
+MutatingWebhookConfiguration and ValidatingWebhookConfiguration, which reach vK8s namespaces
+only. The API server calls it at --url (e.g. https://127.0.0.1:9443, for a webhook outside the
+cluster) or through --service (namespace/name, in the cluster).`,
+		Example: `  vk8s webhook --kubeconfig host.kubeconfig --url https://127.0.0.1:9443 --bind-address 127.0.0.1`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			rules := clientcmd.NewDefaultClientConfigLoadingRules()
+			rules.ExplicitPath = kubeconfig
+			host, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
+			if err != nil {
+				return fmt.Errorf("host cluster configuration: %w", err)
+			}
+			cfg.Host = host
+			if service != "" {
+				ns, name, ok := strings.Cut(service, "/")
+				if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+					return fmt.Errorf("--service %q: write <namespace>/<name>", service)
+				}
+				cfg.Service = &webhook.ServiceReference{Namespace: ns, Name: name, Port: servicePort}
+			}
+			s, err := webhook.New(cfg)
+			if err != nil {
+				return err
+			}
+			return s.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the host cluster (default: in-cluster, or $KUBECONFIG)")
+	f.StringVar(&cfg.URL, "url", "", "base URL the API server calls the webhook at, e.g. https://127.0.0.1:9443 (one of --url and --service)")
+	f.StringVar(&service, "service", "", "namespace/name of the Service the API server calls the webhook through (one of --url and --service)")
+	f.Int32Var(&servicePort, "service-port", 443, "port of --service")
+	f.StringVar(&cfg.BindAddress, "bind-address", "", "address the HTTPS server listens on (default: every address)")
+	f.IntVar(&cfg.Port, "port", 0, fmt.Sprintf("port the HTTPS server listens on (default: the port of --url, else %d)", webhook.DefaultPort))
+	f.BoolVar(&cfg.ManageConfigurations, "manage-configurations", true,
+		"create and update this webhook's own MutatingWebhookConfiguration and ValidatingWebhookConfiguration; when false, only write the CA bundle into them if they exist")
+	f.StringVar(&cfg.ConfigurationName, "configuration-name", webhook.DefaultConfigurationName, "name of both webhook configurations")
+	f.DurationVar(&cfg.Timeout, "timeout", webhook.DefaultTimeout, "timeout the API server gives each call (1s to 30s)")
+	f.StringVar(&cfg.CertDir, "cert-dir", "", "folder with tls.crt and tls.key, reloaded when they change (e.g. from cert-manager); default: a self-managed CA")
+	f.StringVar(&cfg.CAFile, "ca-file", "", "with --cert-dir: the CA bundle written into the webhook configurations")
+	f.DurationVar(&cfg.CALifetime, "ca-lifetime", certs.DefaultCALifetime, "lifetime of the self-managed CA; renewed when a third remains")
+	f.DurationVar(&cfg.CertLifetime, "cert-lifetime", certs.DefaultCertLifetime, "lifetime of the self-managed serving certificate; renewed when a third remains")
+	f.DurationVar(&cfg.CAPropagationDelay, "ca-propagation-delay", certs.DefaultPropagationDelay,
+		"how long a new CA is in the configurations before the certificate it signs is served")
+	f.StringVar(&cfg.MetricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; 0 turns it off")
+	f.StringVar(&cfg.HealthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz; 0 turns them off")
+	f.StringVar(&cfg.SharedNamespace, "shared-namespace", overrides.DefaultSharedNamespace, "namespace whose VirtualSites every workload may reference")
+	f.StringVar(&cfg.DefaultWorkloadFlavor, "default-workload-flavor", overrides.DefaultWorkloadFlavor, "WorkloadFlavor of workloads without ves.io/workload-flavor")
+	f.BoolVar(&cfg.StrictReplicas, "strict-replicas", false, "reject a total spec.replicas that is not a multiple of the site count instead of rounding it up")
+	f.DurationVar(&cfg.ReservationTTL, "reservation-ttl", webhook.DefaultReservationTTL, "how long a placed pod counts before it shows up in the webhook's cache")
+	return cmd
+}

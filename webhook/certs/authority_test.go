@@ -1,0 +1,168 @@
+package certs
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestNewValidates(t *testing.T) {
+	publish := func(context.Context, []byte) error { return nil }
+	for _, tc := range []struct {
+		name    string
+		cfg     Config
+		wantErr string
+	}{
+		{name: "defaults", cfg: Config{DNSNames: []string{"a.b.svc"}, Publish: publish}},
+		{name: "no publish", cfg: Config{DNSNames: []string{"a"}}, wantErr: "certificate authority: Publish is required"},
+		{name: "no names", cfg: Config{Publish: publish}, wantErr: "certificate authority: the serving certificate needs at least one DNS name or IP address"},
+		{
+			name:    "delay too long",
+			cfg:     Config{IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, Publish: publish, CALifetime: 30 * time.Second, PropagationDelay: 10 * time.Second},
+			wantErr: "certificate authority: the propagation delay 10s must be under a third of the CA lifetime 30s",
+		},
+		{
+			name:    "negative",
+			cfg:     Config{DNSNames: []string{"a"}, Publish: publish, CertLifetime: -time.Second},
+			wantErr: "certificate authority: lifetimes and the propagation delay must be positive",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := New(tc.cfg)
+			if tc.wantErr != "" {
+				if err == nil || err.Error() != tc.wantErr {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, _ := a.GetCertificate(nil)
+			if c == nil || c.Leaf == nil || c.Leaf.DNSNames[0] != "a.b.svc" {
+				t.Fatalf("serving certificate %+v", c)
+			}
+			ca, serving := a.Expiry()
+			if got := time.Until(ca).Round(time.Hour); got != DefaultCALifetime {
+				t.Errorf("CA lifetime %s, want %s", got, DefaultCALifetime)
+			}
+			if got := time.Until(serving).Round(time.Hour); got != DefaultCertLifetime {
+				t.Errorf("serving lifetime %s, want %s", got, DefaultCertLifetime)
+			}
+		})
+	}
+}
+
+func TestServingCertificateNeverOutlivesItsCA(t *testing.T) {
+	a, err := New(Config{
+		DNSNames: []string{"x"}, Publish: func(context.Context, []byte) error { return nil },
+		CALifetime: time.Hour, CertLifetime: 10 * time.Hour, PropagationDelay: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, serving := a.Expiry()
+	if !serving.Equal(ca) {
+		t.Errorf("serving certificate expires %s, its CA %s: want the CA's expiry", serving, ca)
+	}
+}
+
+// TestRotationKeepsHandshakesWorking plays the API server: it trusts only what was last
+// published, and handshakes continuously while the serving certificate rotates several
+// times and the CA at least twice. No handshake may fail.
+func TestRotationKeepsHandshakesWorking(t *testing.T) {
+	var (
+		mu      sync.Mutex
+		trusted *x509.CertPool
+		bundles int
+	)
+	var issued sync.Map
+	a, err := New(Config{
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		// Certificates hold whole seconds, so this is as short as lifetimes go.
+		CALifetime:       3 * time.Second,
+		CertLifetime:     1500 * time.Millisecond,
+		PropagationDelay: 200 * time.Millisecond,
+		Publish: func(_ context.Context, bundle []byte) error {
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(bundle) {
+				return errors.New("bad bundle")
+			}
+			mu.Lock()
+			trusted, bundles = pool, bundles+1
+			mu.Unlock()
+			return nil
+		},
+		OnIssue: func(kind Kind, _ time.Time) {
+			n, _ := issued.LoadOrStore(kind, new(atomic.Int32))
+			n.(*atomic.Int32).Add(1)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not httptest's StartTLS: it adds a certificate of its own, which Go prefers to
+	// GetCertificate when the client sends no server name.
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{GetCertificate: a.GetCertificate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), ReadHeaderTimeout: time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer func() { _ = srv.Close() }()
+	url := "https://" + ln.Addr().String()
+
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- a.Run(ctx) }()
+
+	deadline := time.Now().Add(6500 * time.Millisecond)
+	handshakes := 0
+	for time.Now().Before(deadline) {
+		mu.Lock()
+		pool := trusted
+		mu.Unlock()
+		if pool == nil {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		// A new client per request: the API server's connections come and go too.
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, DisableKeepAlives: true}}
+		resp, err := c.Get(url)
+		if err != nil {
+			t.Fatalf("handshake %d failed: %v", handshakes, err)
+		}
+		_ = resp.Body.Close()
+		handshakes++
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	count := func(k Kind) int32 {
+		n, ok := issued.Load(k)
+		if !ok {
+			return 0
+		}
+		return n.(*atomic.Int32).Load()
+	}
+	// One CA at New, then a rotation every 2 s or so.
+	if count(KindCA) < 3 || count(KindServing) < 6 {
+		t.Errorf("issued %d CAs and %d serving certificates in 6.5s; want rotations", count(KindCA), count(KindServing))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// Each CA rotation publishes twice: with the new CA, and when the old one expired.
+	if bundles < 3 {
+		t.Errorf("published %d bundles, want at least 3", bundles)
+	}
+	t.Logf("%d handshakes, %d CAs, %d serving certificates, %d bundles", handshakes, count(KindCA), count(KindServing), bundles)
+}

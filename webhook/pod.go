@@ -1,0 +1,404 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	schedulingv1 "k8s.io/api/scheduling/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/overrides"
+)
+
+// podOwner is what pod admission knows of a pod's workload.
+type podOwner struct {
+	// kind of the pod's controller: ReplicaSet, StatefulSet, DaemonSet, Job; empty for a
+	// pod without one (or with one vk8s does not know), placed as a bare pod.
+	kind string
+	// direct is the pod's controller; top the workload whose annotations federate the pod
+	// (a ReplicaSet's Deployment, else direct).
+	direct, top client.Object
+	// selector and template are direct's.
+	selector *metav1.LabelSelector
+	template *corev1.PodTemplateSpec
+}
+
+// Placement rules, the values of the rule label of vk8s_webhook_placements_total.
+const (
+	ruleDeficit   = "deficit"
+	ruleOrdinal   = "ordinal"
+	ruleDaemonSet = "daemonset"
+	ruleFewest    = "fewest"
+	ruleNode      = "node"
+	ruleKept      = "kept"
+)
+
+// admitPod is the mutating handler of pods created in vK8s namespaces (SPEC §4,
+// "Placement at admission"): it chooses the pod's site, pins it there, and applies the
+// site's Override and flavor.
+func (a *admitter) admitPod(ctx context.Context, req admission.Request) admission.Response {
+	pod := &corev1.Pod{}
+	if err := a.decoder.Decode(req, pod); err != nil {
+		return admission.Errored(http.StatusBadRequest, err)
+	}
+	if pod.Namespace == "" {
+		pod.Namespace = req.Namespace
+	}
+	out, warnings, rej, err := a.federatePod(ctx, pod)
+	switch {
+	case err != nil:
+		return a.fail(ctx, err)
+	case rej != nil:
+		return a.deny(ctx, rej)
+	case out == nil:
+		return admission.Allowed("left alone")
+	}
+	raw, err := json.Marshal(out)
+	if err != nil {
+		return a.fail(ctx, err)
+	}
+	return admission.PatchResponseFromRaw(req.Object.Raw, raw).WithWarnings(warnings...)
+}
+
+// federatePod returns the pod to create, or nil to leave it alone.
+func (a *admitter) federatePod(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, []string, *rejection, error) {
+	owner, rej, err := a.podOwner(ctx, pod)
+	if err != nil || rej != nil {
+		return nil, nil, rej, err
+	}
+	annotations, strict := pod.Annotations, strictness(strictAll)
+	if owner.top != nil {
+		// The workload's annotations were checked at its admission; what vanished since
+		// must not stop its pods.
+		annotations, strict = owner.top.GetAnnotations(), lenientAll
+	}
+	fed, rej, err := a.resolver.resolve(ctx, pod.Namespace, annotations, strict)
+	if err != nil || rej != nil || fed == nil {
+		return nil, nil, rej, err
+	}
+	warnings := fed.warnings
+	if owner.kind == "DaemonSet" {
+		warnings = append(warnings, keepCustomerEdge(fed)...)
+	}
+	if len(fed.sites) == 0 {
+		return nil, nil, noSites(fed, annotations, owner.kind == "DaemonSet"), nil
+	}
+	site, slot, rule, rej, err := a.place(ctx, pod, owner, fed)
+	if err != nil || rej != nil {
+		return nil, nil, rej, err
+	}
+	if site == "" {
+		// Bound to a host node that is not a virtual node: not vk8s' to place.
+		return nil, nil, nil, nil
+	}
+	out, rej, err := a.applySite(ctx, pod, owner, fed, site)
+	if err != nil || rej != nil {
+		return nil, nil, rej, err
+	}
+	if slot > 0 {
+		out.Annotations[AnnotationSlot] = strconv.Itoa(slot)
+		if owner.kind == "ReplicaSet" {
+			// Scale-downs take the highest slots first, so every site keeps its lowest
+			// ones and the per-site counts stay even (the rebalancer owns it afterwards).
+			out.Annotations[corev1.PodDeletionCost] = strconv.Itoa(-slot)
+		}
+	}
+	if !sameIdentity(&pod.ObjectMeta, &out.ObjectMeta) {
+		return nil, nil, nil, errors.New("internal error: admission would change the pod's identity")
+	}
+	a.metrics.placements.WithLabelValues(rule).Inc()
+	if len(fed.warnings) > 0 && owner.top != nil && a.recorder != nil {
+		a.recorder.Eventf(owner.top, nil, corev1.EventTypeWarning, "FederationIncomplete", "AdmitPod", "%s", strings.Join(fed.warnings, "; "))
+	}
+	return out, warnings, nil, nil
+}
+
+// podOwner finds the pod's controller and the workload above it, through the cache and,
+// when the cache does not have them yet, the API server.
+func (a *admitter) podOwner(ctx context.Context, pod *corev1.Pod) (podOwner, *rejection, error) {
+	ref := controller(pod)
+	if ref == nil {
+		return podOwner{}, nil, nil
+	}
+	var direct client.Object
+	switch {
+	case ref.Kind == "ReplicaSet" && strings.HasPrefix(ref.APIVersion, "apps/"):
+		direct = &appsv1.ReplicaSet{}
+	case ref.Kind == "StatefulSet" && strings.HasPrefix(ref.APIVersion, "apps/"):
+		direct = &appsv1.StatefulSet{}
+	case ref.Kind == "DaemonSet" && strings.HasPrefix(ref.APIVersion, "apps/"):
+		direct = &appsv1.DaemonSet{}
+	case ref.Kind == "Job" && strings.HasPrefix(ref.APIVersion, "batch/"):
+		direct = &batchv1.Job{}
+	default:
+		return podOwner{}, nil, nil
+	}
+	if rej, err := a.getOwned(ctx, pod.Namespace, ref, direct); err != nil || rej != nil {
+		return podOwner{}, rej, err
+	}
+	w := asWorkload(direct)
+	o := podOwner{kind: ref.Kind, direct: direct, top: direct, selector: w.selector, template: w.template}
+	if up := controller(direct); up != nil && o.kind == "ReplicaSet" && up.Kind == "Deployment" && strings.HasPrefix(up.APIVersion, "apps/") {
+		d := &appsv1.Deployment{}
+		if rej, err := a.getOwned(ctx, pod.Namespace, up, d); err != nil || rej != nil {
+			return podOwner{}, rej, err
+		}
+		o.top = d
+	}
+	return o, nil, nil
+}
+
+// getOwned reads the owner ref names into obj, from the cache or else the API server, and
+// checks its UID.
+func (a *admitter) getOwned(ctx context.Context, namespace string, ref *metav1.OwnerReference, obj client.Object) (*rejection, error) {
+	key := client.ObjectKey{Namespace: namespace, Name: ref.Name}
+	err := a.cache.Get(ctx, key, obj)
+	if err == nil && obj.GetUID() == ref.UID {
+		return nil, nil
+	}
+	if err != nil && client.IgnoreNotFound(err) != nil {
+		return nil, fmt.Errorf("get %s %s: %w", ref.Kind, key, err)
+	}
+	if err := a.api.Get(ctx, key, obj); err != nil {
+		if client.IgnoreNotFound(err) == nil {
+			return invalid(reasonPlacement, "metadata.ownerReferences", ref.Kind+"/"+ref.Name,
+				fmt.Sprintf("the pod's %s does not exist", ref.Kind), "create pods through an existing workload"), nil
+		}
+		return nil, fmt.Errorf("get %s %s: %w", ref.Kind, key, err)
+	}
+	if obj.GetUID() != ref.UID {
+		return invalid(reasonPlacement, "metadata.ownerReferences", ref.Kind+"/"+ref.Name,
+			fmt.Sprintf("the pod's %s was replaced (UID %s, not %s)", ref.Kind, obj.GetUID(), ref.UID), "create pods through the current workload"), nil
+	}
+	return nil, nil
+}
+
+// place chooses the pod's site by SPEC's rules; it returns the site, the pod's slot (0:
+// none) and the rule that chose. An empty site leaves the pod alone.
+func (a *admitter) place(ctx context.Context, pod *corev1.Pod, owner podOwner, fed *federation) (string, int, string, *rejection, error) {
+	if pod.Spec.NodeName != "" {
+		site, err := a.siteOfNode(ctx, pod.Spec.NodeName)
+		return site, 0, ruleNode, nil, err
+	}
+	if s := pod.Labels[vk8sv1.LabelSite]; s != "" && slices.Contains(fed.sites, s) {
+		// Admitted before (an exported pod created again): it stays.
+		return s, 0, ruleKept, nil, nil
+	}
+	switch owner.kind {
+	case "DaemonSet":
+		node := daemonPodNode(pod)
+		if node == "" {
+			return "", 0, "", invalid(reasonPlacement, "spec.affinity.nodeAffinity", "", "a DaemonSet pod without its node",
+				"let the DaemonSet controller create the pods"), nil
+		}
+		site, err := a.siteOfNode(ctx, node)
+		return site, 0, ruleDaemonSet, nil, err
+	case "StatefulSet":
+		if i, ok := ordinalOf(pod); ok {
+			if site, ok := a.ordinalPlacement(owner, fed).SiteOfOrdinal(i); ok {
+				return site, 0, ruleOrdinal, nil, nil
+			}
+		}
+	case "Job":
+		job := owner.direct.(*batchv1.Job)
+		if indexed(&job.Spec) {
+			if i, ok := atoiNonNegative(pod.Annotations[batchv1.JobCompletionIndexAnnotation]); ok {
+				if site, ok := a.ordinalPlacement(owner, fed).SiteOfOrdinal(i); ok {
+					return site, 0, ruleOrdinal, nil, nil
+				}
+			}
+		}
+	case "":
+		site, _, err := a.res.place("ns:"+pod.Namespace, a.visible(ctx, pod.Namespace, ""),
+			func(counts map[string]int, _ map[string]map[int]bool) (string, int, string, error) {
+				return chooseFewest(fed.sites, counts), 0, pod.Name, nil
+			})
+		return site, 0, ruleFewest, nil, err
+	}
+	plan := a.deficitPlacement(owner, fed)
+	site, slot, err := a.res.place("uid:"+string(owner.direct.GetUID()), a.visible(ctx, pod.Namespace, string(owner.direct.GetUID())),
+		func(counts map[string]int, used map[string]map[int]bool) (string, int, string, error) {
+			s := chooseByDeficit(plan, counts)
+			return s, freeSlot(used[s]), "", nil
+		})
+	return site, slot, ruleDeficit, nil, err
+}
+
+// visible lists the live pods the cache holds of owner (or, without one, of the
+// namespace), as placement counts them.
+func (a *admitter) visible(ctx context.Context, namespace, ownerUID string) func() ([]visiblePod, error) {
+	return func() ([]visiblePod, error) {
+		// Read only: placement only counts.
+		opts := []client.ListOption{client.InNamespace(namespace), client.UnsafeDisableDeepCopy}
+		if ownerUID != "" {
+			opts = append(opts, client.MatchingFields{indexOwnerUID: ownerUID})
+		}
+		var list corev1.PodList
+		if err := a.cache.List(ctx, &list, opts...); err != nil {
+			return nil, fmt.Errorf("list pods in %s: %w", namespace, err)
+		}
+		out := make([]visiblePod, 0, len(list.Items))
+		for i := range list.Items {
+			p := &list.Items[i]
+			if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+				continue
+			}
+			slot, _ := atoiNonNegative(p.Annotations[AnnotationSlot])
+			out = append(out, visiblePod{site: p.Labels[vk8sv1.LabelSite], slot: slot, name: p.Name})
+		}
+		return out, nil
+	}
+}
+
+// deficitPlacement is the per-site plan that ReplicaSet and non-indexed Job pods fill.
+func (a *admitter) deficitPlacement(owner podOwner, fed *federation) Placement {
+	if job, ok := owner.direct.(*batchv1.Job); ok {
+		p := perSiteOf(owner.top.GetAnnotations()[vk8sv1.AnnotationReplicasPerSite], valueOr(job.Spec.Parallelism, 1), len(fed.sites))
+		plan, _ := overrides.PlanReplicas(fed.sites, p, nil)
+		return newPlacement(plan, nil)
+	}
+	plan, _ := fed.plan(a.workloadReplicasPerSite(owner.top, fed))
+	return newPlacement(plan, nil)
+}
+
+// ordinalPlacement is the block plan of a StatefulSet's ordinals or an indexed Job's
+// completion indexes, in the order recorded on the workload.
+func (a *admitter) ordinalPlacement(owner podOwner, fed *federation) Placement {
+	var previous []string
+	if p, err := ParsePlacement(owner.top.GetAnnotations()[AnnotationPlacement]); err == nil {
+		previous = p.Sites
+	}
+	if job, ok := owner.direct.(*batchv1.Job); ok {
+		c := perSiteOf(owner.top.GetAnnotations()[AnnotationCompletionsPerSite], valueOr(job.Spec.Completions, 1), len(fed.sites))
+		plan, _ := overrides.PlanReplicas(fed.sites, c, nil)
+		return newPlacement(plan, previous)
+	}
+	plan, _ := fed.plan(a.workloadReplicasPerSite(owner.top, fed))
+	return newPlacement(plan, previous)
+}
+
+// workloadReplicasPerSite returns R of a Deployment, StatefulSet or ReplicaSet: its
+// annotation when it agrees with spec.replicas, else derived from spec.replicas (after a
+// write through the scale subresource, before the annotation follows).
+func (a *admitter) workloadReplicasPerSite(top client.Object, fed *federation) int32 {
+	w := asWorkload(top)
+	if w == nil || w.replicas == nil {
+		return 0
+	}
+	total := valueOr(*w.replicas, 1)
+	keep, err := strconv.ParseInt(top.GetAnnotations()[vk8sv1.AnnotationReplicasPerSite], 10, 32)
+	if err == nil {
+		if plan, err := fed.plan(int32(keep)); err == nil && plan.Total == total {
+			return int32(keep)
+		}
+	}
+	r, err := fed.perSite(total, int32(keep), false)
+	if err != nil {
+		return int32(keep)
+	}
+	return r
+}
+
+// perSiteOf returns the per-site value an annotation holds, or total over sites rounded up.
+func perSiteOf(annotation string, total int32, sites int) int32 {
+	if v, ok := atoiNonNegative(annotation); ok {
+		return int32(v)
+	}
+	if sites == 0 {
+		return 0
+	}
+	return (total + int32(sites) - 1) / int32(sites)
+}
+
+// siteOfNode returns the site of a virtual node, or "" when the node is not one.
+func (a *admitter) siteOfNode(ctx context.Context, name string) (string, error) {
+	n := &corev1.Node{}
+	if err := a.cache.Get(ctx, client.ObjectKey{Name: name}, n); err != nil {
+		// The cache holds virtual nodes only.
+		if client.IgnoreNotFound(err) != nil {
+			return "", fmt.Errorf("get node %s: %w", name, err)
+		}
+		return "", nil
+	}
+	return n.Labels[vk8sv1.LabelSite], nil
+}
+
+// daemonPodNode returns the node the DaemonSet controller bound its pod to, through a
+// required node affinity on the node's name.
+func daemonPodNode(pod *corev1.Pod) string {
+	req := requiredNodeAffinity(&pod.Spec)
+	if req == nil {
+		return ""
+	}
+	for _, t := range req.NodeSelectorTerms {
+		for _, f := range t.MatchFields {
+			if f.Key == metav1.ObjectNameField && f.Operator == corev1.NodeSelectorOpIn && len(f.Values) == 1 {
+				return f.Values[0]
+			}
+		}
+	}
+	return ""
+}
+
+// applySite returns the pod as it runs on site: the site's Override applied at the
+// template level with what admission and the controller added carried over (carryOver),
+// the site's flavor, the virtual node toleration, the site pinned, and the site and
+// Override labels.
+func (a *admitter) applySite(ctx context.Context, pod *corev1.Pod, owner podOwner, fed *federation, site string) (*corev1.Pod, *rejection, error) {
+	o := fed.override(site)
+	base := &corev1.PodTemplateSpec{ObjectMeta: pod.ObjectMeta, Spec: pod.Spec}
+	applied, err := overrides.ApplyOverride(base, owner.selector, o)
+	if err != nil {
+		return nil, invalid(reasonOverride, annotationPath(vk8sv1.AnnotationOverrides), strings.Join(fed.overrideNames, ", "),
+			fmt.Sprintf("on site %s: %v", site, err), "fix the Override's template labels so that the workload's selector matches them"), nil
+	}
+	spec := &applied.Template.Spec
+	if o != nil && o.Spec.DeploymentSpec.Template != nil {
+		var tmpl *corev1.PodSpec
+		if owner.template != nil {
+			tmpl = &owner.template.Spec
+		}
+		if carryOver(spec, &pod.Spec, tmpl) {
+			pc := &schedulingv1.PriorityClass{}
+			if err := a.api.Get(ctx, client.ObjectKey{Name: spec.PriorityClassName}, pc); err != nil {
+				if client.IgnoreNotFound(err) != nil {
+					return nil, nil, fmt.Errorf("get PriorityClass %s: %w", spec.PriorityClassName, err)
+				}
+				return nil, invalid(reasonOverride, fmt.Sprintf("Override %s spec.deploymentSpec.template.spec.priorityClassName", o.Name), spec.PriorityClassName,
+					"the PriorityClass does not exist", "create it, or name an existing one (kubectl get priorityclasses)"), nil
+			}
+			spec.Priority, spec.PreemptionPolicy = &pc.Value, pc.PreemptionPolicy
+		}
+	}
+	spec, err = overrides.ApplyFlavor(spec, fed.flavor, fed.siteTypes[site])
+	if err != nil {
+		return nil, invalid(reasonFlavor, annotationPath(vk8sv1.AnnotationWorkloadFlavor), fed.flavorName,
+			fmt.Sprintf("site %s is %s: %v", site, fed.siteTypes[site], err), "create the WorkloadFlavor, or name an existing one"), nil
+	}
+	tolerateVirtualNodes(spec)
+	if pod.Spec.NodeName == "" && owner.kind != "DaemonSet" {
+		restrictSites(spec, []string{site})
+	}
+	out := pod.DeepCopy()
+	out.Labels, out.Annotations, out.Spec = applied.Template.Labels, applied.Template.Annotations, *spec
+	if out.Annotations == nil {
+		out.Annotations = map[string]string{}
+	}
+	if out.Labels == nil {
+		out.Labels = map[string]string{}
+	}
+	out.Labels[vk8sv1.LabelSite] = site
+	return out, nil, nil
+}

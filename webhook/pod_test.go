@@ -1,0 +1,376 @@
+package webhook
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+)
+
+// fleetWorkload stores an admitted Deployment and its ReplicaSet, and returns a function
+// that makes the ReplicaSet's next pod, as the ReplicaSet controller and the API server's
+// own admission would (token volume, default tolerations, priority).
+func fleetWorkload(e *env, d *appsv1.Deployment) (*appsv1.ReplicaSet, func() *corev1.Pod) {
+	e.t.Helper()
+	d = created(e, d)
+	d.UID = types.UID("uid-" + d.Name)
+	if err := e.c.Create(e.t.Context(), d); err != nil {
+		e.t.Fatal(err)
+	}
+	tmpl := d.Spec.Template.DeepCopy()
+	tmpl.Labels["pod-template-hash"] = "abc"
+	sel := d.Spec.Selector.DeepCopy()
+	sel.MatchLabels["pod-template-hash"] = "abc"
+	rs := &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: d.Name + "-abc", UID: types.UID("uid-" + d.Name + "-abc"), Annotations: d.Annotations,
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: d.Name, UID: d.UID, Controller: ptr.To(true)}}},
+		Spec: appsv1.ReplicaSetSpec{Replicas: d.Spec.Replicas, Selector: sel, Template: *tmpl},
+	}
+	if err := e.c.Create(e.t.Context(), rs); err != nil {
+		e.t.Fatal(err)
+	}
+	return rs, func() *corev1.Pod {
+		return podFrom(rs.Spec.Template, metav1.ObjectMeta{GenerateName: rs.Name + "-", Namespace: ns,
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}}})
+	}
+}
+
+// podFrom makes a pod from a template with what the API server's admission adds.
+func podFrom(t corev1.PodTemplateSpec, meta metav1.ObjectMeta) *corev1.Pod {
+	p := &corev1.Pod{ObjectMeta: meta, Spec: *t.Spec.DeepCopy()}
+	p.Labels = maps.Clone(t.Labels)
+	if p.Labels == nil {
+		p.Labels = map[string]string{}
+	}
+	maps.Copy(p.Labels, meta.Labels)
+	p.Annotations = maps.Clone(t.Annotations)
+	if p.Annotations == nil {
+		p.Annotations = map[string]string{}
+	}
+	maps.Copy(p.Annotations, meta.Annotations)
+	p.Spec.ServiceAccountName = "default"
+	p.Spec.Priority = ptr.To[int32](0)
+	p.Spec.SchedulerName = corev1.DefaultSchedulerName
+	p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "kube-api-access-x1", VolumeSource: corev1.VolumeSource{
+		Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token"}}}}}})
+	for i := range p.Spec.Containers {
+		p.Spec.Containers[i].VolumeMounts = append(p.Spec.Containers[i].VolumeMounts,
+			corev1.VolumeMount{Name: "kube-api-access-x1", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount", ReadOnly: true})
+	}
+	p.Spec.Tolerations = append(p.Spec.Tolerations,
+		corev1.Toleration{Key: corev1.TaintNodeNotReady, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](300)},
+		corev1.Toleration{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](300)})
+	return p
+}
+
+// admitPod admits pod and returns the pod to create.
+func admitPod(e *env, pod *corev1.Pod) *corev1.Pod {
+	e.t.Helper()
+	req := e.request(admissionv1.Create, pod, nil)
+	resp := e.a.admitPod(e.t.Context(), req)
+	out := &corev1.Pod{}
+	patched(e.t, req, resp, out)
+	if !sameIdentity(&pod.ObjectMeta, &out.ObjectMeta) {
+		e.t.Fatalf("identity changed: %+v -> %+v", pod.ObjectMeta, out.ObjectMeta)
+	}
+	return out
+}
+
+// pinnedSite returns the single site a pod's required node affinity allows.
+func pinnedSite(t testing.TB, p *corev1.Pod) string {
+	t.Helper()
+	s := siteRestriction(&p.Spec)
+	if len(s) != 1 || p.Labels[vk8sv1.LabelSite] != s[0] {
+		t.Fatalf("pod pinned to %v, labelled %q", s, p.Labels[vk8sv1.LabelSite])
+	}
+	return s[0]
+}
+
+func TestPlacementByDeficit(t *testing.T) {
+	e := newEnv(t)
+	_, next := fleetWorkload(e, deployment("web", 3, nil))
+	counts := map[string]int{}
+	slots := map[string][]string{}
+	for range 9 {
+		p := admitPod(e, next())
+		site := pinnedSite(t, p)
+		counts[site]++
+		slots[site] = append(slots[site], p.Annotations[AnnotationSlot]+"/"+p.Annotations[corev1.PodDeletionCost])
+		if !slices.Contains(p.Spec.Tolerations, virtualNodeToleration) {
+			t.Errorf("no virtual node toleration: %v", p.Spec.Tolerations)
+		}
+	}
+	want := map[string]int{"site1": 3, "site2": 3, "site3": 3}
+	if !maps.Equal(counts, want) {
+		t.Errorf("counts %v, want %v", counts, want)
+	}
+	for site, s := range slots {
+		if !slices.Equal(s, []string{"1/-1", "2/-2", "3/-3"}) {
+			t.Errorf("%s: slots/deletion costs %v, want 1..3", site, s)
+		}
+	}
+	// A tenth pod (the ReplicaSet replaces one) goes where the deficit is largest: all
+	// sites are full, so to the one with the fewest pods, the first.
+	if got := pinnedSite(t, admitPod(e, next())); got != "site1" {
+		t.Errorf("surplus pod on %s, want site1", got)
+	}
+}
+
+func TestPlacementReservationsExpire(t *testing.T) {
+	e := newEnv(t)
+	_, next := fleetWorkload(e, deployment("web", 3, nil))
+	for _, want := range []string{"site1", "site2", "site3"} {
+		if got := pinnedSite(t, admitPod(e, next())); got != want {
+			t.Fatalf("placed on %s, want %s", got, want)
+		}
+	}
+	// These pods never showed up (a later admission step refused them): once their
+	// reservations expire, the sites count as empty again.
+	e.clock.add(DefaultReservationTTL + time.Second)
+	p := admitPod(e, next())
+	if got := pinnedSite(t, p); got != "site1" || p.Annotations[AnnotationSlot] != "1" {
+		t.Errorf("after expiry: %s slot %s, want site1 slot 1", got, p.Annotations[AnnotationSlot])
+	}
+}
+
+func TestPlacementSeesTheCache(t *testing.T) {
+	e := newEnv(t, canary([]string{"site2"}, ptr.To[int32](1), ""))
+	_, next := fleetWorkload(e, deployment("web", 3, map[string]string{vk8sv1.AnnotationOverrides: "canary"}))
+	// Pods already running (visible in the cache) count; their reservations are matched,
+	// not counted twice.
+	for i := range 4 {
+		p := admitPod(e, next())
+		p.Name = fmt.Sprintf("web-abc-%d", i)
+		if err := e.c.Create(t.Context(), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	counts := map[string]int{}
+	var list corev1.PodList
+	_ = e.c.List(t.Context(), &list)
+	for _, p := range list.Items {
+		counts[p.Labels[vk8sv1.LabelSite]]++
+	}
+	// Plan site1=3, site2=1, site3=3: the first four went to site1, site3, site1, site3
+	// (largest deficit, then fewest pods, then the first). Counted once each, the
+	// deficits are now 1, 1, 1; counted twice (cache and reservation), site2 would get
+	// the rest.
+	for range 3 {
+		p := admitPod(e, next())
+		counts[pinnedSite(t, p)]++
+	}
+	if want := map[string]int{"site1": 3, "site2": 1, "site3": 3}; !maps.Equal(counts, want) {
+		t.Errorf("counts %v, want %v", counts, want)
+	}
+}
+
+func TestPlacementConcurrent(t *testing.T) {
+	e := newEnv(t)
+	_, next := fleetWorkload(e, deployment("web", 67, nil))
+	var mu sync.Mutex
+	counts := map[string]int{}
+	var wg sync.WaitGroup
+	for range 201 {
+		p := next()
+		wg.Go(func() {
+			req := e.request(admissionv1.Create, p, nil)
+			resp := e.a.admitPod(t.Context(), req)
+			out := &corev1.Pod{}
+			patched(t, req, resp, out)
+			mu.Lock()
+			counts[out.Labels[vk8sv1.LabelSite]]++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if want := map[string]int{"site1": 67, "site2": 67, "site3": 67}; !maps.Equal(counts, want) {
+		t.Errorf("201 concurrent admissions: %v, want %v", counts, want)
+	}
+}
+
+func TestPlacementStatefulSetBlocks(t *testing.T) {
+	e := newEnv(t)
+	sts := created(e, &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db"},
+		Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](2), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}, Template: podTemplate("db")}})
+	sts.UID = "uid-db"
+	sts.Annotations[AnnotationPlacement] = "site2=2,site1=2,site3=2" // an order recorded earlier
+	if err := e.c.Create(t.Context(), sts); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for i := 0; i < 7; i++ {
+		p := podFrom(sts.Spec.Template, metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("db-%d", i),
+			Labels:          map[string]string{appsv1.PodIndexLabel: strconv.Itoa(i)},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "db", UID: sts.UID, Controller: ptr.To(true)}}})
+		got = append(got, pinnedSite(t, admitPod(e, p)))
+	}
+	// Ordinal 6 is beyond the plan (a scale-up racing the annotation): placed by deficit.
+	want := []string{"site2", "site2", "site1", "site1", "site3", "site3", "site1"}
+	if !slices.Equal(got, want) {
+		t.Errorf("ordinals 0..6 on %v, want %v", got, want)
+	}
+}
+
+func TestPlacementIndexedJob(t *testing.T) {
+	e := newEnv(t)
+	job := created(e, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "idx"},
+		Spec: batchv1.JobSpec{CompletionMode: ptr.To(batchv1.IndexedCompletion), Completions: ptr.To[int32](2), Parallelism: ptr.To[int32](2),
+			Template: podTemplate("idx")}})
+	job.UID = "uid-idx"
+	if err := e.c.Create(t.Context(), job); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for i := range 6 {
+		p := podFrom(job.Spec.Template, metav1.ObjectMeta{Namespace: ns, GenerateName: fmt.Sprintf("idx-%d-", i),
+			Annotations:     map[string]string{batchv1.JobCompletionIndexAnnotation: strconv.Itoa(i)},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "Job", Name: "idx", UID: job.UID, Controller: ptr.To(true)}}})
+		got = append(got, pinnedSite(t, admitPod(e, p)))
+	}
+	if want := []string{"site1", "site1", "site2", "site2", "site3", "site3"}; !slices.Equal(got, want) {
+		t.Errorf("indexes 0..5 on %v, want %v", got, want)
+	}
+}
+
+func TestPlacementDaemonSetAndBoundPods(t *testing.T) {
+	e := newEnv(t, canary([]string{"site2"}, nil, "agent:v2"))
+	ds := created(e, &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "agent", Annotations: map[string]string{vk8sv1.AnnotationOverrides: "canary"}},
+		Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "agent"}}, Template: podTemplate("agent")}})
+	ds.UID = "uid-agent"
+	if err := e.c.Create(t.Context(), ds); err != nil {
+		t.Fatal(err)
+	}
+	// The DaemonSet controller replaces the required node affinity with the node's name.
+	tmpl := ds.Spec.Template.DeepCopy()
+	tmpl.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution = &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+		MatchFields: []corev1.NodeSelectorRequirement{{Key: metav1.ObjectNameField, Operator: corev1.NodeSelectorOpIn, Values: []string{"site2-node3"}}}}}}
+	tmpl.Labels = map[string]string{"app": "web"} // the Override's template says app=web; the selector's app=agent wins
+	p := admitPod(e, podFrom(*tmpl, metav1.ObjectMeta{Namespace: ns, GenerateName: "agent-",
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "DaemonSet", Name: "agent", UID: ds.UID, Controller: ptr.To(true)}}}))
+	if p.Labels[vk8sv1.LabelSite] != "site2" || p.Labels[vk8sv1.LabelOverride] != "canary" || p.Spec.Containers[0].Image != "agent:v2" {
+		t.Errorf("DaemonSet pod on site2-node3: labels %v, image %s", p.Labels, p.Spec.Containers[0].Image)
+	}
+	if daemonPodNode(p) != "site2-node3" {
+		t.Errorf("the DaemonSet's node pin was lost: %+v", p.Spec.Affinity)
+	}
+
+	bound := podFrom(podTemplate("solo"), metav1.ObjectMeta{Namespace: ns, Name: "solo"})
+	bound.Spec.NodeName = "site3-node1"
+	p = admitPod(e, bound)
+	if p.Labels[vk8sv1.LabelSite] != "site3" || p.Spec.Affinity != nil || p.Spec.NodeName != "site3-node1" {
+		t.Errorf("bound pod: labels %v, affinity %+v", p.Labels, p.Spec.Affinity)
+	}
+}
+
+func TestPlacementBarePods(t *testing.T) {
+	var existing []client.Object
+	for i, site := range []string{"site1", "site1", "site3"} {
+		existing = append(existing, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("old-%d", i),
+			Labels: map[string]string{vk8sv1.LabelSite: site}}})
+	}
+	e := newEnv(t, existing...)
+	var got []string
+	for i := range 3 {
+		got = append(got, pinnedSite(t, admitPod(e, podFrom(podTemplate("solo"), metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("solo-%d", i)}))))
+	}
+	// site1 has 2, site3 1, site2 none: site2, then site2 or site3 (1 each: the first), ...
+	if want := []string{"site2", "site2", "site3"}; !slices.Equal(got, want) {
+		t.Errorf("bare pods on %v, want %v", got, want)
+	}
+}
+
+func TestOverrideAndFlavorAtPodAdmission(t *testing.T) {
+	e := newEnv(t, canary([]string{"site2", "site4"}, nil, "nginx:2.0"),
+		&vk8sv1.WorkloadFlavor{ObjectMeta: metav1.ObjectMeta{Name: "ves-io-medium"},
+			Spec: vk8sv1.WorkloadFlavorSpec{CPU: resource.MustParse("250m"), Memory: resource.MustParse("512Mi")}})
+	d := deployment("web", 1, map[string]string{
+		vk8sv1.AnnotationOverrides: "canary", vk8sv1.AnnotationVirtualSites: "shared/all-sites, shared/regional", vk8sv1.AnnotationWorkloadFlavor: "ves-io-medium"})
+	d.Spec.Template.Spec.Containers[0].Resources = corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2")}}
+	_, next := fleetWorkload(e, d)
+	bySite := map[string]*corev1.Pod{}
+	for range 4 {
+		p := admitPod(e, next())
+		bySite[pinnedSite(t, p)] = p
+	}
+	for site, p := range bySite {
+		c := p.Spec.Containers[0]
+		wantImage, wantOverride := "nginx:1.25", ""
+		if site == "site2" || site == "site4" {
+			wantImage, wantOverride = "nginx:2.0", "canary"
+		}
+		if c.Image != wantImage || p.Labels[vk8sv1.LabelOverride] != wantOverride {
+			t.Errorf("%s: image %s, override label %q; want %s, %q", site, c.Image, p.Labels[vk8sv1.LabelOverride], wantImage, wantOverride)
+		}
+		// What the API server's admission added survives the Override's template.
+		if len(p.Spec.Volumes) != 1 || p.Spec.Volumes[0].Name != "kube-api-access-x1" || len(c.VolumeMounts) != 1 ||
+			p.Spec.ServiceAccountName != "default" || p.Spec.Priority == nil || p.Spec.SchedulerName != corev1.DefaultSchedulerName {
+			t.Errorf("%s: admission's additions lost: volumes %v, mounts %v, sa %q, priority %v", site, p.Spec.Volumes, c.VolumeMounts, p.Spec.ServiceAccountName, p.Spec.Priority)
+		}
+		if n := len(p.Spec.Tolerations); n != 3 {
+			t.Errorf("%s: tolerations %v, want not-ready, unreachable and the virtual node's", site, p.Spec.Tolerations)
+		}
+		if p.Labels["pod-template-hash"] != "abc" || p.Labels["app"] != "web" {
+			t.Errorf("%s: the ReplicaSet's labels were lost: %v", site, p.Labels)
+		}
+		// ves-io-medium on the RegionalEdge site; the manifest elsewhere.
+		wantRes := corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2")}}
+		if site == "site4" {
+			wantRes = corev1.ResourceRequirements{
+				Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("250m"), corev1.ResourceMemory: resource.MustParse("512Mi")},
+				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("62m"), corev1.ResourceMemory: resource.MustParse("256Mi")},
+			}
+		}
+		if site == "site2" {
+			wantRes = corev1.ResourceRequirements{} // the Override's template sets none
+		}
+		if !resourcesEqual(c.Resources, wantRes) {
+			t.Errorf("%s: resources %+v, want %+v", site, c.Resources, wantRes)
+		}
+	}
+	if len(bySite) != 4 {
+		t.Errorf("pods on %v, want one on each of 4 sites", slices.Sorted(maps.Keys(bySite)))
+	}
+}
+
+func resourcesEqual(a, b corev1.ResourceRequirements) bool {
+	eq := func(x, y corev1.ResourceList) bool {
+		if len(x) != len(y) {
+			return false
+		}
+		for k, v := range x {
+			w, ok := y[k]
+			if !ok || v.Cmp(w) != 0 {
+				return false
+			}
+		}
+		return true
+	}
+	return eq(a.Limits, b.Limits) && eq(a.Requests, b.Requests)
+}
+
+func TestPodRejections(t *testing.T) {
+	e := newEnv(t)
+	orphan := podFrom(podTemplate("web"), metav1.ObjectMeta{Namespace: ns, GenerateName: "web-x-",
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "web-x", UID: "gone", Controller: ptr.To(true)}}})
+	denied(t, e.a.admitPod(t.Context(), e.request(admissionv1.Create, orphan, nil)),
+		`metadata.ownerReferences: invalid value "ReplicaSet/web-x": the pod's ReplicaSet does not exist; create pods through an existing workload`)
+
+	bare := podFrom(podTemplate("solo"), metav1.ObjectMeta{Namespace: ns, Name: "solo", Annotations: map[string]string{vk8sv1.AnnotationVirtualSites: "shared/nowhere"}})
+	denied(t, e.a.admitPod(t.Context(), e.request(admissionv1.Create, bare, nil)),
+		`metadata.annotations["ves.io/virtual-sites"]: invalid value "shared/nowhere": the virtual-sites select no Site; label Sites so that the VirtualSites select them, or name other virtual-sites (kubectl get sites --show-labels)`)
+}

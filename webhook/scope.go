@@ -1,0 +1,428 @@
+package webhook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/webhook/certs"
+)
+
+// CEL conditions of the webhook configurations: the API server evaluates them before it
+// calls the webhook, so requests that need no answer never leave it.
+const (
+	// celNotOwnedByWorkload skips ReplicaSets of Deployments and Jobs of CronJobs: their
+	// owner was admitted, and its controller writes them often.
+	celNotOwnedByWorkload = `!has(object.metadata.ownerReferences) || !object.metadata.ownerReferences.exists(r, ` +
+		`(r.kind == 'Deployment' && r.apiVersion.startsWith('apps/')) || (r.kind == 'CronJob' && r.apiVersion.startsWith('batch/')))`
+	celFederatedAnnotation = `has(object.metadata.annotations) && (` +
+		`'` + vk8sv1.AnnotationVirtualSites + `' in object.metadata.annotations || ` +
+		`'` + vk8sv1.AnnotationOverrides + `' in object.metadata.annotations || ` +
+		`'` + vk8sv1.AnnotationWorkloadFlavor + `' in object.metadata.annotations)`
+	celNotControlled = `!has(object.metadata.ownerReferences) || !object.metadata.ownerReferences.exists(r, has(r.controller) && r.controller)`
+)
+
+// Configurations returns the webhook configurations the process registers, both named
+// cfg.ConfigurationName, with caBundle. Mutation and the HorizontalPodAutoscaler check
+// select vK8s namespaces only (LabelVirtualKubernetes) and fail closed there; the vk8s.io
+// kinds are checked everywhere; the check that refuses vK8s annotations outside vK8s
+// namespaces runs only for objects that carry one, and fails open.
+func Configurations(cfg Config, caBundle []byte) (*admissionregistrationv1.MutatingWebhookConfiguration, *admissionregistrationv1.ValidatingWebhookConfiguration) {
+	cfg.defaults()
+	inVK8s := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: LabelVirtualKubernetes, Operator: metav1.LabelSelectorOpExists}}}
+	outsideVK8s := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: LabelVirtualKubernetes, Operator: metav1.LabelSelectorOpDoesNotExist}}}
+	everywhere := &metav1.LabelSelector{}
+	timeout := ptr.To(int32(cfg.Timeout / time.Second))
+	create, update, del := admissionregistrationv1.Create, admissionregistrationv1.Update, admissionregistrationv1.Delete
+	rule := func(ops []admissionregistrationv1.OperationType, group, version string, resources ...string) admissionregistrationv1.RuleWithOperations {
+		return admissionregistrationv1.RuleWithOperations{
+			Operations: ops,
+			Rule: admissionregistrationv1.Rule{
+				APIGroups: []string{group}, APIVersions: []string{version}, Resources: resources,
+				Scope: ptr.To(admissionregistrationv1.NamespacedScope),
+			},
+		}
+	}
+	workloads := func(ops ...admissionregistrationv1.OperationType) []admissionregistrationv1.RuleWithOperations {
+		return []admissionregistrationv1.RuleWithOperations{
+			rule(ops, "apps", "v1", "deployments", "statefulsets", "daemonsets", "replicasets"),
+			rule(ops, "batch", "v1", "jobs", "cronjobs"),
+		}
+	}
+	cond := func(name, expr string) admissionregistrationv1.MatchCondition {
+		return admissionregistrationv1.MatchCondition{Name: name, Expression: expr}
+	}
+	meta := metav1.ObjectMeta{Name: cfg.ConfigurationName, Labels: map[string]string{"app.kubernetes.io/managed-by": "vk8s"}}
+	fail, ignore := ptr.To(admissionregistrationv1.Fail), ptr.To(admissionregistrationv1.Ignore)
+	none, noneOnDryRun := ptr.To(admissionregistrationv1.SideEffectClassNone), ptr.To(admissionregistrationv1.SideEffectClassNoneOnDryRun)
+	mutating := func(name, path string, rules []admissionregistrationv1.RuleWithOperations, side *admissionregistrationv1.SideEffectClass, conds ...admissionregistrationv1.MatchCondition) admissionregistrationv1.MutatingWebhook {
+		return admissionregistrationv1.MutatingWebhook{
+			Name: name, ClientConfig: cfg.webhookClientConfig(path, caBundle), Rules: rules,
+			FailurePolicy: fail, MatchPolicy: ptr.To(admissionregistrationv1.Equivalent),
+			NamespaceSelector: inVK8s, ObjectSelector: &metav1.LabelSelector{}, SideEffects: side,
+			TimeoutSeconds: timeout, AdmissionReviewVersions: []string{"v1"},
+			ReinvocationPolicy: ptr.To(admissionregistrationv1.NeverReinvocationPolicy), MatchConditions: conds,
+		}
+	}
+	validating := func(name, path string, rules []admissionregistrationv1.RuleWithOperations, ns *metav1.LabelSelector,
+		policy *admissionregistrationv1.FailurePolicyType, side *admissionregistrationv1.SideEffectClass, conds ...admissionregistrationv1.MatchCondition,
+	) admissionregistrationv1.ValidatingWebhook {
+		return admissionregistrationv1.ValidatingWebhook{
+			Name: name, ClientConfig: cfg.webhookClientConfig(path, caBundle), Rules: rules,
+			FailurePolicy: policy, MatchPolicy: ptr.To(admissionregistrationv1.Equivalent),
+			NamespaceSelector: ns, ObjectSelector: &metav1.LabelSelector{}, SideEffects: side,
+			TimeoutSeconds: timeout, AdmissionReviewVersions: []string{"v1"}, MatchConditions: conds,
+		}
+	}
+	m := &admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: *meta.DeepCopy(),
+		Webhooks: []admissionregistrationv1.MutatingWebhook{
+			mutating("workloads.mutate.vk8s.io", pathWorkloads, workloads(create, update), none,
+				cond("not-owned-by-a-workload", celNotOwnedByWorkload)),
+			// NoneOnDryRun: a scale write is followed by a refresh of vk8s.io/replicas-per-site.
+			mutating("scale.mutate.vk8s.io", pathScale, []admissionregistrationv1.RuleWithOperations{
+				rule([]admissionregistrationv1.OperationType{update}, "apps", "v1", "deployments/scale", "statefulsets/scale", "replicasets/scale"),
+			}, noneOnDryRun),
+			mutating("pods.mutate.vk8s.io", pathPods, []admissionregistrationv1.RuleWithOperations{
+				rule([]admissionregistrationv1.OperationType{create}, "", "v1", "pods"),
+			}, none),
+		},
+	}
+	v := &admissionregistrationv1.ValidatingWebhookConfiguration{
+		ObjectMeta: *meta.DeepCopy(),
+		Webhooks: []admissionregistrationv1.ValidatingWebhook{
+			// NoneOnDryRun: an admitted VirtualKubernetes labels its namespace at once.
+			validating("virtualkubernetes.validate.vk8s.io", pathVirtualKubernetes, []admissionregistrationv1.RuleWithOperations{
+				rule([]admissionregistrationv1.OperationType{create, update, del}, vk8sv1.GroupVersion.Group, vk8sv1.GroupVersion.Version, "virtualkubernetes"),
+			}, everywhere, fail, noneOnDryRun),
+			validating("overrides.validate.vk8s.io", pathOverrides, []admissionregistrationv1.RuleWithOperations{
+				rule([]admissionregistrationv1.OperationType{create, update}, vk8sv1.GroupVersion.Group, vk8sv1.GroupVersion.Version, "overrides"),
+			}, everywhere, fail, none),
+			validating("workloadflavors.validate.vk8s.io", pathFlavors, []admissionregistrationv1.RuleWithOperations{func() admissionregistrationv1.RuleWithOperations {
+				r := rule([]admissionregistrationv1.OperationType{create, update}, vk8sv1.GroupVersion.Group, vk8sv1.GroupVersion.Version, "workloadflavors")
+				r.Scope = ptr.To(admissionregistrationv1.ClusterScope)
+				return r
+			}()}, everywhere, fail, none),
+			validating("horizontalpodautoscalers.validate.vk8s.io", pathAutoscalers, []admissionregistrationv1.RuleWithOperations{
+				rule([]admissionregistrationv1.OperationType{create, update}, "autoscaling", "v2", "horizontalpodautoscalers"),
+			}, inVK8s, fail, none),
+			validating("outside.validate.vk8s.io", pathOutside, append(workloads(create, update),
+				rule([]admissionregistrationv1.OperationType{create, update}, "", "v1", "pods")),
+				outsideVK8s, ignore, none,
+				cond("has-a-vk8s-annotation", celFederatedAnnotation), cond("not-controlled", celNotControlled)),
+		},
+	}
+	return m, v
+}
+
+// webhookClientConfig returns the clientConfig of the handler at path.
+func (cfg *Config) webhookClientConfig(path string, caBundle []byte) admissionregistrationv1.WebhookClientConfig {
+	if cfg.Service != nil {
+		port := cfg.Service.Port
+		if port == 0 {
+			port = 443
+		}
+		return admissionregistrationv1.WebhookClientConfig{
+			Service: &admissionregistrationv1.ServiceReference{
+				Namespace: cfg.Service.Namespace, Name: cfg.Service.Name, Path: ptr.To(path), Port: ptr.To(port),
+			},
+			CABundle: caBundle,
+		}
+	}
+	u, _ := url.Parse(cfg.URL)
+	u.Path = strings.TrimRight(u.Path, "/") + path
+	return admissionregistrationv1.WebhookClientConfig{URL: ptr.To(u.String()), CABundle: caBundle}
+}
+
+// registrar keeps the process's own webhook configurations as Configurations says, with
+// the current CA bundle; it never reads or writes any other configuration.
+type registrar struct {
+	cfg    *Config
+	client client.Client
+	log    logr.Logger
+
+	mu     sync.Mutex
+	bundle []byte
+	ready  atomic.Bool
+}
+
+// publish is the Authority's Publish: it writes bundle into the configurations.
+func (r *registrar) publish(ctx context.Context, bundle []byte) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.bundle = bundle
+	if err := r.ensureLocked(ctx); err != nil {
+		return err
+	}
+	r.ready.Store(true)
+	return nil
+}
+
+// readyCheck is the readiness check: ready once the configurations carry the bundle.
+func (r *registrar) readyCheck(*http.Request) error {
+	if !r.ready.Load() {
+		return errors.New("the webhook configurations are not registered yet")
+	}
+	return nil
+}
+
+// run waits for the cache and the HTTPS server, registers the configurations, and then
+// rotates the certificates (self-managed) or re-reads the CA file, repairing the
+// configurations every ResyncInterval, until ctx ends.
+func (r *registrar) run(ctx context.Context, mgr manager.Manager, authority *certs.Authority) error {
+	if !mgr.GetCache().WaitForCacheSync(ctx) {
+		return nil
+	}
+	started := mgr.GetWebhookServer().StartedChecker()
+	for started(nil) != nil {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	errs := make(chan error, 1)
+	if authority != nil {
+		go func() { errs <- authority.Run(ctx) }()
+	} else if err := r.publishCAFile(ctx); err != nil {
+		r.log.Error(err, "Registering the webhook configurations failed; retrying")
+	}
+	t := time.NewTicker(r.cfg.ResyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if authority != nil {
+				return <-errs
+			}
+			return nil
+		case err := <-errs:
+			return err
+		case <-t.C:
+		}
+		var err error
+		if authority == nil {
+			err = r.publishCAFile(ctx)
+		} else {
+			r.mu.Lock()
+			if r.bundle != nil {
+				err = r.ensureLocked(ctx)
+			}
+			r.mu.Unlock()
+		}
+		if err != nil {
+			r.log.Error(err, "Repairing the webhook configurations failed")
+		}
+	}
+}
+
+func (r *registrar) publishCAFile(ctx context.Context) error {
+	var bundle []byte
+	if r.cfg.CAFile != "" {
+		b, err := os.ReadFile(r.cfg.CAFile)
+		if err != nil {
+			return fmt.Errorf("read the CA file: %w", err)
+		}
+		bundle = b
+	}
+	return r.publish(ctx, bundle)
+}
+
+// ensureLocked creates or updates the two configurations (ManageConfigurations), or writes
+// the bundle into them when they exist (the chart made them). r.mu is held.
+func (r *registrar) ensureLocked(ctx context.Context) error {
+	m, v := Configurations(*r.cfg, r.bundle)
+	var errs []error
+	for _, want := range []client.Object{m, v} {
+		if r.cfg.ManageConfigurations {
+			errs = append(errs, r.apply(ctx, want))
+		} else if r.bundle != nil {
+			errs = append(errs, r.inject(ctx, want))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// apply creates want, or updates the stored configuration to want's webhooks and labels.
+func (r *registrar) apply(ctx context.Context, want client.Object) error {
+	cur := want.DeepCopyObject().(client.Object)
+	err := r.client.Get(ctx, client.ObjectKeyFromObject(want), cur)
+	switch {
+	case apierrors.IsNotFound(err):
+		if err := r.client.Create(ctx, want); err != nil {
+			return fmt.Errorf("create %T %s: %w", want, want.GetName(), err)
+		}
+		r.log.Info("Created the webhook configuration", "kind", fmt.Sprintf("%T", want), "name", want.GetName())
+		return nil
+	case err != nil:
+		return fmt.Errorf("get %T %s: %w", want, want.GetName(), err)
+	}
+	same := cur.GetLabels()["app.kubernetes.io/managed-by"] == "vk8s"
+	cur.SetLabels(mergeLabels(cur.GetLabels(), want.GetLabels()))
+	switch c := cur.(type) {
+	case *admissionregistrationv1.MutatingWebhookConfiguration:
+		w := want.(*admissionregistrationv1.MutatingWebhookConfiguration).Webhooks
+		same = same && apiequality.Semantic.DeepEqual(c.Webhooks, w)
+		c.Webhooks = w
+	case *admissionregistrationv1.ValidatingWebhookConfiguration:
+		w := want.(*admissionregistrationv1.ValidatingWebhookConfiguration).Webhooks
+		same = same && apiequality.Semantic.DeepEqual(c.Webhooks, w)
+		c.Webhooks = w
+	}
+	if same {
+		return nil
+	}
+	if err := r.client.Update(ctx, cur); err != nil {
+		return fmt.Errorf("update %T %s: %w", cur, cur.GetName(), err)
+	}
+	r.log.Info("Updated the webhook configuration", "kind", fmt.Sprintf("%T", cur), "name", cur.GetName())
+	return nil
+}
+
+// inject writes the bundle into every webhook of the stored configuration named like
+// want, when it exists.
+func (r *registrar) inject(ctx context.Context, want client.Object) error {
+	cur := want.DeepCopyObject().(client.Object)
+	if err := r.client.Get(ctx, client.ObjectKeyFromObject(want), cur); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	var configs []*admissionregistrationv1.WebhookClientConfig
+	switch c := cur.(type) {
+	case *admissionregistrationv1.MutatingWebhookConfiguration:
+		for i := range c.Webhooks {
+			configs = append(configs, &c.Webhooks[i].ClientConfig)
+		}
+	case *admissionregistrationv1.ValidatingWebhookConfiguration:
+		for i := range c.Webhooks {
+			configs = append(configs, &c.Webhooks[i].ClientConfig)
+		}
+	}
+	changed := false
+	for _, cc := range configs {
+		if !slices.Equal(cc.CABundle, r.bundle) {
+			cc.CABundle, changed = r.bundle, true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	if err := r.client.Update(ctx, cur); err != nil {
+		return fmt.Errorf("write the CA bundle into %T %s: %w", cur, cur.GetName(), err)
+	}
+	return nil
+}
+
+func mergeLabels(a, b map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		out[k] = v
+	}
+	return out
+}
+
+// namespaceLabeler keeps LabelVirtualKubernetes on exactly the namespaces that hold a
+// VirtualKubernetes (the oldest one's name), so the webhook configurations reach them and
+// nothing else. A namespace keeps the label while its VirtualKubernetes finalizes.
+type namespaceLabeler struct {
+	client client.Client
+	now    func() time.Time
+
+	mu sync.Mutex
+	// unbacked records when a labelled namespace was first seen without a
+	// VirtualKubernetes: the admission of a new one labels its namespace a moment before
+	// the object is stored, so the label goes only after labelGrace.
+	unbacked map[string]time.Time
+}
+
+// labelGrace is how long a label without a VirtualKubernetes stays.
+const labelGrace = 5 * time.Second
+
+func setupNamespaceLabeler(mgr manager.Manager, name string) error {
+	l := &namespaceLabeler{client: mgr.GetClient(), now: time.Now, unbacked: map[string]time.Time{}}
+	return builder.ControllerManagedBy(mgr).
+		Named(name+"-namespaces").
+		For(&corev1.Namespace{}).
+		Watches(&vk8sv1.VirtualKubernetes{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: o.GetNamespace()}}}
+		})).
+		Complete(l)
+}
+
+// Reconcile sets or removes the label of one namespace.
+func (l *namespaceLabeler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	ns := &corev1.Namespace{}
+	if err := l.client.Get(ctx, req.NamespacedName, ns); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	r := &resolver{cache: l.client}
+	vk, err := r.virtualKubernetes(ctx, ns.Name)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	want := ""
+	if vk != nil {
+		want = vk.Name
+	}
+	l.mu.Lock()
+	if _, labelled := ns.Labels[LabelVirtualKubernetes]; want == "" && labelled {
+		first, seen := l.unbacked[ns.Name]
+		if !seen {
+			first = l.now()
+			l.unbacked[ns.Name] = first
+		}
+		if wait := labelGrace - l.now().Sub(first); wait > 0 {
+			l.mu.Unlock()
+			return reconcile.Result{RequeueAfter: wait}, nil
+		}
+	}
+	delete(l.unbacked, ns.Name)
+	l.mu.Unlock()
+	return reconcile.Result{}, labelNamespace(ctx, l.client, ns, want)
+}
+
+// labelNamespace sets LabelVirtualKubernetes on ns to value, or removes it when value is
+// empty.
+func labelNamespace(ctx context.Context, c client.Client, ns *corev1.Namespace, value string) error {
+	cur, has := ns.Labels[LabelVirtualKubernetes]
+	if (value == "" && !has) || (value != "" && cur == value) || (value != "" && ns.DeletionTimestamp != nil) {
+		return nil
+	}
+	patch := client.MergeFrom(ns.DeepCopy())
+	if value == "" {
+		delete(ns.Labels, LabelVirtualKubernetes)
+	} else {
+		if ns.Labels == nil {
+			ns.Labels = map[string]string{}
+		}
+		ns.Labels[LabelVirtualKubernetes] = value
+	}
+	if err := c.Patch(ctx, ns, patch); err != nil {
+		return fmt.Errorf("label namespace %s: %w", ns.Name, err)
+	}
+	return nil
+}

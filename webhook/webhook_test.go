@@ -1,0 +1,234 @@
+package webhook
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+)
+
+func TestNewValidates(t *testing.T) {
+	host := &rest.Config{Host: "https://127.0.0.1:6443"}
+	for _, tc := range []struct {
+		name    string
+		cfg     Config
+		wantErr string
+	}{
+		{name: "lab", cfg: Config{Host: host, URL: "https://127.0.0.1:9443", ManageConfigurations: true}},
+		{name: "in cluster", cfg: Config{Host: host, Service: &ServiceReference{Namespace: "vk8s-system", Name: "vk8s-webhook"}, ManageConfigurations: true}},
+		{name: "cert-manager", cfg: Config{Host: host, Service: &ServiceReference{Namespace: "x", Name: "y"}, CertDir: "/certs", CAFile: "/certs/ca.crt", ManageConfigurations: true}},
+		{name: "no host", cfg: Config{URL: "https://127.0.0.1:9443"}, wantErr: "webhook: host client configuration is required"},
+		{name: "http", cfg: Config{Host: host, URL: "http://127.0.0.1:9443"}, wantErr: `webhook: URL "http://127.0.0.1:9443": must be https://<host>[:<port>][/<path>]`},
+		{name: "both", cfg: Config{Host: host, URL: "https://a", Service: &ServiceReference{Namespace: "x", Name: "y"}},
+			wantErr: "webhook: set either a URL or a Service for the API server to call, not both"},
+		{name: "neither", cfg: Config{Host: host}, wantErr: "webhook: set a URL or a Service: the webhook configurations and the self-managed certificate name it"},
+		{name: "timeout", cfg: Config{Host: host, URL: "https://a", Timeout: time.Minute}, wantErr: "webhook: timeout 1m0s: the API server takes 1s to 30s"},
+		{name: "cert dir without CA", cfg: Config{Host: host, URL: "https://a", CertDir: "/certs", ManageConfigurations: true},
+			wantErr: "webhook: managing the configurations with certificates from a folder needs the CA file that signed them"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(tc.cfg)
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || err.Error() != tc.wantErr) {
+				t.Errorf("err = %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestPortFromURL(t *testing.T) {
+	for url, want := range map[string]int{"https://127.0.0.1:9555": 9555, "https://webhook.example": DefaultPort} {
+		c := Config{URL: url}
+		c.defaults()
+		if c.Port != want {
+			t.Errorf("%s: port %d, want %d", url, c.Port, want)
+		}
+	}
+}
+
+func TestServingNames(t *testing.T) {
+	c := Config{Service: &ServiceReference{Namespace: "vk8s-system", Name: "vk8s-webhook"}}
+	dns, ips := c.servingNames()
+	if len(dns) != 3 || dns[0] != "vk8s-webhook.vk8s-system.svc" || ips != nil {
+		t.Errorf("service names %v %v", dns, ips)
+	}
+	c = Config{URL: "https://127.0.0.1:9443/base"}
+	dns, ips = c.servingNames()
+	if dns != nil || len(ips) != 1 || !ips[0].Equal(net.IPv4(127, 0, 0, 1)) {
+		t.Errorf("URL names %v %v", dns, ips)
+	}
+}
+
+// TestConfigurations checks the scope of the registered webhooks: what must be decided
+// by vk8s fails closed in vK8s namespaces only.
+func TestConfigurations(t *testing.T) {
+	m, v := Configurations(Config{URL: "https://127.0.0.1:9443/"}, []byte("CA"))
+	if m.Name != DefaultConfigurationName || v.Name != DefaultConfigurationName {
+		t.Errorf("names %s %s", m.Name, v.Name)
+	}
+	inVK8s := func(s *metav1.LabelSelector) bool {
+		return len(s.MatchLabels) == 0 && len(s.MatchExpressions) == 1 &&
+			s.MatchExpressions[0].Key == LabelVirtualKubernetes && s.MatchExpressions[0].Operator == metav1.LabelSelectorOpExists
+	}
+	for _, w := range m.Webhooks {
+		if *w.FailurePolicy != admissionregistrationv1.Fail || !inVK8s(w.NamespaceSelector) {
+			t.Errorf("%s: failure policy %s, namespace selector %v", w.Name, *w.FailurePolicy, w.NamespaceSelector)
+		}
+		if *w.TimeoutSeconds != 5 || string(w.ClientConfig.CABundle) != "CA" || w.ClientConfig.URL == nil {
+			t.Errorf("%s: timeout %d, client config %+v", w.Name, *w.TimeoutSeconds, w.ClientConfig)
+		}
+	}
+	if got := *m.Webhooks[2].ClientConfig.URL; got != "https://127.0.0.1:9443/mutate/pods" {
+		t.Errorf("pods URL %s", got)
+	}
+	policies := map[string]admissionregistrationv1.FailurePolicyType{}
+	for _, w := range v.Webhooks {
+		policies[w.Name] = *w.FailurePolicy
+		if w.Name == "outside.validate.vk8s.io" {
+			sel := w.NamespaceSelector.MatchExpressions
+			if len(sel) != 1 || sel[0].Operator != metav1.LabelSelectorOpDoesNotExist || len(w.MatchConditions) != 2 {
+				t.Errorf("outside: selector %v, conditions %v", sel, w.MatchConditions)
+			}
+		}
+		if w.Name == "horizontalpodautoscalers.validate.vk8s.io" && !inVK8s(w.NamespaceSelector) {
+			t.Errorf("HPA check outside vK8s namespaces: %v", w.NamespaceSelector)
+		}
+	}
+	if policies["outside.validate.vk8s.io"] != admissionregistrationv1.Ignore || policies["virtualkubernetes.validate.vk8s.io"] != admissionregistrationv1.Fail {
+		t.Errorf("failure policies %v", policies)
+	}
+
+	m, _ = Configurations(Config{Service: &ServiceReference{Namespace: "vk8s-system", Name: "vk8s-webhook"}, Timeout: 3 * time.Second}, nil)
+	svc := m.Webhooks[0].ClientConfig.Service
+	if svc == nil || svc.Namespace != "vk8s-system" || *svc.Port != 443 || *svc.Path != pathWorkloads || *m.Webhooks[0].TimeoutSeconds != 3 {
+		t.Errorf("service client config %+v", m.Webhooks[0].ClientConfig)
+	}
+}
+
+// TestRegistrarTouchesOnlyItsOwn checks that registering creates, then repairs, the
+// process's two configurations, and leaves another configuration alone.
+func TestRegistrarTouchesOnlyItsOwn(t *testing.T) {
+	other := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "someone-else"},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{{Name: "x.example.com", ClientConfig: admissionregistrationv1.WebhookClientConfig{CABundle: []byte("theirs")}}}}
+	e := newEnv(t, other)
+	before := &admissionregistrationv1.MutatingWebhookConfiguration{}
+	if err := e.c.Get(t.Context(), client.ObjectKey{Name: "someone-else"}, before); err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.a.cfg
+	cfg.ManageConfigurations = true
+	r := &registrar{cfg: &cfg, client: e.c}
+	if err := r.publish(t.Context(), []byte("CA1")); err != nil {
+		t.Fatal(err)
+	}
+	m := &admissionregistrationv1.MutatingWebhookConfiguration{}
+	if err := e.c.Get(t.Context(), client.ObjectKey{Name: DefaultConfigurationName}, m); err != nil {
+		t.Fatal(err)
+	}
+	// Someone edits ours; a new CA follows.
+	m.Webhooks[0].FailurePolicy = ptrTo(admissionregistrationv1.Ignore)
+	if err := e.c.Update(t.Context(), m); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.publish(t.Context(), []byte("CA2")); err != nil {
+		t.Fatal(err)
+	}
+	_ = e.c.Get(t.Context(), client.ObjectKey{Name: DefaultConfigurationName}, m)
+	if *m.Webhooks[0].FailurePolicy != admissionregistrationv1.Fail || string(m.Webhooks[2].ClientConfig.CABundle) != "CA2" {
+		t.Errorf("not repaired: %s, %q", *m.Webhooks[0].FailurePolicy, m.Webhooks[2].ClientConfig.CABundle)
+	}
+	v := &admissionregistrationv1.ValidatingWebhookConfiguration{}
+	if err := e.c.Get(t.Context(), client.ObjectKey{Name: DefaultConfigurationName}, v); err != nil || string(v.Webhooks[0].ClientConfig.CABundle) != "CA2" {
+		t.Errorf("validating configuration: %v", err)
+	}
+	got := &admissionregistrationv1.MutatingWebhookConfiguration{}
+	_ = e.c.Get(t.Context(), client.ObjectKey{Name: "someone-else"}, got)
+	if got.ResourceVersion != before.ResourceVersion || string(got.Webhooks[0].ClientConfig.CABundle) != "theirs" {
+		t.Errorf("another configuration was changed: %+v", got.Webhooks[0].ClientConfig)
+	}
+	if r.readyCheck(nil) != nil {
+		t.Error("not ready after registering")
+	}
+}
+
+func TestRegistrarInjectsIntoTemplatedConfigurations(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.a.cfg // ManageConfigurations false: the chart templates the configurations
+	r := &registrar{cfg: &cfg, client: e.c}
+	if err := r.publish(t.Context(), []byte("CA1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.c.Get(t.Context(), client.ObjectKey{Name: DefaultConfigurationName}, &admissionregistrationv1.MutatingWebhookConfiguration{}); err == nil {
+		t.Fatal("created a configuration without --manage-configurations")
+	}
+	m, v := Configurations(cfg, nil)
+	m.Webhooks = m.Webhooks[:1]
+	for _, obj := range []client.Object{m, v} {
+		if err := e.c.Create(t.Context(), obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.publish(t.Context(), []byte("CA2")); err != nil {
+		t.Fatal(err)
+	}
+	gotM, gotV := &admissionregistrationv1.MutatingWebhookConfiguration{}, &admissionregistrationv1.ValidatingWebhookConfiguration{}
+	_ = e.c.Get(t.Context(), client.ObjectKey{Name: DefaultConfigurationName}, gotM)
+	_ = e.c.Get(t.Context(), client.ObjectKey{Name: DefaultConfigurationName}, gotV)
+	if len(gotM.Webhooks) != 1 || string(gotM.Webhooks[0].ClientConfig.CABundle) != "CA2" || string(gotV.Webhooks[4].ClientConfig.CABundle) != "CA2" {
+		t.Errorf("bundle not injected, or webhooks changed: %d mutating", len(gotM.Webhooks))
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+func TestNamespaceLabeler(t *testing.T) {
+	e := newEnv(t,
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "fresh"}},
+		&vk8sv1.VirtualKubernetes{ObjectMeta: metav1.ObjectMeta{Namespace: "fresh", Name: "edge"}, Spec: vk8sv1.VirtualKubernetesSpec{VirtualSite: "shared/all-sites"}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "stale", Labels: map[string]string{LabelVirtualKubernetes: "gone"}}},
+	)
+	l := &namespaceLabeler{client: e.c, now: e.clock.now, unbacked: map[string]time.Time{}}
+	reconcileNS := func(name string) reconcile.Result {
+		t.Helper()
+		res, err := l.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKey{Name: name}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	label := func(name string) (string, bool) {
+		n := &corev1.Namespace{}
+		_ = e.c.Get(t.Context(), client.ObjectKey{Name: name}, n)
+		v, ok := n.Labels[LabelVirtualKubernetes]
+		return v, ok
+	}
+	reconcileNS("fresh")
+	if v, _ := label("fresh"); v != "edge" {
+		t.Errorf("fresh: label %q, want edge", v)
+	}
+	// A label without a VirtualKubernetes stays for the grace period (its creation may be
+	// on the way), then goes.
+	if res := reconcileNS("stale"); res.RequeueAfter != labelGrace {
+		t.Errorf("requeue after %s, want %s", res.RequeueAfter, labelGrace)
+	}
+	if _, ok := label("stale"); !ok {
+		t.Error("the label went at once")
+	}
+	e.clock.add(labelGrace)
+	reconcileNS("stale")
+	if _, ok := label("stale"); ok {
+		t.Error("the label stayed after the grace period")
+	}
+	reconcileNS("plain")
+	if _, ok := label("plain"); ok {
+		t.Error("a namespace without VirtualKubernetes was labelled")
+	}
+}
