@@ -66,11 +66,15 @@ func startProvider(t *testing.T) {
 	ctrllog.SetLogger(log)
 	go func() {
 		done <- provider.Run(ctx, provider.Config{
-			Host:              host,
-			Logger:            log,
-			Endpoint:          provider.Endpoint{Address: "127.0.0.1", Port: int32(port)},
-			SweepInterval:     providerSweep,
-			Kubelet:           provider.KubeletAPI{BindAddress: "127.0.0.1", ClientCAFile: fleet.CACertPath("host")},
+			Host:          host,
+			Logger:        log,
+			Endpoint:      provider.Endpoint{Address: providerKubelet.address, Port: int32(port)},
+			SweepInterval: providerSweep,
+			Kubelet: provider.KubeletAPI{
+				BindAddress:  providerKubelet.bind,
+				NodePorts:    providerKubelet.nodePorts,
+				ClientCAFile: fleet.CACertPath("host"),
+			},
 			MetricsRegisterer: prometheus.NewRegistry(),
 			// TestProviderRestart stops this provider and starts another.
 			SkipNameValidation: true,

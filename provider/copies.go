@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -86,6 +87,7 @@ func (p *Pods) ensureRefs(ctx context.Context, c *cluster, host *corev1.Pod, sit
 	for _, r := range References(&host.Spec) {
 		obj, err := p.hostObject(r.Kind, host.Namespace, r.Name)
 		if apierrors.IsNotFound(err) {
+			p.reportMissing(host, r)
 			if r.Optional {
 				continue
 			}
@@ -99,6 +101,33 @@ func (p *Pods) ensureRefs(ctx context.Context, c *cluster, host *corev1.Pod, sit
 		}
 	}
 	return nil
+}
+
+// Event reasons for missing references, virtual-kubelet's (and so its e2e suite's).
+const (
+	ReasonOptionalConfigMapNotFound  = "OptionalConfigMapNotFound"
+	ReasonMandatoryConfigMapNotFound = "MandatoryConfigMapNotFound"
+	ReasonOptionalSecretNotFound     = "OptionalSecretNotFound"
+	ReasonMandatorySecretNotFound    = "MandatorySecretNotFound"
+)
+
+// reportMissing records a Warning Event on the host pod for a ConfigMap or Secret it
+// references that does not exist, as virtual-kubelet does when it resolves environment.
+func (p *Pods) reportMissing(host *corev1.Pod, r Ref) {
+	var reason string
+	switch {
+	case r.Kind == KindConfigMap && r.Optional:
+		reason = ReasonOptionalConfigMapNotFound
+	case r.Kind == KindConfigMap:
+		reason = ReasonMandatoryConfigMapNotFound
+	case r.Kind == KindSecret && r.Optional:
+		reason = ReasonOptionalSecretNotFound
+	case r.Kind == KindSecret:
+		reason = ReasonMandatorySecretNotFound
+	default:
+		return
+	}
+	p.cfg.Recorder.Eventf(host, corev1.EventTypeWarning, reason, "%s %q not found", strings.ToLower(r.Kind), r.Name)
 }
 
 // ensureCopy creates or updates the site's copy of a host object. An object of the same

@@ -39,7 +39,9 @@ const (
 // The host verifies kubelet serving certificates as hardened clusters do: its API server
 // presents the admin certificate to kubelets and checks theirs against the cluster CA,
 // which its controller manager signs kubernetes.io/kubelet-serving requests with. Sites
-// get kwok's ClusterLogs and ClusterExec, so that logs and exec of their pods answer.
+// get kwok's ClusterLogs and ClusterExec, so that logs and exec of their pods answer, and
+// kwok's Metric and ClusterResourceUsage (siteMetricsFile, which writeSiteContent writes
+// to content), so that their nodes serve simulated resource metrics.
 func kwokctlConfig(role clusterRole, tools map[string]string, advertise, pki, content string) ([]byte, error) {
 	options := map[string]any{
 		"runtime":                     "binary",
@@ -73,6 +75,16 @@ func kwokctlConfig(role clusterRole, tools map[string]string, advertise, pki, co
 			},
 		})
 	}
+	if role == roleSite {
+		// kwokctl v0.8.0 passes Metric and ClusterResourceUsage documents on to kwok only
+		// when it also runs its metrics-server component (which the sites do not need), so
+		// kwok reads them from a configuration file of its own beside the one kwokctl
+		// writes (kwok's --config may be given more than once).
+		patches = append(patches, map[string]any{
+			"name":      "kwok-controller",
+			"extraArgs": []any{arg("config", filepath.Join(content, siteMetricsFile))},
+		})
+	}
 	patches = append([]any{map[string]any{"name": "kube-apiserver", "extraArgs": apiserverArgs}}, patches...)
 	docs := []any{map[string]any{
 		"apiVersion":        "config.kwok.x-k8s.io/v1alpha1",
@@ -99,6 +111,11 @@ func kwokctlConfig(role clusterRole, tools map[string]string, advertise, pki, co
 				}}},
 			})
 	}
+	return yamlDocuments(docs)
+}
+
+// yamlDocuments renders docs as one YAML stream.
+func yamlDocuments(docs []any) ([]byte, error) {
 	var out bytes.Buffer
 	for i, d := range docs {
 		raw, err := yaml.Marshal(d)
@@ -115,17 +132,86 @@ func kwokctlConfig(role clusterRole, tools map[string]string, advertise, pki, co
 
 func arg(key, value string) map[string]any { return map[string]any{"key": key, "value": value} }
 
-// Files of the simulated containers on the sites (kwok's ClusterLogs and ClusterExec).
+// Files of the simulated containers on the sites (kwok's ClusterLogs and ClusterExec) and
+// of the sites' simulated resource metrics.
 const (
 	currentLogFile  = "current.log"
 	previousLogFile = "previous.log"
 	execDir         = "exec"
+	siteMetricsFile = "kwok-metrics.yaml"
 )
 
+// siteMetricsConfig renders the kwok configuration that simulates the resource metrics of
+// the sites' nodes, as kwokctl's metrics-server option would (kwok's kustomize/metrics):
+// a Metric serving the kubelet's /metrics/resource series at
+// /metrics/nodes/{nodeName}/metrics/resource, the path kwok's nodes name in their
+// metrics.k8s.io/resource-metrics-path annotation, and a ClusterResourceUsage giving every
+// container the CPU and memory its pod's kwok.x-k8s.io/usage-cpu and
+// kwok.x-k8s.io/usage-memory annotations say (1m and 1Mi without them).
+func siteMetricsConfig() ([]byte, error) {
+	type series struct {
+		name, dimension, kind, help, value string
+	}
+	labels := map[string][]any{
+		"node": nil,
+		"pod":  {label("namespace", "pod.metadata.namespace"), label("pod", "pod.metadata.name")},
+		"container": {label("container", "container.name"), label("namespace", "pod.metadata.namespace"),
+			label("pod", "pod.metadata.name")},
+	}
+	var metrics []any
+	for _, m := range []series{
+		{"scrape_error", "node", "gauge", "1 if there was an error while getting container metrics, 0 otherwise", "0"},
+		{"node_cpu_usage_seconds_total", "node", "counter", "Cumulative cpu time consumed by the node in core-seconds", `node.CumulativeUsage("cpu")`},
+		{"node_memory_working_set_bytes", "node", "gauge", "Current working set of the node in bytes", `node.Usage("memory")`},
+		{"pod_cpu_usage_seconds_total", "pod", "counter", "Cumulative cpu time consumed by the pod in core-seconds", `pod.CumulativeUsage("cpu")`},
+		{"pod_memory_working_set_bytes", "pod", "gauge", "Current working set of the pod in bytes", `pod.Usage("memory")`},
+		{"container_start_time_seconds", "container", "gauge", "Start time of the container since unix epoch in seconds", "pod.SinceSecond()"},
+		{"container_cpu_usage_seconds_total", "container", "counter", "Cumulative cpu time consumed by the container in core-seconds",
+			`pod.CumulativeUsage("cpu", container.name)`},
+		{"container_memory_working_set_bytes", "container", "gauge", "Current working set of the container in bytes",
+			`pod.Usage("memory", container.name)`},
+	} {
+		metric := map[string]any{"name": m.name, "dimension": m.dimension, "kind": m.kind, "help": m.help, "value": m.value}
+		if l := labels[m.dimension]; l != nil {
+			metric["labels"] = l
+		}
+		metrics = append(metrics, metric)
+	}
+	usage := func(resource, fallback string) map[string]any {
+		annotation := "kwok.x-k8s.io/usage-" + resource
+		return map[string]any{"expression": fmt.Sprintf("%q in pod.metadata.annotations ? Quantity(pod.metadata.annotations[%q]) : Quantity(%q)",
+			annotation, annotation, fallback)}
+	}
+	return yamlDocuments([]any{
+		map[string]any{
+			"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Metric",
+			"metadata": map[string]any{"name": "vk8s-lab-metrics-resource"},
+			"spec":     map[string]any{"path": "/metrics/nodes/{nodeName}/metrics/resource", "metrics": metrics},
+		},
+		map[string]any{
+			"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterResourceUsage",
+			"metadata": map[string]any{"name": "vk8s-lab-usage"},
+			"spec": map[string]any{"usages": []any{map[string]any{
+				"usage": map[string]any{"cpu": usage("cpu", "1m"), "memory": usage("memory", "1Mi")},
+			}}},
+		},
+	})
+}
+
+func label(name, value string) map[string]any { return map[string]any{"name": name, "value": value} }
+
 // writeSiteContent writes what site pods show through kwok: container logs in the CRI
-// format kubelets write (the current run and a previous one), and the folder exec runs in.
+// format kubelets write (the current run and a previous one), the folder exec runs in, and
+// the configuration of the simulated resource metrics.
 func writeSiteContent(dir string) error {
 	if err := os.MkdirAll(filepath.Join(dir, execDir), 0o755); err != nil {
+		return err
+	}
+	metrics, err := siteMetricsConfig()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, siteMetricsFile), metrics, 0o644); err != nil {
 		return err
 	}
 	now := time.Now().UTC()
@@ -139,6 +225,16 @@ func writeSiteContent(dir string) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, previousLogFile), []byte(prev.String()), 0o644)
+}
+
+// AdvertiseAddress returns the address the lab's API servers advertise, the machine's
+// first global IPv4 address, and false when the machine has none (the address is then a
+// documentation address nothing listens on). An API server proxies to nodes and pods only
+// at global unicast addresses, so a kubelet endpoint that the host's node proxy should
+// reach must be advertised, and listen, there.
+func AdvertiseAddress() (string, bool) {
+	a := advertiseAddress()
+	return a, a != fallbackAdvertiseAddress
 }
 
 // advertiseAddress returns the machine's first global IPv4 address, as kube-apiserver would

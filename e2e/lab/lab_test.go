@@ -202,10 +202,91 @@ func TestKwokctlConfig(t *testing.T) {
 				}
 			}
 		}
+		// Sites' kwok also reads the simulated resource metrics, from a file of its own.
+		wantMetricsConfig := map[clusterRole]string{roleSite: "/content/" + siteMetricsFile}[tc.role]
+		if got := args["kwok-controller --config"]; got != wantMetricsConfig {
+			t.Errorf("role %d: kwok-controller --config = %q, want %q", tc.role, got, wantMetricsConfig)
+		}
 		// Sites simulate container logs and exec with kwok.
 		if wantDocs := map[clusterRole]int{roleHost: 1, roleSite: 3}[tc.role]; len(docs) != wantDocs ||
 			(tc.role == roleSite && (!strings.Contains(docs[1], "kind: ClusterLogs") || !strings.Contains(docs[2], "kind: ClusterExec"))) {
 			t.Errorf("role %d: %d documents, want %d:\n%s", tc.role, len(docs), wantDocs, strings.Join(docs, "\n---\n"))
 		}
 	}
+
+	// writeSiteContent writes the simulated resource metrics that the sites' kwok reads.
+	t.Run("site metrics", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := writeSiteContent(dir); err != nil {
+			t.Fatal(err)
+		}
+		raw, err := os.ReadFile(filepath.Join(dir, siteMetricsFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs := strings.Split(string(raw), "\n---\n")
+		if len(docs) != 2 {
+			t.Fatalf("%d documents, want a Metric and a ClusterResourceUsage:\n%s", len(docs), raw)
+		}
+		var metric struct {
+			Kind string `json:"kind"`
+			Spec struct {
+				Path    string `json:"path"`
+				Metrics []struct {
+					Name, Dimension, Kind, Value string
+					Labels                       []struct{ Name, Value string }
+				} `json:"metrics"`
+			} `json:"spec"`
+		}
+		if err := yaml.Unmarshal([]byte(docs[0]), &metric); err != nil {
+			t.Fatal(err)
+		}
+		// The path kwok's nodes name in metrics.k8s.io/resource-metrics-path.
+		if metric.Kind != "Metric" || metric.Spec.Path != "/metrics/nodes/{nodeName}/metrics/resource" {
+			t.Errorf("kind %s path %s", metric.Kind, metric.Spec.Path)
+		}
+		// The kubelet's resource metrics, with the labels that name their pod and container.
+		wantLabels := map[string]string{"node": "", "pod": "namespace,pod", "container": "container,namespace,pod"}
+		got := map[string]string{}
+		for _, m := range metric.Spec.Metrics {
+			var labels []string
+			for _, l := range m.Labels {
+				labels = append(labels, l.Name)
+			}
+			if strings.Join(labels, ",") != wantLabels[m.Dimension] || m.Value == "" {
+				t.Errorf("%s (%s): labels %v, value %q", m.Name, m.Dimension, labels, m.Value)
+			}
+			got[m.Name] = m.Kind
+		}
+		for name, kind := range map[string]string{
+			"node_cpu_usage_seconds_total": "counter", "node_memory_working_set_bytes": "gauge",
+			"pod_cpu_usage_seconds_total": "counter", "pod_memory_working_set_bytes": "gauge",
+			"container_cpu_usage_seconds_total": "counter", "container_memory_working_set_bytes": "gauge",
+			"container_start_time_seconds": "gauge", "scrape_error": "gauge",
+		} {
+			if got[name] != kind {
+				t.Errorf("metric %s: kind %q, want %q", name, got[name], kind)
+			}
+		}
+		var usage struct {
+			Kind string `json:"kind"`
+			Spec struct {
+				Usages []struct {
+					Usage map[string]struct{ Expression string } `json:"usage"`
+				} `json:"usages"`
+			} `json:"spec"`
+		}
+		if err := yaml.Unmarshal([]byte(docs[1]), &usage); err != nil {
+			t.Fatal(err)
+		}
+		if usage.Kind != "ClusterResourceUsage" || len(usage.Spec.Usages) != 1 {
+			t.Fatalf("%s with %d usages", usage.Kind, len(usage.Spec.Usages))
+		}
+		for resource, fallback := range map[string]string{"cpu": `Quantity("1m")`, "memory": `Quantity("1Mi")`} {
+			e := usage.Spec.Usages[0].Usage[resource].Expression
+			if !strings.Contains(e, `pod.metadata.annotations["kwok.x-k8s.io/usage-`+resource+`"]`) || !strings.HasSuffix(e, fallback) {
+				t.Errorf("%s usage: %q", resource, e)
+			}
+		}
+	})
 }

@@ -21,7 +21,8 @@
 // The host's API server calls every virtual node at the address and port the node
 // advertises, and the kubelet paths do not name the node. Requests for one pod
 // (/containerLogs, /exec, /attach, /portForward) name the pod, which names its virtual
-// node. Requests for a whole node (/stats/summary, /metrics/resource, /pods) do not, and
+// node. Requests for a whole node (/stats/summary, /metrics/resource, /pods,
+// /runningpods/) do not, and
 // the host dials an IP (no SNI, and a Host header that is the address), so the server
 // tells the nodes apart in two ways:
 //
@@ -64,10 +65,14 @@
 // /stats/summary is the site nodes' summaries (read through the site's node proxy) with
 // only the pods that run for host pods, renamed to the host namespace, name and UID, and
 // the node named after the virtual node; in Aggregate mode the site nodes are merged
-// (HostSummary). /metrics/resource is the site nodes' own resource metrics relabelled the
-// same way (from the path a site node's metrics.k8s.io/resource-metrics-path annotation
-// names, for kwok sites), or, where a site node has none, made from its summary with the
-// kubelet's names (ResourceMetrics, HostResourceMetrics).
+// (HostSummary). A site node that serves no summary (kwok's) has one made from its
+// resource metrics (SummaryFromMetrics), or, failing those, from the pods the site runs on
+// it, listed with no usage (SummaryFromPods): numbers are never made up. /metrics/resource
+// is the site nodes' own resource metrics relabelled the same way (from the path a site
+// node's metrics.k8s.io/resource-metrics-path annotation names, for kwok sites), or, where
+// a site node has none, made from its summary with the kubelet's names (ResourceMetrics,
+// HostResourceMetrics), labelled namespace, pod, container in that order. /pods is the
+// host pods bound to the virtual node, /runningpods/ those of them that run on the site.
 //
 // # Observability
 //

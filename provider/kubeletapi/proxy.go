@@ -12,6 +12,7 @@ import (
 	"path"
 	"strconv"
 	"sync"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -22,6 +23,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -341,6 +343,7 @@ func (s *Server) siteNodeGet(ctx context.Context, site *sitereg.Conn, node, p, a
 	return raw, nil
 }
 
+// siteSummary reads a site node's stats summary from its kubelet.
 func (s *Server) siteSummary(ctx context.Context, site *sitereg.Conn, node string) (*statsv1alpha1.Summary, error) {
 	raw, err := s.siteNodeGet(ctx, site, node, "/stats/summary", "application/json")
 	if err != nil {
@@ -351,6 +354,83 @@ func (s *Server) siteSummary(ctx context.Context, site *sitereg.Conn, node strin
 		return nil, fmt.Errorf("stats summary of node %s on site %s: %w", node, site.Site, err)
 	}
 	return out, nil
+}
+
+// metricsSummary makes a site node's stats summary from its resource metrics.
+func (s *Server) metricsSummary(ctx context.Context, site *sitereg.Conn, node string) (*statsv1alpha1.Summary, error) {
+	scraped := time.Now()
+	fams, err := s.siteResourceMetrics(ctx, site, node)
+	if err != nil {
+		return nil, err
+	}
+	return SummaryFromMetrics(node, fams, scraped), nil
+}
+
+// podsSummary makes a site node's stats summary from the pods the site runs on it.
+func (s *Server) podsSummary(ctx context.Context, site *sitereg.Conn, node string) (*statsv1alpha1.Summary, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.SiteTimeout)
+	defer cancel()
+	ctx, span := s.tracer.Start(ctx, "kubeletapi.sitePods")
+	span.SetAttributes(attribute.String("site", site.Site), attribute.String("siteNode", node))
+	defer span.End()
+	// ResourceVersion 0: from the API server's watch cache, as a kubelet lists its pods.
+	list, err := site.Client.CoreV1().Pods(metav1.NamespaceAll).List(ctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("spec.nodeName", node).String(), ResourceVersion: "0",
+	})
+	if err != nil {
+		span.RecordError(err)
+		return nil, classify(err, "pods of node %s on site %s", node, site.Site)
+	}
+	pods := make([]*corev1.Pod, len(list.Items))
+	for i := range list.Items {
+		pods[i] = &list.Items[i]
+	}
+	return SummaryFromPods(node, pods), nil
+}
+
+// summarySource is one way of learning a site node's stats summary.
+type summarySource struct {
+	name string
+	get  func(ctx context.Context, site *sitereg.Conn, node string) (*statsv1alpha1.Summary, error)
+}
+
+// siteNodeSummary returns the stats summary of a site node from the first of sources that
+// gives one. A source the site answers with an error (a node that serves no summary, as
+// kwok's do, or that its API server will not proxy to) passes on to the next; a site whose
+// API server does not answer at all fails at once, since the others ask it too.
+func (s *Server) siteNodeSummary(ctx context.Context, site *sitereg.Conn, node string, sources ...summarySource) (*statsv1alpha1.Summary, error) {
+	var errs []error
+	for i, src := range sources {
+		sum, err := src.get(ctx, site, node)
+		if err == nil {
+			if i > 0 {
+				s.log.V(1).Info("stats summary of a site node made from another source", "site", site.Site, "siteNode", node,
+					"source", src.name, "unavailable", errors.Join(errs...).Error())
+			}
+			return sum, nil
+		}
+		errs = append(errs, err)
+		if !siteAnswered(err) {
+			break
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
+// siteAnswered says whether err is, or wraps, a status the site's API server answered
+// with (it refused, or its node did), as opposed to no answer (unreachable, timed out).
+// It follows Unwrap and errdefs' Cause.
+func siteAnswered(err error) bool {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		return true
+	}
+	// errdefs' wrappers have Cause, not Unwrap.
+	var causer interface{ Cause() error }
+	if errors.As(err, &causer) {
+		return siteAnswered(causer.Cause())
+	}
+	return false
 }
 
 // siteResourceMetrics reads a site node's resource metrics, from the path its
@@ -393,7 +473,9 @@ func eachSiteNode(nodes []string, fn func(i int, node string)) {
 	wg.Wait()
 }
 
-// statsSummary is the kubelet's /stats/summary for the virtual node the request is for.
+// statsSummary is the kubelet's /stats/summary for the virtual node the request is for:
+// from each site node's own summary, or, where it serves none, made from its resource
+// metrics, or else from the pods the site runs on it (with no usage).
 func (s *Server) statsSummary(ctx context.Context) (*statsv1alpha1.Summary, error) {
 	node, nt, err := s.requestNode(ctx)
 	if err != nil {
@@ -401,7 +483,10 @@ func (s *Server) statsSummary(ctx context.Context) (*statsv1alpha1.Summary, erro
 	}
 	sums := make([]*statsv1alpha1.Summary, len(nt.SiteNodes))
 	errs := make([]error, len(nt.SiteNodes))
-	eachSiteNode(nt.SiteNodes, func(i int, n string) { sums[i], errs[i] = s.siteSummary(ctx, nt.Site, n) })
+	eachSiteNode(nt.SiteNodes, func(i int, n string) {
+		sums[i], errs[i] = s.siteNodeSummary(ctx, nt.Site, n,
+			summarySource{"kubelet", s.siteSummary}, summarySource{"resource metrics", s.metricsSummary}, summarySource{"pods", s.podsSummary})
+	})
 	if err := errors.Join(errs...); err != nil {
 		// A merged summary that lacks a node would be wrong, not partial.
 		return nil, fmt.Errorf("stats summary of virtual node %s: %w", node, err)
@@ -411,7 +496,8 @@ func (s *Server) statsSummary(ctx context.Context) (*statsv1alpha1.Summary, erro
 
 // metricsResource is the kubelet's /metrics/resource for the virtual node the request is
 // for: from each site node's own resource metrics, or, where it has none, from its stats
-// summary. A site node that cannot be read sets scrape_error, as in a kubelet.
+// summary (the kubelet's, or else one made from the site's pods, which gives no usage
+// series). A site node that cannot be read sets scrape_error, as in a kubelet.
 func (s *Server) metricsResource(ctx context.Context) ([]*dto.MetricFamily, error) {
 	node, nt, err := s.requestNode(ctx)
 	if err != nil {
@@ -425,7 +511,11 @@ func (s *Server) metricsResource(ctx context.Context) ([]*dto.MetricFamily, erro
 			fams[i] = f
 			return
 		}
-		sum, err2 := s.siteSummary(ctx, nt.Site, n)
+		if !siteAnswered(err) {
+			errs[i] = err
+			return
+		}
+		sum, err2 := s.siteNodeSummary(ctx, nt.Site, n, summarySource{"kubelet", s.siteSummary}, summarySource{"pods", s.podsSummary})
 		if err2 != nil {
 			errs[i] = errors.Join(err, err2)
 			return
@@ -449,6 +539,31 @@ func (s *Server) metricsResource(ctx context.Context) ([]*dto.MetricFamily, erro
 		s.log.Error(failed, "resource metrics incomplete", "node", node)
 	}
 	return HostResourceMetrics(nt.Site.Site, ok, s.cfg.Resolver.HostPod, failed != nil), nil
+}
+
+// runningPods is the kubelet's /runningpods/: the host pods bound to the virtual node that
+// run on its site, that is, that have a pod there and have not terminated. A pod still
+// waiting to be created on the site (a missing mandatory reference, a site that refuses
+// it) is in /pods but not here, and a pod leaves it once its site pod is gone.
+func (s *Server) runningPods(ctx context.Context) ([]*corev1.Pod, error) {
+	node, _, err := s.requestNode(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pods, err := s.cfg.Resolver.NodePods(ctx, node)
+	if err != nil {
+		return nil, err
+	}
+	var out []*corev1.Pod
+	for _, p := range pods {
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		if t, err := s.cfg.Resolver.Pod(ctx, p.Namespace, p.Name); err == nil && t.Node == node {
+			out = append(out, p)
+		}
+	}
+	return out, nil
 }
 
 // nodePods is the kubelet's /pods: the host pods bound to the virtual node.

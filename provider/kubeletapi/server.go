@@ -201,6 +201,9 @@ func (s *Server) newRouter() http.Handler {
 		api.WithExecStreamCreationTimeout(s.cfg.StreamCreationTimeout),
 	}
 	r.HandleFunc("/pods", api.HandleRunningPods(s.nodePods)).Methods(http.MethodGet)
+	running := api.HandleRunningPods(s.runningPods)
+	r.HandleFunc("/runningpods", running).Methods(http.MethodGet)
+	r.HandleFunc("/runningpods/", running).Methods(http.MethodGet)
 	r.HandleFunc("/containerLogs/{namespace}/{pod}/{container}", api.HandleContainerLogs(s.containerLogs)).Methods(http.MethodGet)
 	r.HandleFunc("/exec/{namespace}/{pod}/{container}", api.HandleContainerExec(s.exec, execOpts...)).Methods(http.MethodPost, http.MethodGet)
 	r.HandleFunc("/attach/{namespace}/{pod}/{container}", api.HandleContainerAttach(s.attach, execOpts...)).Methods(http.MethodPost, http.MethodGet)
@@ -421,7 +424,8 @@ type route struct {
 	handler string
 	// namespace and pod are set for the handlers of one pod.
 	namespace, pod string
-	// nodeLevel is set for the handlers of a whole node (stats, metrics, pods).
+	// nodeLevel is set for the handlers of a whole node (stats, metrics, pods,
+	// runningpods).
 	nodeLevel bool
 	// streaming is set for exec, attach and port-forward.
 	streaming bool
@@ -440,7 +444,7 @@ func routeOf(path string) route {
 		return route{handler: "stats", nodeLevel: true}
 	case len(parts) == 2 && parts[0] == "metrics" && parts[1] == "resource":
 		return route{handler: "metrics", nodeLevel: true}
-	case len(parts) == 1 && parts[0] == "pods":
+	case len(parts) == 1 && (parts[0] == "pods" || parts[0] == "runningpods"):
 		return route{handler: "pods", nodeLevel: true}
 	}
 	return route{handler: "other"}

@@ -1,10 +1,13 @@
 package kubeletapi
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -16,7 +19,11 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 	"k8s.io/utils/ptr"
 )
@@ -310,7 +317,7 @@ func TestNodeStatsAndMetrics(t *testing.T) {
 		got := parse(t, get(t, "/nodes/site1-node1/metrics/resource"))
 		want := map[string]string{
 			"node_cpu_usage_seconds_total{}":                                            "12.5",
-			"container_cpu_usage_seconds_total{container=app,namespace=demo,pod=web-1}": "2",
+			"container_cpu_usage_seconds_total{namespace=demo,pod=web-1,container=app}": "2",
 			"scrape_error{}": "0",
 		}
 		if fmt.Sprint(got) != fmt.Sprint(want) {
@@ -322,8 +329,8 @@ func TestNodeStatsAndMetrics(t *testing.T) {
 		n1, n2 := 100e3/1e9, 200e3/1e9 // usageCoreNanoSeconds of n1 and n2, in seconds
 		for k, v := range map[string]string{
 			"node_cpu_usage_seconds_total{}":                                             fmt.Sprint(n1 + n2),
-			"container_cpu_usage_seconds_total{container=app,pod=web-n1,namespace=demo}": "2",
-			"pod_memory_working_set_bytes{pod=web-n2,namespace=demo}":                    "4096",
+			"container_cpu_usage_seconds_total{namespace=demo,pod=web-n1,container=app}": "2",
+			"pod_memory_working_set_bytes{namespace=demo,pod=web-n2}":                    "4096",
 			"scrape_error{}": "0",
 		} {
 			if got[k] != v {
@@ -336,4 +343,175 @@ func TestNodeStatsAndMetrics(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestNodeStatsFallbacks: site3's nodes serve no stats summary, as kwok's do. kw1 serves
+// resource metrics at the path its annotation names; the site's API server proxies to
+// neither of kw2's endpoints (it answers 400, as it does for a node at a loopback
+// address), which leaves the pods the site runs there. site4 does not answer at all.
+func TestNodeStatsFallbacks(t *testing.T) {
+	site3 := newFakeSite(t, "site3")
+	nodes := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	for _, n := range []*corev1.Node{
+		{ObjectMeta: metav1.ObjectMeta{Name: "kw1", Annotations: map[string]string{AnnotationResourceMetricsPath: "/metrics/nodes/kw1/metrics/resource"}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "kw2"}},
+	} {
+		if err := nodes.Add(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	site3.conn.Nodes = corelisters.NewNodeLister(nodes)
+	site3.mux.HandleFunc("GET /api/v1/nodes/kw1/proxy/metrics/nodes/kw1/metrics/resource", func(rw http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(rw, strings.NewReplacer(`namespace="ns",pod="p"`, `namespace="acme-demo",pod="web-3"`).Replace(kwokMetrics)+
+			`container_cpu_usage_seconds_total{container="c",namespace="kube-system",pod="dns"} 9`+"\n")
+	})
+	site3.mux.HandleFunc("GET /api/v1/nodes/kw2/proxy/", func(rw http.ResponseWriter, _ *http.Request) {
+		writeStatus(rw, http.StatusBadRequest, metav1.StatusReasonBadRequest, "address not allowed")
+	})
+	var listed string
+	site3.mux.HandleFunc("GET /api/v1/pods", func(rw http.ResponseWriter, r *http.Request) {
+		listed = r.URL.Query().Get("fieldSelector")
+		rw.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(rw).Encode(&corev1.PodList{Items: []corev1.Pod{
+			{
+				ObjectMeta: metav1.ObjectMeta{Namespace: "acme-demo", Name: "web-4", UID: "site-uid-4"},
+				Spec:       corev1.PodSpec{NodeName: "kw2", Containers: []corev1.Container{{Name: "a"}, {Name: "b"}}},
+				Status:     corev1.PodStatus{Phase: corev1.PodRunning, StartTime: &t0},
+			},
+			{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "dns"}, Spec: corev1.PodSpec{NodeName: "kw2"}},
+		}})
+	})
+	site4 := newFakeSite(t, "site4")
+	site4.srv.Close()
+	resolver := &fakeResolver{
+		nodes: map[string]*NodeTarget{
+			"site3-kw1": {Site: site3.conn, SiteNodes: []string{"kw1"}},
+			"site3-kw2": {Site: site3.conn, SiteNodes: []string{"kw2"}},
+			"site4-n1":  {Site: site4.conn, SiteNodes: []string{"n1"}},
+		},
+		hostPods: map[string]HostPod{
+			"site3/acme-demo/web-3": {Namespace: "demo", Name: "web-3", UID: "uid-3"},
+			"site3/acme-demo/web-4": {Namespace: "demo", Name: "web-4", UID: "uid-4"},
+		},
+	}
+	ts := newTestServer(t, Config{Resolver: resolver, Auth: AuthConfig{Disabled: true}, SiteTimeout: 2 * time.Second})
+	get := func(t *testing.T, path string, wantCode int) []byte {
+		t.Helper()
+		resp, err := ts.client(nil).Get(ts.ts.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = resp.Body.Close() }()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != wantCode {
+			t.Fatalf("GET %s: %d %s, want %d", path, resp.StatusCode, b, wantCode)
+		}
+		return b
+	}
+	summary := func(t *testing.T, node string) statsv1alpha1.Summary {
+		t.Helper()
+		var s statsv1alpha1.Summary
+		if err := json.Unmarshal(get(t, "/nodes/"+node+"/stats/summary", 200), &s); err != nil {
+			t.Fatal(err)
+		}
+		if s.Node.NodeName != node {
+			t.Errorf("node %q, want %q", s.Node.NodeName, node)
+		}
+		return s
+	}
+
+	t.Run("summary from resource metrics", func(t *testing.T) {
+		s := summary(t, "site3-kw1")
+		if s.Node.CPU == nil || *s.Node.CPU.UsageCoreNanoSeconds != 3.5e9 {
+			t.Errorf("node cpu %+v, want the site node's 3.5 s", s.Node.CPU)
+		}
+		if len(s.Pods) != 1 || s.Pods[0].PodRef != (statsv1alpha1.PodReference{Namespace: "demo", Name: "web-3", UID: "uid-3"}) ||
+			len(s.Pods[0].Containers) != 2 || *s.Pods[0].Containers[0].CPU.UsageCoreNanoSeconds != 1.25e9 {
+			t.Errorf("pods %+v, want demo/web-3 with containers a and b", s.Pods)
+		}
+	})
+	t.Run("resource metrics from the annotated path", func(t *testing.T) {
+		got := string(get(t, "/nodes/site3-kw1/metrics/resource", 200))
+		if !strings.Contains(got, `container_cpu_usage_seconds_total{namespace="demo",pod="web-3",container="a"} 1.25`) ||
+			strings.Contains(got, "kube-system") || strings.Contains(got, "acme-demo") {
+			t.Errorf("resource metrics:\n%s", got)
+		}
+	})
+	t.Run("summary from the site's pods, with no usage", func(t *testing.T) {
+		s := summary(t, "site3-kw2")
+		if listed != "spec.nodeName=kw2" {
+			t.Errorf("pods listed with field selector %q, want spec.nodeName=kw2", listed)
+		}
+		if s.Node.CPU != nil || s.Node.Memory != nil {
+			t.Errorf("node usage made up: %+v %+v", s.Node.CPU, s.Node.Memory)
+		}
+		if len(s.Pods) != 1 || s.Pods[0].PodRef != (statsv1alpha1.PodReference{Namespace: "demo", Name: "web-4", UID: "uid-4"}) ||
+			len(s.Pods[0].Containers) != 2 || s.Pods[0].CPU != nil || s.Pods[0].Containers[0].CPU != nil {
+			t.Errorf("pods %+v, want demo/web-4 with containers a and b and no usage", s.Pods)
+		}
+	})
+	t.Run("resource metrics without usage", func(t *testing.T) {
+		got := string(get(t, "/nodes/site3-kw2/metrics/resource", 200))
+		if strings.Contains(got, "cpu_usage") || strings.Contains(got, "memory_working_set") || !strings.Contains(got, "scrape_error 0") {
+			t.Errorf("resource metrics:\n%s\nwant no usage series and scrape_error 0", got)
+		}
+	})
+	t.Run("a site that does not answer", func(t *testing.T) {
+		get(t, "/nodes/site4-n1/stats/summary", 500)
+		get(t, "/nodes/site4-n1/metrics/resource", 500)
+	})
+}
+
+func TestSiteAnswered(t *testing.T) {
+	notFound := apierrors.NewNotFound(corev1.Resource("nodes"), "n1")
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"status", notFound, true},
+		{"classified", classify(notFound, "GET %s", "/stats/summary"), true},
+		{"classified bad request", classify(apierrors.NewBadRequest("address not allowed"), "GET"), true},
+		{"wrapped twice", fmt.Errorf("stats: %w", errors.Join(classify(notFound, "GET"))), true},
+		{"no answer", fmt.Errorf("GET: %w", &net.OpError{Op: "dial", Err: errors.New("connection refused")}), false},
+		{"timeout", classify(context.DeadlineExceeded, "GET"), false},
+		{"nil", nil, false},
+	} {
+		if got := siteAnswered(tc.err); got != tc.want {
+			t.Errorf("%s: siteAnswered(%v) = %v, want %v", tc.name, tc.err, got, tc.want)
+		}
+	}
+}
+
+// TestRunningPods: /runningpods/ holds the node's host pods that run on the site, not
+// those still waiting for their site pod (nor those of other nodes, nor terminated ones).
+func TestRunningPods(t *testing.T) {
+	w := newWorld(t)
+	pod := func(name, phase string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "demo", UID: types.UID("uid-" + name)},
+			Status: corev1.PodStatus{Phase: corev1.PodPhase(phase)}}
+	}
+	w.resolver.nodePods["site1-node1"] = []*corev1.Pod{pod("web-1", "Running"), pod("waiting", "Pending"), pod("moved", "Running"), pod("done", "Succeeded")}
+	w.resolver.pods["demo/moved"] = &PodTarget{Node: "site1-node2", Site: w.site1.conn}
+	w.resolver.pods["demo/done"] = &PodTarget{Node: "site1-node1", Site: w.site1.conn}
+	ts := newTestServer(t, Config{Resolver: w.resolver, Auth: AuthConfig{Disabled: true}})
+	for _, path := range []string{"/nodes/site1-node1/runningpods/", "/nodes/site1-node1/runningpods"} {
+		resp, err := ts.client(nil).Get(ts.ts.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var list corev1.PodList
+		err = json.NewDecoder(resp.Body).Decode(&list)
+		_ = resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d %v", path, resp.StatusCode, err)
+		}
+		var names []string
+		for _, p := range list.Items {
+			names = append(names, p.Name)
+		}
+		if len(names) != 1 || names[0] != "web-1" {
+			t.Errorf("GET %s: %v, want web-1 alone", path, names)
+		}
+	}
 }

@@ -2,12 +2,14 @@ package kubeletapi
 
 import (
 	"cmp"
+	"maps"
 	"math"
 	"slices"
 	"strings"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 	"k8s.io/utils/ptr"
@@ -53,9 +55,7 @@ func HostSummary(node, site string, in []*statsv1alpha1.Summary, hostPod HostPod
 			out.Pods = append(out.Pods, p)
 		}
 	}
-	slices.SortFunc(out.Pods, func(a, b statsv1alpha1.PodStats) int {
-		return cmp.Or(cmp.Compare(a.PodRef.Namespace, b.PodRef.Namespace), cmp.Compare(a.PodRef.Name, b.PodRef.Name))
-	})
+	sortPods(out.Pods)
 	return out
 }
 
@@ -187,7 +187,8 @@ var metricHelp = map[string]string{
 
 // ResourceMetrics returns the kubelet's resource metrics (/metrics/resource: the names,
 // labels, types and timestamps metrics-server reads) made from a stats summary, with its
-// pods as they are named in s. A value the summary lacks is left out.
+// pods as they are named in s. A value the summary lacks is left out. Labels come in the
+// order namespace, pod, container (see orderLabels).
 func ResourceMetrics(s *statsv1alpha1.Summary) []*dto.MetricFamily {
 	fams := map[string]*dto.MetricFamily{}
 	add := func(name string, t dto.MetricType, value float64, at metav1.Time, labels ...string) {
@@ -222,13 +223,13 @@ func ResourceMetrics(s *statsv1alpha1.Summary) []*dto.MetricFamily {
 		ns, pod := p.PodRef.Namespace, p.PodRef.Name
 		for _, c := range p.Containers {
 			cpuMem(metricContainerCPU, metricContainerMemory, metricContainerSwap, c.CPU, c.Memory, c.Swap,
-				"container", c.Name, "pod", pod, "namespace", ns)
+				"namespace", ns, "pod", pod, "container", c.Name)
 			if !c.StartTime.IsZero() {
 				add(metricContainerStart, dto.MetricType_GAUGE, float64(c.StartTime.UnixNano())/float64(time.Second), c.StartTime,
-					"container", c.Name, "pod", pod, "namespace", ns)
+					"namespace", ns, "pod", pod, "container", c.Name)
 			}
 		}
-		cpuMem(metricPodCPU, metricPodMemory, metricPodSwap, p.CPU, p.Memory, p.Swap, "pod", pod, "namespace", ns)
+		cpuMem(metricPodCPU, metricPodMemory, metricPodSwap, p.CPU, p.Memory, p.Swap, "namespace", ns, "pod", pod)
 	}
 	add(metricScrapeError, dto.MetricType_GAUGE, 0, metav1.Time{})
 	return sortedFamilies(fams)
@@ -239,8 +240,9 @@ func ResourceMetrics(s *statsv1alpha1.Summary) []*dto.MetricFamily {
 // ResourceMetrics). Series labelled with a pod are kept only for pods that run for host
 // pods, relabelled with the host namespace and name; node_* series are summed over the site
 // nodes (with the latest timestamp); other series (scrape_error) keep the largest value.
-// failed, when true, sets scrape_error to 1: some site node could not be read. The input is
-// not modified.
+// Labels come in the order namespace, pod, container, then the others by name
+// (orderLabels). failed, when true, sets scrape_error to 1: some site node could not be
+// read. The input is not modified.
 func HostResourceMetrics(site string, in []map[string]*dto.MetricFamily, hostPod HostPodFunc, failed bool) []*dto.MetricFamily {
 	out := map[string]*dto.MetricFamily{}
 	// merged indexes the node-level series of each family by their labels.
@@ -334,8 +336,10 @@ func relabel(m *dto.Metric, ref HostPod) *dto.Metric {
 	return c
 }
 
+// copyMetric copies m with its labels in orderLabels' order.
 func copyMetric(m *dto.Metric) *dto.Metric {
 	c := &dto.Metric{Label: slices.Clone(m.Label)}
+	orderLabels(c.Label)
 	if m.TimestampMs != nil {
 		c.TimestampMs = ptr.To(*m.TimestampMs)
 	}
@@ -353,9 +357,34 @@ func copyMetric(m *dto.Metric) *dto.Metric {
 	return c
 }
 
+// orderLabels sorts the labels of a resource metric from the widest scope to the
+// narrowest: namespace, pod, container, then any others by name. Prometheus gives label
+// order no meaning, and consumers such as metrics-server look labels up by name, but a
+// stable order makes the output independent of the site's, and virtual-kubelet's e2e
+// suite reads the pod name from a series' second label.
+func orderLabels(labels []*dto.LabelPair) {
+	rank := func(name string) int {
+		switch name {
+		case "namespace":
+			return 0
+		case "pod":
+			return 1
+		case "container":
+			return 2
+		}
+		return 3
+	}
+	slices.SortStableFunc(labels, func(a, b *dto.LabelPair) int {
+		return cmp.Or(cmp.Compare(rank(a.GetName()), rank(b.GetName())), cmp.Compare(a.GetName(), b.GetName()))
+	})
+}
+
+// labelKey identifies a series of a family by its labels, whatever their order.
 func labelKey(m *dto.Metric) string {
+	labels := slices.Clone(m.Label)
+	orderLabels(labels)
 	var b strings.Builder
-	for _, l := range m.Label {
+	for _, l := range labels {
 		b.WriteString(l.GetName())
 		b.WriteByte('=')
 		b.WriteString(l.GetValue())
@@ -395,4 +424,181 @@ func sortedFamilies(fams map[string]*dto.MetricFamily) []*dto.MetricFamily {
 	}
 	slices.SortFunc(out, func(a, b *dto.MetricFamily) int { return cmp.Compare(a.GetName(), b.GetName()) })
 	return out
+}
+
+// SummaryFromMetrics returns the stats summary of site node node made from its resource
+// metrics (/metrics/resource, parsed), for a node that serves no summary (kwok's nodes
+// serve only the resource metrics their Metric resource describes). It holds what the
+// metrics say and nothing more: cumulative CPU time, memory working set and swap of the
+// node, its pods and their containers, and the containers' start times; a sample without a
+// timestamp is dated scraped, when it was read. Rates (usageNanoCores), file systems,
+// networks and the pods' own start times are not in the resource metrics and stay unset.
+// Pods are named as the metrics name them (their UID unset) and sorted by namespace and
+// name, their containers by name. The input is not modified.
+func SummaryFromMetrics(node string, fams map[string]*dto.MetricFamily, scraped time.Time) *statsv1alpha1.Summary {
+	out := &statsv1alpha1.Summary{Node: statsv1alpha1.NodeStats{NodeName: node}, Pods: []statsv1alpha1.PodStats{}}
+	type podKey struct{ namespace, name string }
+	pods := map[podKey]*statsv1alpha1.PodStats{}
+	containers := map[podKey]map[string]*statsv1alpha1.ContainerStats{}
+	pod := func(m *dto.Metric) (*statsv1alpha1.PodStats, podKey, bool) {
+		ns, name, ok := podLabels(m)
+		if !ok {
+			return nil, podKey{}, false
+		}
+		k := podKey{ns, name}
+		p := pods[k]
+		if p == nil {
+			p = &statsv1alpha1.PodStats{PodRef: statsv1alpha1.PodReference{Namespace: ns, Name: name}}
+			pods[k] = p
+			containers[k] = map[string]*statsv1alpha1.ContainerStats{}
+		}
+		return p, k, true
+	}
+	container := func(m *dto.Metric) *statsv1alpha1.ContainerStats {
+		_, k, ok := pod(m)
+		name := labelValue(m, "container")
+		if !ok || name == "" {
+			return nil
+		}
+		c := containers[k][name]
+		if c == nil {
+			c = &statsv1alpha1.ContainerStats{Name: name}
+			containers[k][name] = c
+		}
+		return c
+	}
+	at := func(m *dto.Metric) metav1.Time {
+		if m.TimestampMs != nil {
+			return metav1.NewTime(time.UnixMilli(*m.TimestampMs))
+		}
+		return metav1.NewTime(scraped)
+	}
+	// sample is a metric's value as a count of units (nanoseconds of CPU, bytes), or false
+	// when it is not a finite, non-negative number.
+	sample := func(m *dto.Metric, unit float64) (*uint64, bool) {
+		v := value(m) * unit
+		if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 || v > math.MaxUint64 {
+			return nil, false
+		}
+		return ptr.To(uint64(math.Round(v))), true
+	}
+	setCPU := func(dst **statsv1alpha1.CPUStats, m *dto.Metric) {
+		if v, ok := sample(m, float64(time.Second)); ok {
+			*dst = &statsv1alpha1.CPUStats{Time: at(m), UsageCoreNanoSeconds: v}
+		}
+	}
+	setMemory := func(dst **statsv1alpha1.MemoryStats, m *dto.Metric) {
+		if v, ok := sample(m, 1); ok {
+			*dst = &statsv1alpha1.MemoryStats{Time: at(m), WorkingSetBytes: v}
+		}
+	}
+	setSwap := func(dst **statsv1alpha1.SwapStats, m *dto.Metric) {
+		if v, ok := sample(m, 1); ok {
+			*dst = &statsv1alpha1.SwapStats{Time: at(m), SwapUsageBytes: v}
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(fams)) {
+		for _, m := range fams[name].Metric {
+			switch name {
+			case metricNodeCPU:
+				setCPU(&out.Node.CPU, m)
+			case metricNodeMemory:
+				setMemory(&out.Node.Memory, m)
+			case metricNodeSwap:
+				setSwap(&out.Node.Swap, m)
+			case metricPodCPU, metricPodMemory, metricPodSwap:
+				p, _, ok := pod(m)
+				if !ok {
+					continue
+				}
+				switch name {
+				case metricPodCPU:
+					setCPU(&p.CPU, m)
+				case metricPodMemory:
+					setMemory(&p.Memory, m)
+				default:
+					setSwap(&p.Swap, m)
+				}
+			case metricContainerCPU, metricContainerMemory, metricContainerSwap, metricContainerStart:
+				c := container(m)
+				if c == nil {
+					continue
+				}
+				switch name {
+				case metricContainerCPU:
+					setCPU(&c.CPU, m)
+				case metricContainerMemory:
+					setMemory(&c.Memory, m)
+				case metricContainerSwap:
+					setSwap(&c.Swap, m)
+				default:
+					if v := value(m); v > 0 && !math.IsInf(v, 0) {
+						sec, frac := math.Modf(v)
+						c.StartTime = metav1.NewTime(time.Unix(int64(sec), int64(frac*float64(time.Second))))
+					}
+				}
+			}
+		}
+	}
+	for k, p := range pods {
+		for _, name := range slices.Sorted(maps.Keys(containers[k])) {
+			p.Containers = append(p.Containers, *containers[k][name])
+		}
+		out.Pods = append(out.Pods, *p)
+	}
+	sortPods(out.Pods)
+	return out
+}
+
+// SummaryFromPods returns the stats summary of site node node made from the pods the site
+// runs there, for a node that serves neither a summary nor resource metrics: the pods that
+// have not terminated, each with its start time and its containers (restartable init
+// containers included) with theirs. No usage is known, so none is given: the CPU, memory,
+// file system and network fields stay unset. The input is not modified.
+func SummaryFromPods(node string, pods []*corev1.Pod) *statsv1alpha1.Summary {
+	out := &statsv1alpha1.Summary{Node: statsv1alpha1.NodeStats{NodeName: node}, Pods: []statsv1alpha1.PodStats{}}
+	for _, p := range pods {
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		started := map[string]metav1.Time{}
+		for _, cs := range slices.Concat(p.Status.InitContainerStatuses, p.Status.ContainerStatuses) {
+			if cs.State.Running != nil {
+				started[cs.Name] = cs.State.Running.StartedAt
+			}
+		}
+		ps := statsv1alpha1.PodStats{
+			PodRef:     statsv1alpha1.PodReference{Namespace: p.Namespace, Name: p.Name, UID: string(p.UID)},
+			Containers: []statsv1alpha1.ContainerStats{},
+		}
+		if p.Status.StartTime != nil {
+			ps.StartTime = *p.Status.StartTime
+		}
+		for _, c := range p.Spec.InitContainers {
+			if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+				ps.Containers = append(ps.Containers, statsv1alpha1.ContainerStats{Name: c.Name, StartTime: started[c.Name]})
+			}
+		}
+		for _, c := range p.Spec.Containers {
+			ps.Containers = append(ps.Containers, statsv1alpha1.ContainerStats{Name: c.Name, StartTime: started[c.Name]})
+		}
+		out.Pods = append(out.Pods, ps)
+	}
+	sortPods(out.Pods)
+	return out
+}
+
+func sortPods(pods []statsv1alpha1.PodStats) {
+	slices.SortFunc(pods, func(a, b statsv1alpha1.PodStats) int {
+		return cmp.Or(cmp.Compare(a.PodRef.Namespace, b.PodRef.Namespace), cmp.Compare(a.PodRef.Name, b.PodRef.Name))
+	})
+}
+
+func labelValue(m *dto.Metric, name string) string {
+	for _, l := range m.Label {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
 }

@@ -11,6 +11,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 	"k8s.io/utils/ptr"
@@ -127,11 +128,11 @@ func TestResourceMetrics(t *testing.T) {
 		"node_cpu_usage_seconds_total 0.0001 " + itoa(int(ms)),
 		"node_memory_working_set_bytes 1.073741824e+09 " + itoa(int(ms)),
 		"node_swap_usage_bytes 7 " + itoa(int(ms)),
-		`container_cpu_usage_seconds_total{container="app",pod="web-n1",namespace="demo"} 2 ` + itoa(int(ms)),
-		`container_memory_working_set_bytes{container="app",pod="web-n1",namespace="demo"} 4096 `,
-		`container_start_time_seconds{container="app",pod="web-n1",namespace="demo"} 1.767323045e+09 `,
-		`pod_cpu_usage_seconds_total{pod="web-n1",namespace="demo"} 2 `,
-		`pod_memory_working_set_bytes{pod="web-n1",namespace="demo"} 4096 `,
+		`container_cpu_usage_seconds_total{namespace="demo",pod="web-n1",container="app"} 2 ` + itoa(int(ms)),
+		`container_memory_working_set_bytes{namespace="demo",pod="web-n1",container="app"} 4096 `,
+		`container_start_time_seconds{namespace="demo",pod="web-n1",container="app"} 1.767323045e+09 `,
+		`pod_cpu_usage_seconds_total{namespace="demo",pod="web-n1"} 2 `,
+		`pod_memory_working_set_bytes{namespace="demo",pod="web-n1"} 4096 `,
 		"scrape_error 0\n",
 	} {
 		if !strings.Contains(got, want) {
@@ -174,7 +175,7 @@ scrape_error ` + scrapeErr + `
 		absent []string
 	}{
 		{name: "per node", in: []map[string]*dto.MetricFamily{siteNode("a", "5", "0")},
-			want:   []string{"node_cpu_usage_seconds_total 5 1000", `container_cpu_usage_seconds_total{container="app",namespace="demo",pod="web-a"} 1 1000`, "scrape_error 0"},
+			want:   []string{"node_cpu_usage_seconds_total 5 1000", `container_cpu_usage_seconds_total{namespace="demo",pod="web-a",container="app"} 1 1000`, "scrape_error 0"},
 			absent: []string{"coredns", "acme-demo"}},
 		{name: "aggregate sums nodes, keeps the worst scrape error", in: []map[string]*dto.MetricFamily{siteNode("a", "5", "0"), siteNode("b", "7", "1")},
 			want: []string{"node_cpu_usage_seconds_total 12 1000", `pod="web-a"`, `pod="web-b"`, "scrape_error 1"}},
@@ -210,5 +211,142 @@ scrape_error ` + scrapeErr + `
 				t.Error("input modified")
 			}
 		})
+	}
+}
+
+// kwokMetrics is what a kwok node's Metric resource serves: labels in kwok's order, samples
+// without timestamps but one, a value that is not a number.
+const kwokMetrics = `# TYPE node_cpu_usage_seconds_total counter
+node_cpu_usage_seconds_total 3.5
+# TYPE node_memory_working_set_bytes gauge
+node_memory_working_set_bytes 2.097152e+06
+# TYPE container_cpu_usage_seconds_total counter
+container_cpu_usage_seconds_total{container="a",namespace="ns",pod="p"} 1.25 1767323045000
+container_cpu_usage_seconds_total{container="b",namespace="ns",pod="p"} 0.5
+# TYPE container_memory_working_set_bytes gauge
+container_memory_working_set_bytes{container="a",namespace="ns",pod="p"} 1.048576e+06
+# TYPE container_start_time_seconds gauge
+container_start_time_seconds{container="a",namespace="ns",pod="p"} 1.767323045e+09
+# TYPE pod_cpu_usage_seconds_total counter
+pod_cpu_usage_seconds_total{namespace="ns",pod="p"} 1.75
+pod_cpu_usage_seconds_total{namespace="ns",pod="q"} NaN
+# TYPE pod_memory_working_set_bytes gauge
+pod_memory_working_set_bytes{namespace="ns",pod="p"} 2.097152e+06
+# TYPE scrape_error gauge
+scrape_error 0
+`
+
+func TestSummaryFromMetrics(t *testing.T) {
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(kwokMetrics))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := encode(t, sortedFamilies(fams))
+	scraped := t0.Add(time.Minute)
+	s := SummaryFromMetrics("node1", fams, scraped)
+
+	n := s.Node
+	if n.NodeName != "node1" || n.CPU == nil || *n.CPU.UsageCoreNanoSeconds != 3.5e9 || !n.CPU.Time.Time.Equal(scraped) {
+		t.Errorf("node %s cpu %+v, want 3.5e9 core-ns at the scrape", n.NodeName, n.CPU)
+	}
+	if n.CPU.UsageNanoCores != nil || n.Memory == nil || *n.Memory.WorkingSetBytes != 2<<20 || n.Memory.UsageBytes != nil || n.Fs != nil {
+		t.Errorf("node: a rate or a value the metrics lack was made up, or the working set lost: %+v %+v", n.CPU, n.Memory)
+	}
+	var pods []string
+	for _, p := range s.Pods {
+		pods = append(pods, p.PodRef.Namespace+"/"+p.PodRef.Name)
+	}
+	if !reflect.DeepEqual(pods, []string{"ns/p", "ns/q"}) {
+		t.Fatalf("pods %v, want ns/p and ns/q", pods)
+	}
+	p, q := s.Pods[0], s.Pods[1]
+	if *p.CPU.UsageCoreNanoSeconds != 1.75e9 || *p.Memory.WorkingSetBytes != 2<<20 || !p.StartTime.IsZero() {
+		t.Errorf("pod p: cpu %+v memory %+v start %v", p.CPU, p.Memory, p.StartTime)
+	}
+	if q.CPU != nil {
+		t.Errorf("pod q: cpu %+v from NaN", q.CPU)
+	}
+	if len(p.Containers) != 2 || p.Containers[0].Name != "a" || p.Containers[1].Name != "b" {
+		t.Fatalf("containers %+v, want a and b", p.Containers)
+	}
+	a, b := p.Containers[0], p.Containers[1]
+	if *a.CPU.UsageCoreNanoSeconds != 1.25e9 || !a.CPU.Time.Equal(&t0) || *a.Memory.WorkingSetBytes != 1<<20 || !a.StartTime.Equal(&t0) {
+		t.Errorf("container a: cpu %+v memory %+v start %v", a.CPU, a.Memory, a.StartTime)
+	}
+	if *b.CPU.UsageCoreNanoSeconds != 0.5e9 || b.Memory != nil || !b.StartTime.IsZero() {
+		t.Errorf("container b: cpu %+v memory %+v start %v", b.CPU, b.Memory, b.StartTime)
+	}
+	// Back to resource metrics, the counters are the site's.
+	got := encode(t, ResourceMetrics(s))
+	for _, want := range []string{
+		`container_cpu_usage_seconds_total{namespace="ns",pod="p",container="a"} 1.25 1767323045000`,
+		`pod_cpu_usage_seconds_total{namespace="ns",pod="p"} 1.75 `,
+		"node_cpu_usage_seconds_total 3.5 ",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in\n%s", want, got)
+		}
+	}
+	if after := encode(t, sortedFamilies(fams)); after != before {
+		t.Error("SummaryFromMetrics modified its input")
+	}
+}
+
+func TestSummaryFromPods(t *testing.T) {
+	always := corev1.ContainerRestartPolicyAlways
+	started := metav1.NewTime(t0.Add(time.Second))
+	running := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web", UID: "u1"},
+		Spec: corev1.PodSpec{
+			InitContainers: []corev1.Container{{Name: "init"}, {Name: "proxy", RestartPolicy: &always}},
+			Containers:     []corev1.Container{{Name: "app"}, {Name: "log"}},
+		},
+		Status: corev1.PodStatus{
+			Phase: corev1.PodRunning, StartTime: &t0,
+			ContainerStatuses: []corev1.ContainerStatus{
+				{Name: "app", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: started}}},
+				{Name: "log", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}},
+			},
+		},
+	}
+	pending := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "new", UID: "u2"},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}},
+		Status:     corev1.PodStatus{Phase: corev1.PodPending},
+	}
+	done := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "job", UID: "u3"},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}},
+		Status:     corev1.PodStatus{Phase: corev1.PodSucceeded},
+	}
+	before, _ := json.Marshal([]*corev1.Pod{running, pending, done})
+	s := SummaryFromPods("node1", []*corev1.Pod{running, pending, done})
+	if s.Node.NodeName != "node1" || s.Node.CPU != nil || s.Node.Memory != nil {
+		t.Errorf("node %+v: want its name and no usage", s.Node)
+	}
+	if len(s.Pods) != 2 || s.Pods[0].PodRef != (statsv1alpha1.PodReference{Namespace: "ns", Name: "new", UID: "u2"}) ||
+		s.Pods[1].PodRef != (statsv1alpha1.PodReference{Namespace: "ns", Name: "web", UID: "u1"}) {
+		t.Fatalf("pods %+v, want ns/new and ns/web (the terminated one left out)", s.Pods)
+	}
+	web := s.Pods[1]
+	var names []string
+	for _, c := range web.Containers {
+		names = append(names, c.Name)
+		if c.CPU != nil || c.Memory != nil || c.Rootfs != nil || c.Logs != nil {
+			t.Errorf("container %s: usage made up: %+v", c.Name, c)
+		}
+	}
+	if !reflect.DeepEqual(names, []string{"proxy", "app", "log"}) {
+		t.Errorf("containers %v, want the sidecar proxy, app and log", names)
+	}
+	if !web.StartTime.Equal(&t0) || !web.Containers[1].StartTime.Equal(&started) || !web.Containers[2].StartTime.IsZero() {
+		t.Errorf("start times: pod %v, app %v, log %v", web.StartTime, web.Containers[1].StartTime, web.Containers[2].StartTime)
+	}
+	if web.CPU != nil || web.Memory != nil || web.Network != nil || web.EphemeralStorage != nil {
+		t.Errorf("pod usage made up: %+v", web)
+	}
+	if after, _ := json.Marshal([]*corev1.Pod{running, pending, done}); !bytes.Equal(before, after) {
+		t.Error("SummaryFromPods modified its input")
 	}
 }
