@@ -4,7 +4,8 @@
 # them. Nothing is downloaded but Go modules.
 #
 #   hack/tools.sh build [SET]  build what is missing (a no-op when warm); SET limits it to one
-#                              of controller-gen, kubernetes, etcd, kwok, helm, golangci-lint
+#                              of controller-gen, kubernetes, etcd, kwok, helm, metrics-server,
+#                              golangci-lint
 #   hack/tools.sh dir          print the folder that holds every tool (put it first on PATH)
 #
 # VK8S_TOOLS_CACHE overrides the cache folder (default: $XDG_CACHE_HOME/vk8s/tools).
@@ -17,12 +18,15 @@ KWOK_VERSION=v0.8.0
 HELM_VERSION=v4.3.1
 CONTROLLER_GEN_VERSION=v0.20.1
 GOLANGCI_LINT_VERSION=v2.15.0
+# metrics-server: hack/tools/metrics-server/go.mod pins it (and its Kubernetes libraries);
+# change both together.
+METRICS_SERVER_VERSION=v0.9.0
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${VK8S_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vk8s/tools}
 # The bin folder's name carries every version, so a version change gives a new folder and
 # scripts that print it never mix tools of two versions.
-key="k8s-${KUBERNETES_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VERSION}_cg-${CONTROLLER_GEN_VERSION}"
+key="k8s-${KUBERNETES_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VERSION}_cg-${CONTROLLER_GEN_VERSION}_ms-${METRICS_SERVER_VERSION}"
 bindir="$cache/bin-$key"
 
 log() { printf 'tools: %s\n' "$*" >&2; }
@@ -81,6 +85,15 @@ build_helm() {
 		"helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
 }
 
+# metrics-server stamps only client-go's version, as its own Makefile does: component-base's
+# version is the Kubernetes version its API server library emulates and must stay unset.
+build_metrics_server() {
+	local pkg=k8s.io/client-go/pkg/version
+	(cd "$root/hack/tools/metrics-server" && go build -trimpath \
+		-ldflags "-s -w -X $pkg.gitVersion=$METRICS_SERVER_VERSION -X $pkg.gitTreeState=clean" \
+		-o "$1/" sigs.k8s.io/metrics-server/cmd/metrics-server)
+}
+
 build_controller_gen() {
 	GOBIN=$1 go install -trimpath -ldflags "-s -w" \
 		"sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_GEN_VERSION"
@@ -108,6 +121,7 @@ build() {
 		"etcd $ETCD_VERSION build_etcd"
 		"kwok $KWOK_VERSION build_kwok"
 		"helm $HELM_VERSION build_helm"
+		"metrics-server $METRICS_SERVER_VERSION build_metrics_server"
 	)
 	local s name version fn
 	for s in "${sets[@]}"; do
@@ -125,7 +139,7 @@ build() {
 	local f
 	# Every tool the lab and the tests run must be there.
 	for f in kube-apiserver kube-controller-manager kube-scheduler kubectl etcd etcdctl etcdutl \
-		kwok kwokctl helm controller-gen; do
+		kwok kwokctl helm controller-gen metrics-server; do
 		[[ -x "$bindir/$f" ]] || { log "missing $f in $bindir"; exit 1; }
 	done
 }

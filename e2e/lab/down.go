@@ -26,6 +26,9 @@ func (l *Lab) Down(ctx context.Context) error {
 	if err := l.stopProvider(ctx); err != nil {
 		return err
 	}
+	if err := l.stopMetricsServer(ctx); err != nil {
+		return err
+	}
 	dirs, _ := filepath.Glob(filepath.Join(l.workdir(), "clusters", l.cfg.Name+"-*"))
 	for _, d := range dirs {
 		cluster := filepath.Base(d)[len(l.cfg.Name)+1:]

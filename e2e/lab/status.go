@@ -51,6 +51,9 @@ func (l *Lab) Status(ctx context.Context) ([]ClusterStatus, error) {
 		if p, ok := l.providerStatus(); ok && c == "host" {
 			cs.Components = append(cs.Components, p)
 		}
+		if m, ok := l.metricsServerStatus(); ok && c == "host" {
+			cs.Components = append(cs.Components, m)
+		}
 		if cfg, err := l.RESTConfig(c); err != nil {
 			cs.Error = err.Error()
 		} else {

@@ -116,6 +116,9 @@ func (l *Lab) Up(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := l.ensureMetricsServer(ctx); err != nil {
+		return err
+	}
 	l.logf("up: host and %d sites x %d nodes in %s", want.Sites, want.Nodes, time.Since(start).Round(100*time.Millisecond))
 	return nil
 }
