@@ -52,13 +52,20 @@ test-unit: ## Run the unit tests only (no clusters).
 ##@ Lab
 
 .PHONY: demo
-demo: tools build ## Bring up the lab (a host and 3 sites x 3 nodes, with the provider) and run a pod on site2-node3.
+demo: tools build ## Bring up the lab (host, 3 sites x 3 nodes, provider, webhook) and run the seed example: deployment1, 3 replicas per site.
 	bin/vk8s lab up --name $(LAB)
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" get sites,virtualsites -A
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" get nodes -L vk8s.io/site,topology.kubernetes.io/region
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" apply -f examples/pod-on-site2-node3.yaml
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" wait --for=jsonpath='{.status.phase}'=Running pod/hello-site2 --timeout=120s
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" get pods -o wide
+	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" apply -f examples/seed/00-namespace.yaml
+	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" wait --for=jsonpath='{.metadata.labels.vk8s\.io/virtual-kubernetes}'=vk namespace/demo --timeout=60s
+	@# The API server selects webhook calls on that label through its namespace cache, a moment behind.
+	sleep 2
+	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" apply -f examples/seed/10-deployment1.yaml
+	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" -n demo rollout status deployment/deployment1 --timeout=180s
+	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" -n demo get deployment,pods -o wide
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --site site2 --name $(LAB))" get pods -A -l vk8s.io/tenant -o wide
 
 .PHONY: bench

@@ -148,7 +148,9 @@ func TestCRDsValidateAndDefault(t *testing.T) {
 	if err := c.Create(t.Context(), good); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = c.Delete(t.Context(), good) })
+	// Not t.Context(): it is cancelled before cleanups run. A Site left behind would join
+	// shared/all-sites and change every later test's site count.
+	t.Cleanup(func() { _ = c.Delete(context.Background(), good) })
 	if good.Spec.Type != vk8sv1.SiteTypeCustomerEdge || good.Spec.NodeMode != vk8sv1.NodeModePerNode || good.Spec.KubeconfigSecretRef.Key != "kubeconfig" {
 		t.Errorf("defaults: type %q mode %q key %q, want CustomerEdge PerNode kubeconfig", good.Spec.Type, good.Spec.NodeMode, good.Spec.KubeconfigSecretRef.Key)
 	}
@@ -173,7 +175,7 @@ func TestDeploymentOnSiteRunsOnKwokNodes(t *testing.T) {
 	if err := c.Create(t.Context(), d); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = c.Delete(t.Context(), d) })
+	t.Cleanup(func() { _ = c.Delete(context.Background(), d) })
 	var pods corev1.PodList
 	err := wait.PollUntilContextTimeout(t.Context(), 250*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
 		if err := c.List(ctx, &pods, client.InNamespace("default"), client.MatchingLabels(labels)); err != nil {

@@ -199,7 +199,7 @@ func (m *Nodes) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, e
 	if err != nil {
 		// A site that does not answer keeps its virtual nodes: its pods keep running there.
 		log.V(1).Info("site not connected; virtual nodes kept, marked disconnected", "reason", err.Error())
-		return ctrl.Result{}, m.disconnected(ctx, site)
+		return ctrl.Result{}, m.disconnected(ctx, site, err)
 	}
 	siteNodes, err := conn.Nodes.List(labels.Everything())
 	if err != nil {
@@ -253,13 +253,18 @@ func (m *Nodes) released(name string) {
 	}
 }
 
-// disconnected keeps the virtual nodes of a site the registry cannot give. When the Site's
-// status says it does not answer, they show SiteConnected=False and the unreachable taint;
+// disconnected keeps the virtual nodes of a site the registry cannot give. When the
+// registry or the Site's status says it does not answer, they show SiteConnected=False and the unreachable taint;
 // otherwise (the provider is starting and the site is not reconciled yet) they stay as they
 // are. After a restart they are taken from the host, so that their Leases go on and the
 // host does not evict the site's pods.
-func (m *Nodes) disconnected(ctx context.Context, site *vk8sv1.Site) error {
+func (m *Nodes) disconnected(ctx context.Context, site *vk8sv1.Site, cause error) error {
+	// The registry knows first; the Site's status (from the cache, maybe a moment behind)
+	// gives the reason and a message that says how to fix it.
 	var down *metav1.Condition
+	if errors.Is(cause, sitereg.ErrSiteDown) {
+		down = &metav1.Condition{Reason: "SiteUnreachable", Message: cause.Error()}
+	}
 	for i, c := range site.Status.Conditions {
 		if c.Type == vk8sv1.ConditionConnected && c.Status == metav1.ConditionFalse {
 			down = &site.Status.Conditions[i]

@@ -23,8 +23,10 @@ func (l *Lab) Down(ctx context.Context) error {
 	if tools, err := l.cfg.Tools.resolve(); err == nil {
 		l.tools = tools
 	}
-	if err := l.stopProvider(ctx); err != nil {
-		return err
+	for _, p := range []vk8sProcess{webhookProcess, providerProcess} {
+		if err := l.stopProcess(ctx, p); err != nil {
+			return err
+		}
 	}
 	if err := l.stopMetricsServer(ctx); err != nil {
 		return err

@@ -54,10 +54,11 @@ type Lab struct {
 
 // state is what lab.json records, so later calls know the lab's shape without flags.
 type state struct {
-	Name     string         `json:"name"`
-	Sites    int            `json:"sites"`
-	Nodes    int            `json:"nodes"`
-	Provider *providerState `json:"provider,omitempty"`
+	Name     string       `json:"name"`
+	Sites    int          `json:"sites"`
+	Nodes    int          `json:"nodes"`
+	Provider *daemonState `json:"provider,omitempty"`
+	Webhook  *daemonState `json:"webhook,omitempty"`
 }
 
 // New validates cfg and returns the lab it names; nothing is started.

@@ -18,110 +18,135 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/vk8s-io/vk8s/overrides"
 	"github.com/vk8s-io/vk8s/provider"
 	"github.com/vk8s-io/vk8s/sitereg"
 )
 
-// providerComponent names the lab's vk8s provider process in pid and log files and status.
-const providerComponent = "vk8s-provider"
+// vk8sProcess is a `vk8s <subcommand>` the lab runs against the host: the provider and
+// the admission webhook. Each has a pid file, a log file and its ports in lab.json, and is
+// started again when it died or its binary changed.
+type vk8sProcess struct {
+	// component names it in pid and log files and in Status.
+	component string
+	// subcommand is the vk8s subcommand.
+	subcommand string
+	// args are its flags; ports are its three free ports: main, metrics, health.
+	args func(l *Lab, kubeconfig string, ports [3]int) []string
+}
 
-// providerState is what lab.json records about the running provider.
-type providerState struct {
+// daemonState is what lab.json records about a running vk8s process.
+type daemonState struct {
 	Binary      string `json:"binary"`
 	BinaryMTime int64  `json:"binaryMTime"`
-	KubeletPort int    `json:"kubeletPort"`
+	Port        int    `json:"port"`
 	MetricsPort int    `json:"metricsPort"`
 	HealthPort  int    `json:"healthPort"`
 }
 
-func (l *Lab) providerPIDPath() string {
-	return filepath.Join(l.cfg.Dir, "pids", providerComponent+".pid")
-}
-func (l *Lab) providerLogPath() string {
-	return filepath.Join(l.cfg.Dir, "logs", providerComponent+".log")
-}
-
-// ensureProvider runs `vk8s provider` against the host, unless it already runs from the
-// same binary, and waits until it is ready.
 // labNodePorts gives each virtual node its own kubelet API port; a port another lab holds
 // is skipped.
 const labNodePorts = "21000-21999"
 
-func (l *Lab) ensureProvider(ctx context.Context, st *state) error {
+var (
+	providerProcess = vk8sProcess{component: "vk8s-provider", subcommand: "provider",
+		args: func(l *Lab, kubeconfig string, ports [3]int) []string {
+			return []string{
+				"--kubeconfig", kubeconfig,
+				"--node-address", "127.0.0.1",
+				"--kubelet-port", strconv.Itoa(ports[0]),
+				"--kubelet-node-ports", labNodePorts,
+				"--kubelet-client-ca-file", l.CACertPath("host"),
+				"--kubelet-cert-dir", filepath.Join(l.cfg.Dir, "provider-certs"),
+				"--metrics-bind-address", "127.0.0.1:" + strconv.Itoa(ports[1]),
+				"--health-probe-bind-address", "127.0.0.1:" + strconv.Itoa(ports[2]),
+			}
+		}}
+	// The host's API server calls the webhook at a URL: the lab has no Service for it.
+	webhookProcess = vk8sProcess{component: "vk8s-webhook", subcommand: "webhook",
+		args: func(_ *Lab, kubeconfig string, ports [3]int) []string {
+			return []string{
+				"--kubeconfig", kubeconfig,
+				"--bind-address", "127.0.0.1",
+				"--url", "https://127.0.0.1:" + strconv.Itoa(ports[0]),
+				"--metrics-bind-address", "127.0.0.1:" + strconv.Itoa(ports[1]),
+				"--health-probe-bind-address", "127.0.0.1:" + strconv.Itoa(ports[2]),
+			}
+		}}
+)
+
+func (l *Lab) pidPath(p vk8sProcess) string {
+	return filepath.Join(l.cfg.Dir, "pids", p.component+".pid")
+}
+func (l *Lab) logPath(p vk8sProcess) string {
+	return filepath.Join(l.cfg.Dir, "logs", p.component+".log")
+}
+
+// ensureProcess runs p against the host unless it already runs from the same binary, and
+// waits until it is ready. prev is its state in lab.json; the new state is returned.
+func (l *Lab) ensureProcess(ctx context.Context, p vk8sProcess, prev *daemonState) (*daemonState, error) {
 	bin := l.cfg.Vk8sBinary
 	info, err := os.Stat(bin)
 	if err != nil {
-		return fmt.Errorf("vk8s binary for the provider: %w", err)
+		return nil, fmt.Errorf("vk8s binary for the %s: %w", p.subcommand, err)
 	}
-	pid := l.providerPID()
-	if p := st.Provider; p != nil && ProcessRunning(pid) && p.Binary == bin && p.BinaryMTime == info.ModTime().UnixNano() &&
-		providerReady(ctx, p.HealthPort) {
-		l.logf("%s: running", providerComponent)
-		return nil
+	pid := l.processPID(p)
+	if prev != nil && ProcessRunning(pid) && prev.Binary == bin && prev.BinaryMTime == info.ModTime().UnixNano() &&
+		processReady(ctx, prev.HealthPort) {
+		l.logf("%s: running", p.component)
+		return prev, nil
 	}
-	if err := l.stopProvider(ctx); err != nil {
-		return err
+	if err := l.stopProcess(ctx, p); err != nil {
+		return nil, err
 	}
 	ports, err := freePorts(3)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	p := &providerState{Binary: bin, BinaryMTime: info.ModTime().UnixNano(), KubeletPort: ports[0], MetricsPort: ports[1], HealthPort: ports[2]}
+	st := &daemonState{Binary: bin, BinaryMTime: info.ModTime().UnixNano(), Port: ports[0], MetricsPort: ports[1], HealthPort: ports[2]}
 	kubeconfig, err := l.Kubeconfig("host")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Dir(l.providerLogPath()), 0o755); err != nil {
-		return err
+	logPath := l.logPath(p)
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
+		return nil, err
 	}
-	logFile, err := os.OpenFile(l.providerLogPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer func() { _ = logFile.Close() }()
-	cmd := exec.Command(bin, "provider",
-		"--kubeconfig", kubeconfig,
-		"--node-address", "127.0.0.1",
-		"--kubelet-port", strconv.Itoa(p.KubeletPort),
-		"--kubelet-node-ports", labNodePorts,
-		"--kubelet-client-ca-file", l.CACertPath("host"),
-		"--kubelet-cert-dir", filepath.Join(l.cfg.Dir, "provider-certs"),
-		"--metrics-bind-address", "127.0.0.1:"+strconv.Itoa(p.MetricsPort),
-		"--health-probe-bind-address", "127.0.0.1:"+strconv.Itoa(p.HealthPort),
-	)
+	cmd := exec.Command(bin, append([]string{p.subcommand}, p.args(l, kubeconfig, [3]int(ports))...)...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Its own session: it outlives `vk8s lab up`, as kwokctl's processes do.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	l.logf("%s: starting (log %s)", providerComponent, l.providerLogPath())
+	l.logf("%s: starting (log %s)", p.component, logPath)
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", providerComponent, err)
+		return nil, fmt.Errorf("start %s: %w", p.component, err)
 	}
 	go func() { _ = cmd.Wait() }() // reap it if it dies while we wait
-	if err := writeFile(l.providerPIDPath(), []byte(strconv.Itoa(cmd.Process.Pid))); err != nil {
+	if err := writeFile(l.pidPath(p), []byte(strconv.Itoa(cmd.Process.Pid))); err != nil {
 		_ = cmd.Process.Kill()
-		return err
-	}
-	st.Provider = p
-	if err := l.writeState(*st); err != nil {
-		return err
+		return nil, err
 	}
 	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		if !ProcessRunning(cmd.Process.Pid) {
 			return false, errors.New("it exited")
 		}
-		return providerReady(ctx, p.HealthPort), nil
+		return processReady(ctx, st.HealthPort), nil
 	})
 	if err != nil {
 		// Not left half-started: the next Up starts it afresh.
-		_ = l.stopProvider(ctx)
-		raw, _ := os.ReadFile(l.providerLogPath())
-		return fmt.Errorf("%s is not ready: %w; log: %s\n%s", providerComponent, err, l.providerLogPath(), tail(string(raw), 10))
+		_ = l.stopProcess(ctx, p)
+		raw, _ := os.ReadFile(logPath)
+		return nil, fmt.Errorf("%s is not ready: %w; log: %s\n%s", p.component, err, logPath, tail(string(raw), 10))
 	}
-	return nil
+	return st, nil
 }
 
-// providerReady says whether the provider's /readyz answers 200.
-func providerReady(ctx context.Context, port int) bool {
+// processReady says whether a vk8s process's /readyz answers 200.
+func processReady(ctx context.Context, port int) bool {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/readyz", port), nil)
@@ -136,10 +161,10 @@ func providerReady(ctx context.Context, port int) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-// providerPID is the pid in the provider's pid file when that process is still a vk8s
-// provider, and 0 otherwise: a pid the system gave to another process since is not ours.
-func (l *Lab) providerPID() int {
-	pid := readPID(l.providerPIDPath())
+// processPID is the pid in p's pid file when that process still runs p's subcommand, and
+// 0 otherwise: a pid the system gave to another process since is not ours.
+func (l *Lab) processPID(p vk8sProcess) int {
+	pid := readPID(l.pidPath(p))
 	if pid <= 0 {
 		return 0
 	}
@@ -148,7 +173,7 @@ func (l *Lab) providerPID() int {
 		return 0
 	}
 	args := strings.Split(string(raw), "\x00")
-	if len(args) < 2 || args[1] != "provider" {
+	if len(args) < 2 || args[1] != p.subcommand {
 		return 0
 	}
 	return pid
@@ -175,30 +200,30 @@ func (l *Lab) waitVirtualNodes(ctx context.Context, n int) error {
 		return ready == n, nil
 	})
 	if err != nil {
-		return fmt.Errorf("%d of %d virtual nodes Ready in the host: %w; provider log: %s", ready, n, err, l.providerLogPath())
+		return fmt.Errorf("%d of %d virtual nodes Ready in the host: %w; provider log: %s", ready, n, err, l.logPath(providerProcess))
 	}
 	return nil
 }
 
-// stopProvider stops the provider process, if any, and removes its pid file.
-func (l *Lab) stopProvider(ctx context.Context) error {
-	pid := l.providerPID()
+// stopProcess stops p, if it runs, and removes its pid file.
+func (l *Lab) stopProcess(ctx context.Context, p vk8sProcess) error {
+	pid := l.processPID(p)
 	if err := stopProcess(ctx, pid); err != nil {
-		return fmt.Errorf("stop %s (pid %d): %w", providerComponent, pid, err)
+		return fmt.Errorf("stop %s (pid %d): %w", p.component, pid, err)
 	}
-	if err := os.Remove(l.providerPIDPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(l.pidPath(p)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	return nil
 }
 
-// providerStatus is the provider process as Status shows it.
-func (l *Lab) providerStatus() (ComponentStatus, bool) {
-	if _, err := os.Stat(l.providerPIDPath()); err != nil {
+// processStatus is p as Status shows it.
+func (l *Lab) processStatus(p vk8sProcess) (ComponentStatus, bool) {
+	if _, err := os.Stat(l.pidPath(p)); err != nil {
 		return ComponentStatus{}, false
 	}
-	pid := readPID(l.providerPIDPath())
-	return ComponentStatus{Name: providerComponent, PID: pid, Running: ProcessRunning(pid), Log: l.providerLogPath()}, true
+	pid := readPID(l.pidPath(p))
+	return ComponentStatus{Name: p.component, PID: pid, Running: ProcessRunning(pid), Log: l.logPath(p)}, true
 }
 
 // readPID returns the pid in a pid file, or 0 when there is none.
@@ -229,4 +254,36 @@ func freePorts(n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// ensureVk8s runs the provider and the admission webhook against the host, records them
+// in lab.json, and installs the built-in WorkloadFlavors.
+func (l *Lab) ensureVk8s(ctx context.Context, st *state) error {
+	p, err := l.ensureProcess(ctx, providerProcess, st.Provider)
+	if err != nil {
+		return err
+	}
+	st.Provider = p
+	if err := l.writeState(*st); err != nil {
+		return err
+	}
+	w, err := l.ensureProcess(ctx, webhookProcess, st.Webhook)
+	if err != nil {
+		return err
+	}
+	st.Webhook = w
+	if err := l.writeState(*st); err != nil {
+		return err
+	}
+	c, err := l.Client("host")
+	if err != nil {
+		return err
+	}
+	for _, f := range overrides.BuiltinFlavors() {
+		want := f.Spec
+		if err := apply(ctx, c, &f, func() { f.Spec = want }); err != nil {
+			return fmt.Errorf("install WorkloadFlavor %s: %w", f.Name, err)
+		}
+	}
+	return nil
 }

@@ -48,8 +48,10 @@ func (l *Lab) Status(ctx context.Context) ([]ClusterStatus, error) {
 	var out []ClusterStatus
 	for _, c := range clusters(st.Sites) {
 		cs := ClusterStatus{Name: c, Kubeconfig: l.kubeconfigPath(c), Components: l.components(c)}
-		if p, ok := l.providerStatus(); ok && c == "host" {
-			cs.Components = append(cs.Components, p)
+		for _, p := range []vk8sProcess{providerProcess, webhookProcess} {
+			if ps, ok := l.processStatus(p); ok && c == "host" {
+				cs.Components = append(cs.Components, ps)
+			}
 		}
 		if m, ok := l.metricsServerStatus(); ok && c == "host" {
 			cs.Components = append(cs.Components, m)

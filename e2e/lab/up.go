@@ -63,7 +63,7 @@ func (l *Lab) Up(ctx context.Context) error {
 	if err != nil {
 		prev = state{}
 	}
-	want := state{Name: l.cfg.Name, Sites: l.cfg.Sites, Nodes: l.cfg.Nodes, Provider: prev.Provider}
+	want := state{Name: l.cfg.Name, Sites: l.cfg.Sites, Nodes: l.cfg.Nodes, Provider: prev.Provider, Webhook: prev.Webhook}
 	if want.Sites == 0 {
 		want.Sites = max(prev.Sites, defaultSites)
 	}
@@ -77,7 +77,7 @@ func (l *Lab) Up(ctx context.Context) error {
 		return err
 	}
 	// Recorded first, so Down finds whatever part of the lab a failed Up made.
-	if err := l.writeState(state{Name: want.Name, Sites: max(want.Sites, prev.Sites), Nodes: want.Nodes, Provider: prev.Provider}); err != nil {
+	if err := l.writeState(state{Name: want.Name, Sites: max(want.Sites, prev.Sites), Nodes: want.Nodes, Provider: prev.Provider, Webhook: prev.Webhook}); err != nil {
 		return err
 	}
 
@@ -109,7 +109,7 @@ func (l *Lab) Up(ctx context.Context) error {
 		return fmt.Errorf("set up host: %w", err)
 	}
 	if l.cfg.Vk8sBinary != "" {
-		if err := l.ensureProvider(ctx, &want); err != nil {
+		if err := l.ensureVk8s(ctx, &want); err != nil {
 			return err
 		}
 		if err := l.waitVirtualNodes(ctx, want.Sites*want.Nodes); err != nil {
