@@ -141,6 +141,27 @@ func TestCRDsValidateAndDefault(t *testing.T) {
 		t.Errorf("VirtualKubernetes with a bad virtualSite: error %v, want Invalid naming spec.virtualSite", err)
 	}
 
+	// An Override's pod template keeps its metadata: the API server must not prune labels.
+	tmpl := corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "kept"}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "nginx"}}},
+	}
+	ovr := &vk8sv1.Override{
+		ObjectMeta: metav1.ObjectMeta{Name: "keeps-labels", Namespace: "default"},
+		Spec:       vk8sv1.OverrideSpec{SiteList: []string{"site1"}, DeploymentSpec: vk8sv1.OverrideDeploymentSpec{Template: &tmpl}},
+	}
+	if err := c.Create(t.Context(), ovr); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Delete(context.Background(), ovr) })
+	got := &vk8sv1.Override{}
+	if err := c.Get(t.Context(), client.ObjectKeyFromObject(ovr), got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Spec.DeploymentSpec.Template == nil || got.Spec.DeploymentSpec.Template.Labels["app"] != "kept" {
+		t.Errorf("Override template metadata after a round trip: %+v; want labels app=kept", got.Spec.DeploymentSpec.Template)
+	}
+
 	good := &vk8sv1.Site{
 		ObjectMeta: metav1.ObjectMeta{Name: "defaults"},
 		Spec:       vk8sv1.SiteSpec{KubeconfigSecretRef: ref},

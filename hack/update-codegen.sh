@@ -9,4 +9,6 @@ cg="$("$here/tools.sh" dir)/controller-gen"
 cd "$root"
 "$cg" object:headerFile=hack/boilerplate.go.txt paths=./api/...
 rm -f api/crds/*.yaml
-"$cg" crd paths=./api/... output:crd:artifacts:config=api/crds
+# generateEmbeddedObjectMeta: an Override's pod template keeps its metadata (labels,
+# annotations) instead of the API server pruning it.
+"$cg" crd:generateEmbeddedObjectMeta=true paths=./api/... output:crd:artifacts:config=api/crds
