@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -226,13 +228,7 @@ func (p *Pods) clusterOf(site string) (*cluster, error) {
 
 // find returns the cached site pod of host pod namespace/name and its cluster.
 func (p *Pods) find(namespace, name string) (*corev1.Pod, *cluster) {
-	p.mu.Lock()
-	cs := make([]*cluster, 0, len(p.clusters))
-	for _, c := range p.clusters {
-		cs = append(cs, c)
-	}
-	p.mu.Unlock()
-	for _, c := range cs {
+	for _, c := range p.clusterList() {
 		if sp := c.sitePod(namespace, name); sp != nil {
 			return sp, c
 		}
@@ -407,11 +403,7 @@ func (p *Pods) GetPod(_ context.Context, namespace, name string) (*corev1.Pod, e
 	if sp == nil {
 		return nil, errdefs.NotFoundf("pod %s/%s is not on any site", namespace, name)
 	}
-	host, err := p.cfg.HostPods.Pods(namespace).Get(name)
-	if err != nil || string(host.UID) != sp.Labels[LabelHostPodUID] {
-		return orphanView(sp), nil
-	}
-	return HostView(host, sp), nil
+	return p.hostForm(sp), nil
 }
 
 // GetPodStatus returns the site's status of a host pod.
@@ -427,27 +419,32 @@ func (p *Pods) GetPodStatus(ctx context.Context, namespace, name string) (*corev
 // site clusters that have synced: a cluster whose cache is not filled yet contributes
 // nothing, so nothing on it is taken for dangling.
 func (p *Pods) GetPods(context.Context) ([]*corev1.Pod, error) {
-	p.mu.Lock()
-	cs := make([]*cluster, 0, len(p.clusters))
-	for _, c := range p.clusters {
-		cs = append(cs, c)
-	}
-	p.mu.Unlock()
 	var out []*corev1.Pod
-	for _, c := range cs {
+	for _, c := range p.clusterList() {
 		if !c.synced() {
 			continue
 		}
 		for _, sp := range c.allSitePods() {
-			host, err := p.cfg.HostPods.Pods(sp.Labels[LabelHostNamespace]).Get(sp.Name)
-			if err != nil || string(host.UID) != sp.Labels[LabelHostPodUID] {
-				out = append(out, orphanView(sp))
-				continue
-			}
-			out = append(out, HostView(host, sp))
+			out = append(out, p.hostForm(sp))
 		}
 	}
 	return out, nil
+}
+
+// clusterList is a snapshot of the site clusters, to use without holding p.mu.
+func (p *Pods) clusterList() []*cluster {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Collect(maps.Values(p.clusters))
+}
+
+// hostForm is a site pod in host form: HostView of its host pod, or orphanView when the
+// host pod is gone or was replaced.
+func (p *Pods) hostForm(sp *corev1.Pod) *corev1.Pod {
+	if host := p.hostPodFor(sp); host != nil {
+		return HostView(host, sp)
+	}
+	return orphanView(sp)
 }
 
 // orphanView is a site pod in host form when its host pod is not (or no longer) known.

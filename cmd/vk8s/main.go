@@ -12,6 +12,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
@@ -58,4 +60,16 @@ func newVersionCommand() *cobra.Command {
 			return err
 		},
 	}
+}
+
+// hostConfig loads the host cluster's client configuration: the kubeconfig file given,
+// else $KUBECONFIG, else in-cluster.
+func hostConfig(kubeconfig string) (*rest.Config, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	host, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("host cluster configuration: %w", err)
+	}
+	return host, nil
 }

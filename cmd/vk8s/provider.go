@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vk8s-io/vk8s/provider"
 	"github.com/vk8s-io/vk8s/provider/kubeletapi"
@@ -22,11 +21,9 @@ func newProviderCommand() *cobra.Command {
 		Short: "Run the virtual-kubelet provider: every Site as virtual nodes in the host cluster",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rules := clientcmd.NewDefaultClientConfigLoadingRules()
-			rules.ExplicitPath = kubeconfig
-			host, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
+			host, err := hostConfig(kubeconfig)
 			if err != nil {
-				return fmt.Errorf("host cluster configuration: %w", err)
+				return err
 			}
 			cfg.Host = host
 			cfg.Endpoint.Port = port

@@ -5,7 +5,6 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vk8s-io/vk8s/overrides"
 	"github.com/vk8s-io/vk8s/webhook"
@@ -30,11 +29,9 @@ cluster) or through --service (namespace/name, in the cluster).`,
 		Example: `  vk8s webhook --kubeconfig host.kubeconfig --url https://127.0.0.1:9443 --bind-address 127.0.0.1`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rules := clientcmd.NewDefaultClientConfigLoadingRules()
-			rules.ExplicitPath = kubeconfig
-			host, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
+			host, err := hostConfig(kubeconfig)
 			if err != nil {
-				return fmt.Errorf("host cluster configuration: %w", err)
+				return err
 			}
 			cfg.Host = host
 			if service != "" {
