@@ -49,7 +49,7 @@ func runWithLab(m *testing.M) int {
 		return 1
 	}
 	fleet, err = lab.New(lab.Config{
-		Name: "e2e", Sites: fleetSites, Nodes: fleetNodes, Dir: filepath.Join(dir, "e2e"),
+		Name: fleetName(), Sites: fleetSites, Nodes: fleetNodes, Dir: filepath.Join(dir, fleetName()),
 		Tools: lab.Tools{Dir: tools}, Log: os.Stderr,
 	})
 	if err != nil {
@@ -74,6 +74,15 @@ func runWithLab(m *testing.M) int {
 	return m.Run()
 }
 
+// fleetName names the test lab: VK8S_E2E_LAB, default "e2e". Test processes with labs of
+// different names run side by side (each lab picks free ports).
+func fleetName() string {
+	if name := os.Getenv("VK8S_E2E_LAB"); name != "" {
+		return name
+	}
+	return "e2e"
+}
+
 // ownerFile holds the pid of the test process that owns a lab folder.
 const ownerFile = "owner.pid"
 
@@ -90,7 +99,13 @@ func removeOrphanLabs(tools string) {
 			continue
 		}
 		dir := filepath.Dir(owner)
-		l, err := lab.New(lab.Config{Name: "e2e", Dir: filepath.Join(dir, "e2e"), Tools: lab.Tools{Dir: tools}, Log: os.Stderr})
+		// The lab's folder is named after the lab; one that died before writing lab.json
+		// is the default's.
+		name := "e2e"
+		if states, _ := filepath.Glob(filepath.Join(dir, "*", "lab.json")); len(states) == 1 {
+			name = filepath.Base(filepath.Dir(states[0]))
+		}
+		l, err := lab.New(lab.Config{Name: name, Dir: filepath.Join(dir, name), Tools: lab.Tools{Dir: tools}, Log: os.Stderr})
 		if err == nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			err = l.Down(ctx)
