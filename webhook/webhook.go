@@ -314,6 +314,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := a.setupWithManager(ctx, mgr); err != nil {
 		return err
 	}
+	if err := setupRebalancer(mgr, a); err != nil {
+		return err
+	}
 	reg.client, reg.log = mgr.GetClient(), mgr.GetLogger().WithName("configurations")
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		return reg.run(ctx, mgr, authority)
@@ -491,6 +494,8 @@ type metrics struct {
 	certExpiry   *prometheus.GaugeVec
 	certIssued   *prometheus.CounterVec
 	reservations *funcGauge
+	moves        *prometheus.CounterVec
+	replans      prometheus.Counter
 }
 
 // funcGauge is a gauge whose function is set after registration.
@@ -535,8 +540,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "vk8s_webhook_reservations",
 			Help: "Pods placed by admission that the webhook's cache does not show yet.",
 		})},
+		moves: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vk8s_webhook_rebalance_moves_total",
+			Help: "Pods the rebalancer deleted off a site with too many, so that they come back on a site that lacks them, by the site they left.",
+		}, []string{"site"}),
+		replans: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vk8s_webhook_rebalance_replans_total",
+			Help: "Workloads the rebalancer re-planned because their sites changed.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.duration, m.rejections, m.placements, m.certExpiry, m.certIssued, m.reservations} {
+	for _, c := range []prometheus.Collector{m.duration, m.rejections, m.placements, m.certExpiry, m.certIssued, m.reservations, m.moves, m.replans} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register webhook metrics: %w", err)
 		}

@@ -1,0 +1,476 @@
+package webhook
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/go-logr/logr"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	crcontroller "sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+)
+
+// excessDeletionCost is the controller.kubernetes.io/pod-deletion-cost of a pod its site
+// has too many of (minus its slot): far below admission's -slot, so a ReplicaSet that
+// scales down removes the surplus of every site before any pod a site needs.
+const excessDeletionCost = -1_000_000
+
+// rebalancer converges the per-site pod counts of federated workloads on their plan (SPEC
+// §4: "A rebalancer controller converges counts after scale-down, site set changes and
+// concurrent admissions"). Admission places every new pod at the largest deficit, so the
+// rebalancer only ever removes pods: it
+//
+//   - re-plans a workload whose sites changed (a Site or VirtualSite changed labels, a
+//     site came or went) by writing its vk8s.io/placement, which makes workload admission
+//     recompute spec.replicas and the plan; the pods a removed site must give up are
+//     marked with a low deletion cost first, so the ReplicaSet's scale-down takes them;
+//   - marks the surplus pods of every site with excessDeletionCost, so any scale-down
+//     takes them first;
+//   - deletes surplus pods while a reachable site lacks pods and the ReplicaSet is
+//     settled, at most maxUnavailable at a time: the ReplicaSet recreates them and
+//     admission places them where they are missing. A pod never moves towards a site
+//     whose connection is down.
+//
+// StatefulSets are re-planned (their ordinals follow the plan's blocks) but their pods are
+// not moved; DaemonSets and Jobs are not its business (a DaemonSet follows its nodes, a
+// Job's pods end).
+type rebalancer struct {
+	a   *admitter
+	c   client.Client
+	log logr.Logger
+}
+
+// Kinds the rebalancer reconciles.
+var rebalancedKinds = []func() client.Object{
+	func() client.Object { return &appsv1.Deployment{} },
+	func() client.Object { return &appsv1.ReplicaSet{} },
+	func() client.Object { return &appsv1.StatefulSet{} },
+}
+
+// setupRebalancer registers one controller per kind of rebalancedKinds.
+func setupRebalancer(mgr ctrl.Manager, a *admitter) error {
+	for _, newObj := range rebalancedKinds {
+		obj := newObj()
+		kind := strings.ToLower(fmt.Sprintf("%T", obj)[len("*v1."):])
+		r := &rebalancer{a: a, c: mgr.GetClient(), log: mgr.GetLogger().WithName("rebalancer")}
+		all := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
+			return r.federated(ctx, newObj, "")
+		})
+		inNamespace := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			return r.federated(ctx, newObj, o.GetNamespace())
+		})
+		err := builder.ControllerManagedBy(mgr).
+			Named(a.cfg.Name+"-rebalance-"+kind).
+			For(obj).
+			Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, p client.Object) []reconcile.Request {
+				return r.podWorkload(ctx, p, obj)
+			})).
+			Watches(&vk8sv1.Site{}, all).
+			Watches(&vk8sv1.VirtualSite{}, all).
+			Watches(&vk8sv1.VirtualKubernetes{}, inNamespace).
+			Watches(&vk8sv1.Override{}, inNamespace).
+			WithOptions(crcontroller.Options{MaxConcurrentReconciles: 4}).
+			Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+				return r.reconcile(ctx, newObj(), req.NamespacedName)
+			}))
+		if err != nil {
+			return fmt.Errorf("rebalancer for %ss: %w", kind, err)
+		}
+	}
+	return nil
+}
+
+// federated lists the federated workloads of a kind (in namespace, or everywhere).
+func (r *rebalancer) federated(ctx context.Context, newObj func() client.Object, namespace string) []reconcile.Request {
+	var objs []client.Object
+	var err error
+	switch newObj().(type) {
+	case *appsv1.Deployment:
+		var l appsv1.DeploymentList
+		err = r.a.cache.List(ctx, &l, client.InNamespace(namespace), client.UnsafeDisableDeepCopy)
+		for i := range l.Items {
+			objs = append(objs, &l.Items[i])
+		}
+	case *appsv1.ReplicaSet:
+		var l appsv1.ReplicaSetList
+		err = r.a.cache.List(ctx, &l, client.InNamespace(namespace), client.UnsafeDisableDeepCopy)
+		for i := range l.Items {
+			objs = append(objs, &l.Items[i])
+		}
+	case *appsv1.StatefulSet:
+		var l appsv1.StatefulSetList
+		err = r.a.cache.List(ctx, &l, client.InNamespace(namespace), client.UnsafeDisableDeepCopy)
+		for i := range l.Items {
+			objs = append(objs, &l.Items[i])
+		}
+	}
+	if err != nil {
+		r.log.Error(err, "List workloads failed", "namespace", namespace)
+		return nil
+	}
+	var reqs []reconcile.Request
+	for _, o := range objs {
+		if o.GetAnnotations()[AnnotationPlacement] != "" && !ownedByWorkload(o) {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o)})
+		}
+	}
+	return reqs
+}
+
+// podWorkload maps a federated pod to its workload of kind obj's: a ReplicaSet's
+// Deployment, a bare ReplicaSet, a StatefulSet.
+func (r *rebalancer) podWorkload(ctx context.Context, p client.Object, obj client.Object) []reconcile.Request {
+	ref := controller(p)
+	if ref == nil {
+		return nil
+	}
+	key := func(name string) []reconcile.Request {
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: p.GetNamespace(), Name: name}}}
+	}
+	switch obj.(type) {
+	case *appsv1.StatefulSet:
+		if ref.Kind == "StatefulSet" {
+			return key(ref.Name)
+		}
+	case *appsv1.ReplicaSet, *appsv1.Deployment:
+		if ref.Kind != "ReplicaSet" {
+			return nil
+		}
+		rs := &appsv1.ReplicaSet{}
+		if err := r.a.cache.Get(ctx, types.NamespacedName{Namespace: p.GetNamespace(), Name: ref.Name}, rs); err != nil {
+			return nil
+		}
+		up := controller(rs)
+		_, wantDeployment := obj.(*appsv1.Deployment)
+		switch {
+		case up != nil && up.Kind == "Deployment" && wantDeployment:
+			return key(up.Name)
+		case up == nil && !wantDeployment:
+			return key(rs.Name)
+		}
+	}
+	return nil
+}
+
+// reconcile converges one workload.
+func (r *rebalancer) reconcile(ctx context.Context, obj client.Object, key types.NamespacedName) (reconcile.Result, error) {
+	if err := r.a.cache.Get(ctx, key, obj); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	w := asWorkload(obj)
+	if obj.GetDeletionTimestamp() != nil || w == nil || w.replicas == nil || ownedByWorkload(obj) {
+		return reconcile.Result{}, nil
+	}
+	annotations := obj.GetAnnotations()
+	current := annotations[AnnotationPlacement]
+	if current == "" {
+		// Not admitted as a federated workload (yet): admission federates it at its next write.
+		return reconcile.Result{}, nil
+	}
+	fed, rej, err := r.a.resolver.resolve(ctx, key.Namespace, annotations, lenientAll)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if rej != nil || fed == nil || len(fed.sites) == 0 {
+		// Admission would refuse the workload's next write: nothing to converge on.
+		return reconcile.Result{}, nil
+	}
+	perSite, err := strconv.ParseInt(annotations[vk8sv1.AnnotationReplicasPerSite], 10, 32)
+	if err != nil || perSite < 0 {
+		return reconcile.Result{}, nil
+	}
+	plan, err := fed.plan(int32(perSite))
+	if err != nil {
+		return reconcile.Result{}, nil
+	}
+	var previous []string
+	if w.ordered {
+		if p, err := ParsePlacement(current); err == nil {
+			previous = p.Sites
+		}
+	}
+	want := newPlacement(plan, previous)
+	log := r.log.WithValues("kind", w.kind, "workload", key)
+	ctx = ctrl.LoggerInto(ctx, log)
+
+	var pods []rebalancePod
+	var rs *appsv1.ReplicaSet
+	if !w.ordered {
+		rs, err = r.settledReplicaSet(ctx, obj)
+		if err != nil {
+			return reconcile.Result{}, err
+		}
+		if rs != nil {
+			if pods, err = r.pods(ctx, rs); err != nil {
+				return reconcile.Result{}, err
+			}
+		}
+	}
+	decision := decideRebalance(want.Counts, pods, r.reachable(ctx), maxUnavailable(obj, want.Total()))
+	if err := r.markExcess(ctx, key.Namespace, decision.costs); err != nil {
+		return reconcile.Result{}, err
+	}
+
+	if want.String() != current {
+		// The sites changed: workload admission recomputes spec.replicas and the plan on
+		// any write; writing the plan the rebalancer expects is that write.
+		return reconcile.Result{}, r.replan(ctx, obj, current, want.String())
+	}
+	if rs == nil || len(decision.moves) == 0 {
+		return reconcile.Result{}, nil
+	}
+	if int32(len(pods)) != valueOr(rs.Spec.Replicas, 1) || decision.terminating {
+		// The ReplicaSet is still creating or deleting pods: wait for its pod events.
+		return reconcile.Result{}, nil
+	}
+	return reconcile.Result{}, r.move(ctx, obj, decision.moves)
+}
+
+// settledReplicaSet returns the one ReplicaSet that runs a workload's pods (a bare
+// ReplicaSet itself), or nil while a Deployment rolls out or has not caught up with its
+// spec: the Deployment controller, not the rebalancer, moves pods then.
+func (r *rebalancer) settledReplicaSet(ctx context.Context, obj client.Object) (*appsv1.ReplicaSet, error) {
+	switch o := obj.(type) {
+	case *appsv1.ReplicaSet:
+		return o, nil
+	case *appsv1.Deployment:
+		want := valueOr(o.Spec.Replicas, 1)
+		s := o.Status
+		if s.ObservedGeneration < o.Generation || s.Replicas != want || s.UpdatedReplicas != want {
+			return nil, nil
+		}
+		var list appsv1.ReplicaSetList
+		if err := r.a.cache.List(ctx, &list, client.InNamespace(o.Namespace)); err != nil {
+			return nil, fmt.Errorf("list ReplicaSets of Deployment %s: %w", o.Name, err)
+		}
+		var active *appsv1.ReplicaSet
+		for i := range list.Items {
+			rs := &list.Items[i]
+			if ref := controller(rs); ref == nil || ref.UID != o.UID || valueOr(rs.Spec.Replicas, 0) == 0 {
+				continue
+			}
+			if active != nil {
+				return nil, nil
+			}
+			active = rs
+		}
+		return active, nil
+	}
+	return nil, nil
+}
+
+// pods returns the live pods of a ReplicaSet as the rebalancer sees them.
+func (r *rebalancer) pods(ctx context.Context, rs *appsv1.ReplicaSet) ([]rebalancePod, error) {
+	var list corev1.PodList
+	if err := r.a.cache.List(ctx, &list, client.InNamespace(rs.Namespace), client.MatchingFields{indexOwnerUID: string(rs.UID)}); err != nil {
+		return nil, fmt.Errorf("list pods of ReplicaSet %s: %w", rs.Name, err)
+	}
+	out := make([]rebalancePod, 0, len(list.Items))
+	for i := range list.Items {
+		p := &list.Items[i]
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		slot, _ := atoiNonNegative(p.Annotations[AnnotationSlot])
+		out = append(out, rebalancePod{
+			name: p.Name, uid: p.UID, site: p.Labels[vk8sv1.LabelSite], slot: slot,
+			ready: podReady(p), terminating: p.DeletionTimestamp != nil, cost: p.Annotations[corev1.PodDeletionCost],
+		})
+	}
+	return out, nil
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// reachable says whether the provider reaches a site: its Site is Connected. A site whose
+// Site has no status yet counts as reachable (a new site in the lab).
+func (r *rebalancer) reachable(ctx context.Context) func(string) bool {
+	return func(site string) bool {
+		s := &vk8sv1.Site{}
+		if err := r.a.cache.Get(ctx, types.NamespacedName{Name: site}, s); err != nil {
+			return false
+		}
+		c := meta.FindStatusCondition(s.Status.Conditions, vk8sv1.ConditionConnected)
+		return c == nil || c.Status == metav1.ConditionTrue
+	}
+}
+
+// maxUnavailable is how many pods of obj the rebalancer moves at once: a Deployment's
+// rolling-update maxUnavailable over its total (rounded down, at least 1), else 25%.
+func maxUnavailable(obj client.Object, total int32) int {
+	v := intstr.FromString("25%")
+	if d, ok := obj.(*appsv1.Deployment); ok && d.Spec.Strategy.RollingUpdate != nil && d.Spec.Strategy.RollingUpdate.MaxUnavailable != nil {
+		v = *d.Spec.Strategy.RollingUpdate.MaxUnavailable
+	}
+	n, err := intstr.GetScaledValueFromIntOrPercent(&v, int(total), false)
+	if err != nil || n < 1 {
+		return 1
+	}
+	return n
+}
+
+// markExcess sets the deletion cost of the pods in costs.
+func (r *rebalancer) markExcess(ctx context.Context, namespace string, costs map[string]string) error {
+	for _, name := range slices.Sorted(maps.Keys(costs)) {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}}
+		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, corev1.PodDeletionCost, costs[name])
+		if err := r.c.Patch(ctx, p, client.RawPatch(types.MergePatchType, []byte(patch))); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("set the deletion cost of pod %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// replan writes the plan the workload's sites give now; admission recomputes spec.replicas.
+func (r *rebalancer) replan(ctx context.Context, obj client.Object, from, to string) error {
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, AnnotationPlacement, to)
+	if err := r.c.Patch(ctx, obj, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+		return fmt.Errorf("re-plan %s: %w", client.ObjectKeyFromObject(obj), err)
+	}
+	got := obj.GetAnnotations()[AnnotationPlacement]
+	r.a.metrics.replans.Inc()
+	ctrl.LoggerFrom(ctx).Info("Re-planned", "from", from, "to", got)
+	if r.a.recorder != nil {
+		r.a.recorder.Eventf(obj, nil, corev1.EventTypeNormal, "SitesChanged", "Rebalance",
+			"placement %s is now %s (spec.replicas %d)", from, got, valueOr(*asWorkload(obj).replicas, 0))
+	}
+	if got != to {
+		// Admission disagrees with the rebalancer's plan: say so once rather than write
+		// again and again; the next change of the workload or its sites tries again.
+		ctrl.LoggerFrom(ctx).Error(nil, "Admission wrote another plan than the rebalancer's", "want", to, "got", got)
+	}
+	return nil
+}
+
+// move deletes pods so that their ReplicaSet recreates them where pods are missing.
+func (r *rebalancer) move(ctx context.Context, obj client.Object, moves []rebalancePod) error {
+	from := map[string]int{}
+	for _, p := range moves {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: obj.GetNamespace(), Name: p.name}}
+		err := r.c.Delete(ctx, pod, client.Preconditions{UID: &p.uid})
+		if client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("move pod %s off site %s: %w", p.name, p.site, err)
+		}
+		from[p.site]++
+		r.a.metrics.moves.WithLabelValues(p.site).Inc()
+	}
+	var parts []string
+	for _, s := range slices.Sorted(maps.Keys(from)) {
+		parts = append(parts, fmt.Sprintf("%s -%d", s, from[s]))
+	}
+	ctrl.LoggerFrom(ctx).Info("Moved pods", "pods", len(moves), "from", strings.Join(parts, ", "))
+	if r.a.recorder != nil {
+		r.a.recorder.Eventf(obj, nil, corev1.EventTypeNormal, "Rebalanced", "Rebalance",
+			"moving %d pods off sites with too many (%s) to the sites that lack them", len(moves), strings.Join(parts, ", "))
+	}
+	return nil
+}
+
+// rebalancePod is what the rebalancer knows of a pod.
+type rebalancePod struct {
+	name        string
+	uid         types.UID
+	site        string
+	slot        int
+	ready       bool
+	terminating bool
+	cost        string
+}
+
+// rebalanceDecision is what decideRebalance chose.
+type rebalanceDecision struct {
+	// costs maps pods whose deletion cost changes to their new one.
+	costs map[string]string
+	// moves are the pods to delete, so that they come back where pods are missing.
+	moves []rebalancePod
+	// terminating says some pod is on its way out (a move or a scale-down in progress).
+	terminating bool
+}
+
+// decideRebalance compares the live pods of a ReplicaSet with the plan's counts. Every
+// site keeps its Ready pods first, then its lowest slots; what is beyond its count is
+// excess, marked with excessDeletionCost. Excess pods move (are deleted) only as far as
+// reachable sites lack pods, at most limit at once, not-ready ones first, then the highest
+// slots.
+func decideRebalance(counts map[string]int32, pods []rebalancePod, reachable func(string) bool, limit int) rebalanceDecision {
+	d := rebalanceDecision{costs: map[string]string{}}
+	bySite := map[string][]rebalancePod{}
+	for _, p := range pods {
+		if p.terminating {
+			d.terminating = true
+			continue
+		}
+		bySite[p.site] = append(bySite[p.site], p)
+	}
+	var excess []rebalancePod
+	deficit := 0
+	for _, site := range slices.Sorted(maps.Keys(bySite)) {
+		ps := bySite[site]
+		slices.SortFunc(ps, func(a, b rebalancePod) int {
+			if a.ready != b.ready {
+				if a.ready {
+					return -1
+				}
+				return 1
+			}
+			return cmp.Or(cmp.Compare(a.slot, b.slot), strings.Compare(a.name, b.name))
+		})
+		keep := int(counts[site])
+		for i, p := range ps {
+			want := strconv.Itoa(-p.slot)
+			if i >= keep {
+				excess = append(excess, p)
+				want = strconv.Itoa(excessDeletionCost - p.slot)
+			}
+			if p.cost != want && (i >= keep || isExcessCost(p.cost)) {
+				// Admission's -slot stays on kept pods; only the rebalancer's marks change.
+				d.costs[p.name] = want
+			}
+		}
+	}
+	for site, n := range counts {
+		if have := len(bySite[site]); int(n) > have && reachable(site) {
+			deficit += int(n) - have
+		}
+	}
+	slices.SortFunc(excess, func(a, b rebalancePod) int {
+		if a.ready != b.ready {
+			if a.ready {
+				return 1
+			}
+			return -1
+		}
+		return cmp.Or(cmp.Compare(b.slot, a.slot), strings.Compare(a.site, b.site), strings.Compare(a.name, b.name))
+	})
+	d.moves = excess[:min(len(excess), deficit, max(limit, 1))]
+	return d
+}
+
+// isExcessCost says whether a deletion cost is one the rebalancer set.
+func isExcessCost(v string) bool {
+	n, err := strconv.Atoi(v)
+	return err == nil && n <= excessDeletionCost
+}

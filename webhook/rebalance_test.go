@@ -1,0 +1,334 @@
+package webhook
+
+import (
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+)
+
+// pods makes Ready pods named <site>-<slot> for the slots given per site.
+func testPods(slots map[string][]int) []rebalancePod {
+	var out []rebalancePod
+	for _, site := range slices.Sorted(maps.Keys(slots)) {
+		for _, s := range slots[site] {
+			out = append(out, rebalancePod{name: site + "-" + strconv.Itoa(s), site: site, slot: s, ready: true, cost: strconv.Itoa(-s)})
+		}
+	}
+	return out
+}
+
+func names(ps []rebalancePod) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.name)
+	}
+	return out
+}
+
+func TestDecideRebalance(t *testing.T) {
+	all := func(string) bool { return true }
+	even := map[string]int32{"site1": 3, "site2": 3, "site3": 3}
+	for _, tc := range []struct {
+		name      string
+		counts    map[string]int32
+		pods      []rebalancePod
+		reachable func(string) bool
+		limit     int
+		moves     []string
+		costs     map[string]string
+	}{{
+		name:   "exact counts: nothing to do",
+		counts: even,
+		pods:   testPods(map[string][]int{"site1": {1, 2, 3}, "site2": {1, 2, 3}, "site3": {1, 2, 3}}),
+		limit:  2,
+	}, {
+		name:   "a surplus and a deficit after an admission race: the highest slot moves",
+		counts: even,
+		pods:   testPods(map[string][]int{"site1": {1, 2, 3, 4}, "site2": {1, 2}, "site3": {1, 2, 3}}),
+		limit:  2, moves: []string{"site1-4"}, costs: map[string]string{"site1-4": "-1000004"},
+	}, {
+		name:   "the deficit is on an unreachable site: nothing moves, the surplus is marked",
+		counts: even,
+		pods:   testPods(map[string][]int{"site1": {1, 2, 3, 4}, "site2": {1, 2}, "site3": {1, 2, 3}}),
+		reachable: func(s string) bool { return s != "site2" },
+		limit:     2, costs: map[string]string{"site1-4": "-1000004"},
+	}, {
+		name:   "a removed site: all its pods are surplus, marked for the scale-down, none moves",
+		counts: map[string]int32{"site1": 3, "site2": 3},
+		pods:   testPods(map[string][]int{"site1": {1, 2, 3}, "site2": {1, 2, 3}, "site3": {1, 2, 3}}),
+		limit:  2, costs: map[string]string{"site3-1": "-1000001", "site3-2": "-1000002", "site3-3": "-1000003"},
+	}, {
+		name:   "moves stop at the limit, highest slots first",
+		counts: map[string]int32{"site1": 3, "site2": 3},
+		pods:   testPods(map[string][]int{"site1": {1, 2, 3, 4, 5, 6}}),
+		limit:  2, moves: []string{"site1-6", "site1-5"},
+		costs: map[string]string{"site1-4": "-1000004", "site1-5": "-1000005", "site1-6": "-1000006"},
+	}, {
+		name:   "a site keeps its Ready pods: a surplus pod that is not Ready moves first",
+		counts: even,
+		pods: func() []rebalancePod {
+			ps := testPods(map[string][]int{"site1": {1, 2, 3, 4}, "site2": {1, 2}, "site3": {1, 2, 3}})
+			ps[1].ready = false // site1-2
+			return ps
+		}(),
+		limit: 1, moves: []string{"site1-2"}, costs: map[string]string{"site1-2": "-1000002"},
+	}, {
+		name:   "a pod the rebalancer marked that its site needs again gets admission's cost back",
+		counts: even,
+		pods: func() []rebalancePod {
+			ps := testPods(map[string][]int{"site1": {1, 2, 3}, "site2": {1, 2, 3}, "site3": {1, 2, 3}})
+			ps[2].cost = "-1000003" // site1-3
+			return ps
+		}(),
+		limit: 1, costs: map[string]string{"site1-3": "-3"},
+	}, {
+		name:   "terminating pods do not count",
+		counts: even,
+		pods: func() []rebalancePod {
+			ps := testPods(map[string][]int{"site1": {1, 2, 3, 4}, "site2": {1, 2, 3}, "site3": {1, 2, 3}})
+			ps[3].terminating = true // site1-4
+			return ps
+		}(),
+		limit: 1,
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			reachable := cmpOr(tc.reachable, all)
+			d := decideRebalance(tc.counts, tc.pods, reachable, tc.limit)
+			if diff := cmp.Diff(tc.moves, names(d.moves)); diff != "" {
+				t.Errorf("moves (-want +got):\n%s", diff)
+			}
+			want := tc.costs
+			if want == nil {
+				want = map[string]string{}
+			}
+			if diff := cmp.Diff(want, d.costs); diff != "" {
+				t.Errorf("costs (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func cmpOr(f, g func(string) bool) func(string) bool {
+	if f != nil {
+		return f
+	}
+	return g
+}
+
+func TestMaxUnavailable(t *testing.T) {
+	d := deployment("web", 3, nil)
+	if got := maxUnavailable(d, 9); got != 2 {
+		t.Errorf("default 25%% of 9: %d, want 2", got)
+	}
+	if got := maxUnavailable(d, 2); got != 1 {
+		t.Errorf("25%% of 2: %d, want at least 1", got)
+	}
+	d.Spec.Strategy.RollingUpdate = &appsv1.RollingUpdateDeployment{MaxUnavailable: ptr.To(intstr.FromInt32(5))}
+	if got := maxUnavailable(d, 9); got != 5 {
+		t.Errorf("maxUnavailable 5: %d", got)
+	}
+}
+
+
+// rebalanceEnv stores the admitted Deployment web (R=3 on site1..site3), its ReplicaSet
+// and one Ready pod per entry of sites; the Deployment is settled at the number of pods.
+func rebalanceEnv(t *testing.T, sites ...string) (*env, *rebalancer, *appsv1.Deployment) {
+	t.Helper()
+	e := newEnv(t)
+	rs, next := fleetWorkload(e, deployment("web", 3, nil))
+	ctx := t.Context()
+	slots := map[string]int{}
+	for i, site := range sites {
+		// As admission leaves them: on their site, numbered per site.
+		p := next()
+		slots[site]++
+		p.Name = p.GenerateName + strconv.Itoa(i)
+		p.Labels[vk8sv1.LabelSite] = site
+		p.Annotations[AnnotationSlot] = strconv.Itoa(slots[site])
+		p.Annotations[corev1.PodDeletionCost] = strconv.Itoa(-slots[site])
+		if err := e.c.Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		p.Status.Phase = corev1.PodRunning
+		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+		if err := e.c.Status().Update(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := &appsv1.Deployment{}
+	if err := e.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web"}, d); err != nil {
+		t.Fatal(err)
+	}
+	n := int32(len(sites))
+	d.Spec.Replicas = &n
+	if err := e.c.Update(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: n, UpdatedReplicas: n}
+	if err := e.c.Status().Update(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	rs.Spec.Replicas = &n
+	if err := e.c.Update(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	return e, &rebalancer{a: e.a, c: e.c, log: e.a.cfg.Logger}, d
+}
+
+func perSite(t *testing.T, e *env) map[string][]string {
+	t.Helper()
+	var list corev1.PodList
+	if err := e.c.List(t.Context(), &list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]string{}
+	for _, p := range list.Items {
+		s := p.Labels[vk8sv1.LabelSite]
+		out[s] = append(out[s], p.Annotations[AnnotationSlot]+"/"+p.Annotations[corev1.PodDeletionCost])
+	}
+	for _, v := range out {
+		slices.Sort(v)
+	}
+	return out
+}
+
+func (e *env) event(reason string) string {
+	for {
+		select {
+		case ev := <-e.events.Events:
+			if strings.Contains(ev, reason) {
+				return ev
+			}
+		default:
+			return ""
+		}
+	}
+}
+
+func TestRebalancerMovesSurplusToReachableSites(t *testing.T) {
+	// An admission race put 4 pods on site1 and 2 on site2.
+	e, r, d := rebalanceEnv(t, "site1", "site1", "site1", "site1", "site2", "site2", "site3", "site3", "site3")
+	d.Spec.Replicas = ptr.To[int32](9)
+	if _, err := r.reconcile(t.Context(), &appsv1.Deployment{}, client.ObjectKeyFromObject(d)); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{"site1": {"1/-1", "2/-2", "3/-3"}, "site2": {"1/-1", "2/-2"}, "site3": {"1/-1", "2/-2", "3/-3"}}
+	if diff := cmp.Diff(want, perSite(t, e)); diff != "" {
+		t.Errorf("pods per site after the move (-want +got):\n%s", diff)
+	}
+	if ev := e.event("Rebalanced"); !strings.Contains(ev, "moving 1 pods off sites with too many (site1 -1)") {
+		t.Errorf("event %q", ev)
+	}
+}
+
+func TestRebalancerWaitsForUnreachableSites(t *testing.T) {
+	e, r, d := rebalanceEnv(t, "site1", "site1", "site1", "site1", "site2", "site2", "site3", "site3", "site3")
+	site2 := &vk8sv1.Site{}
+	if err := e.c.Get(t.Context(), client.ObjectKey{Name: "site2"}, site2); err != nil {
+		t.Fatal(err)
+	}
+	meta.SetStatusCondition(&site2.Status.Conditions, metav1.Condition{Type: vk8sv1.ConditionConnected, Status: metav1.ConditionFalse, Reason: "Unreachable"})
+	if err := e.c.Update(t.Context(), site2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.reconcile(t.Context(), &appsv1.Deployment{}, client.ObjectKeyFromObject(d)); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{"site1": {"1/-1", "2/-2", "3/-3", "4/-1000004"}, "site2": {"1/-1", "2/-2"}, "site3": {"1/-1", "2/-2", "3/-3"}}
+	if diff := cmp.Diff(want, perSite(t, e)); diff != "" {
+		t.Errorf("pods per site: none may move towards an unreachable site, the surplus is marked (-want +got):\n%s", diff)
+	}
+}
+
+func TestRebalancerReplansWhenSitesChange(t *testing.T) {
+	e, r, d := rebalanceEnv(t, "site1", "site1", "site1", "site2", "site2", "site2", "site3", "site3", "site3")
+	ctx := t.Context()
+	// site3 leaves shared/all-sites.
+	site3 := &vk8sv1.Site{}
+	if err := e.c.Get(ctx, client.ObjectKey{Name: "site3"}, site3); err != nil {
+		t.Fatal(err)
+	}
+	delete(site3.Labels, "fleet")
+	if err := e.c.Update(ctx, site3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.reconcile(ctx, &appsv1.Deployment{}, client.ObjectKeyFromObject(d)); err != nil {
+		t.Fatal(err)
+	}
+	got := &appsv1.Deployment{}
+	if err := e.c.Get(ctx, client.ObjectKeyFromObject(d), got); err != nil {
+		t.Fatal(err)
+	}
+	if p := got.Annotations[AnnotationPlacement]; p != "site1=3,site2=3" {
+		t.Errorf("placement %q, want site1=3,site2=3", p)
+	}
+	// The scale-down that admission's new spec.replicas starts takes site3's pods.
+	want := map[string][]string{"site1": {"1/-1", "2/-2", "3/-3"}, "site2": {"1/-1", "2/-2", "3/-3"}, "site3": {"1/-1000001", "2/-1000002", "3/-1000003"}}
+	if diff := cmp.Diff(want, perSite(t, e)); diff != "" {
+		t.Errorf("pods per site (-want +got):\n%s", diff)
+	}
+	if ev := e.event("SitesChanged"); !strings.Contains(ev, "placement site1=3,site2=3,site3=3 is now site1=3,site2=3") {
+		t.Errorf("event %q", ev)
+	}
+	// Once re-planned, nothing more happens until the ReplicaSet scaled down.
+	if _, err := r.reconcile(ctx, &appsv1.Deployment{}, client.ObjectKeyFromObject(d)); err != nil {
+		t.Fatal(err)
+	}
+	if ev := e.event("SitesChanged"); ev != "" {
+		t.Errorf("re-planned twice: %q", ev)
+	}
+}
+
+func TestRebalancerLeavesRollingDeploymentsAlone(t *testing.T) {
+	e, r, d := rebalanceEnv(t, "site1", "site1", "site1", "site1", "site2", "site2", "site3", "site3", "site3")
+	d.Status.UpdatedReplicas = 4 // a rollout in progress
+	if err := e.c.Status().Update(t.Context(), d); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.reconcile(t.Context(), &appsv1.Deployment{}, client.ObjectKeyFromObject(d)); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(perSite(t, e)["site1"]); n != 4 {
+		t.Errorf("site1 has %d pods, want its 4 while the Deployment rolls out", n)
+	}
+}
+
+func TestRebalancerMapsPodsToWorkloads(t *testing.T) {
+	e, r, _ := rebalanceEnv(t, "site1")
+	var list corev1.PodList
+	if err := e.c.List(t.Context(), &list, client.InNamespace(ns)); err != nil || len(list.Items) != 1 {
+		t.Fatalf("pods %v, %v", list.Items, err)
+	}
+	p := &list.Items[0]
+	want := []types.NamespacedName{{Namespace: ns, Name: "web"}}
+	var got []types.NamespacedName
+	for _, req := range r.podWorkload(t.Context(), p, &appsv1.Deployment{}) {
+		got = append(got, req.NamespacedName)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("pod -> Deployment (-want +got):\n%s", diff)
+	}
+	if reqs := r.podWorkload(t.Context(), p, &appsv1.ReplicaSet{}); len(reqs) != 0 {
+		t.Errorf("a Deployment's pod maps to its bare ReplicaSet controller: %v", reqs)
+	}
+	if reqs := r.federated(t.Context(), func() client.Object { return &appsv1.Deployment{} }, ""); len(reqs) != 1 || reqs[0].Name != "web" {
+		t.Errorf("federated Deployments %v", reqs)
+	}
+	if reqs := r.federated(t.Context(), func() client.Object { return &appsv1.ReplicaSet{} }, ""); len(reqs) != 0 {
+		t.Errorf("a Deployment's ReplicaSet listed as federated: %v", reqs)
+	}
+}
