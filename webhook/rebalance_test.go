@@ -61,9 +61,9 @@ func TestDecideRebalance(t *testing.T) {
 		pods:   testPods(map[string][]int{"site1": {1, 2, 3, 4}, "site2": {1, 2}, "site3": {1, 2, 3}}),
 		limit:  2, moves: []string{"site1-4"}, costs: map[string]string{"site1-4": "-1000004"},
 	}, {
-		name:   "the deficit is on an unreachable site: nothing moves, the surplus is marked",
-		counts: even,
-		pods:   testPods(map[string][]int{"site1": {1, 2, 3, 4}, "site2": {1, 2}, "site3": {1, 2, 3}}),
+		name:      "the deficit is on an unreachable site: nothing moves, the surplus is marked",
+		counts:    even,
+		pods:      testPods(map[string][]int{"site1": {1, 2, 3, 4}, "site2": {1, 2}, "site3": {1, 2, 3}}),
 		reachable: func(s string) bool { return s != "site2" },
 		limit:     2, costs: map[string]string{"site1-4": "-1000004"},
 	}, {
@@ -142,7 +142,6 @@ func TestMaxUnavailable(t *testing.T) {
 		t.Errorf("maxUnavailable 5: %d", got)
 	}
 }
-
 
 // rebalanceEnv stores the admitted Deployment web (R=3 on site1..site3), its ReplicaSet
 // and one Ready pod per entry of sites; the Deployment is settled at the number of pods.
