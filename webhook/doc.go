@@ -32,6 +32,15 @@
 // HorizontalPodAutoscalers aimed at federated workloads and vK8s annotations outside vK8s
 // namespaces are refused.
 //
+// # Rebalancing
+//
+// The rebalancer (a controller per kind: Deployments, bare ReplicaSets, StatefulSets)
+// converges per-site counts on the plan: it re-plans a workload whose sites changed by
+// writing vk8s.io/placement (admission recomputes spec.replicas), marks every site's
+// surplus pods with a pod-deletion-cost far below admission's, and deletes surplus pods of
+// a settled ReplicaSet only as far as reachable sites lack pods, at maxUnavailable, so
+// that admission recreates them at the deficit.
+//
 // # Serving
 //
 // Server runs a manager with the HTTPS webhook server, the cache, a controller that labels
