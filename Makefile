@@ -52,7 +52,7 @@ test-unit: ## Run the unit tests only (no clusters).
 ##@ Lab
 
 .PHONY: demo
-demo: tools build ## Bring up the lab (host, 3 sites x 3 nodes, provider, webhook) and run the seed example: deployment1, 3 replicas per site.
+demo: tools build ## Bring up the lab (host, 3 sites x 3 nodes, provider, webhook) and run the examples: the seed (deployment1, 3 replicas per site), A/B, two virtual-sites.
 	bin/vk8s lab up --name $(LAB)
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" get sites,virtualsites -A
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" get nodes -L vk8s.io/site,topology.kubernetes.io/region
@@ -66,6 +66,14 @@ demo: tools build ## Bring up the lab (host, 3 sites x 3 nodes, provider, webhoo
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" apply -f examples/seed/10-deployment1.yaml
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" -n demo rollout status deployment/deployment1 --timeout=180s
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" -n demo get deployment,pods -o wide
+	@# The A/B test: variant-a on site1, variant-b on site3, the Deployment's own template on site2.
+	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" apply -f examples/ab/ab-test.yaml
+	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" -n demo rollout status deployment/shop --timeout=180s
+	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" -n demo get pods -l app=shop -o wide -L vk8s.io/site,vk8s.io/override
+	@# Two virtual-sites: the union of their sites (site1 and site3).
+	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" apply -f examples/union/union.yaml
+	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" -n demo rollout status deployment/catalog --timeout=180s
+	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" -n demo get pods -l app=catalog -o wide -L vk8s.io/site
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --site site2 --name $(LAB))" get pods -A -l vk8s.io/tenant -o wide
 
 .PHONY: bench

@@ -1,0 +1,112 @@
+package e2e
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"testing"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+)
+
+// TestExamples applies the manifests of examples/ with kubectl, as the README tells users
+// to: the seed scenario, the A/B test and a workload on two virtual-sites.
+func TestExamples(t *testing.T) {
+	skipShort(t)
+	startProvider(t)
+	c := hostClient(t)
+	waitVirtualNodes(t, c, "all virtual nodes", func(nodes map[string]*corev1.Node) bool { return len(nodes) == fleetSites*fleetNodes })
+	// The examples live in namespace demo, which TestWebhook uses too: wait until its
+	// cleanup is over.
+	err := wait.PollUntilContextTimeout(t.Context(), 500*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		err := c.Get(ctx, client.ObjectKey{Name: webhookNS}, &corev1.Namespace{})
+		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+	})
+	if err != nil {
+		t.Fatalf("namespace %s is still there: %v", webhookNS, err)
+	}
+	wh := webhookStart(t)
+	t.Cleanup(func() {
+		wh.stop()
+		bg, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_ = c.Delete(bg, &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: webhookConfigName}})
+		_ = c.Delete(bg, &admissionregistrationv1.ValidatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: webhookConfigName}})
+		_ = c.Delete(bg, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: webhookNS}})
+	})
+
+	kubectl(t, "host", "apply", "-f", "../examples/seed/00-namespace.yaml")
+	waitFor(t, "the API server to send demo's workloads to the webhook", func(ctx context.Context) (bool, error) {
+		d := webhookDeployment("probe", 1, nil)
+		err := c.Create(ctx, d, client.DryRunAll)
+		return err == nil && *d.Spec.Replicas == 3, err
+	})
+
+	t.Run("seed: deployment1 with 3 replicas is 9 pods, 3 per site", func(t *testing.T) {
+		kubectl(t, "host", "apply", "-f", "../examples/seed/10-deployment1.yaml")
+		webhookWaitPods(t, c, "deployment1", 9)
+	})
+
+	t.Run("A/B: variant-a on site1, variant-b on site3, the workload's own template on site2", func(t *testing.T) {
+		kubectl(t, "host", "apply", "-f", "../examples/ab/ab-test.yaml")
+		pods := webhookWaitPods(t, c, "shop", 6)
+		want := map[string]struct{ image, override, variant string }{
+			"site1": {"nginx:1.26", "variant-a", "a"},
+			"site2": {"nginx:1.25", "", ""},
+			"site3": {"nginx:1.27", "variant-b", "b"},
+		}
+		for _, p := range pods {
+			w := want[p.Labels[vk8sv1.LabelSite]]
+			ctr := p.Spec.Containers[0]
+			variant := ""
+			for _, e := range ctr.Env {
+				if e.Name == "VARIANT" {
+					variant = e.Value
+				}
+			}
+			if ctr.Image != w.image || p.Labels[vk8sv1.LabelOverride] != w.override || variant != w.variant {
+				t.Errorf("pod %s on %s: image %s, override %q, VARIANT %q; want %+v", p.Name, p.Labels[vk8sv1.LabelSite], ctr.Image, p.Labels[vk8sv1.LabelOverride], variant, w)
+			}
+		}
+		// What runs on the sites is what the host shows.
+		for site, w := range want {
+			var list corev1.PodList
+			if err := siteClient(t, site).List(t.Context(), &list, client.InNamespace("vk8s-"+webhookNS), client.MatchingLabels{"app": "shop"}); err != nil {
+				t.Fatal(err)
+			}
+			if len(list.Items) != 2 {
+				t.Errorf("%s runs %d shop pods, want 2", site, len(list.Items))
+			}
+			for _, p := range list.Items {
+				if p.Spec.Containers[0].Image != w.image {
+					t.Errorf("%s's pod %s runs %s, want %s", site, p.Name, p.Spec.Containers[0].Image, w.image)
+				}
+			}
+		}
+	})
+
+	t.Run("two virtual-sites: the union of their sites", func(t *testing.T) {
+		kubectl(t, "host", "apply", "-f", "../examples/union/union.yaml")
+		want := map[string]int{"site1": 2, "site3": 2}
+		var last map[string]int
+		err := wait.PollUntilContextTimeout(t.Context(), 250*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+			pods, err := webhookPods(ctx, c, "catalog")
+			if err != nil {
+				return false, err
+			}
+			last = webhookPerSite(pods)
+			return maps.Equal(last, want) && !slices.ContainsFunc(pods, func(p corev1.Pod) bool { return !webhookRunningReady(&p) }), nil
+		})
+		if err != nil {
+			t.Fatalf("catalog's pods per site %v, want %v: %v", last, want, err)
+		}
+	})
+}
