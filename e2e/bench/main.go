@@ -3,6 +3,9 @@
 //   - pod start latency: N pods created through the host, from the create call to the host
 //     showing them Running, next to the same N pods created directly on the sites in the
 //     same run (the baseline), as p50/p99 and their ratio;
+//   - admission: pod CREATE (dry run) through the API server in a namespace the webhook
+//     does not serve next to a vK8s namespace, one at a time and 20 at once, and the seed
+//     scenario from the create call to 9/9 pods Running;
 //   - the provider process's memory (RSS) and CPU with 3, 30 and 300 sites, the extra sites
 //     being node-selected slices of the lab's site clusters (Site.spec.nodeSelector), so
 //     that the machine can hold them.
@@ -53,15 +56,16 @@ func main() {
 		sites  = flag.String("sites", "3,30,300", "site counts at which the provider's footprint is measured")
 		window = flag.Duration("window", 30*time.Second, "how long CPU is measured at each site count")
 		keep   = flag.Bool("keep", false, "leave the lab up afterwards")
+		admits = flag.Int("admissions", 200, "dry-run pod creates per admission run")
 	)
 	flag.Parse()
-	if err := run(*vk8s, *pods, *sites, *window, *keep); err != nil {
+	if err := run(*vk8s, *pods, *admits, *sites, *window, *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(vk8s string, pods int, sitesFlag string, window time.Duration, keep bool) error {
+func run(vk8s string, pods, admissions int, sitesFlag string, window time.Duration, keep bool) error {
 	var counts []int
 	for _, s := range strings.Split(sitesFlag, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -131,6 +135,10 @@ func run(vk8s string, pods int, sitesFlag string, window time.Duration, keep boo
 	fmt.Printf("  %-22s p50 %8s  p99 %8s\n", "through the host", round(pct(viaHost, 50)), round(pct(viaHost, 99)))
 	fmt.Printf("  %-22s p50 %7.2fx  p99 %7.2fx\n", "ratio host/direct",
 		ratio(pct(viaHost, 50), pct(direct, 50)), ratio(pct(viaHost, 99), pct(direct, 99)))
+
+	if err := admission(ctx, l, host, admissions, 20); err != nil {
+		return fmt.Errorf("admission: %w", err)
+	}
 
 	fmt.Printf("\nprovider footprint (idle, %s CPU window)\n", window)
 	fmt.Printf("  %6s %14s %10s %10s\n", "sites", "virtual nodes", "RSS MiB", "CPU %")
