@@ -47,9 +47,9 @@ const excessDeletionCost = -1_000_000
 //     admission places them where they are missing. A pod never moves towards a site
 //     whose connection is down.
 //
-// StatefulSets are re-planned (their ordinals follow the plan's blocks) but their pods are
-// not moved; DaemonSets and Jobs are not its business (a DaemonSet follows its nodes, a
-// Job's pods end).
+// StatefulSets are re-planned too, and a pod whose ordinal's block moved to another
+// reachable site is deleted, one at a time, so that it comes back there; DaemonSets and
+// Jobs are not its business (a DaemonSet follows its nodes, a Job's pods end).
 type rebalancer struct {
 	a   *admitter
 	c   client.Client
@@ -232,6 +232,9 @@ func (r *rebalancer) reconcile(ctx context.Context, obj client.Object, key types
 		// any write; writing the plan the rebalancer expects is that write.
 		return reconcile.Result{}, r.replan(ctx, obj, current, want.String())
 	}
+	if sts, ok := obj.(*appsv1.StatefulSet); ok {
+		return reconcile.Result{}, r.moveOrdinals(ctx, sts, want)
+	}
 	if rs == nil || len(decision.moves) == 0 {
 		return reconcile.Result{}, nil
 	}
@@ -387,6 +390,39 @@ func (r *rebalancer) move(ctx context.Context, obj client.Object, moves []rebala
 			"moving %d pods off sites with too many (%s) to the sites that lack them", len(moves), strings.Join(parts, ", "))
 	}
 	return nil
+}
+
+// moveOrdinals deletes, one at a time, a StatefulSet pod whose ordinal's block is now on
+// another, reachable site (a site before it left the plan); the StatefulSet controller
+// recreates it under the same name and admission places it by its ordinal. Its volumes
+// stay on the old site: the new pod's claims are made on the new one.
+func (r *rebalancer) moveOrdinals(ctx context.Context, sts *appsv1.StatefulSet, want Placement) error {
+	var list corev1.PodList
+	if err := r.a.cache.List(ctx, &list, client.InNamespace(sts.Namespace), client.MatchingFields{indexOwnerUID: string(sts.UID)}); err != nil {
+		return fmt.Errorf("list pods of StatefulSet %s: %w", sts.Name, err)
+	}
+	reachable := r.reachable(ctx)
+	var misplaced []rebalancePod
+	for i := range list.Items {
+		p := &list.Items[i]
+		if p.DeletionTimestamp != nil {
+			// One move at a time: wait for its pod events.
+			return nil
+		}
+		ordinal, ok := ordinalOf(p)
+		if !ok {
+			continue
+		}
+		site, ok := want.SiteOfOrdinal(ordinal)
+		if ok && site != p.Labels[vk8sv1.LabelSite] && reachable(site) {
+			misplaced = append(misplaced, rebalancePod{name: p.Name, uid: p.UID, site: p.Labels[vk8sv1.LabelSite], slot: ordinal})
+		}
+	}
+	if len(misplaced) == 0 {
+		return nil
+	}
+	slices.SortFunc(misplaced, func(a, b rebalancePod) int { return cmp.Compare(a.slot, b.slot) })
+	return r.move(ctx, sts, misplaced[:1])
 }
 
 // rebalancePod is what the rebalancer knows of a pod.

@@ -331,3 +331,60 @@ func TestRebalancerMapsPodsToWorkloads(t *testing.T) {
 		t.Errorf("a Deployment's ReplicaSet listed as federated: %v", reqs)
 	}
 }
+
+func TestRebalancerMovesStatefulSetOrdinals(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	sts := created(e, &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db"},
+		Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](3), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}, Template: podTemplate("db")}})
+	sts.UID = "uid-db"
+	if err := e.c.Create(ctx, sts); err != nil {
+		t.Fatal(err)
+	}
+	if p := sts.Annotations[AnnotationPlacement]; p != "site1=3,site2=3,site3=3" {
+		t.Fatalf("placement %q", p)
+	}
+	for i := range 9 {
+		p := podFrom(sts.Spec.Template, metav1.ObjectMeta{Namespace: ns, Name: "db-" + strconv.Itoa(i),
+			Labels:          map[string]string{vk8sv1.LabelSite: []string{"site1", "site2", "site3"}[i/3], "apps.kubernetes.io/pod-index": strconv.Itoa(i)},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "db", UID: sts.UID, Controller: ptr.To(true)}}})
+		if err := e.c.Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := &rebalancer{a: e.a, c: e.c, log: e.a.cfg.Logger}
+	// site2 leaves: site3's block now starts at ordinal 3.
+	site2 := &vk8sv1.Site{}
+	if err := e.c.Get(ctx, client.ObjectKey{Name: "site2"}, site2); err != nil {
+		t.Fatal(err)
+	}
+	delete(site2.Labels, "fleet")
+	if err := e.c.Update(ctx, site2); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(sts)
+	if _, err := r.reconcile(ctx, &appsv1.StatefulSet{}, key); err != nil {
+		t.Fatal(err)
+	}
+	got := &appsv1.StatefulSet{}
+	if err := e.c.Get(ctx, key, got); err != nil || got.Annotations[AnnotationPlacement] != "site1=3,site3=3" {
+		t.Fatalf("placement %q (%v), want site1=3,site3=3", got.Annotations[AnnotationPlacement], err)
+	}
+	if _, err := r.reconcile(ctx, &appsv1.StatefulSet{}, key); err != nil {
+		t.Fatal(err)
+	}
+	var list corev1.PodList
+	if err := e.c.List(ctx, &list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, p := range list.Items {
+		left = append(left, p.Name)
+	}
+	slices.Sort(left)
+	// db-3 (site2, now site3's block) moves first, alone; db-6..8 are beyond the new total:
+	// the StatefulSet controller removes them.
+	if want := []string{"db-0", "db-1", "db-2", "db-4", "db-5", "db-6", "db-7", "db-8"}; !slices.Equal(left, want) {
+		t.Errorf("pods left %v, want %v", left, want)
+	}
+}
