@@ -10,6 +10,9 @@ import (
 	"strings"
 
 	"github.com/go-logr/logr"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -67,7 +70,7 @@ var rebalancedKinds = []func() client.Object{
 func setupRebalancer(mgr ctrl.Manager, a *admitter) error {
 	for _, newObj := range rebalancedKinds {
 		obj := newObj()
-		kind := strings.ToLower(fmt.Sprintf("%T", obj)[len("*v1."):])
+		kind := strings.ToLower(goKind(obj))
 		r := &rebalancer{a: a, c: mgr.GetClient(), log: mgr.GetLogger().WithName("rebalancer")}
 		all := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
 			return r.federated(ctx, newObj, "")
@@ -95,6 +98,9 @@ func setupRebalancer(mgr ctrl.Manager, a *admitter) error {
 	}
 	return nil
 }
+
+// goKind is the kind of an apps/v1 object by its Go type: Deployment, ReplicaSet, ...
+func goKind(obj client.Object) string { return strings.TrimPrefix(fmt.Sprintf("%T", obj), "*v1.") }
 
 // federated lists the federated workloads of a kind (in namespace, or everywhere).
 func (r *rebalancer) federated(ctx context.Context, newObj func() client.Object, namespace string) []reconcile.Request {
@@ -169,7 +175,15 @@ func (r *rebalancer) podWorkload(ctx context.Context, p client.Object, obj clien
 }
 
 // reconcile converges one workload.
-func (r *rebalancer) reconcile(ctx context.Context, obj client.Object, key types.NamespacedName) (reconcile.Result, error) {
+func (r *rebalancer) reconcile(ctx context.Context, obj client.Object, key types.NamespacedName) (_ reconcile.Result, err error) {
+	ctx, span := r.a.tracer.Start(ctx, "rebalance "+goKind(obj), trace.WithAttributes(
+		attribute.String("k8s.namespace.name", key.Namespace), attribute.String("vk8s.object.name", key.Name)))
+	defer func() {
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
 	if err := r.a.cache.Get(ctx, key, obj); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}

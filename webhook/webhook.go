@@ -14,6 +14,10 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -134,6 +138,9 @@ type Config struct {
 	// Name names the process's controllers and the source of its Events; it must be
 	// unique per process. Empty: "vk8s-webhook".
 	Name string
+	// TracerProvider makes the spans of admissions and of the rebalancer. Nil:
+	// OpenTelemetry's global provider.
+	TracerProvider trace.TracerProvider
 }
 
 // validate checks cfg and fills in defaults.
@@ -368,6 +375,7 @@ type admitter struct {
 	metrics  *metrics
 	recorder events.EventRecorder
 	refresh  *refresher
+	tracer   trace.Tracer
 	now      func() time.Time
 }
 
@@ -400,6 +408,11 @@ func newAdmitter(c admitterConfig) (*admitter, error) {
 		metrics:  c.metrics, recorder: c.recorder, now: c.now,
 	}
 	a.refresh = newRefresher(a)
+	tp := c.cfg.TracerProvider
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
+	a.tracer = tp.Tracer("github.com/vk8s-io/vk8s/webhook")
 	c.metrics.reservations.set(func() float64 { return float64(a.res.count()) })
 	return a, nil
 }
@@ -454,20 +467,26 @@ func (a *admitter) setupWithManager(ctx context.Context, mgr ctrl.Manager) error
 func (a *admitter) instrument(h func(context.Context, admission.Request) admission.Response) admission.Handler {
 	return admission.HandlerFunc(func(ctx context.Context, req admission.Request) admission.Response {
 		start := a.now()
+		kind := req.Kind.Kind
+		if req.SubResource != "" {
+			kind = kindOfResource(req.Resource.Resource) + "/" + req.SubResource
+		}
+		ctx, span := a.tracer.Start(ctx, "admit "+kind, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(
+			attribute.String("k8s.namespace.name", req.Namespace), attribute.String("vk8s.object.name", req.Name),
+			attribute.String("vk8s.admission.operation", string(req.Operation))))
+		defer span.End()
 		resp := h(ctx, req)
 		result := "allowed"
 		switch {
 		case !resp.Allowed && resp.Result != nil && resp.Result.Code >= http.StatusInternalServerError:
 			result = "error"
+			span.SetStatus(codes.Error, resp.Result.Message)
 		case !resp.Allowed:
 			result = "denied"
 		case len(resp.Patches) > 0:
 			result = "patched"
 		}
-		kind := req.Kind.Kind
-		if req.SubResource != "" {
-			kind = kindOfResource(req.Resource.Resource) + "/" + req.SubResource
-		}
+		span.SetAttributes(attribute.String("vk8s.admission.result", result))
 		a.metrics.duration.WithLabelValues(kind, string(req.Operation), result).Observe(a.now().Sub(start).Seconds())
 		return resp
 	})

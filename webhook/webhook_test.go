@@ -2,10 +2,14 @@ package webhook
 
 import (
 	"context"
+	"maps"
 	"net"
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	admissionv1 "k8s.io/api/admission/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -230,5 +234,27 @@ func TestNamespaceLabeler(t *testing.T) {
 	reconcileNS("plain")
 	if _, ok := label("plain"); ok {
 		t.Error("a namespace without VirtualKubernetes was labelled")
+	}
+}
+
+func TestAdmissionSpans(t *testing.T) {
+	e := newEnv(t)
+	rec := tracetest.NewSpanRecorder()
+	e.a.tracer = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)).Tracer("test")
+	h := e.a.instrument(e.a.admitWorkload)
+	d := deployment("web", 3, nil)
+	h.Handle(t.Context(), e.request(admissionv1.Create, d, nil))
+	spans := rec.Ended()
+	if len(spans) != 1 {
+		t.Fatalf("%d spans, want 1", len(spans))
+	}
+	s := spans[0]
+	attrs := map[string]string{}
+	for _, kv := range s.Attributes() {
+		attrs[string(kv.Key)] = kv.Value.Emit()
+	}
+	want := map[string]string{"k8s.namespace.name": ns, "vk8s.object.name": "web", "vk8s.admission.operation": "CREATE", "vk8s.admission.result": "patched"}
+	if s.Name() != "admit Deployment" || !maps.Equal(attrs, want) {
+		t.Errorf("span %q %v, want admit Deployment %v", s.Name(), attrs, want)
 	}
 }

@@ -4,6 +4,11 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	vktrace "github.com/virtual-kubelet/virtual-kubelet/trace"
+	vkotel "github.com/virtual-kubelet/virtual-kubelet/trace/opentelemetry"
+	"go.opentelemetry.io/otel"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
 func run(t *testing.T, args ...string) (string, error) {
@@ -38,5 +43,31 @@ func TestLabCommandsOnALabThatIsNotUp(t *testing.T) {
 	}
 	if _, err := run(t, "lab", "up", "--name", "Bad_Name"); err == nil || !strings.Contains(err.Error(), `lab name "Bad_Name"`) {
 		t.Errorf("lab up with a bad name: %v", err)
+	}
+}
+
+func TestSetupTracing(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
+	stop, err := setupTracing(t.Context(), "vk8s-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	if _, ok := otel.GetTracerProvider().(*sdktrace.TracerProvider); ok {
+		t.Fatal("spans are recorded without an endpoint")
+	}
+	// An endpoint turns the exporter on; it connects lazily, so nothing needs to listen.
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
+	stop, err = setupTracing(t.Context(), "vk8s-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if _, ok := otel.GetTracerProvider().(*sdktrace.TracerProvider); !ok {
+		t.Fatalf("tracer provider %T, want the SDK's", otel.GetTracerProvider())
+	}
+	if _, ok := vktrace.T.(vkotel.Adapter); !ok {
+		t.Errorf("virtual-kubelet's tracer is %T, want the OpenTelemetry adapter", vktrace.T)
 	}
 }

@@ -32,6 +32,11 @@ func newProviderCommand() *cobra.Command {
 					return fmt.Errorf("--kubelet-node-ports: %w", err)
 				}
 			}
+			stopTracing, err := setupTracing(cmd.Context(), "vk8s-provider")
+			if err != nil {
+				return err
+			}
+			defer stopTracing()
 			return provider.Run(cmd.Context(), cfg)
 		},
 	}

@@ -45,6 +45,11 @@ cluster) or through --service (namespace/name, in the cluster).`,
 			if err != nil {
 				return err
 			}
+			stopTracing, err := setupTracing(cmd.Context(), "vk8s-webhook")
+			if err != nil {
+				return err
+			}
+			defer stopTracing()
 			return s.Run(cmd.Context())
 		},
 	}
