@@ -1,11 +1,18 @@
 package e2e
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,12 +20,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/vk8s-io/vk8s/e2e/lab"
 )
 
-// TestKubeletAPI reads logs and runs exec through the host's API server, which reaches
-// the provider's kubelet endpoint and verifies its serving certificate against the host CA
-// (the lab's --kubelet-certificate-authority); kwok's ClusterLogs and ClusterExec give the
-// site pods their content.
+// TestKubeletAPI reads logs, runs exec, port-forward, attach and cp through the host's API
+// server, which reaches the provider's kubelet endpoint and verifies its serving
+// certificate against the host CA (the lab's --kubelet-certificate-authority); kwok's
+// ClusterLogs, ClusterExec, ClusterAttach and ClusterPortForward give the site pods their
+// content.
 func TestKubeletAPI(t *testing.T) {
 	skipShort(t)
 	startProvider(t)
@@ -80,6 +90,63 @@ func TestKubeletAPI(t *testing.T) {
 		}
 	})
 
+	t.Run("kubectl port-forward reaches the site pod's port", func(t *testing.T) {
+		// The lab's site pods answer on every port as echo servers.
+		out, stop := kubectlBackground(t, "port-forward", "-n", ns, "pod/talker", ":8080", "--address", "127.0.0.1")
+		defer stop()
+		var port string
+		waitFor(t, "kubectl port-forward to listen", func(context.Context) (bool, error) {
+			_, rest, ok := strings.Cut(out.String(), "Forwarding from 127.0.0.1:")
+			port, _, _ = strings.Cut(rest, " ")
+			return ok && port != "", nil
+		})
+		conn, err := net.DialTimeout("tcp", "127.0.0.1:"+port, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = conn.Close() }()
+		_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+		if _, err := conn.Write([]byte("ping through the host\n")); err != nil {
+			t.Fatal(err)
+		}
+		line, err := bufio.NewReader(conn).ReadString('\n')
+		if err != nil || line != "ping through the host\n" {
+			t.Errorf("read %q, %v; want the echo of what was sent", line, err)
+		}
+	})
+
+	t.Run("kubectl attach follows the site container's output", func(t *testing.T) {
+		out, stop := kubectlBackground(t, "attach", "-n", ns, "talker", "-c", "app")
+		defer stop()
+		// attach shows what the container prints after it attached: print until it shows.
+		i := 0
+		waitFor(t, "kubectl attach to show a new line of the container", func(context.Context) (bool, error) {
+			i++
+			if err := fleet.AppendSiteLog(fmt.Sprintf("attach check %d", i)); err != nil {
+				return false, err
+			}
+			return strings.Contains(out.String(), "attach check "), nil
+		})
+	})
+
+	t.Run("kubectl cp copies from and to the site container", func(t *testing.T) {
+		dir := t.TempDir()
+		kubectl(t, "host", "cp", ns+"/talker:"+lab.SiteFile, filepath.Join(dir, "from-site.txt"), "-c", "app")
+		if got, err := os.ReadFile(filepath.Join(dir, "from-site.txt")); err != nil || string(got) != lab.SiteFileContent {
+			t.Errorf("copied from the site: %q, %v; want %q", got, err, lab.SiteFileContent)
+		}
+		up := filepath.Join(dir, "to-site.txt")
+		if err := os.WriteFile(up, []byte("hello from the host\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		name := fmt.Sprintf("to-site-%d.txt", time.Now().UnixNano())
+		t.Cleanup(func() { _ = os.Remove(filepath.Join(fleet.SiteExecDir(), name)) })
+		kubectl(t, "host", "cp", up, ns+"/talker:"+name, "-c", "app")
+		if got, err := os.ReadFile(filepath.Join(fleet.SiteExecDir(), name)); err != nil || string(got) != "hello from the host\n" {
+			t.Errorf("copied to the site: %q, %v", got, err)
+		}
+	})
+
 	t.Run("anonymous requests are refused", func(t *testing.T) {
 		// The provider's certificate is verified by the host; here only the answer matters.
 		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
@@ -94,4 +161,51 @@ func TestKubeletAPI(t *testing.T) {
 			t.Errorf("anonymous GET containerLogs: %s, want 401", resp.Status)
 		}
 	})
+}
+
+// kubectlBackground starts the lab's kubectl against the host and returns its output so
+// far (stdout and stderr) and a function that stops it.
+func kubectlBackground(t *testing.T, args ...string) (*syncBuffer, func()) {
+	t.Helper()
+	kc, err := fleet.Kubeconfig("host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err := lab.Tools{Dir: os.Getenv("VK8S_TOOLS_DIR")}.Path("kubectl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig", kc}, args...)...)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	return out, func() {
+		cancel()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("kubectl %v:\n%s", args, out.String())
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writing process and a reading test.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -39,7 +40,9 @@ const (
 // The host verifies kubelet serving certificates as hardened clusters do: its API server
 // presents the admin certificate to kubelets and checks theirs against the cluster CA,
 // which its controller manager signs kubernetes.io/kubelet-serving requests with. Sites
-// get kwok's ClusterLogs and ClusterExec, so that logs and exec of their pods answer, and
+// get kwok's ClusterLogs, ClusterExec, ClusterAttach and ClusterPortForward (an echo
+// server on every port), so that logs, exec, cp, attach and port-forward of their pods
+// answer, and
 // kwok's Metric and ClusterResourceUsage (siteMetricsFile, which writeSiteContent writes
 // to content), so that their nodes serve simulated resource metrics.
 func kwokctlConfig(role clusterRole, tools map[string]string, advertise, pki, content string) ([]byte, error) {
@@ -109,6 +112,21 @@ func kwokctlConfig(role clusterRole, tools map[string]string, advertise, pki, co
 				"spec": map[string]any{"execs": []any{map[string]any{
 					"local": map[string]any{"workDir": filepath.Join(content, execDir)},
 				}}},
+			},
+			// attach follows the container's log from its end.
+			map[string]any{
+				"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterAttach",
+				"metadata": map[string]any{"name": "vk8s-lab-attach"},
+				"spec": map[string]any{"attaches": []any{map[string]any{
+					"logsFile": filepath.Join(content, currentLogFile),
+				}}},
+			},
+			// Every port of every site pod answers as an echo server: kwok connects the
+			// forwarded stream to cat's stdin and stdout (no network is opened).
+			map[string]any{
+				"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterPortForward",
+				"metadata": map[string]any{"name": "vk8s-lab-port-forward"},
+				"spec":     map[string]any{"forwards": []any{map[string]any{"command": []any{"cat"}}}},
 			})
 	}
 	return yamlDocuments(docs)
@@ -224,8 +242,32 @@ func writeSiteContent(dir string) error {
 	if err := os.WriteFile(filepath.Join(dir, currentLogFile), []byte(cur.String()), 0o644); err != nil {
 		return err
 	}
+	if err := os.WriteFile(filepath.Join(dir, execDir, SiteFile), []byte(SiteFileContent), 0o644); err != nil {
+		return err
+	}
 	return os.WriteFile(filepath.Join(dir, previousLogFile), []byte(prev.String()), 0o644)
 }
+
+// SiteFile is a file in the working directory of every simulated site container (where
+// exec runs), holding SiteFileContent: kubectl cp reads it.
+const (
+	SiteFile        = "hello.txt"
+	SiteFileContent = "hello from the site's container\n"
+)
+
+// AppendSiteLog appends a line to the log of every simulated site container, as the
+// container would print it: kubectl logs -f and kubectl attach show it.
+func (l *Lab) AppendSiteLog(line string) error {
+	f, err := os.OpenFile(filepath.Join(l.siteContentDir(), currentLogFile), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(f, "%s stdout F %s\n", time.Now().UTC().Format(time.RFC3339Nano), line)
+	return errors.Join(err, f.Close())
+}
+
+// SiteExecDir is the working directory of every simulated site container.
+func (l *Lab) SiteExecDir() string { return filepath.Join(l.siteContentDir(), execDir) }
 
 // AdvertiseAddress returns the address the lab's API servers advertise, the machine's
 // first global IPv4 address, and false when the machine has none (the address is then a
