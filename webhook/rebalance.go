@@ -197,6 +197,11 @@ func (r *rebalancer) reconcile(ctx context.Context, obj client.Object, key types
 		// Not admitted as a federated workload (yet): admission federates it at its next write.
 		return reconcile.Result{}, nil
 	}
+	if p, err := ParsePlacement(current); err != nil || p.Total() != valueOr(*w.replicas, 1) {
+		// A write through the scale subresource is on its way to the annotations (the
+		// webhook's refresher): converge on the plan once it is there.
+		return reconcile.Result{}, nil
+	}
 	fed, rej, err := r.a.resolver.resolve(ctx, key.Namespace, annotations, lenientAll)
 	if err != nil {
 		return reconcile.Result{}, err

@@ -370,6 +370,11 @@ func TestRebalancerMovesStatefulSetOrdinals(t *testing.T) {
 	if err := e.c.Get(ctx, key, got); err != nil || got.Annotations[AnnotationPlacement] != "site1=3,site3=3" {
 		t.Fatalf("placement %q (%v), want site1=3,site3=3", got.Annotations[AnnotationPlacement], err)
 	}
+	// As workload admission does on that write.
+	got.Spec.Replicas = ptr.To[int32](6)
+	if err := e.c.Update(ctx, got); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := r.reconcile(ctx, &appsv1.StatefulSet{}, key); err != nil {
 		t.Fatal(err)
 	}
@@ -386,5 +391,21 @@ func TestRebalancerMovesStatefulSetOrdinals(t *testing.T) {
 	// the StatefulSet controller removes them.
 	if want := []string{"db-0", "db-1", "db-2", "db-4", "db-5", "db-6", "db-7", "db-8"}; !slices.Equal(left, want) {
 		t.Errorf("pods left %v, want %v", left, want)
+	}
+}
+
+func TestRebalancerWaitsForAScaleToReachThePlan(t *testing.T) {
+	e, r, d := rebalanceEnv(t, "site1", "site1", "site1", "site1", "site2", "site2", "site3", "site3", "site3")
+	// kubectl scale wrote the total; the webhook's refresher has not rewritten R yet.
+	d.Spec.Replicas = ptr.To[int32](15)
+	if err := e.c.Update(t.Context(), d); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.reconcile(t.Context(), &appsv1.Deployment{}, client.ObjectKeyFromObject(d)); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{"site1": {"1/-1", "2/-2", "3/-3", "4/-4"}, "site2": {"1/-1", "2/-2"}, "site3": {"1/-1", "2/-2", "3/-3"}}
+	if diff := cmp.Diff(want, perSite(t, e)); diff != "" {
+		t.Errorf("pods per site: nothing may change mid-scale (-want +got):\n%s", diff)
 	}
 }
