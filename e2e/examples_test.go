@@ -41,6 +41,13 @@ func TestExamples(t *testing.T) {
 		_ = c.Delete(bg, &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: webhookConfigName}})
 		_ = c.Delete(bg, &admissionregistrationv1.ValidatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: webhookConfigName}})
 		_ = c.Delete(bg, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: webhookNS}})
+		// TestWebhook makes the namespace anew.
+		err := wait.PollUntilContextTimeout(bg, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			return apierrors.IsNotFound(c.Get(ctx, client.ObjectKey{Name: webhookNS}, &corev1.Namespace{})), nil
+		})
+		if err != nil {
+			t.Errorf("namespace %s still there after its deletion: %v", webhookNS, err)
+		}
 	})
 
 	kubectl(t, "host", "apply", "-f", "../examples/seed/00-namespace.yaml")
