@@ -17,13 +17,16 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crcontroller "sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
@@ -59,24 +62,36 @@ type rebalancer struct {
 	log logr.Logger
 }
 
-// Kinds the rebalancer reconciles.
-var rebalancedKinds = []func() client.Object{
-	func() client.Object { return &appsv1.Deployment{} },
-	func() client.Object { return &appsv1.ReplicaSet{} },
-	func() client.Object { return &appsv1.StatefulSet{} },
+// rebalancedKind is a kind the rebalancer reconciles.
+type rebalancedKind struct {
+	newObj  func() client.Object
+	newList func() client.ObjectList
 }
 
-// setupRebalancer registers one controller per kind of rebalancedKinds.
+var rebalancedKinds = []rebalancedKind{
+	{func() client.Object { return &appsv1.Deployment{} }, func() client.ObjectList { return &appsv1.DeploymentList{} }},
+	{func() client.Object { return &appsv1.ReplicaSet{} }, func() client.ObjectList { return &appsv1.ReplicaSetList{} }},
+	{func() client.Object { return &appsv1.StatefulSet{} }, func() client.ObjectList { return &appsv1.StatefulSetList{} }},
+}
+
+// setupRebalancer registers one controller per kind of rebalancedKinds. Sites count when
+// their labels, type or connection change (not at every heartbeat); VirtualSites,
+// VirtualKubernetes and Overrides when their spec does.
 func setupRebalancer(mgr ctrl.Manager, a *admitter) error {
-	for _, newObj := range rebalancedKinds {
-		obj := newObj()
+	siteChanged := predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		o, n := e.ObjectOld.(*vk8sv1.Site), e.ObjectNew.(*vk8sv1.Site)
+		return !maps.Equal(o.Labels, n.Labels) || o.Spec.Type != n.Spec.Type || connected(o) != connected(n)
+	}}
+	specChanged := builder.WithPredicates(predicate.GenerationChangedPredicate{})
+	for _, k := range rebalancedKinds {
+		obj := k.newObj()
 		kind := strings.ToLower(goKind(obj))
 		r := &rebalancer{a: a, c: mgr.GetClient(), log: mgr.GetLogger().WithName("rebalancer")}
 		all := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
-			return r.federated(ctx, newObj, "")
+			return r.federated(ctx, k.newList(), "")
 		})
 		inNamespace := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
-			return r.federated(ctx, newObj, o.GetNamespace())
+			return r.federated(ctx, k.newList(), o.GetNamespace())
 		})
 		err := builder.ControllerManagedBy(mgr).
 			Named(a.cfg.Name+"-rebalance-"+kind).
@@ -84,13 +99,13 @@ func setupRebalancer(mgr ctrl.Manager, a *admitter) error {
 			Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, p client.Object) []reconcile.Request {
 				return r.podWorkload(ctx, p, obj)
 			})).
-			Watches(&vk8sv1.Site{}, all).
-			Watches(&vk8sv1.VirtualSite{}, all).
-			Watches(&vk8sv1.VirtualKubernetes{}, inNamespace).
-			Watches(&vk8sv1.Override{}, inNamespace).
+			Watches(&vk8sv1.Site{}, all, builder.WithPredicates(siteChanged)).
+			Watches(&vk8sv1.VirtualSite{}, all, specChanged).
+			Watches(&vk8sv1.VirtualKubernetes{}, inNamespace, specChanged).
+			Watches(&vk8sv1.Override{}, inNamespace, specChanged).
 			WithOptions(crcontroller.Options{MaxConcurrentReconciles: 4}).
 			Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-				return r.reconcile(ctx, newObj(), req.NamespacedName)
+				return r.reconcile(ctx, k.newObj(), req.NamespacedName)
 			}))
 		if err != nil {
 			return fmt.Errorf("rebalancer for %ss: %w", kind, err)
@@ -102,40 +117,20 @@ func setupRebalancer(mgr ctrl.Manager, a *admitter) error {
 // goKind is the kind of an apps/v1 object by its Go type: Deployment, ReplicaSet, ...
 func goKind(obj client.Object) string { return strings.TrimPrefix(fmt.Sprintf("%T", obj), "*v1.") }
 
-// federated lists the federated workloads of a kind (in namespace, or everywhere).
-func (r *rebalancer) federated(ctx context.Context, newObj func() client.Object, namespace string) []reconcile.Request {
-	var objs []client.Object
-	var err error
-	switch newObj().(type) {
-	case *appsv1.Deployment:
-		var l appsv1.DeploymentList
-		err = r.a.cache.List(ctx, &l, client.InNamespace(namespace), client.UnsafeDisableDeepCopy)
-		for i := range l.Items {
-			objs = append(objs, &l.Items[i])
-		}
-	case *appsv1.ReplicaSet:
-		var l appsv1.ReplicaSetList
-		err = r.a.cache.List(ctx, &l, client.InNamespace(namespace), client.UnsafeDisableDeepCopy)
-		for i := range l.Items {
-			objs = append(objs, &l.Items[i])
-		}
-	case *appsv1.StatefulSet:
-		var l appsv1.StatefulSetList
-		err = r.a.cache.List(ctx, &l, client.InNamespace(namespace), client.UnsafeDisableDeepCopy)
-		for i := range l.Items {
-			objs = append(objs, &l.Items[i])
-		}
-	}
-	if err != nil {
+// federated lists the federated workloads of list's kind (in namespace, or everywhere):
+// the admitted ones (with a plan) that no other workload owns.
+func (r *rebalancer) federated(ctx context.Context, list client.ObjectList, namespace string) []reconcile.Request {
+	if err := r.a.cache.List(ctx, list, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
 		r.log.Error(err, "List workloads failed", "namespace", namespace)
 		return nil
 	}
 	var reqs []reconcile.Request
-	for _, o := range objs {
-		if o.GetAnnotations()[AnnotationPlacement] != "" && !ownedByWorkload(o) {
+	_ = meta.EachListItem(list, func(item runtime.Object) error {
+		if o := item.(client.Object); o.GetAnnotations()[AnnotationPlacement] != "" && !ownedByWorkload(o) {
 			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o)})
 		}
-	}
+		return nil
+	})
 	return reqs
 }
 
@@ -327,17 +322,19 @@ func podReady(p *corev1.Pod) bool {
 	return false
 }
 
-// reachable says whether the provider reaches a site: its Site is Connected. A site whose
-// Site has no status yet counts as reachable (a new site in the lab).
+// reachable says whether the provider reaches a site: its Site is connected.
 func (r *rebalancer) reachable(ctx context.Context) func(string) bool {
 	return func(site string) bool {
 		s := &vk8sv1.Site{}
-		if err := r.a.cache.Get(ctx, types.NamespacedName{Name: site}, s); err != nil {
-			return false
-		}
-		c := meta.FindStatusCondition(s.Status.Conditions, vk8sv1.ConditionConnected)
-		return c == nil || c.Status == metav1.ConditionTrue
+		return r.a.cache.Get(ctx, types.NamespacedName{Name: site}, s) == nil && connected(s)
 	}
+}
+
+// connected says whether a Site's connection is up; a Site without a status yet (just
+// registered) counts as connected.
+func connected(s *vk8sv1.Site) bool {
+	c := meta.FindStatusCondition(s.Status.Conditions, vk8sv1.ConditionConnected)
+	return c == nil || c.Status == metav1.ConditionTrue
 }
 
 // maxUnavailable is how many pods of obj the rebalancer moves at once: a Deployment's

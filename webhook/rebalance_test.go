@@ -324,10 +324,10 @@ func TestRebalancerMapsPodsToWorkloads(t *testing.T) {
 	if reqs := r.podWorkload(t.Context(), p, &appsv1.ReplicaSet{}); len(reqs) != 0 {
 		t.Errorf("a Deployment's pod maps to its bare ReplicaSet controller: %v", reqs)
 	}
-	if reqs := r.federated(t.Context(), func() client.Object { return &appsv1.Deployment{} }, ""); len(reqs) != 1 || reqs[0].Name != "web" {
+	if reqs := r.federated(t.Context(), &appsv1.DeploymentList{}, ""); len(reqs) != 1 || reqs[0].Name != "web" {
 		t.Errorf("federated Deployments %v", reqs)
 	}
-	if reqs := r.federated(t.Context(), func() client.Object { return &appsv1.ReplicaSet{} }, ""); len(reqs) != 0 {
+	if reqs := r.federated(t.Context(), &appsv1.ReplicaSetList{}, ""); len(reqs) != 0 {
 		t.Errorf("a Deployment's ReplicaSet listed as federated: %v", reqs)
 	}
 }
