@@ -40,6 +40,9 @@ const (
 	webhookConfigName = "vk8s-webhook-e2e"
 )
 
+// webhookStarts counts the webhooks this process started.
+var webhookStarts atomic.Int32
+
 // webhookRun is the webhook running in this process.
 type webhookRun struct {
 	stop    func()
@@ -71,7 +74,8 @@ func webhookStart(t *testing.T) *webhookRun {
 		CAPropagationDelay:   5 * time.Second,
 		HealthAddr:           fmt.Sprintf("127.0.0.1:%d", health),
 		MetricsRegisterer:    reg,
-		Name:                 "vk8s-webhook-e2e",
+		// controller-runtime refuses a controller name a process has seen before.
+		Name: fmt.Sprintf("vk8s-webhook-e2e-%d", webhookStarts.Add(1)),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -266,9 +266,6 @@ func (l *Lab) AppendSiteLog(line string) error {
 	return errors.Join(err, f.Close())
 }
 
-// SiteExecDir is the working directory of every simulated site container.
-func (l *Lab) SiteExecDir() string { return filepath.Join(l.siteContentDir(), execDir) }
-
 // AdvertiseAddress returns the address the lab's API servers advertise, the machine's
 // first global IPv4 address, and false when the machine has none (the address is then a
 // documentation address nothing listens on). An API server proxies to nodes and pods only
