@@ -331,6 +331,7 @@ func (p *Pods) sweep(ctx context.Context, c *cluster) {
 			c.queue.Add(refItem(kind, obj))
 		}
 	}
+	p.pruneEarly()
 	p.failed.Range(func(uid, key any) bool {
 		// Forget failed pods the host no longer has.
 		ns, name, _ := cache.SplitMetaNamespaceKey(key.(string))
