@@ -264,11 +264,12 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 
 // permanentRejection says whether a site's refusal to create a pod is for good: the site
 // found the pod itself unacceptable (422 Invalid, 400 BadRequest, 413 RequestEntityTooLarge),
-// whether its validation or an admission policy with reason Invalid said so, and the same
-// pod sent again gets the same answer. Everything else (403 Forbidden from quota, admission
-// plugins or a ValidatingAdmissionPolicy's default reason, 401, 409, 429, 5xx, timeouts) can
-// change without the pod changing, as quotas free up and policies are edited, so the pod is
-// retried.
+// whether its validation or an admission policy said so, and the same pod sent again gets
+// the same answer. A ValidatingAdmissionPolicy answers 422 when its validation says reason
+// Invalid or no reason (Invalid is the API's default). Everything else (403 Forbidden from
+// quota, admission plugins or a policy with reason Forbidden, 401, 409, 429, 5xx,
+// timeouts) can change without the pod changing, as quotas free up and policies are
+// edited, so the pod is retried.
 func permanentRejection(err error) bool {
 	return apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) || apierrors.IsRequestEntityTooLargeError(err)
 }

@@ -17,20 +17,22 @@ import (
 func TestPermanentRejection(t *testing.T) {
 	pods := schema.GroupResource{Resource: "pods"}
 	podKind := schema.GroupKind{Kind: "Pod"}
-	// What a site's API server answers when a ValidatingAdmissionPolicy denies a pod
-	// (the message is the policy's): reason Forbidden (the default) is a 403, reason
-	// Invalid a 422 with the policy's message as a cause.
-	vapForbidden := apierrors.NewForbidden(pods, "web",
-		errors.New(`ValidatingAdmissionPolicy 'deny' with binding 'deny' denied request: no pods labelled deny`))
-	vapInvalid := apierrors.NewInvalid(podKind, "web", field.ErrorList{field.Invalid(field.NewPath(""), "",
-		`ValidatingAdmissionPolicy 'deny' with binding 'deny' denied request: no pods labelled deny`)})
+	// What a site's API server (Kubernetes 1.35) answers when a ValidatingAdmissionPolicy
+	// denies a pod (the message is the policy's): with no reason or reason Invalid, a 422
+	// whose message still says "is forbidden"; with reason Forbidden, a 403.
+	const denied = `ValidatingAdmissionPolicy 'deny' with binding 'deny' denied request: no pods labelled deny`
+	vapForbidden := apierrors.NewForbidden(pods, "web", errors.New(denied))
+	vapInvalid := &apierrors.StatusError{ErrStatus: metav1.Status{
+		Status: metav1.StatusFailure, Code: http.StatusUnprocessableEntity, Reason: metav1.StatusReasonInvalid,
+		Message: `pods "web" is forbidden: ` + denied,
+	}}
 	for _, tc := range []struct {
 		name string
 		err  error
 		want bool
 	}{
 		{"422 invalid spec", apierrors.NewInvalid(podKind, "web", field.ErrorList{field.Required(field.NewPath("spec", "containers"), "")}), true},
-		{"422 from a policy with reason Invalid", vapInvalid, true},
+		{"422 from a policy with reason Invalid or none", vapInvalid, true},
 		{"422 wrapped", fmt.Errorf("create pod on site1: %w", vapInvalid), true},
 		{"400 bad request", apierrors.NewBadRequest("cannot decode"), true},
 		{"413 too large", apierrors.NewRequestEntityTooLargeError("limit is 3145728"), true},
