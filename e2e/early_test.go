@@ -68,7 +68,16 @@ func TestProviderPodBoundBeforeNode(t *testing.T) {
 		t.Errorf("site pod on node %q with host UID %q; want %s and %s", sp.Spec.NodeName, sp.Labels[provider.LabelHostPodUID], node.Name, hp.UID)
 	}
 
-	// The pod goes as any other.
+	// It is a pod like any other now: an edit reaches the site (and does not upset
+	// virtual-kubelet's pod controller), and a delete removes it.
+	patch := client.MergeFrom(hp.DeepCopy())
+	hp.Labels["tier"] = "gold"
+	if err := host.Patch(ctx, hp, patch); err != nil {
+		t.Fatal(err)
+	}
+	waitPod(t, site, sitePodKey, "site pod early: the host's new label", func(p *corev1.Pod) bool {
+		return p.Labels["tier"] == "gold"
+	})
 	if err := host.Delete(ctx, hp); err != nil {
 		t.Fatal(err)
 	}
