@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -271,22 +272,80 @@ func TestProviderPods(t *testing.T) {
 		if hp.Status.Phase != corev1.PodPending {
 			t.Errorf("phase %s, want Pending while the site refuses", hp.Status.Phase)
 		}
-		waitFor(t, "a Warning Event on the host pod", func(ctx context.Context) (bool, error) {
-			evs := &corev1.EventList{}
-			if err := host.List(ctx, evs, client.InNamespace(podsNS)); err != nil {
-				return false, err
-			}
-			for _, e := range evs.Items {
-				if e.InvolvedObject.Name == "refused" && e.Reason == provider.ReasonSiteRejected && strings.Contains(e.Message, "exceeded quota") {
-					return true, nil
-				}
-			}
-			return false, nil
-		})
+		waitWarningEvent(t, "refused", provider.ReasonSiteRejected, "exceeded quota")
 		if err := sc.Delete(ctx, quota); err != nil {
 			t.Fatal(err)
 		}
 		waitHostPod(t, "refused", "Running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+	})
+
+	// A site's ValidatingAdmissionPolicy answers 422 Invalid unless its validation says
+	// another reason: the pod as written is unacceptable there, so the host pod fails. With
+	// reason Forbidden it answers 403, which the provider retries (as for a quota): the pod
+	// runs once the policy lets it.
+	t.Run("a pod a site's admission policy forbids says why within 30 s, and runs once the policy goes", func(t *testing.T) {
+		sc := siteClient(t, "site1")
+		deny := denyPodsPolicy(t, sc, "forbidden", metav1.StatusReasonForbidden)
+		if !apierrors.IsForbidden(deny) || deny.(apierrors.APIStatus).Status().Code != 403 {
+			t.Fatalf("site1's answer to a pod the policy forbids: %v (reason %q); want 403 Forbidden", deny, apierrors.ReasonForError(deny))
+		}
+		t.Logf("site1 answers: %d %s: %v", deny.(apierrors.APIStatus).Status().Code, apierrors.ReasonForError(deny), deny)
+		p := testPod("forbidden", "site1-node2")
+		p.Labels[denyLabel] = "forbidden"
+		start := time.Now()
+		mustCreate(t, host, p)
+		hp := waitHostPod(t, "forbidden", "a SiteSynced=False condition quoting the policy", func(p *corev1.Pod) bool {
+			c := podCondition(p, provider.ConditionSiteSynced)
+			return c != nil && c.Reason == provider.ReasonSiteRejected && strings.Contains(c.Message, denyMessage("forbidden"))
+		})
+		waitWarningEvent(t, "forbidden", provider.ReasonSiteRejected, denyMessage("forbidden"))
+		if d := time.Since(start); d > 30*time.Second {
+			t.Errorf("the condition and the Event took %s, want at most 30 s", d)
+		}
+		if hp.Status.Phase != corev1.PodPending {
+			t.Errorf("phase %s, want Pending while the site forbids the pod", hp.Status.Phase)
+		}
+		deletePolicy(t, sc, "forbidden")
+		waitHostPod(t, "forbidden", "Running once the policy is gone", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+	})
+
+	t.Run("a pod a site's admission policy finds Invalid (its default reason) fails in the host, quoting the policy", func(t *testing.T) {
+		sc := siteClient(t, "site1")
+		for _, tc := range []struct {
+			value  string
+			reason metav1.StatusReason
+		}{{"default", ""}, {"invalid", metav1.StatusReasonInvalid}} {
+			deny := denyPodsPolicy(t, sc, tc.value, tc.reason)
+			if !apierrors.IsInvalid(deny) || deny.(apierrors.APIStatus).Status().Code != 422 {
+				t.Fatalf("site1's answer to a pod the policy (reason %q) finds Invalid: %v (reason %q); want 422 Invalid",
+					tc.reason, deny, apierrors.ReasonForError(deny))
+			}
+			t.Logf("site1 answers (policy reason %q): %d %s: %v", tc.reason, deny.(apierrors.APIStatus).Status().Code, apierrors.ReasonForError(deny), deny)
+			name := "invalid-" + tc.value
+			p := testPod(name, "site1-node2")
+			p.Labels[denyLabel] = tc.value
+			start := time.Now()
+			mustCreate(t, host, p)
+			hp := waitHostPod(t, name, "Failed", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodFailed })
+			if hp.Status.Reason != provider.ReasonSiteRejected || !strings.Contains(hp.Status.Message, denyMessage(tc.value)) {
+				t.Errorf("reason %q, message %q; want %s quoting the policy", hp.Status.Reason, hp.Status.Message, provider.ReasonSiteRejected)
+			}
+			if c := podCondition(hp, provider.ConditionSiteSynced); c == nil || c.Status != corev1.ConditionFalse || !strings.Contains(c.Message, denyMessage(tc.value)) {
+				t.Errorf("condition %s: %+v; want False quoting the policy", provider.ConditionSiteSynced, c)
+			}
+			waitWarningEvent(t, name, provider.ReasonSiteRejected, denyMessage(tc.value))
+			if d := time.Since(start); d > 30*time.Second {
+				t.Errorf("the Failed phase and the Event took %s, want at most 30 s", d)
+			}
+			deletePolicy(t, sc, tc.value)
+		}
+		// Failed for good: not created on the site later, even with the policies gone.
+		time.Sleep(2 * providerSweep)
+		for _, name := range []string{"invalid-default", "invalid-invalid"} {
+			if err := sc.Get(ctx, client.ObjectKey{Namespace: siteNS, Name: name}, &corev1.Pod{}); !apierrors.IsNotFound(err) {
+				t.Errorf("failed pod %s is on site1 (%v); want it never created", name, err)
+			}
+		}
 	})
 
 	t.Run("a site pod whose host pod does not exist is deleted", func(t *testing.T) {
@@ -317,6 +376,97 @@ func TestProviderPods(t *testing.T) {
 				gone(sc, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: siteNS, Name: "creds"}}) &&
 				gone(sc, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: siteNS, Name: "settings"}}), nil
 		})
+	})
+}
+
+// denyLabel is the label of pods that denyPodsPolicy's policies refuse.
+const denyLabel = "vk8s-e2e/deny"
+
+func denyMessage(value string) string {
+	return fmt.Sprintf("pods labelled %s=%s may not run on this site", denyLabel, value)
+}
+
+// denyPodsPolicy installs on a site a ValidatingAdmissionPolicy and its binding, named
+// deny-<value>, that refuse pods labelled denyLabel=value in siteNS (with reason; none:
+// the API's default, Invalid), and returns the error the site answers a dry-run create of such a
+// pod with, once the policy is in force. The policy goes when the test ends.
+func denyPodsPolicy(t *testing.T, sc client.Client, value string, reason metav1.StatusReason) error {
+	t.Helper()
+	name := "deny-" + value
+	v := admissionregistrationv1.Validation{
+		Expression: fmt.Sprintf("!has(object.metadata.labels) || !(%q in object.metadata.labels) || object.metadata.labels[%q] != %q",
+			denyLabel, denyLabel, value),
+		Message: denyMessage(value),
+	}
+	if reason != "" {
+		v.Reason = &reason
+	}
+	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
+				},
+			}}},
+			Validations: []admissionregistrationv1.Validation{v},
+		},
+	}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        name,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+			MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{corev1.LabelMetadataName: siteNS},
+			}},
+		},
+	}
+	mustCreate(t, sc, policy)
+	mustCreate(t, sc, binding)
+	t.Cleanup(func() { deletePolicy(t, sc, value) })
+	probe := testPod("probe-"+value, "")
+	probe.Namespace = siteNS
+	probe.Labels[denyLabel] = value
+	var refusal error
+	waitFor(t, "site policy "+name+" in force", func(ctx context.Context) (bool, error) {
+		refusal = sc.Create(ctx, probe.DeepCopy(), client.DryRunAll)
+		return refusal != nil && strings.Contains(refusal.Error(), denyMessage(value)), nil
+	})
+	return refusal
+}
+
+// deletePolicy removes what denyPodsPolicy installed.
+func deletePolicy(t *testing.T, sc client.Client, value string) {
+	t.Helper()
+	meta := metav1.ObjectMeta{Name: "deny-" + value}
+	for _, obj := range []client.Object{
+		&admissionregistrationv1.ValidatingAdmissionPolicyBinding{ObjectMeta: meta},
+		&admissionregistrationv1.ValidatingAdmissionPolicy{ObjectMeta: meta},
+	} {
+		if err := sc.Delete(context.Background(), obj); err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("delete %T %s: %v", obj, meta.Name, err)
+		}
+	}
+}
+
+// waitWarningEvent waits for a Warning Event on host pod name in podsNS with reason and a
+// message containing text.
+func waitWarningEvent(t *testing.T, name, reason, text string) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("a Warning Event %s on host pod %s", reason, name), func(ctx context.Context) (bool, error) {
+		evs := &corev1.EventList{}
+		if err := hostClient(t).List(ctx, evs, client.InNamespace(podsNS)); err != nil {
+			return false, err
+		}
+		for _, e := range evs.Items {
+			if e.InvolvedObject.Name == name && e.Type == corev1.EventTypeWarning && e.Reason == reason && strings.Contains(e.Message, text) {
+				return true, nil
+			}
+		}
+		return false, nil
 	})
 }
 

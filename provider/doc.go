@@ -17,6 +17,21 @@
 //
 // SitePod translates a host pod into the pod to create on its site, in namespace
 // <tenant>-<namespace> (SiteNamespace), pinned to the real node in PerNode mode and
-// labelled with the tenant, the host namespace and the host pod's UID. The pod lifecycle
-// handler that uses it is the next step.
+// labelled with the tenant, the host namespace and the host pod's UID. Pods is the
+// virtual-kubelet pod lifecycle handler that uses it, for every virtual node at once.
+//
+// # Site errors
+//
+// A site's refusal to create a pod is permanent or transient by its status code
+// (permanentRejection): 422, 400 and 413 say the pod itself is unacceptable and fail the
+// host pod (a ValidatingAdmissionPolicy answers 422 unless its validation says another
+// reason); anything else (403 from quota, admission plugins or a policy with reason
+// Forbidden, 5xx, timeouts) is retried with backoff while a condition and an Event quote
+// the site.
+//
+// # Pods bound before their node
+//
+// A pod bound by hand to a virtual node that is not registered yet is picked up when the
+// node appears (early.go): NodeAdded writes a condition into its status, and the update
+// event passes the pod controller's filter as an Add.
 package provider

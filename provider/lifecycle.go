@@ -121,6 +121,10 @@ func newLifecycle(host kubernetes.Interface, reg *sitereg.Registry, siteEvents <
 			return nil, err
 		}
 	}
+	// Pods bound to a virtual node before it was registered are picked up when it is.
+	if _, err := core.Nodes().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: pods.NodeAdded}); err != nil {
+		return nil, err
+	}
 	pc, err := node.NewPodController(node.PodControllerConfig{
 		PodClient:         host.CoreV1(),
 		PodInformer:       podInformer,

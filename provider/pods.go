@@ -87,6 +87,10 @@ type Pods struct {
 	down     map[string]time.Time       // site -> when it was first seen down
 	notify   func(*corev1.Pod)
 
+	// early holds the host pods Owns turned down because their node did not exist (UID ->
+	// *earlyPod), so that NodeAdded picks them up when it appears (early.go).
+	early sync.Map
+
 	// failed holds the UIDs (-> namespace/name) of host pods vk8s failed, so that they are
 	// not created again before the host shows the Failed phase.
 	failed sync.Map
@@ -183,12 +187,21 @@ func (p *Pods) Owns(pod *corev1.Pod) bool {
 	if pod.Spec.NodeName == "" {
 		return false
 	}
-	if n, err := p.cfg.HostNodes.Get(pod.Spec.NodeName); err == nil && n.Labels[vk8sv1.LabelSite] != "" &&
-		n.Labels[LabelType] == TypeVirtualKubelet {
+	if p.earlyVersion(pod) {
+		return false // turned down before its node existed: the same answer again (early.go)
+	}
+	n, err := p.cfg.HostNodes.Get(pod.Spec.NodeName)
+	if err == nil && n.Labels[vk8sv1.LabelSite] != "" && n.Labels[LabelType] == TypeVirtualKubelet {
 		return true
 	}
-	_, c := p.find(pod.Namespace, pod.Name)
-	return c != nil
+	if _, c := p.find(pod.Namespace, pod.Name); c != nil {
+		return true
+	}
+	if apierrors.IsNotFound(err) {
+		// Its node may be a virtual node that is not registered yet: NodeAdded picks it up.
+		p.rememberEarly(pod)
+	}
+	return false
 }
 
 // placement returns the site and real node (PerNode mode) of a host pod's virtual node.

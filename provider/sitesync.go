@@ -250,7 +250,7 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 	case apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) || apierrors.IsNotFound(err):
 		c.namespaces.Delete(want.Namespace)
 		return errRequeue
-	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
+	case permanentRejection(err):
 		p.metrics.op(site, "create", err, true)
 		p.failed.Store(host.UID, host.Namespace+"/"+host.Name)
 		p.reportFailed(host, ReasonSiteRejected, fmt.Sprintf("site %s refused the pod for good: %v", site, err))
@@ -260,6 +260,18 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 		p.reportUnsynced(host, ReasonSiteRejected, fmt.Sprintf("site %s refused the pod (retrying): %v", site, err))
 		return errRequeue
 	}
+}
+
+// permanentRejection says whether a site's refusal to create a pod is for good: the site
+// found the pod itself unacceptable (422 Invalid, 400 BadRequest, 413 RequestEntityTooLarge),
+// whether its validation or an admission policy said so, and the same pod sent again gets
+// the same answer. A ValidatingAdmissionPolicy answers 422 when its validation says reason
+// Invalid or no reason (Invalid is the API's default). Everything else (403 Forbidden from
+// quota, admission plugins or a policy with reason Forbidden, 401, 409, 429, 5xx,
+// timeouts) can change without the pod changing, as quotas free up and policies are
+// edited, so the pod is retried.
+func permanentRejection(err error) bool {
+	return apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) || apierrors.IsRequestEntityTooLargeError(err)
 }
 
 // deleteSitePod deletes a site pod, only that incarnation of it (UID precondition). A pod
@@ -320,6 +332,7 @@ func (p *Pods) sweep(ctx context.Context, c *cluster) {
 			c.queue.Add(refItem(kind, obj))
 		}
 	}
+	p.pruneEarly()
 	p.failed.Range(func(uid, key any) bool {
 		// Forget failed pods the host no longer has.
 		ns, name, _ := cache.SplitMetaNamespaceKey(key.(string))

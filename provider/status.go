@@ -21,6 +21,9 @@ const (
 	// ReasonMissingReference: a ConfigMap, Secret or ServiceAccount the pod needs is not in
 	// the host namespace; the pod waits for it, as a kubelet does.
 	ReasonMissingReference = "MissingReference"
+	// ReasonNodeRegistered: the pod was bound to its virtual node before the node was
+	// registered, and is being created on its site now that it is.
+	ReasonNodeRegistered = "VirtualNodeRegistered"
 	// ReasonTerminated: the pod is gone from its site after the host deleted it.
 	ReasonTerminated = "SitePodTerminated"
 )

@@ -1,0 +1,60 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+)
+
+func TestPermanentRejection(t *testing.T) {
+	pods := schema.GroupResource{Resource: "pods"}
+	podKind := schema.GroupKind{Kind: "Pod"}
+	// What a site's API server (Kubernetes 1.35) answers when a ValidatingAdmissionPolicy
+	// denies a pod (the message is the policy's): with no reason or reason Invalid, a 422
+	// whose message still says "is forbidden"; with reason Forbidden, a 403.
+	const denied = `ValidatingAdmissionPolicy 'deny' with binding 'deny' denied request: no pods labelled deny`
+	vapForbidden := apierrors.NewForbidden(pods, "web", errors.New(denied))
+	vapInvalid := &apierrors.StatusError{ErrStatus: metav1.Status{
+		Status: metav1.StatusFailure, Code: http.StatusUnprocessableEntity, Reason: metav1.StatusReasonInvalid,
+		Message: `pods "web" is forbidden: ` + denied,
+	}}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"422 invalid spec", apierrors.NewInvalid(podKind, "web", field.ErrorList{field.Required(field.NewPath("spec", "containers"), "")}), true},
+		{"422 from a policy with reason Invalid or none", vapInvalid, true},
+		{"422 wrapped", fmt.Errorf("create pod on site1: %w", vapInvalid), true},
+		{"400 bad request", apierrors.NewBadRequest("cannot decode"), true},
+		{"413 too large", apierrors.NewRequestEntityTooLargeError("limit is 3145728"), true},
+		{"403 from a policy with reason Forbidden", vapForbidden, false},
+		{"403 wrapped", fmt.Errorf("create pod on site1: %w", vapForbidden), false},
+		{"403 exceeded quota", apierrors.NewForbidden(pods, "web", errors.New("exceeded quota: no-pods, requested: pods=1, used: pods=1, limited: pods=1")), false},
+		{"401 unauthorized", apierrors.NewUnauthorized("token expired"), false},
+		{"409 conflict", apierrors.NewConflict(pods, "web", errors.New("changed")), false},
+		{"429 too many requests", apierrors.NewTooManyRequests("slow down", 1), false},
+		{"500 internal", apierrors.NewInternalError(errors.New("etcd")), false},
+		{"503 unavailable", apierrors.NewServiceUnavailable("starting"), false},
+		{"504 timeout", apierrors.NewTimeoutError("webhook", 10), false},
+		{"webhook unreachable", apierrors.NewInternalError(errors.New(`failed calling webhook "x": connection refused`)), false},
+		{"bare 422 status", &apierrors.StatusError{ErrStatus: metav1.Status{Status: metav1.StatusFailure, Code: http.StatusUnprocessableEntity}}, true},
+		{"deadline", context.DeadlineExceeded, false},
+		{"403 namespace terminating", &apierrors.StatusError{ErrStatus: metav1.Status{Reason: metav1.StatusReasonForbidden, Code: http.StatusForbidden,
+			Details: &metav1.StatusDetails{Causes: []metav1.StatusCause{{Type: corev1.NamespaceTerminatingCause}}}}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := permanentRejection(tc.err); got != tc.want {
+				t.Errorf("permanentRejection(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+		})
+	}
+}
