@@ -54,6 +54,10 @@ const (
 	AnnotationCompletionsPerSite = "vk8s.io/completions-per-site"
 	// AnnotationSlot numbers a pod among its owner's pods on its site (1, 2, ...).
 	AnnotationSlot = "vk8s.io/slot"
+	// AnnotationOverrideHash stamps a pod with the Override admission applied to it: a
+	// short hash of the Override's name and template, or "none". The per-site rollout
+	// restarts the pods whose stamp differs from their site's current Override.
+	AnnotationOverrideHash = "vk8s.io/override-hash"
 )
 
 // Defaults of Config.
@@ -314,6 +318,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := a.setupWithManager(ctx, mgr); err != nil {
 		return err
 	}
+	if err := setupRollout(mgr, a); err != nil {
+		return fmt.Errorf("rollout controller: %w", err)
+	}
 	reg.client, reg.log = mgr.GetClient(), mgr.GetLogger().WithName("configurations")
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		return reg.run(ctx, mgr, authority)
@@ -491,6 +498,7 @@ type metrics struct {
 	certExpiry   *prometheus.GaugeVec
 	certIssued   *prometheus.CounterVec
 	reservations *funcGauge
+	restarts     *prometheus.CounterVec
 }
 
 // funcGauge is a gauge whose function is set after registration.
@@ -535,8 +543,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "vk8s_webhook_reservations",
 			Help: "Pods placed by admission that the webhook's cache does not show yet.",
 		})},
+		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vk8s_webhook_rollout_restarts_total",
+			Help: "Pods the per-site rollout deleted so that admission applies their site's current Override, by site.",
+		}, []string{"site"}),
 	}
-	for _, c := range []prometheus.Collector{m.duration, m.rejections, m.placements, m.certExpiry, m.certIssued, m.reservations} {
+	for _, c := range []prometheus.Collector{m.duration, m.rejections, m.placements, m.certExpiry, m.certIssued, m.reservations, m.restarts} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register webhook metrics: %w", err)
 		}
