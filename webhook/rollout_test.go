@@ -404,3 +404,129 @@ func mustCreateObj(f *rolloutFixture, obj client.Object) {
 		f.e.t.Fatal(err)
 	}
 }
+
+func TestSiteStep(t *testing.T) {
+	pod := func(name string) *corev1.Pod { return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}} }
+	type p = rolloutPod
+	names := func(ps []*corev1.Pod) []string {
+		var out []string
+		for _, x := range ps {
+			out = append(out, x.Name)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name           string
+		pods           []rolloutPod
+		planned, maxUn int
+		wantVictims    []string
+		wantStale      int
+		wantSettled    bool
+	}{
+		{"nothing stale, all Ready: settled", []rolloutPod{{pod: pod("a"), ready: true}, {pod: pod("b"), ready: true}}, 2, 1, nil, 0, true},
+		{"one at a time", []rolloutPod{{pod: pod("a"), ready: true, stale: true}, {pod: pod("b"), ready: true, stale: true}, {pod: pod("c"), ready: true, stale: true}}, 3, 1, []string{"a"}, 3, false},
+		{"a replacement not Ready uses the budget", []rolloutPod{{pod: pod("a"), ready: false}, {pod: pod("b"), ready: true, stale: true}, {pod: pod("c"), ready: true, stale: true}}, 3, 1, nil, 2, false},
+		{"a pod being deleted and its replacement not created yet use the budget", []rolloutPod{{pod: pod("a"), terminating: true}, {pod: pod("b"), ready: true, stale: true}, {pod: pod("c"), ready: true, stale: true}}, 3, 1, nil, 2, false},
+		{"stale pods that are not Ready go first and cost nothing", []rolloutPod{{pod: pod("a"), stale: true}, {pod: pod("b"), ready: true, stale: true}, {pod: pod("c"), ready: true, stale: true}}, 3, 2, []string{"a", "b"}, 3, false},
+		{"no stale pods, but one not Ready: not settled", []rolloutPod{{pod: pod("a")}, {pod: pod("b"), ready: true}}, 2, 1, nil, 0, false},
+		{"fewer pods than planned: not settled", []rolloutPod{{pod: pod("a"), ready: true}}, 2, 1, nil, 0, false},
+		{"DaemonSets plan no count: the live pods count", []rolloutPod{{pod: pod("a"), ready: true, stale: true}, {pod: pod("b"), ready: true}}, 0, 1, []string{"a"}, 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			victims, staleCount, settled := siteStep(tc.pods, tc.planned, tc.maxUn)
+			if !slices.Equal(names(victims), tc.wantVictims) || staleCount != tc.wantStale || settled != tc.wantSettled {
+				t.Errorf("siteStep: victims %v, stale %d, settled %v; want %v, %d, %v", names(victims), staleCount, settled, tc.wantVictims, tc.wantStale, tc.wantSettled)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		v       *intstr.IntOrString
+		planned int
+		want    int
+	}{
+		{nil, 3, 1}, {nil, 8, 2}, {ptr.To(intstr.FromString("50%")), 3, 1}, {ptr.To(intstr.FromString("100%")), 3, 3},
+		{ptr.To(intstr.FromInt32(0)), 3, 1}, {ptr.To(intstr.FromInt32(2)), 3, 2},
+	} {
+		if got := maxUnavailableOf(tc.v, defaultMaxUnavailable, tc.planned); got != tc.want {
+			t.Errorf("maxUnavailableOf(%v, %d) = %d, want %d", tc.v, tc.planned, got, tc.want)
+		}
+	}
+}
+
+func TestOverrideStamp(t *testing.T) {
+	o := canary([]string{"site2"}, nil, "nginx:2")
+	same := o.DeepCopy()
+	same.Spec.SiteList = []string{"site1", "site3"}
+	same.Spec.DeploymentSpec.Replicas = ptr.To[int32](5)
+	same.Spec.DeploymentSpec.Template.Labels["z"] = "1"
+	same.Spec.DeploymentSpec.Template.Labels["a"] = "1"
+	o.Spec.DeploymentSpec.Template.Labels["a"] = "1"
+	o.Spec.DeploymentSpec.Template.Labels["z"] = "1"
+	image := o.DeepCopy()
+	image.Spec.DeploymentSpec.Template.Spec.Containers[0].Image = "nginx:3"
+	if overrideStamp(nil) != stampNone || overrideStamp(o) != overrideStamp(same) || overrideStamp(o) == overrideStamp(image) ||
+		overrideStamp(o) == overrideStamp(named(o.DeepCopy(), "other")) || len(overrideStamp(o)) != 10 {
+		t.Errorf("stamps: none %s, o %s, same but site list and replicas %s, other image %s", overrideStamp(nil), overrideStamp(o), overrideStamp(same), overrideStamp(image))
+	}
+}
+
+func TestRolloutLeavesAlone(t *testing.T) {
+	t.Run("a Deployment in its own rollout (pods of two ReplicaSets)", func(t *testing.T) {
+		f := newRolloutFixture(t, deployment("web", 3, map[string]string{vk8sv1.AnnotationOverrides: "canary"}), canary([]string{"site9"}, nil, "nginx:2"))
+		old := f.pods()[0]
+		old.Name, old.UID, old.ResourceVersion = "web-old-1", "web-old-1", ""
+		old.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "web-old", UID: "uid-web-old", Controller: ptr.To(true)}}
+		mustCreateObj(f, &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web-old", UID: "uid-web-old",
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "web", UID: "uid-web", Controller: ptr.To(true)}}},
+			Spec: f.rs.Spec})
+		mustCreateObj(f, &old)
+		o := &vk8sv1.Override{}
+		f.get(client.ObjectKey{Namespace: ns, Name: "canary"}, o)
+		f.update(o, func() { o.Spec.SiteList = []string{"site2"} })
+		if n := f.reconcile(); n != 0 {
+			t.Errorf("%d pods deleted during the Deployment's own rollout", n)
+		}
+	})
+	t.Run("a disconnected site waits, the next site goes first", func(t *testing.T) {
+		f := newRolloutFixture(t, deployment("web", 3, map[string]string{vk8sv1.AnnotationOverrides: "canary"}), canary([]string{"site9"}, nil, "nginx:2"))
+		s := &vk8sv1.Site{}
+		f.get(client.ObjectKey{Name: "site1"}, s)
+		s.Status.Conditions = []metav1.Condition{{Type: vk8sv1.ConditionConnected, Status: metav1.ConditionFalse, Reason: "Unreachable", LastTransitionTime: metav1.Now()}}
+		if err := f.e.c.Update(t.Context(), s); err != nil {
+			t.Fatal(err)
+		}
+		o := &vk8sv1.Override{}
+		f.get(client.ObjectKey{Namespace: ns, Name: "canary"}, o)
+		f.update(o, func() { o.Spec.SiteList = []string{"site1", "site2"} })
+		f.converge()
+		if !maps.Equal(f.deleted, map[string]int{"site2": 3}) {
+			t.Errorf("deleted by site %v, want site2's 3 only", f.deleted)
+		}
+	})
+}
+
+func TestRolloutMapping(t *testing.T) {
+	f := newRolloutFixture(t, deployment("web", 1, map[string]string{vk8sv1.AnnotationOverrides: "other, canary"}), canary([]string{"site2"}, nil, "nginx:2"),
+		named(canary([]string{"site1"}, nil, "nginx:2"), "other"))
+	ctx := t.Context()
+	web := rolloutKey{Kind: "Deployment", Namespace: ns, Name: "web"}
+	o := &vk8sv1.Override{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "canary"}}
+	if got := f.r.overrideKeys(ctx, o); !slices.Equal(got, []rolloutKey{web}) {
+		t.Errorf("Override canary maps to %v, want %v", got, web)
+	}
+	if got := f.r.overrideKeys(ctx, named(o.DeepCopy(), "unused")); len(got) != 0 {
+		t.Errorf("an Override no workload names maps to %v", got)
+	}
+	pod := f.pods()[0]
+	if got := f.r.podKeys(ctx, &pod); !slices.Equal(got, []rolloutKey{web}) {
+		t.Errorf("a pod of web's ReplicaSet maps to %v, want %v", got, web)
+	}
+	if got := f.r.workloadKeys(ctx, f.rs); !slices.Equal(got, []rolloutKey{web}) {
+		t.Errorf("web's ReplicaSet maps to %v, want %v", got, web)
+	}
+	sts := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db-0",
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "db", Controller: ptr.To(true)}}}}
+	if got := f.r.podKeys(ctx, sts); !slices.Equal(got, []rolloutKey{{Kind: "StatefulSet", Namespace: ns, Name: "db"}}) {
+		t.Errorf("a StatefulSet pod maps to %v", got)
+	}
+}
