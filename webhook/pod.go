@@ -252,7 +252,7 @@ func (a *admitter) visible(ctx context.Context, namespace, ownerUID string) func
 		out := make([]visiblePod, 0, len(list.Items))
 		for i := range list.Items {
 			p := &list.Items[i]
-			if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed || a.deleting.has(p) {
 				continue
 			}
 			slot, _ := atoiNonNegative(p.Annotations[AnnotationSlot])

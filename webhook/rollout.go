@@ -172,12 +172,60 @@ type rollout struct {
 	metrics  *metrics
 	now      func() time.Time
 
+	// deleted holds the pods the rollout deleted; shared with admission.
+	deleted *deletions
+
 	mu sync.Mutex
 	// active is the site each workload is rolling, until it settles.
 	active map[rolloutKey]string
-	// deleted holds the pods the rollout deleted, until the cache shows them terminating
-	// or gone.
-	deleted map[types.UID]time.Time
+}
+
+// deletions remembers the pods the rollout deleted until the cache shows them terminating
+// (or deletedTTL passes), so that neither the next rollout step nor the placement of
+// their replacements counts them as live: a replacement is admitted on the site whose pod
+// it replaces even when the cache lags behind the deletion.
+type deletions struct {
+	now func() time.Time
+	mu  sync.Mutex
+	m   map[types.UID]time.Time
+}
+
+func newDeletions(now func() time.Time) *deletions {
+	return &deletions{now: now, m: map[types.UID]time.Time{}}
+}
+
+func (d *deletions) add(uid types.UID) {
+	d.mu.Lock()
+	d.m[uid] = d.now()
+	d.mu.Unlock()
+}
+
+// has says whether the rollout deleted pod and the cache does not show it terminating yet
+// (the entry is forgotten once it does).
+func (d *deletions) has(pod *corev1.Pod) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	at, ok := d.m[pod.UID]
+	switch {
+	case !ok:
+		return false
+	case pod.DeletionTimestamp != nil || d.now().Sub(at) > deletedTTL:
+		delete(d.m, pod.UID)
+		return false
+	}
+	return true
+}
+
+// sweep forgets the entries older than deletedTTL (pods gone before the cache showed
+// them terminating).
+func (d *deletions) sweep() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for uid, at := range d.m {
+		if d.now().Sub(at) > deletedTTL {
+			delete(d.m, uid)
+		}
+	}
 }
 
 // setupRollout adds the rollout controller to mgr. It watches the workloads it restarts,
@@ -199,7 +247,7 @@ func setupRollout(mgr ctrl.Manager, a *admitter) error {
 func newRollout(reader client.Reader, writer client.Writer, a *admitter) *rollout {
 	return &rollout{
 		reader: reader, writer: writer, resolver: a.resolver, recorder: a.recorder, metrics: a.metrics, now: a.now,
-		active: map[rolloutKey]string{}, deleted: map[types.UID]time.Time{},
+		active: map[rolloutKey]string{}, deleted: a.deleting,
 	}
 }
 
@@ -385,9 +433,7 @@ func (r *rollout) restart(ctx context.Context, log logr.Logger, w client.Object,
 		if err := r.writer.Delete(ctx, p, client.Preconditions{UID: &uid}); client.IgnoreNotFound(err) != nil {
 			return reconcile.Result{}, fmt.Errorf("restart pod %s/%s on site %s: %w", p.Namespace, p.Name, site, err)
 		}
-		r.mu.Lock()
-		r.deleted[uid] = r.now()
-		r.mu.Unlock()
+		r.deleted.add(uid)
 		r.metrics.restarts.WithLabelValues(site).Inc()
 		log.Info("Restarting pod for its site's Override", "pod", p.Name, "site", site, "override", overrideName(o))
 	}
@@ -396,10 +442,7 @@ func (r *rollout) restart(ctx context.Context, log logr.Logger, w client.Object,
 
 // podsBySite sorts the workload's pods by site, as rollout steps see them.
 func (r *rollout) podsBySite(pods []corev1.Pod, fed *federation) map[string][]rolloutPod {
-	now := r.now()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	seen := map[types.UID]bool{}
+	r.deleted.sweep()
 	out := map[string][]rolloutPod{}
 	for i := range pods {
 		p := &pods[i]
@@ -407,20 +450,10 @@ func (r *rollout) podsBySite(pods []corev1.Pod, fed *federation) map[string][]ro
 			continue
 		}
 		site := p.Labels[vk8sv1.LabelSite]
-		seen[p.UID] = true
-		_, deleted := r.deleted[p.UID]
-		if p.DeletionTimestamp != nil {
-			delete(r.deleted, p.UID)
-		}
-		terminating := p.DeletionTimestamp != nil || deleted
+		terminating := r.deleted.has(p) || p.DeletionTimestamp != nil
 		out[site] = append(out[site], rolloutPod{
 			pod: p, stale: !terminating && stale(p, fed.override(site)), ready: !terminating && podReady(p), terminating: terminating,
 		})
-	}
-	for uid, at := range r.deleted {
-		if now.Sub(at) > deletedTTL || (!seen[uid] && now.Sub(at) > time.Second) {
-			delete(r.deleted, uid)
-		}
 	}
 	return out
 }

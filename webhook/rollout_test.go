@@ -530,3 +530,17 @@ func TestRolloutMapping(t *testing.T) {
 		t.Errorf("a StatefulSet pod maps to %v", got)
 	}
 }
+
+func TestPlacementSkipsPodsTheRolloutDeleted(t *testing.T) {
+	f := newRolloutFixture(t, deployment("web", 3, nil))
+	// The rollout deleted a pod of site2; the cache does not show it terminating yet.
+	for _, p := range f.pods() {
+		if p.Labels[vk8sv1.LabelSite] == "site2" {
+			f.e.a.deleting.add(p.UID)
+			break
+		}
+	}
+	if site := pinnedSite(t, admitPod(f.e, f.next())); site != "site2" {
+		t.Errorf("the replacement went to %s, want site2, whose pod the rollout deleted", site)
+	}
+}

@@ -372,6 +372,9 @@ type admitter struct {
 	metrics  *metrics
 	recorder events.EventRecorder
 	refresh  *refresher
+	// deleting holds the pods the per-site rollout deleted, which placement does not
+	// count even before the cache shows them terminating.
+	deleting *deletions
 	now      func() time.Time
 }
 
@@ -401,7 +404,7 @@ func newAdmitter(c admitterConfig) (*admitter, error) {
 		cfg: c.cfg, cache: c.cache, api: c.api, client: c.client, decoder: admission.NewDecoder(c.scheme),
 		resolver: &resolver{cache: c.cache, shared: c.cfg.SharedNamespace, defaultFlavor: c.cfg.DefaultWorkloadFlavor},
 		res:      newReservations(c.cfg.ReservationTTL, c.now),
-		metrics:  c.metrics, recorder: c.recorder, now: c.now,
+		metrics:  c.metrics, recorder: c.recorder, deleting: newDeletions(c.now), now: c.now,
 	}
 	a.refresh = newRefresher(a)
 	c.metrics.reservations.set(func() float64 { return float64(a.res.count()) })
