@@ -172,8 +172,10 @@ type rollout struct {
 	metrics  *metrics
 	now      func() time.Time
 
-	// deleted holds the pods the rollout deleted; shared with admission.
+	// deleted holds the pods the rollout deleted; shared with admission, as are the
+	// reservations of placement.
 	deleted *deletions
+	res     *reservations
 
 	mu sync.Mutex
 	// active is the site each workload is rolling, until it settles.
@@ -247,7 +249,7 @@ func setupRollout(mgr ctrl.Manager, a *admitter) error {
 func newRollout(reader client.Reader, writer client.Writer, a *admitter) *rollout {
 	return &rollout{
 		reader: reader, writer: writer, resolver: a.resolver, recorder: a.recorder, metrics: a.metrics, now: a.now,
-		active: map[rolloutKey]string{}, deleted: a.deleting,
+		active: map[rolloutKey]string{}, deleted: a.deleting, res: a.res,
 	}
 }
 
@@ -430,6 +432,10 @@ func (r *rollout) maxUnavailable(t *rolloutTarget, o *vk8sv1.Override, planned i
 func (r *rollout) restart(ctx context.Context, log logr.Logger, w client.Object, site string, o *vk8sv1.Override, victims []*corev1.Pod) (reconcile.Result, error) {
 	for _, p := range victims {
 		uid := p.UID
+		if ref := controller(p); ref != nil {
+			slot, _ := atoiNonNegative(p.Annotations[AnnotationSlot])
+			r.res.forget("uid:"+string(ref.UID), site, slot, p.Name)
+		}
 		if err := r.writer.Delete(ctx, p, client.Preconditions{UID: &uid}); client.IgnoreNotFound(err) != nil {
 			return reconcile.Result{}, fmt.Errorf("restart pod %s/%s on site %s: %w", p.Namespace, p.Name, site, err)
 		}

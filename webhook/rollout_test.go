@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -542,5 +543,19 @@ func TestPlacementSkipsPodsTheRolloutDeleted(t *testing.T) {
 	}
 	if site := pinnedSite(t, admitPod(f.e, f.next())); site != "site2" {
 		t.Errorf("the replacement went to %s, want site2, whose pod the rollout deleted", site)
+	}
+}
+
+func TestPlacementAfterTheRolloutDeletesTheLastAdmittedPod(t *testing.T) {
+	f := newRolloutFixture(t, deployment("web", 3, nil))
+	// The last pod admitted still has its reservation: no admission saw it in the cache.
+	last := &corev1.Pod{}
+	f.get(client.ObjectKey{Namespace: ns, Name: fmt.Sprintf("%s-%d", f.rs.Name, f.n)}, last)
+	site := last.Labels[vk8sv1.LabelSite]
+	if _, err := f.r.restart(t.Context(), logr.Discard(), nil, site, nil, []*corev1.Pod{last}); err != nil {
+		t.Fatal(err)
+	}
+	if got := pinnedSite(t, admitPod(f.e, f.next())); got != site {
+		t.Errorf("the replacement of a pod of %s went to %s", site, got)
 	}
 }
