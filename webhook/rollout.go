@@ -202,6 +202,12 @@ func (d *deletions) add(uid types.UID) {
 	d.mu.Unlock()
 }
 
+func (d *deletions) remove(uid types.UID) {
+	d.mu.Lock()
+	delete(d.m, uid)
+	d.mu.Unlock()
+}
+
 // has says whether the rollout deleted pod and the cache does not show it terminating yet
 // (the entry is forgotten once it does).
 func (d *deletions) has(pod *corev1.Pod) bool {
@@ -436,10 +442,12 @@ func (r *rollout) restart(ctx context.Context, log logr.Logger, w client.Object,
 			slot, _ := atoiNonNegative(p.Annotations[AnnotationSlot])
 			r.res.forget("uid:"+string(ref.UID), site, slot, p.Name)
 		}
+		// Recorded first: the replacement's admission may come before Delete returns.
+		r.deleted.add(uid)
 		if err := r.writer.Delete(ctx, p, client.Preconditions{UID: &uid}); client.IgnoreNotFound(err) != nil {
+			r.deleted.remove(uid)
 			return reconcile.Result{}, fmt.Errorf("restart pod %s/%s on site %s: %w", p.Namespace, p.Name, site, err)
 		}
-		r.deleted.add(uid)
 		r.metrics.restarts.WithLabelValues(site).Inc()
 		log.Info("Restarting pod for its site's Override", "pod", p.Name, "site", site, "override", overrideName(o))
 	}
