@@ -137,17 +137,16 @@ func maxUnavailableOf(v *intstr.IntOrString, def intstr.IntOrString, planned int
 // API's default.
 var defaultMaxUnavailable = intstr.FromString("25%")
 
-// rolloutKey names a workload whose sites the rollout controller converges.
+// rolloutKey names a workload whose sites the rollout controller converges: a
+// Deployment, StatefulSet, DaemonSet or ReplicaSet without a Deployment. Jobs and
+// CronJobs are not restarted: a Job's pods run to completion, and deleting a running one
+// loses its work (and counts towards backoffLimit); their next pods (retries, the next
+// schedule) are admitted with the current Override.
 type rolloutKey struct {
 	Kind      string
 	Namespace string
 	Name      string
 }
-
-// Kinds the rollout restarts. Jobs and CronJobs are not: a Job's pods run to completion,
-// and deleting a running one loses its work (and counts towards backoffLimit); their
-// next pods (retries, the next schedule) are admitted with the current Override.
-var rolloutKinds = []string{"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"}
 
 // rolloutRequeue is how often a rollout in progress is looked at again when no event
 // comes.
