@@ -372,7 +372,8 @@ func (r *rollout) Reconcile(ctx context.Context, key rolloutKey) (reconcile.Resu
 	}
 	if active != "" {
 		o := fed.override(active)
-		victims, staleCount, settled := siteStep(bySite[active], planned(placement, active), r.maxUnavailable(t, o, planned(placement, active)))
+		n := planned(placement, active)
+		victims, staleCount, settled := siteStep(bySite[active], n, r.maxUnavailable(t, o, max(n, len(bySite[active]))))
 		if staleCount > 0 {
 			return r.restart(ctx, log, t.obj, active, o, victims)
 		}
@@ -388,7 +389,7 @@ func (r *rollout) Reconcile(ctx context.Context, key rolloutKey) (reconcile.Resu
 	for _, site := range placement.Sites {
 		o := fed.override(site)
 		n := planned(placement, site)
-		victims, staleCount, _ := siteStep(bySite[site], n, r.maxUnavailable(t, o, n))
+		victims, staleCount, _ := siteStep(bySite[site], n, r.maxUnavailable(t, o, max(n, len(bySite[site]))))
 		if staleCount == 0 {
 			continue
 		}
@@ -407,8 +408,8 @@ func (r *rollout) Reconcile(ctx context.Context, key rolloutKey) (reconcile.Resu
 	return reconcile.Result{}, nil
 }
 
-// planned is the site's planned pod count (DaemonSets have none: 0, so the site's live
-// pods count).
+// planned is the site's planned pod count (DaemonSets have none: 0, so the site's pods
+// count, for the budget and for maxUnavailable percentages).
 func planned(p Placement, site string) int { return int(p.Counts[site]) }
 
 // maxUnavailable is the site's pace: the Override's strategy when it sets one, else the
