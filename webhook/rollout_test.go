@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -557,5 +559,87 @@ func TestPlacementAfterTheRolloutDeletesTheLastAdmittedPod(t *testing.T) {
 	}
 	if got := pinnedSite(t, admitPod(f.e, f.next())); got != site {
 		t.Errorf("the replacement of a pod of %s went to %s", site, got)
+	}
+}
+
+func TestRolloutStatefulSet(t *testing.T) {
+	e := newEnv(t, canary([]string{"site9"}, nil, "nginx:2"))
+	sts := created(e, &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db", Annotations: map[string]string{vk8sv1.AnnotationOverrides: "canary"}},
+		Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](2), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}, Template: podTemplate("db")}})
+	sts.UID = "uid-db"
+	if err := e.c.Create(t.Context(), sts); err != nil {
+		t.Fatal(err)
+	}
+	r := newRollout(e.c, e.c, e.a)
+	// create stands in for the StatefulSet controller: it creates the missing ordinals.
+	create := func() {
+		for i := range 6 {
+			name := fmt.Sprintf("db-%d", i)
+			if err := e.c.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, &corev1.Pod{}); err == nil {
+				continue
+			}
+			p := admitPod(e, podFrom(sts.Spec.Template, metav1.ObjectMeta{Namespace: ns, Name: name,
+				Labels:          map[string]string{appsv1.PodIndexLabel: strconv.Itoa(i)},
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "db", UID: sts.UID, Controller: ptr.To(true)}}}))
+			p.UID = types.UID(fmt.Sprintf("%s-%d", name, e.clock.now().UnixNano()))
+			e.clock.add(time.Second)
+			if err := e.c.Create(t.Context(), p); err != nil {
+				t.Fatal(err)
+			}
+			p.Status.Phase = corev1.PodRunning
+			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+			if err := e.c.Status().Update(t.Context(), p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	create()
+	o := &vk8sv1.Override{}
+	if err := e.c.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "canary"}, o); err != nil {
+		t.Fatal(err)
+	}
+	o.Spec.SiteList = []string{"site2"}
+	if err := e.c.Update(t.Context(), o); err != nil {
+		t.Fatal(err)
+	}
+	var deleted []string
+	for range 10 {
+		var before corev1.PodList
+		if err := e.c.List(t.Context(), &before, client.InNamespace(ns)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Reconcile(t.Context(), rolloutKey{Kind: "StatefulSet", Namespace: ns, Name: "db"}); err != nil {
+			t.Fatal(err)
+		}
+		var after corev1.PodList
+		if err := e.c.List(t.Context(), &after, client.InNamespace(ns)); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(before.Items) - len(after.Items); n > 1 {
+			t.Fatalf("%d pods deleted at once; a StatefulSet without maxUnavailable goes one at a time", n)
+		}
+		for _, p := range before.Items {
+			if !slices.ContainsFunc(after.Items, func(q corev1.Pod) bool { return q.Name == p.Name }) {
+				deleted = append(deleted, p.Name+"@"+p.Labels[vk8sv1.LabelSite])
+			}
+		}
+		create()
+	}
+	slices.Sort(deleted)
+	if want := []string{"db-2@site2", "db-3@site2"}; !slices.Equal(deleted, want) {
+		t.Errorf("deleted %v, want %v", deleted, want)
+	}
+	var pods corev1.PodList
+	if err := e.c.List(t.Context(), &pods, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		want := "nginx:1.25"
+		if p.Labels[vk8sv1.LabelSite] == "site2" {
+			want = "nginx:2"
+		}
+		if p.Spec.Containers[0].Image != want {
+			t.Errorf("pod %s on %s runs %s, want %s", p.Name, p.Labels[vk8sv1.LabelSite], p.Spec.Containers[0].Image, want)
+		}
 	}
 }
