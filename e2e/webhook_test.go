@@ -24,6 +24,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -230,33 +231,9 @@ func TestWebhook(t *testing.T) {
 	waitVirtualNodes(t, c, "all virtual nodes", func(nodes map[string]*corev1.Node) bool { return len(nodes) == fleetSites*fleetNodes })
 
 	wh := webhookStart(t)
-	t.Cleanup(func() {
-		wh.stop()
-		// The configurations go first: with the webhook gone, deleting the namespace's
-		// VirtualKubernetes would fail closed.
-		bg := context.Background()
-		_ = c.Delete(bg, &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: webhookConfigName}})
-		_ = c.Delete(bg, &admissionregistrationv1.ValidatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: webhookConfigName}})
-		for _, ns := range []string{webhookNS, webhookPlainNS} {
-			_ = c.Delete(bg, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
-		}
-	})
-	mustCreate(t, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: webhookNS}})
+	webhookCleanup(t, c, wh, webhookNS, webhookPlainNS)
 	mustCreate(t, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: webhookPlainNS}})
-	mustCreate(t, c, &vk8sv1.VirtualKubernetes{ObjectMeta: metav1.ObjectMeta{Namespace: webhookNS, Name: "vk"},
-		Spec: vk8sv1.VirtualKubernetesSpec{VirtualSite: lab.SharedNamespace + "/" + lab.AllSitesVirtualSite}})
-	// Admitting the VirtualKubernetes labelled the namespace; the API server selects on it.
-	ns := &corev1.Namespace{}
-	if err := c.Get(ctx, client.ObjectKey{Name: webhookNS}, ns); err != nil || ns.Labels[webhook.LabelVirtualKubernetes] != "vk" {
-		t.Fatalf("namespace %s labels %v (%v), want %s=vk at once", webhookNS, ns.Labels, err, webhook.LabelVirtualKubernetes)
-	}
-
-	// The API server selects namespaces by their labels through an informer too.
-	waitFor(t, "the API server to send demo's workloads to the webhook", func(ctx context.Context) (bool, error) {
-		d := webhookDeployment("probe", 1, nil)
-		err := c.Create(ctx, d, client.DryRunAll)
-		return err == nil && *d.Spec.Replicas == 3, err
-	})
+	webhookEnableNamespace(t, c)
 
 	// Dry-run admissions run in the background for the whole test, across certificate
 	// rotations: none may fail.
@@ -470,6 +447,58 @@ func TestWebhook(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "pods.mutate.vk8s.io") {
 			t.Errorf("a pod in a vK8s namespace with the webhook down: %v; want a failed call to pods.mutate.vk8s.io", err)
 		}
+	})
+}
+
+// webhookCleanup stops the webhook when t ends, removes its configurations (first: with
+// the webhook gone, deleting a namespace's VirtualKubernetes would fail closed) and the
+// namespaces, and waits for the namespaces to be gone so that later tests can create
+// them again. It uses a context of its own: t's is cancelled by then.
+func webhookCleanup(t *testing.T, c client.Client, wh *webhookRun, namespaces ...string) {
+	t.Helper()
+	t.Cleanup(func() {
+		wh.stop()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		_ = c.Delete(ctx, &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: webhookConfigName}})
+		_ = c.Delete(ctx, &admissionregistrationv1.ValidatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: webhookConfigName}})
+		for _, ns := range namespaces {
+			_ = c.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+		}
+		for _, ns := range namespaces {
+			if err := webhookNamespaceGone(ctx, c, ns); err != nil {
+				t.Logf("namespace %s is not gone: %v", ns, err)
+			}
+		}
+	})
+}
+
+// webhookNamespaceGone waits until namespace ns does not exist (a namespace being
+// deleted cannot be created again).
+func webhookNamespaceGone(ctx context.Context, c client.Client, ns string) error {
+	return wait.PollUntilContextCancel(ctx, 500*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		err := c.Get(ctx, client.ObjectKey{Name: ns}, &corev1.Namespace{})
+		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+	})
+}
+
+// webhookEnableNamespace creates the vK8s namespace demo (VirtualKubernetes vk on
+// shared/all-sites) and waits until the API server sends its workloads to the webhook.
+func webhookEnableNamespace(t *testing.T, c client.Client) {
+	t.Helper()
+	mustCreate(t, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: webhookNS}})
+	mustCreate(t, c, &vk8sv1.VirtualKubernetes{ObjectMeta: metav1.ObjectMeta{Namespace: webhookNS, Name: "vk"},
+		Spec: vk8sv1.VirtualKubernetesSpec{VirtualSite: lab.SharedNamespace + "/" + lab.AllSitesVirtualSite}})
+	// Admitting the VirtualKubernetes labelled the namespace; the API server selects on it.
+	ns := &corev1.Namespace{}
+	if err := c.Get(t.Context(), client.ObjectKey{Name: webhookNS}, ns); err != nil || ns.Labels[webhook.LabelVirtualKubernetes] != "vk" {
+		t.Fatalf("namespace %s labels %v (%v), want %s=vk at once", webhookNS, ns.Labels, err, webhook.LabelVirtualKubernetes)
+	}
+	// The API server selects namespaces by their labels through an informer too.
+	waitFor(t, "the API server to send demo's workloads to the webhook", func(ctx context.Context) (bool, error) {
+		d := webhookDeployment("probe", 1, nil)
+		err := c.Create(ctx, d, client.DryRunAll)
+		return err == nil && *d.Spec.Replicas == 3, err
 	})
 }
 

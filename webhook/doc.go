@@ -22,8 +22,18 @@
 // the node's site for DaemonSets; the fewest pods of the namespace for bare pods. The pod
 // is pinned there by a required node affinity, gets the site's Override (applied at the
 // template level, keeping what admission added: carryOver) and flavor, and the labels
-// vk8s.io/site and vk8s.io/override. Its name, namespace, UID and owner references never
+// vk8s.io/site and vk8s.io/override, and the stamp vk8s.io/override-hash (a hash of the
+// Override's name and template). Its name, namespace, UID and owner references never
 // change.
+//
+// # Rollouts
+//
+// The rollout controller brings running pods to their site's current Override: keyed by
+// Deployment, StatefulSet, DaemonSet or bare ReplicaSet, woken by workload, pod and
+// Override events, it deletes the pods whose stamp differs from the one admission would
+// give now, one site at a time and at the Override's (else the workload's)
+// maxUnavailable, and leaves workloads in their own rollout alone; their controllers
+// recreate the pods on the same site with the current Override.
 //
 // # Validation
 //
@@ -43,8 +53,8 @@
 //
 // # Serving
 //
-// Server runs a manager with the HTTPS webhook server, the cache, a controller that labels
-// vK8s namespaces (LabelVirtualKubernetes, which the configurations select on, so other
+// Server runs a manager with the HTTPS webhook server, the cache, the rollout
+// controller, a controller that labels vK8s namespaces (LabelVirtualKubernetes, which the configurations select on, so other
 // namespaces never call the webhook), and the registrar that keeps the process's own two
 // webhook configurations and their CA bundle (package certs rotates the CA and the serving
 // certificate).

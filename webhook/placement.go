@@ -250,6 +250,24 @@ func (r *reservations) place(key string, visible func() ([]visiblePod, error),
 	return site, slot, nil
 }
 
+// forget drops key's reservations of slot on site (slot 0: of name): the pod they
+// reserved is in the cache. The per-site rollout calls it before deleting such a pod: a
+// reservation that no admission matched while its pod was visible would otherwise count
+// again once the pod is gone, and send the pod's replacement to another site.
+func (r *reservations) forget(key, site string, slot int, name string) {
+	r.mu.Lock()
+	l := r.keys[key]
+	r.mu.Unlock()
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.list = slices.DeleteFunc(l.list, func(res reservation) bool {
+		return res.site == site && ((slot > 0 && res.slot == slot) || (res.name != "" && res.name == name))
+	})
+}
+
 // sweepLocked forgets keys whose reservations all expired, so owners that come and go do
 // not accumulate. r.mu is held.
 func (r *reservations) sweepLocked(now time.Time) {

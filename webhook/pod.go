@@ -252,7 +252,7 @@ func (a *admitter) visible(ctx context.Context, namespace, ownerUID string) func
 		out := make([]visiblePod, 0, len(list.Items))
 		for i := range list.Items {
 			p := &list.Items[i]
-			if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed || a.deleting.has(p) {
 				continue
 			}
 			slot, _ := atoiNonNegative(p.Annotations[AnnotationSlot])
@@ -354,8 +354,8 @@ func daemonPodNode(pod *corev1.Pod) string {
 
 // applySite returns the pod as it runs on site: the site's Override applied at the
 // template level with what admission and the controller added carried over (carryOver),
-// the site's flavor, the virtual node toleration, the site pinned, and the site and
-// Override labels.
+// the site's flavor, the virtual node toleration, the site pinned, the site and
+// Override labels, and the Override's stamp (AnnotationOverrideHash).
 func (a *admitter) applySite(ctx context.Context, pod *corev1.Pod, owner podOwner, fed *federation, site string) (*corev1.Pod, *rejection, error) {
 	o := fed.override(site)
 	base := &corev1.PodTemplateSpec{ObjectMeta: pod.ObjectMeta, Spec: pod.Spec}
@@ -400,5 +400,7 @@ func (a *admitter) applySite(ctx context.Context, pod *corev1.Pod, owner podOwne
 		out.Labels = map[string]string{}
 	}
 	out.Labels[vk8sv1.LabelSite] = site
+	// What the per-site rollout compares with the site's current Override.
+	out.Annotations[AnnotationOverrideHash] = overrideStamp(o)
 	return out, nil, nil
 }

@@ -58,6 +58,10 @@ const (
 	AnnotationCompletionsPerSite = "vk8s.io/completions-per-site"
 	// AnnotationSlot numbers a pod among its owner's pods on its site (1, 2, ...).
 	AnnotationSlot = "vk8s.io/slot"
+	// AnnotationOverrideHash stamps a pod with the Override admission applied to it: a
+	// short hash of the Override's name and template, or "none". The per-site rollout
+	// restarts the pods whose stamp differs from their site's current Override.
+	AnnotationOverrideHash = "vk8s.io/override-hash"
 )
 
 // Defaults of Config.
@@ -324,6 +328,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := setupRebalancer(mgr, a); err != nil {
 		return err
 	}
+	if err := setupRollout(mgr, a); err != nil {
+		return fmt.Errorf("rollout controller: %w", err)
+	}
 	reg.client, reg.log = mgr.GetClient(), mgr.GetLogger().WithName("configurations")
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		return reg.run(ctx, mgr, authority)
@@ -376,6 +383,9 @@ type admitter struct {
 	recorder events.EventRecorder
 	refresh  *refresher
 	tracer   trace.Tracer
+	// deleting holds the pods the per-site rollout deleted, which placement does not
+	// count even before the cache shows them terminating.
+	deleting *deletions
 	now      func() time.Time
 }
 
@@ -405,7 +415,7 @@ func newAdmitter(c admitterConfig) (*admitter, error) {
 		cfg: c.cfg, cache: c.cache, api: c.api, client: c.client, decoder: admission.NewDecoder(c.scheme),
 		resolver: &resolver{cache: c.cache, shared: c.cfg.SharedNamespace, defaultFlavor: c.cfg.DefaultWorkloadFlavor},
 		res:      newReservations(c.cfg.ReservationTTL, c.now),
-		metrics:  c.metrics, recorder: c.recorder, now: c.now,
+		metrics:  c.metrics, recorder: c.recorder, deleting: newDeletions(c.now), now: c.now,
 	}
 	a.refresh = newRefresher(a)
 	tp := c.cfg.TracerProvider
@@ -515,6 +525,7 @@ type metrics struct {
 	reservations *funcGauge
 	moves        *prometheus.CounterVec
 	replans      prometheus.Counter
+	restarts     *prometheus.CounterVec
 }
 
 // funcGauge is a gauge whose function is set after registration.
@@ -567,8 +578,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "vk8s_webhook_rebalance_replans_total",
 			Help: "Workloads the rebalancer re-planned because their sites changed.",
 		}),
+		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vk8s_webhook_rollout_restarts_total",
+			Help: "Pods the per-site rollout deleted so that admission applies their site's current Override, by site.",
+		}, []string{"site"}),
 	}
-	for _, c := range []prometheus.Collector{m.duration, m.rejections, m.placements, m.certExpiry, m.certIssued, m.reservations, m.moves, m.replans} {
+	for _, c := range []prometheus.Collector{m.duration, m.rejections, m.placements, m.certExpiry, m.certIssued, m.reservations, m.moves, m.replans, m.restarts} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register webhook metrics: %w", err)
 		}

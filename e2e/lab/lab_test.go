@@ -207,9 +207,10 @@ func TestKwokctlConfig(t *testing.T) {
 		if got := args["kwok-controller --config"]; got != wantMetricsConfig {
 			t.Errorf("role %d: kwok-controller --config = %q, want %q", tc.role, got, wantMetricsConfig)
 		}
-		// Sites simulate container logs and exec with kwok.
-		if wantDocs := map[clusterRole]int{roleHost: 1, roleSite: 3}[tc.role]; len(docs) != wantDocs ||
-			(tc.role == roleSite && (!strings.Contains(docs[1], "kind: ClusterLogs") || !strings.Contains(docs[2], "kind: ClusterExec"))) {
+		// Sites simulate container logs, exec, attach and port-forward with kwok.
+		if wantDocs := map[clusterRole]int{roleHost: 1, roleSite: 5}[tc.role]; len(docs) != wantDocs ||
+			(tc.role == roleSite && (!strings.Contains(docs[1], "kind: ClusterLogs") || !strings.Contains(docs[2], "kind: ClusterExec") ||
+				!strings.Contains(docs[3], "kind: ClusterAttach") || !strings.Contains(docs[4], "kind: ClusterPortForward"))) {
 			t.Errorf("role %d: %d documents, want %d:\n%s", tc.role, len(docs), wantDocs, strings.Join(docs, "\n---\n"))
 		}
 	}
