@@ -671,3 +671,23 @@ func TestDeleteNeverDeletesForeignNamespace(t *testing.T) {
 		t.Errorf("namespace %v (want kept: vk8s did not create it), NetworkPolicy %v (want gone: vk8s took it over)", ns, np)
 	}
 }
+
+func TestNewSiteConnectingRecordsNoWarning(t *testing.T) {
+	sites := newFakeSites("site1", "site2") // site3 is registered in the host, not connected yet
+	e := vkEnv(t, sites)
+	e.reconcileVK()
+	if cond := e.ready(); cond.Status != metav1.ConditionFalse || !strings.Contains(cond.Message, "site3: site site3: site not connected: not registered") {
+		t.Errorf("Ready %+v", cond)
+	}
+	if evs := e.events(); hasEvent(evs, "Warning") {
+		t.Errorf("events %q", evs)
+	}
+	sites.clients["site3"], sites.keys["site3"] = k8sfake.NewClientset(), "cluster-site3"
+	e.reconcileVK()
+	if cond := e.ready(); cond.Status != metav1.ConditionTrue {
+		t.Errorf("Ready %+v", cond)
+	}
+	if evs := e.events(); !hasEvent(evs, "Normal Provisioned") {
+		t.Errorf("events %q", evs)
+	}
+}

@@ -459,15 +459,18 @@ func (c *Controller) recordProvisioning(ctx context.Context, vk *vk8sv1.VirtualK
 		log.Info("VirtualKubernetes provisioned", "message", cur.Message)
 		return
 	}
-	c.recorder.Eventf(vk, nil, corev1.EventTypeWarning, cur.Reason, actionProvision, "%s", cur.Message)
 	log.Info("VirtualKubernetes not provisioned", "reason", cur.Reason, "message", cur.Message)
+	if len(failed) > 0 && onlyConnecting(failed, nil) {
+		return // a Site just registered: the registry connects it in a moment
+	}
+	c.recorder.Eventf(vk, nil, corev1.EventTypeWarning, cur.Reason, actionProvision, "%s", cur.Message)
 }
 
-// onlyConnecting reports whether every failure is a site of before that the registry is
-// still connecting (not known to be down).
+// onlyConnecting reports whether every failure is a site that the registry is still
+// connecting (not known to be down) and, unless before is nil, one of before.
 func onlyConnecting(failed []siteResult, before []string) bool {
 	for _, f := range failed {
-		if !errors.Is(f.err, sitereg.ErrSiteNotConnected) || errors.Is(f.err, sitereg.ErrSiteDown) || !slices.Contains(before, f.site) {
+		if !errors.Is(f.err, sitereg.ErrSiteNotConnected) || errors.Is(f.err, sitereg.ErrSiteDown) || (before != nil && !slices.Contains(before, f.site)) {
 			return false
 		}
 	}
