@@ -394,7 +394,7 @@ func TestProvisionFailures(t *testing.T) {
 	res := e.reconcileVK()
 	cond := e.ready()
 	wantMsg := "namespace vk8s-demo and NetworkPolicy vk8s-isolation are not in place on 2 of 3 sites: " +
-		"site2: site site2: site not connected: site down: Unreachable: dial tcp 10.0.0.2:6443: connect: connection refused (kubectl get site site2 shows its Connected condition); " +
+		"site2: site not connected: site down: Unreachable: dial tcp 10.0.0.2:6443: connect: connection refused (kubectl get site site2 shows its Connected condition); " +
 		`site3: create NetworkPolicy vk8s-demo/vk8s-isolation: networkpolicies.networking.k8s.io "vk8s-isolation" is forbidden: User "edge" cannot create resource "networkpolicies" (the Site's credentials need to create namespaces, serviceaccounts and networkpolicies, and to list pods and persistentvolumeclaims); ` +
 		"vk8s retries with backoff, and at once when a site reconnects"
 	if cond.Status != metav1.ConditionFalse || cond.Reason != ReasonProvisioningFailed || cond.Message != wantMsg {
@@ -676,7 +676,7 @@ func TestNewSiteConnectingRecordsNoWarning(t *testing.T) {
 	sites := newFakeSites("site1", "site2") // site3 is registered in the host, not connected yet
 	e := vkEnv(t, sites)
 	e.reconcileVK()
-	if cond := e.ready(); cond.Status != metav1.ConditionFalse || !strings.Contains(cond.Message, "site3: site site3: site not connected: not registered") {
+	if cond := e.ready(); cond.Status != metav1.ConditionFalse || !strings.Contains(cond.Message, "site3: site not connected: not registered") {
 		t.Errorf("Ready %+v", cond)
 	}
 	if evs := e.events(); hasEvent(evs, "Warning") {

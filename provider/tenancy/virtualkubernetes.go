@@ -296,7 +296,7 @@ func (c *Controller) provisionAll(ctx context.Context, vk *vk8sv1.VirtualKuberne
 	var errs []error
 	for _, r := range results {
 		if r.err != nil {
-			errs = append(errs, fmt.Errorf("site %s: %w", r.site, r.err))
+			errs = append(errs, fmt.Errorf("site %s: %s", r.site, siteError(r)))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -506,18 +506,26 @@ func listFailures(rs []siteResult) string {
 
 // explain says what went wrong on a site, and the fix when there is a known one.
 func explain(r siteResult) string {
-	switch err := r.err; {
-	case err == nil:
+	if r.err == nil {
 		return r.note
-	case errors.Is(err, sitereg.ErrSiteNotConnected):
-		return fmt.Sprintf("%v (kubectl get site %s shows its Connected condition)", err, r.site)
-	case apierrors.IsForbidden(err):
-		return fmt.Sprintf("%v (the Site's credentials need to create namespaces, serviceaccounts and networkpolicies, and to list pods and persistentvolumeclaims)", err)
-	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Sprintf("%v (the site did not answer in time)", err)
-	default:
-		return err.Error()
 	}
+	msg := siteError(r)
+	switch err := r.err; {
+	case errors.Is(err, sitereg.ErrSiteNotConnected):
+		return fmt.Sprintf("%s (kubectl get site %s shows its Connected condition)", msg, r.site)
+	case apierrors.IsForbidden(err):
+		return fmt.Sprintf("%s (the Site's credentials need to create namespaces, serviceaccounts and networkpolicies, and to list pods and persistentvolumeclaims)", msg)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Sprintf("%s (the site did not answer in time)", msg)
+	default:
+		return msg
+	}
+}
+
+// siteError is a site's error without the "site <name>: " the registry's errors start
+// with, since the site is named beside it.
+func siteError(r siteResult) string {
+	return strings.TrimPrefix(r.err.Error(), "site "+r.site+": ")
 }
 
 // without returns the sorted, distinct elements of a that are not in b.
