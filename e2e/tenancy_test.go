@@ -198,6 +198,29 @@ func TestTenancy(t *testing.T) {
 			waitSiteNamespaceGone(t, s, siteNS)
 		}
 	})
+
+	t.Run("deleting the host namespace removes it from every site", func(t *testing.T) {
+		// The VirtualSite goes with the namespace, at the same time as the
+		// VirtualKubernetes: the finalizer works from the sites in its status.
+		mustCreate(t, c, &vk8sv1.VirtualKubernetes{ObjectMeta: metav1.ObjectMeta{Namespace: tenancyNS, Name: "vk"},
+			Spec: vk8sv1.VirtualKubernetesSpec{VirtualSite: "edge"}})
+		waitVirtualKubernetes(t, c, "Ready on 3 sites", func(vk *vk8sv1.VirtualKubernetes) bool {
+			return meta.IsStatusConditionTrue(vk.Status.Conditions, vk8sv1.ConditionReady) && slices.Equal(vk.Status.Sites, sites)
+		})
+		if err := c.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: tenancyNS}}); err != nil {
+			t.Fatal(err)
+		}
+		err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 90*time.Second, true, func(ctx context.Context) (bool, error) {
+			err := c.Get(ctx, client.ObjectKey{Name: tenancyNS}, &corev1.Namespace{})
+			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+		})
+		if err != nil {
+			t.Fatalf("namespace %s not gone from the host: %v", tenancyNS, err)
+		}
+		for _, s := range sites {
+			waitSiteNamespaceGone(t, s, siteNS)
+		}
+	})
 }
 
 // setSiteLabel sets tenancyExcluded on a Site to value, or removes it when value is empty.
