@@ -26,6 +26,7 @@ import (
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 	"github.com/vk8s-io/vk8s/provider/kubeletapi"
+	"github.com/vk8s-io/vk8s/provider/tenancy"
 	"github.com/vk8s-io/vk8s/sitereg"
 )
 
@@ -60,6 +61,9 @@ type Config struct {
 	LeaderElection bool
 	// LeaderElectionNamespace holds the leader election Lease. Empty: vk8s-system.
 	LeaderElectionNamespace string
+	// TenancyCleanupTimeout is how long a deleted VirtualKubernetes waits for sites that
+	// do not answer before its finalizer goes anyway. Zero: tenancy.DefaultCleanupTimeout.
+	TenancyCleanupTimeout time.Duration
 	// SkipNameValidation lets a process run the provider more than once (tests):
 	// controller-runtime refuses a controller name it has seen before.
 	SkipNameValidation bool
@@ -110,7 +114,9 @@ func Scheme() (*runtime.Scheme, error) {
 	return s, nil
 }
 
-// Run runs the provider until ctx ends: the site registry and the virtual nodes.
+// Run runs the provider until ctx ends: the site registry, the virtual nodes and their pods,
+// the kubelet API, and the tenancy controllers (VirtualSite status, VirtualKubernetes
+// namespaces on the sites).
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.Host == nil {
 		return errors.New("provider: host client configuration is required")
@@ -155,6 +161,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	siteEvents := reg.Watch()
 	podSiteEvents := reg.Watch()
+	tenancySiteEvents := reg.Watch()
 	if err := reg.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("site registry: %w", err)
 	}
@@ -192,6 +199,21 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if err := nodes.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("virtual nodes: %w", err)
+	}
+	// VirtualSite status, and the namespaces and isolation NetworkPolicies of
+	// VirtualKubernetes on the sites.
+	ten, err := tenancy.New(tenancy.Config{
+		Tenant:            cmp.Or(cfg.Tenant, DefaultTenant),
+		Sites:             tenancy.RegistrySites(reg),
+		SiteEvents:        tenancySiteEvents,
+		CleanupTimeout:    cfg.TenancyCleanupTimeout,
+		MetricsRegisterer: cfg.MetricsRegisterer,
+	})
+	if err != nil {
+		return err
+	}
+	if err := ten.SetupWithManager(ctx, mgr); err != nil {
+		return fmt.Errorf("tenancy: %w", err)
 	}
 	return mgr.Start(ctx)
 }

@@ -13,6 +13,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/vk8s-io/vk8s/provider/tenancy"
 )
 
 // kindSweep is the work item that looks for site pods whose host pod is gone and for
@@ -288,24 +290,14 @@ func (c *cluster) deleteSitePod(ctx context.Context, sp *corev1.Pod, grace *int6
 	return nil
 }
 
-// ensureNamespace creates the site namespace of a host namespace when it is missing.
+// ensureNamespace creates the site namespace of a host namespace when it is missing
+// (tenancy.EnsureNamespace: the VirtualKubernetes controller makes the same namespace).
 func (c *cluster) ensureNamespace(ctx context.Context, name, tenant, hostNamespace string) error {
 	if _, ok := c.namespaces.Load(name); ok {
 		return nil
 	}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
-		LabelTenant: tenant, LabelHostNamespace: hostNamespace,
-	}}}
-	_, err := c.client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create namespace %s: %w", name, err)
-	}
-	// The site's ServiceAccount admission refuses pods until the namespace's "default"
-	// ServiceAccount exists, which its controller creates a moment later: make it now.
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: name}}
-	_, err = c.client.CoreV1().ServiceAccounts(name).Create(ctx, sa, metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create ServiceAccount %s/default: %w", name, err)
+	if err := tenancy.EnsureNamespace(ctx, c.client, tenant, hostNamespace); err != nil {
+		return err
 	}
 	c.namespaces.Store(name, true)
 	return nil

@@ -1,21 +1,21 @@
 package provider
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/vk8s-io/vk8s/provider/tenancy"
 )
 
 // Labels vk8s puts on the pods it creates on sites, so several hosts can share a site and a
-// restarted provider adopts its pods instead of creating them again.
+// restarted provider adopts its pods instead of creating them again. The site namespace
+// and its labels are package tenancy's.
 const (
-	LabelTenant        = "vk8s.io/tenant"
-	LabelHostNamespace = "vk8s.io/host-namespace"
+	LabelTenant        = tenancy.LabelTenant
+	LabelHostNamespace = tenancy.LabelHostNamespace
 	LabelHostPodUID    = "vk8s.io/host-pod-uid"
 )
 
@@ -24,16 +24,9 @@ const (
 const serviceAccountVolumePrefix = "kube-api-access-"
 
 // SiteNamespace is the namespace on a site that holds the pods of host namespace ns:
-// <tenant>-<ns>, shortened with a stable hash when longer than a namespace may be.
-func SiteNamespace(tenant, ns string) string {
-	name := tenant + "-" + ns
-	if len(name) <= validation.DNS1123LabelMaxLength {
-		return name
-	}
-	sum := sha256.Sum256([]byte(name))
-	suffix := hex.EncodeToString(sum[:])[:10]
-	return strings.TrimRight(name[:validation.DNS1123LabelMaxLength-len(suffix)-1], "-") + "-" + suffix
-}
+// <tenant>-<ns>, shortened with a stable hash when longer than a namespace may be
+// (tenancy.SiteNamespace).
+func SiteNamespace(tenant, ns string) string { return tenancy.SiteNamespace(tenant, ns) }
 
 // Target says where a host pod goes.
 type Target struct {

@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"strings"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
@@ -176,15 +174,15 @@ func (r *resolver) resolveSites(ctx context.Context, f *federation, namespace st
 			f.warnings = append(f.warnings, fmt.Sprintf("%s: %s; the workload runs on the sites of the others", fieldPath, why))
 			continue
 		}
-		sel, err := metav1.LabelSelectorAsSelector(&vs.Spec.SiteSelector)
+		rule, err := overrides.NewSiteSelector(vs)
 		if err != nil {
 			return invalid(reasonVirtualSite, fieldPath, value, fmt.Sprintf("VirtualSite %s has an invalid siteSelector: %v", ref, err), "fix the VirtualSite's spec.siteSelector"), nil
 		}
 		for i := range siteList.Items {
 			s := &siteList.Items[i]
-			if sel.Matches(labels.Set(s.Labels)) && (vs.Spec.SiteType == "" || vs.Spec.SiteType == siteType(s)) {
+			if rule.Matches(s) {
 				selected[s.Name] = true
-				f.siteTypes[s.Name] = siteType(s)
+				f.siteTypes[s.Name] = overrides.SiteType(s)
 			}
 		}
 	}
@@ -195,22 +193,10 @@ func (r *resolver) resolveSites(ctx context.Context, f *federation, namespace st
 	return nil, nil
 }
 
-// siteType is the Site's type; the API defaults it to CustomerEdge.
-func siteType(s *vk8sv1.Site) vk8sv1.SiteType {
-	if s.Spec.Type == "" {
-		return vk8sv1.SiteTypeCustomerEdge
-	}
-	return s.Spec.Type
-}
-
 // parseVirtualSiteRef parses a VirtualKubernetes' spec.virtualSite: <namespace>/<name>, or
 // <name> in namespace.
 func parseVirtualSiteRef(v, namespace string) (overrides.VirtualSiteRef, bool) {
-	ns, name, qualified := strings.Cut(v, "/")
-	if !qualified {
-		ns, name = namespace, v
-	}
-	return overrides.VirtualSiteRef{Namespace: ns, Name: name}, ns != "" && name != "" && !strings.Contains(name, "/")
+	return overrides.ParseVirtualSiteRef(v, namespace)
 }
 
 func (r *resolver) resolveOverrides(ctx context.Context, f *federation, namespace string, annotations map[string]string, strict strictness) (*rejection, error) {

@@ -29,8 +29,8 @@ import (
 var federatedAnnotations = []string{vk8sv1.AnnotationVirtualSites, vk8sv1.AnnotationOverrides, vk8sv1.AnnotationWorkloadFlavor}
 
 // validateVirtualKubernetes checks a VirtualKubernetes: its virtual-site exists in its own
-// or the shared namespace, it is the namespace's only one, and it is not deleted while
-// federated workloads remain. An admitted one labels its namespace at once, so the
+// or the shared namespace (checked when spec.virtualSite is written), it is the namespace's
+// only one, and it is not deleted while federated workloads remain. An admitted one labels its namespace at once, so the
 // workloads that follow it in the same apply are admitted as federated.
 func (a *admitter) validateVirtualKubernetes(ctx context.Context, req admission.Request) admission.Response {
 	if req.Operation == admissionv1.Delete {
@@ -41,6 +41,18 @@ func (a *admitter) validateVirtualKubernetes(ctx context.Context, req admission.
 		return admission.Errored(http.StatusBadRequest, err)
 	}
 	ns := req.Namespace
+	if req.Operation == admissionv1.Update {
+		old := &vk8sv1.VirtualKubernetes{}
+		if err := a.decoder.DecodeRaw(req.OldObject, old); err != nil {
+			return admission.Errored(http.StatusBadRequest, err)
+		}
+		if old.Spec.VirtualSite == vk.Spec.VirtualSite {
+			// A write of metadata (the tenancy controller's finalizer, a label) is not
+			// refused because the virtual-site went meanwhile: that would keep a
+			// VirtualKubernetes, and a namespace being deleted, from ever going.
+			return admission.Allowed("")
+		}
+	}
 	ref, ok := parseVirtualSiteRef(vk.Spec.VirtualSite, ns)
 	fix := fmt.Sprintf(`name a VirtualSite of this namespace or of %q, e.g. "%s/all-sites"`, a.cfg.SharedNamespace, a.cfg.SharedNamespace)
 	switch {

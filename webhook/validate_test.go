@@ -222,6 +222,20 @@ func TestAllowedWithWarnings(t *testing.T) {
 			t.Errorf("allowed %v, replicas %d, warnings %q", resp.Allowed, *got.Spec.Replicas, resp.Warnings)
 		}
 	})
+	t.Run("removing the finalizer of a VirtualKubernetes whose VirtualSite is gone", func(t *testing.T) {
+		e := newEnv(t)
+		old := &vk8sv1.VirtualKubernetes{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "vk", Finalizers: []string{"vk8s.io/site-namespaces"}},
+			Spec: vk8sv1.VirtualKubernetesSpec{VirtualSite: "shared/gone"}}
+		vk := old.DeepCopy()
+		vk.Finalizers = nil
+		if resp := e.a.validateVirtualKubernetes(t.Context(), e.request(admissionv1.Update, vk, old)); !resp.Allowed {
+			t.Errorf("denied: %s", resp.Result.Message)
+		}
+		vk.Spec.VirtualSite = "shared/also-gone"
+		if resp := e.a.validateVirtualKubernetes(t.Context(), e.request(admissionv1.Update, vk, old)); resp.Allowed {
+			t.Error("a new spec.virtualSite naming a VirtualSite that does not exist was allowed")
+		}
+	})
 	t.Run("a VirtualKubernetes labels its namespace at once", func(t *testing.T) {
 		e := newEnv(t)
 		vk := &vk8sv1.VirtualKubernetes{ObjectMeta: metav1.ObjectMeta{Namespace: "plain", Name: "edge"}, Spec: vk8sv1.VirtualKubernetesSpec{VirtualSite: "shared/all-sites"}}

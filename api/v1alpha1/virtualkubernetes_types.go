@@ -37,6 +37,15 @@ type VirtualKubernetesStatus struct {
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=10000
 	Sites []string `json:"sites,omitempty"`
+
+	// departedSites names sites that left the default virtual-site where vk8s has not yet
+	// removed the NetworkPolicy and the namespace it made: it waits while pods or
+	// PersistentVolumeClaims of the namespace remain there, or for the site to answer.
+	// Sorted.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=10000
+	DepartedSites []string `json:"departedSites,omitempty"`
 }
 
 // VirtualKubernetes makes its namespace a vK8s namespace: workloads there run on the sites
