@@ -410,7 +410,6 @@ func mustCreateObj(f *rolloutFixture, obj client.Object) {
 
 func TestSiteStep(t *testing.T) {
 	pod := func(name string) *corev1.Pod { return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}} }
-	type p = rolloutPod
 	names := func(ps []*corev1.Pod) []string {
 		var out []string
 		for _, x := range ps {

@@ -146,9 +146,9 @@ func New(cfg Config) (*Controller, error) {
 	}
 	var errs []error
 	if cfg.Tenant == "" {
-		errs = append(errs, errors.New("Tenant is required"))
+		errs = append(errs, errors.New("tenant is required"))
 	} else if msgs := validation.IsDNS1123Label(cfg.Tenant); len(msgs) > 0 {
-		errs = append(errs, fmt.Errorf("Tenant %q: %v", cfg.Tenant, msgs))
+		errs = append(errs, fmt.Errorf("tenant %q: %v", cfg.Tenant, msgs))
 	}
 	if cfg.Sites == nil {
 		errs = append(errs, errors.New("Sites is required"))

@@ -208,8 +208,8 @@ func TestNew(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{"no tenant", Config{Sites: newFakeSites()}, "Tenant is required"},
-		{"bad tenant", Config{Tenant: "Vk8s", Sites: newFakeSites()}, `Tenant "Vk8s"`},
+		{"no tenant", Config{Sites: newFakeSites()}, "tenant is required"},
+		{"bad tenant", Config{Tenant: "Vk8s", Sites: newFakeSites()}, `tenant "Vk8s"`},
 		{"no sites", Config{Tenant: tenant}, "Sites is required"},
 		{"negative timeout", Config{Tenant: tenant, Sites: newFakeSites(), SiteTimeout: -time.Second}, "want positive durations"},
 		{"bad name", Config{Tenant: tenant, Sites: newFakeSites(), ControllerName: "Ten_ancy"}, `ControllerName "Ten_ancy"`},
