@@ -7,10 +7,7 @@ import (
 	"testing"
 	"time"
 
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -24,31 +21,13 @@ func TestExamples(t *testing.T) {
 	startProvider(t)
 	c := hostClient(t)
 	waitVirtualNodes(t, c, "all virtual nodes", func(nodes map[string]*corev1.Node) bool { return len(nodes) == fleetSites*fleetNodes })
-	// The examples live in namespace demo, which TestWebhook uses too: wait until its
-	// cleanup is over.
-	err := wait.PollUntilContextTimeout(t.Context(), 500*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		err := c.Get(ctx, client.ObjectKey{Name: webhookNS}, &corev1.Namespace{})
-		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
-	})
-	if err != nil {
+	// The examples live in namespace demo, which TestWebhook uses too.
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	if err := webhookNamespaceGone(ctx, c, webhookNS); err != nil {
 		t.Fatalf("namespace %s is still there: %v", webhookNS, err)
 	}
-	wh := webhookStart(t)
-	t.Cleanup(func() {
-		wh.stop()
-		bg, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		_ = c.Delete(bg, &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: webhookConfigName}})
-		_ = c.Delete(bg, &admissionregistrationv1.ValidatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: webhookConfigName}})
-		_ = c.Delete(bg, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: webhookNS}})
-		// TestWebhook makes the namespace anew.
-		err := wait.PollUntilContextTimeout(bg, 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-			return apierrors.IsNotFound(c.Get(ctx, client.ObjectKey{Name: webhookNS}, &corev1.Namespace{})), nil
-		})
-		if err != nil {
-			t.Errorf("namespace %s still there after its deletion: %v", webhookNS, err)
-		}
-	})
+	webhookCleanup(t, c, webhookStart(t), webhookNS)
 
 	kubectl(t, "host", "apply", "-f", "../examples/seed/00-namespace.yaml")
 	waitFor(t, "the API server to send demo's workloads to the webhook", func(ctx context.Context) (bool, error) {

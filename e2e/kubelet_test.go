@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -159,16 +158,8 @@ func TestKubeletAPI(t *testing.T) {
 // far (stdout and stderr) and a function that stops it.
 func kubectlBackground(t *testing.T, args ...string) (*syncBuffer, func()) {
 	t.Helper()
-	kc, err := fleet.Kubeconfig("host")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin, err := lab.Tools{Dir: os.Getenv("VK8S_TOOLS_DIR")}.Path("kubectl")
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(t.Context())
-	cmd := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig", kc}, args...)...)
+	cmd := kubectlCmd(ctx, t, "host", args...)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {

@@ -140,16 +140,7 @@ func kubectl(t *testing.T, cluster string, args ...string) string {
 // kubectlErr is kubectl returning its error (with its stderr) instead of failing.
 func kubectlErr(t *testing.T, cluster string, args ...string) (string, error) {
 	t.Helper()
-	kc, err := fleet.Kubeconfig(cluster)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin, err := lab.Tools{Dir: os.Getenv("VK8S_TOOLS_DIR")}.Path("kubectl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.CommandContext(t.Context(), bin, append([]string{"--kubeconfig", kc}, args...)...)
-	out, err := cmd.Output()
+	out, err := kubectlCmd(t.Context(), t, cluster, args...).Output()
 	if err != nil {
 		stderr := ""
 		var ee *exec.ExitError
@@ -159,4 +150,18 @@ func kubectlErr(t *testing.T, cluster string, args ...string) (string, error) {
 		return string(out), fmt.Errorf("kubectl %v: %w\n%s%s", args, err, out, stderr)
 	}
 	return string(out), nil
+}
+
+// kubectlCmd is the lab's kubectl against a cluster of the fleet ("host" or a site).
+func kubectlCmd(ctx context.Context, t *testing.T, cluster string, args ...string) *exec.Cmd {
+	t.Helper()
+	kc, err := fleet.Kubeconfig(cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err := lab.Tools{Dir: os.Getenv("VK8S_TOOLS_DIR")}.Path("kubectl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exec.CommandContext(ctx, bin, append([]string{"--kubeconfig", kc}, args...)...)
 }

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -34,20 +33,16 @@ func TestRebalance(t *testing.T) {
 	startProvider(t)
 	c := hostClient(t)
 	waitVirtualNodes(t, c, "all virtual nodes", func(nodes map[string]*corev1.Node) bool { return len(nodes) == fleetSites*fleetNodes })
-	wh := webhookStart(t)
 	t.Cleanup(func() {
-		wh.stop()
 		bg, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		_ = c.Delete(bg, &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: webhookConfigName}})
-		_ = c.Delete(bg, &admissionregistrationv1.ValidatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: webhookConfigName}})
-		_ = c.Delete(bg, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: rebalanceNS}})
 		for i := 1; i <= fleetSites; i++ {
 			if err := rebalanceLabelSite(bg, c, fmt.Sprintf("site%d", i), false); err != nil {
 				t.Errorf("take the test's label off site%d: %v", i, err)
 			}
 		}
 	})
+	webhookCleanup(t, c, webhookStart(t), rebalanceNS)
 	ctx := t.Context()
 	for _, s := range []string{"site1", "site2"} {
 		if err := rebalanceLabelSite(ctx, c, s, true); err != nil {

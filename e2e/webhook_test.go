@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -506,15 +505,7 @@ func webhookEnableNamespace(t *testing.T, c client.Client) {
 // (kubectl prints admission warnings on stderr).
 func webhookKubectl(t *testing.T, args ...string) string {
 	t.Helper()
-	kc, err := fleet.Kubeconfig("host")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin, err := lab.Tools{Dir: os.Getenv("VK8S_TOOLS_DIR")}.Path("kubectl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.CommandContext(t.Context(), bin, append([]string{"--kubeconfig", kc}, args...)...).CombinedOutput()
+	out, err := kubectlCmd(t.Context(), t, "host", args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("kubectl %v: %v\n%s", args, err, out)
 	}

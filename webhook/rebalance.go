@@ -192,7 +192,8 @@ func (r *rebalancer) reconcile(ctx context.Context, obj client.Object, key types
 		// Not admitted as a federated workload (yet): admission federates it at its next write.
 		return reconcile.Result{}, nil
 	}
-	if p, err := ParsePlacement(current); err != nil || p.Total() != valueOr(*w.replicas, 1) {
+	cur, err := ParsePlacement(current)
+	if err != nil || cur.Total() != valueOr(*w.replicas, 1) {
 		// A write through the scale subresource is on its way to the annotations (the
 		// webhook's refresher): converge on the plan once it is there.
 		return reconcile.Result{}, nil
@@ -215,9 +216,7 @@ func (r *rebalancer) reconcile(ctx context.Context, obj client.Object, key types
 	}
 	var previous []string
 	if w.ordered {
-		if p, err := ParsePlacement(current); err == nil {
-			previous = p.Sites
-		}
+		previous = cur.Sites
 	}
 	want := newPlacement(plan, previous)
 	log := r.log.WithValues("kind", w.kind, "workload", key)
