@@ -140,7 +140,7 @@ func seedScenario(ctx context.Context, c client.Client, host kubernetes.Interfac
 			},
 		},
 	}
-	w, err := host.CoreV1().Pods(vk8sNS).Watch(ctx, metav1.ListOptions{LabelSelector: "app=deployment1"})
+	w, err := podWatch(ctx, host, vk8sNS, "app=deployment1")
 	if err != nil {
 		return 0, err
 	}

@@ -35,6 +35,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -173,7 +175,7 @@ func latency(ctx context.Context, cs kubernetes.Interface, ns string, n int, pin
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		return nil, err
 	}
-	w, err := cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{})
+	w, err := podWatch(ctx, cs, ns, "")
 	if err != nil {
 		return nil, err
 	}
@@ -243,6 +245,21 @@ func latency(ctx context.Context, cs kubernetes.Interface, ns string, n int, pin
 	}
 	slices.Sort(out)
 	return out, nil
+}
+
+// podWatch watches the pods of ns (matching selector) from now on, again after the API
+// server ends a watch (client-go's RetryWatcher), so a run is not lost to a watch timeout.
+func podWatch(ctx context.Context, cs kubernetes.Interface, ns, selector string) (watch.Interface, error) {
+	list, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector, Limit: 1})
+	if err != nil {
+		return nil, err
+	}
+	return watchtools.NewRetryWatcherWithContext(ctx, list.ResourceVersion, &cache.ListWatch{
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.LabelSelector = selector
+			return cs.CoreV1().Pods(ns).Watch(ctx, o)
+		},
+	})
 }
 
 // directLatency is latency on the sites themselves: the same number of pods, spread over
