@@ -200,7 +200,10 @@ func (l *Lab) waitVirtualNodes(ctx context.Context, n int) error {
 		return ready == n, nil
 	})
 	if err != nil {
-		return fmt.Errorf("%d of %d virtual nodes Ready in the host: %w; provider log: %s", ready, n, err, l.logPath(providerProcess))
+		// The log goes with the lab: say its end here.
+		raw, _ := os.ReadFile(l.logPath(providerProcess))
+		return fmt.Errorf("%d of %d virtual nodes Ready in the host: %w; provider log: %s, ending:\n%s",
+			ready, n, err, l.logPath(providerProcess), tail(string(raw), 30))
 	}
 	return nil
 }
