@@ -250,6 +250,22 @@ func applyOp(doc any, path []string, op string, value any) (any, error) {
 	return nil, fmt.Errorf("cannot walk into %T", doc)
 }
 
+// drainEvents takes the recorded Events out of the recorder and returns those that
+// contain match.
+func (e *env) drainEvents(match string) []string {
+	var out []string
+	for {
+		select {
+		case ev := <-e.events.Events:
+			if strings.Contains(ev, match) {
+				out = append(out, ev)
+			}
+		default:
+			return out
+		}
+	}
+}
+
 // denied fails t unless resp denies with exactly msg.
 func denied(t testing.TB, resp admission.Response, msg string) {
 	t.Helper()

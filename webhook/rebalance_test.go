@@ -205,17 +205,12 @@ func perSite(t *testing.T, e *env) map[string][]string {
 	return out
 }
 
+// event returns the first recorded Event with reason (draining the recorder), or "".
 func (e *env) event(reason string) string {
-	for {
-		select {
-		case ev := <-e.events.Events:
-			if strings.Contains(ev, reason) {
-				return ev
-			}
-		default:
-			return ""
-		}
+	if evs := e.drainEvents(reason); len(evs) > 0 {
+		return evs[0]
 	}
+	return ""
 }
 
 func TestRebalancerMovesSurplusToReachableSites(t *testing.T) {

@@ -173,19 +173,7 @@ func (f *rolloutFixture) update(obj client.Object, change func()) {
 	}
 }
 
-func (f *rolloutFixture) events() []string {
-	var out []string
-	for {
-		select {
-		case ev := <-f.e.events.Events:
-			if strings.Contains(ev, " SiteRollout") {
-				out = append(out, ev)
-			}
-		default:
-			return out
-		}
-	}
-}
+func (f *rolloutFixture) events() []string { return f.e.drainEvents(" SiteRollout") }
 
 func named(o *vk8sv1.Override, name string) *vk8sv1.Override {
 	o.Name = name
