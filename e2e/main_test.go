@@ -24,6 +24,8 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	// The lab runs this test binary as its kubelet relay.
+	lab.Init()
 	flag.Parse()
 	if testing.Short() {
 		os.Exit(m.Run())

@@ -52,6 +52,8 @@ const (
 )
 
 func main() {
+	// The lab runs this program as its kubelet relay.
+	lab.Init()
 	var (
 		vk8s   = flag.String("vk8s", "bin/vk8s", "the vk8s binary whose provider is measured")
 		pods   = flag.Int("pods", 100, "pods per latency run")

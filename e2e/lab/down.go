@@ -31,6 +31,9 @@ func (l *Lab) Down(ctx context.Context) error {
 	if err := l.stopMetricsServer(ctx); err != nil {
 		return err
 	}
+	if err := l.stopRelay(ctx); err != nil {
+		return err
+	}
 	dirs, _ := filepath.Glob(filepath.Join(l.workdir(), "clusters", l.cfg.Name+"-*"))
 	for _, d := range dirs {
 		cluster := filepath.Base(d)[len(l.cfg.Name)+1:]
@@ -38,6 +41,7 @@ func (l *Lab) Down(ctx context.Context) error {
 			return err
 		}
 	}
+	l.removeKubeletNet(ctx)
 	if err := os.RemoveAll(l.cfg.Dir); err != nil {
 		return err
 	}

@@ -44,8 +44,10 @@ const (
 // server on every port), so that logs, exec, cp, attach and port-forward of their pods
 // answer, and
 // kwok's Metric and ClusterResourceUsage (siteMetricsFile, which writeSiteContent writes
-// to content), so that their nodes serve simulated resource metrics.
-func kwokctlConfig(role clusterRole, tools map[string]string, advertise, pki, content string) ([]byte, error) {
+// to content), so that their nodes serve simulated resource metrics. nodeIP, when set,
+// is the sites' nodes' InternalIP (kwok's --node-ip), which their API servers dial first
+// (kubeletnet.go).
+func kwokctlConfig(role clusterRole, tools map[string]string, advertise, nodeIP, pki, content string) ([]byte, error) {
 	options := map[string]any{
 		"runtime":                     "binary",
 		"kubeVersion":                 KubernetesVersion,
@@ -83,10 +85,12 @@ func kwokctlConfig(role clusterRole, tools map[string]string, advertise, pki, co
 		// when it also runs its metrics-server component (which the sites do not need), so
 		// kwok reads them from a configuration file of its own beside the one kwokctl
 		// writes (kwok's --config may be given more than once).
-		patches = append(patches, map[string]any{
-			"name":      "kwok-controller",
-			"extraArgs": []any{arg("config", filepath.Join(content, siteMetricsFile))},
-		})
+		kwokArgs := []any{arg("config", filepath.Join(content, siteMetricsFile))}
+		if nodeIP != "" {
+			kwokArgs = append(kwokArgs, arg("node-ip", nodeIP))
+			apiserverArgs = append(apiserverArgs, arg("kubelet-preferred-address-types", "InternalIP,Hostname"))
+		}
+		patches = append(patches, map[string]any{"name": "kwok-controller", "extraArgs": kwokArgs})
 	}
 	patches = append([]any{map[string]any{"name": "kube-apiserver", "extraArgs": apiserverArgs}}, patches...)
 	docs := []any{map[string]any{
@@ -176,11 +180,18 @@ func siteMetricsConfig() ([]byte, error) {
 		"container": {label("container", "container.name"), label("namespace", "pod.metadata.namespace"),
 			label("pod", "pod.metadata.name")},
 	}
+	// A node uses some CPU and memory of its own (the system and the kubelet), as a real
+	// node does; metrics-server drops a node whose CPU or memory reads 0, so an idle kwok
+	// node would show <unknown> in kubectl top.
+	const (
+		nodeCPU    = `node.CumulativeUsage("cpu") + node.SinceSecond() * 0.05` // 50m
+		nodeMemory = `node.Usage("memory") + 268435456.0`                      // 256Mi
+	)
 	var metrics []any
 	for _, m := range []series{
 		{"scrape_error", "node", "gauge", "1 if there was an error while getting container metrics, 0 otherwise", "0"},
-		{"node_cpu_usage_seconds_total", "node", "counter", "Cumulative cpu time consumed by the node in core-seconds", `node.CumulativeUsage("cpu")`},
-		{"node_memory_working_set_bytes", "node", "gauge", "Current working set of the node in bytes", `node.Usage("memory")`},
+		{"node_cpu_usage_seconds_total", "node", "counter", "Cumulative cpu time consumed by the node in core-seconds", nodeCPU},
+		{"node_memory_working_set_bytes", "node", "gauge", "Current working set of the node in bytes", nodeMemory},
 		{"pod_cpu_usage_seconds_total", "pod", "counter", "Cumulative cpu time consumed by the pod in core-seconds", `pod.CumulativeUsage("cpu")`},
 		{"pod_memory_working_set_bytes", "pod", "gauge", "Current working set of the pod in bytes", `pod.Usage("memory")`},
 		{"container_start_time_seconds", "container", "gauge", "Start time of the container since unix epoch in seconds", "pod.SinceSecond()"},

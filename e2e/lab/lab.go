@@ -59,6 +59,10 @@ type state struct {
 	Nodes    int          `json:"nodes"`
 	Provider *daemonState `json:"provider,omitempty"`
 	Webhook  *daemonState `json:"webhook,omitempty"`
+	// NodeIP is the site nodes' InternalIP, fixed when the sites are made: the namespace
+	// end of the lab's kubelet network, or 127.0.0.1 (kubeletnet.go). Empty: a lab from
+	// before it was recorded, whose kwok gives its nodes no InternalIP.
+	NodeIP string `json:"nodeIP,omitempty"`
 }
 
 // New validates cfg and returns the lab it names; nothing is started.

@@ -149,7 +149,7 @@ func TestKwokctlConfig(t *testing.T) {
 		role        clusterRole
 		wantDisable bool
 	}{{roleHost, true}, {roleSite, false}} {
-		raw, err := kwokctlConfig(tc.role, tools, "192.0.2.9", "/pki", "/content")
+		raw, err := kwokctlConfig(tc.role, tools, "192.0.2.9", "198.18.0.2", "/pki", "/content")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -201,6 +201,15 @@ func TestKwokctlConfig(t *testing.T) {
 					t.Errorf("host: %s = %q, want %q", key, args[key], want)
 				}
 			}
+		}
+		// Site nodes are at the kubelet network's address, which the sites' API servers dial.
+		wantNodeIP := map[clusterRole]string{roleSite: "198.18.0.2"}[tc.role]
+		if got := args["kwok-controller --node-ip"]; got != wantNodeIP {
+			t.Errorf("role %d: kwok-controller --node-ip = %q, want %q", tc.role, got, wantNodeIP)
+		}
+		wantPreferred := map[clusterRole]string{roleHost: "InternalIP", roleSite: "InternalIP,Hostname"}[tc.role]
+		if got := args["kube-apiserver --kubelet-preferred-address-types"]; got != wantPreferred {
+			t.Errorf("role %d: kube-apiserver --kubelet-preferred-address-types = %q, want %q", tc.role, got, wantPreferred)
 		}
 		// Sites' kwok also reads the simulated resource metrics, from a file of its own.
 		wantMetricsConfig := map[clusterRole]string{roleSite: "/content/" + siteMetricsFile}[tc.role]

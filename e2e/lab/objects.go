@@ -27,7 +27,10 @@ const (
 	LabelSiteIndex = "site-index"
 
 	kwokNodeAnnotation = "kwok.x-k8s.io/node"
-	kubeconfigKey      = "kubeconfig"
+	// resourceMetricsPathAnnotation is metrics-server's (v0.7+) per-node path of the
+	// kubelet's /metrics/resource.
+	resourceMetricsPathAnnotation = "metrics.k8s.io/resource-metrics-path"
+	kubeconfigKey                 = "kubeconfig"
 )
 
 // regions is the round-robin list of regions given to the lab's sites, so selectors over
@@ -55,8 +58,13 @@ func siteNode(site, j int) *corev1.Node {
 	zone := fmt.Sprintf("%s-%c", region, 'a'+rune((j-1)%3))
 	return &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:        name,
-			Annotations: map[string]string{kwokNodeAnnotation: "fake"},
+			Name: name,
+			Annotations: map[string]string{
+				kwokNodeAnnotation: "fake",
+				// Where kwok serves the node's resource metrics (siteMetricsConfig), as
+				// metrics-server and vk8s read the annotation.
+				resourceMetricsPathAnnotation: "/metrics/nodes/" + name + "/metrics/resource",
+			},
 			Labels: map[string]string{
 				corev1.LabelHostname:           name,
 				corev1.LabelOSStable:           "linux",

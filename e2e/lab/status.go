@@ -56,6 +56,9 @@ func (l *Lab) Status(ctx context.Context) ([]ClusterStatus, error) {
 		if m, ok := l.metricsServerStatus(); ok && c == "host" {
 			cs.Components = append(cs.Components, m)
 		}
+		if r, ok := l.relayStatus(); ok && c == "host" {
+			cs.Components = append(cs.Components, r)
+		}
 		if cfg, err := l.RESTConfig(c); err != nil {
 			cs.Error = err.Error()
 		} else {

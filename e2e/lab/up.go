@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/clientcmd"
@@ -63,7 +64,7 @@ func (l *Lab) Up(ctx context.Context) error {
 	if err != nil {
 		prev = state{}
 	}
-	want := state{Name: l.cfg.Name, Sites: l.cfg.Sites, Nodes: l.cfg.Nodes, Provider: prev.Provider, Webhook: prev.Webhook}
+	want := state{Name: l.cfg.Name, Sites: l.cfg.Sites, Nodes: l.cfg.Nodes, Provider: prev.Provider, Webhook: prev.Webhook, NodeIP: prev.NodeIP}
 	if want.Sites == 0 {
 		want.Sites = max(prev.Sites, defaultSites)
 	}
@@ -76,8 +77,12 @@ func (l *Lab) Up(ctx context.Context) error {
 	if err := os.MkdirAll(l.cfg.Dir, 0o755); err != nil {
 		return err
 	}
+	kn, err := l.siteNodeNetwork(ctx, &want)
+	if err != nil {
+		return err
+	}
 	// Recorded first, so Down finds whatever part of the lab a failed Up made.
-	if err := l.writeState(state{Name: want.Name, Sites: max(want.Sites, prev.Sites), Nodes: want.Nodes, Provider: prev.Provider, Webhook: prev.Webhook}); err != nil {
+	if err := l.writeState(state{Name: want.Name, Sites: max(want.Sites, prev.Sites), Nodes: want.Nodes, Provider: prev.Provider, Webhook: prev.Webhook, NodeIP: want.NodeIP}); err != nil {
 		return err
 	}
 
@@ -87,7 +92,7 @@ func (l *Lab) Up(ctx context.Context) error {
 		if c == "host" {
 			role = roleHost
 		}
-		if err := l.ensureCluster(ctx, c, role, advertise); err != nil {
+		if err := l.ensureCluster(ctx, c, role, advertise, want.NodeIP); err != nil {
 			return err
 		}
 	}
@@ -103,6 +108,15 @@ func (l *Lab) Up(ctx context.Context) error {
 	for i := 1; i <= want.Sites; i++ {
 		if err := l.setupSite(ctx, i, want.Nodes); err != nil {
 			return fmt.Errorf("set up %s: %w", SiteName(i), err)
+		}
+	}
+	if kn != nil {
+		ports, err := l.siteKubeletPorts(ctx, want.Sites)
+		if err != nil {
+			return err
+		}
+		if err := l.ensureRelay(ctx, *kn, ports); err != nil {
+			return err
 		}
 	}
 	if err := l.setupHost(ctx, want.Sites, prev.Sites); err != nil {
@@ -125,7 +139,7 @@ func (l *Lab) Up(ctx context.Context) error {
 
 // ensureCluster creates the cluster, or starts it when it exists but does not answer, and
 // waits until its API server is ready.
-func (l *Lab) ensureCluster(ctx context.Context, cluster string, role clusterRole, advertise string) error {
+func (l *Lab) ensureCluster(ctx context.Context, cluster string, role clusterRole, advertise, nodeIP string) error {
 	name := l.ClusterName(cluster)
 	if _, err := os.Stat(l.kubeconfigPath(cluster)); err == nil {
 		if l.ready(ctx, cluster) == nil && l.allRunning(cluster) {
@@ -141,7 +155,7 @@ func (l *Lab) ensureCluster(ctx context.Context, cluster string, role clusterRol
 		if err := writeSiteContent(l.siteContentDir()); err != nil {
 			return err
 		}
-		cfg, err := kwokctlConfig(role, l.tools, advertise, l.pkiDir(cluster), l.siteContentDir())
+		cfg, err := kwokctlConfig(role, l.tools, advertise, nodeIP, l.pkiDir(cluster), l.siteContentDir())
 		if err != nil {
 			return err
 		}
@@ -347,12 +361,18 @@ func InstallCRDs(ctx context.Context, c client.Client) error {
 			if err := c.Get(ctx, client.ObjectKey{Name: want.Name}, crd); err != nil {
 				return false, nil
 			}
+			established := false
 			for _, cond := range crd.Status.Conditions {
-				if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
-					return true, nil
-				}
+				established = established || cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue
 			}
-			return false, nil
+			if !established {
+				return false, nil
+			}
+			// The API server's discovery can list the group a moment after the CRD is
+			// Established; until the client's mapper finds the kind, creating one fails
+			// with "no matches for kind".
+			_, err := c.RESTMapper().RESTMapping(schema.GroupKind{Group: want.Spec.Group, Kind: want.Spec.Names.Kind})
+			return err == nil, nil
 		})
 		if err != nil {
 			return fmt.Errorf("CRD %s not established: %w", want.Name, err)

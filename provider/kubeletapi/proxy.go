@@ -433,6 +433,11 @@ func siteAnswered(err error) bool {
 	return false
 }
 
+// resourceMetricsAccept asks for the Prometheus text format, and takes any other type
+// after it: kwok's Metric declares no content type, and its content negotiation refuses a
+// request that accepts only text/plain (406). What comes back is parsed as text either way.
+const resourceMetricsAccept = "text/plain;version=0.0.4;q=1, */*;q=0.1"
+
 // siteResourceMetrics reads a site node's resource metrics, from the path its
 // metrics.k8s.io/resource-metrics-path annotation names (kwok's nodes) or the kubelet's.
 func (s *Server) siteResourceMetrics(ctx context.Context, site *sitereg.Conn, node string) (map[string]*dto.MetricFamily, error) {
@@ -442,7 +447,7 @@ func (s *Server) siteResourceMetrics(ctx context.Context, site *sitereg.Conn, no
 			p = n.Annotations[AnnotationResourceMetricsPath]
 		}
 	}
-	raw, err := s.siteNodeGet(ctx, site, node, p, "text/plain;version=0.0.4")
+	raw, err := s.siteNodeGet(ctx, site, node, p, resourceMetricsAccept)
 	if err != nil {
 		return nil, err
 	}

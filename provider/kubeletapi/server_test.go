@@ -361,7 +361,13 @@ func TestNodeStatsFallbacks(t *testing.T) {
 		}
 	}
 	site3.conn.Nodes = corelisters.NewNodeLister(nodes)
-	site3.mux.HandleFunc("GET /api/v1/nodes/kw1/proxy/metrics/nodes/kw1/metrics/resource", func(rw http.ResponseWriter, _ *http.Request) {
+	site3.mux.HandleFunc("GET /api/v1/nodes/kw1/proxy/metrics/nodes/kw1/metrics/resource", func(rw http.ResponseWriter, r *http.Request) {
+		// kwok's Metric route declares no content type, so its content negotiation
+		// refuses an Accept header that does not also allow any type.
+		if !strings.Contains(r.Header.Get("Accept"), "*/*") {
+			http.Error(rw, "406: Not Acceptable", http.StatusNotAcceptable)
+			return
+		}
 		_, _ = io.WriteString(rw, strings.NewReplacer(`namespace="ns",pod="p"`, `namespace="acme-demo",pod="web-3"`).Replace(kwokMetrics)+
 			`container_cpu_usage_seconds_total{container="c",namespace="kube-system",pod="dns"} 9`+"\n")
 	})

@@ -1,0 +1,484 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// The sites' kubelets are kwok, which listens on loopback. A site's API server does not
+// proxy to a node at a loopback address (kube-apiserver refuses nodes/<node>/proxy to
+// loopback and link-local addresses), and the node proxy is how vk8s and metrics-server
+// read a site node's /metrics/resource and /stats/summary. Nor may kwok listen on a
+// network address: it runs exec as a local command and authenticates nobody.
+//
+// So the lab gives the site nodes an address in a network namespace of its own, as a
+// node's address is on a network: a veth pair whose root end is 198.18.x.y+1 and whose
+// namespace end is +2 (RFC 2544's benchmarking range, routed nowhere), and a relay process
+// that listens inside the namespace at +2:<kwok's port> for every site and connects to kwok
+// at 127.0.0.1:<port>. kwok's --node-ip makes +2 each site node's InternalIP, which the
+// sites' API servers dial. Every process on the machine reaches the namespace end through
+// the veth's route; nothing outside does, because the lab sets this up only where the
+// machine does not forward IPv4. Where it cannot (not root, no `ip`, forwarding on) the
+// site nodes stay at 127.0.0.1: logs and exec still work, kubectl top has no numbers.
+
+// kubeletNet is the lab's network namespace for the site nodes.
+type kubeletNet struct {
+	// Netns is the namespace's name (ip netns), RootLink and NetnsLink the veth ends.
+	Netns, RootLink, NetnsLink string
+	// RootIP is the root end's address, NodeIP the namespace end's: the site nodes' IP.
+	RootIP, NodeIP string
+}
+
+// kubeletNetFor derives the namespace, links and addresses of lab name: a /30 of
+// 198.18.0.0/15 chosen by the name's hash, so two labs rarely share one (and a lab that
+// would is told so by `ip`).
+func kubeletNetFor(name string) kubeletNet {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(name))
+	sum := h.Sum32()
+	block := sum % (1 << 15) // 32768 blocks of 4 addresses in 198.18.0.0/15
+	base := uint32(198)<<24 | uint32(18)<<16 | block*4
+	ip := func(off uint32) string {
+		v := base + off
+		return net.IPv4(byte(v>>24), byte(v>>16), byte(v>>8), byte(v)).String()
+	}
+	tag := fmt.Sprintf("%06x", sum&0xffffff)
+	return kubeletNet{
+		Netns: "vk8s-lab-" + name, RootLink: "vk" + tag + "r", NetnsLink: "vk" + tag + "n",
+		RootIP: ip(1), NodeIP: ip(2),
+	}
+}
+
+// netnsPath is where `ip netns` keeps the namespace.
+func (k kubeletNet) netnsPath() string { return filepath.Join("/run/netns", k.Netns) }
+
+// loopbackNodeIP is the site nodes' address where the lab has no network namespace.
+const loopbackNodeIP = "127.0.0.1"
+
+// ensureKubeletNet makes the lab's network namespace and veth pair, or checks that they
+// are there; it returns why it cannot.
+func (l *Lab) ensureKubeletNet(ctx context.Context) (kubeletNet, error) {
+	k := kubeletNetFor(l.cfg.Name)
+	if raw, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); err != nil || strings.TrimSpace(string(raw)) != "0" {
+		return k, errors.New("the machine forwards IPv4 (net.ipv4.ip_forward is not 0), so the namespace would be reachable from its network")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return k, errors.New("no `ip` command (Debian's iproute2)")
+	}
+	if k.present(ctx) {
+		return k, nil
+	}
+	l.removeKubeletNet(ctx)
+	steps := [][]string{
+		{"netns", "add", k.Netns},
+		{"link", "add", k.RootLink, "type", "veth", "peer", "name", k.NetnsLink, "netns", k.Netns},
+		{"addr", "add", k.RootIP + "/30", "dev", k.RootLink},
+		{"link", "set", k.RootLink, "up"},
+		{"-n", k.Netns, "addr", "add", k.NodeIP + "/30", "dev", k.NetnsLink},
+		{"-n", k.Netns, "link", "set", k.NetnsLink, "up"},
+	}
+	for _, s := range steps {
+		if out, err := exec.CommandContext(ctx, "ip", s...).CombinedOutput(); err != nil {
+			l.removeKubeletNet(ctx)
+			return k, fmt.Errorf("ip %s: %w: %s", strings.Join(s, " "), err, strings.TrimSpace(string(out)))
+		}
+	}
+	l.logf("kubelet network: site nodes at %s in network namespace %s", k.NodeIP, k.Netns)
+	return k, nil
+}
+
+// present says whether the namespace exists with its end of the veth at NodeIP, and the
+// root end at RootIP.
+func (k kubeletNet) present(ctx context.Context) bool {
+	ns, err := exec.CommandContext(ctx, "ip", "-n", k.Netns, "-o", "addr", "show", "dev", k.NetnsLink).Output()
+	if err != nil || !strings.Contains(string(ns), " "+k.NodeIP+"/30 ") {
+		return false
+	}
+	root, err := exec.CommandContext(ctx, "ip", "-o", "addr", "show", "dev", k.RootLink).Output()
+	return err == nil && strings.Contains(string(root), " "+k.RootIP+"/30 ")
+}
+
+// removeKubeletNet deletes the namespace (its veth end, and so the pair, goes with it) and
+// the root end if it is left.
+func (l *Lab) removeKubeletNet(ctx context.Context) {
+	k := kubeletNetFor(l.cfg.Name)
+	if _, err := exec.LookPath("ip"); err != nil {
+		return
+	}
+	_ = exec.CommandContext(ctx, "ip", "netns", "del", k.Netns).Run()
+	_ = exec.CommandContext(ctx, "ip", "link", "del", k.RootLink).Run()
+}
+
+// siteNodeNetwork decides the site nodes' address (st.NodeIP) when the lab has no sites
+// yet, and makes sure the network namespace is there when they use it; it returns the
+// namespace, or nil when the site nodes are at loopback.
+func (l *Lab) siteNodeNetwork(ctx context.Context, st *state) (*kubeletNet, error) {
+	k := kubeletNetFor(l.cfg.Name)
+	switch {
+	case st.NodeIP == "" && l.anySiteMade():
+		// A lab from before the address was recorded: its kwok sets none.
+		l.logf("kubelet network: this lab's sites predate it (site nodes at loopback); `vk8s lab down` and up again to get it")
+		return nil, nil
+	case st.NodeIP == "":
+		st.NodeIP = loopbackNodeIP
+		if !relayCapable {
+			l.logf("kubelet network: site nodes at %s (this program did not call lab.Init, so it cannot run the relay)", loopbackNodeIP)
+			return nil, nil
+		}
+		if _, err := l.ensureKubeletNet(ctx); err != nil {
+			l.logf("kubelet network: site nodes at %s, where their API servers proxy to none (no kubectl top numbers): %v", loopbackNodeIP, err)
+			return nil, nil
+		}
+		st.NodeIP = k.NodeIP
+		return &k, nil
+	case st.NodeIP == loopbackNodeIP:
+		return nil, nil
+	}
+	if !relayCapable {
+		return nil, fmt.Errorf("the site nodes are at %s, which needs the kubelet relay, and this program did not call lab.Init", st.NodeIP)
+	}
+	if st.NodeIP != k.NodeIP {
+		return nil, fmt.Errorf("lab.json puts the site nodes at %s, but lab %s's kubelet network is %s; run `vk8s lab down --name %s`", st.NodeIP, l.cfg.Name, k.NodeIP, l.cfg.Name)
+	}
+	if _, err := l.ensureKubeletNet(ctx); err != nil {
+		return nil, fmt.Errorf("the site nodes are at %s, in network namespace %s: %w", k.NodeIP, k.Netns, err)
+	}
+	return &k, nil
+}
+
+// anySiteMade says whether a site cluster of the lab exists.
+func (l *Lab) anySiteMade() bool {
+	dirs, _ := filepath.Glob(filepath.Join(l.workdir(), "clusters", l.cfg.Name+"-site*"))
+	return len(dirs) > 0
+}
+
+// siteKubeletPorts returns each site's kwok port, as its nodes advertise it.
+func (l *Lab) siteKubeletPorts(ctx context.Context, sites int) ([]int, error) {
+	var ports []int
+	for i := 1; i <= sites; i++ {
+		c, err := l.Client(SiteName(i))
+		if err != nil {
+			return nil, err
+		}
+		n := &corev1.Node{}
+		if err := c.Get(ctx, client.ObjectKey{Name: NodeName(1)}, n); err != nil {
+			return nil, fmt.Errorf("%s's kwok port: %w", SiteName(i), err)
+		}
+		p := int(n.Status.DaemonEndpoints.KubeletEndpoint.Port)
+		if p <= 0 {
+			return nil, fmt.Errorf("%s's node %s advertises no kubelet port", SiteName(i), n.Name)
+		}
+		if !slices.Contains(ports, p) {
+			ports = append(ports, p)
+		}
+	}
+	return ports, nil
+}
+
+// SiteNodeIP is the site nodes' InternalIP, and whether the sites' API servers proxy to
+// it (it is not loopback: the lab runs its kubelet network).
+func (l *Lab) SiteNodeIP() (string, bool) {
+	st, err := l.readState()
+	if err != nil || st.NodeIP == "" {
+		return loopbackNodeIP, false
+	}
+	return st.NodeIP, st.NodeIP != loopbackNodeIP
+}
+
+// relayEnv holds the relay's configuration (relayConfig as JSON) in the environment of
+// a lab program started as the relay.
+const relayEnv = "VK8S_LAB_KUBELET_RELAY"
+
+// RelayComponent is the relay's name in Status.
+const RelayComponent = "kubelet-relay"
+
+// relayCapable says that this program called Init, so it can be started as the relay.
+var relayCapable bool
+
+// Init must be the first call in the main function (or TestMain) of a program that runs
+// Up: the lab starts that same program as its kubelet relay, and Init then runs the relay
+// instead and exits. In any other process it returns at once. Up in a program that did not
+// call it leaves the site nodes at loopback.
+func Init() {
+	if spec, ok := os.LookupEnv(relayEnv); ok {
+		if err := runRelay(spec); err != nil {
+			fmt.Fprintln(os.Stderr, "kubelet relay:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	relayCapable = true
+}
+
+// relayConfig is what the relay serves: inside network namespace Netns, Address:port for
+// every port, connected to 127.0.0.1:port.
+type relayConfig struct {
+	Netns   string `json:"netns"`
+	Address string `json:"address"`
+	Ports   []int  `json:"ports"`
+}
+
+// relayState is what relay.json records of the running relay.
+type relayState struct {
+	relayConfig
+	Binary string `json:"binary"`
+}
+
+func (l *Lab) relayPIDPath() string   { return filepath.Join(l.cfg.Dir, "pids", RelayComponent+".pid") }
+func (l *Lab) relayStatePath() string { return filepath.Join(l.cfg.Dir, RelayComponent+".json") }
+func (l *Lab) relayLogPath() string   { return filepath.Join(l.cfg.Dir, "logs", RelayComponent+".log") }
+
+// ensureRelay runs the relay for the sites' kwok ports, restarting it when it is not
+// running, serves other ports or is another binary, and checks that every site's kwok
+// answers through it.
+func (l *Lab) ensureRelay(ctx context.Context, k kubeletNet, ports []int) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	slices.Sort(ports)
+	want := relayState{relayConfig: relayConfig{Netns: k.netnsPath(), Address: k.NodeIP, Ports: ports}, Binary: self}
+	var have relayState
+	if raw, err := os.ReadFile(l.relayStatePath()); err == nil {
+		_ = json.Unmarshal(raw, &have)
+	}
+	if pid := l.relayPID(); pid > 0 && have.Netns == want.Netns && have.Address == want.Address && slices.Equal(have.Ports, want.Ports) &&
+		relayAnswers(ctx, k.NodeIP, ports) == nil {
+		l.logf("%s: running", RelayComponent)
+		return nil
+	}
+	if err := l.stopRelay(ctx); err != nil {
+		return err
+	}
+	spec, err := json.Marshal(want.relayConfig)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(l.relayLogPath()), 0o755); err != nil {
+		return err
+	}
+	logFile, err := os.OpenFile(l.relayLogPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = logFile.Close() }()
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), relayEnv+"="+string(spec))
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// Its own session: it outlives `vk8s lab up`, as kwokctl's processes do.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	l.logf("%s: starting at %s for kwok ports %v (log %s)", RelayComponent, k.NodeIP, ports, l.relayLogPath())
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", RelayComponent, err)
+	}
+	go func() { _ = cmd.Wait() }() // reap it if it dies while we wait
+	if err := writeFile(l.relayPIDPath(), []byte(strconv.Itoa(cmd.Process.Pid))); err != nil {
+		_ = cmd.Process.Kill()
+		return err
+	}
+	raw, err := json.MarshalIndent(want, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFile(l.relayStatePath(), raw); err != nil {
+		return err
+	}
+	var last error
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		if !ProcessRunning(cmd.Process.Pid) {
+			return false, errors.New("it exited")
+		}
+		last = relayAnswers(ctx, k.NodeIP, ports)
+		return last == nil, nil
+	})
+	if err != nil {
+		_ = l.stopRelay(ctx)
+		raw, _ := os.ReadFile(l.relayLogPath())
+		return fmt.Errorf("%s: kwok does not answer through it: %w (last: %v); log %s:\n%s", RelayComponent, err, last, l.relayLogPath(), tail(string(raw), 10))
+	}
+	return nil
+}
+
+// relayAnswers checks that kwok's /healthz answers at addr for every port, as a site's API
+// server would reach it.
+func relayAnswers(ctx context.Context, addr string, ports []int) error {
+	c := &http.Client{Timeout: 2 * time.Second}
+	defer c.CloseIdleConnections()
+	for _, p := range ports {
+		u := fmt.Sprintf("http://%s/healthz", net.JoinHostPort(addr, strconv.Itoa(p)))
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s: %s", u, resp.Status)
+		}
+	}
+	return nil
+}
+
+// relayPID is the pid in the relay's pid file when that process is still the relay, and
+// 0 otherwise.
+func (l *Lab) relayPID() int {
+	pid := readPID(l.relayPIDPath())
+	if pid <= 0 || !ProcessRunning(pid) {
+		return 0
+	}
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil || !strings.Contains(string(env), "\x00"+relayEnv+"=") && !strings.HasPrefix(string(env), relayEnv+"=") {
+		return 0
+	}
+	return pid
+}
+
+// stopRelay stops the relay, if any, and removes its pid file.
+func (l *Lab) stopRelay(ctx context.Context) error {
+	pid := l.relayPID()
+	if err := stopProcess(ctx, pid); err != nil {
+		return fmt.Errorf("stop %s (pid %d): %w", RelayComponent, pid, err)
+	}
+	if err := os.Remove(l.relayPIDPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// relayStatus is the relay process as Status shows it.
+func (l *Lab) relayStatus() (ComponentStatus, bool) {
+	if _, err := os.Stat(l.relayPIDPath()); err != nil {
+		return ComponentStatus{}, false
+	}
+	pid := readPID(l.relayPIDPath())
+	return ComponentStatus{Name: RelayComponent, PID: pid, Running: ProcessRunning(pid), Log: l.relayLogPath()}, true
+}
+
+// runRelay is the relay process: it listens in the namespace and copies every connection
+// to and from kwok on loopback until it is told to stop.
+func runRelay(spec string) error {
+	var cfg relayConfig
+	if err := json.Unmarshal([]byte(spec), &cfg); err != nil {
+		return fmt.Errorf("%s: %w", relayEnv, err)
+	}
+	lns, err := listenInNetns(cfg.Netns, cfg.Address, cfg.Ports)
+	if err != nil {
+		return err
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	for i, ln := range lns {
+		go relayAccept(ln, net.JoinHostPort(loopbackNodeIP, strconv.Itoa(cfg.Ports[i])))
+	}
+	fmt.Fprintf(os.Stderr, "kubelet relay: %s ports %v in %s -> %s\n", cfg.Address, cfg.Ports, cfg.Netns, loopbackNodeIP)
+	<-sig
+	for _, ln := range lns {
+		_ = ln.Close()
+	}
+	return nil
+}
+
+// listenInNetns opens a listener at addr:port for every port inside the network namespace
+// at path. A socket stays in the namespace it was made in, so only the thread that makes
+// them enters it, and it leaves again before any other work runs on it.
+func listenInNetns(path, addr string, ports []int) ([]net.Listener, error) {
+	target, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = target.Close() }()
+	runtime.LockOSThread()
+	own, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+	if err != nil {
+		runtime.UnlockOSThread()
+		return nil, err
+	}
+	defer func() { _ = own.Close() }()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("enter network namespace %s: %w", path, err)
+	}
+	var lns []net.Listener
+	var lerr error
+	for _, p := range ports {
+		ln, err := net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(p)))
+		if err != nil {
+			lerr = err
+			break
+		}
+		lns = append(lns, ln)
+	}
+	if err := unix.Setns(int(own.Fd()), unix.CLONE_NEWNET); err != nil {
+		// The thread stays locked, so the runtime ends it rather than reuse it in the
+		// wrong namespace.
+		return nil, fmt.Errorf("leave network namespace %s: %w", path, err)
+	}
+	runtime.UnlockOSThread()
+	if lerr != nil {
+		for _, ln := range lns {
+			_ = ln.Close()
+		}
+		return nil, lerr
+	}
+	return lns, nil
+}
+
+// relayAccept connects every connection ln accepts to target.
+func relayAccept(ln net.Listener, target string) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go relayConn(c, target)
+	}
+}
+
+// relayConn copies c to and from a new connection to target, passing each direction's
+// end on as a half close.
+func relayConn(c net.Conn, target string) {
+	defer func() { _ = c.Close() }()
+	t, err := net.DialTimeout("tcp", target, 5*time.Second)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "kubelet relay: dial %s: %v\n", target, err)
+		return
+	}
+	defer func() { _ = t.Close() }()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	pipe := func(dst, src net.Conn) {
+		defer wg.Done()
+		_, _ = io.Copy(dst, src)
+		if tc, ok := dst.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+	}
+	go pipe(t, c)
+	go pipe(c, t)
+	wg.Wait()
+}
