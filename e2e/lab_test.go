@@ -19,6 +19,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
@@ -231,6 +232,68 @@ func TestUpIsIdempotent(t *testing.T) {
 	}
 }
 
+// TestKubeletNetwork checks the lab's kubelet network (e2e/lab/kubeletnet.go): the site
+// nodes' InternalIP is the network namespace's address, the sites' API servers proxy to
+// their nodes through the relay, and a relay that died is shown by Status and started
+// again by Up.
+func TestKubeletNetwork(t *testing.T) {
+	skipShort(t)
+	ip, ok := fleet.SiteNodeIP()
+	if !ok {
+		t.Skip("the lab could not make its kubelet network (its log says why): site nodes at loopback")
+	}
+	proxy := func(ctx context.Context) error {
+		cfg, err := fleet.RESTConfig("site2")
+		if err != nil {
+			return err
+		}
+		cs, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			return err
+		}
+		_, err = cs.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", lab.NodeName(1), "proxy", "healthz").DoRaw(ctx)
+		return err
+	}
+	for i := 1; i <= fleetSites; i++ {
+		n := &corev1.Node{}
+		if err := siteClient(t, lab.SiteName(i)).Get(t.Context(), client.ObjectKey{Name: lab.NodeName(1)}, n); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(n.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip}) {
+			t.Errorf("%s's %s: addresses %v, want InternalIP %s", lab.SiteName(i), n.Name, n.Status.Addresses, ip)
+		}
+	}
+	if err := proxy(t.Context()); err != nil {
+		t.Fatalf("site2's node proxy to %s: %v", lab.NodeName(1), err)
+	}
+
+	st, err := fleet.Status(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay := findComponent(st, "host", lab.RelayComponent)
+	if relay == nil || !relay.Running {
+		t.Fatalf("status of %s: %+v, want it running", lab.RelayComponent, relay)
+	}
+	if err := syscall.Kill(relay.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "status to show the relay stopped and the node proxy to fail", func(ctx context.Context) (bool, error) {
+		st, err := fleet.Status(ctx)
+		return err == nil && !findComponent(st, "host", lab.RelayComponent).Running && proxy(ctx) != nil, nil
+	})
+	if err := fleet.Up(t.Context()); err != nil {
+		t.Fatalf("Up after the relay died: %v", err)
+	}
+	st, _ = fleet.Status(t.Context())
+	if again := findComponent(st, "host", lab.RelayComponent); again == nil || !again.Running || again.PID == relay.PID {
+		t.Errorf("after Up: %+v, want a new running relay", again)
+	}
+	if err := proxy(t.Context()); err != nil {
+		t.Errorf("site2's node proxy after Up: %v", err)
+	}
+}
+
 func TestSecondLabSideBySideAndDown(t *testing.T) {
 	skipShort(t)
 	// This lab also runs the provider as `vk8s lab up` does, from a vk8s binary built here.
@@ -316,6 +379,9 @@ func TestSecondLabSideBySideAndDown(t *testing.T) {
 	}
 	if _, err := os.Stat(other.Dir()); !os.IsNotExist(err) {
 		t.Errorf("after Down, %s remains: %v", other.Dir(), err)
+	}
+	if _, err := os.Stat("/run/netns/vk8s-lab-e2e-b"); !os.IsNotExist(err) {
+		t.Errorf("after Down, its network namespace vk8s-lab-e2e-b remains: %v", err)
 	}
 	// The first lab is untouched.
 	if _, err := fleet.Status(t.Context()); err != nil {
