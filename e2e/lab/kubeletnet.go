@@ -316,7 +316,7 @@ func (l *Lab) ensureRelay(ctx context.Context, k kubeletNet, ports []int) error 
 	if err != nil {
 		_ = l.stopRelay(ctx)
 		raw, _ := os.ReadFile(l.relayLogPath())
-		return fmt.Errorf("%s: kwok does not answer through it: %w (last: %v); log %s:\n%s", RelayComponent, err, last, l.relayLogPath(), tail(string(raw), 10))
+		return fmt.Errorf("%s: kwok does not answer through it: %w (last: %w); log %s:\n%s", RelayComponent, err, last, l.relayLogPath(), tail(string(raw), 10))
 	}
 	return nil
 }
