@@ -8,12 +8,15 @@ import (
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -108,7 +111,7 @@ func TestProviderPods(t *testing.T) {
 		}
 	})
 
-	t.Run("a pod's ServiceAccount is the site's: copied without the host's token, mounted by the site", func(t *testing.T) {
+	t.Run("a pod's ServiceAccount is the site's: copied without the host's token, mounted by the site, its token calls the site's API", func(t *testing.T) {
 		mustCreate(t, host, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "runner", Namespace: podsNS}})
 		p := testPod("runner", "site2-node1")
 		p.Spec.ServiceAccountName = "runner"
@@ -123,9 +126,27 @@ func TestProviderPods(t *testing.T) {
 			t.Errorf("site pod token volume %q (host's %q): want the site's own", siteToken, hostToken)
 		}
 		for _, v := range sp.Spec.Volumes {
-			if v.Name == siteToken && (v.Projected == nil || len(v.Projected.Sources) == 0 || v.Projected.Sources[0].ServiceAccountToken == nil) {
-				t.Errorf("site token volume %+v: want a projected service-account token", v)
+			if v.Name != siteToken {
+				continue
 			}
+			// The token, ca.crt and namespace, as the site's ServiceAccount admission mounts them.
+			var token, ca, namespace bool
+			for _, src := range ptr.Deref(v.Projected, corev1.ProjectedVolumeSource{}).Sources {
+				token = token || src.ServiceAccountToken != nil
+				ca = ca || src.ConfigMap != nil && src.ConfigMap.Name == "kube-root-ca.crt"
+				namespace = namespace || src.DownwardAPI != nil && len(src.DownwardAPI.Items) > 0 && src.DownwardAPI.Items[0].Path == "namespace"
+			}
+			if !token || !ca || !namespace {
+				t.Errorf("site token volume %+v: want a projected service-account token, ca.crt and namespace", v)
+			}
+		}
+		if err := siteClient(t, "site2").Get(ctx, client.ObjectKey{Namespace: siteNS, Name: "kube-root-ca.crt"}, &corev1.ConfigMap{}); err != nil {
+			t.Errorf("the site namespace has no kube-root-ca.crt for the pod's ca.crt: %v", err)
+		}
+		// The token the site's kubelet mounts is bound to the site pod; one bound the same
+		// way calls site2's API as the pod's ServiceAccount.
+		if user := sitePodTokenUser(t, "site2", sp); user != "system:serviceaccount:"+siteNS+":runner" {
+			t.Errorf("a token of the site pod's ServiceAccount authenticates on site2 as %q, want system:serviceaccount:%s:runner", user, siteNS)
 		}
 		if err := host.Delete(ctx, hp); err != nil {
 			t.Fatal(err)
@@ -481,6 +502,39 @@ func testPod(name, node string) *corev1.Pod {
 			Containers:                    []corev1.Container{{Name: "app", Image: "nginx:1.25"}},
 		},
 	}
+}
+
+// sitePodTokenUser asks site for a token of pod's ServiceAccount bound to the pod, as the
+// site's kubelet does for the pod's projected volume, and returns whom site's API server
+// takes that token for.
+func sitePodTokenUser(t *testing.T, site string, pod *corev1.Pod) string {
+	t.Helper()
+	cfg, err := fleet.RESTConfig(site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := cs.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(t.Context(), pod.Spec.ServiceAccountName, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{
+			ExpirationSeconds: ptr.To[int64](600),
+			BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("token for the site pod's ServiceAccount %s/%s: %v", pod.Namespace, pod.Spec.ServiceAccountName, err)
+	}
+	asPod, err := kubernetes.NewForConfig(&rest.Config{Host: cfg.Host, TLSClientConfig: rest.TLSClientConfig{CAData: cfg.CAData, CAFile: cfg.CAFile}, BearerToken: tr.Status.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	review, err := asPod.AuthenticationV1().SelfSubjectReviews().Create(t.Context(), &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("SelfSubjectReview on %s with the pod's token: %v", site, err)
+	}
+	return review.Status.UserInfo.Username
 }
 
 func hostTokenVolume(p *corev1.Pod) string {
