@@ -3,6 +3,7 @@ package e2e
 import (
 	"testing"
 
+	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -16,4 +17,19 @@ func siteClient(t *testing.T, cluster string) client.Client {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// clientset returns a client-go clientset for a cluster of the fleet: "host" or a site
+// name, for what the controller-runtime client does not do (subresources, raw paths).
+func clientset(t *testing.T, cluster string) *kubernetes.Clientset {
+	t.Helper()
+	cfg, err := fleet.RESTConfig(cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
 }

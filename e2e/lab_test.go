@@ -19,7 +19,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
@@ -242,16 +241,9 @@ func TestKubeletNetwork(t *testing.T) {
 	if !ok {
 		t.Skip("the lab could not make its kubelet network (its log says why): site nodes at loopback")
 	}
+	site2 := clientset(t, "site2")
 	proxy := func(ctx context.Context) error {
-		cfg, err := fleet.RESTConfig("site2")
-		if err != nil {
-			return err
-		}
-		cs, err := kubernetes.NewForConfig(cfg)
-		if err != nil {
-			return err
-		}
-		_, err = cs.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", lab.NodeName(1), "proxy", "healthz").DoRaw(ctx)
+		_, err := site2.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", lab.NodeName(1), "proxy", "healthz").DoRaw(ctx)
 		return err
 	}
 	for i := 1; i <= fleetSites; i++ {

@@ -16,7 +16,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vk8s-io/vk8s/provider"
@@ -224,15 +223,7 @@ func watchSiteDeletions(t *testing.T, namespace string) <-chan string {
 	t.Cleanup(cancel)
 	for i := 1; i <= fleetSites; i++ {
 		site := fmt.Sprintf("site%d", i)
-		cfg, err := fleet.RESTConfig(site)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cs, err := kubernetes.NewForConfig(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		w, err := cs.CoreV1().Pods(namespace).Watch(ctx, metav1.ListOptions{})
+		w, err := clientset(t, site).CoreV1().Pods(namespace).Watch(ctx, metav1.ListOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}

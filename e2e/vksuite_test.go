@@ -133,14 +133,7 @@ func TestVirtualKubeletSuite(t *testing.T) {
 		if !sitesProxy {
 			t.Skip("the site nodes are at loopback, where their API servers proxy to none (the lab could not make its kubelet network)")
 		}
-		cfg, err := fleet.RESTConfig("site1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		site, err := kubernetes.NewForConfig(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		site := clientset(t, "site1")
 		// As vk8s reads it: the node proxy, at the path the node's annotation names.
 		n, err := site.CoreV1().Nodes().Get(t.Context(), "node1", metav1.GetOptions{})
 		if err != nil {
