@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -197,8 +198,10 @@ func TestKubeletAPI(t *testing.T) {
 		waitFor(t, "kubectl run -it to show a new line of the container", func(context.Context) (bool, error) {
 			select {
 			case err := <-exited:
-				exited <- err
-				return false, fmt.Errorf("kubectl run ended before it showed the container's output: %v", err)
+				if err == nil {
+					err = errors.New("exit code 0")
+				}
+				return false, fmt.Errorf("kubectl run ended before it showed the container's output: %w", err)
 			default:
 			}
 			i++
