@@ -5,7 +5,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -15,19 +18,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/creack/pty"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vk8s-io/vk8s/e2e/lab"
+	"github.com/vk8s-io/vk8s/provider"
 )
 
-// TestKubeletAPI reads logs, runs exec, port-forward, attach and cp through the host's API
-// server, which reaches the provider's kubelet endpoint and verifies its serving
-// certificate against the host CA (the lab's --kubelet-certificate-authority); kwok's
-// ClusterLogs, ClusterExec, ClusterAttach and ClusterPortForward give the site pods their
-// content.
+// TestKubeletAPI reads logs, runs exec, port-forward, attach, cp (both ways) and run -it
+// --rm through the host's API server, which reaches the provider's kubelet endpoint and
+// verifies its serving certificate against the host CA (the lab's
+// --kubelet-certificate-authority); kwok's ClusterLogs, ClusterExec, ClusterAttach and
+// ClusterPortForward give the site pods their content, the lab's tar shim and Stage
+// (lab.AnnotationExitAfter) make up for what kwok's containers do not do.
 func TestKubeletAPI(t *testing.T) {
 	skipShort(t)
 	startProvider(t)
@@ -129,13 +135,96 @@ func TestKubeletAPI(t *testing.T) {
 	})
 
 	t.Run("kubectl cp copies from the site container", func(t *testing.T) {
-		// Copying to a kwok container hangs on the site itself (kwok's exec never sees
-		// stdin end), so only this direction is tested.
 		dir := t.TempDir()
-		kubectl(t, "host", "cp", ns+"/talker:"+lab.SiteFile, filepath.Join(dir, "from-site.txt"), "-c", "app")
+		kubectlWithin(t, time.Minute, "cp", ns+"/talker:"+lab.SiteFile, filepath.Join(dir, "from-site.txt"), "-c", "app")
 		if got, err := os.ReadFile(filepath.Join(dir, "from-site.txt")); err != nil || string(got) != lab.SiteFileContent {
 			t.Errorf("copied from the site: %q, %v; want %q", got, err, lab.SiteFileContent)
 		}
+	})
+
+	t.Run("kubectl cp copies to the site container", func(t *testing.T) {
+		// kubectl cp runs tar -x in the container with the archive on stdin; on the lab's
+		// sites that is the lab's tar shim (kwok's exec never closes stdin).
+		dir := t.TempDir()
+		name := fmt.Sprintf("to-site-%d.txt", time.Now().UnixNano())
+		const content = "hello from the host, copied through the provider\n"
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		kubectlWithin(t, time.Minute, "cp", filepath.Join(dir, name), ns+"/talker:"+name, "-c", "app")
+		t.Cleanup(func() { _, _ = kubectlErr(t, "host", "exec", "-n", ns, "talker", "-c", "app", "--", "rm", "-f", name) })
+		if got := kubectlWithin(t, time.Minute, "exec", "-n", ns, "talker", "-c", "app", "--", "cat", name); got != content {
+			t.Errorf("cat in the site container: %q, want %q", got, content)
+		}
+		kubectlWithin(t, time.Minute, "cp", ns+"/talker:"+name, filepath.Join(dir, "back.txt"), "-c", "app")
+		if got, err := os.ReadFile(filepath.Join(dir, "back.txt")); err != nil || string(got) != content {
+			t.Errorf("copied back from the site: %q, %v; want %q", got, err, content)
+		}
+	})
+
+	t.Run("kubectl run -it --rm attaches, ends when the container does and removes the pod", func(t *testing.T) {
+		// The lab's kwok completes a pod annotated lab.AnnotationExitAfter that long after
+		// it runs; the provider ends the attach then (kwok's attach never ends by itself).
+		overrides, err := json.Marshal(map[string]any{"apiVersion": "v1", "spec": map[string]any{
+			"nodeName":                      "site1-node3",
+			"terminationGracePeriodSeconds": 1,
+			"tolerations":                   []any{map[string]any{"key": provider.TaintKey, "operator": "Exists"}},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+		defer cancel()
+		cmd := kubectlCmd(ctx, t, "host", "run", "runner", "-n", ns, "-it", "--rm", "--restart=Never", "--image=busybox:1.36",
+			"--annotations="+lab.AnnotationExitAfter+"=15s", "--overrides="+string(overrides), "--", "sh")
+		// A real terminal, so that -t is honoured as for a user.
+		tty, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: 120})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = tty.Close() }()
+		out := &syncBuffer{}
+		go func() { _, _ = io.Copy(out, tty) }()
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		defer func() {
+			if t.Failed() {
+				t.Logf("kubectl run:\n%s", out.String())
+			}
+		}()
+
+		// What the container prints while kubectl is attached shows.
+		i := 0
+		waitFor(t, "kubectl run -it to show a new line of the container", func(context.Context) (bool, error) {
+			select {
+			case err := <-exited:
+				if err == nil {
+					err = errors.New("exit code 0")
+				}
+				return false, fmt.Errorf("kubectl run ended before it showed the container's output: %w", err)
+			default:
+			}
+			i++
+			if err := fleet.AppendSiteLog(fmt.Sprintf("run check %d", i)); err != nil {
+				return false, err
+			}
+			return strings.Contains(out.String(), "run check "), nil
+		})
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Fatalf("kubectl run: %v, want exit code 0", err)
+			}
+		case <-ctx.Done():
+			t.Fatal("kubectl run did not end after the container completed")
+		}
+		if strings.Contains(out.String(), "falling back to streaming logs") {
+			t.Errorf("kubectl run did not attach")
+		}
+		pollPod(t, host, client.ObjectKey{Namespace: ns, Name: "runner"}, "the host pod gone", time.Minute,
+			func(*corev1.Pod) bool { return false }, true)
+		pollPod(t, siteClient(t, "site1"), client.ObjectKey{Namespace: provider.SiteNamespace(provider.DefaultTenant, ns), Name: "runner"},
+			"the site pod gone", time.Minute, func(*corev1.Pod) bool { return false }, true)
 	})
 
 	t.Run("anonymous requests are refused", func(t *testing.T) {
@@ -152,6 +241,21 @@ func TestKubeletAPI(t *testing.T) {
 			t.Errorf("anonymous GET containerLogs: %s, want 401", resp.Status)
 		}
 	})
+}
+
+// kubectlWithin runs the lab's kubectl against the host, failing the test when it fails
+// or takes longer than timeout (a stream that never ends), and returns its stdout.
+func kubectlWithin(t *testing.T, timeout time.Duration, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := kubectlCmd(ctx, t, "host", args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("kubectl %v: %v (ctx %v)\n%s%s", args, err, ctx.Err(), stdout.String(), stderr.String())
+	}
+	return stdout.String()
 }
 
 // kubectlBackground starts the lab's kubectl against the host and returns its output so

@@ -72,25 +72,34 @@ func (p *Pods) NodePods(_ context.Context, name string) ([]*corev1.Pod, error) {
 
 // HostPod implements kubeletapi.Resolver: the host pod a site pod runs for.
 func (p *Pods) HostPod(site, namespace, name string) (kubeletapi.HostPod, bool) {
-	conn, err := p.cfg.Registry.Get(site)
-	if err != nil {
-		return kubeletapi.HostPod{}, false
-	}
-	p.mu.Lock()
-	c := p.clusters[conn.Key]
-	p.mu.Unlock()
-	if c == nil {
-		return kubeletapi.HostPod{}, false
-	}
-	obj, ok, err := c.pods.GetIndexer().GetByKey(namespace + "/" + name)
-	if err != nil || !ok {
-		return kubeletapi.HostPod{}, false
-	}
-	sp, _ := obj.(*corev1.Pod)
-	if sp == nil || sp.Labels[LabelTenant] != p.cfg.Tenant {
+	sp, ok := p.SitePod(site, namespace, name)
+	if !ok {
 		return kubeletapi.HostPod{}, false
 	}
 	return kubeletapi.HostPod{
 		Namespace: sp.Labels[LabelHostNamespace], Name: sp.Name, UID: types.UID(sp.Labels[LabelHostPodUID]),
 	}, true
+}
+
+// SitePod implements kubeletapi.Resolver: a site pod of this host, from the site's cache.
+func (p *Pods) SitePod(site, namespace, name string) (*corev1.Pod, bool) {
+	conn, err := p.cfg.Registry.Get(site)
+	if err != nil {
+		return nil, false
+	}
+	p.mu.Lock()
+	c := p.clusters[conn.Key]
+	p.mu.Unlock()
+	if c == nil {
+		return nil, false
+	}
+	obj, ok, err := c.pods.GetIndexer().GetByKey(namespace + "/" + name)
+	if err != nil || !ok {
+		return nil, false
+	}
+	sp, _ := obj.(*corev1.Pod)
+	if sp == nil || sp.Labels[LabelTenant] != p.cfg.Tenant {
+		return nil, false
+	}
+	return sp, true
 }

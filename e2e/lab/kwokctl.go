@@ -44,9 +44,10 @@ const (
 // server on every port), so that logs, exec, cp, attach and port-forward of their pods
 // answer, and
 // kwok's Metric and ClusterResourceUsage (siteMetricsFile, which writeSiteContent writes
-// to content), so that their nodes serve simulated resource metrics. nodeIP, when set,
-// is the sites' nodes' InternalIP (kwok's --node-ip), which their API servers dial first
-// (kubeletnet.go).
+// to content), so that their nodes serve simulated resource metrics, the lab's Stage
+// (siteStagesFile: a pod annotated AnnotationExitAfter completes) and a tar for exec
+// (shimDir, see tarShim). nodeIP, when set, is the sites' nodes' InternalIP (kwok's
+// --node-ip), which their API servers dial first (kubeletnet.go).
 func kwokctlConfig(role clusterRole, tools map[string]string, advertise, nodeIP, pki, content string) ([]byte, error) {
 	options := map[string]any{
 		"runtime":                     "binary",
@@ -84,13 +85,21 @@ func kwokctlConfig(role clusterRole, tools map[string]string, advertise, nodeIP,
 		// kwokctl v0.8.0 passes Metric and ClusterResourceUsage documents on to kwok only
 		// when it also runs its metrics-server component (which the sites do not need), so
 		// kwok reads them from a configuration file of its own beside the one kwokctl
-		// writes (kwok's --config may be given more than once).
-		kwokArgs := []any{arg("config", filepath.Join(content, siteMetricsFile))}
+		// writes (kwok's --config may be given more than once). The lab's Stage comes the
+		// same way: a Stage in kwokctl's configuration would replace kwokctl's default
+		// stages, while kwok runs every Stage of all its files.
+		// PATH: kwok's exec resolves a command in kwok-controller's own PATH (exec.LookPath),
+		// so the lab's tar shim (tarShim) is found first.
+		kwokArgs := []any{arg("config", filepath.Join(content, siteMetricsFile)), arg("config", filepath.Join(content, siteStagesFile))}
 		if nodeIP != "" {
 			kwokArgs = append(kwokArgs, arg("node-ip", nodeIP))
 			apiserverArgs = append(apiserverArgs, arg("kubelet-preferred-address-types", "InternalIP,Hostname"))
 		}
-		patches = append(patches, map[string]any{"name": "kwok-controller", "extraArgs": kwokArgs})
+		patches = append(patches, map[string]any{
+			"name":      "kwok-controller",
+			"extraArgs": kwokArgs,
+			"extraEnvs": []any{map[string]any{"name": "PATH", "value": shimPath(content)}},
+		})
 	}
 	patches = append([]any{map[string]any{"name": "kube-apiserver", "extraArgs": apiserverArgs}}, patches...)
 	docs := []any{map[string]any{
@@ -154,14 +163,90 @@ func yamlDocuments(docs []any) ([]byte, error) {
 
 func arg(key, value string) map[string]any { return map[string]any{"key": key, "value": value} }
 
-// Files of the simulated containers on the sites (kwok's ClusterLogs and ClusterExec) and
-// of the sites' simulated resource metrics.
+// Files of the simulated containers on the sites (kwok's ClusterLogs and ClusterExec), of
+// the sites' simulated resource metrics and Stages, and the folder of the commands that
+// stand in for the system's in kwok's exec.
 const (
 	currentLogFile  = "current.log"
 	previousLogFile = "previous.log"
 	execDir         = "exec"
 	siteMetricsFile = "kwok-metrics.yaml"
+	siteStagesFile  = "kwok-stages.yaml"
+	shimDir         = "bin"
 )
+
+// shimPath is the PATH of the sites' kwok-controller: the lab's shims first, then the
+// lab's own PATH.
+func shimPath(content string) string {
+	return filepath.Join(content, shimDir) + string(os.PathListSeparator) + os.Getenv("PATH")
+}
+
+// tarShim is the tar that kwok's exec runs on the sites (kubectl cp runs tar through exec):
+// the system's tar with a blocking factor of 1. kwok v0.8.0 copies an exec's stdin into
+// the command's pipe and never closes the pipe (pkg/utils/exec/exec.go, Command, the
+// PipeStdin branch, about line 220), so the command never sees the end of its stdin. GNU
+// tar reads whole records of 20 blocks (10240 bytes) and so waits forever for the rest of
+// the record after the end-of-archive blocks kubectl cp's Go tar writer sends; with one
+// block per record, tar -x stops at the end-of-archive marker. The option goes through
+// TAR_OPTIONS because an argument before kubectl's old-style "tar cf -" would make tar
+// read "cf" as a file name. On a real kubelet the end of stdin arrives and no shim is
+// needed.
+func tarShim(systemTar string) []byte {
+	return []byte(`#!/bin/sh
+# vk8s lab: see tarShim in e2e/lab/kwokctl.go. kwok v0.8.0's exec never closes a
+# command's stdin (pkg/utils/exec/exec.go, PipeStdin), so tar -x must stop at the
+# end-of-archive marker (one 512-byte block per record) instead of waiting for the rest
+# of a 10240-byte record that never comes.
+TAR_OPTIONS="--blocking-factor=1${TAR_OPTIONS:+ $TAR_OPTIONS}"
+export TAR_OPTIONS
+exec ` + systemTar + ` "$@"
+`)
+}
+
+// AnnotationExitAfter on a host pod (the provider copies it to the site pod) makes a lab
+// site's kwok complete the pod that long (a Go duration, e.g. "5s") after it runs: phase
+// Succeeded, every container terminated with exit code 0 and reason Completed. kwok's
+// containers never exit otherwise (kubectl run -it --rm needs one that does).
+const AnnotationExitAfter = "vk8s.io/lab-exit-after"
+
+// siteStagesConfig renders the lab's kwok Stage: a running pod annotated
+// AnnotationExitAfter completes after the annotation's duration, as kwok's own
+// pod-complete stage does for a Job's pods (kustomize/stage/pod/fast/pod-complete.yaml,
+// whose delay.durationFrom reads a duration from the pod the same way). kwokctl's default
+// stages still apply: they come from kwokctl's configuration file, this from kwok's second.
+func siteStagesConfig() ([]byte, error) {
+	annotation := fmt.Sprintf(".metadata.annotations[%q]", AnnotationExitAfter)
+	return yamlDocuments([]any{map[string]any{
+		"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Stage",
+		"metadata": map[string]any{"name": "vk8s-lab-exit-after"},
+		"spec": map[string]any{
+			"resourceRef": map[string]any{"apiGroup": "v1", "kind": "Pod"},
+			"selector": map[string]any{"matchExpressions": []any{
+				map[string]any{"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
+				map[string]any{"key": ".status.phase", "operator": "In", "values": []any{"Running"}},
+				map[string]any{"key": annotation, "operator": "Exists"},
+			}},
+			"delay": map[string]any{"durationFrom": map[string]any{"expressionFrom": annotation}},
+			"next": map[string]any{"statusTemplate": `{{ $now := Now }}
+containerStatuses:
+{{ range .spec.containers }}
+- image: {{ .image | Quote }}
+  name: {{ .name | Quote }}
+  ready: false
+  restartCount: 0
+  started: false
+  state:
+    terminated:
+      exitCode: 0
+      finishedAt: {{ $now | Quote }}
+      reason: Completed
+      startedAt: {{ $now | Quote }}
+{{ end }}
+phase: Succeeded
+`},
+		},
+	}})
+}
 
 // siteMetricsConfig renders the kwok configuration that simulates the resource metrics of
 // the sites' nodes, as kwokctl's metrics-server option would (kwok's kustomize/metrics):
@@ -230,10 +315,21 @@ func siteMetricsConfig() ([]byte, error) {
 func label(name, value string) map[string]any { return map[string]any{"name": name, "value": value} }
 
 // writeSiteContent writes what site pods show through kwok: container logs in the CRI
-// format kubelets write (the current run and a previous one), the folder exec runs in, and
-// the configuration of the simulated resource metrics.
+// format kubelets write (the current run and a previous one), the folder exec runs in, the
+// tar shim exec finds first, and the configuration of the simulated resource metrics and
+// of the lab's Stage.
 func writeSiteContent(dir string) error {
 	if err := os.MkdirAll(filepath.Join(dir, execDir), 0o755); err != nil {
+		return err
+	}
+	systemTar, err := exec.LookPath("tar")
+	if err != nil {
+		return fmt.Errorf("site content: kubectl cp on the sites needs a tar: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, shimDir), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, shimDir, "tar"), tarShim(systemTar), 0o755); err != nil { //nolint:gosec // an executable script
 		return err
 	}
 	metrics, err := siteMetricsConfig()
@@ -241,6 +337,13 @@ func writeSiteContent(dir string) error {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(dir, siteMetricsFile), metrics, 0o644); err != nil {
+		return err
+	}
+	stages, err := siteStagesConfig()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, siteStagesFile), stages, 0o644); err != nil {
 		return err
 	}
 	now := time.Now().UTC()

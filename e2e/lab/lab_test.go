@@ -1,12 +1,15 @@
 package lab
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
@@ -161,6 +164,7 @@ func TestKwokctlConfig(t *testing.T) {
 			Patches []struct {
 				Name      string `json:"name"`
 				ExtraArgs []struct{ Key, Value string }
+				ExtraEnvs []struct{ Name, Value string } `json:"extraEnvs"`
 			} `json:"componentsPatches"`
 		}
 		if err := yaml.Unmarshal(raw, &cfg); err != nil {
@@ -185,9 +189,16 @@ func TestKwokctlConfig(t *testing.T) {
 			t.Errorf("role %d: patches %+v", tc.role, cfg.Patches)
 		}
 		args := map[string]string{}
+		envs := map[string]string{}
 		for _, p := range cfg.Patches {
 			for _, a := range p.ExtraArgs {
-				args[p.Name+" --"+a.Key] = a.Value
+				if args[p.Name+" --"+a.Key] != "" {
+					args[p.Name+" --"+a.Key] += ","
+				}
+				args[p.Name+" --"+a.Key] += a.Value
+			}
+			for _, e := range p.ExtraEnvs {
+				envs[p.Name+" "+e.Name] = e.Value
 			}
 		}
 		if tc.role == roleHost {
@@ -211,10 +222,17 @@ func TestKwokctlConfig(t *testing.T) {
 		if got := args["kube-apiserver --kubelet-preferred-address-types"]; got != wantPreferred {
 			t.Errorf("role %d: kube-apiserver --kubelet-preferred-address-types = %q, want %q", tc.role, got, wantPreferred)
 		}
-		// Sites' kwok also reads the simulated resource metrics, from a file of its own.
-		wantMetricsConfig := map[clusterRole]string{roleSite: "/content/" + siteMetricsFile}[tc.role]
-		if got := args["kwok-controller --config"]; got != wantMetricsConfig {
-			t.Errorf("role %d: kwok-controller --config = %q, want %q", tc.role, got, wantMetricsConfig)
+		// Sites' kwok also reads the simulated resource metrics and the lab's Stage, from
+		// files of its own.
+		wantConfig := map[clusterRole]string{roleSite: "/content/" + siteMetricsFile + ",/content/" + siteStagesFile}[tc.role]
+		if got := args["kwok-controller --config"]; got != wantConfig {
+			t.Errorf("role %d: kwok-controller --config = %q, want %q", tc.role, got, wantConfig)
+		}
+		// Sites' kwok finds the lab's tar shim before the system's.
+		path := envs["kwok-controller PATH"]
+		if first, _, _ := strings.Cut(path, string(os.PathListSeparator)); tc.role == roleSite && first != "/content/"+shimDir ||
+			tc.role == roleHost && path != "" {
+			t.Errorf("role %d: kwok-controller PATH = %q, want the shims first on sites only", tc.role, path)
 		}
 		// Sites simulate container logs, exec, attach and port-forward with kwok.
 		if wantDocs := map[clusterRole]int{roleHost: 1, roleSite: 5}[tc.role]; len(docs) != wantDocs ||
@@ -223,6 +241,107 @@ func TestKwokctlConfig(t *testing.T) {
 			t.Errorf("role %d: %d documents, want %d:\n%s", tc.role, len(docs), wantDocs, strings.Join(docs, "\n---\n"))
 		}
 	}
+
+	// writeSiteContent writes the tar shim kwok's exec runs: tar -x ends at the end of the
+	// archive even though kwok never closes its stdin, and kubectl cp's old-style
+	// "tar cf -" still works.
+	t.Run("tar shim", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := writeSiteContent(dir); err != nil {
+			t.Fatal(err)
+		}
+		shim := filepath.Join(dir, shimDir, "tar")
+		src := filepath.Join(dir, execDir)
+		var archive, stderr bytes.Buffer
+		create := exec.CommandContext(t.Context(), shim, "cf", "-", SiteFile)
+		create.Dir, create.Stdout, create.Stderr = src, &archive, &stderr
+		if err := create.Run(); err != nil {
+			t.Fatalf("tar cf -: %v\n%s", err, stderr.String())
+		}
+		// One block per record: no padding after the two end-of-archive blocks, as kubectl
+		// cp's Go tar writer sends it (the system's tar pads to 10240 bytes).
+		ar := archive.Bytes()
+		if len(ar) != 4*512 {
+			t.Fatalf("tar cf - wrote %d bytes, want a header, a block of data and 2 end-of-archive blocks", len(ar))
+		}
+		// ... and a stdin that then stays open, as kwok's (a file, so that exec does not
+		// wait for the end of a copy).
+		stdin, keepOpen, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _, _ = stdin.Close(), keepOpen.Close() }()
+		if _, err := keepOpen.Write(ar); err != nil {
+			t.Fatal(err)
+		}
+		dst := t.TempDir()
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		extract := exec.CommandContext(ctx, shim, "-xmf", "-", "-C", dst)
+		extract.Stdin = stdin
+		if out, err := extract.CombinedOutput(); err != nil {
+			t.Fatalf("tar -xmf - with a stdin that does not end: %v\n%s", err, out)
+		}
+		if got, err := os.ReadFile(filepath.Join(dst, SiteFile)); err != nil || string(got) != SiteFileContent {
+			t.Errorf("extracted %q, %v", got, err)
+		}
+	})
+
+	// writeSiteContent writes the lab's Stage: a pod annotated AnnotationExitAfter
+	// completes after the annotation's duration.
+	t.Run("site stages", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := writeSiteContent(dir); err != nil {
+			t.Fatal(err)
+		}
+		raw, err := os.ReadFile(filepath.Join(dir, siteStagesFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stage struct {
+			APIVersion string `json:"apiVersion"`
+			Kind       string `json:"kind"`
+			Metadata   struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+			Spec struct {
+				ResourceRef struct{ APIGroup, Kind string } `json:"resourceRef"`
+				Selector    struct {
+					MatchExpressions []struct {
+						Key, Operator string
+						Values        []string
+					} `json:"matchExpressions"`
+				} `json:"selector"`
+				Delay struct {
+					DurationFrom struct {
+						ExpressionFrom string `json:"expressionFrom"`
+					} `json:"durationFrom"`
+				} `json:"delay"`
+				Next struct {
+					StatusTemplate string `json:"statusTemplate"`
+				} `json:"next"`
+			} `json:"spec"`
+		}
+		if err := yaml.UnmarshalStrict(raw, &stage); err != nil {
+			t.Fatalf("%v:\n%s", err, raw)
+		}
+		annotation := `.metadata.annotations["` + AnnotationExitAfter + `"]`
+		if stage.APIVersion != "kwok.x-k8s.io/v1alpha1" || stage.Kind != "Stage" || stage.Spec.ResourceRef.Kind != "Pod" || stage.Spec.Delay.DurationFrom.ExpressionFrom != annotation {
+			t.Errorf("stage:\n%s", raw)
+		}
+		sel := map[string]string{}
+		for _, e := range stage.Spec.Selector.MatchExpressions {
+			sel[e.Key] = e.Operator + strings.Join(e.Values, ",")
+		}
+		if sel[annotation] != "Exists" || sel[".status.phase"] != "InRunning" || sel[".metadata.deletionTimestamp"] != "DoesNotExist" {
+			t.Errorf("selector %v, want running pods with the annotation", sel)
+		}
+		for _, want := range []string{"phase: Succeeded", "exitCode: 0", "reason: Completed", "range .spec.containers"} {
+			if !strings.Contains(stage.Spec.Next.StatusTemplate, want) {
+				t.Errorf("status template lacks %q:\n%s", want, stage.Spec.Next.StatusTemplate)
+			}
+		}
+	})
 
 	// writeSiteContent writes the simulated resource metrics that the sites' kwok reads.
 	t.Run("site metrics", func(t *testing.T) {

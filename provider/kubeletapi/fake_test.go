@@ -37,6 +37,9 @@ type fakeResolver struct {
 	nodes    map[string]*NodeTarget // virtual node
 	hostPods map[string]HostPod     // "site/ns/name" of the site pod
 	nodePods map[string][]*corev1.Pod
+
+	mu       sync.Mutex
+	sitePods map[string]*corev1.Pod // "site/ns/name"
 }
 
 func (f *fakeResolver) Pod(_ context.Context, namespace, name string) (*PodTarget, error) {
@@ -57,6 +60,28 @@ func (f *fakeResolver) Node(_ context.Context, name string) (*NodeTarget, error)
 
 func (f *fakeResolver) NodePods(_ context.Context, name string) ([]*corev1.Pod, error) {
 	return f.nodePods[name], nil
+}
+
+func (f *fakeResolver) SitePod(site, namespace, name string) (*corev1.Pod, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p, ok := f.sitePods[site+"/"+namespace+"/"+name]
+	return p, ok
+}
+
+// setSitePod puts p in the cache of site's pods, or removes namespace/name when p is nil.
+func (f *fakeResolver) setSitePod(site, namespace, name string, p *corev1.Pod) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.sitePods == nil {
+		f.sitePods = map[string]*corev1.Pod{}
+	}
+	key := site + "/" + namespace + "/" + name
+	if p == nil {
+		delete(f.sitePods, key)
+		return
+	}
+	f.sitePods[key] = p
 }
 
 func (f *fakeResolver) HostPod(site, namespace, name string) (HostPod, bool) {

@@ -134,11 +134,19 @@ func (s *Server) attach(ctx context.Context, namespace, pod, container string, a
 // stream runs exec or attach on the site pod and copies the streams both ways. A
 // non-zero exit code is returned unwrapped: virtual-kubelet passes it on only as a
 // utilexec.ExitError.
+//
+// The stream also ends when the site's container has terminated (awaitExit), with its
+// exit code: a kubelet closes the stream itself when the container exits, but a site
+// whose kubelet keeps it open (kwok's attach follows a log file forever) would otherwise
+// keep kubectl attach and kubectl run -it waiting.
 func (s *Server) stream(ctx context.Context, sub, namespace, pod, container string, cmd []string, attach api.AttachIO) error {
 	t, err := s.cfg.Resolver.Pod(ctx, namespace, pod)
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go s.awaitExit(ctx, cancel, t, container)
 	flags, ok := ctx.Value(streamFlagsKey{}).(streamFlags)
 	if !ok {
 		flags = streamFlags{stdin: attach.Stdin() != nil, stdout: attach.Stdout() != nil, stderr: attach.Stderr() != nil, tty: attach.TTY()}
@@ -175,8 +183,90 @@ func (s *Server) stream(ctx context.Context, sub, namespace, pod, container stri
 	if errors.As(err, &exit) {
 		return exit
 	}
+	var exited *containerExited
+	if errors.As(context.Cause(ctx), &exited) {
+		return exited.result()
+	}
 	if err != nil {
 		return fmt.Errorf("%s in pod %s/%s on site %s: %w", sub, t.Namespace, t.Name, t.Site.Site, err)
+	}
+	return nil
+}
+
+// exitPollInterval is how often a stream reads its site pod from the Resolver's cache.
+const exitPollInterval = time.Second
+
+// containerExited is the cause of a stream's end when the site's container terminated.
+type containerExited struct {
+	container string
+	state     *corev1.ContainerStateTerminated // nil: the site pod is gone
+}
+
+func (e *containerExited) Error() string {
+	if e.state == nil {
+		return fmt.Sprintf("container %s: the site pod is gone", e.container)
+	}
+	return fmt.Sprintf("container %s terminated (%s) with exit code %d", e.container, e.state.Reason, e.state.ExitCode)
+}
+
+// result is what the stream returns: nil for exit code 0, else the exit code as
+// virtual-kubelet passes it on (kubectl reports it and exits with it).
+func (e *containerExited) result() error {
+	switch {
+	case e.state == nil:
+		return e
+	case e.state.ExitCode == 0:
+		return nil
+	}
+	return utilexec.CodeExitError{Err: e, Code: int(e.state.ExitCode)}
+}
+
+// awaitExit cancels a stream with a *containerExited cause once the Resolver's cache of
+// the site's pods shows container of t terminated, or the site pod gone (or replaced by
+// another of the same name). It returns when ctx ends, or at once when the cache does not
+// hold the site pod to begin with (nothing to tell an end by).
+func (s *Server) awaitExit(ctx context.Context, cancel context.CancelCauseFunc, t *PodTarget, container string) {
+	interval := s.exitPoll
+	if interval == 0 {
+		interval = exitPollInterval
+	}
+	sp, ok := s.cfg.Resolver.SitePod(t.Site.Site, t.Namespace, t.Name)
+	if !ok {
+		return
+	}
+	uid := sp.UID
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		sp, ok := s.cfg.Resolver.SitePod(t.Site.Site, t.Namespace, t.Name)
+		if !ok || sp.UID != uid {
+			cancel(&containerExited{container: container})
+			return
+		}
+		if st := terminated(sp, container); st != nil {
+			cancel(&containerExited{container: container, state: st})
+			return
+		}
+	}
+}
+
+// terminated returns the terminated state of container (or, unnamed, of the pod's only
+// container) in pod's status, or nil while it has not terminated.
+func terminated(pod *corev1.Pod, container string) *corev1.ContainerStateTerminated {
+	if container == "" && len(pod.Status.ContainerStatuses) == 1 {
+		container = pod.Status.ContainerStatuses[0].Name
+	}
+	for _, list := range [][]corev1.ContainerStatus{pod.Status.ContainerStatuses, pod.Status.InitContainerStatuses, pod.Status.EphemeralContainerStatuses} {
+		for i := range list {
+			if list[i].Name == container {
+				return list[i].State.Terminated
+			}
+		}
 	}
 	return nil
 }

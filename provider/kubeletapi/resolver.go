@@ -36,6 +36,12 @@ type Resolver interface {
 	// Implementations read the site pod's vk8s.io/tenant, vk8s.io/host-namespace and
 	// vk8s.io/host-pod-uid labels; the host pod has the site pod's name.
 	HostPod(site, namespace, name string) (HostPod, bool)
+
+	// SitePod returns the pod namespace/name of site as the provider's cache of the site's
+	// pods last saw it, and false when the cache does not hold it (deleted, not one of this
+	// host's). The pod is shared: the caller does not modify it. Exec and attach read it
+	// every second or so while they stream, to end when the container has terminated.
+	SitePod(site, namespace, name string) (*corev1.Pod, bool)
 }
 
 // PodTarget is where a host pod runs. Its fields are shared and not modified.

@@ -91,6 +91,9 @@ type Server struct {
 	// done is closed when Run returns; port-forwards, whose context virtual-kubelet never
 	// cancels, end with it.
 	done chan struct{}
+	// exitPoll is how often a stream looks whether its container has terminated; 0 means
+	// exitPollInterval (tests shorten it).
+	exitPoll time.Duration
 
 	mu      sync.Mutex
 	started bool

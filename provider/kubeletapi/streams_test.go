@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -16,6 +17,9 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/httpstream/wsstream"
+	"k8s.io/apiserver/pkg/util/proxy"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/tools/remotecommand"
 	"k8s.io/client-go/transport/spdy"
@@ -24,21 +28,33 @@ import (
 )
 
 // siteKubelet makes a fake site serve exec, attach and port-forward with virtual-kubelet's
-// own handlers (which speak the kubelet's streaming protocols), so that the whole path
-// client -> Server -> site API server is exercised. It records what the site was asked.
+// own handlers (which speak the kubelet's streaming protocols, SPDY), so that the whole
+// path client -> Server -> site API server is exercised. As kube-apiserver does, the site
+// answers a WebSocket exec or attach (remotecommand v5, which the Server prefers) with
+// apiserver's stream translator in front of the kubelet's SPDY, unless spdyOnly: then the
+// Server falls back to SPDY. It records what the site was asked.
 type siteKubelet struct {
-	mu       sync.Mutex
-	cmd      []string
-	ns, pod  string
-	tty      bool
-	resized  []api.TermSize
-	fwdPorts []int32
+	spdyOnly bool
+	// attachWaits keeps attach streams open until the client goes, as kwok's attach, which
+	// follows a log file, does after the container has exited.
+	attachWaits bool
+
+	mu        sync.Mutex
+	cmd       []string
+	ns, pod   string
+	tty       bool
+	resized   []api.TermSize
+	fwdPorts  []int32
+	protocols []string // "websocket" or "spdy", per exec or attach
+	// stop ends the handlers that wait for the client (command "wait", attachWaits).
+	stop chan struct{}
 }
 
-func (k *siteKubelet) install(fs *fakeSite) {
+func (k *siteKubelet) install(t *testing.T, fs *fakeSite) {
+	k.stop = make(chan struct{})
 	r := mux.NewRouter()
 	r.HandleFunc("/api/v1/namespaces/{namespace}/pods/{pod}/exec", api.HandleContainerExec(
-		func(_ context.Context, ns, pod, _ string, cmd []string, a api.AttachIO) error {
+		func(ctx context.Context, ns, pod, _ string, cmd []string, a api.AttachIO) error {
 			k.mu.Lock()
 			k.cmd, k.ns, k.pod, k.tty = cmd, ns, pod, a.TTY()
 			k.mu.Unlock()
@@ -48,6 +64,19 @@ func (k *siteKubelet) install(fs *fakeSite) {
 			case "cat":
 				_, err := io.Copy(a.Stdout(), a.Stdin())
 				return err
+			case "wc":
+				// Answers only once stdin has ended, as tar -x does.
+				n, err := io.Copy(io.Discard, a.Stdin())
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintf(a.Stdout(), "%d bytes", n)
+				return err
+			case "wait":
+				// A command that runs until the client goes.
+				_, _ = io.WriteString(a.Stdout(), "started")
+				k.wait(ctx)
+				return nil
 			case "resize":
 				sz := <-a.Resize()
 				k.mu.Lock()
@@ -61,11 +90,14 @@ func (k *siteKubelet) install(fs *fakeSite) {
 			return err
 		})).Methods(http.MethodPost, http.MethodGet)
 	r.HandleFunc("/api/v1/namespaces/{namespace}/pods/{pod}/attach", api.HandleContainerAttach(
-		func(_ context.Context, ns, pod, _ string, a api.AttachIO) error {
+		func(ctx context.Context, ns, pod, _ string, a api.AttachIO) error {
 			k.mu.Lock()
 			k.ns, k.pod = ns, pod
 			k.mu.Unlock()
 			_, err := io.WriteString(a.Stdout(), "attached")
+			if k.attachWaits {
+				k.wait(ctx)
+			}
 			return err
 		})).Methods(http.MethodPost, http.MethodGet)
 	r.HandleFunc("/api/v1/namespaces/{namespace}/pods/{pod}/portforward", api.HandlePortForward(
@@ -80,31 +112,61 @@ func (k *siteKubelet) install(fs *fakeSite) {
 			_, err := io.Copy(s, s)
 			return err
 		})).Methods(http.MethodPost, http.MethodGet)
-	fs.mux.Handle("/api/v1/namespaces/", kubeletParams(r))
+	kubelet := httptest.NewServer(r)
+	// Cleanups run last first: the waiting handlers end before the servers close.
+	t.Cleanup(kubelet.Close)
+	t.Cleanup(func() { close(k.stop) })
+	fs.mux.HandleFunc("/api/v1/namespaces/", func(w http.ResponseWriter, req *http.Request) {
+		q := kubeletQuery(req.URL.Query())
+		stream := strings.HasSuffix(req.URL.Path, "/exec") || strings.HasSuffix(req.URL.Path, "/attach")
+		if stream && !k.spdyOnly && wsstream.IsWebSocketRequestWithStreamCloseProtocol(req) {
+			k.record("websocket")
+			u, _ := url.Parse(kubelet.URL + req.URL.Path + "?" + q.Encode())
+			proxy.NewStreamTranslatorHandler(u, nil, 0, proxy.Options{
+				Stdin: q.Get("input") == "1", Stdout: q.Get("output") == "1", Stderr: q.Get("error") == "1", Tty: q.Get("tty") == "1",
+			}).ServeHTTP(w, req)
+			return
+		}
+		if stream && !wsstream.IsWebSocketRequest(req) {
+			k.record("spdy")
+		}
+		req.URL.RawQuery = q.Encode()
+		r.ServeHTTP(w, req)
+	})
 }
 
-// kubeletParams rewrites the query of pods/exec and pods/attach as the API server does
+func (k *siteKubelet) record(protocol string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.protocols = append(k.protocols, protocol)
+}
+
+// wait returns when the client has gone or the test ends.
+func (k *siteKubelet) wait(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+	case <-k.stop:
+	}
+}
+
+// kubeletQuery rewrites the query of pods/exec and pods/attach as the API server does
 // when it calls the kubelet: stdin=true becomes input=1, and so on.
-func kubeletParams(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		for api, kubelet := range map[string]string{"stdin": "input", "stdout": "output", "stderr": "error", "tty": "tty"} {
-			if v := q.Get(api); v != "" {
-				q.Del(api)
-				if v == "true" {
-					q.Set(kubelet, "1")
-				}
+func kubeletQuery(q url.Values) url.Values {
+	for api, kubelet := range map[string]string{"stdin": "input", "stdout": "output", "stderr": "error", "tty": "tty"} {
+		if v := q.Get(api); v != "" {
+			q.Del(api)
+			if v == "true" {
+				q.Set(kubelet, "1")
 			}
 		}
-		r.URL.RawQuery = q.Encode()
-		next.ServeHTTP(w, r)
-	})
+	}
+	return q
 }
 
 func TestExecAttach(t *testing.T) {
 	w := newWorld(t)
 	k := &siteKubelet{}
-	k.install(w.site1)
+	k.install(t, w.site1)
 	ts := newTestServer(t, Config{Resolver: w.resolver, Auth: AuthConfig{Disabled: true}})
 
 	for _, tc := range []struct {
@@ -175,6 +237,198 @@ func TestExecAttach(t *testing.T) {
 			}
 		})
 	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if want := strings.Repeat("websocket ", 5); strings.Join(k.protocols, " ")+" " != want {
+		t.Errorf("the site was asked with %v, want WebSockets (remotecommand v5) every time", k.protocols)
+	}
+}
+
+// streamHost runs exec or attach against ts as the host's API server would (SPDY), with
+// stdin, and returns its stdout and error.
+func streamHost(ctx context.Context, t *testing.T, ts *testServer, path string, query url.Values, stdin io.Reader, stdout io.Writer) error {
+	t.Helper()
+	u, _ := url.Parse(ts.ts.URL + path + "?" + query.Encode())
+	ex, err := remotecommand.NewSPDYExecutor(ts.restConfig(""), http.MethodPost, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	so := remotecommand.StreamOptions{Stdout: stdout}
+	if stdin != nil {
+		so.Stdin = stdin
+	}
+	return ex.StreamWithContext(ctx, so)
+}
+
+// syncWriter is a strings.Builder safe for a stream writing and a test reading.
+type syncWriter struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// The end of the host's stdin reaches the site's command (kubectl cp to a pod runs tar -x,
+// which finishes at the end of its stdin), over WebSockets and over SPDY.
+func TestStdinEOF(t *testing.T) {
+	for _, spdyOnly := range []bool{false, true} {
+		t.Run(map[bool]string{false: "websocket", true: "spdy"}[spdyOnly], func(t *testing.T) {
+			w := newWorld(t)
+			k := &siteKubelet{spdyOnly: spdyOnly}
+			k.install(t, w.site1)
+			ts := newTestServer(t, Config{Resolver: w.resolver, Auth: AuthConfig{Disabled: true}})
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			in := strings.Repeat("x", 100000)
+			var stdout syncWriter
+			err := streamHost(ctx, t, ts, "/exec/demo/web-1/app", url.Values{"command": {"wc"}, "input": {"1"}, "output": {"1"}}, strings.NewReader(in), &stdout)
+			if out := stdout.String(); err != nil || out != "100000 bytes" {
+				t.Fatalf("stdout %q, %v; want the site to have read 100000 bytes and the end of stdin", out, err)
+			}
+			k.mu.Lock()
+			defer k.mu.Unlock()
+			if want := map[bool]string{false: "websocket", true: "spdy"}[spdyOnly]; strings.Join(k.protocols, ",") != want {
+				t.Errorf("the site was asked with %v, want %s", k.protocols, want)
+			}
+		})
+	}
+}
+
+// An attach or exec whose site stream stays open (kwok's attach follows a log forever)
+// ends once the site pod's cached status shows the container terminated, with its exit
+// code, or once the site pod is gone; it goes on while the container runs.
+func TestStreamEndsWhenContainerExits(t *testing.T) {
+	running := corev1.ContainerStatus{Name: "wait", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}
+	terminated := func(code int32) corev1.ContainerStatus {
+		return corev1.ContainerStatus{Name: "wait", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: code, Reason: "Completed"}}}
+	}
+	for _, tc := range []struct {
+		name     string
+		path     string
+		query    url.Values
+		want     string
+		then     *corev1.ContainerStatus // nil: the site pod goes
+		wantExit int
+		wantErr  bool
+	}{
+		{name: "attach, exit code 0", path: "/attach/demo/web-1/wait", query: url.Values{"output": {"1"}, "input": {"1"}},
+			want: "attached", then: new(terminated(0))},
+		{name: "attach, exit code 3", path: "/attach/demo/web-1/wait", query: url.Values{"output": {"1"}},
+			want: "attached", then: new(terminated(3)), wantExit: 3},
+		{name: "exec, exit code 0", path: "/exec/demo/web-1/wait", query: url.Values{"command": {"wait"}, "output": {"1"}},
+			want: "started", then: new(terminated(0))},
+		{name: "attach, the site pod goes", path: "/attach/demo/web-1/wait", query: url.Values{"output": {"1"}},
+			want: "attached", wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			k := &siteKubelet{attachWaits: true}
+			k.install(t, w.site1)
+			ts := newTestServer(t, Config{Resolver: w.resolver, Auth: AuthConfig{Disabled: true}})
+			ts.exitPoll = 10 * time.Millisecond
+			sp := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Namespace: "acme-demo", Name: "web-1", UID: "site-uid"},
+				Status:     corev1.PodStatus{Phase: corev1.PodRunning, ContainerStatuses: []corev1.ContainerStatus{running}},
+			}
+			w.resolver.setSitePod("site1", "acme-demo", "web-1", sp)
+
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			// The host's stdin never ends, as kubectl's terminal.
+			stdinR, stdinW := io.Pipe()
+			defer func() { _ = stdinW.Close() }()
+			var stdin io.Reader
+			if tc.query.Get("input") == "1" {
+				stdin = stdinR
+			}
+			var stdout syncWriter
+			done := make(chan error, 1)
+			go func() { done <- streamHost(ctx, t, ts, tc.path, tc.query, stdin, &stdout) }()
+			// Still streaming while the container runs, well past a few polls.
+			for stdout.String() != tc.want {
+				select {
+				case err := <-done:
+					t.Fatalf("the stream ended while the container runs: %q, %v", stdout.String(), err)
+				case <-ctx.Done():
+					t.Fatalf("stdout %q, want %q", stdout.String(), tc.want)
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+			select {
+			case err := <-done:
+				t.Fatalf("the stream ended while the container runs: %v", err)
+			case <-time.After(300 * time.Millisecond):
+			}
+			if tc.then == nil {
+				w.resolver.setSitePod("site1", "acme-demo", "web-1", nil)
+			} else {
+				ended := sp.DeepCopy()
+				ended.Status.Phase = corev1.PodSucceeded
+				ended.Status.ContainerStatuses = []corev1.ContainerStatus{*tc.then}
+				w.resolver.setSitePod("site1", "acme-demo", "web-1", ended)
+			}
+			var err error
+			select {
+			case err = <-done:
+			case <-ctx.Done():
+				t.Fatal("the stream did not end after the container terminated")
+			}
+			var exit clientexec.CodeExitError
+			switch {
+			case tc.wantExit != 0:
+				if !errors.As(err, &exit) || exit.Code != tc.wantExit {
+					t.Errorf("error %v, want exit code %d", err, tc.wantExit)
+				}
+			case tc.wantErr:
+				if err == nil || errors.As(err, &exit) {
+					t.Errorf("error %v, want an error that is not an exit code", err)
+				}
+			case err != nil:
+				t.Errorf("error %v, want none (exit code 0)", err)
+			}
+		})
+	}
+}
+
+func TestTerminated(t *testing.T) {
+	done := &corev1.ContainerStateTerminated{ExitCode: 1}
+	pod := func(statuses ...corev1.ContainerStatus) *corev1.Pod {
+		return &corev1.Pod{Status: corev1.PodStatus{ContainerStatuses: statuses}}
+	}
+	for _, tc := range []struct {
+		name      string
+		pod       *corev1.Pod
+		container string
+		want      *corev1.ContainerStateTerminated
+	}{
+		{"running", pod(corev1.ContainerStatus{Name: "app", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}), "app", nil},
+		{"terminated", pod(corev1.ContainerStatus{Name: "app", State: corev1.ContainerState{Terminated: done}}), "app", done},
+		{"another container terminated", pod(
+			corev1.ContainerStatus{Name: "app"},
+			corev1.ContainerStatus{Name: "side", State: corev1.ContainerState{Terminated: done}}), "app", nil},
+		{"unnamed, the only container", pod(corev1.ContainerStatus{Name: "app", State: corev1.ContainerState{Terminated: done}}), "", done},
+		{"an ephemeral container", &corev1.Pod{Status: corev1.PodStatus{
+			ContainerStatuses:          []corev1.ContainerStatus{{Name: "app"}},
+			EphemeralContainerStatuses: []corev1.ContainerStatus{{Name: "debug", State: corev1.ContainerState{Terminated: done}}},
+		}}, "debug", done},
+		{"no status yet", pod(), "app", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := terminated(tc.pod, tc.container); got != tc.want {
+				t.Errorf("terminated = %v, want %v", got, tc.want)
+			}
+		})
+	}
 }
 
 // oneSize gives one terminal size, then ends.
@@ -192,7 +446,7 @@ func (q *oneSize) Next() *remotecommand.TerminalSize {
 func TestPortForward(t *testing.T) {
 	w := newWorld(t)
 	k := &siteKubelet{}
-	k.install(w.site1)
+	k.install(t, w.site1)
 	ts := newTestServer(t, Config{Resolver: w.resolver, Auth: AuthConfig{Disabled: true}})
 
 	u, _ := url.Parse(ts.ts.URL + "/portForward/demo/web-1")
