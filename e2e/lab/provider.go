@@ -161,6 +161,18 @@ func processReady(ctx context.Context, port int) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
+// ProviderMetricsURL is the URL of the lab provider's Prometheus metrics.
+func (l *Lab) ProviderMetricsURL() (string, error) {
+	st, err := l.readState()
+	if err != nil {
+		return "", err
+	}
+	if st.Provider == nil {
+		return "", fmt.Errorf("%w: lab %s runs no provider", ErrNotUp, l.cfg.Name)
+	}
+	return fmt.Sprintf("http://127.0.0.1:%d/metrics", st.Provider.MetricsPort), nil
+}
+
 // processPID is the pid in p's pid file when that process still runs p's subcommand, and
 // 0 otherwise: a pid the system gave to another process since is not ours.
 func (l *Lab) processPID(p vk8sProcess) int {
