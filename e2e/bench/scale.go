@@ -182,8 +182,10 @@ func scaleSites(ctx context.Context, l *lab.Lab, vnodes *vnodeWatch, s size, tim
 		if apierrors.IsAlreadyExists(err) {
 			err = c.Get(ctx, client.ObjectKeyFromObject(slice), slice)
 			if err == nil && !maps.Equal(slice.Spec.NodeSelector, want.NodeSelector) {
+				// A patch: the registry writes the status meanwhile.
+				patch := client.MergeFrom(slice.DeepCopy())
 				slice.Spec.NodeSelector = want.NodeSelector
-				err = c.Update(ctx, slice)
+				err = c.Patch(ctx, slice, patch)
 			}
 		}
 		if err != nil {
