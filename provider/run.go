@@ -99,6 +99,16 @@ const (
 	DefaultHostBurst = 200
 )
 
+// withRateLimits returns a copy of cfg with DefaultHostQPS and DefaultHostBurst when it
+// sets no rate limits of its own.
+func withRateLimits(cfg *rest.Config) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	if cfg.QPS == 0 && cfg.RateLimiter == nil {
+		cfg.QPS, cfg.Burst = DefaultHostQPS, DefaultHostBurst
+	}
+	return cfg
+}
+
 // DefaultTenant is the tenant of a provider configured without one.
 const DefaultTenant = "vk8s"
 
@@ -131,7 +141,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.HealthAddr == "" {
 		cfg.HealthAddr = "0"
 	}
-	mgr, err := ctrl.NewManager(cfg.Host, ctrl.Options{
+	// The manager's client writes every Site's status each heartbeat (1,000 Sites every
+	// 30s: 33 a second), and the pod controller's client a status per pod change and an
+	// Event per operation: client-go's default of 5 requests per second would queue them.
+	hostCfg := withRateLimits(cfg.Host)
+	mgr, err := ctrl.NewManager(hostCfg, ctrl.Options{
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: cfg.MetricsAddr},
 		HealthProbeBindAddress:  cfg.HealthAddr,
@@ -164,12 +178,6 @@ func Run(ctx context.Context, cfg Config) error {
 	tenancySiteEvents := reg.Watch()
 	if err := reg.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("site registry: %w", err)
-	}
-	// The pod controller writes a status per pod change and an Event per operation:
-	// client-go's default of 5 requests per second would queue them for seconds.
-	hostCfg := rest.CopyConfig(cfg.Host)
-	if hostCfg.QPS == 0 {
-		hostCfg.QPS, hostCfg.Burst = DefaultHostQPS, DefaultHostBurst
 	}
 	host, err := kubernetes.NewForConfig(hostCfg)
 	if err != nil {
