@@ -11,7 +11,8 @@
 //     lab's site clusters (Site.spec.nodeSelector), so that the machine can hold them: the
 //     virtual nodes Ready and the time until they were, the provider's memory (RSS), CPU,
 //     goroutines and requests to the host over an idle window, the age of the stalest
-//     virtual node Lease, and the host API server's and etcd's memory.
+//     virtual node Lease and of the least recently probed Site's heartbeat, and the host
+//     API server's and etcd's memory.
 //
 // It is a program and not a timed test: the machine is shared and noisy, so it reports
 // figures and ratios against a baseline taken in the same run, and asserts nothing.
@@ -133,8 +134,8 @@ func run(name, vk8s string, pods, admissions int, sitesFlag string, window, read
 		return err
 	}
 	fmt.Printf("\nprovider footprint (idle, %s window; NxK: the slices have K nodes)\n", window)
-	fmt.Printf("  %8s %7s %7s %9s %8s %6s %7s %8s %8s %9s %8s %8s\n", "sites", "vnodes", "Ready", "to Ready", "RSS MiB", "CPU %",
-		"gorout.", "host r/s", "min Rdy", "old lease", "apisrv", "etcd")
+	fmt.Printf("  %8s %7s %7s %9s %8s %6s %7s %8s %8s %9s %9s %8s %8s\n", "sites", "vnodes", "Ready", "to Ready", "RSS MiB", "CPU %",
+		"gorout.", "host r/s", "min Rdy", "old lease", "old Site", "apisrv", "etcd")
 	for _, sz := range sizes {
 		took, ok, err := scaleSites(ctx, l, vnodes, sz, readyTimeout)
 		if err != nil {
@@ -149,8 +150,9 @@ func run(name, vk8s string, pods, admissions int, sitesFlag string, window, read
 		if err != nil {
 			return err
 		}
-		fmt.Printf("  %8s %7d %7d %9s %8.1f %6.1f %7d %8.1f %8d %9s %8.1f %8.1f\n", sz, sz.virtualNodes(), ready, toReady,
-			u.providerRSS, u.cpu, u.goroutines, u.hostRequests, u.minReady, u.leaseAge.Round(time.Second), u.apiserverRSS, u.etcdRSS)
+		fmt.Printf("  %8s %7d %7d %9s %8.1f %6.1f %7d %8.1f %8d %9s %9s %8.1f %8.1f\n", sz, sz.virtualNodes(), ready, toReady,
+			u.providerRSS, u.cpu, u.goroutines, u.hostRequests, u.minReady, u.leaseAge.Round(time.Second),
+			u.heartbeatAge.Round(time.Second), u.apiserverRSS, u.etcdRSS)
 		fmt.Printf("  %8s host requests/s by method: %s\n", "", methods(u.byMethod))
 	}
 	return nil

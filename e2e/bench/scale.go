@@ -219,6 +219,8 @@ type usage struct {
 	minReady int
 	// leaseAge is the age of the least recently renewed virtual node Lease at the end.
 	leaseAge time.Duration
+	// heartbeatAge is the age of the oldest Site status.lastHeartbeatTime at the end.
+	heartbeatAge time.Duration
 }
 
 // footprint lets the provider settle, then measures it over window.
@@ -285,8 +287,34 @@ func footprint(ctx context.Context, l *lab.Lab, host kubernetes.Interface, vnode
 			}
 		}
 	}
-	u.leaseAge, err = oldestLease(ctx, host, vnodes)
+	if u.leaseAge, err = oldestLease(ctx, host, vnodes); err != nil {
+		return u, err
+	}
+	u.heartbeatAge, err = oldestHeartbeat(ctx, l)
 	return u, err
+}
+
+// oldestHeartbeat is how long ago the Site the registry probed least recently was probed,
+// as its status says (a Site never probed counts from its creation).
+func oldestHeartbeat(ctx context.Context, l *lab.Lab) (time.Duration, error) {
+	c, err := l.Client("host")
+	if err != nil {
+		return 0, err
+	}
+	var sites vk8sv1.SiteList
+	if err := c.List(ctx, &sites); err != nil {
+		return 0, err
+	}
+	now := time.Now()
+	var oldest time.Duration
+	for _, s := range sites.Items {
+		t := s.CreationTimestamp.Time
+		if hb := s.Status.LastHeartbeatTime; hb != nil {
+			t = hb.Time
+		}
+		oldest = max(oldest, now.Sub(t))
+	}
+	return oldest, nil
 }
 
 // labPIDs returns the pids of the host's processes (kube-apiserver, etcd, vk8s-provider,
