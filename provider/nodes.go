@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -36,8 +37,14 @@ import (
 // NodesConfig configures the virtual node manager.
 type NodesConfig struct {
 	// Host is the host cluster's clientset; virtual-kubelet's NodeControllers write Nodes
-	// and Leases with it.
+	// and Leases with it unless HeartbeatConfig is set.
 	Host kubernetes.Interface
+	// HeartbeatConfig, when set, gives the NodeControllers a host client of their own,
+	// whose rate limit grows with the virtual nodes running (its QPS, or DefaultHostQPS,
+	// plus heartbeatRate for each), so that Lease renewals neither wait behind the pods'
+	// requests nor run out of a budget sized for fewer nodes. With QPS < 0 or a
+	// RateLimiter of its own it is used as it is.
+	HeartbeatConfig *rest.Config
 	// Registry gives each site's nodes.
 	Registry *sitereg.Registry
 	// SiteEvents carries a reconcile request per site whose nodes or connection changed
@@ -68,6 +75,11 @@ type Nodes struct {
 	cfg    NodesConfig
 	client client.Client
 	log    logr.Logger
+
+	// heartbeats is the client of the NodeControllers, limiter its rate limit (nil: none
+	// that follows the nodes).
+	heartbeats kubernetes.Interface
+	limiter    *heartbeatLimiter
 
 	// ctx is the lifetime of the NodeControllers, set by Start; wg counts them.
 	ctx     context.Context
@@ -140,7 +152,24 @@ func NewNodes(cfg NodesConfig) (*Nodes, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("virtual nodes config: %w", err)
 	}
-	return &Nodes{cfg: cfg, started: make(chan struct{}), running: map[string]map[string]*vnode{}}, nil
+	m := &Nodes{cfg: cfg, heartbeats: cfg.Host, started: make(chan struct{}), running: map[string]map[string]*vnode{}}
+	if cfg.HeartbeatConfig != nil {
+		hc := rest.CopyConfig(cfg.HeartbeatConfig)
+		if hc.RateLimiter == nil && hc.QPS >= 0 {
+			qps, burst := hc.QPS, hc.Burst
+			if qps == 0 {
+				qps, burst = DefaultHostQPS, DefaultHostBurst
+			}
+			m.limiter = newHeartbeatLimiter(qps, burst, heartbeatRate(cfg.LeaseDurationSeconds, cfg.StatusInterval))
+			hc.RateLimiter = m.limiter
+		}
+		cs, err := kubernetes.NewForConfig(hc)
+		if err != nil {
+			return nil, fmt.Errorf("virtual nodes' host client: %w", err)
+		}
+		m.heartbeats = cs
+	}
+	return m, nil
 }
 
 // SetupWithManager adds the virtual node controller (keyed by Site) to mgr.
@@ -376,9 +405,9 @@ func (m *Nodes) sync(ctx context.Context, site string, want []*corev1.Node) erro
 // start runs a NodeController for n until the manager stops or n's site drops it.
 func (m *Nodes) start(n *corev1.Node) (*vnode, error) {
 	p := newNodeProvider(n)
-	nodes := m.cfg.Host.CoreV1().Nodes()
+	nodes := m.heartbeats.CoreV1().Nodes()
 	nc, err := node.NewNodeController(p, n.DeepCopy(), nodes,
-		node.WithNodeEnableLeaseV1(m.cfg.Host.CoordinationV1().Leases(corev1.NamespaceNodeLease), m.cfg.LeaseDurationSeconds),
+		node.WithNodeEnableLeaseV1(m.heartbeats.CoordinationV1().Leases(corev1.NamespaceNodeLease), m.cfg.LeaseDurationSeconds),
 		node.WithNodeStatusUpdateInterval(m.cfg.StatusInterval),
 		node.WithNodeStatusUpdateErrorHandler(func(ctx context.Context, err error) error {
 			// The Node was deleted behind our back: register it again.
@@ -395,8 +424,10 @@ func (m *Nodes) start(n *corev1.Node) (*vnode, error) {
 	ctx, cancel := context.WithCancel(m.ctx)
 	ctx = vklog.WithLogger(ctx, vkLogger{m.log.WithValues("node", n.Name)})
 	m.wg.Add(2)
+	m.limiter.add(1)
 	go func() {
 		defer m.wg.Done()
+		defer m.limiter.add(-1)
 		if err := nc.Run(ctx); err != nil && ctx.Err() == nil {
 			m.log.Error(err, "node controller stopped", "node", n.Name)
 		}

@@ -190,7 +190,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := mgr.Add(lifecycle); err != nil {
 		return err
 	}
-	nodesCfg := NodesConfig{Host: host, Registry: reg, SiteEvents: siteEvents, Endpoint: cfg.Endpoint}
+	nodesCfg := NodesConfig{Host: host, HeartbeatConfig: hostCfg, Registry: reg, SiteEvents: siteEvents, Endpoint: cfg.Endpoint}
 	if !cfg.Kubelet.Disabled {
 		api, err := newKubeletAPI(cfg, host, lifecycle.pods)
 		if err != nil {
