@@ -97,3 +97,19 @@ func TestNewNodesHeartbeatClient(t *testing.T) {
 		})
 	}
 }
+
+// The host tells a virtual node's health by its Lease (every 10 s); its status is written
+// when it changes and otherwise every 5 minutes, as a kubelet does, not every minute.
+func TestNewNodesDefaults(t *testing.T) {
+	reg, err := sitereg.New(sitereg.Config{MetricsRegisterer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := NewNodes(NodesConfig{Host: fake.NewClientset(), Registry: reg, Endpoint: Endpoint{Address: "10.0.0.1", Port: 10250}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.cfg.LeaseDurationSeconds != 40 || m.cfg.StatusInterval != 5*time.Minute {
+		t.Errorf("Lease %d s, status every %s; want 40 s and 5m", m.cfg.LeaseDurationSeconds, m.cfg.StatusInterval)
+	}
+}
