@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -167,30 +168,36 @@ func scaleSites(ctx context.Context, l *lab.Lab, vnodes *vnodeWatch, s size, tim
 			return 0, false, err
 		}
 	}
-	start := time.Now()
-	for i := len(base) + 1; i <= s.sites; i++ {
+	refs := map[string]vk8sv1.SecretKeyReference{}
+	for _, name := range base {
 		from := &vk8sv1.Site{}
-		if err := c.Get(ctx, client.ObjectKey{Name: base[(i-1)%len(base)]}, from); err != nil {
+		if err := c.Get(ctx, client.ObjectKey{Name: name}, from); err != nil {
 			return 0, false, err
 		}
-		want := vk8sv1.SiteSpec{
-			KubeconfigSecretRef: from.Spec.KubeconfigSecretRef,
-			NodeSelector:        sliceSelector(i, len(base), s.nodes),
-		}
-		slice := &vk8sv1.Site{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("slice%d", i), Labels: map[string]string{"vk8s.io/bench": "slice"}}, Spec: want}
-		err := c.Create(ctx, slice)
-		if apierrors.IsAlreadyExists(err) {
-			err = c.Get(ctx, client.ObjectKeyFromObject(slice), slice)
-			if err == nil && !maps.Equal(slice.Spec.NodeSelector, want.NodeSelector) {
-				// A patch: the registry writes the status meanwhile.
-				patch := client.MergeFrom(slice.DeepCopy())
-				slice.Spec.NodeSelector = want.NodeSelector
-				err = c.Patch(ctx, slice, patch)
+		refs[name] = from.Spec.KubeconfigSecretRef
+	}
+	// Ten at a time: an operator applying a thousand Sites does not wait for each.
+	start := time.Now()
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	slots := make(chan struct{}, 10)
+	for i := len(base) + 1; i <= s.sites; i++ {
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			if err := ensureSlice(ctx, c, i, refs[base[(i-1)%len(base)]], sliceSelector(i, len(base), s.nodes)); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
 			}
-		}
-		if err != nil {
-			return 0, false, fmt.Errorf("site slice%d: %w", i, err)
-		}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return 0, false, err
 	}
 	want := s.virtualNodes()
 	err = wait.PollUntilContextTimeout(ctx, time.Second, timeout, true, func(context.Context) (bool, error) {
@@ -201,6 +208,29 @@ func scaleSites(ctx context.Context, l *lab.Lab, vnodes *vnodeWatch, s size, tim
 		return time.Since(start), false, nil
 	}
 	return time.Since(start), err == nil, err
+}
+
+// ensureSlice makes Site slice<i> with the kubeconfig of ref and the node selector sel, or
+// changes the selector of the one there.
+func ensureSlice(ctx context.Context, c client.Client, i int, ref vk8sv1.SecretKeyReference, sel map[string]string) error {
+	slice := &vk8sv1.Site{
+		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("slice%d", i), Labels: map[string]string{"vk8s.io/bench": "slice"}},
+		Spec:       vk8sv1.SiteSpec{KubeconfigSecretRef: ref, NodeSelector: sel},
+	}
+	err := c.Create(ctx, slice)
+	if apierrors.IsAlreadyExists(err) {
+		err = c.Get(ctx, client.ObjectKeyFromObject(slice), slice)
+		if err == nil && !maps.Equal(slice.Spec.NodeSelector, sel) {
+			// A patch: the registry writes the status meanwhile.
+			patch := client.MergeFrom(slice.DeepCopy())
+			slice.Spec.NodeSelector = sel
+			err = c.Patch(ctx, slice, patch)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("site slice%d: %w", i, err)
+	}
+	return nil
 }
 
 // usage is what footprint measures at one size.
