@@ -192,7 +192,15 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	nodesCfg := NodesConfig{Host: host, HeartbeatConfig: hostCfg, Registry: reg, SiteEvents: siteEvents, Endpoint: cfg.Endpoint}
 	if !cfg.Kubelet.Disabled {
-		api, err := newKubeletAPI(cfg, host, lifecycle.pods)
+		// TokenReviews and SubjectAccessReviews of the kubelet API have a client of their
+		// own: metrics-server asks for every virtual node every 15 s, and reviews that wait
+		// behind the pods' requests time out uncached and are asked again, which at 3,000
+		// virtual nodes kept the shared client saturated.
+		reviews, err := kubernetes.NewForConfig(hostCfg)
+		if err != nil {
+			return err
+		}
+		api, err := newKubeletAPI(cfg, host, reviews, lifecycle.pods)
 		if err != nil {
 			return err
 		}
@@ -226,10 +234,11 @@ func Run(ctx context.Context, cfg Config) error {
 	return mgr.Start(ctx)
 }
 
-// newKubeletAPI builds the kubelet API endpoint of all virtual nodes.
-func newKubeletAPI(cfg Config, host kubernetes.Interface, resolver kubeletapi.Resolver) (*kubeletapi.Server, error) {
+// newKubeletAPI builds the kubelet API endpoint of all virtual nodes; reviews is the host
+// client of its authentication and authorization.
+func newKubeletAPI(cfg Config, host, reviews kubernetes.Interface, resolver kubeletapi.Resolver) (*kubeletapi.Server, error) {
 	k := cfg.Kubelet
-	auth := kubeletapi.AuthConfig{Host: host}
+	auth := kubeletapi.AuthConfig{Host: reviews}
 	if k.ClientCAFile != "" {
 		ca, err := os.ReadFile(k.ClientCAFile)
 		if err != nil {
