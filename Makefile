@@ -7,6 +7,10 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 TOOLS_DIR := $(shell hack/tools.sh dir)
 LAB       ?= lab
 GO_TEST_FLAGS ?=
+# make bench's footprint sizes (NxK: slices of K nodes; 1000x3 is 3,000 virtual nodes and
+# adds about 25 minutes) and the name of its lab.
+BENCH_SITES ?= 3,30,300
+BENCH_LAB   ?= bench
 
 export VK8S_TOOLS_DIR := $(TOOLS_DIR)
 export PATH := $(TOOLS_DIR):$(PATH)
@@ -77,8 +81,8 @@ demo: tools build ## Bring up the lab (host, 3 sites x 3 nodes, provider, webhoo
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --site site2 --name $(LAB))" get pods -A -l vk8s.io/tenant -o wide
 
 .PHONY: bench
-bench: tools build ## Measure pod start latency (host vs. sites directly) and the provider's footprint at 3/30/300 sites.
-	go run ./e2e/bench --vk8s bin/vk8s
+bench: tools build ## Measure pod start latency (host vs. sites directly), admission, and the provider's footprint at 3/30/300 sites (BENCH_SITES=3,30,300,1000x3 for 3,000 virtual nodes).
+	go run ./e2e/bench --vk8s bin/vk8s --name $(BENCH_LAB) --sites $(BENCH_SITES)
 
 .PHONY: lab-down
 lab-down: build ## Remove the lab made by `make demo`.

@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -36,8 +37,14 @@ import (
 // NodesConfig configures the virtual node manager.
 type NodesConfig struct {
 	// Host is the host cluster's clientset; virtual-kubelet's NodeControllers write Nodes
-	// and Leases with it.
+	// and Leases with it unless HeartbeatConfig is set.
 	Host kubernetes.Interface
+	// HeartbeatConfig, when set, gives the NodeControllers a host client of their own,
+	// whose rate limit grows with the virtual nodes running (its QPS, or DefaultHostQPS,
+	// plus heartbeatRate for each), so that Lease renewals neither wait behind the pods'
+	// requests nor run out of a budget sized for fewer nodes. With QPS < 0 or a
+	// RateLimiter of its own it is used as it is.
+	HeartbeatConfig *rest.Config
 	// Registry gives each site's nodes.
 	Registry *sitereg.Registry
 	// SiteEvents carries a reconcile request per site whose nodes or connection changed
@@ -50,9 +57,15 @@ type NodesConfig struct {
 	Endpoints NodeEndpoints
 	// LeaseDurationSeconds of the virtual nodes' Leases. Zero: 40, as a kubelet.
 	LeaseDurationSeconds int32
-	// StatusInterval is how often a NodeController rewrites an unchanged status. Zero: 1m.
+	// StatusInterval is how often a NodeController rewrites an unchanged status (a
+	// changed one is written at once). Zero: 5m, as a kubelet's nodeStatusReportFrequency:
+	// the host tells a node's health by its Lease, and at 3,000 virtual nodes every minute
+	// would be 100 requests a second (a GET and a PATCH each) for heartbeat times.
 	StatusInterval time.Duration
 }
+
+// DefaultStatusInterval is how often a virtual node's unchanged status is written again.
+const DefaultStatusInterval = 5 * time.Minute
 
 // NodeEndpoints hands out the kubelet API endpoint of each virtual node.
 type NodeEndpoints interface {
@@ -68,6 +81,11 @@ type Nodes struct {
 	cfg    NodesConfig
 	client client.Client
 	log    logr.Logger
+
+	// heartbeats is the client of the NodeControllers, limiter its rate limit (nil: none
+	// that follows the nodes).
+	heartbeats kubernetes.Interface
+	limiter    *heartbeatLimiter
 
 	// ctx is the lifetime of the NodeControllers, set by Start; wg counts them.
 	ctx     context.Context
@@ -135,12 +153,29 @@ func NewNodes(cfg NodesConfig) (*Nodes, error) {
 		cfg.LeaseDurationSeconds = 40
 	}
 	if cfg.StatusInterval == 0 {
-		cfg.StatusInterval = time.Minute
+		cfg.StatusInterval = DefaultStatusInterval
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("virtual nodes config: %w", err)
 	}
-	return &Nodes{cfg: cfg, started: make(chan struct{}), running: map[string]map[string]*vnode{}}, nil
+	m := &Nodes{cfg: cfg, heartbeats: cfg.Host, started: make(chan struct{}), running: map[string]map[string]*vnode{}}
+	if cfg.HeartbeatConfig != nil {
+		hc := rest.CopyConfig(cfg.HeartbeatConfig)
+		if hc.RateLimiter == nil && hc.QPS >= 0 {
+			qps, burst := hc.QPS, hc.Burst
+			if qps == 0 {
+				qps, burst = DefaultHostQPS, DefaultHostBurst
+			}
+			m.limiter = newHeartbeatLimiter(qps, burst, heartbeatRate(cfg.LeaseDurationSeconds, cfg.StatusInterval))
+			hc.RateLimiter = m.limiter
+		}
+		cs, err := kubernetes.NewForConfig(hc)
+		if err != nil {
+			return nil, fmt.Errorf("virtual nodes' host client: %w", err)
+		}
+		m.heartbeats = cs
+	}
+	return m, nil
 }
 
 // SetupWithManager adds the virtual node controller (keyed by Site) to mgr.
@@ -156,7 +191,7 @@ func (m *Nodes) SetupWithManager(mgr ctrl.Manager) error {
 		// Host nodes of a site: a virtual node deleted by hand is made again.
 		// Host nodes of a site: a virtual node deleted or edited by hand is put right, and
 		// at start the existing ones are matched with their sites. Status writes (every
-		// virtual node's, every minute) are not reasons to reconcile.
+		// virtual node's, every StatusInterval) are not reasons to reconcile.
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			if site := o.GetLabels()[vk8sv1.LabelSite]; site != "" && o.GetLabels()[LabelType] == TypeVirtualKubelet {
 				return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: site}}}
@@ -376,9 +411,9 @@ func (m *Nodes) sync(ctx context.Context, site string, want []*corev1.Node) erro
 // start runs a NodeController for n until the manager stops or n's site drops it.
 func (m *Nodes) start(n *corev1.Node) (*vnode, error) {
 	p := newNodeProvider(n)
-	nodes := m.cfg.Host.CoreV1().Nodes()
+	nodes := m.heartbeats.CoreV1().Nodes()
 	nc, err := node.NewNodeController(p, n.DeepCopy(), nodes,
-		node.WithNodeEnableLeaseV1(m.cfg.Host.CoordinationV1().Leases(corev1.NamespaceNodeLease), m.cfg.LeaseDurationSeconds),
+		node.WithNodeEnableLeaseV1(m.heartbeats.CoordinationV1().Leases(corev1.NamespaceNodeLease), m.cfg.LeaseDurationSeconds),
 		node.WithNodeStatusUpdateInterval(m.cfg.StatusInterval),
 		node.WithNodeStatusUpdateErrorHandler(func(ctx context.Context, err error) error {
 			// The Node was deleted behind our back: register it again.
@@ -395,8 +430,10 @@ func (m *Nodes) start(n *corev1.Node) (*vnode, error) {
 	ctx, cancel := context.WithCancel(m.ctx)
 	ctx = vklog.WithLogger(ctx, vkLogger{m.log.WithValues("node", n.Name)})
 	m.wg.Add(2)
+	m.limiter.add(1)
 	go func() {
 		defer m.wg.Done()
+		defer m.limiter.add(-1)
 		if err := nc.Run(ctx); err != nil && ctx.Err() == nil {
 			m.log.Error(err, "node controller stopped", "node", n.Name)
 		}

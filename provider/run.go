@@ -99,6 +99,16 @@ const (
 	DefaultHostBurst = 200
 )
 
+// withRateLimits returns a copy of cfg with DefaultHostQPS and DefaultHostBurst when it
+// sets no rate limits of its own.
+func withRateLimits(cfg *rest.Config) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	if cfg.QPS == 0 && cfg.RateLimiter == nil {
+		cfg.QPS, cfg.Burst = DefaultHostQPS, DefaultHostBurst
+	}
+	return cfg
+}
+
 // DefaultTenant is the tenant of a provider configured without one.
 const DefaultTenant = "vk8s"
 
@@ -131,7 +141,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.HealthAddr == "" {
 		cfg.HealthAddr = "0"
 	}
-	mgr, err := ctrl.NewManager(cfg.Host, ctrl.Options{
+	// The manager's client writes every Site's status each heartbeat (1,000 Sites every
+	// 30s: 33 a second), and the pod controller's client a status per pod change and an
+	// Event per operation: client-go's default of 5 requests per second would queue them.
+	hostCfg := withRateLimits(cfg.Host)
+	mgr, err := ctrl.NewManager(hostCfg, ctrl.Options{
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: cfg.MetricsAddr},
 		HealthProbeBindAddress:  cfg.HealthAddr,
@@ -165,12 +179,6 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := reg.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("site registry: %w", err)
 	}
-	// The pod controller writes a status per pod change and an Event per operation:
-	// client-go's default of 5 requests per second would queue them for seconds.
-	hostCfg := rest.CopyConfig(cfg.Host)
-	if hostCfg.QPS == 0 {
-		hostCfg.QPS, hostCfg.Burst = DefaultHostQPS, DefaultHostBurst
-	}
 	host, err := kubernetes.NewForConfig(hostCfg)
 	if err != nil {
 		return err
@@ -182,9 +190,17 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := mgr.Add(lifecycle); err != nil {
 		return err
 	}
-	nodesCfg := NodesConfig{Host: host, Registry: reg, SiteEvents: siteEvents, Endpoint: cfg.Endpoint}
+	nodesCfg := NodesConfig{Host: host, HeartbeatConfig: hostCfg, Registry: reg, SiteEvents: siteEvents, Endpoint: cfg.Endpoint}
 	if !cfg.Kubelet.Disabled {
-		api, err := newKubeletAPI(cfg, host, lifecycle.pods)
+		// TokenReviews and SubjectAccessReviews of the kubelet API have a client of their
+		// own: metrics-server asks for every virtual node every 15 s, and reviews that wait
+		// behind the pods' requests time out uncached and are asked again, which at 3,000
+		// virtual nodes kept the shared client saturated.
+		reviews, err := kubernetes.NewForConfig(hostCfg)
+		if err != nil {
+			return err
+		}
+		api, err := newKubeletAPI(cfg, host, reviews, lifecycle.pods)
 		if err != nil {
 			return err
 		}
@@ -218,10 +234,11 @@ func Run(ctx context.Context, cfg Config) error {
 	return mgr.Start(ctx)
 }
 
-// newKubeletAPI builds the kubelet API endpoint of all virtual nodes.
-func newKubeletAPI(cfg Config, host kubernetes.Interface, resolver kubeletapi.Resolver) (*kubeletapi.Server, error) {
+// newKubeletAPI builds the kubelet API endpoint of all virtual nodes; reviews is the host
+// client of its authentication and authorization.
+func newKubeletAPI(cfg Config, host, reviews kubernetes.Interface, resolver kubeletapi.Resolver) (*kubeletapi.Server, error) {
 	k := cfg.Kubelet
-	auth := kubeletapi.AuthConfig{Host: host}
+	auth := kubeletapi.AuthConfig{Host: reviews}
 	if k.ClientCAFile != "" {
 		ca, err := os.ReadFile(k.ClientCAFile)
 		if err != nil {

@@ -80,11 +80,20 @@ func (r *Registry) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result
 	if !equality.Semantic.DeepEqual(base.Status, status) {
 		r.setLastStatus(site, status)
 		r.recordTransitions(ctx, site, base.Status.Conditions, status.Conditions)
-		r.notifyWatchers(site.Name)
+		if !heartbeatOnly(base.Status, status) {
+			r.notifyWatchers(site.Name)
+		}
 	}
 	r.metrics.setSite(site.Name, obs.err == nil,
 		meta.IsStatusConditionTrue(status.Conditions, vk8sv1.ConditionReady), status.NodeCount)
 	return ctrl.Result{RequeueAfter: requeue}, nil
+}
+
+// heartbeatOnly says whether b differs from a in lastHeartbeatTime alone: a probe that
+// found the site as it was, which is not news for the watchers.
+func heartbeatOnly(a, b vk8sv1.SiteStatus) bool {
+	a.LastHeartbeatTime, b.LastHeartbeatTime = nil, nil
+	return equality.Semantic.DeepEqual(a, b)
 }
 
 // recordTransitions logs and records as Events the condition changes worth telling.

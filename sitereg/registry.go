@@ -240,8 +240,8 @@ func (r *Registry) Start(ctx context.Context) error {
 }
 
 // Watch returns a channel that carries a request (a Site with only its name set) each time
-// a site's nodes change or its status changes (connected or not, nodes, version), and when
-// it is deleted: feed it to a controller with source.Channel to reconcile whatever is made
+// a site's nodes change or its status changes (connected or not, nodes, version; a
+// heartbeat that moves only lastHeartbeatTime is not a change), and when it is deleted: feed it to a controller with source.Channel to reconcile whatever is made
 // of the sites' nodes. Requests are coalesced per site and never dropped; deliveries start
 // with the registry and stop with it. Call Watch before the manager starts, once per
 // consumer.

@@ -524,3 +524,42 @@ func TestWatchTellsStatusChangesAndDeletions(t *testing.T) {
 	}
 	next("its deletion")
 }
+
+// A heartbeat that changes nothing but lastHeartbeatTime is not news for the watchers: with
+// 1,000 Sites it would wake every watcher 33 times a second for nothing.
+func TestWatchSkipsHeartbeats(t *testing.T) {
+	site := newFakeAPIServer(t, "t", node("node1", true, "16", "64Gi", nil))
+	env := newTestEnv(t,
+		testSecret("kc", map[string][]byte{"kubeconfig": testKubeconfig(t, site.URL, site.caPEM(), "t", nil)}),
+		testSite("s", "kc", nil),
+	)
+	now := time.Now()
+	env.r.now = func() time.Time { return now }
+	watch := env.r.Watch()
+	// requests counts the requests for s until the channel has been quiet for quiet.
+	requests := func(quiet time.Duration) int {
+		n := 0
+		for {
+			select {
+			case ev := <-watch:
+				if ev.Object.GetName() == "s" {
+					n++
+				}
+			case <-time.After(quiet):
+				return n
+			}
+		}
+	}
+	_, first := env.reconcile(t, "s")
+	if n := requests(500 * time.Millisecond); n == 0 {
+		t.Fatal("no request for s after its first status")
+	}
+	now = now.Add(env.r.cfg.HeartbeatInterval)
+	_, second := env.reconcile(t, "s")
+	if second.Status.LastHeartbeatTime.Equal(first.Status.LastHeartbeatTime) {
+		t.Fatalf("lastHeartbeatTime stayed at %s: the second reconcile did not probe", first.Status.LastHeartbeatTime)
+	}
+	if n := requests(500 * time.Millisecond); n != 0 {
+		t.Errorf("%d requests for s after a heartbeat that changed nothing else, want 0", n)
+	}
+}

@@ -6,41 +6,45 @@
 //   - admission: pod CREATE (dry run) through the API server in a namespace the webhook
 //     does not serve next to a vK8s namespace, one at a time and 20 at once, and the seed
 //     scenario from the create call to 9/9 pods Running;
-//   - the provider process's memory (RSS) and CPU with 3, 30 and 300 sites, the extra sites
-//     being node-selected slices of the lab's site clusters (Site.spec.nodeSelector), so
-//     that the machine can hold them.
+//   - the provider's footprint with 3, 30 and 300 sites (and, on request, 1,000 sites of 3
+//     nodes: --sites 3,30,300,1000x3), the extra sites being node-selected slices of the
+//     lab's site clusters (Site.spec.nodeSelector), so that the machine can hold them: the
+//     virtual nodes Ready and the time until they were, the provider's memory (RSS), CPU,
+//     goroutines and requests to the host over an idle window, the age of the stalest
+//     virtual node Lease and of the least recently probed Site's heartbeat, and the host
+//     API server's and etcd's memory.
 //
 // It is a program and not a timed test: the machine is shared and noisy, so it reports
 // figures and ratios against a baseline taken in the same run, and asserts nothing.
 //
 //	go run ./e2e/bench --vk8s bin/vk8s     (make bench)
+//
+// --pods 0 and --admissions 0 skip those parts; --name names the lab, so that two benches
+// (or a bench and other labs) can run on one machine.
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 	"github.com/vk8s-io/vk8s/e2e/lab"
 	"github.com/vk8s-io/vk8s/provider"
 )
@@ -57,26 +61,24 @@ func main() {
 	var (
 		vk8s   = flag.String("vk8s", "bin/vk8s", "the vk8s binary whose provider is measured")
 		pods   = flag.Int("pods", 100, "pods per latency run")
-		sites  = flag.String("sites", "3,30,300", "site counts at which the provider's footprint is measured")
+		sites  = flag.String("sites", "3,30,300", "site counts at which the provider's footprint is measured; NxK: N sites, the slices K nodes each (1000x3)")
 		window = flag.Duration("window", 30*time.Second, "how long CPU is measured at each site count")
 		keep   = flag.Bool("keep", false, "leave the lab up afterwards")
 		admits = flag.Int("admissions", 200, "dry-run pod creates per admission run")
+		name   = flag.String("name", "bench", "name of the bench's lab (its clusters are <name>-host, <name>-site1, ...)")
+		wait   = flag.Duration("ready-timeout", 15*time.Minute, "how long to wait at each site count for every virtual node to be Ready")
 	)
 	flag.Parse()
-	if err := run(*vk8s, *pods, *admits, *sites, *window, *keep); err != nil {
+	if err := run(*name, *vk8s, *pods, *admits, *sites, *window, *wait, *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(vk8s string, pods, admissions int, sitesFlag string, window time.Duration, keep bool) error {
-	var counts []int
-	for _, s := range strings.Split(sitesFlag, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < labSites {
-			return fmt.Errorf("--sites %q: want counts of at least %d", sitesFlag, labSites)
-		}
-		counts = append(counts, n)
+func run(name, vk8s string, pods, admissions int, sitesFlag string, window, readyTimeout time.Duration, keep bool) error {
+	sizes, err := parseSizes(sitesFlag)
+	if err != nil {
+		return err
 	}
 	bin, err := filepath.Abs(vk8s)
 	if err != nil {
@@ -87,7 +89,7 @@ func run(vk8s string, pods, admissions int, sitesFlag string, window time.Durati
 		return err
 	}
 	l, err := lab.New(lab.Config{
-		Name: "bench", Sites: labSites, Nodes: labNodes, Dir: filepath.Join(dir, "lab"), Tools: lab.Tools{Dir: os.Getenv("VK8S_TOOLS_DIR")},
+		Name: name, Sites: labSites, Nodes: labNodes, Dir: filepath.Join(dir, "lab"), Tools: lab.Tools{Dir: os.Getenv("VK8S_TOOLS_DIR")},
 		Log: os.Stderr, Vk8sBinary: bin,
 	})
 	if err != nil {
@@ -118,6 +120,48 @@ func run(vk8s string, pods, admissions int, sitesFlag string, window time.Durati
 		return err
 	}
 
+	if pods > 0 {
+		if err := podLatency(ctx, l, host, names, pods); err != nil {
+			return err
+		}
+	}
+	if admissions > 0 {
+		if err := admission(ctx, l, host, admissions, 20); err != nil {
+			return fmt.Errorf("admission: %w", err)
+		}
+	}
+
+	vnodes, err := watchVirtualNodes(ctx, host)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\nprovider footprint (idle, %s window; NxK: the slices have K nodes)\n", window)
+	fmt.Printf("  %8s %7s %7s %9s %8s %6s %7s %8s %8s %9s %9s %8s %8s\n", "sites", "vnodes", "Ready", "to Ready", "RSS MiB", "CPU %",
+		"gorout.", "host r/s", "min Rdy", "old lease", "old Site", "apisrv", "etcd")
+	for _, sz := range sizes {
+		took, ok, err := scaleSites(ctx, l, vnodes, sz, readyTimeout)
+		if err != nil {
+			return fmt.Errorf("%s sites: %w", sz, err)
+		}
+		_, ready := vnodes.counts()
+		toReady := round(took).String()
+		if !ok {
+			toReady = "> " + readyTimeout.String()
+		}
+		u, err := footprint(ctx, l, host, vnodes, window)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("  %8s %7d %7d %9s %8.1f %6.1f %7d %8.1f %8d %9s %9s %8.1f %8.1f\n", sz, sz.virtualNodes(), ready, toReady,
+			u.providerRSS, u.cpu, u.goroutines, u.hostRequests, u.minReady, u.leaseAge.Round(time.Second),
+			u.heartbeatAge.Round(time.Second), u.apiserverRSS, u.etcdRSS)
+		fmt.Printf("  %8s host requests/s by method: %s\n", "", methods(u.byMethod))
+	}
+	return nil
+}
+
+// podLatency prints the pod start latency through the host and directly on the sites.
+func podLatency(ctx context.Context, l *lab.Lab, host kubernetes.Interface, names []string, pods int) error {
 	// Warm up: the first pod of a site cluster waits for the provider's caches of it.
 	if _, err := latency(ctx, host, "bench-warmup", len(names)*labNodes, false, func(i int) string {
 		return names[i%len(names)] + "-" + lab.NodeName(i/len(names)%labNodes+1)
@@ -139,25 +183,18 @@ func run(vk8s string, pods, admissions int, sitesFlag string, window time.Durati
 	fmt.Printf("  %-22s p50 %8s  p99 %8s\n", "through the host", round(pct(viaHost, 50)), round(pct(viaHost, 99)))
 	fmt.Printf("  %-22s p50 %7.2fx  p99 %7.2fx\n", "ratio host/direct",
 		ratio(pct(viaHost, 50), pct(direct, 50)), ratio(pct(viaHost, 99), pct(direct, 99)))
-
-	if err := admission(ctx, l, host, admissions, 20); err != nil {
-		return fmt.Errorf("admission: %w", err)
-	}
-
-	fmt.Printf("\nprovider footprint (idle, %s CPU window)\n", window)
-	fmt.Printf("  %6s %14s %10s %10s\n", "sites", "virtual nodes", "RSS MiB", "CPU %")
-	for _, n := range counts {
-		vnodes, err := scaleSites(ctx, l, host, n)
-		if err != nil {
-			return fmt.Errorf("%d sites: %w", n, err)
-		}
-		rss, cpu, err := footprint(ctx, l, window)
-		if err != nil {
-			return err
-		}
-		fmt.Printf("  %6d %14d %10.1f %10.1f\n", n, vnodes, rss, cpu)
-	}
 	return nil
+}
+
+// methods formats requests per second by method, the busiest first.
+func methods(rates map[string]float64) string {
+	keys := slices.Collect(maps.Keys(rates))
+	slices.SortFunc(keys, func(a, b string) int { return cmp.Compare(rates[b], rates[a]) })
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %.1f", k, rates[k]))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func clientset(l *lab.Lab, cluster string) (*kubernetes.Clientset, error) {
@@ -300,124 +337,6 @@ func directLatency(ctx context.Context, l *lab.Lab, sites []string, n int) ([]ti
 	}
 	slices.Sort(all)
 	return all, nil
-}
-
-// scaleSites makes the host hold n Sites, the ones beyond the lab's being node-selected
-// slices of its site clusters, one real node each, and waits until every virtual node is
-// Ready. It returns the number of virtual nodes.
-func scaleSites(ctx context.Context, l *lab.Lab, host kubernetes.Interface, n int) (int, error) {
-	c, err := l.Client("host")
-	if err != nil {
-		return 0, err
-	}
-	base, err := l.Sites()
-	if err != nil {
-		return 0, err
-	}
-	for i := len(base) + 1; i <= n; i++ {
-		from := &vk8sv1.Site{}
-		if err := c.Get(ctx, client.ObjectKey{Name: base[(i-1)%len(base)]}, from); err != nil {
-			return 0, err
-		}
-		node := lab.NodeName((i-1)/len(base)%labNodes + 1)
-		s := &vk8sv1.Site{
-			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("slice%d", i), Labels: map[string]string{"vk8s.io/bench": "slice"}},
-			Spec: vk8sv1.SiteSpec{
-				KubeconfigSecretRef: from.Spec.KubeconfigSecretRef,
-				NodeSelector:        map[string]string{corev1.LabelHostname: node},
-			},
-		}
-		if err := c.Create(ctx, s); err != nil && !apierrors.IsAlreadyExists(err) {
-			return 0, err
-		}
-	}
-	want := 0
-	err = wait.PollUntilContextTimeout(ctx, time.Second, 10*time.Minute, true, func(ctx context.Context) (bool, error) {
-		list, err := host.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: provider.LabelType + "=" + provider.TypeVirtualKubelet})
-		if err != nil {
-			return false, nil
-		}
-		ready := 0
-		for i := range list.Items {
-			for _, cond := range list.Items[i].Status.Conditions {
-				if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
-					ready++
-				}
-			}
-		}
-		want = len(base)*labNodes + (n - len(base))
-		return ready >= want, nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("waiting for %d Ready virtual nodes: %w", want, err)
-	}
-	return want, nil
-}
-
-// footprint lets the provider settle, then reads its RSS and its CPU use over window.
-func footprint(ctx context.Context, l *lab.Lab, window time.Duration) (rssMiB, cpuPercent float64, err error) {
-	pid, err := providerPID(ctx, l)
-	if err != nil {
-		return 0, 0, err
-	}
-	time.Sleep(10 * time.Second)
-	t0, err := cpuTicks(pid)
-	if err != nil {
-		return 0, 0, err
-	}
-	start := time.Now()
-	time.Sleep(window)
-	t1, err := cpuTicks(pid)
-	if err != nil {
-		return 0, 0, err
-	}
-	elapsed := time.Since(start).Seconds()
-	rss, err := rssKiB(pid)
-	if err != nil {
-		return 0, 0, err
-	}
-	// Linux reports CPU time in clock ticks of 1/100 s (USER_HZ).
-	return float64(rss) / 1024, float64(t1-t0) / 100 / elapsed * 100, nil
-}
-
-func providerPID(ctx context.Context, l *lab.Lab) (int, error) {
-	st, err := l.Status(ctx)
-	if err != nil {
-		return 0, err
-	}
-	for _, c := range st {
-		for _, p := range c.Components {
-			if p.Name == "vk8s-provider" && p.Running {
-				return p.PID, nil
-			}
-		}
-	}
-	return 0, errors.New("the lab's provider is not running")
-}
-
-func cpuTicks(pid int) (int64, error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the command name (which may hold spaces) start after the last ')'.
-	f := strings.Fields(string(raw)[strings.LastIndexByte(string(raw), ')')+2:])
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	return utime + stime, errors.Join(err1, err2)
-}
-
-func rssKiB(pid int) (int64, error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-		}
-	}
-	return 0, errors.New("no VmRSS")
 }
 
 func pct(sorted []time.Duration, p int) time.Duration {

@@ -70,8 +70,8 @@ func TestRun(t *testing.T) {
 	w := newWorld(t)
 	// Below Linux's ephemeral range (32768-60999), where outgoing connections and the
 	// lab's components (kwokctl counts down from 32767) take ports, and above the lab's
-	// node ports (21000-22999): the preferred port must be free for the assertion below.
-	first := int32(24000 + rand.IntN(6000))
+	// node ports (21000-24999): the preferred port must be free for the assertion below.
+	first := int32(25000 + rand.IntN(5000))
 	s, err := New(Config{
 		Resolver: w.resolver, Address: "127.0.0.1:0", NodePorts: PortRange{first, first + 20},
 		Auth: AuthConfig{Disabled: true}, TLS: TLSConfig{SelfSigned: true}, MetricsRegisterer: prometheus.NewRegistry(),

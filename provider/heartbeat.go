@@ -1,0 +1,68 @@
+package provider
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// heartbeatRate is what one virtual node's NodeController asks of the host per second
+// when nothing changes: a Lease renewal every quarter of the Lease's duration (as
+// virtual-kubelet and a kubelet renew), and a GET and a PATCH of the Node every
+// statusInterval, doubled for conflicts, status changes and registration.
+func heartbeatRate(leaseDurationSeconds int32, statusInterval time.Duration) float64 {
+	renew := time.Duration(leaseDurationSeconds) * time.Second / 4
+	return 2 * (1/renew.Seconds() + 2/statusInterval.Seconds())
+}
+
+// heartbeatLimiter is the client-side rate limit (client-go's flowcontrol.RateLimiter) of
+// the host client the NodeControllers renew Leases and write node status with. Their
+// requests grow with the number of virtual nodes, so the limit does too: base plus perNode
+// for each virtual node running. A fixed limit either throttles the heartbeats once there
+// are enough nodes (100 requests a second are 1,000 Lease renewals every 10 s and nothing
+// else), so that Leases are renewed late and the host marks the nodes NotReady, or is so
+// high that it means nothing while the nodes register.
+type heartbeatLimiter struct {
+	base    float64
+	burst   int
+	perNode float64
+
+	mu    sync.Mutex
+	nodes int
+	l     *rate.Limiter
+}
+
+func newHeartbeatLimiter(qps float32, burst int, perNode float64) *heartbeatLimiter {
+	return &heartbeatLimiter{base: float64(qps), burst: burst, perNode: perNode, l: rate.NewLimiter(rate.Limit(qps), burst)}
+}
+
+// add changes the number of virtual nodes by delta and the limit with it. A nil
+// heartbeatLimiter (a client without one) does nothing.
+func (h *heartbeatLimiter) add(delta int) {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.nodes = max(h.nodes+delta, 0)
+	// One request per node may go at once: renewals that fall together are not delayed.
+	h.l.SetLimit(rate.Limit(h.base + float64(h.nodes)*h.perNode))
+	h.l.SetBurst(h.burst + h.nodes)
+}
+
+// TryAccept implements flowcontrol.RateLimiter.
+func (h *heartbeatLimiter) TryAccept() bool { return h.l.Allow() }
+
+// Accept implements flowcontrol.RateLimiter.
+func (h *heartbeatLimiter) Accept() { time.Sleep(h.l.Reserve().Delay()) }
+
+// Stop implements flowcontrol.RateLimiter.
+func (h *heartbeatLimiter) Stop() {}
+
+// QPS implements flowcontrol.RateLimiter.
+func (h *heartbeatLimiter) QPS() float32 { return float32(h.l.Limit()) }
+
+// Wait implements flowcontrol.RateLimiter.
+func (h *heartbeatLimiter) Wait(ctx context.Context) error { return h.l.Wait(ctx) }
