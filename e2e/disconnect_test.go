@@ -9,7 +9,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -29,13 +28,8 @@ func TestProviderDisconnection(t *testing.T) {
 	ctx := t.Context()
 	const ns = "disconnect-e2e"
 	siteNamespace := provider.SiteNamespace(provider.DefaultTenant, ns)
-	mustCreate(t, host, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
-	t.Cleanup(func() {
-		_ = host.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
-	})
-	waitVirtualNodes(t, host, "all virtual nodes", func(nodes map[string]*corev1.Node) bool {
-		return len(nodes) == fleetSites*fleetNodes
-	})
+	hostNamespace(t, host, ns)
+	waitAllVirtualNodes(t, host)
 	pod := func(name, node string) *corev1.Pod {
 		p := testPod(name, node)
 		p.Namespace = ns

@@ -7,7 +7,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -25,13 +24,8 @@ func TestProviderPodBoundBeforeNode(t *testing.T) {
 	ctx := t.Context()
 	const ns = "early-e2e"
 	siteNamespace := provider.SiteNamespace(provider.DefaultTenant, ns)
-	waitVirtualNodes(t, host, "all virtual nodes", func(nodes map[string]*corev1.Node) bool {
-		return len(nodes) == fleetSites*fleetNodes
-	})
-	mustCreate(t, host, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
-	t.Cleanup(func() {
-		_ = host.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
-	})
+	waitAllVirtualNodes(t, host)
+	hostNamespace(t, host, ns)
 	site := siteClient(t, "site1")
 	node := lab.SiteNode(1, fleetNodes+1)
 	vnode := "site1-" + node.Name

@@ -20,7 +20,7 @@ func TestExamples(t *testing.T) {
 	skipShort(t)
 	startProvider(t)
 	c := hostClient(t)
-	waitVirtualNodes(t, c, "all virtual nodes", func(nodes map[string]*corev1.Node) bool { return len(nodes) == fleetSites*fleetNodes })
+	waitAllVirtualNodes(t, c)
 	// The examples live in namespace demo, which TestWebhook uses too.
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()

@@ -26,7 +26,7 @@ func TestFlavors(t *testing.T) {
 	skipShort(t)
 	startProvider(t)
 	c := hostClient(t)
-	waitVirtualNodes(t, c, "all virtual nodes", func(nodes map[string]*corev1.Node) bool { return len(nodes) == fleetSites*fleetNodes })
+	waitAllVirtualNodes(t, c)
 	setType := func(ctx context.Context, typ vk8sv1.SiteType) error {
 		patch := fmt.Sprintf(`{"spec":{"type":%q}}`, typ)
 		return c.Patch(ctx, &vk8sv1.Site{ObjectMeta: metav1.ObjectMeta{Name: "site3"}}, client.RawPatch(types.MergePatchType, []byte(patch)))

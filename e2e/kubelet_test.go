@@ -21,7 +21,6 @@ import (
 	"github.com/creack/pty"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vk8s-io/vk8s/e2e/lab"
@@ -39,13 +38,8 @@ func TestKubeletAPI(t *testing.T) {
 	startProvider(t)
 	host := hostClient(t)
 	const ns = "kubelet-e2e"
-	mustCreate(t, host, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
-	t.Cleanup(func() {
-		_ = host.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
-	})
-	waitVirtualNodes(t, host, "all virtual nodes", func(nodes map[string]*corev1.Node) bool {
-		return len(nodes) == fleetSites*fleetNodes
-	})
+	hostNamespace(t, host, ns)
+	waitAllVirtualNodes(t, host)
 	p := testPod("talker", "site1-node2")
 	p.Namespace = ns
 	mustCreate(t, host, p)

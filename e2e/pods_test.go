@@ -33,13 +33,8 @@ func TestProviderPods(t *testing.T) {
 	startProvider(t)
 	host := hostClient(t)
 	ctx := t.Context()
-	mustCreate(t, host, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: podsNS}})
-	t.Cleanup(func() {
-		_ = host.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: podsNS}})
-	})
-	waitVirtualNodes(t, host, "all virtual nodes", func(nodes map[string]*corev1.Node) bool {
-		return len(nodes) == fleetSites*fleetNodes
-	})
+	hostNamespace(t, host, podsNS)
+	waitAllVirtualNodes(t, host)
 	mustCreate(t, host, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "settings", Namespace: podsNS},
 		Data: map[string]string{"mode": "edge"}})
 	mustCreate(t, host, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "creds", Namespace: podsNS},

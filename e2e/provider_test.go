@@ -246,6 +246,23 @@ func setUnschedulable(t *testing.T, c client.Client, node string, v bool) {
 	}
 }
 
+// waitAllVirtualNodes waits until the host has a virtual node for every node of the fleet.
+func waitAllVirtualNodes(t *testing.T, c client.Client) {
+	t.Helper()
+	waitVirtualNodes(t, c, "all virtual nodes", func(nodes map[string]*corev1.Node) bool {
+		return len(nodes) == fleetSites*fleetNodes
+	})
+}
+
+// hostNamespace creates namespace ns in the host through c and deletes it when the test ends.
+func hostNamespace(t *testing.T, c client.Client, ns string) {
+	t.Helper()
+	mustCreate(t, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	t.Cleanup(func() {
+		_ = c.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	})
+}
+
 // waitVirtualNodes polls the host's virtual nodes until ok holds, for at most 30 s.
 func waitVirtualNodes(t *testing.T, c client.Client, what string, ok func(map[string]*corev1.Node) bool) {
 	t.Helper()

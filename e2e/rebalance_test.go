@@ -32,7 +32,7 @@ func TestRebalance(t *testing.T) {
 	skipShort(t)
 	startProvider(t)
 	c := hostClient(t)
-	waitVirtualNodes(t, c, "all virtual nodes", func(nodes map[string]*corev1.Node) bool { return len(nodes) == fleetSites*fleetNodes })
+	waitAllVirtualNodes(t, c)
 	t.Cleanup(func() {
 		bg, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()

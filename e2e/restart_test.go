@@ -35,19 +35,14 @@ func TestProviderRestart(t *testing.T) {
 	}
 	startProvider(t) // the virtual nodes exist before the subprocess takes over
 	host := hostClient(t)
-	waitVirtualNodes(t, host, "all virtual nodes", func(nodes map[string]*corev1.Node) bool {
-		return len(nodes) == fleetSites*fleetNodes
-	})
+	waitAllVirtualNodes(t, host)
 	stopProvider()
 	t.Cleanup(func() { startProvider(t) })
 
 	bin := buildVk8s(t)
 	const ns = "restart-e2e"
 	siteNamespace := provider.SiteNamespace(provider.DefaultTenant, ns)
-	mustCreate(t, host, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
-	t.Cleanup(func() {
-		_ = host.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
-	})
+	hostNamespace(t, host, ns)
 
 	// Every deletion of a site pod in the namespace is an error from here on.
 	deleted := watchSiteDeletions(t, siteNamespace)

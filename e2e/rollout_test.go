@@ -29,7 +29,7 @@ func TestOverrideRollout(t *testing.T) {
 	startProvider(t)
 	c := hostClient(t)
 	ctx := t.Context()
-	waitVirtualNodes(t, c, "all virtual nodes", func(nodes map[string]*corev1.Node) bool { return len(nodes) == fleetSites*fleetNodes })
+	waitAllVirtualNodes(t, c)
 	// An earlier test's namespace may still be going away.
 	gone, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()

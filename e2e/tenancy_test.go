@@ -116,7 +116,7 @@ func TestTenancy(t *testing.T) {
 
 	// A pod of the namespace on site2 (bound to its virtual node, as the webhook would
 	// place it), so that site2, when it leaves, keeps what the pod needs.
-	waitVirtualNodes(t, c, "all virtual nodes", func(nodes map[string]*corev1.Node) bool { return len(nodes) == fleetSites*fleetNodes })
+	waitAllVirtualNodes(t, c)
 	pod := testPod("stays", "site2-node1")
 	pod.Namespace = tenancyNS
 	mustCreate(t, c, pod)

@@ -100,9 +100,7 @@ func TestVirtualKubeletSuite(t *testing.T) {
 	}
 	startProvider(t) // the virtual nodes exist before the provider is restarted
 	host := hostClient(t)
-	waitVirtualNodes(t, host, "all virtual nodes", func(nodes map[string]*corev1.Node) bool {
-		return len(nodes) == fleetSites*fleetNodes
-	})
+	waitAllVirtualNodes(t, host)
 	restartProvider(t, kubeletExposure{address: addr, bind: addr, nodePorts: suiteNodePorts})
 	t.Cleanup(func() { restartProvider(t, loopbackKubelet) })
 

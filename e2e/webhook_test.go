@@ -227,7 +227,7 @@ func TestWebhook(t *testing.T) {
 	startProvider(t)
 	c := hostClient(t)
 	ctx := t.Context()
-	waitVirtualNodes(t, c, "all virtual nodes", func(nodes map[string]*corev1.Node) bool { return len(nodes) == fleetSites*fleetNodes })
+	waitAllVirtualNodes(t, c)
 
 	wh := webhookStart(t)
 	webhookCleanup(t, c, wh, webhookNS, webhookPlainNS)
