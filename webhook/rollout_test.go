@@ -297,14 +297,7 @@ func TestRollout(t *testing.T) {
 		before: []client.Object{
 			named(canary([]string{"site9"}, nil, "nginx:a"), "a"), named(canary([]string{"site9"}, nil, "nginx:b"), "b"),
 		},
-		change: func(f *rolloutFixture) {
-			for _, name := range []string{"a", "b"} {
-				o := &vk8sv1.Override{}
-				f.get(client.ObjectKey{Namespace: ns, Name: name}, o)
-				f.update(o, func() { o.Spec.SiteList = []string{"site2"} })
-				f.reconcile()
-			}
-		},
+		change:      moveToSite2("a", "b"),
 		wantDeleted: map[string]int{"site2": 3},
 		wantImages:  map[string]string{"site1": v1, "site2": "nginx:b", "site3": v1},
 	}, {
@@ -313,14 +306,7 @@ func TestRollout(t *testing.T) {
 		before: []client.Object{
 			named(canary([]string{"site9"}, nil, "nginx:a"), "a"), named(canary([]string{"site9"}, nil, "nginx:b"), "b"),
 		},
-		change: func(f *rolloutFixture) {
-			for _, name := range []string{"b", "a"} {
-				o := &vk8sv1.Override{}
-				f.get(client.ObjectKey{Namespace: ns, Name: name}, o)
-				f.update(o, func() { o.Spec.SiteList = []string{"site2"} })
-				f.reconcile()
-			}
-		},
+		change:      moveToSite2("b", "a"),
 		wantDeleted: map[string]int{"site2": 3},
 		wantImages:  map[string]string{"site1": v1, "site2": "nginx:b", "site3": v1},
 	}, {
@@ -627,6 +613,19 @@ func TestRolloutStatefulSet(t *testing.T) {
 		}
 		if p.Spec.Containers[0].Image != want {
 			t.Errorf("pod %s on %s runs %s, want %s", p.Name, p.Labels[vk8sv1.LabelSite], p.Spec.Containers[0].Image, want)
+		}
+	}
+}
+
+// moveToSite2 is a change that points the Overrides names at site2, in that order,
+// reconciling after each.
+func moveToSite2(names ...string) func(*rolloutFixture) {
+	return func(f *rolloutFixture) {
+		for _, name := range names {
+			o := &vk8sv1.Override{}
+			f.get(client.ObjectKey{Namespace: ns, Name: name}, o)
+			f.update(o, func() { o.Spec.SiteList = []string{"site2"} })
+			f.reconcile()
 		}
 	}
 }
