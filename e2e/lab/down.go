@@ -24,14 +24,14 @@ func (l *Lab) Down(ctx context.Context) error {
 		l.tools = tools
 	}
 	for _, p := range []vk8sProcess{webhookProcess, providerProcess} {
-		if err := l.stopProcess(ctx, p); err != nil {
+		if err := l.vk8s(p).stop(ctx); err != nil {
 			return err
 		}
 	}
-	if err := l.stopMetricsServer(ctx); err != nil {
+	if err := l.metricsServer().stop(ctx); err != nil {
 		return err
 	}
-	if err := l.stopRelay(ctx); err != nil {
+	if err := l.relay().stop(ctx); err != nil {
 		return err
 	}
 	dirs, _ := filepath.Glob(filepath.Join(l.workdir(), "clusters", l.cfg.Name+"-*"))

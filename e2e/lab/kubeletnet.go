@@ -240,12 +240,6 @@ type relayConfig struct {
 	Ports   []int  `json:"ports"`
 }
 
-// relayState is what relay.json records of the running relay.
-type relayState struct {
-	relayConfig
-	Binary string `json:"binary"`
-}
-
 func (l *Lab) relayPIDPath() string   { return filepath.Join(l.cfg.Dir, "pids", RelayComponent+".pid") }
 func (l *Lab) relayStatePath() string { return filepath.Join(l.cfg.Dir, RelayComponent+".json") }
 func (l *Lab) relayLogPath() string   { return filepath.Join(l.cfg.Dir, "logs", RelayComponent+".log") }
@@ -259,20 +253,21 @@ func (l *Lab) ensureRelay(ctx context.Context, k kubeletNet, ports []int) error 
 		return err
 	}
 	slices.Sort(ports)
-	want := relayState{relayConfig: relayConfig{Netns: k.netnsPath(), Address: k.NodeIP, Ports: ports}, Binary: self}
-	var have relayState
+	// The state file holds the configuration the relay was started with.
+	want := relayConfig{Netns: k.netnsPath(), Address: k.NodeIP, Ports: ports}
+	var have relayConfig
 	if raw, err := os.ReadFile(l.relayStatePath()); err == nil {
 		_ = json.Unmarshal(raw, &have)
 	}
-	if pid := l.relayPID(); pid > 0 && have.Netns == want.Netns && have.Address == want.Address && slices.Equal(have.Ports, want.Ports) &&
+	if pid := l.relay().pid(); pid > 0 && have.Netns == want.Netns && have.Address == want.Address && slices.Equal(have.Ports, want.Ports) &&
 		relayAnswers(ctx, k.NodeIP, ports) == nil {
 		l.logf("%s: running", RelayComponent)
 		return nil
 	}
-	if err := l.stopRelay(ctx); err != nil {
+	if err := l.relay().stop(ctx); err != nil {
 		return err
 	}
-	spec, err := json.Marshal(want.relayConfig)
+	spec, err := json.Marshal(want)
 	if err != nil {
 		return err
 	}
@@ -314,7 +309,7 @@ func (l *Lab) ensureRelay(ctx context.Context, k kubeletNet, ports []int) error 
 		return last == nil, nil
 	})
 	if err != nil {
-		_ = l.stopRelay(ctx)
+		_ = l.relay().stop(ctx)
 		raw, _ := os.ReadFile(l.relayLogPath())
 		return fmt.Errorf("%s: kwok does not answer through it: %w (last: %w); log %s:\n%s", RelayComponent, err, last, l.relayLogPath(), tail(string(raw), 10))
 	}
@@ -342,41 +337,6 @@ func relayAnswers(ctx context.Context, addr string, ports []int) error {
 		}
 	}
 	return nil
-}
-
-// relayPID is the pid in the relay's pid file when that process is still the relay, and
-// 0 otherwise.
-func (l *Lab) relayPID() int {
-	pid := readPID(l.relayPIDPath())
-	if pid <= 0 || !ProcessRunning(pid) {
-		return 0
-	}
-	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-	if err != nil || !strings.Contains(string(env), "\x00"+relayEnv+"=") && !strings.HasPrefix(string(env), relayEnv+"=") {
-		return 0
-	}
-	return pid
-}
-
-// stopRelay stops the relay, if any, and removes its pid file.
-func (l *Lab) stopRelay(ctx context.Context) error {
-	pid := l.relayPID()
-	if err := stopProcess(ctx, pid); err != nil {
-		return fmt.Errorf("stop %s (pid %d): %w", RelayComponent, pid, err)
-	}
-	if err := os.Remove(l.relayPIDPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return nil
-}
-
-// relayStatus is the relay process as Status shows it.
-func (l *Lab) relayStatus() (ComponentStatus, bool) {
-	if _, err := os.Stat(l.relayPIDPath()); err != nil {
-		return ComponentStatus{}, false
-	}
-	pid := readPID(l.relayPIDPath())
-	return ComponentStatus{Name: RelayComponent, PID: pid, Running: ProcessRunning(pid), Log: l.relayLogPath()}, true
 }
 
 // runRelay is the relay process: it listens in the namespace and copies every connection

@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -170,7 +169,7 @@ func (l *Lab) ensureMetricsServer(ctx context.Context) error {
 		return fmt.Errorf("%s serving certificate: %w", MetricsServerComponent, err)
 	}
 	st, _ := l.readMetricsServerState()
-	if pid := l.metricsServerPID(); !renewed && pid > 0 && st.Binary == bin && st.BinaryMTime == info.ModTime().UnixNano() &&
+	if pid := l.metricsServer().pid(); !renewed && pid > 0 && st.Binary == bin && st.BinaryMTime == info.ModTime().UnixNano() &&
 		slices.Equal(st.Args, metricsServerArgs(files, st.SecurePort)) && metricsServerLive(ctx, st.SecurePort, caBundle) {
 		l.logf("%s: running", MetricsServerComponent)
 	} else {
@@ -184,7 +183,7 @@ func (l *Lab) ensureMetricsServer(ctx context.Context) error {
 // startMetricsServer (re)starts metrics-server, on the port it had when that is free, and
 // waits until it is live.
 func (l *Lab) startMetricsServer(ctx context.Context, bin string, mtime int64, files metricsServerFiles, port int, caBundle []byte) (metricsServerState, error) {
-	if err := l.stopMetricsServer(ctx); err != nil {
+	if err := l.metricsServer().stop(ctx); err != nil {
 		return metricsServerState{}, err
 	}
 	if !portFree(port) {
@@ -231,7 +230,7 @@ func (l *Lab) startMetricsServer(ctx context.Context, bin string, mtime int64, f
 	})
 	if err != nil {
 		// Not left half-started: the next Up starts it afresh.
-		_ = l.stopMetricsServer(ctx)
+		_ = l.metricsServer().stop(ctx)
 		return st, fmt.Errorf("%s is not live: %w; log: %s\n%s", MetricsServerComponent, err, l.metricsServerLogPath(), l.metricsServerLogTail())
 	}
 	return st, nil
@@ -435,45 +434,6 @@ func APIServiceAvailable(u *unstructured.Unstructured) (bool, string) {
 		return false, fmt.Sprintf("%v: %v", m["reason"], m["message"])
 	}
 	return false, "no Available condition yet"
-}
-
-// metricsServerPID is the pid in metrics-server's pid file when that process is still a
-// metrics-server, and 0 otherwise.
-func (l *Lab) metricsServerPID() int {
-	pid := readPID(l.metricsServerPIDPath())
-	if pid <= 0 || !ProcessRunning(pid) {
-		return 0
-	}
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return 0
-	}
-	if args := strings.Split(string(raw), "\x00"); filepath.Base(args[0]) != MetricsServerComponent {
-		return 0
-	}
-	return pid
-}
-
-// stopMetricsServer stops the metrics-server process, if any, and removes its pid file.
-// The APIService stays: the host's aggregator reports it unavailable until Up runs again.
-func (l *Lab) stopMetricsServer(ctx context.Context) error {
-	pid := l.metricsServerPID()
-	if err := stopProcess(ctx, pid); err != nil {
-		return fmt.Errorf("stop %s (pid %d): %w", MetricsServerComponent, pid, err)
-	}
-	if err := os.Remove(l.metricsServerPIDPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return nil
-}
-
-// metricsServerStatus is the metrics-server process as Status shows it.
-func (l *Lab) metricsServerStatus() (ComponentStatus, bool) {
-	if _, err := os.Stat(l.metricsServerPIDPath()); err != nil {
-		return ComponentStatus{}, false
-	}
-	pid := readPID(l.metricsServerPIDPath())
-	return ComponentStatus{Name: MetricsServerComponent, PID: pid, Running: ProcessRunning(pid), Log: l.metricsServerLogPath()}, true
 }
 
 // MetricsServerLog is the path of the lab's metrics-server log.

@@ -200,23 +200,23 @@ func TestMetricsServerPIDIgnoresOtherProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pid := l.metricsServerPID(); pid != 0 {
-		t.Errorf("no pid file: metricsServerPID = %d, want 0", pid)
+	if pid := l.metricsServer().pid(); pid != 0 {
+		t.Errorf("no pid file: metricsServer().pid() = %d, want 0", pid)
 	}
 	// This test process is alive but is not a metrics-server.
 	if err := writeFile(l.metricsServerPIDPath(), []byte(strconv.Itoa(os.Getpid()))); err != nil {
 		t.Fatal(err)
 	}
-	if pid := l.metricsServerPID(); pid != 0 {
-		t.Errorf("pid file naming another process: metricsServerPID = %d, want 0", pid)
+	if pid := l.metricsServer().pid(); pid != 0 {
+		t.Errorf("pid file naming another process: metricsServer().pid() = %d, want 0", pid)
 	}
-	if err := l.stopMetricsServer(t.Context()); err != nil {
-		t.Fatalf("stopMetricsServer: %v", err)
+	if err := l.metricsServer().stop(t.Context()); err != nil {
+		t.Fatalf("metricsServer().stop: %v", err)
 	}
 	if _, err := os.Stat(l.metricsServerPIDPath()); !os.IsNotExist(err) {
 		t.Errorf("pid file after stop: %v, want it removed", err)
 	}
-	if _, ok := l.metricsServerStatus(); ok {
-		t.Error("metricsServerStatus reports a process without a pid file")
+	if _, ok := l.metricsServer().status(); ok {
+		t.Error("metricsServer().status() reports a process without a pid file")
 	}
 }

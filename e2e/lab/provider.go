@@ -90,13 +90,13 @@ func (l *Lab) ensureProcess(ctx context.Context, p vk8sProcess, prev *daemonStat
 	if err != nil {
 		return nil, fmt.Errorf("vk8s binary for the %s: %w", p.subcommand, err)
 	}
-	pid := l.processPID(p)
+	pid := l.vk8s(p).pid()
 	if prev != nil && ProcessRunning(pid) && prev.Binary == bin && prev.BinaryMTime == info.ModTime().UnixNano() &&
 		processReady(ctx, prev.HealthPort) {
 		l.logf("%s: running", p.component)
 		return prev, nil
 	}
-	if err := l.stopProcess(ctx, p); err != nil {
+	if err := l.vk8s(p).stop(ctx); err != nil {
 		return nil, err
 	}
 	ports, err := freePorts(3)
@@ -138,7 +138,7 @@ func (l *Lab) ensureProcess(ctx context.Context, p vk8sProcess, prev *daemonStat
 	})
 	if err != nil {
 		// Not left half-started: the next Up starts it afresh.
-		_ = l.stopProcess(ctx, p)
+		_ = l.vk8s(p).stop(ctx)
 		raw, _ := os.ReadFile(logPath)
 		return nil, fmt.Errorf("%s is not ready: %w; log: %s\n%s", p.component, err, logPath, tail(string(raw), 10))
 	}
@@ -173,24 +173,6 @@ func (l *Lab) ProviderMetricsURL() (string, error) {
 	return fmt.Sprintf("http://127.0.0.1:%d/metrics", st.Provider.MetricsPort), nil
 }
 
-// processPID is the pid in p's pid file when that process still runs p's subcommand, and
-// 0 otherwise: a pid the system gave to another process since is not ours.
-func (l *Lab) processPID(p vk8sProcess) int {
-	pid := readPID(l.pidPath(p))
-	if pid <= 0 {
-		return 0
-	}
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return 0
-	}
-	args := strings.Split(string(raw), "\x00")
-	if len(args) < 2 || args[1] != p.subcommand {
-		return 0
-	}
-	return pid
-}
-
 // waitVirtualNodes waits until the host has n Ready virtual nodes.
 func (l *Lab) waitVirtualNodes(ctx context.Context, n int) error {
 	c, err := l.Client("host")
@@ -218,27 +200,6 @@ func (l *Lab) waitVirtualNodes(ctx context.Context, n int) error {
 			ready, n, err, l.logPath(providerProcess), tail(string(raw), 30))
 	}
 	return nil
-}
-
-// stopProcess stops p, if it runs, and removes its pid file.
-func (l *Lab) stopProcess(ctx context.Context, p vk8sProcess) error {
-	pid := l.processPID(p)
-	if err := stopProcess(ctx, pid); err != nil {
-		return fmt.Errorf("stop %s (pid %d): %w", p.component, pid, err)
-	}
-	if err := os.Remove(l.pidPath(p)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return nil
-}
-
-// processStatus is p as Status shows it.
-func (l *Lab) processStatus(p vk8sProcess) (ComponentStatus, bool) {
-	if _, err := os.Stat(l.pidPath(p)); err != nil {
-		return ComponentStatus{}, false
-	}
-	pid := readPID(l.pidPath(p))
-	return ComponentStatus{Name: p.component, PID: pid, Running: ProcessRunning(pid), Log: l.logPath(p)}, true
 }
 
 // readPID returns the pid in a pid file, or 0 when there is none.

@@ -49,14 +49,14 @@ func (l *Lab) Status(ctx context.Context) ([]ClusterStatus, error) {
 	for _, c := range clusters(st.Sites) {
 		cs := ClusterStatus{Name: c, Kubeconfig: l.kubeconfigPath(c), Components: l.components(c)}
 		for _, p := range []vk8sProcess{providerProcess, webhookProcess} {
-			if ps, ok := l.processStatus(p); ok && c == "host" {
+			if ps, ok := l.vk8s(p).status(); ok && c == "host" {
 				cs.Components = append(cs.Components, ps)
 			}
 		}
-		if m, ok := l.metricsServerStatus(); ok && c == "host" {
+		if m, ok := l.metricsServer().status(); ok && c == "host" {
 			cs.Components = append(cs.Components, m)
 		}
-		if r, ok := l.relayStatus(); ok && c == "host" {
+		if r, ok := l.relay().status(); ok && c == "host" {
 			cs.Components = append(cs.Components, r)
 		}
 		if cfg, err := l.RESTConfig(c); err != nil {
