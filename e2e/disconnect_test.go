@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -76,12 +78,12 @@ func TestProviderDisconnection(t *testing.T) {
 	t.Cleanup(resume)
 
 	waitNode(t, host, "site3-node1", "SiteConnected=False, the unreachable taint, still Ready", func(n *corev1.Node) bool {
-		c := nodeCondition(n, provider.ConditionSiteConnected)
+		c := nodeCondition(n, vk8sv1.ConditionSiteConnected)
 		r := nodeCondition(n, corev1.NodeReady)
-		return c != nil && c.Status == corev1.ConditionFalse && r != nil && r.Status == corev1.ConditionTrue && hasTaint(n, provider.TaintSiteUnreachable)
+		return c != nil && c.Status == corev1.ConditionFalse && r != nil && r.Status == corev1.ConditionTrue && hasTaint(n, vk8sv1.TaintSiteUnreachable)
 	})
 	pollPod(t, host, key("steady"), "stale, then not Ready with reason SiteUnreachable, still Running", 2*time.Minute, func(p *corev1.Pod) bool {
-		stale := podCondition(p, provider.ConditionStatusStale)
+		stale := podCondition(p, vk8sv1.ConditionStatusStale)
 		ready := podCondition(p, corev1.PodReady)
 		return p.Status.Phase == corev1.PodRunning && stale != nil && stale.Status == corev1.ConditionTrue &&
 			ready != nil && ready.Status == corev1.ConditionFalse && ready.Reason == provider.ReasonSiteUnreachable
@@ -95,12 +97,12 @@ func TestProviderDisconnection(t *testing.T) {
 
 	resume()
 	waitNode(t, host, "site3-node1", "SiteConnected=True and no unreachable taint", func(n *corev1.Node) bool {
-		c := nodeCondition(n, provider.ConditionSiteConnected)
-		return c != nil && c.Status == corev1.ConditionTrue && !hasTaint(n, provider.TaintSiteUnreachable)
+		c := nodeCondition(n, vk8sv1.ConditionSiteConnected)
+		return c != nil && c.Status == corev1.ConditionTrue && !hasTaint(n, vk8sv1.TaintSiteUnreachable)
 	})
 	pollPod(t, host, key("steady"), "fresh: Ready again, no stale condition", 2*time.Minute, func(p *corev1.Pod) bool {
 		ready := podCondition(p, corev1.PodReady)
-		return podCondition(p, provider.ConditionStatusStale) == nil && ready != nil && ready.Status == corev1.ConditionTrue
+		return podCondition(p, vk8sv1.ConditionStatusStale) == nil && ready != nil && ready.Status == corev1.ConditionTrue
 	})
 	pollPod(t, host, key("newcomer"), "Running", 2*time.Minute, func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
 	site3 := siteClient(t, "site3")

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -58,8 +60,8 @@ func TestProviderPodBoundBeforeNode(t *testing.T) {
 	if err := site.Get(ctx, sitePodKey, sp); err != nil {
 		t.Fatalf("the pod is not on site1: %v", err)
 	}
-	if sp.Spec.NodeName != node.Name || sp.Labels[provider.LabelHostPodUID] != string(hp.UID) {
-		t.Errorf("site pod on node %q with host UID %q; want %s and %s", sp.Spec.NodeName, sp.Labels[provider.LabelHostPodUID], node.Name, hp.UID)
+	if sp.Spec.NodeName != node.Name || sp.Labels[vk8sv1.LabelHostPodUID] != string(hp.UID) {
+		t.Errorf("site pod on node %q with host UID %q; want %s and %s", sp.Spec.NodeName, sp.Labels[vk8sv1.LabelHostPodUID], node.Name, hp.UID)
 	}
 
 	// It is a pod like any other now: an edit reaches the site (and does not upset

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+
 	"github.com/creack/pty"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -32,7 +34,7 @@ import (
 // verifies its serving certificate against the host CA (the lab's
 // --kubelet-certificate-authority); kwok's ClusterLogs, ClusterExec, ClusterAttach and
 // ClusterPortForward give the site pods their content, the lab's tar shim and Stage
-// (lab.AnnotationExitAfter) make up for what kwok's containers do not do.
+// (vk8sv1.AnnotationLabExitAfter) make up for what kwok's containers do not do.
 func TestKubeletAPI(t *testing.T) {
 	skipShort(t)
 	startProvider(t)
@@ -157,12 +159,12 @@ func TestKubeletAPI(t *testing.T) {
 	})
 
 	t.Run("kubectl run -it --rm attaches, ends when the container does and removes the pod", func(t *testing.T) {
-		// The lab's kwok completes a pod annotated lab.AnnotationExitAfter that long after
+		// The lab's kwok completes a pod annotated vk8sv1.AnnotationLabExitAfter that long after
 		// it runs; the provider ends the attach then (kwok's attach never ends by itself).
 		overrides, err := json.Marshal(map[string]any{"apiVersion": "v1", "spec": map[string]any{
 			"nodeName":                      "site1-node3",
 			"terminationGracePeriodSeconds": 1,
-			"tolerations":                   []any{map[string]any{"key": provider.TaintKey, "operator": "Exists"}},
+			"tolerations":                   []any{map[string]any{"key": vk8sv1.TaintKey, "operator": "Exists"}},
 		}})
 		if err != nil {
 			t.Fatal(err)
@@ -170,7 +172,7 @@ func TestKubeletAPI(t *testing.T) {
 		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 		defer cancel()
 		cmd := kubectlCmd(ctx, t, "host", "run", "runner", "-n", ns, "-it", "--rm", "--restart=Never", "--image=busybox:1.36",
-			"--annotations="+lab.AnnotationExitAfter+"=15s", "--overrides="+string(overrides), "--", "sh")
+			"--annotations="+vk8sv1.AnnotationLabExitAfter+"=15s", "--overrides="+string(overrides), "--", "sh")
 		// A real terminal, so that -t is honoured as for a user.
 		tty, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: 120})
 		if err != nil {

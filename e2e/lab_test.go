@@ -99,7 +99,7 @@ func TestLabRegistersSites(t *testing.T) {
 		t.Fatalf("%d Sites, want %d", len(sites.Items), fleetSites)
 	}
 	for _, s := range sites.Items {
-		if s.Labels[lab.LabelLab] != fleetName() || s.Labels[lab.LabelRegion] == "" {
+		if s.Labels[vk8sv1.LabelLab] != fleetName() || s.Labels[lab.LabelRegion] == "" {
 			t.Errorf("site %s labels %v", s.Name, s.Labels)
 		}
 		ref := s.Spec.KubeconfigSecretRef

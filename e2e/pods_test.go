@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -57,7 +59,7 @@ func TestProviderPods(t *testing.T) {
 		if sp.Spec.NodeName != "node3" {
 			t.Errorf("site pod runs on %q, want node3", sp.Spec.NodeName)
 		}
-		if got := sp.Labels[provider.LabelHostPodUID]; got != string(hp.UID) {
+		if got := sp.Labels[vk8sv1.LabelHostPodUID]; got != string(hp.UID) {
 			t.Errorf("site pod's host UID label = %q, want %q", got, hp.UID)
 		}
 		if hp.Status.PodIP != sp.Status.PodIP {
@@ -254,13 +256,13 @@ func TestProviderPods(t *testing.T) {
 			LocalObjectReference: corev1.LocalObjectReference{Name: "late"}}}}
 		mustCreate(t, host, p)
 		waitHostPod(t, "needs-cm", "a SiteSynced=False condition naming the ConfigMap", func(p *corev1.Pod) bool {
-			c := podCondition(p, provider.ConditionSiteSynced)
+			c := podCondition(p, vk8sv1.ConditionSiteSynced)
 			return c != nil && c.Status == corev1.ConditionFalse && c.Reason == provider.ReasonMissingReference &&
 				strings.Contains(c.Message, "ConfigMap "+podsNS+"/late")
 		})
 		mustCreate(t, host, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: podsNS}})
 		waitHostPod(t, "needs-cm", "Running without the condition", func(p *corev1.Pod) bool {
-			return p.Status.Phase == corev1.PodRunning && podCondition(p, provider.ConditionSiteSynced) == nil
+			return p.Status.Phase == corev1.PodRunning && podCondition(p, vk8sv1.ConditionSiteSynced) == nil
 		})
 	})
 
@@ -282,7 +284,7 @@ func TestProviderPods(t *testing.T) {
 		})
 		mustCreate(t, host, testPod("refused", "site3-node2"))
 		hp := waitHostPod(t, "refused", "a SiteSynced=False condition quoting the quota", func(p *corev1.Pod) bool {
-			c := podCondition(p, provider.ConditionSiteSynced)
+			c := podCondition(p, vk8sv1.ConditionSiteSynced)
 			return c != nil && c.Reason == provider.ReasonSiteRejected && strings.Contains(c.Message, "exceeded quota")
 		})
 		if hp.Status.Phase != corev1.PodPending {
@@ -311,7 +313,7 @@ func TestProviderPods(t *testing.T) {
 		start := time.Now()
 		mustCreate(t, host, p)
 		hp := waitHostPod(t, "forbidden", "a SiteSynced=False condition quoting the policy", func(p *corev1.Pod) bool {
-			c := podCondition(p, provider.ConditionSiteSynced)
+			c := podCondition(p, vk8sv1.ConditionSiteSynced)
 			return c != nil && c.Reason == provider.ReasonSiteRejected && strings.Contains(c.Message, denyMessage("forbidden"))
 		})
 		waitWarningEvent(t, "forbidden", provider.ReasonSiteRejected, denyMessage("forbidden"))
@@ -346,8 +348,8 @@ func TestProviderPods(t *testing.T) {
 			if hp.Status.Reason != provider.ReasonSiteRejected || !strings.Contains(hp.Status.Message, denyMessage(tc.value)) {
 				t.Errorf("reason %q, message %q; want %s quoting the policy", hp.Status.Reason, hp.Status.Message, provider.ReasonSiteRejected)
 			}
-			if c := podCondition(hp, provider.ConditionSiteSynced); c == nil || c.Status != corev1.ConditionFalse || !strings.Contains(c.Message, denyMessage(tc.value)) {
-				t.Errorf("condition %s: %+v; want False quoting the policy", provider.ConditionSiteSynced, c)
+			if c := podCondition(hp, vk8sv1.ConditionSiteSynced); c == nil || c.Status != corev1.ConditionFalse || !strings.Contains(c.Message, denyMessage(tc.value)) {
+				t.Errorf("condition %s: %+v; want False quoting the policy", vk8sv1.ConditionSiteSynced, c)
 			}
 			waitWarningEvent(t, name, provider.ReasonSiteRejected, denyMessage(tc.value))
 			if d := time.Since(start); d > 30*time.Second {
@@ -368,8 +370,8 @@ func TestProviderPods(t *testing.T) {
 		sc := siteClient(t, "site1")
 		orphan := testPod("orphan", "")
 		orphan.Namespace = siteNS
-		orphan.Labels = map[string]string{provider.LabelTenant: provider.DefaultTenant,
-			provider.LabelHostNamespace: podsNS, provider.LabelHostPodUID: "00000000-0000-0000-0000-000000000000"}
+		orphan.Labels = map[string]string{vk8sv1.LabelTenant: provider.DefaultTenant,
+			vk8sv1.LabelHostNamespace: podsNS, vk8sv1.LabelHostPodUID: "00000000-0000-0000-0000-000000000000"}
 		mustCreate(t, sc, orphan)
 		waitFor(t, "the orphan site pod to go", func(ctx context.Context) (bool, error) {
 			err := sc.Get(ctx, client.ObjectKeyFromObject(orphan), &corev1.Pod{})
@@ -493,7 +495,7 @@ func testPod(name, node string) *corev1.Pod {
 		Spec: corev1.PodSpec{
 			NodeName:                      node,
 			TerminationGracePeriodSeconds: ptr.To[int64](1),
-			Tolerations:                   []corev1.Toleration{{Key: provider.TaintKey, Operator: corev1.TolerationOpExists}},
+			Tolerations:                   []corev1.Toleration{{Key: vk8sv1.TaintKey, Operator: corev1.TolerationOpExists}},
 			Containers:                    []corev1.Container{{Name: "app", Image: "nginx:1.25"}},
 		},
 	}

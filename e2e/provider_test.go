@@ -136,17 +136,17 @@ func TestProviderVirtualNodes(t *testing.T) {
 		}
 		if n.Labels[vk8sv1.LabelSite] != "site2" || n.Labels[vk8sv1.LabelSiteNode] != "node3" ||
 			n.Labels[corev1.LabelTopologyRegion] != lab.Region(2) || n.Labels[corev1.LabelHostname] != "site2-node3" ||
-			n.Labels[provider.LabelType] != provider.TypeVirtualKubelet {
+			n.Labels[vk8sv1.LabelType] != vk8sv1.TypeVirtualKubelet {
 			t.Errorf("labels %v", n.Labels)
 		}
 		if cpu := n.Status.Allocatable[corev1.ResourceCPU]; cpu.Cmp(resource.MustParse("15800m")) != 0 {
 			t.Errorf("allocatable cpu %s, want the site node's 15800m", cpu.String())
 		}
 		ours := slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool {
-			return t.Key == provider.TaintKey && t.Value == provider.TaintValue && t.Effect == corev1.TaintEffectNoSchedule
+			return t.Key == vk8sv1.TaintKey && t.Value == vk8sv1.TaintValue && t.Effect == corev1.TaintEffectNoSchedule
 		})
 		if !ours {
-			t.Errorf("taints %v, want %s=%s:NoSchedule among them", n.Spec.Taints, provider.TaintKey, provider.TaintValue)
+			t.Errorf("taints %v, want %s=%s:NoSchedule among them", n.Spec.Taints, vk8sv1.TaintKey, vk8sv1.TaintValue)
 		}
 		if !sitereg.NodeReady(n) {
 			t.Errorf("not Ready: %v", n.Status.Conditions)
@@ -269,7 +269,7 @@ func waitVirtualNodes(t *testing.T, c client.Client, what string, ok func(map[st
 	var last map[string]*corev1.Node
 	err := wait.PollUntilContextTimeout(t.Context(), 250*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		var list corev1.NodeList
-		if err := c.List(ctx, &list, client.MatchingLabels{provider.LabelType: provider.TypeVirtualKubelet}); err != nil {
+		if err := c.List(ctx, &list, client.MatchingLabels{vk8sv1.LabelType: vk8sv1.TypeVirtualKubelet}); err != nil {
 			if apierrors.IsNotFound(err) {
 				return false, nil
 			}

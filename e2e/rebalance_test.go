@@ -16,7 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
-	"github.com/vk8s-io/vk8s/webhook"
 )
 
 const (
@@ -148,7 +147,7 @@ func rebalancePlan(t *testing.T, c client.Client, placement string, total int32)
 	if err := c.Get(t.Context(), client.ObjectKey{Namespace: rebalanceNS, Name: "web"}, d); err != nil {
 		t.Fatal(err)
 	}
-	if got := d.Annotations[webhook.AnnotationPlacement]; got != placement || *d.Spec.Replicas != total || d.Annotations[vk8sv1.AnnotationReplicasPerSite] != "2" {
+	if got := d.Annotations[vk8sv1.AnnotationPlacement]; got != placement || *d.Spec.Replicas != total || d.Annotations[vk8sv1.AnnotationReplicasPerSite] != "2" {
 		t.Errorf("web: placement %q, spec.replicas %d, R %s; want %q, %d, 2", got, *d.Spec.Replicas, d.Annotations[vk8sv1.AnnotationReplicasPerSite], placement, total)
 	}
 }

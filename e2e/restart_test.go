@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -203,7 +205,7 @@ func sitePodUIDs(t *testing.T, siteNamespace string) map[string]sitePodID {
 			if prev, dup := out[p.Name]; dup {
 				t.Errorf("pod %s is on %s and on %s", p.Name, prev.site, site)
 			}
-			out[p.Name] = sitePodID{site: site, uid: string(p.UID), hostUID: p.Labels[provider.LabelHostPodUID]}
+			out[p.Name] = sitePodID{site: site, uid: string(p.UID), hostUID: p.Labels[vk8sv1.LabelHostPodUID]}
 		}
 	}
 	return out

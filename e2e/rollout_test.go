@@ -18,7 +18,6 @@ import (
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 	"github.com/vk8s-io/vk8s/provider"
-	"github.com/vk8s-io/vk8s/webhook"
 )
 
 // TestOverrideRollout is the canary seed scenario with the Override created after
@@ -50,8 +49,8 @@ func TestOverrideRollout(t *testing.T) {
 		if s := p.Labels[vk8sv1.LabelSite]; s != "site2" {
 			kept[p.UID] = s
 		}
-		if p.Annotations[webhook.AnnotationOverrideHash] != "none" {
-			t.Errorf("pod %s: stamp %q, want none", p.Name, p.Annotations[webhook.AnnotationOverrideHash])
+		if p.Annotations[vk8sv1.AnnotationOverrideHash] != "none" {
+			t.Errorf("pod %s: stamp %q, want none", p.Name, p.Annotations[vk8sv1.AnnotationOverrideHash])
 		}
 	}
 	keptOnSites := rolloutSitePodUIDs(t, siteNS, app, "site1", "site3")

@@ -82,7 +82,7 @@ func TestTenancy(t *testing.T) {
 		})
 		cond := meta.FindStatusCondition(vk.Status.Conditions, vk8sv1.ConditionReady)
 		if vk.Status.SiteNamespace != siteNS || vk.Status.ObservedGeneration != vk.Generation || cond.Reason != tenancy.ReasonProvisioned ||
-			!slices.Contains(vk.Finalizers, tenancy.Finalizer) {
+			!slices.Contains(vk.Finalizers, vk8sv1.FinalizerSiteNamespaces) {
 			t.Errorf("status %+v, finalizers %v", vk.Status, vk.Finalizers)
 		}
 		if want := "namespace vk8s-tenancy and NetworkPolicy vk8s-isolation exist on all 3 sites"; cond.Message != want {

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -16,7 +18,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vk8s-io/vk8s/e2e/lab"
-	"github.com/vk8s-io/vk8s/provider/kubeletapi"
 )
 
 // topTimeout bounds the waits on metrics-server, which scrapes every 15 s in the lab and
@@ -189,7 +190,7 @@ func topPoll(t *testing.T, args []string, re *regexp.Regexp) string {
 	if err != nil {
 		t.Fatalf("kubectl %s: no numbers in %s although site1's nodes carry %s and their API server reaches them: last output %q, error %v; "+
 			"metrics-server's log (%s) says what the provider's /metrics/resource held:\n%s",
-			strings.Join(args, " "), topTimeout, kubeletapi.AnnotationResourceMetricsPath, out, lastErr,
+			strings.Join(args, " "), topTimeout, vk8sv1.AnnotationResourceMetricsPath, out, lastErr,
 			fleet.MetricsServerLog(), topLogTail(t))
 	}
 	return out

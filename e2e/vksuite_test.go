@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 	vke2e "github.com/virtual-kubelet/virtual-kubelet/test/e2e"
 	corev1 "k8s.io/api/core/v1"
@@ -137,7 +139,7 @@ func TestVirtualKubeletSuite(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := n.Annotations[kubeletapi.AnnotationResourceMetricsPath]
+		p := n.Annotations[vk8sv1.AnnotationResourceMetricsPath]
 		body, err := site.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes/node1/proxy", p).DoRaw(t.Context())
 		if err != nil || !strings.Contains(string(body), "node_cpu_usage_seconds_total") || !strings.Contains(string(body), "node_memory_working_set_bytes") {
 			t.Errorf("GET nodes/node1/proxy%s on site1: %v\n%s", p, err, body)

@@ -270,7 +270,7 @@ func TestWebhook(t *testing.T) {
 		if err := c.Get(ctx, client.ObjectKey{Namespace: webhookNS, Name: "deployment1"}, d); err != nil {
 			t.Fatal(err)
 		}
-		if *d.Spec.Replicas != 9 || d.Annotations[vk8sv1.AnnotationReplicasPerSite] != "3" || d.Annotations[webhook.AnnotationPlacement] != "site1=3,site2=3,site3=3" {
+		if *d.Spec.Replicas != 9 || d.Annotations[vk8sv1.AnnotationReplicasPerSite] != "3" || d.Annotations[vk8sv1.AnnotationPlacement] != "site1=3,site2=3,site3=3" {
 			t.Errorf("deployment1: replicas %d, annotations %v", *d.Spec.Replicas, d.Annotations)
 		}
 		owners := map[string]bool{}
@@ -317,7 +317,7 @@ func TestWebhook(t *testing.T) {
 		waitFor(t, "vk8s.io/replicas-per-site to follow the scale", func(ctx context.Context) (bool, error) {
 			d := &appsv1.Deployment{}
 			err := c.Get(ctx, client.ObjectKey{Namespace: webhookNS, Name: "deployment1"}, d)
-			return err == nil && d.Annotations[vk8sv1.AnnotationReplicasPerSite] == "5" && d.Annotations[webhook.AnnotationPlacement] == "site1=5,site2=5,site3=5", err
+			return err == nil && d.Annotations[vk8sv1.AnnotationReplicasPerSite] == "5" && d.Annotations[vk8sv1.AnnotationPlacement] == "site1=5,site2=5,site3=5", err
 		})
 		// A total that is not a multiple of the sites is rounded up, and the user told.
 		out := webhookKubectl(t, "scale", "deployment/deployment1", "-n", webhookNS, "--replicas=5")
@@ -438,7 +438,7 @@ func TestWebhook(t *testing.T) {
 			Annotations: map[string]string{vk8sv1.AnnotationVirtualSites: "shared/all-sites"}},
 			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "nginx:1.25"}}}}
 		mustCreate(t, c, p)
-		if p.Labels[vk8sv1.LabelSite] != "" || p.Spec.Affinity != nil || slices.ContainsFunc(p.Spec.Tolerations, func(t corev1.Toleration) bool { return t.Key == provider.TaintKey }) {
+		if p.Labels[vk8sv1.LabelSite] != "" || p.Spec.Affinity != nil || slices.ContainsFunc(p.Spec.Tolerations, func(t corev1.Toleration) bool { return t.Key == vk8sv1.TaintKey }) {
 			t.Errorf("a pod outside vK8s namespaces was changed: labels %v, affinity %v, tolerations %v", p.Labels, p.Spec.Affinity, p.Spec.Tolerations)
 		}
 		err := c.Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: webhookNS, Name: "unplaced"},
@@ -490,8 +490,8 @@ func webhookEnableNamespace(t *testing.T, c client.Client) {
 		Spec: vk8sv1.VirtualKubernetesSpec{VirtualSite: lab.SharedNamespace + "/" + lab.AllSitesVirtualSite}})
 	// Admitting the VirtualKubernetes labelled the namespace; the API server selects on it.
 	ns := &corev1.Namespace{}
-	if err := c.Get(t.Context(), client.ObjectKey{Name: webhookNS}, ns); err != nil || ns.Labels[webhook.LabelVirtualKubernetes] != "vk" {
-		t.Fatalf("namespace %s labels %v (%v), want %s=vk at once", webhookNS, ns.Labels, err, webhook.LabelVirtualKubernetes)
+	if err := c.Get(t.Context(), client.ObjectKey{Name: webhookNS}, ns); err != nil || ns.Labels[vk8sv1.LabelVirtualKubernetes] != "vk" {
+		t.Fatalf("namespace %s labels %v (%v), want %s=vk at once", webhookNS, ns.Labels, err, vk8sv1.LabelVirtualKubernetes)
 	}
 	// The API server selects namespaces by their labels through an informer too.
 	waitFor(t, "the API server to send demo's workloads to the webhook", func(ctx context.Context) (bool, error) {

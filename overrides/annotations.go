@@ -8,7 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
-	"github.com/vk8s-io/vk8s/api/v1alpha1"
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 )
 
 // Defaults of the parameters that an installation may change.
@@ -95,12 +95,12 @@ func ParseVirtualSites(annotations map[string]string, namespace, sharedNamespace
 	if sharedNamespace == "" {
 		sharedNamespace = DefaultSharedNamespace
 	}
-	value, ok := annotations[v1alpha1.AnnotationVirtualSites]
+	value, ok := annotations[vk8sv1.AnnotationVirtualSites]
 	if !ok {
 		return nil, nil
 	}
 	fail := func(reason, fix string) error {
-		return &AnnotationError{Field: annotationField(v1alpha1.AnnotationVirtualSites), Value: value, Reason: reason, Fix: fix}
+		return &AnnotationError{Field: annotationField(vk8sv1.AnnotationVirtualSites), Value: value, Reason: reason, Fix: fix}
 	}
 	entries, reason := splitList(value)
 	if reason != "" {
@@ -144,12 +144,12 @@ func ParseVirtualSites(annotations map[string]string, namespace, sharedNamespace
 // dropped, keeping the first. It returns nil without error when the annotation is absent
 // or empty.
 func ParseOverrides(annotations map[string]string) ([]string, error) {
-	value, ok := annotations[v1alpha1.AnnotationOverrides]
+	value, ok := annotations[vk8sv1.AnnotationOverrides]
 	if !ok {
 		return nil, nil
 	}
 	fail := func(reason string) error {
-		return &AnnotationError{Field: annotationField(v1alpha1.AnnotationOverrides), Value: value, Reason: reason, Fix: fixOverrides}
+		return &AnnotationError{Field: annotationField(vk8sv1.AnnotationOverrides), Value: value, Reason: reason, Fix: fixOverrides}
 	}
 	entries, reason := splitList(value)
 	if reason != "" {
@@ -179,12 +179,12 @@ func ParseWorkloadFlavor(annotations map[string]string, defaultFlavor string) (s
 	if defaultFlavor == "" {
 		defaultFlavor = DefaultWorkloadFlavor
 	}
-	value, ok := annotations[v1alpha1.AnnotationWorkloadFlavor]
+	value, ok := annotations[vk8sv1.AnnotationWorkloadFlavor]
 	if !ok {
 		return defaultFlavor, nil
 	}
 	fail := func(reason string) error {
-		return &AnnotationError{Field: annotationField(v1alpha1.AnnotationWorkloadFlavor), Value: value, Reason: reason, Fix: fixFlavor}
+		return &AnnotationError{Field: annotationField(vk8sv1.AnnotationWorkloadFlavor), Value: value, Reason: reason, Fix: fixFlavor}
 	}
 	name := trimEntry(value)
 	switch {

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vk8s-io/vk8s/api/v1alpha1"
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 )
 
 func TestParseVirtualSites(t *testing.T) {
@@ -97,7 +97,7 @@ func TestParseVirtualSites(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ann := map[string]string{"other": "x"}
 			if tc.value != nil {
-				ann[v1alpha1.AnnotationVirtualSites] = *tc.value
+				ann[vk8sv1.AnnotationVirtualSites] = *tc.value
 			}
 			got, err := ParseVirtualSites(ann, "ns1", tc.shared)
 			checkErr(t, err, tc.wantErr)
@@ -110,17 +110,17 @@ func TestParseVirtualSites(t *testing.T) {
 
 func TestParseVirtualSitesLongNames(t *testing.T) {
 	ns := strings.Repeat("n", 64)
-	_, err := ParseVirtualSites(map[string]string{v1alpha1.AnnotationVirtualSites: ns + "/a"}, "ns1", "")
+	_, err := ParseVirtualSites(map[string]string{vk8sv1.AnnotationVirtualSites: ns + "/a"}, "ns1", "")
 	if err == nil || !strings.Contains(err.Error(), "is not a valid namespace name") {
 		t.Errorf("64-character namespace: err = %v", err)
 	}
 	name := strings.Repeat("a", 254)
-	_, err = ParseVirtualSites(map[string]string{v1alpha1.AnnotationVirtualSites: name}, "ns1", "")
+	_, err = ParseVirtualSites(map[string]string{vk8sv1.AnnotationVirtualSites: name}, "ns1", "")
 	if err == nil || !strings.Contains(err.Error(), "is not a valid VirtualSite name") {
 		t.Errorf("254-character name: err = %v", err)
 	}
 	ok := strings.Repeat("a", 253)
-	got, err := ParseVirtualSites(map[string]string{v1alpha1.AnnotationVirtualSites: ok}, "ns1", "")
+	got, err := ParseVirtualSites(map[string]string{vk8sv1.AnnotationVirtualSites: ok}, "ns1", "")
 	if err != nil || len(got) != 1 {
 		t.Errorf("253-character name: %v, %v", got, err)
 	}
@@ -153,7 +153,7 @@ func TestParseOverrides(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ann := map[string]string{}
 			if tc.value != nil {
-				ann[v1alpha1.AnnotationOverrides] = *tc.value
+				ann[vk8sv1.AnnotationOverrides] = *tc.value
 			}
 			got, err := ParseOverrides(ann)
 			checkErr(t, err, tc.wantErr)
@@ -189,7 +189,7 @@ func TestParseWorkloadFlavor(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ann := map[string]string{}
 			if tc.value != nil {
-				ann[v1alpha1.AnnotationWorkloadFlavor] = *tc.value
+				ann[vk8sv1.AnnotationWorkloadFlavor] = *tc.value
 			}
 			got, err := ParseWorkloadFlavor(ann, tc.def)
 			checkErr(t, err, tc.wantErr)
@@ -201,7 +201,7 @@ func TestParseWorkloadFlavor(t *testing.T) {
 }
 
 func TestAnnotationError(t *testing.T) {
-	_, err := ParseOverrides(map[string]string{v1alpha1.AnnotationOverrides: "a,,b"})
+	_, err := ParseOverrides(map[string]string{vk8sv1.AnnotationOverrides: "a,,b"})
 	var ae *AnnotationError
 	if !errors.As(err, &ae) {
 		t.Fatalf("err %T is not an *AnnotationError", err)

@@ -8,7 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
-	"github.com/vk8s-io/vk8s/api/v1alpha1"
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 )
 
 // The built-in flavors that the chart and the lab install.
@@ -27,15 +27,15 @@ const (
 // BuiltinFlavors returns the built-in WorkloadFlavors, ready to create: ves-io-tiny (100m,
 // 256Mi), ves-io-medium (250m, 512Mi) and ves-io-large (1, 2Gi). Each call returns new
 // objects.
-func BuiltinFlavors() []v1alpha1.WorkloadFlavor {
-	flavor := func(name, cpu, memory string) v1alpha1.WorkloadFlavor {
-		return v1alpha1.WorkloadFlavor{
-			TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: "WorkloadFlavor"},
+func BuiltinFlavors() []vk8sv1.WorkloadFlavor {
+	flavor := func(name, cpu, memory string) vk8sv1.WorkloadFlavor {
+		return vk8sv1.WorkloadFlavor{
+			TypeMeta:   metav1.TypeMeta{APIVersion: vk8sv1.GroupVersion.String(), Kind: "WorkloadFlavor"},
 			ObjectMeta: metav1.ObjectMeta{Name: name},
-			Spec:       v1alpha1.WorkloadFlavorSpec{CPU: resource.MustParse(cpu), Memory: resource.MustParse(memory)},
+			Spec:       vk8sv1.WorkloadFlavorSpec{CPU: resource.MustParse(cpu), Memory: resource.MustParse(memory)},
 		}
 	}
-	return []v1alpha1.WorkloadFlavor{
+	return []vk8sv1.WorkloadFlavor{
 		flavor(FlavorTiny, "100m", "256Mi"),
 		flavor(FlavorMedium, "250m", "512Mi"),
 		flavor(FlavorLarge, "1", "2Gi"),
@@ -44,7 +44,7 @@ func BuiltinFlavors() []v1alpha1.WorkloadFlavor {
 
 // ValidateFlavor checks that a WorkloadFlavor's limits give every container a non-zero
 // request: at least 4m of CPU in whole millicores, and at least 2 bytes of memory.
-func ValidateFlavor(f *v1alpha1.WorkloadFlavor) field.ErrorList {
+func ValidateFlavor(f *vk8sv1.WorkloadFlavor) field.ErrorList {
 	var errs field.ErrorList
 	spec := field.NewPath("spec")
 	cpu, mem := f.Spec.CPU, f.Spec.Memory
@@ -64,7 +64,7 @@ func ValidateFlavor(f *v1alpha1.WorkloadFlavor) field.ErrorList {
 // flavor's, the CPU request is 25% of the CPU limit rounded down to whole millicores, and
 // the memory request is 50% of the memory limit rounded down to whole bytes, written in
 // the limit's format (256Mi gives 128Mi).
-func FlavorResources(f *v1alpha1.WorkloadFlavor) (corev1.ResourceRequirements, error) {
+func FlavorResources(f *vk8sv1.WorkloadFlavor) (corev1.ResourceRequirements, error) {
 	if errs := ValidateFlavor(f); len(errs) > 0 {
 		return corev1.ResourceRequirements{}, fmt.Errorf("workload flavor %s: %w", f.Name, errs.ToAggregate())
 	}
@@ -90,12 +90,12 @@ func FlavorResources(f *v1alpha1.WorkloadFlavor) (corev1.ResourceRequirements, e
 // are dropped there, since the flavor sizes containers and a pod-level limit written for
 // other sizes could not hold them. On CustomerEdge sites the result equals spec, and
 // flavor may be nil.
-func ApplyFlavor(spec *corev1.PodSpec, flavor *v1alpha1.WorkloadFlavor, siteType v1alpha1.SiteType) (*corev1.PodSpec, error) {
+func ApplyFlavor(spec *corev1.PodSpec, flavor *vk8sv1.WorkloadFlavor, siteType vk8sv1.SiteType) (*corev1.PodSpec, error) {
 	out := spec.DeepCopy()
 	switch siteType {
-	case "", v1alpha1.SiteTypeCustomerEdge:
+	case "", vk8sv1.SiteTypeCustomerEdge:
 		return out, nil
-	case v1alpha1.SiteTypeRegionalEdge:
+	case vk8sv1.SiteTypeRegionalEdge:
 	default:
 		return nil, fmt.Errorf("apply workload flavor: unknown site type %q", siteType)
 	}

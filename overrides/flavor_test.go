@@ -9,13 +9,13 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/vk8s-io/vk8s/api/v1alpha1"
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 )
 
-func flavor(cpu, memory string) *v1alpha1.WorkloadFlavor {
-	return &v1alpha1.WorkloadFlavor{
+func flavor(cpu, memory string) *vk8sv1.WorkloadFlavor {
+	return &vk8sv1.WorkloadFlavor{
 		ObjectMeta: metav1.ObjectMeta{Name: "f"},
-		Spec:       v1alpha1.WorkloadFlavorSpec{CPU: resource.MustParse(cpu), Memory: resource.MustParse(memory)},
+		Spec:       vk8sv1.WorkloadFlavorSpec{CPU: resource.MustParse(cpu), Memory: resource.MustParse(memory)},
 	}
 }
 
@@ -159,7 +159,7 @@ func manifest() *corev1.PodSpec {
 func TestApplyFlavorRegionalEdge(t *testing.T) {
 	spec := manifest()
 	orig := spec.DeepCopy()
-	got, err := ApplyFlavor(spec, flavor("100m", "256Mi"), v1alpha1.SiteTypeRegionalEdge)
+	got, err := ApplyFlavor(spec, flavor("100m", "256Mi"), vk8sv1.SiteTypeRegionalEdge)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +220,7 @@ func TestApplyFlavorRegionalEdge(t *testing.T) {
 func TestApplyFlavorPodLevelResources(t *testing.T) {
 	spec := manifest()
 	spec.Resources.Limits["hugepages-2Mi"] = resource.MustParse("1Gi")
-	got, err := ApplyFlavor(spec, flavor("1", "2Gi"), v1alpha1.SiteTypeRegionalEdge)
+	got, err := ApplyFlavor(spec, flavor("1", "2Gi"), vk8sv1.SiteTypeRegionalEdge)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,8 +231,8 @@ func TestApplyFlavorPodLevelResources(t *testing.T) {
 }
 
 func TestApplyFlavorCustomerEdge(t *testing.T) {
-	for _, siteType := range []v1alpha1.SiteType{v1alpha1.SiteTypeCustomerEdge, ""} {
-		for _, f := range []*v1alpha1.WorkloadFlavor{flavor("100m", "256Mi"), nil} {
+	for _, siteType := range []vk8sv1.SiteType{vk8sv1.SiteTypeCustomerEdge, ""} {
+		for _, f := range []*vk8sv1.WorkloadFlavor{flavor("100m", "256Mi"), nil} {
 			spec := manifest()
 			want, _ := json.Marshal(spec)
 			got, err := ApplyFlavor(spec, f, siteType)
@@ -253,13 +253,13 @@ func TestApplyFlavorCustomerEdge(t *testing.T) {
 func TestApplyFlavorErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
-		flavor   *v1alpha1.WorkloadFlavor
-		siteType v1alpha1.SiteType
+		flavor   *vk8sv1.WorkloadFlavor
+		siteType vk8sv1.SiteType
 		want     string
 	}{
 		{"unknown site type", flavor("1", "1Gi"), "Edge", `apply workload flavor: unknown site type "Edge"`},
-		{"no flavor", nil, v1alpha1.SiteTypeRegionalEdge, `apply workload flavor: a RegionalEdge site needs a flavor`},
-		{"invalid flavor", flavor("1", "1"), v1alpha1.SiteTypeRegionalEdge,
+		{"no flavor", nil, vk8sv1.SiteTypeRegionalEdge, `apply workload flavor: a RegionalEdge site needs a flavor`},
+		{"invalid flavor", flavor("1", "1"), vk8sv1.SiteTypeRegionalEdge,
 			`apply workload flavor: workload flavor f: spec.memory: Invalid value: "1": must be at least 2 bytes: the request, 50% of it, must be at least 1 byte; memory is usually written as 256Mi`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

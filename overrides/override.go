@@ -15,7 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
-	"github.com/vk8s-io/vk8s/api/v1alpha1"
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 )
 
 // ErrOverrideNotFound classifies an Override named in ves.io/overrides that does not exist.
@@ -27,11 +27,11 @@ var ErrOverrideNotFound = errors.New("override not found")
 // exist, whichever site is asked about, so a workload is rejected for an unknown Override
 // at once and not when a pod first lands on a site that would reach it; the error is an
 // *AnnotationError wrapping ErrOverrideNotFound.
-func SelectOverride(names []string, overrides map[string]*v1alpha1.Override, site string) (*v1alpha1.Override, error) {
+func SelectOverride(names []string, overrides map[string]*vk8sv1.Override, site string) (*vk8sv1.Override, error) {
 	for _, name := range names {
 		if overrides[name] == nil {
 			return nil, &AnnotationError{
-				Field:  annotationField(v1alpha1.AnnotationOverrides),
+				Field:  annotationField(vk8sv1.AnnotationOverrides),
 				Value:  strings.Join(names, ", "),
 				Reason: fmt.Sprintf("Override %q does not exist in the workload's namespace", name),
 				Fix:    "create it, or remove it from the list (kubectl get overrides lists the namespace's Overrides)",
@@ -69,7 +69,7 @@ const (
 // selector. sites holds the names of the registered Sites; when it is nil the site list is
 // not looked up. A siteList entry naming no Site is a warning, not an error: Sites come and
 // go, and the Override takes effect on a Site once it is registered.
-func ValidateOverride(o *v1alpha1.Override, sites sets.Set[string]) (field.ErrorList, []string) {
+func ValidateOverride(o *vk8sv1.Override, sites sets.Set[string]) (field.ErrorList, []string) {
 	errs, warnings := validateStructure(o)
 	if sites != nil {
 		for i, s := range o.Spec.SiteList {
@@ -92,7 +92,7 @@ func ValidateOverride(o *v1alpha1.Override, sites sets.Set[string]) (field.Error
 // them). Template labels that ApplyOverride will replace by the selector's values are
 // warnings. selector is nil for workloads without one (CronJobs, bare pods). Field paths
 // are the Override's; the webhook says which Override they belong to.
-func ValidateOverrideForWorkload(o *v1alpha1.Override, selector *metav1.LabelSelector) (field.ErrorList, []string) {
+func ValidateOverrideForWorkload(o *vk8sv1.Override, selector *metav1.LabelSelector) (field.ErrorList, []string) {
 	errs, warnings := validateStructure(o)
 	spec := o.Spec.DeploymentSpec
 	if spec.Selector != nil {
@@ -118,13 +118,13 @@ func ValidateOverrideForWorkload(o *v1alpha1.Override, selector *metav1.LabelSel
 }
 
 // validateStructure holds the checks that need nothing but the Override.
-func validateStructure(o *v1alpha1.Override) (field.ErrorList, []string) {
+func validateStructure(o *vk8sv1.Override) (field.ErrorList, []string) {
 	var errs field.ErrorList
 	var warnings []string
 	// The name is the value of the vk8s.io/override label on pods.
 	if msgs := validation.IsValidLabelValue(o.Name); len(msgs) > 0 {
 		errs = append(errs, field.Invalid(field.NewPath("metadata", "name"), o.Name,
-			"the name is the value of label "+v1alpha1.LabelOverride+" on the pods it applies to, so it must be a valid label value (at most 63 characters); choose a shorter name"))
+			"the name is the value of label "+vk8sv1.LabelOverride+" on the pods it applies to, so it must be a valid label value (at most 63 characters); choose a shorter name"))
 	}
 
 	if len(o.Spec.SiteList) == 0 {
@@ -302,14 +302,14 @@ type Applied struct {
 // It returns an error when the result does not match selector: the Override's template
 // fails a matchExpressions requirement (ValidateOverrideForWorkload reports that at
 // admission) or base does not match it.
-func ApplyOverride(base *corev1.PodTemplateSpec, selector *metav1.LabelSelector, o *v1alpha1.Override) (Applied, error) {
+func ApplyOverride(base *corev1.PodTemplateSpec, selector *metav1.LabelSelector, o *vk8sv1.Override) (Applied, error) {
 	out := base.DeepCopy()
 	if o == nil {
-		delete(out.Labels, v1alpha1.LabelOverride)
+		delete(out.Labels, vk8sv1.LabelOverride)
 		return Applied{Template: *out}, nil
 	}
 	if msgs := validation.IsValidLabelValue(o.Name); len(msgs) > 0 {
-		return Applied{}, fmt.Errorf("apply override %q: its name is not a valid value of label %s: %s", o.Name, v1alpha1.LabelOverride, strings.Join(msgs, "; "))
+		return Applied{}, fmt.Errorf("apply override %q: its name is not a valid value of label %s: %s", o.Name, vk8sv1.LabelOverride, strings.Join(msgs, "; "))
 	}
 	spec := o.Spec.DeploymentSpec
 	if spec.Template != nil {
@@ -319,7 +319,7 @@ func ApplyOverride(base *corev1.PodTemplateSpec, selector *metav1.LabelSelector,
 		out.Spec = t.Spec
 	}
 	out.Labels = withSelectorLabels(out.Labels, selector)
-	out.Labels[v1alpha1.LabelOverride] = o.Name
+	out.Labels[vk8sv1.LabelOverride] = o.Name
 	if selector != nil {
 		sel, err := metav1.LabelSelectorAsSelector(selector)
 		if err != nil {

@@ -17,18 +17,18 @@ import (
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
-	"github.com/vk8s-io/vk8s/api/v1alpha1"
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 )
 
-func override(name string, sites ...string) *v1alpha1.Override {
-	return &v1alpha1.Override{
+func override(name string, sites ...string) *vk8sv1.Override {
+	return &vk8sv1.Override{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "demo"},
-		Spec:       v1alpha1.OverrideSpec{SiteList: sites, DeploymentSpec: v1alpha1.OverrideDeploymentSpec{Replicas: ptr(int32(1))}},
+		Spec:       vk8sv1.OverrideSpec{SiteList: sites, DeploymentSpec: vk8sv1.OverrideDeploymentSpec{Replicas: ptr(int32(1))}},
 	}
 }
 
 func TestSelectOverride(t *testing.T) {
-	objs := map[string]*v1alpha1.Override{
+	objs := map[string]*vk8sv1.Override{
 		"canary": override("canary", "site1"),
 		"blue":   override("blue", "site1", "site2"),
 		"green":  override("green", "site3"),
@@ -94,12 +94,12 @@ func selector() *metav1.LabelSelector {
 }
 
 // validOverride returns an Override that passes every check against selector().
-func validOverride() *v1alpha1.Override {
-	return &v1alpha1.Override{
+func validOverride() *vk8sv1.Override {
+	return &vk8sv1.Override{
 		ObjectMeta: metav1.ObjectMeta{Name: "canary", Namespace: "demo"},
-		Spec: v1alpha1.OverrideSpec{
+		Spec: vk8sv1.OverrideSpec{
 			SiteList: []string{"site1", "site2"},
-			DeploymentSpec: v1alpha1.OverrideDeploymentSpec{
+			DeploymentSpec: vk8sv1.OverrideDeploymentSpec{
 				Replicas: ptr(int32(2)),
 				Selector: selector(),
 				Template: &corev1.PodTemplateSpec{
@@ -116,36 +116,36 @@ func TestValidateOverride(t *testing.T) {
 	sites := sets.New("site1", "site2", "site3")
 	for _, tc := range []struct {
 		name      string
-		mutate    func(o *v1alpha1.Override)
+		mutate    func(o *vk8sv1.Override)
 		sites     sets.Set[string]
 		wantErrs  []string // whole messages, in order
 		wantWarns []string
 	}{
-		{name: "valid", mutate: func(*v1alpha1.Override) {}, sites: sites},
-		{name: "sites not looked up without a site set", mutate: func(o *v1alpha1.Override) { o.Spec.SiteList = []string{"site9"} }},
+		{name: "valid", mutate: func(*vk8sv1.Override) {}, sites: sites},
+		{name: "sites not looked up without a site set", mutate: func(o *vk8sv1.Override) { o.Spec.SiteList = []string{"site9"} }},
 		{
 			name: "unknown site is a warning", sites: sites,
-			mutate:    func(o *v1alpha1.Override) { o.Spec.SiteList = []string{"site1", "site9"} },
+			mutate:    func(o *vk8sv1.Override) { o.Spec.SiteList = []string{"site1", "site9"} },
 			wantWarns: []string{`spec.siteList[1]: Site "site9" does not exist; the Override takes effect there once the Site is registered`},
 		},
 		{
-			name: "empty site list", mutate: func(o *v1alpha1.Override) { o.Spec.SiteList = nil },
+			name: "empty site list", mutate: func(o *vk8sv1.Override) { o.Spec.SiteList = nil },
 			wantErrs: []string{`spec.siteList: Required value: list the names of the Sites this Override applies to`},
 		},
 		{
-			name: "malformed and duplicate sites", mutate: func(o *v1alpha1.Override) { o.Spec.SiteList = []string{"site1", "Site 2", "site1"} },
+			name: "malformed and duplicate sites", mutate: func(o *vk8sv1.Override) { o.Spec.SiteList = []string{"site1", "Site 2", "site1"} },
 			wantErrs: []string{
 				`spec.siteList[1]: Invalid value: "Site 2": not a valid Site name (lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters); write the name of a Site (kubectl get sites lists them)`,
 				`spec.siteList[2]: Duplicate value: "site1"`,
 			},
 		},
 		{
-			name: "name too long for a label value", mutate: func(o *v1alpha1.Override) { o.Name = strings.Repeat("o", 64) },
+			name: "name too long for a label value", mutate: func(o *vk8sv1.Override) { o.Name = strings.Repeat("o", 64) },
 			wantErrs: []string{`metadata.name: Invalid value: "` + strings.Repeat("o", 64) + `": the name is the value of label vk8s.io/override on the pods it applies to, so it must be a valid label value (at most 63 characters); choose a shorter name`},
 		},
 		{
 			name: "unsupported fields",
-			mutate: func(o *v1alpha1.Override) {
+			mutate: func(o *vk8sv1.Override) {
 				s := &o.Spec.DeploymentSpec
 				s.MinReadySeconds, s.RevisionHistoryLimit, s.Paused, s.ProgressDeadlineSeconds = ptr(int32(5)), ptr(int32(3)), ptr(true), ptr(int32(600))
 			},
@@ -157,16 +157,16 @@ func TestValidateOverride(t *testing.T) {
 			},
 		},
 		{
-			name: "paused false is still set", mutate: func(o *v1alpha1.Override) { o.Spec.DeploymentSpec.Paused = ptr(false) },
+			name: "paused false is still set", mutate: func(o *vk8sv1.Override) { o.Spec.DeploymentSpec.Paused = ptr(false) },
 			wantErrs: []string{`spec.deploymentSpec.paused: Forbidden: an Override honours only replicas, template and strategy (and a selector equal to the workload's); remove this field and set it on the workload, where it applies to every site`},
 		},
 		{
-			name: "negative replicas", mutate: func(o *v1alpha1.Override) { o.Spec.DeploymentSpec.Replicas = ptr(int32(-1)) },
+			name: "negative replicas", mutate: func(o *vk8sv1.Override) { o.Spec.DeploymentSpec.Replicas = ptr(int32(-1)) },
 			wantErrs: []string{`spec.deploymentSpec.replicas: Invalid value: -1: must be 0 or more: the number of replicas on each of the Override's sites`},
 		},
 		{
 			name: "template identity",
-			mutate: func(o *v1alpha1.Override) {
+			mutate: func(o *vk8sv1.Override) {
 				m := &o.Spec.DeploymentSpec.Template.ObjectMeta
 				m.Name, m.GenerateName, m.Namespace, m.UID = "p", "p-", "other", "u1"
 				m.OwnerReferences = []metav1.OwnerReference{{Name: "rs"}}
@@ -180,19 +180,19 @@ func TestValidateOverride(t *testing.T) {
 			},
 		},
 		{
-			name: "template without containers", mutate: func(o *v1alpha1.Override) { o.Spec.DeploymentSpec.Template.Spec.Containers = nil },
+			name: "template without containers", mutate: func(o *vk8sv1.Override) { o.Spec.DeploymentSpec.Template.Spec.Containers = nil },
 			wantErrs: []string{`spec.deploymentSpec.template.spec.containers: Required value: the Override's template replaces the workload's whole pod template, so it needs containers; copy the workload's template and change what differs`},
 		},
 		{
 			name: "template labels against the Override's own selector",
-			mutate: func(o *v1alpha1.Override) {
+			mutate: func(o *vk8sv1.Override) {
 				o.Spec.DeploymentSpec.Template.Labels = map[string]string{"tier": "back"}
 			},
 			wantErrs: []string{`spec.deploymentSpec.template.metadata.labels: Invalid value: "tier=back": do not match its selector "app=web,tier in (edge,front)", even with its matchLabels added back; set labels that its selector accepts`},
 		},
 		{
 			name: "invalid selector and label",
-			mutate: func(o *v1alpha1.Override) {
+			mutate: func(o *vk8sv1.Override) {
 				o.Spec.DeploymentSpec.Selector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "tier", Operator: metav1.LabelSelectorOpIn}}}
 				o.Spec.DeploymentSpec.Template.Labels["bad key!"] = "x"
 			},
@@ -203,21 +203,21 @@ func TestValidateOverride(t *testing.T) {
 		},
 		{
 			name: "strategy type",
-			mutate: func(o *v1alpha1.Override) {
+			mutate: func(o *vk8sv1.Override) {
 				o.Spec.DeploymentSpec.Strategy = &appsv1.DeploymentStrategy{Type: "BlueGreen"}
 			},
 			wantErrs: []string{`spec.deploymentSpec.strategy.type: Unsupported value: "BlueGreen": supported values: "Recreate", "RollingUpdate"`},
 		},
 		{
 			name: "recreate with rolling update",
-			mutate: func(o *v1alpha1.Override) {
+			mutate: func(o *vk8sv1.Override) {
 				o.Spec.DeploymentSpec.Strategy = &appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType, RollingUpdate: &appsv1.RollingUpdateDeployment{}}
 			},
 			wantErrs: []string{`spec.deploymentSpec.strategy.rollingUpdate: Forbidden: may not be set when type is Recreate; remove it or set type RollingUpdate`},
 		},
 		{
 			name: "rolling update bounds",
-			mutate: func(o *v1alpha1.Override) {
+			mutate: func(o *vk8sv1.Override) {
 				o.Spec.DeploymentSpec.Strategy.RollingUpdate = &appsv1.RollingUpdateDeployment{MaxUnavailable: ptr(intstr.FromString("150%")), MaxSurge: ptr(intstr.FromString("two"))}
 			},
 			wantErrs: []string{
@@ -227,28 +227,28 @@ func TestValidateOverride(t *testing.T) {
 		},
 		{
 			name: "rolling update negative",
-			mutate: func(o *v1alpha1.Override) {
+			mutate: func(o *vk8sv1.Override) {
 				o.Spec.DeploymentSpec.Strategy.RollingUpdate = &appsv1.RollingUpdateDeployment{MaxSurge: ptr(intstr.FromInt32(-1))}
 			},
 			wantErrs: []string{`spec.deploymentSpec.strategy.rollingUpdate.maxSurge: Invalid value: -1: must be 0 or more`},
 		},
 		{
 			name: "rolling update both zero",
-			mutate: func(o *v1alpha1.Override) {
+			mutate: func(o *vk8sv1.Override) {
 				o.Spec.DeploymentSpec.Strategy.RollingUpdate = &appsv1.RollingUpdateDeployment{MaxUnavailable: ptr(intstr.FromString("0%")), MaxSurge: ptr(intstr.FromInt32(0))}
 			},
 			wantErrs: []string{`spec.deploymentSpec.strategy.rollingUpdate.maxUnavailable: Invalid value: "0%": may not be 0 when maxSurge is 0, or the rollout could never proceed; set one of them above 0`},
 		},
 		{
 			name: "rolling update valid", sites: sites,
-			mutate: func(o *v1alpha1.Override) {
+			mutate: func(o *vk8sv1.Override) {
 				o.Spec.DeploymentSpec.Strategy.RollingUpdate = &appsv1.RollingUpdateDeployment{MaxUnavailable: ptr(intstr.FromInt32(0)), MaxSurge: ptr(intstr.FromString("25%"))}
 			},
 		},
 		{
 			name: "sets nothing is a warning",
-			mutate: func(o *v1alpha1.Override) {
-				o.Spec.DeploymentSpec = v1alpha1.OverrideDeploymentSpec{}
+			mutate: func(o *vk8sv1.Override) {
+				o.Spec.DeploymentSpec = vk8sv1.OverrideDeploymentSpec{}
 			},
 			wantWarns: []string{`spec.deploymentSpec sets none of replicas, template and strategy: the Override's sites run the workload's own spec and take no later Override of the workload's list`},
 		},
@@ -270,15 +270,15 @@ func TestValidateOverride(t *testing.T) {
 func TestValidateOverrideForWorkload(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
-		mutate    func(o *v1alpha1.Override)
+		mutate    func(o *vk8sv1.Override)
 		selector  *metav1.LabelSelector
 		wantErrs  []string
 		wantWarns []string
 	}{
-		{name: "valid", mutate: func(*v1alpha1.Override) {}, selector: selector()},
+		{name: "valid", mutate: func(*vk8sv1.Override) {}, selector: selector()},
 		{
 			name: "same selector in other words",
-			mutate: func(o *v1alpha1.Override) {
+			mutate: func(o *vk8sv1.Override) {
 				o.Spec.DeploymentSpec.Selector = &metav1.LabelSelector{
 					MatchLabels:      map[string]string{"app": "web"},
 					MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "tier", Operator: metav1.LabelSelectorOpIn, Values: []string{"edge", "front"}}},
@@ -286,22 +286,22 @@ func TestValidateOverrideForWorkload(t *testing.T) {
 			},
 			selector: selector(),
 		},
-		{name: "selector left out", mutate: func(o *v1alpha1.Override) { o.Spec.DeploymentSpec.Selector = nil }, selector: selector()},
+		{name: "selector left out", mutate: func(o *vk8sv1.Override) { o.Spec.DeploymentSpec.Selector = nil }, selector: selector()},
 		{
 			name: "different selector",
-			mutate: func(o *v1alpha1.Override) {
+			mutate: func(o *vk8sv1.Override) {
 				o.Spec.DeploymentSpec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web", "track": "canary"}}
 			},
 			selector: selector(),
 			wantErrs: []string{`spec.deploymentSpec.selector: Invalid value: "app=web,track=canary": must equal the workload's selector "app=web,tier in (edge,front)"; remove it (it may be left out) or copy the workload's`},
 		},
 		{
-			name: "selector on a workload without one", mutate: func(*v1alpha1.Override) {}, selector: nil,
+			name: "selector on a workload without one", mutate: func(*vk8sv1.Override) {}, selector: nil,
 			wantErrs: []string{`spec.deploymentSpec.selector: Forbidden: the workload has no selector; remove it from the Override`},
 		},
 		{
 			name: "template fails an expression",
-			mutate: func(o *v1alpha1.Override) {
+			mutate: func(o *vk8sv1.Override) {
 				o.Spec.DeploymentSpec.Selector = nil
 				o.Spec.DeploymentSpec.Template.Labels = map[string]string{"app": "web", "track": "canary"}
 			},
@@ -310,7 +310,7 @@ func TestValidateOverrideForWorkload(t *testing.T) {
 		},
 		{
 			name: "template lacks matchLabels: added back, no warning",
-			mutate: func(o *v1alpha1.Override) {
+			mutate: func(o *vk8sv1.Override) {
 				o.Spec.DeploymentSpec.Selector = nil
 				o.Spec.DeploymentSpec.Template.Labels = map[string]string{"tier": "edge"}
 			},
@@ -318,7 +318,7 @@ func TestValidateOverrideForWorkload(t *testing.T) {
 		},
 		{
 			name: "template changes a matchLabels value: a warning",
-			mutate: func(o *v1alpha1.Override) {
+			mutate: func(o *vk8sv1.Override) {
 				o.Spec.DeploymentSpec.Selector = nil
 				o.Spec.DeploymentSpec.Template.Labels["app"] = "web-canary"
 			},
@@ -327,7 +327,7 @@ func TestValidateOverrideForWorkload(t *testing.T) {
 		},
 		{
 			name: "structural checks too",
-			mutate: func(o *v1alpha1.Override) {
+			mutate: func(o *vk8sv1.Override) {
 				o.Spec.DeploymentSpec.Paused = ptr(true)
 			},
 			selector: selector(),
@@ -348,7 +348,7 @@ func TestApplyOverride(t *testing.T) {
 	for _, tc := range []struct {
 		name         string
 		base         func() *corev1.PodTemplateSpec
-		override     func() *v1alpha1.Override
+		override     func() *vk8sv1.Override
 		selector     *metav1.LabelSelector
 		wantLabels   map[string]string
 		wantAnns     map[string]string
@@ -358,22 +358,22 @@ func TestApplyOverride(t *testing.T) {
 		wantErr      string
 	}{
 		{
-			name: "no override", base: template, override: func() *v1alpha1.Override { return nil }, selector: selector(),
+			name: "no override", base: template, override: func() *vk8sv1.Override { return nil }, selector: selector(),
 			wantLabels: map[string]string{"app": "web", "tier": "front", "version": "v1"}, wantAnns: map[string]string{"note": "base"}, wantImage: "web:v1",
 		},
 		{
 			name: "no override drops a stale override label",
 			base: func() *corev1.PodTemplateSpec {
 				b := template()
-				b.Labels[v1alpha1.LabelOverride] = "old"
+				b.Labels[vk8sv1.LabelOverride] = "old"
 				return b
 			},
-			override: func() *v1alpha1.Override { return nil }, selector: selector(),
+			override: func() *vk8sv1.Override { return nil }, selector: selector(),
 			wantLabels: map[string]string{"app": "web", "tier": "front", "version": "v1"}, wantAnns: map[string]string{"note": "base"}, wantImage: "web:v1",
 		},
 		{
 			name: "template replaces labels, annotations and spec", base: template, override: validOverride, selector: selector(),
-			wantLabels:   map[string]string{"app": "web", "tier": "edge", "track": "canary", v1alpha1.LabelOverride: "canary"},
+			wantLabels:   map[string]string{"app": "web", "tier": "edge", "track": "canary", vk8sv1.LabelOverride: "canary"},
 			wantImage:    "web:v2",
 			wantReplicas: ptr(int32(2)),
 			wantStrategy: &appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType},
@@ -381,14 +381,14 @@ func TestApplyOverride(t *testing.T) {
 		{
 			name: "selector labels added back",
 			base: template,
-			override: func() *v1alpha1.Override {
+			override: func() *vk8sv1.Override {
 				o := validOverride()
 				o.Spec.DeploymentSpec.Template.Labels = map[string]string{"tier": "edge"}
 				o.Spec.DeploymentSpec.Template.Annotations = map[string]string{"note": "canary"}
 				return o
 			},
 			selector:     selector(),
-			wantLabels:   map[string]string{"app": "web", "tier": "edge", v1alpha1.LabelOverride: "canary"},
+			wantLabels:   map[string]string{"app": "web", "tier": "edge", vk8sv1.LabelOverride: "canary"},
 			wantAnns:     map[string]string{"note": "canary"},
 			wantImage:    "web:v2",
 			wantReplicas: ptr(int32(2)),
@@ -397,13 +397,13 @@ func TestApplyOverride(t *testing.T) {
 		{
 			name: "selector labels win over the template's values",
 			base: template,
-			override: func() *v1alpha1.Override {
+			override: func() *vk8sv1.Override {
 				o := validOverride()
 				o.Spec.DeploymentSpec.Template.Labels["app"] = "web-canary"
 				return o
 			},
 			selector:     selector(),
-			wantLabels:   map[string]string{"app": "web", "tier": "edge", "track": "canary", v1alpha1.LabelOverride: "canary"},
+			wantLabels:   map[string]string{"app": "web", "tier": "edge", "track": "canary", vk8sv1.LabelOverride: "canary"},
 			wantImage:    "web:v2",
 			wantReplicas: ptr(int32(2)),
 			wantStrategy: &appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType},
@@ -411,13 +411,13 @@ func TestApplyOverride(t *testing.T) {
 		{
 			name: "replicas only keeps the template",
 			base: template,
-			override: func() *v1alpha1.Override {
+			override: func() *vk8sv1.Override {
 				o := override("more", "site1")
 				o.Spec.DeploymentSpec.Replicas = ptr(int32(5))
 				return o
 			},
 			selector:     selector(),
-			wantLabels:   map[string]string{"app": "web", "tier": "front", "version": "v1", v1alpha1.LabelOverride: "more"},
+			wantLabels:   map[string]string{"app": "web", "tier": "front", "version": "v1", vk8sv1.LabelOverride: "more"},
 			wantAnns:     map[string]string{"note": "base"},
 			wantImage:    "web:v1",
 			wantReplicas: ptr(int32(5)),
@@ -425,13 +425,13 @@ func TestApplyOverride(t *testing.T) {
 		{
 			name: "zero replicas",
 			base: template,
-			override: func() *v1alpha1.Override {
+			override: func() *vk8sv1.Override {
 				o := override("off", "site1")
 				o.Spec.DeploymentSpec.Replicas = ptr(int32(0))
 				return o
 			},
 			selector:     selector(),
-			wantLabels:   map[string]string{"app": "web", "tier": "front", "version": "v1", v1alpha1.LabelOverride: "off"},
+			wantLabels:   map[string]string{"app": "web", "tier": "front", "version": "v1", vk8sv1.LabelOverride: "off"},
 			wantAnns:     map[string]string{"note": "base"},
 			wantImage:    "web:v1",
 			wantReplicas: ptr(int32(0)),
@@ -445,23 +445,23 @@ func TestApplyOverride(t *testing.T) {
 				b.Labels["statefulset.kubernetes.io/pod-name"] = "web-0"
 				b.Labels["apps.kubernetes.io/pod-index"] = "0"
 				b.Labels["app.kubernetes.io/version"] = "v1"
-				b.Labels[v1alpha1.LabelSite] = "site1"
+				b.Labels[vk8sv1.LabelSite] = "site1"
 				b.Annotations["batch.kubernetes.io/job-completion-index"] = "0"
 				b.Annotations["kubectl.kubernetes.io/restartedAt"] = "t1"
 				b.Annotations["kubectl.kubernetes.io/default-container"] = "app"
 				return b
 			},
-			override: func() *v1alpha1.Override {
+			override: func() *vk8sv1.Override {
 				o := validOverride()
 				o.Spec.DeploymentSpec.Template.Annotations = map[string]string{"kubectl.kubernetes.io/default-container": "sidecar"}
 				return o
 			},
 			selector: selector(),
 			wantLabels: map[string]string{
-				"app": "web", "tier": "edge", "track": "canary", v1alpha1.LabelOverride: "canary",
+				"app": "web", "tier": "edge", "track": "canary", vk8sv1.LabelOverride: "canary",
 				"pod-template-hash": "abc", "controller-revision-hash": "web-5",
 				"statefulset.kubernetes.io/pod-name": "web-0", "apps.kubernetes.io/pod-index": "0",
-				v1alpha1.LabelSite: "site1",
+				vk8sv1.LabelSite: "site1",
 			},
 			wantAnns: map[string]string{
 				"batch.kubernetes.io/job-completion-index": "0",
@@ -475,13 +475,13 @@ func TestApplyOverride(t *testing.T) {
 		{
 			name: "workload without selector",
 			base: template,
-			override: func() *v1alpha1.Override {
+			override: func() *vk8sv1.Override {
 				o := validOverride()
 				o.Spec.DeploymentSpec.Template.Labels = nil
 				return o
 			},
 			selector:     nil,
-			wantLabels:   map[string]string{v1alpha1.LabelOverride: "canary"},
+			wantLabels:   map[string]string{vk8sv1.LabelOverride: "canary"},
 			wantImage:    "web:v2",
 			wantReplicas: ptr(int32(2)),
 			wantStrategy: &appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType},
@@ -489,7 +489,7 @@ func TestApplyOverride(t *testing.T) {
 		{
 			name: "template fails an expression",
 			base: template,
-			override: func() *v1alpha1.Override {
+			override: func() *vk8sv1.Override {
 				o := validOverride()
 				o.Spec.DeploymentSpec.Template.Labels = map[string]string{"track": "canary"}
 				return o
@@ -500,7 +500,7 @@ func TestApplyOverride(t *testing.T) {
 		{
 			name: "name not a label value",
 			base: template,
-			override: func() *v1alpha1.Override {
+			override: func() *vk8sv1.Override {
 				o := validOverride()
 				o.Name = strings.Repeat("o", 64)
 				return o
@@ -622,8 +622,8 @@ func TestApplyOverrideProperties(t *testing.T) {
 		if !s.Matches(labels.Set(got.Template.Labels)) {
 			t.Fatalf("case %d: result %v does not match %v", i, got.Template.Labels, s)
 		}
-		if got.Template.Labels[v1alpha1.LabelOverride] != o.Name {
-			t.Fatalf("case %d: no %s label", i, v1alpha1.LabelOverride)
+		if got.Template.Labels[vk8sv1.LabelOverride] != o.Name {
+			t.Fatalf("case %d: no %s label", i, vk8sv1.LabelOverride)
 		}
 		m := got.Template.ObjectMeta
 		if m.Name != base.Name || m.Namespace != base.Namespace || m.UID != base.UID || !reflect.DeepEqual(m.OwnerReferences, base.OwnerReferences) {

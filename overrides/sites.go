@@ -7,14 +7,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
-	"github.com/vk8s-io/vk8s/api/v1alpha1"
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 )
 
 // SiteType returns a Site's type; the API defaults it to CustomerEdge, and a Site read
 // before the default applied has none.
-func SiteType(s *v1alpha1.Site) v1alpha1.SiteType {
+func SiteType(s *vk8sv1.Site) vk8sv1.SiteType {
 	if s.Spec.Type == "" {
-		return v1alpha1.SiteTypeCustomerEdge
+		return vk8sv1.SiteTypeCustomerEdge
 	}
 	return s.Spec.Type
 }
@@ -23,12 +23,12 @@ func SiteType(s *v1alpha1.Site) v1alpha1.SiteType {
 // when set, the site type. It is the one rule the webhook and the controllers share.
 type SiteSelector struct {
 	sel  labels.Selector
-	kind v1alpha1.SiteType
+	kind vk8sv1.SiteType
 }
 
 // NewSiteSelector compiles the rule of vs. The error is the label selector's own
 // (metav1.LabelSelectorAsSelector), for the caller to put in its message.
-func NewSiteSelector(vs *v1alpha1.VirtualSite) (SiteSelector, error) {
+func NewSiteSelector(vs *vk8sv1.VirtualSite) (SiteSelector, error) {
 	sel, err := metav1.LabelSelectorAsSelector(&vs.Spec.SiteSelector)
 	if err != nil {
 		return SiteSelector{}, err
@@ -38,7 +38,7 @@ func NewSiteSelector(vs *v1alpha1.VirtualSite) (SiteSelector, error) {
 
 // Matches reports whether the rule selects s: its labels match the selector (an empty
 // selector selects every Site) and, when the rule names a type, s is of that type.
-func (r SiteSelector) Matches(s *v1alpha1.Site) bool {
+func (r SiteSelector) Matches(s *vk8sv1.Site) bool {
 	if r.sel == nil {
 		return false
 	}
@@ -47,7 +47,7 @@ func (r SiteSelector) Matches(s *v1alpha1.Site) bool {
 
 // SelectSites returns the sorted names of the sites vs selects. The error is
 // NewSiteSelector's.
-func SelectSites(vs *v1alpha1.VirtualSite, sites []v1alpha1.Site) ([]string, error) {
+func SelectSites(vs *vk8sv1.VirtualSite, sites []vk8sv1.Site) ([]string, error) {
 	r, err := NewSiteSelector(vs)
 	if err != nil {
 		return nil, err

@@ -7,36 +7,36 @@ import (
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/vk8s-io/vk8s/api/v1alpha1"
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 )
 
 func TestSelectSites(t *testing.T) {
-	site := func(name string, typ v1alpha1.SiteType, kv ...string) v1alpha1.Site {
-		s := v1alpha1.Site{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{}}, Spec: v1alpha1.SiteSpec{Type: typ}}
+	site := func(name string, typ vk8sv1.SiteType, kv ...string) vk8sv1.Site {
+		s := vk8sv1.Site{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{}}, Spec: vk8sv1.SiteSpec{Type: typ}}
 		for i := 0; i+1 < len(kv); i += 2 {
 			s.Labels[kv[i]] = kv[i+1]
 		}
 		return s
 	}
-	sites := []v1alpha1.Site{
-		site("site3", v1alpha1.SiteTypeRegionalEdge, "region", "eu"),
+	sites := []vk8sv1.Site{
+		site("site3", vk8sv1.SiteTypeRegionalEdge, "region", "eu"),
 		site("site1", "", "region", "eu", "tier", "gold"), // no type: CustomerEdge
-		site("site2", v1alpha1.SiteTypeCustomerEdge, "region", "us"),
-		site("site4", v1alpha1.SiteTypeRegionalEdge),
+		site("site2", vk8sv1.SiteTypeCustomerEdge, "region", "us"),
+		site("site4", vk8sv1.SiteTypeRegionalEdge),
 	}
-	vs := func(sel metav1.LabelSelector, typ v1alpha1.SiteType) *v1alpha1.VirtualSite {
-		return &v1alpha1.VirtualSite{Spec: v1alpha1.VirtualSiteSpec{SiteSelector: sel, SiteType: typ}}
+	vs := func(sel metav1.LabelSelector, typ vk8sv1.SiteType) *vk8sv1.VirtualSite {
+		return &vk8sv1.VirtualSite{Spec: vk8sv1.VirtualSiteSpec{SiteSelector: sel, SiteType: typ}}
 	}
 	tests := []struct {
 		name    string
-		vs      *v1alpha1.VirtualSite
+		vs      *vk8sv1.VirtualSite
 		want    []string
 		wantErr string
 	}{
 		{"empty selector selects every site, sorted", vs(metav1.LabelSelector{}, ""), []string{"site1", "site2", "site3", "site4"}, ""},
 		{"match labels", vs(metav1.LabelSelector{MatchLabels: map[string]string{"region": "eu"}}, ""), []string{"site1", "site3"}, ""},
-		{"match labels and type", vs(metav1.LabelSelector{MatchLabels: map[string]string{"region": "eu"}}, v1alpha1.SiteTypeRegionalEdge), []string{"site3"}, ""},
-		{"type defaults to CustomerEdge", vs(metav1.LabelSelector{}, v1alpha1.SiteTypeCustomerEdge), []string{"site1", "site2"}, ""},
+		{"match labels and type", vs(metav1.LabelSelector{MatchLabels: map[string]string{"region": "eu"}}, vk8sv1.SiteTypeRegionalEdge), []string{"site3"}, ""},
+		{"type defaults to CustomerEdge", vs(metav1.LabelSelector{}, vk8sv1.SiteTypeCustomerEdge), []string{"site1", "site2"}, ""},
 		{"expression", vs(metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
 			{Key: "region", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"us"}}}}, ""), []string{"site1", "site3", "site4"}, ""},
 		{"exists", vs(metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{

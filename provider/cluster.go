@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -59,16 +61,16 @@ type cluster struct {
 }
 
 func newCluster(conn *sitereg.Conn, tenant string, log logr.Logger) (*cluster, error) {
-	sel := labels.Set{LabelTenant: tenant}.AsSelector().String()
+	sel := labels.Set{vk8sv1.LabelTenant: tenant}.AsSelector().String()
 	factory := informers.NewSharedInformerFactoryWithOptions(conn.Client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = sel }))
 	pods := factory.Core().V1().Pods().Informer()
 	if err := pods.AddIndexers(cache.Indexers{indexHostPod: func(obj any) ([]string, error) {
 		p, ok := obj.(*corev1.Pod)
-		if !ok || p.Labels[LabelHostNamespace] == "" {
+		if !ok || p.Labels[vk8sv1.LabelHostNamespace] == "" {
 			return nil, nil
 		}
-		return []string{p.Labels[LabelHostNamespace] + "/" + p.Name}, nil
+		return []string{p.Labels[vk8sv1.LabelHostNamespace] + "/" + p.Name}, nil
 	}}); err != nil {
 		return nil, fmt.Errorf("site cluster %s: %w", conn.Server, err)
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -146,7 +148,7 @@ func (p *Pods) ensureCopy(ctx context.Context, c *cluster, kind string, host met
 		if have, err = c.get(ctx, kind, siteNamespace, host.GetName()); err != nil {
 			return err
 		}
-		if have.GetLabels()[LabelTenant] != p.cfg.Tenant {
+		if have.GetLabels()[vk8sv1.LabelTenant] != p.cfg.Tenant {
 			return fmt.Errorf("%s %s/%s exists on the site and vk8s did not create it; rename one of them",
 				kind, siteNamespace, host.GetName())
 		}

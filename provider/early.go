@@ -72,7 +72,7 @@ func (p *Pods) rememberEarly(pod *corev1.Pod) {
 // informer's Add handler and does not block.
 func (p *Pods) NodeAdded(obj any) {
 	n, ok := obj.(*corev1.Node)
-	if !ok || n.Labels[vk8sv1.LabelSite] == "" || n.Labels[LabelType] != TypeVirtualKubelet {
+	if !ok || n.Labels[vk8sv1.LabelSite] == "" || n.Labels[vk8sv1.LabelType] != vk8sv1.TypeVirtualKubelet {
 		return
 	}
 	var pods []*corev1.Pod
@@ -108,7 +108,7 @@ func (p *Pods) pickUp(ctx context.Context, pod *corev1.Pod, n *corev1.Node) erro
 	patch, err := json.Marshal(map[string]any{
 		"metadata": map[string]any{"uid": pod.UID},
 		"status": map[string]any{"conditions": []corev1.PodCondition{{
-			Type: ConditionSiteSynced, Status: corev1.ConditionFalse, Reason: ReasonNodeRegistered,
+			Type: vk8sv1.ConditionSiteSynced, Status: corev1.ConditionFalse, Reason: ReasonNodeRegistered,
 			Message: fmt.Sprintf("virtual node %s was registered after the pod was bound to it; the pod is being created on site %s",
 				n.Name, n.Labels[vk8sv1.LabelSite]),
 			LastTransitionTime: metav1.Now(),

@@ -91,7 +91,7 @@ func TestPodBoundBeforeItsVirtualNode(t *testing.T) {
 	}
 	NodeAddedSync(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "other"}})
 	NodeAddedSync(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "site1-node4",
-		Labels: map[string]string{vk8sv1.LabelSite: "site1", LabelType: TypeVirtualKubelet}}})
+		Labels: map[string]string{vk8sv1.LabelSite: "site1", vk8sv1.LabelType: vk8sv1.TypeVirtualKubelet}}})
 	var patch k8stesting.PatchAction
 	for deadline := time.Now().Add(5 * time.Second); patch == nil && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		for _, a := range host.Actions() {
@@ -103,7 +103,7 @@ func TestPodBoundBeforeItsVirtualNode(t *testing.T) {
 	if patch == nil {
 		t.Fatalf("no status write for the pod when its node appeared; actions %v", host.Actions())
 	}
-	for _, want := range []string{string(ConditionSiteSynced), ReasonNodeRegistered, "site1-node4", `"uid":"u1"`} {
+	for _, want := range []string{string(vk8sv1.ConditionSiteSynced), ReasonNodeRegistered, "site1-node4", `"uid":"u1"`} {
 		if !strings.Contains(string(patch.GetPatch()), want) {
 			t.Errorf("status patch %s lacks %q", patch.GetPatch(), want)
 		}

@@ -193,7 +193,7 @@ func (m *Nodes) SetupWithManager(mgr ctrl.Manager) error {
 		// at start the existing ones are matched with their sites. Status writes (every
 		// virtual node's, every StatusInterval) are not reasons to reconcile.
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-			if site := o.GetLabels()[vk8sv1.LabelSite]; site != "" && o.GetLabels()[LabelType] == TypeVirtualKubelet {
+			if site := o.GetLabels()[vk8sv1.LabelSite]; site != "" && o.GetLabels()[vk8sv1.LabelType] == vk8sv1.TypeVirtualKubelet {
 				return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: site}}}
 			}
 			return nil
@@ -313,7 +313,7 @@ func (m *Nodes) disconnected(ctx context.Context, site *vk8sv1.Site, cause error
 	m.mu.Unlock()
 	if len(want) == 0 {
 		var hostNodes corev1.NodeList
-		if err := m.client.List(ctx, &hostNodes, client.MatchingLabels{vk8sv1.LabelSite: site.Name, LabelType: TypeVirtualKubelet}); err != nil {
+		if err := m.client.List(ctx, &hostNodes, client.MatchingLabels{vk8sv1.LabelSite: site.Name, vk8sv1.LabelType: vk8sv1.TypeVirtualKubelet}); err != nil {
 			return err
 		}
 		for i := range hostNodes.Items {
@@ -393,7 +393,7 @@ func (m *Nodes) sync(ctx context.Context, site string, want []*corev1.Node) erro
 	}
 	// Virtual nodes of this site that no controller runs (left by an earlier process).
 	var hostNodes corev1.NodeList
-	if err := m.client.List(ctx, &hostNodes, client.MatchingLabels{vk8sv1.LabelSite: site, LabelType: TypeVirtualKubelet}); err != nil {
+	if err := m.client.List(ctx, &hostNodes, client.MatchingLabels{vk8sv1.LabelSite: site, vk8sv1.LabelType: vk8sv1.TypeVirtualKubelet}); err != nil {
 		errs = append(errs, err)
 	}
 	for i := range hostNodes.Items {

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -84,7 +86,7 @@ func TestUpdateNeverBlocks(t *testing.T) {
 }
 
 func TestWithTaintsKeepsOthers(t *testing.T) {
-	ours := corev1.Taint{Key: TaintKey, Value: TaintValue, Effect: corev1.TaintEffectNoSchedule}
+	ours := corev1.Taint{Key: vk8sv1.TaintKey, Value: vk8sv1.TaintValue, Effect: corev1.TaintEffectNoSchedule}
 	notReady := corev1.Taint{Key: "node.kubernetes.io/not-ready", Effect: corev1.TaintEffectNoSchedule}
 	got := withTaints([]corev1.Taint{notReady}, []corev1.Taint{ours})
 	if len(got) != 2 || got[0] != notReady || got[1] != ours {

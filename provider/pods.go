@@ -191,7 +191,7 @@ func (p *Pods) Owns(pod *corev1.Pod) bool {
 		return false // turned down before its node existed: the same answer again (early.go)
 	}
 	n, err := p.cfg.HostNodes.Get(pod.Spec.NodeName)
-	if err == nil && n.Labels[vk8sv1.LabelSite] != "" && n.Labels[LabelType] == TypeVirtualKubelet {
+	if err == nil && n.Labels[vk8sv1.LabelSite] != "" && n.Labels[vk8sv1.LabelType] == vk8sv1.TypeVirtualKubelet {
 		return true
 	}
 	if _, c := p.find(pod.Namespace, pod.Name); c != nil {
@@ -379,7 +379,7 @@ func (p *Pods) sync(ctx context.Context, pod *corev1.Pod) error {
 // none, the host pod is deleted at once, as a kubelet does for a pod that runs nothing.
 func (p *Pods) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 	sp, c := p.find(pod.Namespace, pod.Name)
-	if sp == nil || (pod.UID != "" && sp.Labels[LabelHostPodUID] != string(pod.UID)) {
+	if sp == nil || (pod.UID != "" && sp.Labels[vk8sv1.LabelHostPodUID] != string(pod.UID)) {
 		if pod.DeletionTimestamp != nil {
 			return p.forceDeleteHost(ctx, pod.Namespace, pod.Name, pod.UID)
 		}
@@ -463,8 +463,8 @@ func (p *Pods) hostForm(sp *corev1.Pod) *corev1.Pod {
 // orphanView is a site pod in host form when its host pod is not (or no longer) known.
 func orphanView(sp *corev1.Pod) *corev1.Pod {
 	out := sp.DeepCopy()
-	out.Namespace = sp.Labels[LabelHostNamespace]
-	out.UID = types.UID(sp.Labels[LabelHostPodUID])
+	out.Namespace = sp.Labels[vk8sv1.LabelHostNamespace]
+	out.UID = types.UID(sp.Labels[vk8sv1.LabelHostPodUID])
 	out.Labels = HostLabels(sp.Labels)
 	out.ResourceVersion = ""
 	return out
@@ -476,7 +476,7 @@ func (p *Pods) reportUnsynced(pod *corev1.Pod, reason, message string) {
 	p.cfg.Recorder.Event(pod, corev1.EventTypeWarning, reason, message)
 	out := pod.DeepCopy()
 	out.Status = WithCondition(out.Status, corev1.PodCondition{
-		Type: ConditionSiteSynced, Status: corev1.ConditionFalse, Reason: reason, Message: message,
+		Type: vk8sv1.ConditionSiteSynced, Status: corev1.ConditionFalse, Reason: reason, Message: message,
 		LastTransitionTime: metav1.Now(),
 	})
 	p.notifyPod(out)
@@ -488,7 +488,7 @@ func (p *Pods) reportFailed(pod *corev1.Pod, reason, message string) {
 	out := pod.DeepCopy()
 	out.Status = TerminatedStatus(out.Status, pod, reason, message, metav1.Now())
 	out.Status = WithCondition(out.Status, corev1.PodCondition{
-		Type: ConditionSiteSynced, Status: corev1.ConditionFalse, Reason: reason, Message: message,
+		Type: vk8sv1.ConditionSiteSynced, Status: corev1.ConditionFalse, Reason: reason, Message: message,
 		LastTransitionTime: metav1.Now(),
 	})
 	p.notifyPod(out)
@@ -497,8 +497,8 @@ func (p *Pods) reportFailed(pod *corev1.Pod, reason, message string) {
 // hostPodFor returns the host pod a site pod belongs to, or nil when it is gone or was
 // replaced by another pod of the same name.
 func (p *Pods) hostPodFor(sp *corev1.Pod) *corev1.Pod {
-	host, err := p.cfg.HostPods.Pods(sp.Labels[LabelHostNamespace]).Get(sp.Name)
-	if err != nil || string(host.UID) != sp.Labels[LabelHostPodUID] {
+	host, err := p.cfg.HostPods.Pods(sp.Labels[vk8sv1.LabelHostNamespace]).Get(sp.Name)
+	if err != nil || string(host.UID) != sp.Labels[vk8sv1.LabelHostPodUID] {
 		return nil
 	}
 	return host

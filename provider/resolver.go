@@ -28,7 +28,7 @@ func (p *Pods) Pod(_ context.Context, namespace, name string) (*kubeletapi.PodTa
 		return nil, errdefs.AsNotFound(fmt.Errorf("pod %s/%s: %w", namespace, name, err))
 	}
 	sp, _ := p.find(namespace, name)
-	if sp == nil || sp.Labels[LabelHostPodUID] != string(host.UID) {
+	if sp == nil || sp.Labels[vk8sv1.LabelHostPodUID] != string(host.UID) {
 		return nil, errdefs.NotFoundf("pod %s/%s is not on site %s yet", namespace, name, site)
 	}
 	conn, err := p.cfg.Registry.Get(site)
@@ -43,7 +43,7 @@ func (p *Pods) Pod(_ context.Context, namespace, name string) (*kubeletapi.PodTa
 // Node implements kubeletapi.Resolver: the site and real nodes a virtual node stands for.
 func (p *Pods) Node(_ context.Context, name string) (*kubeletapi.NodeTarget, error) {
 	n, err := p.cfg.HostNodes.Get(name)
-	if err != nil || n.Labels[vk8sv1.LabelSite] == "" || n.Labels[LabelType] != TypeVirtualKubelet {
+	if err != nil || n.Labels[vk8sv1.LabelSite] == "" || n.Labels[vk8sv1.LabelType] != vk8sv1.TypeVirtualKubelet {
 		return nil, errdefs.NotFoundf("node %s is not a virtual node of vk8s", name)
 	}
 	conn, err := p.cfg.Registry.Get(n.Labels[vk8sv1.LabelSite])
@@ -77,7 +77,7 @@ func (p *Pods) HostPod(site, namespace, name string) (kubeletapi.HostPod, bool) 
 		return kubeletapi.HostPod{}, false
 	}
 	return kubeletapi.HostPod{
-		Namespace: sp.Labels[LabelHostNamespace], Name: sp.Name, UID: types.UID(sp.Labels[LabelHostPodUID]),
+		Namespace: sp.Labels[vk8sv1.LabelHostNamespace], Name: sp.Name, UID: types.UID(sp.Labels[vk8sv1.LabelHostPodUID]),
 	}, true
 }
 
@@ -98,7 +98,7 @@ func (p *Pods) SitePod(site, namespace, name string) (*corev1.Pod, bool) {
 		return nil, false
 	}
 	sp, _ := obj.(*corev1.Pod)
-	if sp == nil || sp.Labels[LabelTenant] != p.cfg.Tenant {
+	if sp == nil || sp.Labels[vk8sv1.LabelTenant] != p.cfg.Tenant {
 		return nil, false
 	}
 	return sp, true

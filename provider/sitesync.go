@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -80,7 +82,7 @@ func refItem(kind string, obj any) item {
 	if !ok {
 		return item{Kind: kindSweep}
 	}
-	return item{Kind: kind, Namespace: m.GetLabels()[LabelHostNamespace], Name: m.GetName()}
+	return item{Kind: kind, Namespace: m.GetLabels()[vk8sv1.LabelHostNamespace], Name: m.GetName()}
 }
 
 func (p *Pods) processNext(ctx context.Context, c *cluster) bool {
@@ -119,7 +121,7 @@ func (p *Pods) sitePodChanged(c *cluster, obj any) {
 	}
 	host := p.hostPodFor(sp)
 	if host == nil {
-		c.queue.Add(item{Namespace: sp.Labels[LabelHostNamespace], Name: sp.Name})
+		c.queue.Add(item{Namespace: sp.Labels[vk8sv1.LabelHostNamespace], Name: sp.Name})
 		return
 	}
 	out := host.DeepCopy()
@@ -139,7 +141,7 @@ func (p *Pods) sitePodGone(c *cluster, obj any) {
 		return
 	}
 	for _, r := range References(&sp.Spec) {
-		c.queue.Add(item{Kind: r.Kind, Namespace: sp.Labels[LabelHostNamespace], Name: r.Name})
+		c.queue.Add(item{Kind: r.Kind, Namespace: sp.Labels[vk8sv1.LabelHostNamespace], Name: r.Name})
 	}
 	host := p.hostPodFor(sp)
 	if host == nil {
@@ -175,7 +177,7 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 	if err != nil {
 		return err
 	}
-	if sp != nil && sp.Labels[LabelHostPodUID] != string(host.UID) {
+	if sp != nil && sp.Labels[vk8sv1.LabelHostPodUID] != string(host.UID) {
 		// A pod of an earlier host pod with the same name (a StatefulSet's): it goes first.
 		if err := c.deleteSitePod(ctx, sp, new(int64)); err != nil {
 			return err
@@ -242,7 +244,7 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 		if gerr != nil {
 			return gerr
 		}
-		if got.Labels[LabelHostPodUID] == string(host.UID) {
+		if got.Labels[vk8sv1.LabelHostPodUID] == string(host.UID) {
 			return nil // created by us; the cache has not seen it yet
 		}
 		if err := c.deleteSitePod(ctx, got, new(int64)); err != nil {
@@ -317,7 +319,7 @@ func (p *Pods) sweep(ctx context.Context, c *cluster) {
 			continue
 		}
 		c.log.Info("Deleted a site pod whose host pod is gone", "namespace", sp.Namespace, "pod", sp.Name,
-			"hostNamespace", sp.Labels[LabelHostNamespace], "hostUID", sp.Labels[LabelHostPodUID])
+			"hostNamespace", sp.Labels[vk8sv1.LabelHostNamespace], "hostUID", sp.Labels[vk8sv1.LabelHostPodUID])
 	}
 	for kind, inf := range c.copies {
 		for _, obj := range inf.GetStore().List() {
@@ -341,8 +343,8 @@ func labelsFor(host map[string]string, tenant, hostNamespace string) map[string]
 	if out == nil {
 		out = map[string]string{}
 	}
-	out[LabelTenant] = tenant
-	out[LabelHostNamespace] = hostNamespace
+	out[vk8sv1.LabelTenant] = tenant
+	out[vk8sv1.LabelHostNamespace] = hostNamespace
 	return out
 }
 

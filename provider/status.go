@@ -4,6 +4,8 @@ import (
 	"maps"
 	"slices"
 
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -28,18 +30,8 @@ const (
 	ReasonTerminated = "SitePodTerminated"
 )
 
-// Host pod conditions vk8s writes.
-const (
-	// ConditionSiteSynced says whether the pod exists on its site as the host describes
-	// it; False carries the site's error.
-	ConditionSiteSynced corev1.PodConditionType = "vk8s.io/SiteSynced"
-	// ConditionStatusStale, True, says the pod's site does not answer and its status is
-	// the last the site reported.
-	ConditionStatusStale corev1.PodConditionType = "vk8s.io/StatusStale"
-)
-
 // managedLabels are the labels vk8s adds to site pods; the host pod does not have them.
-var managedLabels = []string{LabelTenant, LabelHostNamespace, LabelHostPodUID}
+var managedLabels = []string{vk8sv1.LabelTenant, vk8sv1.LabelHostNamespace, vk8sv1.LabelHostPodUID}
 
 // HostStatus is the status the host pod should show for its site pod: the site's, as it
 // is (phase, conditions, container and init-container statuses with restarts, pod IP,
@@ -50,7 +42,7 @@ func HostStatus(host, site *corev1.Pod) corev1.PodStatus {
 	out.QOSClass = host.Status.QOSClass
 	out.NominatedNodeName = host.Status.NominatedNodeName
 	out.Conditions = slices.DeleteFunc(out.Conditions, func(c corev1.PodCondition) bool {
-		return c.Type == ConditionSiteSynced || c.Type == ConditionStatusStale
+		return c.Type == vk8sv1.ConditionSiteSynced || c.Type == vk8sv1.ConditionStatusStale
 	})
 	return out
 }
@@ -60,7 +52,7 @@ func HostStatus(host, site *corev1.Pod) corev1.PodStatus {
 // SiteUnreachable, as Kubernetes marks the pods of an unreachable node.
 func StaleStatus(last corev1.PodStatus, message string, expired bool, now metav1.Time) corev1.PodStatus {
 	out := WithCondition(last, corev1.PodCondition{
-		Type: ConditionStatusStale, Status: corev1.ConditionTrue, Reason: ReasonSiteUnreachable,
+		Type: vk8sv1.ConditionStatusStale, Status: corev1.ConditionTrue, Reason: ReasonSiteUnreachable,
 		Message: message, LastTransitionTime: now,
 	})
 	if expired {

@@ -3,6 +3,8 @@ package provider
 import (
 	"testing"
 
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -80,7 +82,7 @@ func statusPod(phase corev1.PodPhase, states ...corev1.ContainerState) *corev1.P
 func TestHostStatus(t *testing.T) {
 	host := statusPod(corev1.PodPending)
 	host.Status.QOSClass = corev1.PodQOSBurstable
-	host.Status.Conditions = []corev1.PodCondition{{Type: ConditionSiteSynced, Status: corev1.ConditionFalse}}
+	host.Status.Conditions = []corev1.PodCondition{{Type: vk8sv1.ConditionSiteSynced, Status: corev1.ConditionFalse}}
 	site := statusPod(corev1.PodRunning, corev1.ContainerState{Running: &corev1.ContainerStateRunning{}})
 	site.Status.PodIP = "10.0.0.7"
 	site.Status.ContainerStatuses[0].RestartCount = 3
@@ -125,7 +127,7 @@ func TestSiteUpdateAndHostView(t *testing.T) {
 	host.Spec.Containers[0].Image = "img:2"
 	site := statusPod(corev1.PodRunning)
 	site.Namespace = "t-ns"
-	site.Labels = map[string]string{"app": "a", LabelTenant: "t", LabelHostNamespace: "ns", LabelHostPodUID: "u1"}
+	site.Labels = map[string]string{"app": "a", vk8sv1.LabelTenant: "t", vk8sv1.LabelHostNamespace: "ns", vk8sv1.LabelHostPodUID: "u1"}
 	site.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "kube-api-access-site", MountPath: "/var/run/secrets"}}
 
 	// Before the update, the site pod differs from the host in what a pod update may change.
@@ -136,7 +138,7 @@ func TestSiteUpdateAndHostView(t *testing.T) {
 	if !changed {
 		t.Fatal("SiteUpdate: no change reported")
 	}
-	wantLabels := map[string]string{"app": "a", "tier": "gold", LabelTenant: "t", LabelHostNamespace: "ns", LabelHostPodUID: "u1"}
+	wantLabels := map[string]string{"app": "a", "tier": "gold", vk8sv1.LabelTenant: "t", vk8sv1.LabelHostNamespace: "ns", vk8sv1.LabelHostPodUID: "u1"}
 	if diff := cmp.Diff(wantLabels, want.Labels); diff != "" {
 		t.Errorf("labels (-want +got):\n%s", diff)
 	}

@@ -4,19 +4,12 @@ import (
 	"fmt"
 	"strings"
 
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vk8s-io/vk8s/provider/tenancy"
-)
-
-// Labels vk8s puts on the pods it creates on sites, so several hosts can share a site and a
-// restarted provider adopts its pods instead of creating them again. The site namespace
-// and its labels are package tenancy's.
-const (
-	LabelTenant        = tenancy.LabelTenant
-	LabelHostNamespace = tenancy.LabelHostNamespace
-	LabelHostPodUID    = "vk8s.io/host-pod-uid"
 )
 
 // serviceAccountVolumePrefix names the projected volume the host's ServiceAccount admission
@@ -63,9 +56,9 @@ func SitePod(p *corev1.Pod, t Target) (*corev1.Pod, error) {
 	for k, v := range p.Annotations {
 		out.Annotations[k] = v
 	}
-	out.Labels[LabelTenant] = t.Tenant
-	out.Labels[LabelHostNamespace] = p.Namespace
-	out.Labels[LabelHostPodUID] = string(p.UID)
+	out.Labels[vk8sv1.LabelTenant] = t.Tenant
+	out.Labels[vk8sv1.LabelHostNamespace] = p.Namespace
+	out.Labels[vk8sv1.LabelHostPodUID] = string(p.UID)
 
 	spec := &out.Spec
 	spec.NodeName = ""
@@ -102,7 +95,7 @@ func SitePod(p *corev1.Pod, t Target) (*corev1.Pod, error) {
 func dropTolerations(in []corev1.Toleration) []corev1.Toleration {
 	var out []corev1.Toleration
 	for _, tol := range in {
-		if tol.Key == TaintKey {
+		if tol.Key == vk8sv1.TaintKey {
 			continue
 		}
 		out = append(out, tol)

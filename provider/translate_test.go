@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -39,7 +41,7 @@ func hostPod() *corev1.Pod {
 			PriorityClassName: "high", Priority: new(int32),
 			ServiceAccountName: "app",
 			Tolerations: []corev1.Toleration{
-				{Key: TaintKey, Operator: corev1.TolerationOpEqual, Value: TaintValue, Effect: corev1.TaintEffectNoSchedule},
+				{Key: vk8sv1.TaintKey, Operator: corev1.TolerationOpEqual, Value: vk8sv1.TaintValue, Effect: corev1.TaintEffectNoSchedule},
 				{Key: "dedicated", Operator: corev1.TolerationOpExists},
 			},
 			Affinity: &corev1.Affinity{
@@ -85,7 +87,7 @@ func TestSitePod(t *testing.T) {
 			if got.Name != "web-1" || got.Namespace != "acme-demo" || got.UID != "" || got.ResourceVersion != "" || got.OwnerReferences != nil {
 				t.Errorf("metadata %+v", got.ObjectMeta)
 			}
-			want := map[string]string{"app": "web", LabelTenant: "acme", LabelHostNamespace: "demo", LabelHostPodUID: "uid-1"}
+			want := map[string]string{"app": "web", vk8sv1.LabelTenant: "acme", vk8sv1.LabelHostNamespace: "demo", vk8sv1.LabelHostPodUID: "uid-1"}
 			for k, v := range want {
 				if got.Labels[k] != v {
 					t.Errorf("label %s = %q, want %q", k, got.Labels[k], v)

@@ -13,27 +13,9 @@ import (
 	"github.com/vk8s-io/vk8s/sitereg"
 )
 
-const (
-	// TaintKey is the key of the NoSchedule taint on every virtual node; the webhook adds
-	// the matching toleration to the pods it admits.
-	TaintKey = "virtual-kubelet.io/provider"
-	// TaintValue is the value of that taint.
-	TaintValue = "vk8s"
-	// LabelType marks virtual nodes as virtual-kubelet nodes, as other providers do.
-	LabelType = "type"
-	// TypeVirtualKubelet is LabelType's value.
-	TypeVirtualKubelet = "virtual-kubelet"
-	// TaintSiteUnreachable is the NoSchedule taint of the virtual nodes of a site that does
-	// not answer: no new pod goes there, and the pods there stay (no NoExecute).
-	TaintSiteUnreachable = "vk8s.io/site-unreachable"
-	// ConditionSiteConnected is the virtual node condition that says whether its site
-	// answers.
-	ConditionSiteConnected corev1.NodeConditionType = "SiteConnected"
-)
-
 // managedTaints are the taints vk8s sets on virtual nodes and removes when they no longer
 // apply.
-var managedTaints = []string{TaintKey, TaintSiteUnreachable}
+var managedTaints = []string{vk8sv1.TaintKey, vk8sv1.TaintSiteUnreachable}
 
 // Endpoint is where the provider's kubelet API listens, advertised in every virtual node.
 type Endpoint struct {
@@ -62,7 +44,7 @@ func VirtualNodes(site *vk8sv1.Site, nodes []*corev1.Node, kubeletVersion string
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	for _, v := range out {
 		setCondition(v, corev1.NodeCondition{
-			Type: ConditionSiteConnected, Status: corev1.ConditionTrue, Reason: "SiteConnected",
+			Type: vk8sv1.ConditionSiteConnected, Status: corev1.ConditionTrue, Reason: "SiteConnected",
 			Message: "the site's API server answers",
 		})
 	}
@@ -75,10 +57,10 @@ func VirtualNodes(site *vk8sv1.Site, nodes []*corev1.Node, kubeletVersion string
 func Disconnected(n *corev1.Node, reason, message string) *corev1.Node {
 	out := n.DeepCopy()
 	setCondition(out, corev1.NodeCondition{
-		Type: ConditionSiteConnected, Status: corev1.ConditionFalse, Reason: reason, Message: message,
+		Type: vk8sv1.ConditionSiteConnected, Status: corev1.ConditionFalse, Reason: reason, Message: message,
 	})
-	if !slices.ContainsFunc(out.Spec.Taints, func(t corev1.Taint) bool { return t.Key == TaintSiteUnreachable }) {
-		out.Spec.Taints = append(out.Spec.Taints, corev1.Taint{Key: TaintSiteUnreachable, Effect: corev1.TaintEffectNoSchedule})
+	if !slices.ContainsFunc(out.Spec.Taints, func(t corev1.Taint) bool { return t.Key == vk8sv1.TaintSiteUnreachable }) {
+		out.Spec.Taints = append(out.Spec.Taints, corev1.Taint{Key: vk8sv1.TaintSiteUnreachable, Effect: corev1.TaintEffectNoSchedule})
 	}
 	return out
 }
@@ -150,7 +132,7 @@ func baseNode(site *vk8sv1.Site, name, kubeletVersion string, ep Endpoint) *core
 	return &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{}},
 		Spec: corev1.NodeSpec{
-			Taints: []corev1.Taint{{Key: TaintKey, Value: TaintValue, Effect: corev1.TaintEffectNoSchedule}},
+			Taints: []corev1.Taint{{Key: vk8sv1.TaintKey, Value: vk8sv1.TaintValue, Effect: corev1.TaintEffectNoSchedule}},
 		},
 		Status: corev1.NodeStatus{
 			Phase:           corev1.NodeRunning,
@@ -168,7 +150,7 @@ func baseNode(site *vk8sv1.Site, name, kubeletVersion string, ep Endpoint) *core
 func setOwnLabels(v *corev1.Node, site string) {
 	v.Labels[corev1.LabelHostname] = v.Name
 	v.Labels[vk8sv1.LabelSite] = site
-	v.Labels[LabelType] = TypeVirtualKubelet
+	v.Labels[vk8sv1.LabelType] = vk8sv1.TypeVirtualKubelet
 	v.Labels["kubernetes.io/role"] = "agent"
 }
 

@@ -107,13 +107,13 @@ func TestVirtualNodes(t *testing.T) {
 					t.Errorf("%s: zone %q, want %q", v.Name, z, tc.wantZone[i])
 				}
 				// What every virtual node carries.
-				if v.Labels[vk8sv1.LabelSite] != "site1" || v.Labels[LabelType] != TypeVirtualKubelet || v.Labels[corev1.LabelHostname] != v.Name {
+				if v.Labels[vk8sv1.LabelSite] != "site1" || v.Labels[vk8sv1.LabelType] != vk8sv1.TypeVirtualKubelet || v.Labels[corev1.LabelHostname] != v.Name {
 					t.Errorf("%s: labels %v", v.Name, v.Labels)
 				}
 				if _, ok := v.Labels["node-role.kubernetes.io/worker"]; ok {
 					t.Errorf("%s: the site's role label leaked: %v", v.Name, v.Labels)
 				}
-				if len(v.Spec.Taints) != 1 || v.Spec.Taints[0].Key != TaintKey || v.Spec.Taints[0].Effect != corev1.TaintEffectNoSchedule {
+				if len(v.Spec.Taints) != 1 || v.Spec.Taints[0].Key != vk8sv1.TaintKey || v.Spec.Taints[0].Effect != corev1.TaintEffectNoSchedule {
 					t.Errorf("%s: taints %v", v.Name, v.Spec.Taints)
 				}
 				if v.Status.DaemonEndpoints.KubeletEndpoint.Port != ep.Port || v.Status.Addresses[0].Address != ep.Address {

@@ -54,7 +54,7 @@
 // # Serving
 //
 // Server runs a manager with the HTTPS webhook server, the cache, the rollout
-// controller, a controller that labels vK8s namespaces (LabelVirtualKubernetes, which the configurations select on, so other
+// controller, a controller that labels vK8s namespaces (vk8sv1.LabelVirtualKubernetes, which the configurations select on, so other
 // namespaces never call the webhook), and the registrar that keeps the process's own two
 // webhook configurations and their CA bundle (package certs rotates the CA and the serving
 // certificate).

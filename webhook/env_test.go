@@ -24,7 +24,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
-	"github.com/vk8s-io/vk8s/provider"
 )
 
 const ns = "demo"
@@ -67,7 +66,7 @@ type env struct {
 
 func fleetObjects() []client.Object {
 	objs := []client.Object{
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{LabelVirtualKubernetes: "vk"}}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{vk8sv1.LabelVirtualKubernetes: "vk"}}},
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shared"}},
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "plain"}},
 		&vk8sv1.VirtualSite{ObjectMeta: metav1.ObjectMeta{Namespace: "shared", Name: "all-sites"},
@@ -99,7 +98,7 @@ func fleetObjects() []client.Object {
 		for j := 1; j <= 3; j++ {
 			objs = append(objs, &corev1.Node{ObjectMeta: metav1.ObjectMeta{
 				Name:   fmt.Sprintf("%s-node%d", site, j),
-				Labels: map[string]string{vk8sv1.LabelSite: site, provider.LabelType: provider.TypeVirtualKubelet},
+				Labels: map[string]string{vk8sv1.LabelSite: site, vk8sv1.LabelType: vk8sv1.TypeVirtualKubelet},
 			}})
 		}
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/vk8s-io/vk8s/overrides"
 )
 
-// Placement is the plan recorded on a workload in AnnotationPlacement: its sites in order,
+// Placement is the plan recorded on a workload in vk8sv1.AnnotationPlacement: its sites in order,
 // each with the number of pods it runs. The order is the sites' sorted order, except for
 // StatefulSets and indexed Jobs, whose ordinals are dealt out in blocks in this order (the
 // first site gets ordinals 0..n-1, ...) and whose new sites are appended at the end.
@@ -48,7 +48,7 @@ func (p Placement) Total() int32 {
 	return t
 }
 
-// ParsePlacement parses an AnnotationPlacement value written by String.
+// ParsePlacement parses an vk8sv1.AnnotationPlacement value written by String.
 func ParsePlacement(v string) (Placement, error) {
 	var p Placement
 	if strings.TrimSpace(v) == "" {
@@ -139,7 +139,7 @@ func chooseFewest(sites []string, current map[string]int) string {
 // reservation is a pod admitted on a site but perhaps not yet in the cache.
 type reservation struct {
 	site string
-	// slot numbers the pod among its owner's pods on the site (AnnotationSlot); 0 for pods
+	// slot numbers the pod among its owner's pods on the site (vk8sv1.AnnotationSlot); 0 for pods
 	// placed by namespace, which are matched by name.
 	slot    int
 	name    string

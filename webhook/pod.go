@@ -108,7 +108,7 @@ func (a *admitter) federatePod(ctx context.Context, pod *corev1.Pod) (*corev1.Po
 		return nil, nil, rej, err
 	}
 	if slot > 0 {
-		out.Annotations[AnnotationSlot] = strconv.Itoa(slot)
+		out.Annotations[vk8sv1.AnnotationSlot] = strconv.Itoa(slot)
 		if owner.kind == "ReplicaSet" {
 			// Scale-downs take the highest slots first, so every site keeps its lowest
 			// ones and the per-site counts stay even (the rebalancer owns it afterwards).
@@ -255,7 +255,7 @@ func (a *admitter) visible(ctx context.Context, namespace, ownerUID string) func
 			if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed || a.deleting.has(p) {
 				continue
 			}
-			slot, _ := atoiNonNegative(p.Annotations[AnnotationSlot])
+			slot, _ := atoiNonNegative(p.Annotations[vk8sv1.AnnotationSlot])
 			out = append(out, visiblePod{site: p.Labels[vk8sv1.LabelSite], slot: slot, name: p.Name})
 		}
 		return out, nil
@@ -277,11 +277,11 @@ func (a *admitter) deficitPlacement(owner podOwner, fed *federation) Placement {
 // completion indexes, in the order recorded on the workload.
 func (a *admitter) ordinalPlacement(owner podOwner, fed *federation) Placement {
 	var previous []string
-	if p, err := ParsePlacement(owner.top.GetAnnotations()[AnnotationPlacement]); err == nil {
+	if p, err := ParsePlacement(owner.top.GetAnnotations()[vk8sv1.AnnotationPlacement]); err == nil {
 		previous = p.Sites
 	}
 	if job, ok := owner.direct.(*batchv1.Job); ok {
-		c := perSiteOf(owner.top.GetAnnotations()[AnnotationCompletionsPerSite], valueOr(job.Spec.Completions, 1), len(fed.sites))
+		c := perSiteOf(owner.top.GetAnnotations()[vk8sv1.AnnotationCompletionsPerSite], valueOr(job.Spec.Completions, 1), len(fed.sites))
 		plan, _ := overrides.PlanReplicas(fed.sites, c, nil)
 		return newPlacement(plan, previous)
 	}
@@ -355,7 +355,7 @@ func daemonPodNode(pod *corev1.Pod) string {
 // applySite returns the pod as it runs on site: the site's Override applied at the
 // template level with what admission and the controller added carried over (carryOver),
 // the site's flavor, the virtual node toleration, the site pinned, the site and
-// Override labels, and the Override's stamp (AnnotationOverrideHash).
+// Override labels, and the Override's stamp (vk8sv1.AnnotationOverrideHash).
 func (a *admitter) applySite(ctx context.Context, pod *corev1.Pod, owner podOwner, fed *federation, site string) (*corev1.Pod, *rejection, error) {
 	o := fed.override(site)
 	base := &corev1.PodTemplateSpec{ObjectMeta: pod.ObjectMeta, Spec: pod.Spec}
@@ -401,6 +401,6 @@ func (a *admitter) applySite(ctx context.Context, pod *corev1.Pod, owner podOwne
 	}
 	out.Labels[vk8sv1.LabelSite] = site
 	// What the per-site rollout compares with the site's current Override.
-	out.Annotations[AnnotationOverrideHash] = overrideStamp(o)
+	out.Annotations[vk8sv1.AnnotationOverrideHash] = overrideStamp(o)
 	return out, nil, nil
 }

@@ -110,7 +110,7 @@ func TestPlacementByDeficit(t *testing.T) {
 		p := admitPod(e, next())
 		site := pinnedSite(t, p)
 		counts[site]++
-		slots[site] = append(slots[site], p.Annotations[AnnotationSlot]+"/"+p.Annotations[corev1.PodDeletionCost])
+		slots[site] = append(slots[site], p.Annotations[vk8sv1.AnnotationSlot]+"/"+p.Annotations[corev1.PodDeletionCost])
 		if !slices.Contains(p.Spec.Tolerations, virtualNodeToleration) {
 			t.Errorf("no virtual node toleration: %v", p.Spec.Tolerations)
 		}
@@ -143,8 +143,8 @@ func TestPlacementReservationsExpire(t *testing.T) {
 	// reservations expire, the sites count as empty again.
 	e.clock.add(DefaultReservationTTL + time.Second)
 	p := admitPod(e, next())
-	if got := pinnedSite(t, p); got != "site1" || p.Annotations[AnnotationSlot] != "1" {
-		t.Errorf("after expiry: %s slot %s, want site1 slot 1", got, p.Annotations[AnnotationSlot])
+	if got := pinnedSite(t, p); got != "site1" || p.Annotations[vk8sv1.AnnotationSlot] != "1" {
+		t.Errorf("after expiry: %s slot %s, want site1 slot 1", got, p.Annotations[vk8sv1.AnnotationSlot])
 	}
 }
 
@@ -208,7 +208,7 @@ func TestPlacementStatefulSetBlocks(t *testing.T) {
 	sts := created(e, &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db"},
 		Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](2), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}, Template: podTemplate("db")}})
 	sts.UID = "uid-db"
-	sts.Annotations[AnnotationPlacement] = "site2=2,site1=2,site3=2" // an order recorded earlier
+	sts.Annotations[vk8sv1.AnnotationPlacement] = "site2=2,site1=2,site3=2" // an order recorded earlier
 	if err := e.c.Create(t.Context(), sts); err != nil {
 		t.Fatal(err)
 	}

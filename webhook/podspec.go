@@ -11,17 +11,16 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
-	"github.com/vk8s-io/vk8s/provider"
 )
 
 // virtualNodeToleration tolerates the taint of every virtual node.
 var virtualNodeToleration = corev1.Toleration{
-	Key: provider.TaintKey, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule,
+	Key: vk8sv1.TaintKey, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule,
 }
 
 // tolerateVirtualNodes adds virtualNodeToleration unless a toleration already covers it.
 func tolerateVirtualNodes(spec *corev1.PodSpec) {
-	taint := &corev1.Taint{Key: provider.TaintKey, Value: provider.TaintValue, Effect: corev1.TaintEffectNoSchedule}
+	taint := &corev1.Taint{Key: vk8sv1.TaintKey, Value: vk8sv1.TaintValue, Effect: corev1.TaintEffectNoSchedule}
 	for i := range spec.Tolerations {
 		if spec.Tolerations[i].ToleratesTaint(logr.Discard(), taint, false) {
 			return

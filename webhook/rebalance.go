@@ -126,7 +126,7 @@ func (r *rebalancer) federated(ctx context.Context, list client.ObjectList, name
 	}
 	var reqs []reconcile.Request
 	_ = meta.EachListItem(list, func(item runtime.Object) error {
-		if o := item.(client.Object); o.GetAnnotations()[AnnotationPlacement] != "" && !ownedByWorkload(o) {
+		if o := item.(client.Object); o.GetAnnotations()[vk8sv1.AnnotationPlacement] != "" && !ownedByWorkload(o) {
 			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o)})
 		}
 		return nil
@@ -187,7 +187,7 @@ func (r *rebalancer) reconcile(ctx context.Context, obj client.Object, key types
 		return reconcile.Result{}, nil
 	}
 	annotations := obj.GetAnnotations()
-	current := annotations[AnnotationPlacement]
+	current := annotations[vk8sv1.AnnotationPlacement]
 	if current == "" {
 		// Not admitted as a federated workload (yet): admission federates it at its next write.
 		return reconcile.Result{}, nil
@@ -303,7 +303,7 @@ func (r *rebalancer) pods(ctx context.Context, rs *appsv1.ReplicaSet) ([]rebalan
 		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}
-		slot, _ := atoiNonNegative(p.Annotations[AnnotationSlot])
+		slot, _ := atoiNonNegative(p.Annotations[vk8sv1.AnnotationSlot])
 		out = append(out, rebalancePod{
 			name: p.Name, uid: p.UID, site: p.Labels[vk8sv1.LabelSite], slot: slot,
 			ready: podReady(p), terminating: p.DeletionTimestamp != nil, cost: p.Annotations[corev1.PodDeletionCost],
@@ -364,11 +364,11 @@ func (r *rebalancer) markExcess(ctx context.Context, namespace string, costs map
 
 // replan writes the plan the workload's sites give now; admission recomputes spec.replicas.
 func (r *rebalancer) replan(ctx context.Context, obj client.Object, from, to string) error {
-	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, AnnotationPlacement, to)
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, vk8sv1.AnnotationPlacement, to)
 	if err := r.c.Patch(ctx, obj, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
 		return fmt.Errorf("re-plan %s: %w", client.ObjectKeyFromObject(obj), err)
 	}
-	got := obj.GetAnnotations()[AnnotationPlacement]
+	got := obj.GetAnnotations()[vk8sv1.AnnotationPlacement]
 	r.a.metrics.replans.Inc()
 	ctrl.LoggerFrom(ctx).Info("Re-planned", "from", from, "to", got)
 	if r.a.recorder != nil {

@@ -157,7 +157,7 @@ func rebalanceEnv(t *testing.T, sites ...string) (*env, *rebalancer, *appsv1.Dep
 		slots[site]++
 		p.Name = p.GenerateName + strconv.Itoa(i)
 		p.Labels[vk8sv1.LabelSite] = site
-		p.Annotations[AnnotationSlot] = strconv.Itoa(slots[site])
+		p.Annotations[vk8sv1.AnnotationSlot] = strconv.Itoa(slots[site])
 		p.Annotations[corev1.PodDeletionCost] = strconv.Itoa(-slots[site])
 		if err := e.c.Create(ctx, p); err != nil {
 			t.Fatal(err)
@@ -197,7 +197,7 @@ func perSite(t *testing.T, e *env) map[string][]string {
 	out := map[string][]string{}
 	for _, p := range list.Items {
 		s := p.Labels[vk8sv1.LabelSite]
-		out[s] = append(out[s], p.Annotations[AnnotationSlot]+"/"+p.Annotations[corev1.PodDeletionCost])
+		out[s] = append(out[s], p.Annotations[vk8sv1.AnnotationSlot]+"/"+p.Annotations[corev1.PodDeletionCost])
 	}
 	for _, v := range out {
 		slices.Sort(v)
@@ -267,7 +267,7 @@ func TestRebalancerReplansWhenSitesChange(t *testing.T) {
 	if err := e.c.Get(ctx, client.ObjectKeyFromObject(d), got); err != nil {
 		t.Fatal(err)
 	}
-	if p := got.Annotations[AnnotationPlacement]; p != "site1=3,site2=3" {
+	if p := got.Annotations[vk8sv1.AnnotationPlacement]; p != "site1=3,site2=3" {
 		t.Errorf("placement %q, want site1=3,site2=3", p)
 	}
 	// The scale-down that admission's new spec.replicas starts takes site3's pods.
@@ -336,7 +336,7 @@ func TestRebalancerMovesStatefulSetOrdinals(t *testing.T) {
 	if err := e.c.Create(ctx, sts); err != nil {
 		t.Fatal(err)
 	}
-	if p := sts.Annotations[AnnotationPlacement]; p != "site1=3,site2=3,site3=3" {
+	if p := sts.Annotations[vk8sv1.AnnotationPlacement]; p != "site1=3,site2=3,site3=3" {
 		t.Fatalf("placement %q", p)
 	}
 	for i := range 9 {
@@ -362,8 +362,8 @@ func TestRebalancerMovesStatefulSetOrdinals(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := &appsv1.StatefulSet{}
-	if err := e.c.Get(ctx, key, got); err != nil || got.Annotations[AnnotationPlacement] != "site1=3,site3=3" {
-		t.Fatalf("placement %q (%v), want site1=3,site3=3", got.Annotations[AnnotationPlacement], err)
+	if err := e.c.Get(ctx, key, got); err != nil || got.Annotations[vk8sv1.AnnotationPlacement] != "site1=3,site3=3" {
+		t.Fatalf("placement %q (%v), want site1=3,site3=3", got.Annotations[vk8sv1.AnnotationPlacement], err)
 	}
 	// As workload admission does on that write.
 	got.Spec.Replicas = ptr.To[int32](6)

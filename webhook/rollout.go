@@ -29,10 +29,10 @@ import (
 	"github.com/vk8s-io/vk8s/overrides"
 )
 
-// stampNone is the AnnotationOverrideHash of a pod admitted without an Override.
+// stampNone is the vk8sv1.AnnotationOverrideHash of a pod admitted without an Override.
 const stampNone = "none"
 
-// overrideStamp returns what pod admission records in AnnotationOverrideHash for Override
+// overrideStamp returns what pod admission records in vk8sv1.AnnotationOverrideHash for Override
 // o (nil: none): a short hash of its name and its template, the parts of an Override that
 // change a pod (the name is label vk8s.io/override). Replicas and strategy are left out,
 // so changing them restarts nothing.
@@ -56,7 +56,7 @@ func overrideStamp(o *vk8sv1.Override) string {
 // only when its vk8s.io/override label names another Override (or none), so upgrading
 // vk8s does not restart every pod.
 func stale(pod *corev1.Pod, o *vk8sv1.Override) bool {
-	if got, ok := pod.Annotations[AnnotationOverrideHash]; ok {
+	if got, ok := pod.Annotations[vk8sv1.AnnotationOverrideHash]; ok {
 		return got != overrideStamp(o)
 	}
 	want := ""
@@ -159,7 +159,7 @@ const deletedTTL = time.Minute
 // rollout is the per-site rollout controller (SPEC §4: "When an Override changes or is
 // removed, the pods of its sites are rolled site by site at the workload's
 // maxUnavailable; other sites are not touched"). For each workload it compares the
-// stamp of each pod (AnnotationOverrideHash) with the stamp admission would give now on
+// stamp of each pod (vk8sv1.AnnotationOverrideHash) with the stamp admission would give now on
 // the pod's site, and restarts the stale pods of one site at a time by deleting them:
 // the workload's controller recreates them on the same site (deficit, ordinal or node)
 // and admission applies the current Override.
@@ -349,7 +349,7 @@ func (r *rollout) Reconcile(ctx context.Context, key rolloutKey) (reconcile.Resu
 		}
 		return reconcile.Result{}, err
 	}
-	placement, err := ParsePlacement(t.obj.GetAnnotations()[AnnotationPlacement])
+	placement, err := ParsePlacement(t.obj.GetAnnotations()[vk8sv1.AnnotationPlacement])
 	if err != nil || len(placement.Sites) == 0 {
 		// Not federated (or not yet): nothing to roll.
 		r.forget(key)
@@ -439,7 +439,7 @@ func (r *rollout) restart(ctx context.Context, log logr.Logger, w client.Object,
 	for _, p := range victims {
 		uid := p.UID
 		if ref := controller(p); ref != nil {
-			slot, _ := atoiNonNegative(p.Annotations[AnnotationSlot])
+			slot, _ := atoiNonNegative(p.Annotations[vk8sv1.AnnotationSlot])
 			r.res.forget("uid:"+string(ref.UID), site, slot, p.Name)
 		}
 		// Recorded first: the replacement's admission may come before Delete returns.

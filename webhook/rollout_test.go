@@ -315,7 +315,7 @@ func TestRollout(t *testing.T) {
 		before: []client.Object{canary([]string{"site2"}, nil, v2)},
 		change: func(f *rolloutFixture) {
 			for _, p := range f.pods() {
-				f.update(&p, func() { delete(p.Annotations, AnnotationOverrideHash) })
+				f.update(&p, func() { delete(p.Annotations, vk8sv1.AnnotationOverrideHash) })
 			}
 		},
 		wantDeleted: map[string]int{},
@@ -326,7 +326,7 @@ func TestRollout(t *testing.T) {
 		before: []client.Object{canary([]string{"site2"}, nil, v2)},
 		change: func(f *rolloutFixture) {
 			for _, p := range f.pods() {
-				f.update(&p, func() { delete(p.Annotations, AnnotationOverrideHash) })
+				f.update(&p, func() { delete(p.Annotations, vk8sv1.AnnotationOverrideHash) })
 			}
 			if err := f.e.c.Delete(f.e.t.Context(), &vk8sv1.Override{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "canary"}}); err != nil {
 				f.e.t.Fatal(err)

@@ -46,13 +46,13 @@ const (
 
 // Configurations returns the webhook configurations the process registers, both named
 // cfg.ConfigurationName, with caBundle. Mutation and the HorizontalPodAutoscaler check
-// select vK8s namespaces only (LabelVirtualKubernetes) and fail closed there; the vk8s.io
+// select vK8s namespaces only (vk8sv1.LabelVirtualKubernetes) and fail closed there; the vk8s.io
 // kinds are checked everywhere; the check that refuses vK8s annotations outside vK8s
 // namespaces runs only for objects that carry one, and fails open.
 func Configurations(cfg Config, caBundle []byte) (*admissionregistrationv1.MutatingWebhookConfiguration, *admissionregistrationv1.ValidatingWebhookConfiguration) {
 	cfg.defaults()
-	inVK8s := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: LabelVirtualKubernetes, Operator: metav1.LabelSelectorOpExists}}}
-	outsideVK8s := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: LabelVirtualKubernetes, Operator: metav1.LabelSelectorOpDoesNotExist}}}
+	inVK8s := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: vk8sv1.LabelVirtualKubernetes, Operator: metav1.LabelSelectorOpExists}}}
+	outsideVK8s := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: vk8sv1.LabelVirtualKubernetes, Operator: metav1.LabelSelectorOpDoesNotExist}}}
 	everywhere := &metav1.LabelSelector{}
 	timeout := ptr.To(int32(cfg.Timeout / time.Second))
 	create, update, del := admissionregistrationv1.Create, admissionregistrationv1.Update, admissionregistrationv1.Delete
@@ -74,7 +74,7 @@ func Configurations(cfg Config, caBundle []byte) (*admissionregistrationv1.Mutat
 	cond := func(name, expr string) admissionregistrationv1.MatchCondition {
 		return admissionregistrationv1.MatchCondition{Name: name, Expression: expr}
 	}
-	meta := metav1.ObjectMeta{Name: cfg.ConfigurationName, Labels: map[string]string{"app.kubernetes.io/managed-by": "vk8s"}}
+	meta := metav1.ObjectMeta{Name: cfg.ConfigurationName, Labels: map[string]string{vk8sv1.LabelManagedBy: vk8sv1.ManagedByVK8s}}
 	fail, ignore := ptr.To(admissionregistrationv1.Fail), ptr.To(admissionregistrationv1.Ignore)
 	none, noneOnDryRun := ptr.To(admissionregistrationv1.SideEffectClassNone), ptr.To(admissionregistrationv1.SideEffectClassNoneOnDryRun)
 	mutating := func(name, path string, rules []admissionregistrationv1.RuleWithOperations, side *admissionregistrationv1.SideEffectClass, conds ...admissionregistrationv1.MatchCondition) admissionregistrationv1.MutatingWebhook {
@@ -279,7 +279,7 @@ func (r *registrar) apply(ctx context.Context, want client.Object) error {
 	case err != nil:
 		return fmt.Errorf("get %T %s: %w", want, want.GetName(), err)
 	}
-	same := cur.GetLabels()["app.kubernetes.io/managed-by"] == "vk8s"
+	same := cur.GetLabels()[vk8sv1.LabelManagedBy] == vk8sv1.ManagedByVK8s
 	cur.SetLabels(mergeLabels(cur.GetLabels(), want.GetLabels()))
 	switch c := cur.(type) {
 	case *admissionregistrationv1.MutatingWebhookConfiguration:
@@ -345,7 +345,7 @@ func mergeLabels(a, b map[string]string) map[string]string {
 	return out
 }
 
-// namespaceLabeler keeps LabelVirtualKubernetes on exactly the namespaces that hold a
+// namespaceLabeler keeps vk8sv1.LabelVirtualKubernetes on exactly the namespaces that hold a
 // VirtualKubernetes (the oldest one's name), so the webhook configurations reach them and
 // nothing else. A namespace keeps the label while its VirtualKubernetes finalizes.
 type namespaceLabeler struct {
@@ -389,7 +389,7 @@ func (l *namespaceLabeler) Reconcile(ctx context.Context, req reconcile.Request)
 		want = vk.Name
 	}
 	l.mu.Lock()
-	if _, labelled := ns.Labels[LabelVirtualKubernetes]; want == "" && labelled {
+	if _, labelled := ns.Labels[vk8sv1.LabelVirtualKubernetes]; want == "" && labelled {
 		first, seen := l.unbacked[ns.Name]
 		if !seen {
 			first = l.now()
@@ -405,21 +405,21 @@ func (l *namespaceLabeler) Reconcile(ctx context.Context, req reconcile.Request)
 	return reconcile.Result{}, labelNamespace(ctx, l.client, ns, want)
 }
 
-// labelNamespace sets LabelVirtualKubernetes on ns to value, or removes it when value is
+// labelNamespace sets vk8sv1.LabelVirtualKubernetes on ns to value, or removes it when value is
 // empty.
 func labelNamespace(ctx context.Context, c client.Client, ns *corev1.Namespace, value string) error {
-	cur, has := ns.Labels[LabelVirtualKubernetes]
+	cur, has := ns.Labels[vk8sv1.LabelVirtualKubernetes]
 	if (value == "" && !has) || (value != "" && cur == value) || (value != "" && ns.DeletionTimestamp != nil) {
 		return nil
 	}
 	patch := client.MergeFrom(ns.DeepCopy())
 	if value == "" {
-		delete(ns.Labels, LabelVirtualKubernetes)
+		delete(ns.Labels, vk8sv1.LabelVirtualKubernetes)
 	} else {
 		if ns.Labels == nil {
 			ns.Labels = map[string]string{}
 		}
-		ns.Labels[LabelVirtualKubernetes] = value
+		ns.Labels[vk8sv1.LabelVirtualKubernetes] = value
 	}
 	if err := c.Patch(ctx, ns, patch); err != nil {
 		return fmt.Errorf("label namespace %s: %w", ns.Name, err)

@@ -295,7 +295,7 @@ func (a *admitter) validateAutoscaler(ctx context.Context, req admission.Request
 	target := newWorkloadObject(kind)
 	if err := a.api.Get(ctx, client.ObjectKey{Namespace: req.Namespace, Name: ref.Name}, target); err == nil {
 		if r := target.GetAnnotations()[vk8sv1.AnnotationReplicasPerSite]; r != "" {
-			what += fmt.Sprintf(" (%s replicas per site, on %s)", r, target.GetAnnotations()[AnnotationPlacement])
+			what += fmt.Sprintf(" (%s replicas per site, on %s)", r, target.GetAnnotations()[vk8sv1.AnnotationPlacement])
 		}
 	}
 	return a.deny(ctx, invalid(reasonAutoscaler, "spec.scaleTargetRef", ref.Kind+"/"+ref.Name,

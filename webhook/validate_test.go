@@ -244,7 +244,7 @@ func TestAllowedWithWarnings(t *testing.T) {
 		}
 		n := &corev1.Namespace{}
 		_ = e.c.Get(t.Context(), client.ObjectKey{Name: "plain"}, n)
-		if n.Labels[LabelVirtualKubernetes] != "edge" {
+		if n.Labels[vk8sv1.LabelVirtualKubernetes] != "edge" {
 			t.Errorf("namespace labels %v", n.Labels)
 		}
 	})

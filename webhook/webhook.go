@@ -43,27 +43,6 @@ import (
 	"github.com/vk8s-io/vk8s/webhook/certs"
 )
 
-// Labels and annotations the webhook writes, besides those of api/v1alpha1.
-const (
-	// LabelVirtualKubernetes marks a vK8s namespace with the name of its VirtualKubernetes.
-	// The webhook configurations select namespaces by it, so no other namespace ever calls
-	// the webhook.
-	LabelVirtualKubernetes = "vk8s.io/virtual-kubernetes"
-	// AnnotationPlacement records a workload's plan: its sites, in order, with their pod
-	// counts ("site1=3,site2=3"). StatefulSets and indexed Jobs deal their ordinals out in
-	// blocks in this order.
-	AnnotationPlacement = "vk8s.io/placement"
-	// AnnotationCompletionsPerSite holds a Job's per-site completions, as
-	// vk8s.io/replicas-per-site holds its per-site parallelism.
-	AnnotationCompletionsPerSite = "vk8s.io/completions-per-site"
-	// AnnotationSlot numbers a pod among its owner's pods on its site (1, 2, ...).
-	AnnotationSlot = "vk8s.io/slot"
-	// AnnotationOverrideHash stamps a pod with the Override admission applied to it: a
-	// short hash of the Override's name and template, or "none". The per-site rollout
-	// restarts the pods whose stamp differs from their site's current Override.
-	AnnotationOverrideHash = "vk8s.io/override-hash"
-)
-
 // Defaults of Config.
 const (
 	DefaultConfigurationName = "vk8s-webhook"

@@ -80,7 +80,7 @@ func TestConfigurations(t *testing.T) {
 	}
 	inVK8s := func(s *metav1.LabelSelector) bool {
 		return len(s.MatchLabels) == 0 && len(s.MatchExpressions) == 1 &&
-			s.MatchExpressions[0].Key == LabelVirtualKubernetes && s.MatchExpressions[0].Operator == metav1.LabelSelectorOpExists
+			s.MatchExpressions[0].Key == vk8sv1.LabelVirtualKubernetes && s.MatchExpressions[0].Operator == metav1.LabelSelectorOpExists
 	}
 	for _, w := range m.Webhooks {
 		if *w.FailurePolicy != admissionregistrationv1.Fail || !inVK8s(w.NamespaceSelector) {
@@ -197,7 +197,7 @@ func TestNamespaceLabeler(t *testing.T) {
 	e := newEnv(t,
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "fresh"}},
 		&vk8sv1.VirtualKubernetes{ObjectMeta: metav1.ObjectMeta{Namespace: "fresh", Name: "edge"}, Spec: vk8sv1.VirtualKubernetesSpec{VirtualSite: "shared/all-sites"}},
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "stale", Labels: map[string]string{LabelVirtualKubernetes: "gone"}}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "stale", Labels: map[string]string{vk8sv1.LabelVirtualKubernetes: "gone"}}},
 	)
 	l := &namespaceLabeler{client: e.c, now: e.clock.now, unbacked: map[string]time.Time{}}
 	reconcileNS := func(name string) reconcile.Result {
@@ -211,7 +211,7 @@ func TestNamespaceLabeler(t *testing.T) {
 	label := func(name string) (string, bool) {
 		n := &corev1.Namespace{}
 		_ = e.c.Get(t.Context(), client.ObjectKey{Name: name}, n)
-		v, ok := n.Labels[LabelVirtualKubernetes]
+		v, ok := n.Labels[vk8sv1.LabelVirtualKubernetes]
 		return v, ok
 	}
 	reconcileNS("fresh")

@@ -207,7 +207,7 @@ func (a *admitter) federateWorkload(ctx context.Context, namespace string, w, ol
 			r: annotations[vk8sv1.AnnotationReplicasPerSite], applied: appliedInt(w.obj, "spec", "replicas")}
 		if old != nil {
 			write.oldTotal, write.oldR = valueOr(*old.replicas, 1), old.obj.GetAnnotations()[vk8sv1.AnnotationReplicasPerSite]
-			write.oldApplied, write.oldPlacement = appliedInt(old.obj, "spec", "replicas"), old.obj.GetAnnotations()[AnnotationPlacement]
+			write.oldApplied, write.oldPlacement = appliedInt(old.obj, "spec", "replicas"), old.obj.GetAnnotations()[vk8sv1.AnnotationPlacement]
 		}
 		r, derived, rej := write.perSite(func(total int32) (int32, error) {
 			keep, _ := strconv.ParseInt(write.oldR, 10, 32)
@@ -235,7 +235,7 @@ func (a *admitter) federateWorkload(ctx context.Context, namespace string, w, ol
 	case w.daemon:
 		placement = Placement{Sites: fed.sites}
 	}
-	annotations[AnnotationPlacement] = placement.String()
+	annotations[vk8sv1.AnnotationPlacement] = placement.String()
 	w.obj.SetAnnotations(annotations)
 	if w.jobMeta != nil {
 		// A CronJob's Jobs carry what their pods' admission reads.
@@ -243,7 +243,7 @@ func (a *admitter) federateWorkload(ctx context.Context, namespace string, w, ol
 			w.jobMeta.Annotations = map[string]string{}
 		}
 		for _, k := range []string{vk8sv1.AnnotationVirtualSites, vk8sv1.AnnotationOverrides, vk8sv1.AnnotationWorkloadFlavor,
-			vk8sv1.AnnotationReplicasPerSite, AnnotationCompletionsPerSite, AnnotationPlacement} {
+			vk8sv1.AnnotationReplicasPerSite, vk8sv1.AnnotationCompletionsPerSite, vk8sv1.AnnotationPlacement} {
 			if v, ok := annotations[k]; ok {
 				w.jobMeta.Annotations[k] = v
 			} else {
@@ -282,7 +282,7 @@ func (a *admitter) jobPlacement(w, old *workload, fed *federation, annotations m
 		r: annotations[vk8sv1.AnnotationReplicasPerSite], applied: appliedInt(w.obj, append(path, "parallelism")...)}
 	if old != nil {
 		pw.oldTotal, pw.oldR = valueOr(old.job.Parallelism, 1), old.obj.GetAnnotations()[vk8sv1.AnnotationReplicasPerSite]
-		pw.oldApplied, pw.oldPlacement = appliedInt(old.obj, append(path, "parallelism")...), old.obj.GetAnnotations()[AnnotationPlacement]
+		pw.oldApplied, pw.oldPlacement = appliedInt(old.obj, append(path, "parallelism")...), old.obj.GetAnnotations()[vk8sv1.AnnotationPlacement]
 	}
 	p, derived, rej := pw.perSite(derive)
 	if rej != nil {
@@ -291,9 +291,9 @@ func (a *admitter) jobPlacement(w, old *workload, fed *federation, annotations m
 	var c *int32
 	if w.job.Completions != nil {
 		cw := replicaWrite{create: old == nil, field: w.jobPath + ".completions", total: *w.job.Completions,
-			r: annotations[AnnotationCompletionsPerSite], applied: appliedInt(w.obj, append(path, "completions")...)}
+			r: annotations[vk8sv1.AnnotationCompletionsPerSite], applied: appliedInt(w.obj, append(path, "completions")...)}
 		if old != nil {
-			cw.oldTotal, cw.oldR = valueOr(old.job.Completions, 0), old.obj.GetAnnotations()[AnnotationCompletionsPerSite]
+			cw.oldTotal, cw.oldR = valueOr(old.job.Completions, 0), old.obj.GetAnnotations()[vk8sv1.AnnotationCompletionsPerSite]
 			cw.oldApplied = appliedInt(old.obj, append(path, "completions")...)
 		}
 		perSite, _, rej := cw.perSite(derive)
@@ -314,7 +314,7 @@ func (a *admitter) jobPlacement(w, old *workload, fed *federation, annotations m
 	perSite := p
 	if c != nil {
 		w.job.Completions = totalC
-		annotations[AnnotationCompletionsPerSite] = itoa32(*c)
+		annotations[vk8sv1.AnnotationCompletionsPerSite] = itoa32(*c)
 		perSite = *c
 	}
 	plan, _ := overrides.PlanReplicas(fed.sites, perSite, nil)
@@ -355,7 +355,7 @@ func (w replicaWrite) perSite(derive func(total int32) (int32, error)) (int32, b
 		if err != nil || v < 0 {
 			key := vk8sv1.AnnotationReplicasPerSite
 			if strings.HasSuffix(w.field, "completions") {
-				key = AnnotationCompletionsPerSite
+				key = vk8sv1.AnnotationCompletionsPerSite
 			}
 			return 0, false, invalid(reasonReplicas, annotationPath(key), w.r, "not a whole number of replicas per site",
 				fmt.Sprintf(`write a number such as "3", or remove it and set %s`, w.field))
@@ -440,7 +440,7 @@ func previousOrder(w, old *workload) []string {
 	if old != nil {
 		src = old.obj
 	}
-	p, err := ParsePlacement(src.GetAnnotations()[AnnotationPlacement])
+	p, err := ParsePlacement(src.GetAnnotations()[vk8sv1.AnnotationPlacement])
 	if err != nil {
 		return nil
 	}

@@ -242,9 +242,9 @@ func TestWorkloadReplicas(t *testing.T) {
 				t.Fatalf("denied: %s", resp.Result.Message)
 			}
 			if *got.Spec.Replicas != tc.want.replicas || got.Annotations[vk8sv1.AnnotationReplicasPerSite] != tc.want.r ||
-				got.Annotations[AnnotationPlacement] != tc.want.placement {
+				got.Annotations[vk8sv1.AnnotationPlacement] != tc.want.placement {
 				t.Errorf("replicas %d, R %q, placement %q; want %d, %q, %q", *got.Spec.Replicas, got.Annotations[vk8sv1.AnnotationReplicasPerSite],
-					got.Annotations[AnnotationPlacement], tc.want.replicas, tc.want.r, tc.want.placement)
+					got.Annotations[vk8sv1.AnnotationPlacement], tc.want.replicas, tc.want.r, tc.want.placement)
 			}
 			spec := &got.Spec.Template.Spec
 			if !slices.Contains(spec.Tolerations, virtualNodeToleration) {
@@ -283,7 +283,7 @@ func TestWorkloadKinds(t *testing.T) {
 			Spec: batchv1.JobSpec{Parallelism: ptr.To[int32](2), Completions: ptr.To[int32](4), Template: podTemplate("batch")}}
 		got := created(e, j)
 		if *got.Spec.Parallelism != 6 || *got.Spec.Completions != 12 || got.Annotations[vk8sv1.AnnotationReplicasPerSite] != "2" ||
-			got.Annotations[AnnotationCompletionsPerSite] != "4" || got.Annotations[AnnotationPlacement] != "site1=4,site2=4,site3=4" {
+			got.Annotations[vk8sv1.AnnotationCompletionsPerSite] != "4" || got.Annotations[vk8sv1.AnnotationPlacement] != "site1=4,site2=4,site3=4" {
 			t.Errorf("parallelism %d, completions %d, annotations %v", *got.Spec.Parallelism, *got.Spec.Completions, got.Annotations)
 		}
 		if !federatedTemplate(&got.Spec.Template.Spec, []string{"site1", "site2", "site3"}) {
@@ -301,7 +301,7 @@ func TestWorkloadKinds(t *testing.T) {
 		e := newEnv(t)
 		got := created(e, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "queue"},
 			Spec: batchv1.JobSpec{Parallelism: ptr.To[int32](2), Template: podTemplate("queue")}})
-		if *got.Spec.Parallelism != 6 || got.Spec.Completions != nil || got.Annotations[AnnotationPlacement] != "site1=2,site2=2,site3=2" {
+		if *got.Spec.Parallelism != 6 || got.Spec.Completions != nil || got.Annotations[vk8sv1.AnnotationPlacement] != "site1=2,site2=2,site3=2" {
 			t.Errorf("parallelism %d, completions %v, annotations %v", *got.Spec.Parallelism, got.Spec.Completions, got.Annotations)
 		}
 	})
@@ -316,7 +316,7 @@ func TestWorkloadKinds(t *testing.T) {
 			t.Errorf("parallelism %v, completions %v", *js.Spec.Parallelism, *js.Spec.Completions)
 		}
 		want := map[string]string{vk8sv1.AnnotationVirtualSites: "shared/first-two", vk8sv1.AnnotationReplicasPerSite: "1",
-			AnnotationCompletionsPerSite: "1", AnnotationPlacement: "site1=1,site2=1"}
+			vk8sv1.AnnotationCompletionsPerSite: "1", vk8sv1.AnnotationPlacement: "site1=1,site2=1"}
 		if !apiequality.Semantic.DeepEqual(js.Annotations, want) {
 			t.Errorf("jobTemplate annotations %v, want %v", js.Annotations, want)
 		}
@@ -333,8 +333,8 @@ func TestWorkloadKinds(t *testing.T) {
 		ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "agent", Annotations: map[string]string{vk8sv1.AnnotationVirtualSites: "eu"}},
 			Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "agent"}}, Template: podTemplate("agent")}}
 		got, resp := admit(e, ds, nil)
-		if !resp.Allowed || got.Annotations[AnnotationPlacement] != "site1" || !slices.Equal(siteRestriction(&got.Spec.Template.Spec), []string{"site1"}) {
-			t.Fatalf("%v: placement %q, sites %v", resp.Result, got.Annotations[AnnotationPlacement], siteRestriction(&got.Spec.Template.Spec))
+		if !resp.Allowed || got.Annotations[vk8sv1.AnnotationPlacement] != "site1" || !slices.Equal(siteRestriction(&got.Spec.Template.Spec), []string{"site1"}) {
+			t.Fatalf("%v: placement %q, sites %v", resp.Result, got.Annotations[vk8sv1.AnnotationPlacement], siteRestriction(&got.Spec.Template.Spec))
 		}
 		if want := []string{"DaemonSets run on CustomerEdge sites only: not on site4"}; !slices.Equal(resp.Warnings, want) {
 			t.Errorf("warnings %q, want %q", resp.Warnings, want)
@@ -346,12 +346,12 @@ func TestWorkloadKinds(t *testing.T) {
 			Annotations: map[string]string{vk8sv1.AnnotationVirtualSites: "shared/first-two"}},
 			Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](2), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}, Template: podTemplate("db")}}
 		old := created(e, sts)
-		old.Annotations[AnnotationPlacement] = "site2=2,site1=2" // recorded in that order earlier
+		old.Annotations[vk8sv1.AnnotationPlacement] = "site2=2,site1=2" // recorded in that order earlier
 		upd := old.DeepCopy()
 		upd.Annotations[vk8sv1.AnnotationVirtualSites] = "shared/all-sites"
 		got, resp := admit(e, upd, old)
-		if !resp.Allowed || got.Annotations[AnnotationPlacement] != "site2=2,site1=2,site3=2" || *got.Spec.Replicas != 6 {
-			t.Errorf("%v: placement %q, replicas %d", resp.Result, got.Annotations[AnnotationPlacement], *got.Spec.Replicas)
+		if !resp.Allowed || got.Annotations[vk8sv1.AnnotationPlacement] != "site2=2,site1=2,site3=2" || *got.Spec.Replicas != 6 {
+			t.Errorf("%v: placement %q, replicas %d", resp.Result, got.Annotations[vk8sv1.AnnotationPlacement], *got.Spec.Replicas)
 		}
 	})
 	t.Run("a Deployment's ReplicaSet is left alone, a bare one is federated", func(t *testing.T) {

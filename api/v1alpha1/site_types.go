@@ -55,6 +55,28 @@ type SiteSpec struct {
 	Unschedulable bool `json:"unschedulable,omitempty"`
 }
 
+// SecretKeyReference names one key of a Secret.
+type SecretKeyReference struct {
+	// namespace of the Secret.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	Namespace string `json:"namespace"`
+
+	// name of the Secret.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// key in the Secret's data that holds the value.
+	// +optional
+	// +kubebuilder:default=kubeconfig
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Key string `json:"key,omitempty"`
+}
+
 // SiteStatus is the observed state of a Site.
 type SiteStatus struct {
 	// conditions: Connected (the API server answers with the credentials) and Ready.

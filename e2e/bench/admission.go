@@ -19,7 +19,6 @@ import (
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 	"github.com/vk8s-io/vk8s/e2e/lab"
-	"github.com/vk8s-io/vk8s/webhook"
 )
 
 // Namespaces of the admission figures: one the webhook is never called for, and a vK8s
@@ -149,7 +148,7 @@ func seedScenario(ctx context.Context, c client.Client, host kubernetes.Interfac
 	if err := c.Create(ctx, d); err != nil {
 		return 0, err
 	}
-	if d.Annotations[webhook.AnnotationPlacement] == "" {
+	if d.Annotations[vk8sv1.AnnotationPlacement] == "" {
 		return 0, errors.New("deployment1 was not federated")
 	}
 	running := map[string]bool{}

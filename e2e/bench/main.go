@@ -37,6 +37,8 @@ import (
 	"sync"
 	"time"
 
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
@@ -46,7 +48,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/vk8s-io/vk8s/e2e/lab"
-	"github.com/vk8s-io/vk8s/provider"
 )
 
 // The bench lab: 3 sites of 3 nodes, as the demo's.
@@ -230,7 +231,7 @@ func latency(ctx context.Context, cs kubernetes.Interface, ns string, n int, pin
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 			Spec: corev1.PodSpec{
 				TerminationGracePeriodSeconds: ptr.To[int64](0),
-				Tolerations:                   []corev1.Toleration{{Key: provider.TaintKey, Operator: corev1.TolerationOpExists}},
+				Tolerations:                   []corev1.Toleration{{Key: vk8sv1.TaintKey, Operator: corev1.TolerationOpExists}},
 				Containers:                    []corev1.Container{{Name: "app", Image: "nginx"}},
 			},
 		}

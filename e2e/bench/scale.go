@@ -29,7 +29,6 @@ import (
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 	"github.com/vk8s-io/vk8s/e2e/lab"
-	"github.com/vk8s-io/vk8s/provider"
 )
 
 // size is one footprint measurement: sites Sites, those beyond the lab's own being
@@ -119,7 +118,7 @@ type vnodeWatch struct {
 
 func watchVirtualNodes(ctx context.Context, host kubernetes.Interface) (*vnodeWatch, error) {
 	f := informers.NewSharedInformerFactoryWithOptions(host, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-		o.LabelSelector = provider.LabelType + "=" + provider.TypeVirtualKubelet
+		o.LabelSelector = vk8sv1.LabelType + "=" + vk8sv1.TypeVirtualKubelet
 	}))
 	inf := f.Core().V1().Nodes()
 	lister := inf.Lister()

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+
 	"sigs.k8s.io/yaml"
 )
 
@@ -45,7 +47,7 @@ const (
 // answer, and
 // kwok's Metric and ClusterResourceUsage (siteMetricsFile, which writeSiteContent writes
 // to content), so that their nodes serve simulated resource metrics, the lab's Stage
-// (siteStagesFile: a pod annotated AnnotationExitAfter completes) and a tar for exec
+// (siteStagesFile: a pod annotated vk8sv1.AnnotationLabExitAfter completes) and a tar for exec
 // (shimDir, see tarShim). nodeIP, when set, is the sites' nodes' InternalIP (kwok's
 // --node-ip), which their API servers dial first (kubeletnet.go).
 func kwokctlConfig(role clusterRole, tools map[string]string, advertise, nodeIP, pki, content string) ([]byte, error) {
@@ -203,19 +205,13 @@ exec ` + systemTar + ` "$@"
 `)
 }
 
-// AnnotationExitAfter on a host pod (the provider copies it to the site pod) makes a lab
-// site's kwok complete the pod that long (a Go duration, e.g. "5s") after it runs: phase
-// Succeeded, every container terminated with exit code 0 and reason Completed. kwok's
-// containers never exit otherwise (kubectl run -it --rm needs one that does).
-const AnnotationExitAfter = "vk8s.io/lab-exit-after"
-
 // siteStagesConfig renders the lab's kwok Stage: a running pod annotated
-// AnnotationExitAfter completes after the annotation's duration, as kwok's own
+// vk8sv1.AnnotationLabExitAfter completes after the annotation's duration, as kwok's own
 // pod-complete stage does for a Job's pods (kustomize/stage/pod/fast/pod-complete.yaml,
 // whose delay.durationFrom reads a duration from the pod the same way). kwokctl's default
 // stages still apply: they come from kwokctl's configuration file, this from kwok's second.
 func siteStagesConfig() ([]byte, error) {
-	annotation := fmt.Sprintf(".metadata.annotations[%q]", AnnotationExitAfter)
+	annotation := fmt.Sprintf(".metadata.annotations[%q]", vk8sv1.AnnotationLabExitAfter)
 	return yamlDocuments([]any{map[string]any{
 		"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Stage",
 		"metadata": map[string]any{"name": "vk8s-lab-exit-after"},

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -134,7 +136,7 @@ func TestSiteNode(t *testing.T) {
 
 func TestSiteObjects(t *testing.T) {
 	secret, site := siteObjects("demo", 2, []byte("kc"))
-	if site.Name != "site2" || site.Labels[LabelLab] != "demo" || site.Labels[LabelRegion] != "us-east" || site.Labels[LabelSiteIndex] != "2" {
+	if site.Name != "site2" || site.Labels[vk8sv1.LabelLab] != "demo" || site.Labels[LabelRegion] != "us-east" || site.Labels[LabelSiteIndex] != "2" {
 		t.Errorf("site %s labels %v", site.Name, site.Labels)
 	}
 	ref := site.Spec.KubeconfigSecretRef
@@ -287,7 +289,7 @@ func TestKwokctlConfig(t *testing.T) {
 		}
 	})
 
-	// writeSiteContent writes the lab's Stage: a pod annotated AnnotationExitAfter
+	// writeSiteContent writes the lab's Stage: a pod annotated vk8sv1.AnnotationLabExitAfter
 	// completes after the annotation's duration.
 	t.Run("site stages", func(t *testing.T) {
 		dir := t.TempDir()
@@ -325,7 +327,7 @@ func TestKwokctlConfig(t *testing.T) {
 		if err := yaml.UnmarshalStrict(raw, &stage); err != nil {
 			t.Fatalf("%v:\n%s", err, raw)
 		}
-		annotation := `.metadata.annotations["` + AnnotationExitAfter + `"]`
+		annotation := `.metadata.annotations["` + vk8sv1.AnnotationLabExitAfter + `"]`
 		if stage.APIVersion != "kwok.x-k8s.io/v1alpha1" || stage.Kind != "Stage" || stage.Spec.ResourceRef.Kind != "Pod" || stage.Spec.Delay.DurationFrom.ExpressionFrom != annotation {
 			t.Errorf("stage:\n%s", raw)
 		}

@@ -18,8 +18,6 @@ const (
 	// AllSitesVirtualSite selects every Site of the lab.
 	AllSitesVirtualSite = "all-sites"
 
-	// LabelLab names the lab on every Site it registers.
-	LabelLab = "vk8s.io/lab"
 	// LabelRegion is the region label of a lab Site, the value its nodes carry in
 	// topology.kubernetes.io/region.
 	LabelRegion = "region"
@@ -27,10 +25,7 @@ const (
 	LabelSiteIndex = "site-index"
 
 	kwokNodeAnnotation = "kwok.x-k8s.io/node"
-	// resourceMetricsPathAnnotation is metrics-server's (v0.7+) per-node path of the
-	// kubelet's /metrics/resource.
-	resourceMetricsPathAnnotation = "metrics.k8s.io/resource-metrics-path"
-	kubeconfigKey                 = "kubeconfig"
+	kubeconfigKey      = "kubeconfig"
 )
 
 // regions is the round-robin list of regions given to the lab's sites, so selectors over
@@ -63,7 +58,7 @@ func siteNode(site, j int) *corev1.Node {
 				kwokNodeAnnotation: "fake",
 				// Where kwok serves the node's resource metrics (siteMetricsConfig), as
 				// metrics-server and vk8s read the annotation.
-				resourceMetricsPathAnnotation: "/metrics/nodes/" + name + "/metrics/resource",
+				vk8sv1.AnnotationResourceMetricsPath: "/metrics/nodes/" + name + "/metrics/resource",
 			},
 			Labels: map[string]string{
 				corev1.LabelHostname:           name,
@@ -104,7 +99,7 @@ func siteObjects(lab string, i int, kubeconfig []byte) (*corev1.Secret, *vk8sv1.
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      name + "-kubeconfig",
 			Namespace: SystemNamespace,
-			Labels:    map[string]string{LabelLab: lab},
+			Labels:    map[string]string{vk8sv1.LabelLab: lab},
 		},
 		Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{kubeconfigKey: kubeconfig},
@@ -113,9 +108,9 @@ func siteObjects(lab string, i int, kubeconfig []byte) (*corev1.Secret, *vk8sv1.
 		ObjectMeta: metav1.ObjectMeta{
 			Name: name,
 			Labels: map[string]string{
-				LabelLab:       lab,
-				LabelRegion:    Region(i),
-				LabelSiteIndex: fmt.Sprint(i),
+				vk8sv1.LabelLab: lab,
+				LabelRegion:     Region(i),
+				LabelSiteIndex:  fmt.Sprint(i),
 			},
 		},
 		Spec: vk8sv1.SiteSpec{

@@ -14,12 +14,13 @@ import (
 	"syscall"
 	"time"
 
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vk8s-io/vk8s/overrides"
-	"github.com/vk8s-io/vk8s/provider"
 	"github.com/vk8s-io/vk8s/sitereg"
 )
 
@@ -182,7 +183,7 @@ func (l *Lab) waitVirtualNodes(ctx context.Context, n int) error {
 	ready := 0
 	err = wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		var list corev1.NodeList
-		if err := c.List(ctx, &list, client.MatchingLabels{provider.LabelType: provider.TypeVirtualKubelet}); err != nil {
+		if err := c.List(ctx, &list, client.MatchingLabels{vk8sv1.LabelType: vk8sv1.TypeVirtualKubelet}); err != nil {
 			return false, nil
 		}
 		ready = 0

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -41,11 +43,6 @@ import (
 // This file holds the handlers virtual-kubelet's node/api calls: each finds the site pod
 // or the site nodes through the Resolver and calls the site's API server (never a site
 // kubelet directly).
-
-// AnnotationResourceMetricsPath is the node annotation that tells metrics-server (v0.7.0 and
-// later) which path serves a node's resource metrics. A site node may carry it (kwok's
-// nodes do), and every virtual node does (NodeEndpoint.Annotations).
-const AnnotationResourceMetricsPath = "metrics.k8s.io/resource-metrics-path"
 
 // logOptions maps virtual-kubelet's log options to the site's. Zero means unset in
 // virtual-kubelet's options, so tailLines=0 cannot be told from no tailLines.
@@ -533,8 +530,8 @@ const resourceMetricsAccept = "text/plain;version=0.0.4;q=1, */*;q=0.1"
 func (s *Server) siteResourceMetrics(ctx context.Context, site *sitereg.Conn, node string) (map[string]*dto.MetricFamily, error) {
 	p := "/metrics/resource"
 	if site.Nodes != nil {
-		if n, err := site.Nodes.Get(node); err == nil && n.Annotations[AnnotationResourceMetricsPath] != "" {
-			p = n.Annotations[AnnotationResourceMetricsPath]
+		if n, err := site.Nodes.Get(node); err == nil && n.Annotations[vk8sv1.AnnotationResourceMetricsPath] != "" {
+			p = n.Annotations[vk8sv1.AnnotationResourceMetricsPath]
 		}
 	}
 	raw, err := s.siteNodeGet(ctx, site, node, p, resourceMetricsAccept)

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/kubernetes/fake"
 )
@@ -83,7 +85,7 @@ func TestRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ep1.Port != first+3 || ep1.Annotations[AnnotationResourceMetricsPath] != "/nodes/site1-node1/metrics/resource" {
+	if ep1.Port != first+3 || ep1.Annotations[vk8sv1.AnnotationResourceMetricsPath] != "/nodes/site1-node1/metrics/resource" {
 		t.Errorf("endpoint %+v", ep1)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
@@ -165,7 +167,7 @@ func TestAddNodeSharedPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	ep, err := s.AddNode("site1", 30000)
-	if err != nil || ep.Port != 10250 || ep.Annotations[AnnotationResourceMetricsPath] != "/nodes/site1/metrics/resource" {
+	if err != nil || ep.Port != 10250 || ep.Annotations[vk8sv1.AnnotationResourceMetricsPath] != "/nodes/site1/metrics/resource" {
 		t.Errorf("%+v, %v", ep, err)
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+
 	"github.com/go-logr/logr"
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
@@ -247,7 +249,7 @@ func NodePath(node string) string { return "/nodes/" + node }
 // AddNode may be called before Run; it
 // is safe for concurrent use and returns the same port for a node until RemoveNode.
 func (s *Server) AddNode(name string, preferred int32) (NodeEndpoint, error) {
-	ep := NodeEndpoint{Annotations: map[string]string{AnnotationResourceMetricsPath: NodePath(name) + api.MetricsResourceRouteSuffix}}
+	ep := NodeEndpoint{Annotations: map[string]string{vk8sv1.AnnotationResourceMetricsPath: NodePath(name) + api.MetricsResourceRouteSuffix}}
 	if s.cfg.NodePorts.IsZero() {
 		s.mu.Lock()
 		ep.Port = s.port

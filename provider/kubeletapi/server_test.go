@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -353,7 +355,7 @@ func TestNodeStatsFallbacks(t *testing.T) {
 	site3 := newFakeSite(t, "site3")
 	nodes := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
 	for _, n := range []*corev1.Node{
-		{ObjectMeta: metav1.ObjectMeta{Name: "kw1", Annotations: map[string]string{AnnotationResourceMetricsPath: "/metrics/nodes/kw1/metrics/resource"}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "kw1", Annotations: map[string]string{vk8sv1.AnnotationResourceMetricsPath: "/metrics/nodes/kw1/metrics/resource"}}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "kw2"}},
 	} {
 		if err := nodes.Add(n); err != nil {

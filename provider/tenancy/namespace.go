@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -14,16 +16,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
-)
-
-// Labels vk8s puts on what it creates on sites (namespaces, pods, copies, the isolation
-// NetworkPolicy), so several hosts can share a site and a restarted provider adopts what
-// it made instead of creating it again.
-const (
-	LabelTenant        = "vk8s.io/tenant"
-	LabelHostNamespace = "vk8s.io/host-namespace"
-	// LabelManagedBy is "vk8s" on the isolation NetworkPolicy.
-	LabelManagedBy = "app.kubernetes.io/managed-by"
 )
 
 // IsolationPolicyName names the NetworkPolicy vk8s keeps in every site namespace of a vK8s
@@ -46,7 +38,7 @@ func SiteNamespace(tenant, ns string) string {
 func Namespace(tenant, hostNamespace string) *corev1.Namespace {
 	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
 		Name:   SiteNamespace(tenant, hostNamespace),
-		Labels: map[string]string{LabelTenant: tenant, LabelHostNamespace: hostNamespace},
+		Labels: map[string]string{vk8sv1.LabelTenant: tenant, vk8sv1.LabelHostNamespace: hostNamespace},
 	}}
 }
 
@@ -54,7 +46,7 @@ func Namespace(tenant, hostNamespace string) *corev1.Namespace {
 // tenant: it carries the labels Namespace sets. vk8s never labels a namespace it finds, so
 // a namespace that existed before (a site administrator's) is never taken for one.
 func CreatedByVK8s(ns *corev1.Namespace, tenant, hostNamespace string) bool {
-	return ns.Labels[LabelTenant] == tenant && ns.Labels[LabelHostNamespace] == hostNamespace
+	return ns.Labels[vk8sv1.LabelTenant] == tenant && ns.Labels[vk8sv1.LabelHostNamespace] == hostNamespace
 }
 
 // EnsureNamespace creates the site namespace of hostNamespace on a site when it is
@@ -82,7 +74,7 @@ func IsolationPolicy(tenant, hostNamespace string) *networkingv1.NetworkPolicy {
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      IsolationPolicyName,
 			Namespace: SiteNamespace(tenant, hostNamespace),
-			Labels:    map[string]string{LabelTenant: tenant, LabelHostNamespace: hostNamespace, LabelManagedBy: "vk8s"},
+			Labels:    map[string]string{vk8sv1.LabelTenant: tenant, vk8sv1.LabelHostNamespace: hostNamespace, vk8sv1.LabelManagedBy: vk8sv1.ManagedByVK8s},
 		},
 		Spec: networkingv1.NetworkPolicySpec{
 			PodSelector: metav1.LabelSelector{},
@@ -214,7 +206,7 @@ func deletePolicy(ctx context.Context, c kubernetes.Interface, tenant, namespace
 		return nil
 	case err != nil:
 		return fmt.Errorf("get NetworkPolicy %s/%s: %w", namespace, IsolationPolicyName, err)
-	case np.Labels[LabelTenant] != tenant:
+	case np.Labels[vk8sv1.LabelTenant] != tenant:
 		return nil // not ours
 	}
 	err = nps.Delete(ctx, IsolationPolicyName, metav1.DeleteOptions{Preconditions: metav1.NewUIDPreconditions(string(np.UID))})

@@ -41,10 +41,6 @@ const (
 	DefaultControllerName          = "tenancy"
 )
 
-// Finalizer is what a VirtualKubernetes carries until vk8s has removed what it made on the
-// sites.
-const Finalizer = "vk8s.io/site-namespaces"
-
 // Sites gives the controller the clients of the site clusters; RegistrySites adapts the
 // site registry, tests inject fakes.
 type Sites interface {

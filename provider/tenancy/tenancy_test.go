@@ -322,7 +322,7 @@ func TestProvision(t *testing.T) {
 	vk := e.vk()
 	cond := e.ready()
 	switch {
-	case !slices.Contains(vk.Finalizers, Finalizer):
+	case !slices.Contains(vk.Finalizers, vk8sv1.FinalizerSiteNamespaces):
 		t.Errorf("finalizers %v", vk.Finalizers)
 	case !slices.Equal(vk.Status.Sites, []string{"site1", "site2", "site3"}) || vk.Status.SiteNamespace != siteNS || vk.Status.ObservedGeneration != 1:
 		t.Errorf("status %+v", vk.Status)
@@ -346,7 +346,7 @@ func TestProvision(t *testing.T) {
 			t.Fatalf("%s: %v", s, err)
 		}
 		want := IsolationPolicy(tenant, hostNS)
-		if np.Labels[LabelManagedBy] != "vk8s" || len(np.Spec.Ingress) != 1 || len(np.Spec.Ingress[0].From) != 1 ||
+		if np.Labels[vk8sv1.LabelManagedBy] != "vk8s" || len(np.Spec.Ingress) != 1 || len(np.Spec.Ingress[0].From) != 1 ||
 			np.Spec.Ingress[0].From[0].PodSelector == nil || np.Spec.Ingress[0].From[0].NamespaceSelector != nil ||
 			!slices.Equal(np.Spec.PolicyTypes, want.Spec.PolicyTypes) {
 			t.Errorf("%s: NetworkPolicy %+v", s, np)

@@ -72,14 +72,14 @@ func (c *Controller) ReconcileVirtualKubernetes(ctx context.Context, req ctrl.Re
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !vk.DeletionTimestamp.IsZero() {
-		if !controllerutil.ContainsFinalizer(vk, Finalizer) {
+		if !controllerutil.ContainsFinalizer(vk, vk8sv1.FinalizerSiteNamespaces) {
 			return ctrl.Result{}, nil
 		}
 		return c.finalize(ctx, vk)
 	}
-	if !controllerutil.ContainsFinalizer(vk, Finalizer) {
+	if !controllerutil.ContainsFinalizer(vk, vk8sv1.FinalizerSiteNamespaces) {
 		patch := client.MergeFromWithOptions(vk.DeepCopy(), client.MergeFromWithOptimisticLock{})
-		controllerutil.AddFinalizer(vk, Finalizer)
+		controllerutil.AddFinalizer(vk, vk8sv1.FinalizerSiteNamespaces)
 		if err := c.client.Patch(ctx, vk, patch); err != nil {
 			return ctrl.Result{}, client.IgnoreNotFound(err)
 		}
@@ -415,7 +415,7 @@ func (c *Controller) finalize(ctx context.Context, vk *vk8sv1.VirtualKubernetes)
 			"removed namespace %s (where vk8s created it and it was empty) and NetworkPolicy %s from %d sites", siteNS, IsolationPolicyName, len(sites))
 	}
 	patch := client.MergeFromWithOptions(vk.DeepCopy(), client.MergeFromWithOptimisticLock{})
-	controllerutil.RemoveFinalizer(vk, Finalizer)
+	controllerutil.RemoveFinalizer(vk, vk8sv1.FinalizerSiteNamespaces)
 	if err := c.client.Patch(ctx, vk, patch); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}

@@ -1,0 +1,125 @@
+package v1alpha1
+
+import corev1 "k8s.io/api/core/v1"
+
+// The well-known keys: every label, annotation, taint, condition and finalizer key that
+// vk8s reads or writes, declared once and imported from here. Names of objects vk8s makes
+// (the isolation NetworkPolicy, the leader election Lease) and the reasons of conditions
+// live with the code that makes them.
+
+// Annotations users write on workloads (SPEC §3, compatible with existing vK8s manifests).
+const (
+	// AnnotationVirtualSites lists the workload's virtual-sites: "ns1/vs1, shared/vs2".
+	AnnotationVirtualSites = "ves.io/virtual-sites"
+	// AnnotationOverrides lists the workload's Overrides in order: "o1, o2".
+	AnnotationOverrides = "ves.io/overrides"
+	// AnnotationWorkloadFlavor names the workload's WorkloadFlavor.
+	AnnotationWorkloadFlavor = "ves.io/workload-flavor"
+)
+
+// Labels and annotations admission writes on workloads, pods and namespaces of the host.
+const (
+	// LabelSite names the site of a virtual node or of a pod.
+	LabelSite = "vk8s.io/site"
+	// LabelOverride names the Override applied to a pod.
+	LabelOverride = "vk8s.io/override"
+	// LabelVirtualKubernetes marks a vK8s namespace with the name of its VirtualKubernetes.
+	// The webhook configurations select namespaces by it, so no other namespace ever calls
+	// the webhook.
+	LabelVirtualKubernetes = "vk8s.io/virtual-kubernetes"
+	// AnnotationReplicasPerSite holds R, the per-site replica count of a workload (a Job's
+	// per-site parallelism).
+	AnnotationReplicasPerSite = "vk8s.io/replicas-per-site"
+	// AnnotationCompletionsPerSite holds a Job's per-site completions, as
+	// AnnotationReplicasPerSite holds its per-site parallelism.
+	AnnotationCompletionsPerSite = "vk8s.io/completions-per-site"
+	// AnnotationPlacement records a workload's plan: its sites, in order, with their pod
+	// counts ("site1=3,site2=3"). StatefulSets and indexed Jobs deal their ordinals out in
+	// blocks in this order.
+	AnnotationPlacement = "vk8s.io/placement"
+	// AnnotationSlot numbers a pod among its owner's pods on its site (1, 2, ...).
+	AnnotationSlot = "vk8s.io/slot"
+	// AnnotationOverrideHash stamps a pod with the Override admission applied to it: a
+	// short hash of the Override's name and template, or "none". The per-site rollout
+	// restarts the pods whose stamp differs from their site's current Override.
+	AnnotationOverrideHash = "vk8s.io/override-hash"
+)
+
+// Labels, taints and conditions of virtual nodes.
+const (
+	// LabelSiteNode names the real node of the site that a PerNode virtual node stands for.
+	LabelSiteNode = "vk8s.io/site-node"
+	// LabelType marks virtual nodes as virtual-kubelet nodes, as other providers do.
+	LabelType = "type"
+	// TypeVirtualKubelet is LabelType's value.
+	TypeVirtualKubelet = "virtual-kubelet"
+	// TaintKey is the key of the NoSchedule taint on every virtual node; the webhook adds
+	// the matching toleration to the pods it admits.
+	TaintKey = "virtual-kubelet.io/provider"
+	// TaintValue is the value of that taint.
+	TaintValue = "vk8s"
+	// TaintSiteUnreachable is the NoSchedule taint of the virtual nodes of a site that does
+	// not answer: no new pod goes there, and the pods there stay (no NoExecute).
+	TaintSiteUnreachable = "vk8s.io/site-unreachable"
+	// ConditionSiteConnected is the virtual node condition that says whether its site
+	// answers.
+	ConditionSiteConnected corev1.NodeConditionType = "SiteConnected"
+	// AnnotationResourceMetricsPath is metrics-server's (v0.7+) per-node path of the
+	// kubelet's /metrics/resource, which the kubelet API serves per virtual node.
+	AnnotationResourceMetricsPath = "metrics.k8s.io/resource-metrics-path"
+)
+
+// Labels of what vk8s creates on sites (namespaces, pods, copies, the isolation
+// NetworkPolicy), so several hosts can share a site and a restarted provider adopts what
+// it made instead of creating it again.
+const (
+	// LabelTenant names the host installation that made the object.
+	LabelTenant = "vk8s.io/tenant"
+	// LabelHostNamespace names the host namespace the object stands for.
+	LabelHostNamespace = "vk8s.io/host-namespace"
+	// LabelHostPodUID is the UID of the host pod a site pod runs for.
+	LabelHostPodUID = "vk8s.io/host-pod-uid"
+	// LabelManagedBy is "vk8s" on the isolation NetworkPolicy and the webhook
+	// configurations vk8s manages.
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	// ManagedByVK8s is LabelManagedBy's value.
+	ManagedByVK8s = "vk8s"
+)
+
+// Conditions of the vk8s.io kinds.
+const (
+	// ConditionReady says the object is in effect: a Site's cluster answers and has Ready
+	// nodes, a VirtualSite's selector resolved, a VirtualKubernetes' namespaces exist, an
+	// Override's sites exist, a WorkloadFlavor's limits are valid.
+	ConditionReady = "Ready"
+	// ConditionConnected says vk8s reached the Site's API server with its credentials.
+	ConditionConnected = "Connected"
+)
+
+// Conditions vk8s writes on host pods.
+const (
+	// ConditionSiteSynced says whether the pod exists on its site as the host describes
+	// it; False carries the site's error.
+	ConditionSiteSynced corev1.PodConditionType = "vk8s.io/SiteSynced"
+	// ConditionStatusStale, True, says the pod's site does not answer and its status is
+	// the last the site reported.
+	ConditionStatusStale corev1.PodConditionType = "vk8s.io/StatusStale"
+)
+
+// Finalizers.
+const (
+	// FinalizerSiteNamespaces is what a VirtualKubernetes carries until vk8s has removed
+	// what it made on the sites.
+	FinalizerSiteNamespaces = "vk8s.io/site-namespaces"
+)
+
+// Keys of the local lab (vk8s lab).
+const (
+	// LabelLab names the lab on every Site it registers.
+	LabelLab = "vk8s.io/lab"
+	// AnnotationLabExitAfter on a host pod (the provider copies it to the site pod) makes
+	// a lab site's kwok complete the pod that long (a Go duration, e.g. "5s") after it
+	// runs: phase Succeeded, every container terminated with exit code 0 and reason
+	// Completed. kwok's containers never exit otherwise.
+	AnnotationLabExitAfter = "vk8s.io/lab-exit-after"
+)
