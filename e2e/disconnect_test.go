@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vk8s-io/vk8s/translate"
+
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 
 	corev1 "k8s.io/api/core/v1"
@@ -29,7 +31,7 @@ func TestProviderDisconnection(t *testing.T) {
 	host := hostClient(t)
 	ctx := t.Context()
 	const ns = "disconnect-e2e"
-	siteNamespace := provider.SiteNamespace(provider.DefaultTenant, ns)
+	siteNamespace := translate.SiteNamespace(provider.DefaultTenant, ns)
 	hostNamespace(t, host, ns)
 	waitAllVirtualNodes(t, host)
 	pod := func(name, node string) *corev1.Pod {
@@ -86,7 +88,7 @@ func TestProviderDisconnection(t *testing.T) {
 		stale := podCondition(p, vk8sv1.ConditionStatusStale)
 		ready := podCondition(p, corev1.PodReady)
 		return p.Status.Phase == corev1.PodRunning && stale != nil && stale.Status == corev1.ConditionTrue &&
-			ready != nil && ready.Status == corev1.ConditionFalse && ready.Reason == provider.ReasonSiteUnreachable
+			ready != nil && ready.Status == corev1.ConditionFalse && ready.Reason == translate.ReasonSiteUnreachable
 	})
 	// While site3 is away: one pod deleted in the host, one created.
 	if err := host.Delete(ctx, pod("doomed", "")); err != nil {

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vk8s-io/vk8s/translate"
+
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 
 	corev1 "k8s.io/api/core/v1"
@@ -25,7 +27,7 @@ func TestProviderPodBoundBeforeNode(t *testing.T) {
 	host := hostClient(t)
 	ctx := t.Context()
 	const ns = "early-e2e"
-	siteNamespace := provider.SiteNamespace(provider.DefaultTenant, ns)
+	siteNamespace := translate.SiteNamespace(provider.DefaultTenant, ns)
 	waitAllVirtualNodes(t, host)
 	hostNamespace(t, host, ns)
 	site := siteClient(t, "site1")

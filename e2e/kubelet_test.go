@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vk8s-io/vk8s/translate"
+
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 
 	"github.com/creack/pty"
@@ -219,7 +221,7 @@ func TestKubeletAPI(t *testing.T) {
 		}
 		pollPod(t, host, client.ObjectKey{Namespace: ns, Name: "runner"}, "the host pod gone", time.Minute,
 			func(*corev1.Pod) bool { return false }, true)
-		pollPod(t, siteClient(t, "site1"), client.ObjectKey{Namespace: provider.SiteNamespace(provider.DefaultTenant, ns), Name: "runner"},
+		pollPod(t, siteClient(t, "site1"), client.ObjectKey{Namespace: translate.SiteNamespace(provider.DefaultTenant, ns), Name: "runner"},
 			"the site pod gone", time.Minute, func(*corev1.Pod) bool { return false }, true)
 	})
 

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vk8s-io/vk8s/translate"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -23,7 +25,6 @@ import (
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 	"github.com/vk8s-io/vk8s/e2e/lab"
-	"github.com/vk8s-io/vk8s/sitereg"
 )
 
 func TestLabClustersAnswer(t *testing.T) {
@@ -320,7 +321,7 @@ func TestSecondLabSideBySideAndDown(t *testing.T) {
 	}
 	err = wait.PollUntilContextTimeout(t.Context(), 250*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		n := &corev1.Node{}
-		return hc.Get(ctx, client.ObjectKey{Name: "site1-node1"}, n) == nil && sitereg.NodeReady(n), nil
+		return hc.Get(ctx, client.ObjectKey{Name: "site1-node1"}, n) == nil && translate.NodeReady(n), nil
 	})
 	if err != nil {
 		t.Errorf("virtual node site1-node1 not Ready in the second lab's host: %v", err)

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vk8s-io/vk8s/translate"
+
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -28,7 +30,7 @@ import (
 const podsNS = "pods-e2e"
 
 // siteNS is where the host namespace's pods run on the sites.
-var siteNS = provider.SiteNamespace(provider.DefaultTenant, podsNS)
+var siteNS = translate.SiteNamespace(provider.DefaultTenant, podsNS)
 
 func TestProviderPods(t *testing.T) {
 	skipShort(t)
@@ -101,7 +103,7 @@ func TestProviderPods(t *testing.T) {
 			if err := siteClient(t, "site2").Get(ctx, client.ObjectKey{Namespace: siteNS, Name: "web"}, sp); err != nil {
 				return false, err
 			}
-			return equality.Semantic.DeepEqual(provider.HostStatus(hp, sp), hp.Status), nil
+			return equality.Semantic.DeepEqual(translate.HostStatus(hp, sp), hp.Status), nil
 		})
 		if len(hp.Status.ContainerStatuses) != 1 || hp.Status.StartTime == nil || len(hp.Status.Conditions) == 0 {
 			t.Errorf("host status lacks what the site reported: %+v", hp.Status)
@@ -245,8 +247,8 @@ func TestProviderPods(t *testing.T) {
 			t.Fatal(err)
 		}
 		hp := waitHostPod(t, "once", "Failed", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodFailed })
-		if hp.Status.Reason != provider.ReasonSitePodDeleted {
-			t.Errorf("reason %q, want %q", hp.Status.Reason, provider.ReasonSitePodDeleted)
+		if hp.Status.Reason != translate.ReasonSitePodDeleted {
+			t.Errorf("reason %q, want %q", hp.Status.Reason, translate.ReasonSitePodDeleted)
 		}
 	})
 
@@ -257,7 +259,7 @@ func TestProviderPods(t *testing.T) {
 		mustCreate(t, host, p)
 		waitHostPod(t, "needs-cm", "a SiteSynced=False condition naming the ConfigMap", func(p *corev1.Pod) bool {
 			c := podCondition(p, vk8sv1.ConditionSiteSynced)
-			return c != nil && c.Status == corev1.ConditionFalse && c.Reason == provider.ReasonMissingReference &&
+			return c != nil && c.Status == corev1.ConditionFalse && c.Reason == translate.ReasonMissingReference &&
 				strings.Contains(c.Message, "ConfigMap "+podsNS+"/late")
 		})
 		mustCreate(t, host, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: podsNS}})
@@ -285,12 +287,12 @@ func TestProviderPods(t *testing.T) {
 		mustCreate(t, host, testPod("refused", "site3-node2"))
 		hp := waitHostPod(t, "refused", "a SiteSynced=False condition quoting the quota", func(p *corev1.Pod) bool {
 			c := podCondition(p, vk8sv1.ConditionSiteSynced)
-			return c != nil && c.Reason == provider.ReasonSiteRejected && strings.Contains(c.Message, "exceeded quota")
+			return c != nil && c.Reason == translate.ReasonSiteRejected && strings.Contains(c.Message, "exceeded quota")
 		})
 		if hp.Status.Phase != corev1.PodPending {
 			t.Errorf("phase %s, want Pending while the site refuses", hp.Status.Phase)
 		}
-		waitWarningEvent(t, "refused", provider.ReasonSiteRejected, "exceeded quota")
+		waitWarningEvent(t, "refused", translate.ReasonSiteRejected, "exceeded quota")
 		if err := sc.Delete(ctx, quota); err != nil {
 			t.Fatal(err)
 		}
@@ -314,9 +316,9 @@ func TestProviderPods(t *testing.T) {
 		mustCreate(t, host, p)
 		hp := waitHostPod(t, "forbidden", "a SiteSynced=False condition quoting the policy", func(p *corev1.Pod) bool {
 			c := podCondition(p, vk8sv1.ConditionSiteSynced)
-			return c != nil && c.Reason == provider.ReasonSiteRejected && strings.Contains(c.Message, denyMessage("forbidden"))
+			return c != nil && c.Reason == translate.ReasonSiteRejected && strings.Contains(c.Message, denyMessage("forbidden"))
 		})
-		waitWarningEvent(t, "forbidden", provider.ReasonSiteRejected, denyMessage("forbidden"))
+		waitWarningEvent(t, "forbidden", translate.ReasonSiteRejected, denyMessage("forbidden"))
 		if d := time.Since(start); d > 30*time.Second {
 			t.Errorf("the condition and the Event took %s, want at most 30 s", d)
 		}
@@ -345,13 +347,13 @@ func TestProviderPods(t *testing.T) {
 			start := time.Now()
 			mustCreate(t, host, p)
 			hp := waitHostPod(t, name, "Failed", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodFailed })
-			if hp.Status.Reason != provider.ReasonSiteRejected || !strings.Contains(hp.Status.Message, denyMessage(tc.value)) {
-				t.Errorf("reason %q, message %q; want %s quoting the policy", hp.Status.Reason, hp.Status.Message, provider.ReasonSiteRejected)
+			if hp.Status.Reason != translate.ReasonSiteRejected || !strings.Contains(hp.Status.Message, denyMessage(tc.value)) {
+				t.Errorf("reason %q, message %q; want %s quoting the policy", hp.Status.Reason, hp.Status.Message, translate.ReasonSiteRejected)
 			}
 			if c := podCondition(hp, vk8sv1.ConditionSiteSynced); c == nil || c.Status != corev1.ConditionFalse || !strings.Contains(c.Message, denyMessage(tc.value)) {
 				t.Errorf("condition %s: %+v; want False quoting the policy", vk8sv1.ConditionSiteSynced, c)
 			}
-			waitWarningEvent(t, name, provider.ReasonSiteRejected, denyMessage(tc.value))
+			waitWarningEvent(t, name, translate.ReasonSiteRejected, denyMessage(tc.value))
 			if d := time.Since(start); d > 30*time.Second {
 				t.Errorf("the Failed phase and the Event took %s, want at most 30 s", d)
 			}

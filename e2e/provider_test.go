@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vk8s-io/vk8s/translate"
+
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -68,7 +70,7 @@ func startProvider(t *testing.T) {
 		done <- provider.Run(ctx, provider.Config{
 			Host:          host,
 			Logger:        log,
-			Endpoint:      provider.Endpoint{Address: providerKubelet.address, Port: int32(port)},
+			Endpoint:      translate.Endpoint{Address: providerKubelet.address, Port: int32(port)},
 			SweepInterval: providerSweep,
 			Kubelet: provider.KubeletAPI{
 				BindAddress:  providerKubelet.bind,
@@ -148,7 +150,7 @@ func TestProviderVirtualNodes(t *testing.T) {
 		if !ours {
 			t.Errorf("taints %v, want %s=%s:NoSchedule among them", n.Spec.Taints, vk8sv1.TaintKey, vk8sv1.TaintValue)
 		}
-		if !sitereg.NodeReady(n) {
+		if !translate.NodeReady(n) {
 			t.Errorf("not Ready: %v", n.Status.Conditions)
 		}
 		if n.Status.NodeInfo.KubeletVersion != lab.KubernetesVersion || n.Status.DaemonEndpoints.KubeletEndpoint.Port != providerPort {
@@ -186,7 +188,7 @@ func TestProviderVirtualNodes(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitVirtualNodes(t, c, "site3-node3 back", func(nodes map[string]*corev1.Node) bool {
-			return nodes["site3-node3"] != nil && sitereg.NodeReady(nodes["site3-node3"])
+			return nodes["site3-node3"] != nil && translate.NodeReady(nodes["site3-node3"])
 		})
 	})
 
@@ -222,7 +224,7 @@ func TestProviderVirtualNodes(t *testing.T) {
 				return false
 			}
 			cpu := n.Status.Allocatable[corev1.ResourceCPU]
-			return cpu.Cmp(resource.MustParse("47400m")) == 0 && sitereg.NodeReady(n)
+			return cpu.Cmp(resource.MustParse("47400m")) == 0 && translate.NodeReady(n)
 		})
 		if err := c.Delete(t.Context(), agg); err != nil {
 			t.Fatal(err)

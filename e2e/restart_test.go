@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vk8s-io/vk8s/translate"
+
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 
 	corev1 "k8s.io/api/core/v1"
@@ -43,7 +45,7 @@ func TestProviderRestart(t *testing.T) {
 
 	bin := buildVk8s(t)
 	const ns = "restart-e2e"
-	siteNamespace := provider.SiteNamespace(provider.DefaultTenant, ns)
+	siteNamespace := translate.SiteNamespace(provider.DefaultTenant, ns)
 	hostNamespace(t, host, ns)
 
 	// Every deletion of a site pod in the namespace is an error from here on.

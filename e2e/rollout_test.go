@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vk8s-io/vk8s/translate"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -40,7 +42,7 @@ func TestOverrideRollout(t *testing.T) {
 	webhookEnableNamespace(t, c)
 
 	const app, v1, v2 = "rollout", "nginx:1.25", "nginx:1.26"
-	siteNS := provider.SiteNamespace(provider.DefaultTenant, webhookNS)
+	siteNS := translate.SiteNamespace(provider.DefaultTenant, webhookNS)
 	mustCreate(t, c, webhookDeployment(app, 3, nil))
 	pods := webhookWaitPods(t, c, app, 9)
 	// The pods of site1 and site3, by host UID, and their site pods' UIDs.

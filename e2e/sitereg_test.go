@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vk8s-io/vk8s/translate"
+
 	"github.com/go-logr/logr/testr"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -530,7 +532,7 @@ func (e *siteRegEnv) restoreNode(t *testing.T, site client.Client, n *corev1.Nod
 		if err := site.Get(ctx, client.ObjectKey{Name: n.Name}, got); err != nil {
 			return false, nil
 		}
-		return sitereg.NodeReady(got), nil
+		return translate.NodeReady(got), nil
 	})
 	if err != nil {
 		t.Errorf("node %s not Ready again: %v", n.Name, err)

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vk8s-io/vk8s/translate"
+
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -38,7 +40,7 @@ func TestTenancy(t *testing.T) {
 	c := hostClient(t)
 	ctx := t.Context()
 	sites := []string{"site1", "site2", "site3"}
-	siteNS := tenancy.SiteNamespace(provider.DefaultTenant, tenancyNS)
+	siteNS := translate.SiteNamespace(provider.DefaultTenant, tenancyNS)
 	if siteNS != "vk8s-tenancy" {
 		t.Fatalf("site namespace %q", siteNS)
 	}
@@ -93,7 +95,7 @@ func TestTenancy(t *testing.T) {
 			if !strings.Contains(labels, `"vk8s.io/tenant":"vk8s"`) || !strings.Contains(labels, `"vk8s.io/host-namespace":"tenancy"`) {
 				t.Errorf("%s: namespace labels %s", s, labels)
 			}
-			spec := kubectl(t, s, "-n", siteNS, "get", "networkpolicy", tenancy.IsolationPolicyName, "-o", "jsonpath={.spec}")
+			spec := kubectl(t, s, "-n", siteNS, "get", "networkpolicy", translate.IsolationPolicyName, "-o", "jsonpath={.spec}")
 			var got map[string]any
 			if err := json.Unmarshal([]byte(spec), &got); err != nil {
 				t.Fatalf("%s: %v: %s", s, err, spec)
@@ -135,7 +137,7 @@ func TestTenancy(t *testing.T) {
 		})
 		waitSiteNamespaceGone(t, "site3", siteNS)
 		// site2 still runs the pod: its namespace and isolation stay.
-		kubectl(t, "site2", "-n", siteNS, "get", "networkpolicy", tenancy.IsolationPolicyName)
+		kubectl(t, "site2", "-n", siteNS, "get", "networkpolicy", translate.IsolationPolicyName)
 		// site2 comes back; then the pod goes and site2 leaves again: now it is emptied.
 		setSiteLabel(ctx, t, c, "site2", "")
 		waitVirtualKubernetes(t, c, "site1 and site2", func(vk *vk8sv1.VirtualKubernetes) bool {
@@ -158,7 +160,7 @@ func TestTenancy(t *testing.T) {
 		waitVirtualKubernetes(t, c, "Ready on 3 sites again", func(vk *vk8sv1.VirtualKubernetes) bool {
 			return meta.IsStatusConditionTrue(vk.Status.Conditions, vk8sv1.ConditionReady) && slices.Equal(vk.Status.Sites, sites)
 		})
-		kubectl(t, "site3", "-n", siteNS, "get", "networkpolicy", tenancy.IsolationPolicyName)
+		kubectl(t, "site3", "-n", siteNS, "get", "networkpolicy", translate.IsolationPolicyName)
 	})
 
 	t.Run("VirtualSites that select nothing say why", func(t *testing.T) {

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vk8s-io/vk8s/translate"
+
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -386,7 +388,7 @@ func TestWebhook(t *testing.T) {
 		if site2 >= 0 {
 			name := pods[site2].Name
 			waitFor(t, "the canary pod on site2", func(ctx context.Context) (bool, error) {
-				err := siteClient(t, "site2").Get(ctx, client.ObjectKey{Namespace: provider.SiteNamespace(provider.DefaultTenant, webhookNS), Name: name}, sp)
+				err := siteClient(t, "site2").Get(ctx, client.ObjectKey{Namespace: translate.SiteNamespace(provider.DefaultTenant, webhookNS), Name: name}, sp)
 				return err == nil, client.IgnoreNotFound(err)
 			})
 			if sp.Spec.Containers[0].Image != "nginx:1.26" {

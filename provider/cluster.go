@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vk8s-io/vk8s/translate"
+
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 
 	"github.com/go-logr/logr"
@@ -81,10 +83,10 @@ func newCluster(conn *sitereg.Conn, tenant string, log logr.Logger) (*cluster, e
 		factory: factory,
 		pods:    pods,
 		copies: map[string]cache.SharedIndexInformer{
-			KindConfigMap:             factory.Core().V1().ConfigMaps().Informer(),
-			KindSecret:                factory.Core().V1().Secrets().Informer(),
-			KindServiceAccount:        factory.Core().V1().ServiceAccounts().Informer(),
-			KindPersistentVolumeClaim: factory.Core().V1().PersistentVolumeClaims().Informer(),
+			translate.KindConfigMap:             factory.Core().V1().ConfigMaps().Informer(),
+			translate.KindSecret:                factory.Core().V1().Secrets().Informer(),
+			translate.KindServiceAccount:        factory.Core().V1().ServiceAccounts().Informer(),
+			translate.KindPersistentVolumeClaim: factory.Core().V1().PersistentVolumeClaims().Informer(),
 		},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[item](200*time.Millisecond, 30*time.Second),

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/vk8s-io/vk8s/translate"
+
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 
 	corev1 "k8s.io/api/core/v1"
@@ -24,69 +26,23 @@ import (
 // hostObject returns a host object a pod references.
 func (p *Pods) hostObject(kind, namespace, name string) (metav1.Object, error) {
 	switch kind {
-	case KindConfigMap:
+	case translate.KindConfigMap:
 		return p.cfg.HostConfigMaps.ConfigMaps(namespace).Get(name)
-	case KindSecret:
+	case translate.KindSecret:
 		return p.cfg.HostSecrets.Secrets(namespace).Get(name)
-	case KindServiceAccount:
+	case translate.KindServiceAccount:
 		return p.cfg.HostServiceAccounts.ServiceAccounts(namespace).Get(name)
-	case KindPersistentVolumeClaim:
+	case translate.KindPersistentVolumeClaim:
 		return p.cfg.HostPersistentVolumeClaims.PersistentVolumeClaims(namespace).Get(name)
 	}
 	return nil, fmt.Errorf("unknown kind %s", kind)
-}
-
-// siteCopy is the object to keep on the site for a host object.
-func siteCopy(kind string, host metav1.Object, siteNamespace, tenant string) (metav1.Object, error) {
-	meta := metav1.ObjectMeta{
-		Name:      host.GetName(),
-		Namespace: siteNamespace,
-		Labels:    labelsFor(host.GetLabels(), tenant, host.GetNamespace()),
-	}
-	switch h := host.(type) {
-	case *corev1.ConfigMap:
-		return &corev1.ConfigMap{ObjectMeta: meta, Data: h.Data, BinaryData: h.BinaryData, Immutable: h.Immutable}, nil
-	case *corev1.Secret:
-		if h.Type == corev1.SecretTypeServiceAccountToken {
-			// The host's credentials never leave the host.
-			return nil, fmt.Errorf("secret %s/%s holds a host service-account token and is not copied to sites; "+
-				"use the site's ServiceAccount token instead", h.Namespace, h.Name)
-		}
-		return &corev1.Secret{ObjectMeta: meta, Type: h.Type, Data: h.Data, Immutable: h.Immutable}, nil
-	case *corev1.ServiceAccount:
-		return &corev1.ServiceAccount{ObjectMeta: meta, AutomountServiceAccountToken: h.AutomountServiceAccountToken,
-			ImagePullSecrets: h.ImagePullSecrets}, nil
-	case *corev1.PersistentVolumeClaim:
-		// The claim as the user wrote it; the site binds it to a volume of its own.
-		return &corev1.PersistentVolumeClaim{ObjectMeta: meta, Spec: corev1.PersistentVolumeClaimSpec{
-			AccessModes: h.Spec.AccessModes, Resources: h.Spec.Resources, StorageClassName: h.Spec.StorageClassName,
-			VolumeMode: h.Spec.VolumeMode, Selector: h.Spec.Selector, VolumeAttributesClassName: h.Spec.VolumeAttributesClassName,
-		}}, nil
-	}
-	return nil, fmt.Errorf("%s %s/%s: %T cannot be copied", kind, host.GetNamespace(), host.GetName(), host)
-}
-
-// content is what a copy must agree on with the host object.
-func content(obj metav1.Object) any {
-	switch o := obj.(type) {
-	case *corev1.ConfigMap:
-		return []any{o.Labels, o.Data, o.BinaryData}
-	case *corev1.Secret:
-		return []any{o.Labels, o.Type, o.Data}
-	case *corev1.ServiceAccount:
-		return []any{o.Labels, o.AutomountServiceAccountToken, o.ImagePullSecrets}
-	case *corev1.PersistentVolumeClaim:
-		// Only the requested size may change (expansion).
-		return []any{o.Labels, o.Spec.Resources.Requests}
-	}
-	return obj
 }
 
 // ensureRefs copies what a host pod references to its site namespace. A missing object
 // the pod needs is an error (the pod waits, as a kubelet makes it wait); a missing
 // optional one is left out.
 func (p *Pods) ensureRefs(ctx context.Context, c *cluster, host *corev1.Pod, siteNamespace string) error {
-	for _, r := range References(&host.Spec) {
+	for _, r := range translate.References(&host.Spec) {
 		obj, err := p.hostObject(r.Kind, host.Namespace, r.Name)
 		if apierrors.IsNotFound(err) {
 			p.reportMissing(host, r)
@@ -115,16 +71,16 @@ const (
 
 // reportMissing records a Warning Event on the host pod for a ConfigMap or Secret it
 // references that does not exist, as virtual-kubelet does when it resolves environment.
-func (p *Pods) reportMissing(host *corev1.Pod, r Ref) {
+func (p *Pods) reportMissing(host *corev1.Pod, r translate.Ref) {
 	var reason string
 	switch {
-	case r.Kind == KindConfigMap && r.Optional:
+	case r.Kind == translate.KindConfigMap && r.Optional:
 		reason = ReasonOptionalConfigMapNotFound
-	case r.Kind == KindConfigMap:
+	case r.Kind == translate.KindConfigMap:
 		reason = ReasonMandatoryConfigMapNotFound
-	case r.Kind == KindSecret && r.Optional:
+	case r.Kind == translate.KindSecret && r.Optional:
 		reason = ReasonOptionalSecretNotFound
-	case r.Kind == KindSecret:
+	case r.Kind == translate.KindSecret:
 		reason = ReasonMandatorySecretNotFound
 	default:
 		return
@@ -135,7 +91,7 @@ func (p *Pods) reportMissing(host *corev1.Pod, r Ref) {
 // ensureCopy creates or updates the site's copy of a host object. An object of the same
 // name that vk8s did not create is left alone and reported.
 func (p *Pods) ensureCopy(ctx context.Context, c *cluster, kind string, host metav1.Object, siteNamespace string) error {
-	want, err := siteCopy(kind, host, siteNamespace, p.cfg.Tenant)
+	want, err := translate.SiteCopy(kind, host, siteNamespace, p.cfg.Tenant)
 	if err != nil {
 		return err
 	}
@@ -153,12 +109,12 @@ func (p *Pods) ensureCopy(ctx context.Context, c *cluster, kind string, host met
 				kind, siteNamespace, host.GetName())
 		}
 	}
-	if sameContent(content(want), content(have)) {
+	if translate.SameCopy(want, have) {
 		return nil
 	}
 	want.SetResourceVersion(have.GetResourceVersion())
 	err = c.update(ctx, want)
-	if apierrors.IsInvalid(err) && kind != KindPersistentVolumeClaim {
+	if apierrors.IsInvalid(err) && kind != translate.KindPersistentVolumeClaim {
 		// An immutable copy whose host object changed: replace it.
 		if err := c.delete(ctx, kind, siteNamespace, host.GetName()); err != nil {
 			return err
@@ -177,10 +133,10 @@ func (p *Pods) syncCopy(ctx context.Context, c *cluster, it item) error {
 	if it.Namespace == "" {
 		return nil
 	}
-	siteNamespace := SiteNamespace(p.cfg.Tenant, it.Namespace)
+	siteNamespace := translate.SiteNamespace(p.cfg.Tenant, it.Namespace)
 	have := c.copy(it.Kind, siteNamespace, it.Name)
 	// A claim stays while the host's does, used or not: its data lives on the site.
-	used := it.Kind == KindPersistentVolumeClaim || p.copyUsed(c, it, siteNamespace)
+	used := it.Kind == translate.KindPersistentVolumeClaim || p.copyUsed(c, it, siteNamespace)
 	host, err := p.hostObject(it.Kind, it.Namespace, it.Name)
 	if apierrors.IsNotFound(err) || (err == nil && !used) {
 		if have == nil {
@@ -198,7 +154,7 @@ func (p *Pods) syncCopy(ctx context.Context, c *cluster, it item) error {
 // object.
 func (p *Pods) copyUsed(c *cluster, it item, siteNamespace string) bool {
 	for _, sp := range c.sitePodsIn(siteNamespace) {
-		if Uses(&sp.Spec, it.Kind, it.Name) {
+		if translate.Uses(&sp.Spec, it.Kind, it.Name) {
 			return true
 		}
 	}
@@ -207,7 +163,7 @@ func (p *Pods) copyUsed(c *cluster, it item, siteNamespace string) bool {
 		return true
 	}
 	for _, hp := range hostPods {
-		if hp.Status.Phase == corev1.PodSucceeded || hp.Status.Phase == corev1.PodFailed || !Uses(&hp.Spec, it.Kind, it.Name) {
+		if hp.Status.Phase == corev1.PodSucceeded || hp.Status.Phase == corev1.PodFailed || !translate.Uses(&hp.Spec, it.Kind, it.Name) {
 			continue
 		}
 		site, _, err := p.placement(hp)
@@ -229,7 +185,7 @@ func (p *Pods) HostObjectChanged(kind string, obj any) {
 	if item.Name == "" {
 		return
 	}
-	siteNamespace := SiteNamespace(p.cfg.Tenant, item.Namespace)
+	siteNamespace := translate.SiteNamespace(p.cfg.Tenant, item.Namespace)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, c := range p.clusters {
@@ -294,13 +250,13 @@ func (c *cluster) get(ctx context.Context, kind, namespace, name string) (metav1
 	var obj metav1.Object
 	var err error
 	switch kind {
-	case KindConfigMap:
+	case translate.KindConfigMap:
 		obj, err = c.client.CoreV1().ConfigMaps(namespace).Get(ctx, name, metav1.GetOptions{})
-	case KindSecret:
+	case translate.KindSecret:
 		obj, err = c.client.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
-	case KindServiceAccount:
+	case translate.KindServiceAccount:
 		obj, err = c.client.CoreV1().ServiceAccounts(namespace).Get(ctx, name, metav1.GetOptions{})
-	case KindPersistentVolumeClaim:
+	case translate.KindPersistentVolumeClaim:
 		obj, err = c.client.CoreV1().PersistentVolumeClaims(namespace).Get(ctx, name, metav1.GetOptions{})
 	default:
 		return nil, fmt.Errorf("unknown kind %s", kind)
@@ -314,13 +270,13 @@ func (c *cluster) get(ctx context.Context, kind, namespace, name string) (metav1
 func (c *cluster) delete(ctx context.Context, kind, namespace, name string) error {
 	var err error
 	switch kind {
-	case KindConfigMap:
+	case translate.KindConfigMap:
 		err = c.client.CoreV1().ConfigMaps(namespace).Delete(ctx, name, metav1.DeleteOptions{})
-	case KindSecret:
+	case translate.KindSecret:
 		err = c.client.CoreV1().Secrets(namespace).Delete(ctx, name, metav1.DeleteOptions{})
-	case KindServiceAccount:
+	case translate.KindServiceAccount:
 		err = c.client.CoreV1().ServiceAccounts(namespace).Delete(ctx, name, metav1.DeleteOptions{})
-	case KindPersistentVolumeClaim:
+	case translate.KindPersistentVolumeClaim:
 		err = c.client.CoreV1().PersistentVolumeClaims(namespace).Delete(ctx, name, metav1.DeleteOptions{})
 	default:
 		return fmt.Errorf("unknown kind %s", kind)

@@ -10,13 +10,14 @@
 // taint TaintKey=vk8s:NoSchedule, which only pods that vk8s admitted tolerate. A node
 // cordoned at the site, or a Site with spec.unschedulable, is unschedulable in the host.
 //
-// The translation from site nodes to virtual nodes is pure (VirtualNodes); the Nodes
-// manager runs one virtual-kubelet NodeController per virtual node on top of it.
+// The translation from site nodes to virtual nodes is pure (package translate's
+// VirtualNodes); the Nodes manager runs one virtual-kubelet NodeController per virtual node
+// on top of it.
 //
 // # Pods
 //
-// SitePod translates a host pod into the pod to create on its site, in namespace
-// <tenant>-<namespace> (SiteNamespace), pinned to the real node in PerNode mode and
+// translate.SitePod turns a host pod into the pod to create on its site, in namespace
+// <tenant>-<namespace> (translate.SiteNamespace), pinned to the real node in PerNode mode and
 // labelled with the tenant, the host namespace and the host pod's UID. Pods is the
 // virtual-kubelet pod lifecycle handler that uses it, for every virtual node at once.
 //

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vk8s-io/vk8s/translate"
+
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -108,7 +110,7 @@ func (p *Pods) pickUp(ctx context.Context, pod *corev1.Pod, n *corev1.Node) erro
 	patch, err := json.Marshal(map[string]any{
 		"metadata": map[string]any{"uid": pod.UID},
 		"status": map[string]any{"conditions": []corev1.PodCondition{{
-			Type: vk8sv1.ConditionSiteSynced, Status: corev1.ConditionFalse, Reason: ReasonNodeRegistered,
+			Type: vk8sv1.ConditionSiteSynced, Status: corev1.ConditionFalse, Reason: translate.ReasonNodeRegistered,
 			Message: fmt.Sprintf("virtual node %s was registered after the pod was bound to it; the pod is being created on site %s",
 				n.Name, n.Labels[vk8sv1.LabelSite]),
 			LastTransitionTime: metav1.Now(),

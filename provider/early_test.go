@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vk8s-io/vk8s/translate"
+
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -103,7 +105,7 @@ func TestPodBoundBeforeItsVirtualNode(t *testing.T) {
 	if patch == nil {
 		t.Fatalf("no status write for the pod when its node appeared; actions %v", host.Actions())
 	}
-	for _, want := range []string{string(vk8sv1.ConditionSiteSynced), ReasonNodeRegistered, "site1-node4", `"uid":"u1"`} {
+	for _, want := range []string{string(vk8sv1.ConditionSiteSynced), translate.ReasonNodeRegistered, "site1-node4", `"uid":"u1"`} {
 		if !strings.Contains(string(patch.GetPatch()), want) {
 			t.Errorf("status patch %s lacks %q", patch.GetPatch(), want)
 		}

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vk8s-io/vk8s/translate"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
@@ -70,7 +72,7 @@ func TestNewNodesHeartbeatClient(t *testing.T) {
 		{name: "own limiter", cfg: &rest.Config{Host: "https://host", RateLimiter: flowcontrol.NewFakeAlwaysRateLimiter()}, wantOwn: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m, err := NewNodes(NodesConfig{Host: host, HeartbeatConfig: tc.cfg, Registry: reg, Endpoint: Endpoint{Address: "10.0.0.1", Port: 10250}})
+			m, err := NewNodes(NodesConfig{Host: host, HeartbeatConfig: tc.cfg, Registry: reg, Endpoint: translate.Endpoint{Address: "10.0.0.1", Port: 10250}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -105,7 +107,7 @@ func TestNewNodesDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := NewNodes(NodesConfig{Host: fake.NewClientset(), Registry: reg, Endpoint: Endpoint{Address: "10.0.0.1", Port: 10250}})
+	m, err := NewNodes(NodesConfig{Host: fake.NewClientset(), Registry: reg, Endpoint: translate.Endpoint{Address: "10.0.0.1", Port: 10250}})
 	if err != nil {
 		t.Fatal(err)
 	}

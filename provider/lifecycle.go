@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/vk8s-io/vk8s/translate"
+
 	"github.com/go-logr/logr"
 	vklog "github.com/virtual-kubelet/virtual-kubelet/log"
 	"github.com/virtual-kubelet/virtual-kubelet/node"
@@ -111,8 +113,8 @@ func newLifecycle(host kubernetes.Interface, reg *sitereg.Registry, siteEvents <
 		return nil, err
 	}
 	for kind, inf := range map[string]cache.SharedIndexInformer{
-		KindConfigMap: core.ConfigMaps().Informer(), KindSecret: core.Secrets().Informer(),
-		KindServiceAccount: core.ServiceAccounts().Informer(), KindPersistentVolumeClaim: core.PersistentVolumeClaims().Informer(),
+		translate.KindConfigMap: core.ConfigMaps().Informer(), translate.KindSecret: core.Secrets().Informer(),
+		translate.KindServiceAccount: core.ServiceAccounts().Informer(), translate.KindPersistentVolumeClaim: core.PersistentVolumeClaims().Informer(),
 	} {
 		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			UpdateFunc: func(_, obj any) { pods.HostObjectChanged(kind, obj) },

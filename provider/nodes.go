@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vk8s-io/vk8s/translate"
+
 	"github.com/go-logr/logr"
 	vklog "github.com/virtual-kubelet/virtual-kubelet/log"
 	"github.com/virtual-kubelet/virtual-kubelet/node"
@@ -51,7 +53,7 @@ type NodesConfig struct {
 	// (Registry.Watch).
 	SiteEvents <-chan event.GenericEvent
 	// Endpoint is the kubelet API advertised in every virtual node.
-	Endpoint Endpoint
+	Endpoint translate.Endpoint
 	// Endpoints, when set, gives each virtual node its own kubelet API port and
 	// annotations (the kubelet API server's AddNode and RemoveNode).
 	Endpoints NodeEndpoints
@@ -76,7 +78,7 @@ type NodeEndpoints interface {
 }
 
 // Nodes runs one virtual-kubelet NodeController per virtual node and keeps the set of
-// virtual nodes equal to what VirtualNodes makes of each site's nodes.
+// virtual nodes equal to what translate.VirtualNodes makes of each site's nodes.
 type Nodes struct {
 	cfg    NodesConfig
 	client client.Client
@@ -240,7 +242,7 @@ func (m *Nodes) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, e
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("list nodes of site %s: %w", siteName, err)
 	}
-	want := VirtualNodes(site, siteNodes, conn.KubernetesVersion, m.cfg.Endpoint)
+	want := translate.VirtualNodes(site, siteNodes, conn.KubernetesVersion, m.cfg.Endpoint)
 	if err := m.endpoints(ctx, siteName, want); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -327,7 +329,7 @@ func (m *Nodes) disconnected(ctx context.Context, site *vk8sv1.Site, cause error
 	}
 	if down != nil {
 		for i := range want {
-			want[i] = Disconnected(want[i], down.Reason, down.Message)
+			want[i] = translate.Disconnected(want[i], down.Reason, down.Message)
 		}
 	}
 	return m.sync(ctx, site.Name, want)
@@ -471,7 +473,7 @@ func (m *Nodes) syncSpec(ctx context.Context, n *corev1.Node) error {
 // not-ready, an operator's) are left alone.
 func withTaints(have, want []corev1.Taint) []corev1.Taint {
 	out := slices.DeleteFunc(slices.Clone(have), func(h corev1.Taint) bool {
-		return slices.Contains(managedTaints, h.Key) &&
+		return translate.ManagedTaint(h.Key) &&
 			!slices.ContainsFunc(want, func(w corev1.Taint) bool { return w.Key == h.Key && w.Effect == h.Effect })
 	})
 	for _, w := range want {

@@ -8,13 +8,19 @@ import (
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 func testNode(cpu string) *corev1.Node {
-	n := siteNode("n", cpu, true, false, nil)
-	n.ObjectMeta = metav1.ObjectMeta{Name: "site-n", Labels: map[string]string{"a": "b"}}
-	return n
+	res := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse("4Gi")}
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "site-n", Labels: map[string]string{"a": "b"}},
+		Status: corev1.NodeStatus{
+			Capacity: res, Allocatable: res,
+			Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}},
+		},
+	}
 }
 
 // TestPumpSendsLatestOnlyAfterReady covers the contract with virtual-kubelet's

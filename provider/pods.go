@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vk8s-io/vk8s/translate"
+
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
@@ -333,7 +335,7 @@ func (p *Pods) siteDown(site string, cause error) {
 				continue
 			}
 			out := host.DeepCopy()
-			out.Status = StaleStatus(host.Status, msg, expired, metav1.NewTime(now))
+			out.Status = translate.StaleStatus(host.Status, msg, expired, metav1.NewTime(now))
 			p.notifyPod(out)
 		}
 	}
@@ -362,7 +364,7 @@ func (p *Pods) sync(ctx context.Context, pod *corev1.Pod) error {
 	c, err := p.clusterOf(site)
 	if err != nil {
 		p.wait(site, key)
-		p.reportUnsynced(pod, ReasonSiteUnreachable, fmt.Sprintf("site %s is not connected; the pod is created there once it is: %v", site, err))
+		p.reportUnsynced(pod, translate.ReasonSiteUnreachable, fmt.Sprintf("site %s is not connected; the pod is created there once it is: %v", site, err))
 		return nil
 	}
 	if !c.synced() {
@@ -410,7 +412,7 @@ func (p *Pods) forceDeleteHost(ctx context.Context, namespace, name string, uid 
 	return nil
 }
 
-// GetPod returns the host pod as its site runs it (HostView), or a NotFound error.
+// GetPod returns the host pod as its site runs it (translate.HostView), or a NotFound error.
 func (p *Pods) GetPod(_ context.Context, namespace, name string) (*corev1.Pod, error) {
 	sp, _ := p.find(namespace, name)
 	if sp == nil {
@@ -451,11 +453,11 @@ func (p *Pods) clusterList() []*cluster {
 	return slices.Collect(maps.Values(p.clusters))
 }
 
-// hostForm is a site pod in host form: HostView of its host pod, or orphanView when the
+// hostForm is a site pod in host form: translate.HostView of its host pod, or orphanView when the
 // host pod is gone or was replaced.
 func (p *Pods) hostForm(sp *corev1.Pod) *corev1.Pod {
 	if host := p.hostPodFor(sp); host != nil {
-		return HostView(host, sp)
+		return translate.HostView(host, sp)
 	}
 	return orphanView(sp)
 }
@@ -465,7 +467,7 @@ func orphanView(sp *corev1.Pod) *corev1.Pod {
 	out := sp.DeepCopy()
 	out.Namespace = sp.Labels[vk8sv1.LabelHostNamespace]
 	out.UID = types.UID(sp.Labels[vk8sv1.LabelHostPodUID])
-	out.Labels = HostLabels(sp.Labels)
+	out.Labels = translate.HostLabels(sp.Labels)
 	out.ResourceVersion = ""
 	return out
 }
@@ -475,7 +477,7 @@ func orphanView(sp *corev1.Pod) *corev1.Pod {
 func (p *Pods) reportUnsynced(pod *corev1.Pod, reason, message string) {
 	p.cfg.Recorder.Event(pod, corev1.EventTypeWarning, reason, message)
 	out := pod.DeepCopy()
-	out.Status = WithCondition(out.Status, corev1.PodCondition{
+	out.Status = translate.WithCondition(out.Status, corev1.PodCondition{
 		Type: vk8sv1.ConditionSiteSynced, Status: corev1.ConditionFalse, Reason: reason, Message: message,
 		LastTransitionTime: metav1.Now(),
 	})
@@ -486,8 +488,8 @@ func (p *Pods) reportUnsynced(pod *corev1.Pod, reason, message string) {
 func (p *Pods) reportFailed(pod *corev1.Pod, reason, message string) {
 	p.cfg.Recorder.Event(pod, corev1.EventTypeWarning, reason, message)
 	out := pod.DeepCopy()
-	out.Status = TerminatedStatus(out.Status, pod, reason, message, metav1.Now())
-	out.Status = WithCondition(out.Status, corev1.PodCondition{
+	out.Status = translate.TerminatedStatus(out.Status, pod, reason, message, metav1.Now())
+	out.Status = translate.WithCondition(out.Status, corev1.PodCondition{
 		Type: vk8sv1.ConditionSiteSynced, Status: corev1.ConditionFalse, Reason: reason, Message: message,
 		LastTransitionTime: metav1.Now(),
 	})

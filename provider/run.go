@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/vk8s-io/vk8s/translate"
+
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -35,7 +37,7 @@ type Config struct {
 	// Host is the client configuration of the host cluster.
 	Host *rest.Config
 	// Endpoint is the kubelet API advertised in every virtual node.
-	Endpoint Endpoint
+	Endpoint translate.Endpoint
 	// MetricsAddr serves Prometheus metrics ("0": off).
 	MetricsAddr string
 	// HealthAddr serves /healthz and /readyz ("0" or empty: off).

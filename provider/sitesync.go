@@ -4,14 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"sync"
 	"time"
+
+	"github.com/vk8s-io/vk8s/translate"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
@@ -125,7 +125,7 @@ func (p *Pods) sitePodChanged(c *cluster, obj any) {
 		return
 	}
 	out := host.DeepCopy()
-	out.Status = HostStatus(host, sp)
+	out.Status = translate.HostStatus(host, sp)
 	p.notifyPod(out)
 }
 
@@ -140,7 +140,7 @@ func (p *Pods) sitePodGone(c *cluster, obj any) {
 	if !ok {
 		return
 	}
-	for _, r := range References(&sp.Spec) {
+	for _, r := range translate.References(&sp.Spec) {
 		c.queue.Add(item{Kind: r.Kind, Namespace: sp.Labels[vk8sv1.LabelHostNamespace], Name: r.Name})
 	}
 	host := p.hostPodFor(sp)
@@ -150,10 +150,10 @@ func (p *Pods) sitePodGone(c *cluster, obj any) {
 	if host.DeletionTimestamp == nil && host.Spec.RestartPolicy == corev1.RestartPolicyNever &&
 		host.Status.Phase != corev1.PodSucceeded && host.Status.Phase != corev1.PodFailed {
 		p.failed.Store(host.UID, host.Namespace+"/"+host.Name)
-		last := HostStatus(host, sp)
+		last := translate.HostStatus(host, sp)
 		host = host.DeepCopy()
 		host.Status = last
-		p.reportFailed(host, ReasonSitePodDeleted,
+		p.reportFailed(host, translate.ReasonSitePodDeleted,
 			fmt.Sprintf("pod %s/%s was deleted on its site and has restartPolicy Never", sp.Namespace, sp.Name))
 		return
 	}
@@ -208,7 +208,7 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 		return nil
 	}
 	if sp != nil {
-		want, changed := SiteUpdate(host, sp)
+		want, changed := translate.SiteUpdate(host, sp)
 		if !changed {
 			return nil
 		}
@@ -222,16 +222,16 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 		}
 		return nil
 	}
-	want, err := SitePod(host, Target{Tenant: p.cfg.Tenant, SiteNode: siteNode})
+	want, err := translate.SitePod(host, translate.Target{Tenant: p.cfg.Tenant, SiteNode: siteNode})
 	if err != nil {
 		return nil
 	}
 	if err := c.ensureNamespace(ctx, want.Namespace, p.cfg.Tenant, host.Namespace); err != nil {
-		p.reportUnsynced(host, ReasonSiteRejected, fmt.Sprintf("site %s: %v", site, err))
+		p.reportUnsynced(host, translate.ReasonSiteRejected, fmt.Sprintf("site %s: %v", site, err))
 		return err
 	}
 	if err := p.ensureRefs(ctx, c, host, want.Namespace); err != nil {
-		p.reportUnsynced(host, ReasonMissingReference, fmt.Sprintf("site %s: %v", site, err))
+		p.reportUnsynced(host, translate.ReasonMissingReference, fmt.Sprintf("site %s: %v", site, err))
 		return errRequeue
 	}
 	_, err = c.client.CoreV1().Pods(want.Namespace).Create(ctx, want, metav1.CreateOptions{})
@@ -257,11 +257,11 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 	case permanentRejection(err):
 		p.metrics.op(site, "create", err, true)
 		p.failed.Store(host.UID, host.Namespace+"/"+host.Name)
-		p.reportFailed(host, ReasonSiteRejected, fmt.Sprintf("site %s refused the pod for good: %v", site, err))
+		p.reportFailed(host, translate.ReasonSiteRejected, fmt.Sprintf("site %s refused the pod for good: %v", site, err))
 		return nil
 	default:
 		p.metrics.op(site, "create", err, false)
-		p.reportUnsynced(host, ReasonSiteRejected, fmt.Sprintf("site %s refused the pod (retrying): %v", site, err))
+		p.reportUnsynced(host, translate.ReasonSiteRejected, fmt.Sprintf("site %s refused the pod (retrying): %v", site, err))
 		return errRequeue
 	}
 }
@@ -336,17 +336,3 @@ func (p *Pods) sweep(ctx context.Context, c *cluster) {
 		return true
 	})
 }
-
-// labelsFor are the labels of a copy: the host object's and vk8s' own.
-func labelsFor(host map[string]string, tenant, hostNamespace string) map[string]string {
-	out := maps.Clone(host)
-	if out == nil {
-		out = map[string]string{}
-	}
-	out[vk8sv1.LabelTenant] = tenant
-	out[vk8sv1.LabelHostNamespace] = hostNamespace
-	return out
-}
-
-// sameContent reports whether a copy already carries what the host object has.
-func sameContent(a, b any) bool { return equality.Semantic.DeepEqual(a, b) }

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/vk8s-io/vk8s/translate"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -17,10 +19,6 @@ import (
 
 // maxVirtualNodes is the bound the Site CRD puts on status.virtualNodes.
 const maxVirtualNodes = 5000
-
-// VirtualNodeName is the name of the host node that stands for node of site in PerNode
-// mode: "<site>-<node>".
-func VirtualNodeName(site, node string) string { return site + "-" + node }
 
 // nodeSelector turns spec.nodeSelector into a selector; an empty map selects every node.
 func nodeSelector(set map[string]string) (labels.Selector, error) {
@@ -49,7 +47,7 @@ func summarizeNodes(site string, mode vk8sv1.NodeMode, sel labels.Selector, node
 			continue
 		}
 		s.count++
-		if NodeReady(n) {
+		if translate.NodeReady(n) {
 			s.ready++
 		}
 		for name, q := range n.Status.Allocatable {
@@ -58,7 +56,7 @@ func summarizeNodes(site string, mode vk8sv1.NodeMode, sel labels.Selector, node
 			s.allocatable[name] = sum
 		}
 		if mode != vk8sv1.NodeModeAggregate {
-			s.virtualNodes = append(s.virtualNodes, VirtualNodeName(site, n.Name))
+			s.virtualNodes = append(s.virtualNodes, translate.VirtualNodeName(site, n.Name))
 		}
 	}
 	if mode == vk8sv1.NodeModeAggregate {
@@ -72,16 +70,6 @@ func summarizeNodes(site string, mode vk8sv1.NodeMode, sel labels.Selector, node
 		s.allocatable = nil
 	}
 	return s
-}
-
-// NodeReady says whether n's Ready condition is True.
-func NodeReady(n *corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // nodeChangeMatters says whether an update of a node can change a Site's status, so the

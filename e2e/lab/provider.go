@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vk8s-io/vk8s/translate"
+
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 
 	corev1 "k8s.io/api/core/v1"
@@ -21,7 +23,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vk8s-io/vk8s/overrides"
-	"github.com/vk8s-io/vk8s/sitereg"
 )
 
 // vk8sProcess is a `vk8s <subcommand>` the lab runs against the host: the provider and
@@ -188,7 +189,7 @@ func (l *Lab) waitVirtualNodes(ctx context.Context, n int) error {
 		}
 		ready = 0
 		for i := range list.Items {
-			if sitereg.NodeReady(&list.Items[i]) {
+			if translate.NodeReady(&list.Items[i]) {
 				ready++
 			}
 		}

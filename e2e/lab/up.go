@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/vk8s-io/vk8s/translate"
+
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -22,7 +24,6 @@ import (
 
 	"github.com/vk8s-io/vk8s/api/crds"
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
-	"github.com/vk8s-io/vk8s/sitereg"
 )
 
 // Scheme knows the kinds the lab reads and writes.
@@ -273,7 +274,7 @@ func (l *Lab) setupSite(ctx context.Context, i, nodes int) error {
 		}
 		ready := 0
 		for i := range list.Items {
-			if sitereg.NodeReady(&list.Items[i]) {
+			if translate.NodeReady(&list.Items[i]) {
 				ready++
 			}
 		}

@@ -2,10 +2,9 @@ package tenancy
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"strings"
+
+	"github.com/vk8s-io/vk8s/translate"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 
@@ -14,45 +13,13 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 )
-
-// IsolationPolicyName names the NetworkPolicy vk8s keeps in every site namespace of a vK8s
-// namespace.
-const IsolationPolicyName = "vk8s-isolation"
-
-// SiteNamespace is the namespace on a site that holds the pods of host namespace ns:
-// <tenant>-<ns>, shortened with a stable hash when longer than a namespace may be.
-func SiteNamespace(tenant, ns string) string {
-	name := tenant + "-" + ns
-	if len(name) <= validation.DNS1123LabelMaxLength {
-		return name
-	}
-	sum := sha256.Sum256([]byte(name))
-	suffix := hex.EncodeToString(sum[:])[:10]
-	return strings.TrimRight(name[:validation.DNS1123LabelMaxLength-len(suffix)-1], "-") + "-" + suffix
-}
-
-// Namespace returns the site namespace vk8s creates for host namespace hostNamespace.
-func Namespace(tenant, hostNamespace string) *corev1.Namespace {
-	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
-		Name:   SiteNamespace(tenant, hostNamespace),
-		Labels: map[string]string{vk8sv1.LabelTenant: tenant, vk8sv1.LabelHostNamespace: hostNamespace},
-	}}
-}
-
-// CreatedByVK8s reports whether ns is the site namespace vk8s created for hostNamespace of
-// tenant: it carries the labels Namespace sets. vk8s never labels a namespace it finds, so
-// a namespace that existed before (a site administrator's) is never taken for one.
-func CreatedByVK8s(ns *corev1.Namespace, tenant, hostNamespace string) bool {
-	return ns.Labels[vk8sv1.LabelTenant] == tenant && ns.Labels[vk8sv1.LabelHostNamespace] == hostNamespace
-}
 
 // EnsureNamespace creates the site namespace of hostNamespace on a site when it is
 // missing, and its "default" ServiceAccount. An existing namespace is used as it is.
 func EnsureNamespace(ctx context.Context, c kubernetes.Interface, tenant, hostNamespace string) error {
-	ns := Namespace(tenant, hostNamespace)
+	ns := translate.Namespace(tenant, hostNamespace)
 	_, err := c.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create namespace %s: %w", ns.Name, err)
@@ -65,23 +32,6 @@ func EnsureNamespace(ctx context.Context, c kubernetes.Interface, tenant, hostNa
 		return fmt.Errorf("create ServiceAccount %s/default: %w", ns.Name, err)
 	}
 	return nil
-}
-
-// IsolationPolicy returns the NetworkPolicy of the site namespace of hostNamespace: every
-// pod there accepts ingress only from pods of the same namespace. Egress is not limited.
-func IsolationPolicy(tenant, hostNamespace string) *networkingv1.NetworkPolicy {
-	return &networkingv1.NetworkPolicy{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:      IsolationPolicyName,
-			Namespace: SiteNamespace(tenant, hostNamespace),
-			Labels:    map[string]string{vk8sv1.LabelTenant: tenant, vk8sv1.LabelHostNamespace: hostNamespace, vk8sv1.LabelManagedBy: vk8sv1.ManagedByVK8s},
-		},
-		Spec: networkingv1.NetworkPolicySpec{
-			PodSelector: metav1.LabelSelector{},
-			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
-			Ingress:     []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{}}}}},
-		},
-	}
 }
 
 // ensurePolicy creates the isolation NetworkPolicy, or puts back its spec and labels when
@@ -125,7 +75,7 @@ func provision(ctx context.Context, c kubernetes.Interface, tenant, hostNamespac
 	if err := EnsureNamespace(ctx, c, tenant, hostNamespace); err != nil {
 		return err
 	}
-	return ensurePolicy(ctx, c, IsolationPolicy(tenant, hostNamespace))
+	return ensurePolicy(ctx, c, translate.IsolationPolicy(tenant, hostNamespace))
 }
 
 // cleanupMode says what cleanup may remove.
@@ -153,7 +103,7 @@ type cleanupResult struct {
 // holds data), else the isolation NetworkPolicy alone (see cleanupMode for when it stays).
 // A namespace vk8s did not create is never deleted.
 func cleanup(ctx context.Context, c kubernetes.Interface, tenant, hostNamespace string, mode cleanupMode) (cleanupResult, error) {
-	name := SiteNamespace(tenant, hostNamespace)
+	name := translate.SiteNamespace(tenant, hostNamespace)
 	ns, err := c.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
@@ -177,7 +127,7 @@ func cleanup(ctx context.Context, c kubernetes.Interface, tenant, hostNamespace 
 		return cleanupResult{}, fmt.Errorf("list PersistentVolumeClaims in %s: %w", name, err)
 	}
 	hasClaims := len(claims.Items) > 0
-	if CreatedByVK8s(ns, tenant, hostNamespace) && !hasPods && !hasClaims {
+	if translate.CreatedByVK8s(ns, tenant, hostNamespace) && !hasPods && !hasClaims {
 		err := c.CoreV1().Namespaces().Delete(ctx, name, metav1.DeleteOptions{Preconditions: metav1.NewUIDPreconditions(string(ns.UID))})
 		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 			return cleanupResult{}, fmt.Errorf("delete namespace %s: %w", name, err)
@@ -188,30 +138,30 @@ func cleanup(ctx context.Context, c kubernetes.Interface, tenant, hostNamespace 
 		return cleanupResult{}, err
 	}
 	switch {
-	case !CreatedByVK8s(ns, tenant, hostNamespace):
-		return cleanupResult{done: true, note: "deleted NetworkPolicy " + IsolationPolicyName + "; namespace " + name + " stays: vk8s did not create it"}, nil
+	case !translate.CreatedByVK8s(ns, tenant, hostNamespace):
+		return cleanupResult{done: true, note: "deleted NetworkPolicy " + translate.IsolationPolicyName + "; namespace " + name + " stays: vk8s did not create it"}, nil
 	case hasPods:
-		return cleanupResult{note: "deleted NetworkPolicy " + IsolationPolicyName + "; waiting for the pods in " + name + " to go before deleting the namespace"}, nil
+		return cleanupResult{note: "deleted NetworkPolicy " + translate.IsolationPolicyName + "; waiting for the pods in " + name + " to go before deleting the namespace"}, nil
 	default:
-		return cleanupResult{done: true, note: "deleted NetworkPolicy " + IsolationPolicyName + "; namespace " + name + " stays: it holds PersistentVolumeClaims (their volumes hold data)"}, nil
+		return cleanupResult{done: true, note: "deleted NetworkPolicy " + translate.IsolationPolicyName + "; namespace " + name + " stays: it holds PersistentVolumeClaims (their volumes hold data)"}, nil
 	}
 }
 
 // deletePolicy deletes the isolation NetworkPolicy of a site namespace when vk8s made it.
 func deletePolicy(ctx context.Context, c kubernetes.Interface, tenant, namespace string) error {
 	nps := c.NetworkingV1().NetworkPolicies(namespace)
-	np, err := nps.Get(ctx, IsolationPolicyName, metav1.GetOptions{})
+	np, err := nps.Get(ctx, translate.IsolationPolicyName, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
 		return nil
 	case err != nil:
-		return fmt.Errorf("get NetworkPolicy %s/%s: %w", namespace, IsolationPolicyName, err)
+		return fmt.Errorf("get NetworkPolicy %s/%s: %w", namespace, translate.IsolationPolicyName, err)
 	case np.Labels[vk8sv1.LabelTenant] != tenant:
 		return nil // not ours
 	}
-	err = nps.Delete(ctx, IsolationPolicyName, metav1.DeleteOptions{Preconditions: metav1.NewUIDPreconditions(string(np.UID))})
+	err = nps.Delete(ctx, translate.IsolationPolicyName, metav1.DeleteOptions{Preconditions: metav1.NewUIDPreconditions(string(np.UID))})
 	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("delete NetworkPolicy %s/%s: %w", namespace, IsolationPolicyName, err)
+		return fmt.Errorf("delete NetworkPolicy %s/%s: %w", namespace, translate.IsolationPolicyName, err)
 	}
 	return nil
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vk8s-io/vk8s/translate"
+
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -194,7 +196,7 @@ func (e *env) onSite(name string) (ns, np bool) {
 	c := e.sites.clients[name]
 	_, err := c.CoreV1().Namespaces().Get(e.t.Context(), siteNS, metav1.GetOptions{})
 	ns = err == nil
-	_, err = c.NetworkingV1().NetworkPolicies(siteNS).Get(e.t.Context(), IsolationPolicyName, metav1.GetOptions{})
+	_, err = c.NetworkingV1().NetworkPolicies(siteNS).Get(e.t.Context(), translate.IsolationPolicyName, metav1.GetOptions{})
 	return ns, ns && err == nil
 }
 
@@ -335,17 +337,17 @@ func TestProvision(t *testing.T) {
 	for _, s := range []string{"site1", "site2", "site3"} {
 		c := e.sites.clients[s]
 		ns, err := c.CoreV1().Namespaces().Get(t.Context(), siteNS, metav1.GetOptions{})
-		if err != nil || !CreatedByVK8s(ns, tenant, hostNS) {
+		if err != nil || !translate.CreatedByVK8s(ns, tenant, hostNS) {
 			t.Errorf("%s: namespace %v, %v", s, ns, err)
 		}
 		if _, err := c.CoreV1().ServiceAccounts(siteNS).Get(t.Context(), "default", metav1.GetOptions{}); err != nil {
 			t.Errorf("%s: default ServiceAccount: %v", s, err)
 		}
-		np, err := c.NetworkingV1().NetworkPolicies(siteNS).Get(t.Context(), IsolationPolicyName, metav1.GetOptions{})
+		np, err := c.NetworkingV1().NetworkPolicies(siteNS).Get(t.Context(), translate.IsolationPolicyName, metav1.GetOptions{})
 		if err != nil {
 			t.Fatalf("%s: %v", s, err)
 		}
-		want := IsolationPolicy(tenant, hostNS)
+		want := translate.IsolationPolicy(tenant, hostNS)
 		if np.Labels[vk8sv1.LabelManagedBy] != "vk8s" || len(np.Spec.Ingress) != 1 || len(np.Spec.Ingress[0].From) != 1 ||
 			np.Spec.Ingress[0].From[0].PodSelector == nil || np.Spec.Ingress[0].From[0].NamespaceSelector != nil ||
 			!slices.Equal(np.Spec.PolicyTypes, want.Spec.PolicyTypes) {
@@ -373,7 +375,7 @@ func TestProvision(t *testing.T) {
 	}
 
 	// After the resync interval, a NetworkPolicy deleted by hand comes back.
-	_ = e.sites.clients["site2"].NetworkingV1().NetworkPolicies(siteNS).Delete(t.Context(), IsolationPolicyName, metav1.DeleteOptions{})
+	_ = e.sites.clients["site2"].NetworkingV1().NetworkPolicies(siteNS).Delete(t.Context(), translate.IsolationPolicyName, metav1.DeleteOptions{})
 	e.now = e.now.Add(DefaultResyncInterval)
 	e.reconcileVK()
 	if _, np := e.onSite("site2"); !np {
@@ -384,7 +386,7 @@ func TestProvision(t *testing.T) {
 func TestProvisionFailures(t *testing.T) {
 	forbidden := func(c *k8sfake.Clientset) {
 		c.PrependReactor("create", "networkpolicies", func(clienttesting.Action) (bool, runtime.Object, error) {
-			return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "networking.k8s.io", Resource: "networkpolicies"}, IsolationPolicyName, errors.New(`User "edge" cannot create resource "networkpolicies"`))
+			return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "networking.k8s.io", Resource: "networkpolicies"}, translate.IsolationPolicyName, errors.New(`User "edge" cannot create resource "networkpolicies"`))
 		})
 	}
 	sites := newFakeSites("site1", "site2", "site3")
@@ -655,12 +657,12 @@ func TestDelete(t *testing.T) {
 func TestDeleteNeverDeletesForeignNamespace(t *testing.T) {
 	sites := newFakeSites("site1")
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: siteNS}}
-	np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: siteNS, Name: IsolationPolicyName}} // not labelled: not vk8s'
+	np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: siteNS, Name: translate.IsolationPolicyName}} // not labelled: not vk8s'
 	sites.clients["site1"] = k8sfake.NewClientset(ns, np)
 	e := vkEnv(t, sites)
 	// site2, site3 are not registered with the fake: they wait, then are given up.
 	e.reconcileVK()
-	if _, err := sites.clients["site1"].NetworkingV1().NetworkPolicies(siteNS).Get(t.Context(), IsolationPolicyName, metav1.GetOptions{}); err != nil {
+	if _, err := sites.clients["site1"].NetworkingV1().NetworkPolicies(siteNS).Get(t.Context(), translate.IsolationPolicyName, metav1.GetOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.host.Delete(t.Context(), e.vk()); err != nil {

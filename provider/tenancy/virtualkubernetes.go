@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vk8s-io/vk8s/translate"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -85,7 +87,7 @@ func (c *Controller) ReconcileVirtualKubernetes(ctx context.Context, req ctrl.Re
 		}
 	}
 
-	siteNS := SiteNamespace(c.cfg.Tenant, vk.Namespace)
+	siteNS := translate.SiteNamespace(c.cfg.Tenant, vk.Namespace)
 	st := *vk.Status.DeepCopy()
 	st.ObservedGeneration = vk.Generation
 	st.SiteNamespace = siteNS
@@ -124,10 +126,10 @@ func (c *Controller) ReconcileVirtualKubernetes(ctx context.Context, req ctrl.Re
 		case len(failed) > 0:
 			cond.Status, cond.Reason = metav1.ConditionFalse, ReasonProvisioningFailed
 			cond.Message = fmt.Sprintf("namespace %s and NetworkPolicy %s are not in place on %d of %d sites: %s; vk8s retries with backoff, and at once when a site reconnects",
-				siteNS, IsolationPolicyName, len(failed), len(selected), listFailures(failed))
+				siteNS, translate.IsolationPolicyName, len(failed), len(selected), listFailures(failed))
 		default:
 			cond.Status, cond.Reason = metav1.ConditionTrue, ReasonProvisioned
-			cond.Message = fmt.Sprintf("namespace %s and NetworkPolicy %s exist on all %d sites", siteNS, IsolationPolicyName, len(selected))
+			cond.Message = fmt.Sprintf("namespace %s and NetworkPolicy %s exist on all %d sites", siteNS, translate.IsolationPolicyName, len(selected))
 		}
 	}
 	old := meta.FindStatusCondition(vk.Status.Conditions, vk8sv1.ConditionReady)
@@ -398,7 +400,7 @@ func (c *Controller) finalize(ctx context.Context, vk *vk8sv1.VirtualKubernetes)
 			pending = append(pending, r)
 		}
 	}
-	siteNS := SiteNamespace(c.cfg.Tenant, vk.Namespace)
+	siteNS := translate.SiteNamespace(c.cfg.Tenant, vk.Namespace)
 	if len(pending) > 0 {
 		if c.now().Sub(vk.DeletionTimestamp.Time) < c.cfg.CleanupTimeout {
 			note := fmt.Sprintf("namespace %s is not cleaned up yet on %d of %d sites: %s; vk8s retries for up to %s after the deletion",
@@ -407,12 +409,12 @@ func (c *Controller) finalize(ctx context.Context, vk *vk8sv1.VirtualKubernetes)
 			return ctrl.Result{RequeueAfter: c.backoff.When(key)}, nil
 		}
 		note := fmt.Sprintf("gave up cleaning up after %s: namespace %s or NetworkPolicy %s may remain on %d sites: %s; delete them there by hand (kubectl delete namespace %s, on a site where vk8s created it and nothing of yours runs)",
-			c.cfg.CleanupTimeout, siteNS, IsolationPolicyName, len(pending), listFailures(pending), siteNS)
+			c.cfg.CleanupTimeout, siteNS, translate.IsolationPolicyName, len(pending), listFailures(pending), siteNS)
 		c.recorder.Eventf(vk, nil, corev1.EventTypeWarning, ReasonCleanupAbandoned, actionCleanup, "%s", note)
 		ctrl.LoggerFrom(ctx).Info("Cleanup abandoned", "sites", len(pending), "note", note)
 	} else if len(sites) > 0 {
 		c.recorder.Eventf(vk, nil, corev1.EventTypeNormal, ReasonCleanedUp, actionCleanup,
-			"removed namespace %s (where vk8s created it and it was empty) and NetworkPolicy %s from %d sites", siteNS, IsolationPolicyName, len(sites))
+			"removed namespace %s (where vk8s created it and it was empty) and NetworkPolicy %s from %d sites", siteNS, translate.IsolationPolicyName, len(sites))
 	}
 	patch := client.MergeFromWithOptions(vk.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	controllerutil.RemoveFinalizer(vk, vk8sv1.FinalizerSiteNamespaces)

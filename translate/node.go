@@ -1,4 +1,4 @@
-package provider
+package translate
 
 import (
 	"slices"
@@ -10,12 +10,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
-	"github.com/vk8s-io/vk8s/sitereg"
 )
 
-// managedTaints are the taints vk8s sets on virtual nodes and removes when they no longer
-// apply.
-var managedTaints = []string{vk8sv1.TaintKey, vk8sv1.TaintSiteUnreachable}
+// ManagedTaint says whether vk8s sets the taint key on virtual nodes, and removes it when
+// it no longer applies.
+func ManagedTaint(key string) bool {
+	return key == vk8sv1.TaintKey || key == vk8sv1.TaintSiteUnreachable
+}
 
 // Endpoint is where the provider's kubelet API listens, advertised in every virtual node.
 type Endpoint struct {
@@ -77,7 +78,7 @@ func setCondition(n *corev1.Node, c corev1.NodeCondition) {
 }
 
 func perNode(site *vk8sv1.Site, n *corev1.Node, kubeletVersion string, ep Endpoint) *corev1.Node {
-	name := sitereg.VirtualNodeName(site.Name, n.Name)
+	name := VirtualNodeName(site.Name, n.Name)
 	v := baseNode(site, name, kubeletVersion, ep)
 	for k, val := range n.Labels {
 		if !dropped(k) {
@@ -108,7 +109,7 @@ func aggregateNode(site *vk8sv1.Site, nodes []*corev1.Node, kubeletVersion strin
 	capacity, allocatable := corev1.ResourceList{}, corev1.ResourceList{}
 	usable := 0
 	for _, n := range nodes {
-		if n.Spec.Unschedulable || !sitereg.NodeReady(n) {
+		if n.Spec.Unschedulable || !NodeReady(n) {
 			continue
 		}
 		usable++
@@ -199,4 +200,18 @@ func add(sum, more corev1.ResourceList) {
 		cur.Add(q)
 		sum[name] = cur
 	}
+}
+
+// VirtualNodeName is the name of the host node that stands for node of site in PerNode
+// mode: "<site>-<node>".
+func VirtualNodeName(site, node string) string { return site + "-" + node }
+
+// NodeReady says whether n's Ready condition is True.
+func NodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }

@@ -1,4 +1,4 @@
-package provider
+package translate
 
 import (
 	"fmt"
@@ -8,18 +8,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/vk8s-io/vk8s/provider/tenancy"
 )
 
 // serviceAccountVolumePrefix names the projected volume the host's ServiceAccount admission
 // adds (kube-api-access-xxxxx); its token is the host's and means nothing on a site.
 const serviceAccountVolumePrefix = "kube-api-access-"
-
-// SiteNamespace is the namespace on a site that holds the pods of host namespace ns:
-// <tenant>-<ns>, shortened with a stable hash when longer than a namespace may be
-// (tenancy.SiteNamespace).
-func SiteNamespace(tenant, ns string) string { return tenancy.SiteNamespace(tenant, ns) }
 
 // Target says where a host pod goes.
 type Target struct {

@@ -1,0 +1,47 @@
+// Package translate holds the pure translations between the host and the sites: how a host
+// pod becomes a site pod and how the site's status comes back, how a site's nodes become
+// virtual nodes, what a pod spec references and what its site copies look like, and how
+// host namespaces are named and isolated on the sites. Nothing here talks to a cluster
+// (lint forbids client-go clients, informers and controller-runtime here); every function
+// takes the objects it needs and returns new ones, leaving its arguments unmodified, so it
+// is tested with plain tables. The provider, the virtual nodes and the tenancy controllers
+// do the I/O around it.
+//
+// # Pods
+//
+// SitePod translates a host pod into the pod to create on its site: in the site namespace
+// (SiteNamespace), labelled with the tenant, the host namespace and the host pod's UID,
+// pinned to the real node in PerNode mode (Target), without what only means something in
+// the host (the binding to the virtual node, the host's service-account token volume, the
+// virtual nodes' toleration, node selection and priority class).
+//
+// # Status
+//
+// HostStatus is the site's status as the host pod shows it; StaleStatus marks it stale
+// while the site does not answer (Ready=False with reason SiteUnreachable after the grace
+// period); TerminatedStatus ends a host pod whose site pod is gone. HostView and SiteUpdate
+// compare and carry the fields a pod update may change (labels, annotations, images, the
+// active deadline) between the two.
+//
+// # Virtual nodes
+//
+// VirtualNodes turns a site's nodes into host Nodes: in PerNode mode one per real node,
+// named VirtualNodeName (<site>-<node>), with its capacity, conditions and topology
+// labels; in Aggregate mode one per site with the allocatable of its schedulable, Ready
+// nodes summed. Every virtual node carries vk8s.io/site, type=virtual-kubelet and the taint
+// only vK8s pods tolerate. Disconnected is a virtual node whose site does not answer: still
+// Ready, SiteConnected=False and a NoSchedule taint.
+//
+// # References and copies
+//
+// References lists the ConfigMaps, Secrets, ServiceAccount and PersistentVolumeClaims a pod
+// spec uses; SiteCopy is the object kept on the site for one of them and SameCopy says
+// whether a copy is up to date.
+//
+// # Site namespaces
+//
+// SiteNamespace names the namespace of a host namespace on a site: <tenant>-<namespace>,
+// cut to 63 characters with a stable hash. Namespace is that namespace as vk8s creates it
+// (labelled vk8s.io/tenant and vk8s.io/host-namespace, which CreatedByVK8s checks), and
+// IsolationPolicy its NetworkPolicy: pods accept ingress only from their own namespace.
+package translate
