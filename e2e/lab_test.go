@@ -71,11 +71,15 @@ func TestKubectlSeesSitesAndVersion(t *testing.T) {
 		t.Errorf("kubectl get sites: %v, want %v", names, want)
 	}
 	// The printer columns and the category work through the real kubectl.
-	table := kubectl(t, "host", "get", "vk8s", "-A")
+	table := kubectl(t, "host", "get", "vk8s-all", "-A")
 	for _, want := range []string{"site1", "all-sites"} {
 		if !strings.Contains(table, want) {
-			t.Errorf("kubectl get vk8s -A does not list %s:\n%s", want, table)
+			t.Errorf("kubectl get vk8s-all -A does not list %s:\n%s", want, table)
 		}
+	}
+	// vk8s is VirtualKubernetes' short name, not a category: it lists that kind only.
+	if out, err := kubectlErr(t, "host", "get", "vk8s", "-A", "-o", "name"); err != nil || strings.Contains(out, "site") {
+		t.Errorf("kubectl get vk8s -A lists more than VirtualKubernetes (%v):\n%s", err, out)
 	}
 	var v struct {
 		Client struct{ GitVersion string } `json:"clientVersion"`

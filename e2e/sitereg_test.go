@@ -28,6 +28,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/vk8s-io/vk8s/api/scheme"
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 	"github.com/vk8s-io/vk8s/e2e/lab"
 	"github.com/vk8s-io/vk8s/sitereg"
@@ -322,7 +323,7 @@ func startSiteReg(t *testing.T) *siteRegEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	scheme, err := lab.Scheme()
+	scheme, err := scheme.New()
 	if err != nil {
 		t.Fatal(err)
 	}

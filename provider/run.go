@@ -15,9 +15,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -26,7 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/api/scheme"
 	"github.com/vk8s-io/vk8s/provider/kubeletapi"
 	"github.com/vk8s-io/vk8s/provider/tenancy"
 	"github.com/vk8s-io/vk8s/sitereg"
@@ -114,18 +112,6 @@ func withRateLimits(cfg *rest.Config) *rest.Config {
 // DefaultTenant is the tenant of a provider configured without one.
 const DefaultTenant = "vk8s"
 
-// Scheme knows the kinds the provider reads and writes in the host.
-func Scheme() (*runtime.Scheme, error) {
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		return nil, err
-	}
-	if err := vk8sv1.AddToScheme(s); err != nil {
-		return nil, err
-	}
-	return s, nil
-}
-
 // Run runs the provider until ctx ends: the site registry, the virtual nodes and their pods,
 // the kubelet API, and the tenancy controllers (VirtualSite status, VirtualKubernetes
 // namespaces on the sites).
@@ -133,7 +119,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Host == nil {
 		return errors.New("provider: host client configuration is required")
 	}
-	scheme, err := Scheme()
+	hostScheme, err := scheme.New()
 	if err != nil {
 		return err
 	}
@@ -148,7 +134,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// Event per operation: client-go's default of 5 requests per second would queue them.
 	hostCfg := withRateLimits(cfg.Host)
 	mgr, err := ctrl.NewManager(hostCfg, ctrl.Options{
-		Scheme:                  scheme,
+		Scheme:                  hostScheme,
 		Metrics:                 metricsserver.Options{BindAddress: cfg.MetricsAddr},
 		HealthProbeBindAddress:  cfg.HealthAddr,
 		GracefulShutdownTimeout: ptr.To(10 * time.Second),
@@ -185,7 +171,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	lifecycle, err := newLifecycle(host, reg, podSiteEvents, cfg, scheme)
+	lifecycle, err := newLifecycle(host, reg, podSiteEvents, cfg, hostScheme)
 	if err != nil {
 		return err
 	}

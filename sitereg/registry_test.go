@@ -16,15 +16,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vk8s-io/vk8s/api/scheme"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -169,11 +169,8 @@ type testEnv struct {
 
 func newTestEnv(t *testing.T, objs ...client.Object) *testEnv {
 	t.Helper()
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		t.Fatal(err)
-	}
-	if err := vk8sv1.AddToScheme(s); err != nil {
+	s, err := scheme.New()
+	if err != nil {
 		t.Fatal(err)
 	}
 	host := fake.NewClientBuilder().WithScheme(s).

@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/federation"
 )
 
 // The benchmarks call the handlers through controller-runtime's admission.Webhook, as
@@ -89,7 +90,7 @@ func (m *memReader) List(_ context.Context, list client.ObjectList, opts ...clie
 			continue
 		}
 		if o.FieldSelector != nil {
-			if v, ok := o.FieldSelector.RequiresExactMatch(indexOwnerUID); ok && !slices.Contains(ownerUIDIndex(obj), v) {
+			if v, ok := o.FieldSelector.RequiresExactMatch(federation.IndexPodOwner); ok && !slices.Contains(federation.PodOwnerIndex(obj), v) {
 				continue
 			}
 		}
@@ -179,7 +180,7 @@ func BenchmarkPodAdmission(b *testing.B) {
 	e := newEnv(b, canary([]string{"site2"}, nil, "nginx:2.0"))
 	_, next := fleetWorkload(e, deployment("web", 100, map[string]string{"ves.io/overrides": "canary"}))
 	e.a.cache = newMemReader(b, e)
-	e.a.resolver.cache = e.a.cache
+	e.state.Resolver = federation.NewResolver(e.a.cache, e.state.SharedNamespace, e.state.DefaultWorkloadFlavor)
 	h := &admission.Webhook{Handler: e.a.instrument(e.a.admitPod)}
 	benchmark(b, e, h, func(n int) [][]byte {
 		out := make([][]byte, n)
@@ -193,7 +194,7 @@ func BenchmarkPodAdmission(b *testing.B) {
 func BenchmarkWorkloadAdmission(b *testing.B) {
 	e := newEnv(b, canary([]string{"site2"}, nil, "nginx:2.0"))
 	e.a.cache = newMemReader(b, e)
-	e.a.resolver.cache = e.a.cache
+	e.state.Resolver = federation.NewResolver(e.a.cache, e.state.SharedNamespace, e.state.DefaultWorkloadFlavor)
 	h := &admission.Webhook{Handler: e.a.instrument(e.a.admitWorkload)}
 	benchmark(b, e, h, func(n int) [][]byte {
 		out := make([][]byte, n)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,7 +24,9 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/vk8s-io/vk8s/api/scheme"
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/federation"
 )
 
 const ns = "demo"
@@ -59,6 +62,8 @@ type env struct {
 	t      testing.TB
 	c      client.WithWatch
 	a      *admitter
+	state  *federation.State
+	reg    *prometheus.Registry
 	clock  *testClock
 	events *events.FakeRecorder
 	scheme *runtime.Scheme
@@ -107,21 +112,24 @@ func fleetObjects() []client.Object {
 
 func newEnv(t testing.TB, extra ...client.Object) *env {
 	t.Helper()
-	s, err := Scheme()
+	s, err := scheme.New()
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := fake.NewClientBuilder().WithScheme(s).WithObjects(append(fleetObjects(), extra...)...).
-		WithIndex(&corev1.Pod{}, indexOwnerUID, ownerUIDIndex).Build()
+		WithIndex(&corev1.Pod{}, federation.IndexPodOwner, federation.PodOwnerIndex).Build()
 	clock := &testClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	rec := events.NewFakeRecorder(1000)
+	reg := prometheus.NewRegistry()
 	cfg := Config{URL: "https://127.0.0.1:9443"}
 	cfg.defaults()
-	a, err := newAdmitter(admitterConfig{cfg: cfg, cache: c, api: c, client: c, scheme: s, recorder: rec, now: clock.now})
+	state, err := federation.New(federation.Config{Name: cfg.Name, SharedNamespace: cfg.SharedNamespace, DefaultWorkloadFlavor: cfg.DefaultWorkloadFlavor,
+		ReservationTTL: cfg.ReservationTTL, Cache: c, API: c, Client: c, Recorder: rec, Now: clock.now, MetricsRegisterer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, c: c, a: a, clock: clock, events: rec, scheme: s}
+	a := newAdmitter(cfg, state, s, nil)
+	return &env{t: t, c: c, a: a, state: state, reg: reg, clock: clock, events: rec, scheme: s}
 }
 
 // request builds the admission request of op on obj (old for updates and deletes).
@@ -278,4 +286,27 @@ func denied(t testing.TB, resp admission.Response, msg string) {
 		}
 		t.Fatalf("denied with\n  %q\nwant\n  %q", got, msg)
 	}
+}
+
+// counter returns the value of the counter name{label=value} the federation controllers
+// registered, 0 when it has no such series.
+func (e *env) counter(name, label, value string) float64 {
+	e.t.Helper()
+	fams, err := e.reg.Gather()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }

@@ -15,11 +15,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	schedulingv1 "k8s.io/api/scheduling/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/federation"
 	"github.com/vk8s-io/vk8s/overrides"
+	"github.com/vk8s-io/vk8s/placement"
 )
 
 // podOwner is what pod admission knows of a pod's workload.
@@ -35,7 +38,7 @@ type podOwner struct {
 	template *corev1.PodTemplateSpec
 }
 
-// Placement rules, the values of the rule label of vk8s_webhook_placements_total.
+// placement.Layout rules, the values of the rule label of vk8s_webhook_placements_total.
 const (
 	ruleDeficit   = "deficit"
 	ruleOrdinal   = "ordinal"
@@ -46,7 +49,7 @@ const (
 )
 
 // admitPod is the mutating handler of pods created in vK8s namespaces (SPEC §4,
-// "Placement at admission"): it chooses the pod's site, pins it there, and applies the
+// "placement.Layout at admission"): it chooses the pod's site, pins it there, and applies the
 // site's Override and flavor.
 func (a *admitter) admitPod(ctx context.Context, req admission.Request) admission.Response {
 	pod := &corev1.Pod{}
@@ -56,56 +59,54 @@ func (a *admitter) admitPod(ctx context.Context, req admission.Request) admissio
 	if pod.Namespace == "" {
 		pod.Namespace = req.Namespace
 	}
-	out, warnings, rej, err := a.federatePod(ctx, pod)
+	out, warnings, err := a.federatePod(ctx, pod)
 	switch {
 	case err != nil:
-		return a.fail(ctx, err)
-	case rej != nil:
-		return a.deny(ctx, rej)
+		return a.answer(ctx, err)
 	case out == nil:
 		return admission.Allowed("left alone")
 	}
 	raw, err := json.Marshal(out)
 	if err != nil {
-		return a.fail(ctx, err)
+		return a.answer(ctx, err)
 	}
 	return admission.PatchResponseFromRaw(req.Object.Raw, raw).WithWarnings(warnings...)
 }
 
 // federatePod returns the pod to create, or nil to leave it alone.
-func (a *admitter) federatePod(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, []string, *rejection, error) {
-	owner, rej, err := a.podOwner(ctx, pod)
-	if err != nil || rej != nil {
-		return nil, nil, rej, err
+func (a *admitter) federatePod(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, []string, error) {
+	owner, err := a.podOwner(ctx, pod)
+	if err != nil {
+		return nil, nil, err
 	}
-	annotations, strict := pod.Annotations, strictness(strictAll)
+	annotations, strict := pod.Annotations, federation.Strictness(federation.Strict)
 	if owner.top != nil {
 		// The workload's annotations were checked at its admission; what vanished since
 		// must not stop its pods.
-		annotations, strict = owner.top.GetAnnotations(), lenientAll
+		annotations, strict = owner.top.GetAnnotations(), federation.Lenient
 	}
-	fed, rej, err := a.resolver.resolve(ctx, pod.Namespace, annotations, strict)
-	if err != nil || rej != nil || fed == nil {
-		return nil, nil, rej, err
+	fed, err := a.state.Resolver.Resolve(ctx, pod.Namespace, annotations, strict)
+	if err != nil || fed == nil {
+		return nil, nil, err
 	}
-	warnings := fed.warnings
+	warnings := fed.Warnings
 	if owner.kind == "DaemonSet" {
-		warnings = append(warnings, keepCustomerEdge(fed)...)
+		warnings = append(warnings, fed.KeepCustomerEdge()...)
 	}
-	if len(fed.sites) == 0 {
-		return nil, nil, noSites(fed, annotations, owner.kind == "DaemonSet"), nil
+	if len(fed.Sites) == 0 {
+		return nil, nil, noSites(fed, annotations, owner.kind == "DaemonSet")
 	}
-	site, slot, rule, rej, err := a.place(ctx, pod, owner, fed)
-	if err != nil || rej != nil {
-		return nil, nil, rej, err
+	site, slot, rule, err := a.place(ctx, pod, owner, fed)
+	if err != nil {
+		return nil, nil, err
 	}
 	if site == "" {
 		// Bound to a host node that is not a virtual node: not vk8s' to place.
-		return nil, nil, nil, nil
+		return nil, nil, nil
 	}
-	out, rej, err := a.applySite(ctx, pod, owner, fed, site)
-	if err != nil || rej != nil {
-		return nil, nil, rej, err
+	out, err := a.applySite(ctx, pod, owner, fed, site)
+	if err != nil {
+		return nil, nil, err
 	}
 	if slot > 0 {
 		out.Annotations[vk8sv1.AnnotationSlot] = strconv.Itoa(slot)
@@ -116,21 +117,21 @@ func (a *admitter) federatePod(ctx context.Context, pod *corev1.Pod) (*corev1.Po
 		}
 	}
 	if !sameIdentity(&pod.ObjectMeta, &out.ObjectMeta) {
-		return nil, nil, nil, errors.New("internal error: admission would change the pod's identity")
+		return nil, nil, errors.New("internal error: admission would change the pod's identity")
 	}
 	a.metrics.placements.WithLabelValues(rule).Inc()
-	if len(fed.warnings) > 0 && owner.top != nil && a.recorder != nil {
-		a.recorder.Eventf(owner.top, nil, corev1.EventTypeWarning, "FederationIncomplete", "AdmitPod", "%s", strings.Join(fed.warnings, "; "))
+	if len(fed.Warnings) > 0 && owner.top != nil && a.recorder != nil {
+		a.recorder.Eventf(owner.top, nil, corev1.EventTypeWarning, "FederationIncomplete", "AdmitPod", "%s", strings.Join(fed.Warnings, "; "))
 	}
-	return out, warnings, nil, nil
+	return out, warnings, nil
 }
 
 // podOwner finds the pod's controller and the workload above it, through the cache and,
 // when the cache does not have them yet, the API server.
-func (a *admitter) podOwner(ctx context.Context, pod *corev1.Pod) (podOwner, *rejection, error) {
-	ref := controller(pod)
+func (a *admitter) podOwner(ctx context.Context, pod *corev1.Pod) (podOwner, error) {
+	ref := metav1.GetControllerOfNoCopy(pod)
 	if ref == nil {
-		return podOwner{}, nil, nil
+		return podOwner{}, nil
 	}
 	var direct client.Object
 	switch {
@@ -143,72 +144,72 @@ func (a *admitter) podOwner(ctx context.Context, pod *corev1.Pod) (podOwner, *re
 	case ref.Kind == "Job" && strings.HasPrefix(ref.APIVersion, "batch/"):
 		direct = &batchv1.Job{}
 	default:
-		return podOwner{}, nil, nil
+		return podOwner{}, nil
 	}
-	if rej, err := a.getOwned(ctx, pod.Namespace, ref, direct); err != nil || rej != nil {
-		return podOwner{}, rej, err
+	if err := a.getOwned(ctx, pod.Namespace, ref, direct); err != nil {
+		return podOwner{}, err
 	}
 	w := asWorkload(direct)
 	o := podOwner{kind: ref.Kind, direct: direct, top: direct, selector: w.selector, template: w.template}
-	if up := controller(direct); up != nil && o.kind == "ReplicaSet" && up.Kind == "Deployment" && strings.HasPrefix(up.APIVersion, "apps/") {
+	if up := metav1.GetControllerOfNoCopy(direct); up != nil && o.kind == "ReplicaSet" && up.Kind == "Deployment" && strings.HasPrefix(up.APIVersion, "apps/") {
 		d := &appsv1.Deployment{}
-		if rej, err := a.getOwned(ctx, pod.Namespace, up, d); err != nil || rej != nil {
-			return podOwner{}, rej, err
+		if err := a.getOwned(ctx, pod.Namespace, up, d); err != nil {
+			return podOwner{}, err
 		}
 		o.top = d
 	}
-	return o, nil, nil
+	return o, nil
 }
 
 // getOwned reads the owner ref names into obj, from the cache or else the API server, and
 // checks its UID.
-func (a *admitter) getOwned(ctx context.Context, namespace string, ref *metav1.OwnerReference, obj client.Object) (*rejection, error) {
+func (a *admitter) getOwned(ctx context.Context, namespace string, ref *metav1.OwnerReference, obj client.Object) error {
 	key := client.ObjectKey{Namespace: namespace, Name: ref.Name}
 	err := a.cache.Get(ctx, key, obj)
 	if err == nil && obj.GetUID() == ref.UID {
-		return nil, nil
+		return nil
 	}
 	if err != nil && client.IgnoreNotFound(err) != nil {
-		return nil, fmt.Errorf("get %s %s: %w", ref.Kind, key, err)
+		return fmt.Errorf("get %s %s: %w", ref.Kind, key, err)
 	}
 	if err := a.api.Get(ctx, key, obj); err != nil {
 		if client.IgnoreNotFound(err) == nil {
-			return invalid(reasonPlacement, "metadata.ownerReferences", ref.Kind+"/"+ref.Name,
-				fmt.Sprintf("the pod's %s does not exist", ref.Kind), "create pods through an existing workload"), nil
+			return federation.Invalid(reasonPlacement, "metadata.ownerReferences", ref.Kind+"/"+ref.Name,
+				fmt.Sprintf("the pod's %s does not exist", ref.Kind), "create pods through an existing workload")
 		}
-		return nil, fmt.Errorf("get %s %s: %w", ref.Kind, key, err)
+		return fmt.Errorf("get %s %s: %w", ref.Kind, key, err)
 	}
 	if obj.GetUID() != ref.UID {
-		return invalid(reasonPlacement, "metadata.ownerReferences", ref.Kind+"/"+ref.Name,
-			fmt.Sprintf("the pod's %s was replaced (UID %s, not %s)", ref.Kind, obj.GetUID(), ref.UID), "create pods through the current workload"), nil
+		return federation.Invalid(reasonPlacement, "metadata.ownerReferences", ref.Kind+"/"+ref.Name,
+			fmt.Sprintf("the pod's %s was replaced (UID %s, not %s)", ref.Kind, obj.GetUID(), ref.UID), "create pods through the current workload")
 	}
-	return nil, nil
+	return nil
 }
 
 // place chooses the pod's site by SPEC's rules; it returns the site, the pod's slot (0:
 // none) and the rule that chose. An empty site leaves the pod alone.
-func (a *admitter) place(ctx context.Context, pod *corev1.Pod, owner podOwner, fed *federation) (string, int, string, *rejection, error) {
+func (a *admitter) place(ctx context.Context, pod *corev1.Pod, owner podOwner, fed *federation.Federation) (string, int, string, error) {
 	if pod.Spec.NodeName != "" {
 		site, err := a.siteOfNode(ctx, pod.Spec.NodeName)
-		return site, 0, ruleNode, nil, err
+		return site, 0, ruleNode, err
 	}
-	if s := pod.Labels[vk8sv1.LabelSite]; s != "" && slices.Contains(fed.sites, s) {
+	if s := pod.Labels[vk8sv1.LabelSite]; s != "" && slices.Contains(fed.Sites, s) {
 		// Admitted before (an exported pod created again): it stays.
-		return s, 0, ruleKept, nil, nil
+		return s, 0, ruleKept, nil
 	}
 	switch owner.kind {
 	case "DaemonSet":
 		node := daemonPodNode(pod)
 		if node == "" {
-			return "", 0, "", invalid(reasonPlacement, "spec.affinity.nodeAffinity", "", "a DaemonSet pod without its node",
-				"let the DaemonSet controller create the pods"), nil
+			return "", 0, "", federation.Invalid(reasonPlacement, "spec.affinity.nodeAffinity", "", "a DaemonSet pod without its node",
+				"let the DaemonSet controller create the pods")
 		}
 		site, err := a.siteOfNode(ctx, node)
-		return site, 0, ruleDaemonSet, nil, err
+		return site, 0, ruleDaemonSet, err
 	case "StatefulSet":
-		if i, ok := ordinalOf(pod); ok {
+		if i, ok := placement.Ordinal(pod); ok {
 			if site, ok := a.ordinalPlacement(owner, fed).SiteOfOrdinal(i); ok {
-				return site, 0, ruleOrdinal, nil, nil
+				return site, 0, ruleOrdinal, nil
 			}
 		}
 	case "Job":
@@ -216,95 +217,94 @@ func (a *admitter) place(ctx context.Context, pod *corev1.Pod, owner podOwner, f
 		if indexed(&job.Spec) {
 			if i, ok := atoiNonNegative(pod.Annotations[batchv1.JobCompletionIndexAnnotation]); ok {
 				if site, ok := a.ordinalPlacement(owner, fed).SiteOfOrdinal(i); ok {
-					return site, 0, ruleOrdinal, nil, nil
+					return site, 0, ruleOrdinal, nil
 				}
 			}
 		}
 	case "":
-		site, _, err := a.res.place("ns:"+pod.Namespace, a.visible(ctx, pod.Namespace, ""),
+		site, _, err := a.state.Reservations.Place(federation.NamespaceKey(pod.Namespace), a.visible(ctx, pod.Namespace, ""),
 			func(counts map[string]int, _ map[string]map[int]bool) (string, int, string, error) {
-				return chooseFewest(fed.sites, counts), 0, pod.Name, nil
+				return placement.ChooseFewest(fed.Sites, counts), 0, pod.Name, nil
 			})
-		return site, 0, ruleFewest, nil, err
+		return site, 0, ruleFewest, err
 	}
 	plan := a.deficitPlacement(owner, fed)
-	site, slot, err := a.res.place("uid:"+string(owner.direct.GetUID()), a.visible(ctx, pod.Namespace, string(owner.direct.GetUID())),
+	site, slot, err := a.state.Reservations.Place(federation.OwnerKey(owner.direct.GetUID()), a.visible(ctx, pod.Namespace, string(owner.direct.GetUID())),
 		func(counts map[string]int, used map[string]map[int]bool) (string, int, string, error) {
-			s := chooseByDeficit(plan, counts)
-			return s, freeSlot(used[s]), "", nil
+			s := placement.ChooseByDeficit(plan, counts)
+			return s, placement.FreeSlot(used[s]), "", nil
 		})
-	return site, slot, ruleDeficit, nil, err
+	return site, slot, ruleDeficit, err
 }
 
 // visible lists the live pods the cache holds of owner (or, without one, of the
 // namespace), as placement counts them.
-func (a *admitter) visible(ctx context.Context, namespace, ownerUID string) func() ([]visiblePod, error) {
-	return func() ([]visiblePod, error) {
+func (a *admitter) visible(ctx context.Context, namespace, ownerUID string) func() ([]placement.Visible, error) {
+	return func() ([]placement.Visible, error) {
 		// Read only: placement only counts.
 		opts := []client.ListOption{client.InNamespace(namespace), client.UnsafeDisableDeepCopy}
 		if ownerUID != "" {
-			opts = append(opts, client.MatchingFields{indexOwnerUID: ownerUID})
+			opts = append(opts, client.MatchingFields{federation.IndexPodOwner: ownerUID})
 		}
 		var list corev1.PodList
 		if err := a.cache.List(ctx, &list, opts...); err != nil {
 			return nil, fmt.Errorf("list pods in %s: %w", namespace, err)
 		}
-		out := make([]visiblePod, 0, len(list.Items))
+		out := make([]placement.Visible, 0, len(list.Items))
 		for i := range list.Items {
 			p := &list.Items[i]
-			if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed || a.deleting.has(p) {
+			if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed || a.state.Deleted.Has(p) {
 				continue
 			}
-			slot, _ := atoiNonNegative(p.Annotations[vk8sv1.AnnotationSlot])
-			out = append(out, visiblePod{site: p.Labels[vk8sv1.LabelSite], slot: slot, name: p.Name})
+			out = append(out, placement.Visible{Site: p.Labels[vk8sv1.LabelSite], Slot: placement.Slot(p), Name: p.Name})
 		}
 		return out, nil
 	}
 }
 
 // deficitPlacement is the per-site plan that ReplicaSet and non-indexed Job pods fill.
-func (a *admitter) deficitPlacement(owner podOwner, fed *federation) Placement {
+func (a *admitter) deficitPlacement(owner podOwner, fed *federation.Federation) placement.Layout {
 	if job, ok := owner.direct.(*batchv1.Job); ok {
-		p := perSiteOf(owner.top.GetAnnotations()[vk8sv1.AnnotationReplicasPerSite], valueOr(job.Spec.Parallelism, 1), len(fed.sites))
-		plan, _ := overrides.PlanReplicas(fed.sites, p, nil)
-		return newPlacement(plan, nil)
+		p := perSiteOf(owner.top.GetAnnotations()[vk8sv1.AnnotationReplicasPerSite], ptr.Deref(job.Spec.Parallelism, 1), len(fed.Sites))
+		plan, _ := placement.PlanReplicas(fed.Sites, p, nil)
+		return placement.NewLayout(plan, nil)
 	}
-	plan, _ := fed.plan(a.workloadReplicasPerSite(owner.top, fed))
-	return newPlacement(plan, nil)
+	plan, _ := fed.Plan(a.workloadReplicasPerSite(owner.top, fed))
+	return placement.NewLayout(plan, nil)
 }
 
 // ordinalPlacement is the block plan of a StatefulSet's ordinals or an indexed Job's
 // completion indexes, in the order recorded on the workload.
-func (a *admitter) ordinalPlacement(owner podOwner, fed *federation) Placement {
+func (a *admitter) ordinalPlacement(owner podOwner, fed *federation.Federation) placement.Layout {
 	var previous []string
-	if p, err := ParsePlacement(owner.top.GetAnnotations()[vk8sv1.AnnotationPlacement]); err == nil {
+	if p, err := placement.ParseLayout(owner.top.GetAnnotations()[vk8sv1.AnnotationPlacement]); err == nil {
 		previous = p.Sites
 	}
 	if job, ok := owner.direct.(*batchv1.Job); ok {
-		c := perSiteOf(owner.top.GetAnnotations()[vk8sv1.AnnotationCompletionsPerSite], valueOr(job.Spec.Completions, 1), len(fed.sites))
-		plan, _ := overrides.PlanReplicas(fed.sites, c, nil)
-		return newPlacement(plan, previous)
+		c := perSiteOf(owner.top.GetAnnotations()[vk8sv1.AnnotationCompletionsPerSite], ptr.Deref(job.Spec.Completions, 1), len(fed.Sites))
+		plan, _ := placement.PlanReplicas(fed.Sites, c, nil)
+		return placement.NewLayout(plan, previous)
 	}
-	plan, _ := fed.plan(a.workloadReplicasPerSite(owner.top, fed))
-	return newPlacement(plan, previous)
+	plan, _ := fed.Plan(a.workloadReplicasPerSite(owner.top, fed))
+	return placement.NewLayout(plan, previous)
 }
 
 // workloadReplicasPerSite returns R of a Deployment, StatefulSet or ReplicaSet: its
 // annotation when it agrees with spec.replicas, else derived from spec.replicas (after a
 // write through the scale subresource, before the annotation follows).
-func (a *admitter) workloadReplicasPerSite(top client.Object, fed *federation) int32 {
+func (a *admitter) workloadReplicasPerSite(top client.Object, fed *federation.Federation) int32 {
 	w := asWorkload(top)
 	if w == nil || w.replicas == nil {
 		return 0
 	}
-	total := valueOr(*w.replicas, 1)
+	total := ptr.Deref(*w.replicas, 1)
 	keep, err := strconv.ParseInt(top.GetAnnotations()[vk8sv1.AnnotationReplicasPerSite], 10, 32)
 	if err == nil {
-		if plan, err := fed.plan(int32(keep)); err == nil && plan.Total == total {
+		if plan, err := fed.Plan(int32(keep)); err == nil && plan.Total == total {
 			return int32(keep)
 		}
 	}
-	r, err := fed.perSite(total, int32(keep), false)
+	r, err := fed.PerSite(total, int32(keep), false)
 	if err != nil {
 		return int32(keep)
 	}
@@ -356,13 +356,13 @@ func daemonPodNode(pod *corev1.Pod) string {
 // template level with what admission and the controller added carried over (carryOver),
 // the site's flavor, the virtual node toleration, the site pinned, the site and
 // Override labels, and the Override's stamp (vk8sv1.AnnotationOverrideHash).
-func (a *admitter) applySite(ctx context.Context, pod *corev1.Pod, owner podOwner, fed *federation, site string) (*corev1.Pod, *rejection, error) {
-	o := fed.override(site)
+func (a *admitter) applySite(ctx context.Context, pod *corev1.Pod, owner podOwner, fed *federation.Federation, site string) (*corev1.Pod, error) {
+	o := fed.Override(site)
 	base := &corev1.PodTemplateSpec{ObjectMeta: pod.ObjectMeta, Spec: pod.Spec}
 	applied, err := overrides.ApplyOverride(base, owner.selector, o)
 	if err != nil {
-		return nil, invalid(reasonOverride, annotationPath(vk8sv1.AnnotationOverrides), strings.Join(fed.overrideNames, ", "),
-			fmt.Sprintf("on site %s: %v", site, err), "fix the Override's template labels so that the workload's selector matches them"), nil
+		return nil, federation.Invalid(federation.ReasonOverride, federation.AnnotationPath(vk8sv1.AnnotationOverrides), strings.Join(fed.OverrideNames, ", "),
+			fmt.Sprintf("on site %s: %v", site, err), "fix the Override's template labels so that the workload's selector matches them")
 	}
 	spec := &applied.Template.Spec
 	if o != nil && o.Spec.DeploymentSpec.Template != nil {
@@ -374,18 +374,18 @@ func (a *admitter) applySite(ctx context.Context, pod *corev1.Pod, owner podOwne
 			pc := &schedulingv1.PriorityClass{}
 			if err := a.api.Get(ctx, client.ObjectKey{Name: spec.PriorityClassName}, pc); err != nil {
 				if client.IgnoreNotFound(err) != nil {
-					return nil, nil, fmt.Errorf("get PriorityClass %s: %w", spec.PriorityClassName, err)
+					return nil, fmt.Errorf("get PriorityClass %s: %w", spec.PriorityClassName, err)
 				}
-				return nil, invalid(reasonOverride, fmt.Sprintf("Override %s spec.deploymentSpec.template.spec.priorityClassName", o.Name), spec.PriorityClassName,
-					"the PriorityClass does not exist", "create it, or name an existing one (kubectl get priorityclasses)"), nil
+				return nil, federation.Invalid(federation.ReasonOverride, fmt.Sprintf("Override %s spec.deploymentSpec.template.spec.priorityClassName", o.Name), spec.PriorityClassName,
+					"the PriorityClass does not exist", "create it, or name an existing one (kubectl get priorityclasses)")
 			}
 			spec.Priority, spec.PreemptionPolicy = &pc.Value, pc.PreemptionPolicy
 		}
 	}
-	spec, err = overrides.ApplyFlavor(spec, fed.flavor, fed.siteTypes[site])
+	spec, err = overrides.ApplyFlavor(spec, fed.Flavor, fed.SiteTypes[site])
 	if err != nil {
-		return nil, invalid(reasonFlavor, annotationPath(vk8sv1.AnnotationWorkloadFlavor), fed.flavorName,
-			fmt.Sprintf("site %s is %s: %v", site, fed.siteTypes[site], err), "create the WorkloadFlavor, or name an existing one"), nil
+		return nil, federation.Invalid(federation.ReasonFlavor, federation.AnnotationPath(vk8sv1.AnnotationWorkloadFlavor), fed.FlavorName,
+			fmt.Sprintf("site %s is %s: %v", site, fed.SiteTypes[site], err), "create the WorkloadFlavor, or name an existing one")
 	}
 	tolerateVirtualNodes(spec)
 	if pod.Spec.NodeName == "" && owner.kind != "DaemonSet" {
@@ -401,6 +401,6 @@ func (a *admitter) applySite(ctx context.Context, pod *corev1.Pod, owner podOwne
 	}
 	out.Labels[vk8sv1.LabelSite] = site
 	// What the per-site rollout compares with the site's current Override.
-	out.Annotations[vk8sv1.AnnotationOverrideHash] = overrideStamp(o)
-	return out, nil, nil
+	out.Annotations[vk8sv1.AnnotationOverrideHash] = placement.Stamp(o)
+	return out, nil
 }

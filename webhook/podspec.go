@@ -3,7 +3,6 @@ package webhook
 import (
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -253,20 +252,6 @@ func bareTemplate(pod *corev1.PodSpec) *corev1.PodSpec {
 func sameIdentity(a, b *metav1.ObjectMeta) bool {
 	return a.Name == b.Name && a.GenerateName == b.GenerateName && a.Namespace == b.Namespace && a.UID == b.UID &&
 		apiequality.Semantic.DeepEqual(a.OwnerReferences, b.OwnerReferences)
-}
-
-// ordinalOf returns a StatefulSet pod's ordinal: its apps.kubernetes.io/pod-index label, or
-// the number after the last '-' of its name.
-func ordinalOf(pod *corev1.Pod) (int, bool) {
-	s := pod.Labels["apps.kubernetes.io/pod-index"]
-	if s == "" {
-		i := strings.LastIndexByte(pod.Name, '-')
-		if i < 0 {
-			return 0, false
-		}
-		s = pod.Name[i+1:]
-	}
-	return atoiNonNegative(s)
 }
 
 // atoiNonNegative parses a non-negative decimal int.

@@ -1,151 +1,28 @@
 package webhook
 
 import (
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/go-logr/logr"
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/federation"
 )
-
-// pods makes Ready pods named <site>-<slot> for the slots given per site.
-func testPods(slots map[string][]int) []rebalancePod {
-	var out []rebalancePod
-	for _, site := range slices.Sorted(maps.Keys(slots)) {
-		for _, s := range slots[site] {
-			out = append(out, rebalancePod{name: site + "-" + strconv.Itoa(s), site: site, slot: s, ready: true, cost: strconv.Itoa(-s)})
-		}
-	}
-	return out
-}
-
-func names(ps []rebalancePod) []string {
-	var out []string
-	for _, p := range ps {
-		out = append(out, p.name)
-	}
-	return out
-}
-
-func TestDecideRebalance(t *testing.T) {
-	all := func(string) bool { return true }
-	even := map[string]int32{"site1": 3, "site2": 3, "site3": 3}
-	for _, tc := range []struct {
-		name      string
-		counts    map[string]int32
-		pods      []rebalancePod
-		reachable func(string) bool
-		limit     int
-		moves     []string
-		costs     map[string]string
-	}{{
-		name:   "exact counts: nothing to do",
-		counts: even,
-		pods:   testPods(map[string][]int{"site1": {1, 2, 3}, "site2": {1, 2, 3}, "site3": {1, 2, 3}}),
-		limit:  2,
-	}, {
-		name:   "a surplus and a deficit after an admission race: the highest slot moves",
-		counts: even,
-		pods:   testPods(map[string][]int{"site1": {1, 2, 3, 4}, "site2": {1, 2}, "site3": {1, 2, 3}}),
-		limit:  2, moves: []string{"site1-4"}, costs: map[string]string{"site1-4": "-1000004"},
-	}, {
-		name:      "the deficit is on an unreachable site: nothing moves, the surplus is marked",
-		counts:    even,
-		pods:      testPods(map[string][]int{"site1": {1, 2, 3, 4}, "site2": {1, 2}, "site3": {1, 2, 3}}),
-		reachable: func(s string) bool { return s != "site2" },
-		limit:     2, costs: map[string]string{"site1-4": "-1000004"},
-	}, {
-		name:   "a removed site: all its pods are surplus, marked for the scale-down, none moves",
-		counts: map[string]int32{"site1": 3, "site2": 3},
-		pods:   testPods(map[string][]int{"site1": {1, 2, 3}, "site2": {1, 2, 3}, "site3": {1, 2, 3}}),
-		limit:  2, costs: map[string]string{"site3-1": "-1000001", "site3-2": "-1000002", "site3-3": "-1000003"},
-	}, {
-		name:   "moves stop at the limit, highest slots first",
-		counts: map[string]int32{"site1": 3, "site2": 3},
-		pods:   testPods(map[string][]int{"site1": {1, 2, 3, 4, 5, 6}}),
-		limit:  2, moves: []string{"site1-6", "site1-5"},
-		costs: map[string]string{"site1-4": "-1000004", "site1-5": "-1000005", "site1-6": "-1000006"},
-	}, {
-		name:   "a site keeps its Ready pods: a surplus pod that is not Ready moves first",
-		counts: even,
-		pods: func() []rebalancePod {
-			ps := testPods(map[string][]int{"site1": {1, 2, 3, 4}, "site2": {1, 2}, "site3": {1, 2, 3}})
-			ps[1].ready = false // site1-2
-			return ps
-		}(),
-		limit: 1, moves: []string{"site1-2"}, costs: map[string]string{"site1-2": "-1000002"},
-	}, {
-		name:   "a pod the rebalancer marked that its site needs again gets admission's cost back",
-		counts: even,
-		pods: func() []rebalancePod {
-			ps := testPods(map[string][]int{"site1": {1, 2, 3}, "site2": {1, 2, 3}, "site3": {1, 2, 3}})
-			ps[2].cost = "-1000003" // site1-3
-			return ps
-		}(),
-		limit: 1, costs: map[string]string{"site1-3": "-3"},
-	}, {
-		name:   "terminating pods do not count",
-		counts: even,
-		pods: func() []rebalancePod {
-			ps := testPods(map[string][]int{"site1": {1, 2, 3, 4}, "site2": {1, 2, 3}, "site3": {1, 2, 3}})
-			ps[3].terminating = true // site1-4
-			return ps
-		}(),
-		limit: 1,
-	}} {
-		t.Run(tc.name, func(t *testing.T) {
-			reachable := cmpOr(tc.reachable, all)
-			d := decideRebalance(tc.counts, tc.pods, reachable, tc.limit)
-			if diff := cmp.Diff(tc.moves, names(d.moves)); diff != "" {
-				t.Errorf("moves (-want +got):\n%s", diff)
-			}
-			want := tc.costs
-			if want == nil {
-				want = map[string]string{}
-			}
-			if diff := cmp.Diff(want, d.costs); diff != "" {
-				t.Errorf("costs (-want +got):\n%s", diff)
-			}
-		})
-	}
-}
-
-func cmpOr(f, g func(string) bool) func(string) bool {
-	if f != nil {
-		return f
-	}
-	return g
-}
-
-func TestMaxUnavailable(t *testing.T) {
-	d := deployment("web", 3, nil)
-	if got := maxUnavailable(d, 9); got != 2 {
-		t.Errorf("default 25%% of 9: %d, want 2", got)
-	}
-	if got := maxUnavailable(d, 2); got != 1 {
-		t.Errorf("25%% of 2: %d, want at least 1", got)
-	}
-	d.Spec.Strategy.RollingUpdate = &appsv1.RollingUpdateDeployment{MaxUnavailable: ptr.To(intstr.FromInt32(5))}
-	if got := maxUnavailable(d, 9); got != 5 {
-		t.Errorf("maxUnavailable 5: %d", got)
-	}
-}
 
 // rebalanceEnv stores the admitted Deployment web (R=3 on site1..site3), its ReplicaSet
 // and one Ready pod per entry of sites; the Deployment is settled at the number of pods.
-func rebalanceEnv(t *testing.T, sites ...string) (*env, *rebalancer, *appsv1.Deployment) {
+func rebalanceEnv(t *testing.T, sites ...string) (*env, *federation.Rebalancer, *appsv1.Deployment) {
 	t.Helper()
 	e := newEnv(t)
 	rs, next := fleetWorkload(e, deployment("web", 3, nil))
@@ -185,7 +62,7 @@ func rebalanceEnv(t *testing.T, sites ...string) (*env, *rebalancer, *appsv1.Dep
 	if err := e.c.Update(ctx, rs); err != nil {
 		t.Fatal(err)
 	}
-	return e, &rebalancer{a: e.a, c: e.c, log: e.a.cfg.Logger}, d
+	return e, federation.NewRebalancer(e.state, logr.Discard()), d
 }
 
 func perSite(t *testing.T, e *env) map[string][]string {
@@ -217,7 +94,7 @@ func TestRebalancerMovesSurplusToReachableSites(t *testing.T) {
 	// An admission race put 4 pods on site1 and 2 on site2.
 	e, r, d := rebalanceEnv(t, "site1", "site1", "site1", "site1", "site2", "site2", "site3", "site3", "site3")
 	d.Spec.Replicas = ptr.To[int32](9)
-	if _, err := r.reconcile(t.Context(), &appsv1.Deployment{}, client.ObjectKeyFromObject(d)); err != nil {
+	if err := r.Rebalance(t.Context(), &appsv1.Deployment{}, client.ObjectKeyFromObject(d)); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string][]string{"site1": {"1/-1", "2/-2", "3/-3"}, "site2": {"1/-1", "2/-2"}, "site3": {"1/-1", "2/-2", "3/-3"}}
@@ -239,7 +116,7 @@ func TestRebalancerWaitsForUnreachableSites(t *testing.T) {
 	if err := e.c.Update(t.Context(), site2); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.reconcile(t.Context(), &appsv1.Deployment{}, client.ObjectKeyFromObject(d)); err != nil {
+	if err := r.Rebalance(t.Context(), &appsv1.Deployment{}, client.ObjectKeyFromObject(d)); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string][]string{"site1": {"1/-1", "2/-2", "3/-3", "4/-1000004"}, "site2": {"1/-1", "2/-2"}, "site3": {"1/-1", "2/-2", "3/-3"}}
@@ -260,7 +137,7 @@ func TestRebalancerReplansWhenSitesChange(t *testing.T) {
 	if err := e.c.Update(ctx, site3); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.reconcile(ctx, &appsv1.Deployment{}, client.ObjectKeyFromObject(d)); err != nil {
+	if err := r.Rebalance(ctx, &appsv1.Deployment{}, client.ObjectKeyFromObject(d)); err != nil {
 		t.Fatal(err)
 	}
 	got := &appsv1.Deployment{}
@@ -279,7 +156,7 @@ func TestRebalancerReplansWhenSitesChange(t *testing.T) {
 		t.Errorf("event %q", ev)
 	}
 	// Once re-planned, nothing more happens until the ReplicaSet scaled down.
-	if _, err := r.reconcile(ctx, &appsv1.Deployment{}, client.ObjectKeyFromObject(d)); err != nil {
+	if err := r.Rebalance(ctx, &appsv1.Deployment{}, client.ObjectKeyFromObject(d)); err != nil {
 		t.Fatal(err)
 	}
 	if ev := e.event("SitesChanged"); ev != "" {
@@ -293,7 +170,7 @@ func TestRebalancerLeavesRollingDeploymentsAlone(t *testing.T) {
 	if err := e.c.Status().Update(t.Context(), d); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.reconcile(t.Context(), &appsv1.Deployment{}, client.ObjectKeyFromObject(d)); err != nil {
+	if err := r.Rebalance(t.Context(), &appsv1.Deployment{}, client.ObjectKeyFromObject(d)); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(perSite(t, e)["site1"]); n != 4 {
@@ -310,19 +187,19 @@ func TestRebalancerMapsPodsToWorkloads(t *testing.T) {
 	p := &list.Items[0]
 	want := []types.NamespacedName{{Namespace: ns, Name: "web"}}
 	var got []types.NamespacedName
-	for _, req := range r.podWorkload(t.Context(), p, &appsv1.Deployment{}) {
+	for _, req := range r.PodWorkload(t.Context(), p, &appsv1.Deployment{}) {
 		got = append(got, req.NamespacedName)
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("pod -> Deployment (-want +got):\n%s", diff)
 	}
-	if reqs := r.podWorkload(t.Context(), p, &appsv1.ReplicaSet{}); len(reqs) != 0 {
+	if reqs := r.PodWorkload(t.Context(), p, &appsv1.ReplicaSet{}); len(reqs) != 0 {
 		t.Errorf("a Deployment's pod maps to its bare ReplicaSet controller: %v", reqs)
 	}
-	if reqs := r.federated(t.Context(), &appsv1.DeploymentList{}, ""); len(reqs) != 1 || reqs[0].Name != "web" {
+	if reqs := r.Federated(t.Context(), &appsv1.DeploymentList{}, ""); len(reqs) != 1 || reqs[0].Name != "web" {
 		t.Errorf("federated Deployments %v", reqs)
 	}
-	if reqs := r.federated(t.Context(), &appsv1.ReplicaSetList{}, ""); len(reqs) != 0 {
+	if reqs := r.Federated(t.Context(), &appsv1.ReplicaSetList{}, ""); len(reqs) != 0 {
 		t.Errorf("a Deployment's ReplicaSet listed as federated: %v", reqs)
 	}
 }
@@ -347,7 +224,7 @@ func TestRebalancerMovesStatefulSetOrdinals(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r := &rebalancer{a: e.a, c: e.c, log: e.a.cfg.Logger}
+	r := federation.NewRebalancer(e.state, logr.Discard())
 	// site2 leaves: site3's block now starts at ordinal 3.
 	site2 := &vk8sv1.Site{}
 	if err := e.c.Get(ctx, client.ObjectKey{Name: "site2"}, site2); err != nil {
@@ -358,7 +235,7 @@ func TestRebalancerMovesStatefulSetOrdinals(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := client.ObjectKeyFromObject(sts)
-	if _, err := r.reconcile(ctx, &appsv1.StatefulSet{}, key); err != nil {
+	if err := r.Rebalance(ctx, &appsv1.StatefulSet{}, key); err != nil {
 		t.Fatal(err)
 	}
 	got := &appsv1.StatefulSet{}
@@ -370,7 +247,7 @@ func TestRebalancerMovesStatefulSetOrdinals(t *testing.T) {
 	if err := e.c.Update(ctx, got); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.reconcile(ctx, &appsv1.StatefulSet{}, key); err != nil {
+	if err := r.Rebalance(ctx, &appsv1.StatefulSet{}, key); err != nil {
 		t.Fatal(err)
 	}
 	var list corev1.PodList
@@ -396,7 +273,7 @@ func TestRebalancerWaitsForAScaleToReachThePlan(t *testing.T) {
 	if err := e.c.Update(t.Context(), d); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.reconcile(t.Context(), &appsv1.Deployment{}, client.ObjectKeyFromObject(d)); err != nil {
+	if err := r.Rebalance(t.Context(), &appsv1.Deployment{}, client.ObjectKeyFromObject(d)); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string][]string{"site1": {"1/-1", "2/-2", "3/-3", "4/-4"}, "site2": {"1/-1", "2/-2"}, "site3": {"1/-1", "2/-2", "3/-3"}}

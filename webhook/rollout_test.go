@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/federation"
 )
 
 // rolloutFixture is Deployment web (3 per site on site1..site3) whose pods were admitted
@@ -27,7 +26,7 @@ import (
 // rollout controller over the same client.
 type rolloutFixture struct {
 	e    *env
-	r    *rollout
+	r    *federation.Rollout
 	rs   *appsv1.ReplicaSet
 	next func() *corev1.Pod
 	n    int
@@ -45,7 +44,7 @@ func newRolloutFixture(t *testing.T, d *appsv1.Deployment, before ...client.Obje
 	t.Helper()
 	e := newEnv(t, before...)
 	rs, next := fleetWorkload(e, d)
-	f := &rolloutFixture{e: e, r: newRollout(e.c, e.c, e.a), rs: rs, next: next, deleted: map[string]int{}, maxRound: map[string]int{}}
+	f := &rolloutFixture{e: e, r: federation.NewRollout(e.state, e.c, e.c), rs: rs, next: next, deleted: map[string]int{}, maxRound: map[string]int{}}
 	// The Deployment controller observed the Deployment.
 	dep := &appsv1.Deployment{}
 	f.get(client.ObjectKey{Namespace: ns, Name: d.Name}, dep)
@@ -108,7 +107,7 @@ func (f *rolloutFixture) reconcile() int {
 	for _, p := range f.pods() {
 		before[p.Name] = p.Labels[vk8sv1.LabelSite]
 	}
-	if _, err := f.r.Reconcile(f.e.t.Context(), rolloutKey{Kind: "Deployment", Namespace: ns, Name: "web"}); err != nil {
+	if _, err := f.r.Reconcile(f.e.t.Context(), federation.RolloutKey{Kind: "Deployment", Namespace: ns, Name: "web"}); err != nil {
 		f.e.t.Fatal(err)
 	}
 	for _, p := range f.pods() {
@@ -368,7 +367,7 @@ func TestRollout(t *testing.T) {
 					t.Errorf("events\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(tc.wantEvents, "\n  "))
 				}
 			}
-			if got := testutil.ToFloat64(f.e.a.metrics.restarts.WithLabelValues("site2")); got != float64(tc.wantDeleted["site2"]) {
+			if got := f.e.counter("vk8s_webhook_rollout_restarts_total", "site", "site2"); got != float64(tc.wantDeleted["site2"]) {
 				t.Errorf("vk8s_webhook_rollout_restarts_total{site=site2} %v, want %d", got, tc.wantDeleted["site2"])
 			}
 		})
@@ -379,70 +378,6 @@ func mustCreateObj(f *rolloutFixture, obj client.Object) {
 	f.e.t.Helper()
 	if err := f.e.c.Create(f.e.t.Context(), obj); err != nil {
 		f.e.t.Fatal(err)
-	}
-}
-
-func TestSiteStep(t *testing.T) {
-	pod := func(name string) *corev1.Pod { return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}} }
-	names := func(ps []*corev1.Pod) []string {
-		var out []string
-		for _, x := range ps {
-			out = append(out, x.Name)
-		}
-		return out
-	}
-	for _, tc := range []struct {
-		name           string
-		pods           []rolloutPod
-		planned, maxUn int
-		wantVictims    []string
-		wantStale      int
-		wantSettled    bool
-	}{
-		{"nothing stale, all Ready: settled", []rolloutPod{{pod: pod("a"), ready: true}, {pod: pod("b"), ready: true}}, 2, 1, nil, 0, true},
-		{"one at a time", []rolloutPod{{pod: pod("a"), ready: true, stale: true}, {pod: pod("b"), ready: true, stale: true}, {pod: pod("c"), ready: true, stale: true}}, 3, 1, []string{"a"}, 3, false},
-		{"a replacement not Ready uses the budget", []rolloutPod{{pod: pod("a"), ready: false}, {pod: pod("b"), ready: true, stale: true}, {pod: pod("c"), ready: true, stale: true}}, 3, 1, nil, 2, false},
-		{"a pod being deleted and its replacement not created yet use the budget", []rolloutPod{{pod: pod("a"), terminating: true}, {pod: pod("b"), ready: true, stale: true}, {pod: pod("c"), ready: true, stale: true}}, 3, 1, nil, 2, false},
-		{"stale pods that are not Ready go first and cost nothing", []rolloutPod{{pod: pod("a"), stale: true}, {pod: pod("b"), ready: true, stale: true}, {pod: pod("c"), ready: true, stale: true}}, 3, 2, []string{"a", "b"}, 3, false},
-		{"no stale pods, but one not Ready: not settled", []rolloutPod{{pod: pod("a")}, {pod: pod("b"), ready: true}}, 2, 1, nil, 0, false},
-		{"fewer pods than planned: not settled", []rolloutPod{{pod: pod("a"), ready: true}}, 2, 1, nil, 0, false},
-		{"DaemonSets plan no count: the live pods count", []rolloutPod{{pod: pod("a"), ready: true, stale: true}, {pod: pod("b"), ready: true}}, 0, 1, []string{"a"}, 1, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			victims, staleCount, settled := siteStep(tc.pods, tc.planned, tc.maxUn)
-			if !slices.Equal(names(victims), tc.wantVictims) || staleCount != tc.wantStale || settled != tc.wantSettled {
-				t.Errorf("siteStep: victims %v, stale %d, settled %v; want %v, %d, %v", names(victims), staleCount, settled, tc.wantVictims, tc.wantStale, tc.wantSettled)
-			}
-		})
-	}
-	for _, tc := range []struct {
-		v       *intstr.IntOrString
-		planned int
-		want    int
-	}{
-		{nil, 3, 1}, {nil, 8, 2}, {ptr.To(intstr.FromString("50%")), 3, 1}, {ptr.To(intstr.FromString("100%")), 3, 3},
-		{ptr.To(intstr.FromInt32(0)), 3, 1}, {ptr.To(intstr.FromInt32(2)), 3, 2},
-	} {
-		if got := maxUnavailableOf(tc.v, defaultMaxUnavailable, tc.planned); got != tc.want {
-			t.Errorf("maxUnavailableOf(%v, %d) = %d, want %d", tc.v, tc.planned, got, tc.want)
-		}
-	}
-}
-
-func TestOverrideStamp(t *testing.T) {
-	o := canary([]string{"site2"}, nil, "nginx:2")
-	same := o.DeepCopy()
-	same.Spec.SiteList = []string{"site1", "site3"}
-	same.Spec.DeploymentSpec.Replicas = ptr.To[int32](5)
-	same.Spec.DeploymentSpec.Template.Labels["z"] = "1"
-	same.Spec.DeploymentSpec.Template.Labels["a"] = "1"
-	o.Spec.DeploymentSpec.Template.Labels["a"] = "1"
-	o.Spec.DeploymentSpec.Template.Labels["z"] = "1"
-	image := o.DeepCopy()
-	image.Spec.DeploymentSpec.Template.Spec.Containers[0].Image = "nginx:3"
-	if overrideStamp(nil) != stampNone || overrideStamp(o) != overrideStamp(same) || overrideStamp(o) == overrideStamp(image) ||
-		overrideStamp(o) == overrideStamp(named(o.DeepCopy(), "other")) || len(overrideStamp(o)) != 10 {
-		t.Errorf("stamps: none %s, o %s, same but site list and replicas %s, other image %s", overrideStamp(nil), overrideStamp(o), overrideStamp(same), overrideStamp(image))
 	}
 }
 
@@ -485,24 +420,24 @@ func TestRolloutMapping(t *testing.T) {
 	f := newRolloutFixture(t, deployment("web", 1, map[string]string{vk8sv1.AnnotationOverrides: "other, canary"}), canary([]string{"site2"}, nil, "nginx:2"),
 		named(canary([]string{"site1"}, nil, "nginx:2"), "other"))
 	ctx := t.Context()
-	web := rolloutKey{Kind: "Deployment", Namespace: ns, Name: "web"}
+	web := federation.RolloutKey{Kind: "Deployment", Namespace: ns, Name: "web"}
 	o := &vk8sv1.Override{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "canary"}}
-	if got := f.r.overrideKeys(ctx, o); !slices.Equal(got, []rolloutKey{web}) {
+	if got := f.r.OverrideKeys(ctx, o); !slices.Equal(got, []federation.RolloutKey{web}) {
 		t.Errorf("Override canary maps to %v, want %v", got, web)
 	}
-	if got := f.r.overrideKeys(ctx, named(o.DeepCopy(), "unused")); len(got) != 0 {
+	if got := f.r.OverrideKeys(ctx, named(o.DeepCopy(), "unused")); len(got) != 0 {
 		t.Errorf("an Override no workload names maps to %v", got)
 	}
 	pod := f.pods()[0]
-	if got := f.r.podKeys(ctx, &pod); !slices.Equal(got, []rolloutKey{web}) {
+	if got := f.r.PodKeys(ctx, &pod); !slices.Equal(got, []federation.RolloutKey{web}) {
 		t.Errorf("a pod of web's ReplicaSet maps to %v, want %v", got, web)
 	}
-	if got := f.r.workloadKeys(ctx, f.rs); !slices.Equal(got, []rolloutKey{web}) {
+	if got := f.r.WorkloadKeys(ctx, f.rs); !slices.Equal(got, []federation.RolloutKey{web}) {
 		t.Errorf("web's ReplicaSet maps to %v, want %v", got, web)
 	}
 	sts := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db-0",
 		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "db", Controller: ptr.To(true)}}}}
-	if got := f.r.podKeys(ctx, sts); !slices.Equal(got, []rolloutKey{{Kind: "StatefulSet", Namespace: ns, Name: "db"}}) {
+	if got := f.r.PodKeys(ctx, sts); !slices.Equal(got, []federation.RolloutKey{{Kind: "StatefulSet", Namespace: ns, Name: "db"}}) {
 		t.Errorf("a StatefulSet pod maps to %v", got)
 	}
 }
@@ -512,7 +447,7 @@ func TestPlacementSkipsPodsTheRolloutDeleted(t *testing.T) {
 	// The rollout deleted a pod of site2; the cache does not show it terminating yet.
 	for _, p := range f.pods() {
 		if p.Labels[vk8sv1.LabelSite] == "site2" {
-			f.e.a.deleting.add(p.UID)
+			f.e.state.Deleted.Add(p.UID)
 			break
 		}
 	}
@@ -527,7 +462,7 @@ func TestPlacementAfterTheRolloutDeletesTheLastAdmittedPod(t *testing.T) {
 	last := &corev1.Pod{}
 	f.get(client.ObjectKey{Namespace: ns, Name: fmt.Sprintf("%s-%d", f.rs.Name, f.n)}, last)
 	site := last.Labels[vk8sv1.LabelSite]
-	if _, err := f.r.restart(t.Context(), logr.Discard(), nil, site, nil, []*corev1.Pod{last}); err != nil {
+	if err := f.r.Restart(t.Context(), nil, site, nil, []*corev1.Pod{last}); err != nil {
 		t.Fatal(err)
 	}
 	if got := pinnedSite(t, admitPod(f.e, f.next())); got != site {
@@ -543,7 +478,7 @@ func TestRolloutStatefulSet(t *testing.T) {
 	if err := e.c.Create(t.Context(), sts); err != nil {
 		t.Fatal(err)
 	}
-	r := newRollout(e.c, e.c, e.a)
+	r := federation.NewRollout(e.state, e.c, e.c)
 	// create stands in for the StatefulSet controller: it creates the missing ordinals.
 	create := func() {
 		for i := range 6 {
@@ -581,7 +516,7 @@ func TestRolloutStatefulSet(t *testing.T) {
 		if err := e.c.List(t.Context(), &before, client.InNamespace(ns)); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := r.Reconcile(t.Context(), rolloutKey{Kind: "StatefulSet", Namespace: ns, Name: "db"}); err != nil {
+		if _, err := r.Reconcile(t.Context(), federation.RolloutKey{Kind: "StatefulSet", Namespace: ns, Name: "db"}); err != nil {
 			t.Fatal(err)
 		}
 		var after corev1.PodList

@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/federation"
 	"github.com/vk8s-io/vk8s/overrides"
 )
 
@@ -53,19 +54,19 @@ func (a *admitter) validateVirtualKubernetes(ctx context.Context, req admission.
 			return admission.Allowed("")
 		}
 	}
-	ref, ok := parseVirtualSiteRef(vk.Spec.VirtualSite, ns)
+	ref, ok := overrides.ParseVirtualSiteRef(vk.Spec.VirtualSite, ns)
 	fix := fmt.Sprintf(`name a VirtualSite of this namespace or of %q, e.g. "%s/all-sites"`, a.cfg.SharedNamespace, a.cfg.SharedNamespace)
 	switch {
 	case !ok:
-		return a.deny(ctx, invalid(reasonInvalidVK, "spec.virtualSite", vk.Spec.VirtualSite, "not a virtual-site reference", fix))
+		return a.answer(ctx, federation.Invalid(reasonInvalidVK, "spec.virtualSite", vk.Spec.VirtualSite, "not a virtual-site reference", fix))
 	case ref.Namespace != ns && ref.Namespace != a.cfg.SharedNamespace:
-		return a.deny(ctx, invalid(reasonInvalidVK, "spec.virtualSite", vk.Spec.VirtualSite,
+		return a.answer(ctx, federation.Invalid(reasonInvalidVK, "spec.virtualSite", vk.Spec.VirtualSite,
 			fmt.Sprintf("namespace %q is neither this namespace (%q) nor the shared one (%q)", ref.Namespace, ns, a.cfg.SharedNamespace), fix))
 	}
 	if found, err := a.exists(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, &vk8sv1.VirtualSite{}); err != nil {
-		return a.fail(ctx, err)
+		return a.answer(ctx, err)
 	} else if !found {
-		return a.deny(ctx, invalid(reasonInvalidVK, "spec.virtualSite", vk.Spec.VirtualSite,
+		return a.answer(ctx, federation.Invalid(reasonInvalidVK, "spec.virtualSite", vk.Spec.VirtualSite,
 			fmt.Sprintf("VirtualSite %s does not exist", ref), "create it first, or "+fix))
 	}
 	if req.Operation != admissionv1.Create {
@@ -73,11 +74,11 @@ func (a *admitter) validateVirtualKubernetes(ctx context.Context, req admission.
 	}
 	var list vk8sv1.VirtualKubernetesList
 	if err := a.api.List(ctx, &list, client.InNamespace(ns)); err != nil {
-		return a.fail(ctx, err)
+		return a.answer(ctx, err)
 	}
 	for _, other := range list.Items {
 		if other.Name != vk.Name {
-			return a.deny(ctx, invalid(reasonSecondVK, "metadata.name", vk.Name,
+			return a.answer(ctx, federation.Invalid(reasonSecondVK, "metadata.name", vk.Name,
 				fmt.Sprintf("namespace %s already has VirtualKubernetes %q, and a namespace has at most one", ns, other.Name),
 				fmt.Sprintf("change the default virtual-site in %q's spec.virtualSite instead, or use another namespace", other.Name)))
 		}
@@ -86,7 +87,7 @@ func (a *admitter) validateVirtualKubernetes(ctx context.Context, req admission.
 		n := &corev1.Namespace{}
 		err := a.api.Get(ctx, client.ObjectKey{Name: ns}, n)
 		if err == nil {
-			err = labelNamespace(ctx, a.client, n, vk.Name)
+			err = federation.LabelNamespace(ctx, a.client, n, vk.Name)
 		}
 		if err != nil {
 			// The namespace labeler catches up.
@@ -103,7 +104,7 @@ func (a *admitter) validateVirtualKubernetesDelete(ctx context.Context, req admi
 	}
 	ns := &corev1.Namespace{}
 	if err := a.api.Get(ctx, client.ObjectKey{Name: req.Namespace}, ns); err != nil {
-		return a.fail(ctx, client.IgnoreNotFound(err))
+		return a.answer(ctx, client.IgnoreNotFound(err))
 	}
 	if ns.DeletionTimestamp != nil || ns.Status.Phase == corev1.NamespaceTerminating {
 		// Deleting the namespace deletes everything in it; do not stand in its way.
@@ -111,14 +112,14 @@ func (a *admitter) validateVirtualKubernetesDelete(ctx context.Context, req admi
 	}
 	var list vk8sv1.VirtualKubernetesList
 	if err := a.api.List(ctx, &list, client.InNamespace(req.Namespace)); err != nil {
-		return a.fail(ctx, err)
+		return a.answer(ctx, err)
 	}
 	if len(list.Items) > 1 {
 		return admission.Allowed("another VirtualKubernetes remains")
 	}
 	names, err := a.federatedWorkloads(ctx, req.Namespace)
 	if err != nil {
-		return a.fail(ctx, err)
+		return a.answer(ctx, err)
 	}
 	if len(names) == 0 {
 		return admission.Allowed("")
@@ -128,7 +129,7 @@ func (a *admitter) validateVirtualKubernetesDelete(ctx context.Context, req admi
 	if len(shown) > 10 {
 		shown, more = shown[:10], fmt.Sprintf(" and %d more", len(names)-10)
 	}
-	return a.deny(ctx, &rejection{reason: reasonWorkloadsRemain, msg: fmt.Sprintf(
+	return a.answer(ctx, &federation.Rejection{Reason: reasonWorkloadsRemain, Message: fmt.Sprintf(
 		"VirtualKubernetes %q: cannot be deleted while namespace %s has federated workloads: %s%s; "+
 			"delete them first (kubectl -n %s delete %s), or delete the namespace",
 		vk.Name, req.Namespace, strings.Join(shown, ", "), more, req.Namespace, strings.Join(shown, " "))})
@@ -174,7 +175,7 @@ func (a *admitter) namespaceWorkloads(ctx context.Context, namespace string, mor
 			if !ok {
 				return nil, fmt.Errorf("unexpected item %T", it)
 			}
-			if ownedByWorkload(obj) || (asWorkload(obj) == nil && controller(obj) != nil) {
+			if federation.OwnedByWorkload(obj) || (asWorkload(obj) == nil && metav1.GetControllerOfNoCopy(obj) != nil) {
 				continue
 			}
 			out = append(out, obj)
@@ -208,7 +209,7 @@ func (a *admitter) validateOverride(ctx context.Context, req admission.Request) 
 	}
 	var sites vk8sv1.SiteList
 	if err := a.cache.List(ctx, &sites); err != nil {
-		return a.fail(ctx, err)
+		return a.answer(ctx, err)
 	}
 	names := sets.New[string]()
 	for _, s := range sites.Items {
@@ -216,16 +217,16 @@ func (a *admitter) validateOverride(ctx context.Context, req admission.Request) 
 	}
 	errs, warnings := overrides.ValidateOverride(o, names)
 	if len(errs) > 0 {
-		return a.deny(ctx, &rejection{reason: reasonInvalidOverride, msg: fmt.Sprintf("Override %q is invalid: %s", o.Name, joinErrs(errs.ToAggregate().Errors()))})
+		return a.answer(ctx, &federation.Rejection{Reason: reasonInvalidOverride, Message: fmt.Sprintf("Override %q is invalid: %s", o.Name, joinErrs(errs.ToAggregate().Errors()))})
 	}
 	users, err := a.workloadsNaming(ctx, req.Namespace, o.Name)
 	if err != nil {
-		return a.fail(ctx, err)
+		return a.answer(ctx, err)
 	}
 	for _, w := range users {
 		errs, warns := overrides.ValidateOverrideForWorkload(o, w.selector)
 		if len(errs) > 0 {
-			return a.deny(ctx, &rejection{reason: reasonInvalidOverride, msg: fmt.Sprintf(
+			return a.answer(ctx, &federation.Rejection{Reason: reasonInvalidOverride, Message: fmt.Sprintf(
 				"Override %q does not fit %s %q, which names it in %s: %s; fix the Override, or remove it from the workload's list first",
 				o.Name, w.kind, w.obj.GetName(), vk8sv1.AnnotationOverrides, joinErrs(errs.ToAggregate().Errors()))})
 		}
@@ -266,7 +267,7 @@ func (a *admitter) validateFlavor(ctx context.Context, req admission.Request) ad
 		return admission.Errored(http.StatusBadRequest, err)
 	}
 	if errs := overrides.ValidateFlavor(f); len(errs) > 0 {
-		return a.deny(ctx, &rejection{reason: reasonInvalidFlavor, msg: fmt.Sprintf("WorkloadFlavor %q is invalid: %s", f.Name, joinErrs(errs.ToAggregate().Errors()))})
+		return a.answer(ctx, &federation.Rejection{Reason: reasonInvalidFlavor, Message: fmt.Sprintf("WorkloadFlavor %q is invalid: %s", f.Name, joinErrs(errs.ToAggregate().Errors()))})
 	}
 	return admission.Allowed("")
 }
@@ -284,9 +285,9 @@ func (a *admitter) validateAutoscaler(ctx context.Context, req admission.Request
 	if gv.Group != "apps" || kind == "" {
 		return admission.Allowed("not a workload vk8s federates")
 	}
-	vk, err := a.resolver.virtualKubernetes(ctx, req.Namespace)
+	vk, err := a.state.Resolver.VirtualKubernetes(ctx, req.Namespace)
 	if err != nil {
-		return a.fail(ctx, err)
+		return a.answer(ctx, err)
 	}
 	if vk == nil {
 		return admission.Allowed("not a vK8s namespace")
@@ -298,7 +299,7 @@ func (a *admitter) validateAutoscaler(ctx context.Context, req admission.Request
 			what += fmt.Sprintf(" (%s replicas per site, on %s)", r, target.GetAnnotations()[vk8sv1.AnnotationPlacement])
 		}
 	}
-	return a.deny(ctx, invalid(reasonAutoscaler, "spec.scaleTargetRef", ref.Kind+"/"+ref.Name,
+	return a.answer(ctx, federation.Invalid(reasonAutoscaler, "spec.scaleTargetRef", ref.Kind+"/"+ref.Name,
 		what+": its spec.replicas is the total over its sites, and a HorizontalPodAutoscaler would scale every site at once from the metrics of all of them; vk8s does not autoscale per site yet",
 		"remove the HorizontalPodAutoscaler, and scale with kubectl scale (the total) or the vk8s.io/replicas-per-site annotation"))
 }
@@ -328,15 +329,15 @@ func (a *admitter) validateOutside(ctx context.Context, req admission.Request) a
 		// Unchanged since before: controllers writing the object must not be stopped.
 		return admission.Allowed("")
 	}
-	vk, err := a.resolver.virtualKubernetes(ctx, req.Namespace)
+	vk, err := a.state.Resolver.VirtualKubernetes(ctx, req.Namespace)
 	if err != nil {
-		return a.fail(ctx, err)
+		return a.answer(ctx, err)
 	}
 	if vk != nil {
-		return a.deny(ctx, invalid(reasonNotVK8sNamespace, annotationPath(key), obj.Annotations[key],
+		return a.answer(ctx, federation.Invalid(reasonNotVK8sNamespace, federation.AnnotationPath(key), obj.Annotations[key],
 			fmt.Sprintf("namespace %s is becoming a vK8s namespace (VirtualKubernetes %q) this very moment", req.Namespace, vk.Name), "retry in a second"))
 	}
-	return a.deny(ctx, invalid(reasonNotVK8sNamespace, annotationPath(key), obj.Annotations[key],
+	return a.answer(ctx, federation.Invalid(reasonNotVK8sNamespace, federation.AnnotationPath(key), obj.Annotations[key],
 		fmt.Sprintf("namespace %s has no VirtualKubernetes, so vk8s does not federate its workloads and the annotation would do nothing", req.Namespace),
 		fmt.Sprintf("enable the namespace with a VirtualKubernetes (e.g. kind: VirtualKubernetes, metadata.namespace: %s, spec.virtualSite: %s/all-sites), or remove the annotation",
 			req.Namespace, a.cfg.SharedNamespace)))

@@ -1,7 +1,6 @@
 package webhook
 
 import (
-	"context"
 	"maps"
 	"net"
 	"testing"
@@ -11,11 +10,9 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	admissionv1 "k8s.io/api/admission/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 )
@@ -192,50 +189,6 @@ func TestRegistrarInjectsIntoTemplatedConfigurations(t *testing.T) {
 }
 
 func ptrTo[T any](v T) *T { return &v }
-
-func TestNamespaceLabeler(t *testing.T) {
-	e := newEnv(t,
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "fresh"}},
-		&vk8sv1.VirtualKubernetes{ObjectMeta: metav1.ObjectMeta{Namespace: "fresh", Name: "edge"}, Spec: vk8sv1.VirtualKubernetesSpec{VirtualSite: "shared/all-sites"}},
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "stale", Labels: map[string]string{vk8sv1.LabelVirtualKubernetes: "gone"}}},
-	)
-	l := &namespaceLabeler{client: e.c, now: e.clock.now, unbacked: map[string]time.Time{}}
-	reconcileNS := func(name string) reconcile.Result {
-		t.Helper()
-		res, err := l.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKey{Name: name}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res
-	}
-	label := func(name string) (string, bool) {
-		n := &corev1.Namespace{}
-		_ = e.c.Get(t.Context(), client.ObjectKey{Name: name}, n)
-		v, ok := n.Labels[vk8sv1.LabelVirtualKubernetes]
-		return v, ok
-	}
-	reconcileNS("fresh")
-	if v, _ := label("fresh"); v != "edge" {
-		t.Errorf("fresh: label %q, want edge", v)
-	}
-	// A label without a VirtualKubernetes stays for the grace period (its creation may be
-	// on the way), then goes.
-	if res := reconcileNS("stale"); res.RequeueAfter != labelGrace {
-		t.Errorf("requeue after %s, want %s", res.RequeueAfter, labelGrace)
-	}
-	if _, ok := label("stale"); !ok {
-		t.Error("the label went at once")
-	}
-	e.clock.add(labelGrace)
-	reconcileNS("stale")
-	if _, ok := label("stale"); ok {
-		t.Error("the label stayed after the grace period")
-	}
-	reconcileNS("plain")
-	if _, ok := label("plain"); ok {
-		t.Error("a namespace without VirtualKubernetes was labelled")
-	}
-}
 
 func TestAdmissionSpans(t *testing.T) {
 	e := newEnv(t)

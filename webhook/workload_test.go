@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/federation"
 )
 
 func podTemplate(app string) corev1.PodTemplateSpec {
@@ -380,6 +381,14 @@ func TestWorkloadKinds(t *testing.T) {
 
 func TestScale(t *testing.T) {
 	e := newEnv(t)
+	// The refresher's queue, as admission hands it the scales; the first one is kept.
+	refreshed := make(chan federation.RefreshItem, 1)
+	e.a.refresh = func(item federation.RefreshItem) {
+		select {
+		case refreshed <- item:
+		default:
+		}
+	}
 	d := created(e, deployment("web", 3, nil))
 	if err := e.c.Create(t.Context(), d); err != nil {
 		t.Fatal(err)
@@ -420,20 +429,14 @@ func TestScale(t *testing.T) {
 		})
 	}
 	// Each admitted scale (not dry-run) asks for vk8s.io/replicas-per-site to follow.
-	got := make(chan refreshItem, 1)
-	go func() {
-		item, _ := e.a.refresh.queue.Get()
-		got <- item
-	}()
 	select {
-	case item := <-got:
-		if item.kind != "Deployment" || item.name != "web" || item.total != 15 || item.r != 5 {
+	case item := <-refreshed:
+		if item.Kind != "Deployment" || item.Name != "web" || item.Total != 15 || item.R != 5 {
 			t.Errorf("first refresh %+v, want web to 15 (5 per site)", item)
 		}
 	case <-time.After(5 * time.Second):
 		t.Error("no refresh queued after a scale")
 	}
-	e.a.refresh.queue.ShutDown()
 }
 
 func TestRefresherRecordsR(t *testing.T) {
@@ -443,7 +446,7 @@ func TestRefresherRecordsR(t *testing.T) {
 	if err := e.c.Create(t.Context(), d); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.a.refresh.refresh(t.Context(), refreshItem{kind: "Deployment", namespace: ns, name: "web", total: 12, r: 4}); err != nil {
+	if err := e.state.Refresher.Refresh(t.Context(), federation.RefreshItem{Kind: "Deployment", Namespace: ns, Name: "web", Total: 12, R: 4}); err != nil {
 		t.Fatal(err)
 	}
 	got := &appsv1.Deployment{}

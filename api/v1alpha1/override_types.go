@@ -64,7 +64,15 @@ type OverrideSpec struct {
 
 // OverrideStatus is the observed state of an Override.
 type OverrideStatus struct {
-	// conditions: Ready when every listed site exists.
+	// sites are the Sites of siteList that exist, sorted: where the Override applies to the
+	// workloads that name it.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=10000
+	// +kubebuilder:validation:items:MaxLength=253
+	Sites []string `json:"sites,omitempty"`
+
+	// conditions: Ready when the Override is valid and every listed Site exists.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -80,7 +88,7 @@ type OverrideStatus struct {
 // Overrides, in order, in the ves.io/overrides annotation; per site the first match wins.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:categories=vk8s,shortName=ovr
+// +kubebuilder:resource:categories=vk8s-all,shortName=ovr
 // +kubebuilder:printcolumn:name="Sites",type=string,JSONPath=`.spec.siteList`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

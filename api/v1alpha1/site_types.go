@@ -117,7 +117,7 @@ type SiteStatus struct {
 // Site registers one remote Kubernetes cluster, or a node-selected part of one.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:scope=Cluster,categories=vk8s
+// +kubebuilder:resource:scope=Cluster,categories=vk8s-all
 // +kubebuilder:printcolumn:name="Type",type=string,JSONPath=`.spec.type`
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.nodeMode`
 // +kubebuilder:printcolumn:name="Connected",type=string,JSONPath=`.status.conditions[?(@.type=="Connected")].status`

@@ -52,7 +52,7 @@ type VirtualKubernetesStatus struct {
 // of its default virtual-site. At most one per namespace.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:categories=vk8s,shortName=vk8s
+// +kubebuilder:resource:categories=vk8s-all,shortName=vk8s
 // +kubebuilder:printcolumn:name="Virtual-Site",type=string,JSONPath=`.spec.virtualSite`
 // +kubebuilder:printcolumn:name="Site-Namespace",type=string,JSONPath=`.status.siteNamespace`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`

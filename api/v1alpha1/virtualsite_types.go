@@ -40,7 +40,7 @@ type VirtualSiteStatus struct {
 // VirtualSite is a label selector over Sites, referenced by workloads as <namespace>/<name>.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:categories=vk8s,shortName=vsite
+// +kubebuilder:resource:categories=vk8s-all,shortName=vsite
 // +kubebuilder:printcolumn:name="Type",type=string,JSONPath=`.spec.siteType`
 // +kubebuilder:printcolumn:name="Sites",type=integer,JSONPath=`.status.siteCount`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`

@@ -34,9 +34,10 @@ type WorkloadFlavorStatus struct {
 // it in the ves.io/workload-flavor annotation.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:scope=Cluster,categories=vk8s,shortName=flavor
+// +kubebuilder:resource:scope=Cluster,categories=vk8s-all,shortName=flavor
 // +kubebuilder:printcolumn:name="CPU",type=string,JSONPath=`.spec.cpu`
 // +kubebuilder:printcolumn:name="Memory",type=string,JSONPath=`.spec.memory`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type WorkloadFlavor struct {
 	metav1.TypeMeta   `json:",inline"`

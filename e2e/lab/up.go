@@ -13,31 +13,16 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	"github.com/vk8s-io/vk8s/api/crds"
-	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/api/scheme"
 )
-
-// Scheme knows the kinds the lab reads and writes.
-func Scheme() (*runtime.Scheme, error) {
-	s := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{
-		clientgoscheme.AddToScheme, apiextensionsv1.AddToScheme, vk8sv1.AddToScheme,
-	} {
-		if err := add(s); err != nil {
-			return nil, err
-		}
-	}
-	return s, nil
-}
 
 // Client returns a client for the host or a site.
 func (l *Lab) Client(cluster string) (client.Client, error) {
@@ -45,7 +30,7 @@ func (l *Lab) Client(cluster string) (client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := Scheme()
+	s, err := scheme.New()
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vk8s-io/vk8s/api/scheme"
+
 	"github.com/vk8s-io/vk8s/translate"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,7 +25,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	k8sfake "k8s.io/client-go/kubernetes/fake"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	clienttesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -84,12 +85,9 @@ func (f *fakeSites) Client(site string) (kubernetes.Interface, string, error) {
 
 var errDown = fmt.Errorf("site site2: %w: %w: Unreachable: dial tcp 10.0.0.2:6443: connect: connection refused", sitereg.ErrSiteNotConnected, sitereg.ErrSiteDown)
 
-func scheme(t testing.TB) *runtime.Scheme {
-	s := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		t.Fatal(err)
-	}
-	if err := vk8sv1.AddToScheme(s); err != nil {
+func newScheme(t testing.TB) *runtime.Scheme {
+	s, err := scheme.New()
+	if err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -125,7 +123,7 @@ type env struct {
 
 func newEnv(t *testing.T, sites *fakeSites, objs ...client.Object) *env {
 	e := &env{t: t, sites: sites, recorder: events.NewFakeRecorder(100), now: time.Now()}
-	e.host = fake.NewClientBuilder().WithScheme(scheme(t)).
+	e.host = fake.NewClientBuilder().WithScheme(newScheme(t)).
 		WithStatusSubresource(&vk8sv1.VirtualSite{}, &vk8sv1.VirtualKubernetes{}).
 		WithIndex(&vk8sv1.VirtualKubernetes{}, indexVirtualSite, indexVirtualSiteRef).
 		WithIndex(&vk8sv1.VirtualKubernetes{}, indexSite, indexSites).

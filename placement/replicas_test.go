@@ -1,7 +1,8 @@
-package overrides
+package placement
 
 import (
 	"errors"
+	"k8s.io/utils/ptr"
 	"math"
 	"reflect"
 	"testing"
@@ -70,14 +71,14 @@ func TestScaleJob(t *testing.T) {
 		wantErr            string
 		wantErrIs          error
 	}{
-		{name: "both", parallelism: ptr(int32(2)), compl: ptr(int32(4)), sites: 3, wantP: ptr(int32(6)), wantC: ptr(int32(12))},
-		{name: "work queue", parallelism: ptr(int32(2)), sites: 3, wantP: ptr(int32(6))},
-		{name: "defaulted parallelism", compl: ptr(int32(1)), sites: 3, wantP: ptr(int32(3)), wantC: ptr(int32(3))},
-		{name: "zero parallelism (suspended by hand)", parallelism: ptr(int32(0)), compl: ptr(int32(5)), sites: 2, wantP: ptr(int32(0)), wantC: ptr(int32(10))},
-		{name: "no sites", parallelism: ptr(int32(1)), sites: 0, wantErr: "scale job: the workload has no sites", wantErrIs: ErrNoSites},
-		{name: "negative", parallelism: ptr(int32(-1)), sites: 2, wantErr: "scale job: parallelism -1: must be 0 or more"},
+		{name: "both", parallelism: ptr.To[int32](2), compl: ptr.To[int32](4), sites: 3, wantP: ptr.To[int32](6), wantC: ptr.To[int32](12)},
+		{name: "work queue", parallelism: ptr.To[int32](2), sites: 3, wantP: ptr.To[int32](6)},
+		{name: "defaulted parallelism", compl: ptr.To[int32](1), sites: 3, wantP: ptr.To[int32](3), wantC: ptr.To[int32](3)},
+		{name: "zero parallelism (suspended by hand)", parallelism: ptr.To[int32](0), compl: ptr.To[int32](5), sites: 2, wantP: ptr.To[int32](0), wantC: ptr.To[int32](10)},
+		{name: "no sites", parallelism: ptr.To[int32](1), sites: 0, wantErr: "scale job: the workload has no sites", wantErrIs: ErrNoSites},
+		{name: "negative", parallelism: ptr.To[int32](-1), sites: 2, wantErr: "scale job: parallelism -1: must be 0 or more"},
 		{
-			name: "overflow", parallelism: ptr(int32(1)), compl: ptr(int32(math.MaxInt32)), sites: 2,
+			name: "overflow", parallelism: ptr.To[int32](1), compl: ptr.To[int32](math.MaxInt32), sites: 2,
 			wantErr: "scale job: completions 2147483647 on 2 sites makes 4294967294, more than the Job can hold (2147483647)",
 		},
 	} {
@@ -171,4 +172,16 @@ func deref(p *int32) any {
 		return nil
 	}
 	return *p
+}
+
+func checkErr(t *testing.T, err error, want string) {
+	t.Helper()
+	switch {
+	case want == "" && err != nil:
+		t.Fatalf("unexpected error: %v", err)
+	case want != "" && err == nil:
+		t.Fatalf("no error, want %s", want)
+	case want != "" && err.Error() != want:
+		t.Fatalf("error:\n got %s\nwant %s", err, want)
+	}
 }

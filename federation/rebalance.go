@@ -1,7 +1,6 @@
-package webhook
+package federation
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -20,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -30,14 +30,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/placement"
 )
 
-// excessDeletionCost is the controller.kubernetes.io/pod-deletion-cost of a pod its site
-// has too many of (minus its slot): far below admission's -slot, so a ReplicaSet that
-// scales down removes the surplus of every site before any pod a site needs.
-const excessDeletionCost = -1_000_000
-
-// rebalancer converges the per-site pod counts of federated workloads on their plan (SPEC
+// Rebalancer converges the per-site pod counts of federated workloads on their plan (SPEC
 // §4: "A rebalancer controller converges counts after scale-down, site set changes and
 // concurrent admissions"). Admission places every new pod at the largest deficit, so the
 // rebalancer only ever removes pods: it
@@ -46,8 +42,8 @@ const excessDeletionCost = -1_000_000
 //     site came or went) by writing its vk8s.io/placement, which makes workload admission
 //     recompute spec.replicas and the plan; the pods a removed site must give up are
 //     marked with a low deletion cost first, so the ReplicaSet's scale-down takes them;
-//   - marks the surplus pods of every site with excessDeletionCost, so any scale-down
-//     takes them first;
+//   - marks the surplus pods of every site with placement.ExcessDeletionCost, so any
+//     scale-down takes them first;
 //   - deletes surplus pods while a reachable site lacks pods and the ReplicaSet is
 //     settled, at most maxUnavailable at a time: the ReplicaSet recreates them and
 //     admission places them where they are missing. A pod never moves towards a site
@@ -56,11 +52,13 @@ const excessDeletionCost = -1_000_000
 // StatefulSets are re-planned too, and a pod whose ordinal's block moved to another
 // reachable site is deleted, one at a time, so that it comes back there; DaemonSets and
 // Jobs are not its business (a DaemonSet follows its nodes, a Job's pods end).
-type rebalancer struct {
-	a   *admitter
-	c   client.Client
+type Rebalancer struct {
+	s   *State
 	log logr.Logger
 }
+
+// NewRebalancer returns the rebalancer over s.
+func NewRebalancer(s *State, log logr.Logger) *Rebalancer { return &Rebalancer{s: s, log: log} }
 
 // rebalancedKind is a kind the rebalancer reconciles.
 type rebalancedKind struct {
@@ -77,7 +75,7 @@ var rebalancedKinds = []rebalancedKind{
 // setupRebalancer registers one controller per kind of rebalancedKinds. Sites count when
 // their labels, type or connection change (not at every heartbeat); VirtualSites,
 // VirtualKubernetes and Overrides when their spec does.
-func setupRebalancer(mgr ctrl.Manager, a *admitter) error {
+func setupRebalancer(mgr ctrl.Manager, s *State) error {
 	siteChanged := predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 		o, n := e.ObjectOld.(*vk8sv1.Site), e.ObjectNew.(*vk8sv1.Site)
 		return !maps.Equal(o.Labels, n.Labels) || o.Spec.Type != n.Spec.Type || connected(o) != connected(n)
@@ -86,18 +84,18 @@ func setupRebalancer(mgr ctrl.Manager, a *admitter) error {
 	for _, k := range rebalancedKinds {
 		obj := k.newObj()
 		kind := strings.ToLower(goKind(obj))
-		r := &rebalancer{a: a, c: mgr.GetClient(), log: mgr.GetLogger().WithName("rebalancer")}
+		r := NewRebalancer(s, mgr.GetLogger().WithName("rebalancer"))
 		all := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
-			return r.federated(ctx, k.newList(), "")
+			return r.Federated(ctx, k.newList(), "")
 		})
 		inNamespace := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
-			return r.federated(ctx, k.newList(), o.GetNamespace())
+			return r.Federated(ctx, k.newList(), o.GetNamespace())
 		})
 		err := builder.ControllerManagedBy(mgr).
-			Named(a.cfg.Name+"-rebalance-"+kind).
+			Named(s.Name+"-rebalance-"+kind).
 			For(obj).
 			Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, p client.Object) []reconcile.Request {
-				return r.podWorkload(ctx, p, obj)
+				return r.PodWorkload(ctx, p, obj)
 			})).
 			Watches(&vk8sv1.Site{}, all, builder.WithPredicates(siteChanged)).
 			Watches(&vk8sv1.VirtualSite{}, all, specChanged).
@@ -105,7 +103,7 @@ func setupRebalancer(mgr ctrl.Manager, a *admitter) error {
 			Watches(&vk8sv1.Override{}, inNamespace, specChanged).
 			WithOptions(crcontroller.Options{MaxConcurrentReconciles: 4}).
 			Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-				return r.reconcile(ctx, k.newObj(), req.NamespacedName)
+				return reconcile.Result{}, r.Rebalance(ctx, k.newObj(), req.NamespacedName)
 			}))
 		if err != nil {
 			return fmt.Errorf("rebalancer for %ss: %w", kind, err)
@@ -117,16 +115,16 @@ func setupRebalancer(mgr ctrl.Manager, a *admitter) error {
 // goKind is the kind of an apps/v1 object by its Go type: Deployment, ReplicaSet, ...
 func goKind(obj client.Object) string { return strings.TrimPrefix(fmt.Sprintf("%T", obj), "*v1.") }
 
-// federated lists the federated workloads of list's kind (in namespace, or everywhere):
+// Federated lists the federated workloads of list's kind (in namespace, or everywhere):
 // the admitted ones (with a plan) that no other workload owns.
-func (r *rebalancer) federated(ctx context.Context, list client.ObjectList, namespace string) []reconcile.Request {
-	if err := r.a.cache.List(ctx, list, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
+func (r *Rebalancer) Federated(ctx context.Context, list client.ObjectList, namespace string) []reconcile.Request {
+	if err := r.s.Cache.List(ctx, list, client.InNamespace(namespace), client.UnsafeDisableDeepCopy); err != nil {
 		r.log.Error(err, "List workloads failed", "namespace", namespace)
 		return nil
 	}
 	var reqs []reconcile.Request
 	_ = meta.EachListItem(list, func(item runtime.Object) error {
-		if o := item.(client.Object); o.GetAnnotations()[vk8sv1.AnnotationPlacement] != "" && !ownedByWorkload(o) {
+		if o := item.(client.Object); o.GetAnnotations()[vk8sv1.AnnotationPlacement] != "" && !OwnedByWorkload(o) {
 			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o)})
 		}
 		return nil
@@ -134,10 +132,10 @@ func (r *rebalancer) federated(ctx context.Context, list client.ObjectList, name
 	return reqs
 }
 
-// podWorkload maps a federated pod to its workload of kind obj's: a ReplicaSet's
+// PodWorkload maps a federated pod to its workload of kind obj's: a ReplicaSet's
 // Deployment, a bare ReplicaSet, a StatefulSet.
-func (r *rebalancer) podWorkload(ctx context.Context, p client.Object, obj client.Object) []reconcile.Request {
-	ref := controller(p)
+func (r *Rebalancer) PodWorkload(ctx context.Context, p client.Object, obj client.Object) []reconcile.Request {
+	ref := metav1.GetControllerOfNoCopy(p)
 	if ref == nil {
 		return nil
 	}
@@ -154,10 +152,10 @@ func (r *rebalancer) podWorkload(ctx context.Context, p client.Object, obj clien
 			return nil
 		}
 		rs := &appsv1.ReplicaSet{}
-		if err := r.a.cache.Get(ctx, types.NamespacedName{Namespace: p.GetNamespace(), Name: ref.Name}, rs); err != nil {
+		if err := r.s.Cache.Get(ctx, types.NamespacedName{Namespace: p.GetNamespace(), Name: ref.Name}, rs); err != nil {
 			return nil
 		}
-		up := controller(rs)
+		up := metav1.GetControllerOfNoCopy(rs)
 		_, wantDeployment := obj.(*appsv1.Deployment)
 		switch {
 		case up != nil && up.Kind == "Deployment" && wantDeployment:
@@ -169,9 +167,23 @@ func (r *rebalancer) podWorkload(ctx context.Context, p client.Object, obj clien
 	return nil
 }
 
-// reconcile converges one workload.
-func (r *rebalancer) reconcile(ctx context.Context, obj client.Object, key types.NamespacedName) (_ reconcile.Result, err error) {
-	ctx, span := r.a.tracer.Start(ctx, "rebalance "+goKind(obj), trace.WithAttributes(
+// replicasOf returns spec.replicas of the kinds the rebalancer reconciles, and whether
+// their pods are ordinals (StatefulSets).
+func replicasOf(obj client.Object) (replicas *int32, ordered, ok bool) {
+	switch o := obj.(type) {
+	case *appsv1.Deployment:
+		return o.Spec.Replicas, false, true
+	case *appsv1.ReplicaSet:
+		return o.Spec.Replicas, false, true
+	case *appsv1.StatefulSet:
+		return o.Spec.Replicas, true, true
+	}
+	return nil, false, false
+}
+
+// Rebalance converges one workload, read into obj.
+func (r *Rebalancer) Rebalance(ctx context.Context, obj client.Object, key types.NamespacedName) (err error) {
+	ctx, span := r.s.tracer.Start(ctx, "rebalance "+goKind(obj), trace.WithAttributes(
 		attribute.String("k8s.namespace.name", key.Namespace), attribute.String("vk8s.object.name", key.Name)))
 	defer func() {
 		if err != nil {
@@ -179,106 +191,108 @@ func (r *rebalancer) reconcile(ctx context.Context, obj client.Object, key types
 		}
 		span.End()
 	}()
-	if err := r.a.cache.Get(ctx, key, obj); err != nil {
-		return reconcile.Result{}, client.IgnoreNotFound(err)
+	if err := r.s.Cache.Get(ctx, key, obj); err != nil {
+		return client.IgnoreNotFound(err)
 	}
-	w := asWorkload(obj)
-	if obj.GetDeletionTimestamp() != nil || w == nil || w.replicas == nil || ownedByWorkload(obj) {
-		return reconcile.Result{}, nil
+	replicas, ordered, ok := replicasOf(obj)
+	if obj.GetDeletionTimestamp() != nil || !ok || OwnedByWorkload(obj) {
+		return nil
 	}
 	annotations := obj.GetAnnotations()
 	current := annotations[vk8sv1.AnnotationPlacement]
 	if current == "" {
 		// Not admitted as a federated workload (yet): admission federates it at its next write.
-		return reconcile.Result{}, nil
+		return nil
 	}
-	cur, err := ParsePlacement(current)
-	if err != nil || cur.Total() != valueOr(*w.replicas, 1) {
+	cur, err := placement.ParseLayout(current)
+	if err != nil || cur.Total() != ptr.Deref(replicas, 1) {
 		// A write through the scale subresource is on its way to the annotations (the
-		// webhook's refresher): converge on the plan once it is there.
-		return reconcile.Result{}, nil
+		// refresher): converge on the plan once it is there.
+		return nil
 	}
-	fed, rej, err := r.a.resolver.resolve(ctx, key.Namespace, annotations, lenientAll)
-	if err != nil {
-		return reconcile.Result{}, err
-	}
-	if rej != nil || fed == nil || len(fed.sites) == 0 {
+	fed, err := r.s.Resolver.Resolve(ctx, key.Namespace, annotations, Lenient)
+	switch {
+	case IsRejection(err):
 		// Admission would refuse the workload's next write: nothing to converge on.
-		return reconcile.Result{}, nil
+		return nil
+	case err != nil:
+		return err
+	case fed == nil || len(fed.Sites) == 0:
+		return nil
 	}
 	perSite, err := strconv.ParseInt(annotations[vk8sv1.AnnotationReplicasPerSite], 10, 32)
 	if err != nil || perSite < 0 {
-		return reconcile.Result{}, nil
+		return nil
 	}
-	plan, err := fed.plan(int32(perSite))
+	plan, err := fed.Plan(int32(perSite))
 	if err != nil {
-		return reconcile.Result{}, nil
+		return nil
 	}
 	var previous []string
-	if w.ordered {
+	if ordered {
 		previous = cur.Sites
 	}
-	want := newPlacement(plan, previous)
-	log := r.log.WithValues("kind", w.kind, "workload", key)
+	want := placement.NewLayout(plan, previous)
+	log := r.log.WithValues("kind", goKind(obj), "workload", key)
 	ctx = ctrl.LoggerInto(ctx, log)
 
-	var pods []rebalancePod
+	var pods []placement.RebalancePod
 	var rs *appsv1.ReplicaSet
-	if !w.ordered {
+	if !ordered {
 		rs, err = r.settledReplicaSet(ctx, obj)
 		if err != nil {
-			return reconcile.Result{}, err
+			return err
 		}
 		if rs != nil {
 			if pods, err = r.pods(ctx, rs); err != nil {
-				return reconcile.Result{}, err
+				return err
 			}
 		}
 	}
-	decision := decideRebalance(want.Counts, pods, r.reachable(ctx), maxUnavailable(obj, want.Total()))
-	if err := r.markExcess(ctx, key.Namespace, decision.costs); err != nil {
-		return reconcile.Result{}, err
+	decision := placement.Rebalance(want.Counts, pods, r.reachable(ctx), maxUnavailable(obj, want.Total()))
+	if err := r.markExcess(ctx, key.Namespace, decision.Costs); err != nil {
+		return err
 	}
 
 	if want.String() != current {
 		// The sites changed: workload admission recomputes spec.replicas and the plan on
 		// any write; writing the plan the rebalancer expects is that write.
-		return reconcile.Result{}, r.replan(ctx, obj, current, want.String())
+		return r.replan(ctx, obj, current, want.String())
 	}
 	if sts, ok := obj.(*appsv1.StatefulSet); ok {
-		return reconcile.Result{}, r.moveOrdinals(ctx, sts, want)
+		return r.moveOrdinals(ctx, sts, want)
 	}
-	if rs == nil || len(decision.moves) == 0 {
-		return reconcile.Result{}, nil
+	if rs == nil || len(decision.Moves) == 0 {
+		return nil
 	}
-	if int32(len(pods)) != valueOr(rs.Spec.Replicas, 1) || decision.terminating {
+	if int32(len(pods)) != ptr.Deref(rs.Spec.Replicas, 1) || decision.Terminating {
 		// The ReplicaSet is still creating or deleting pods: wait for its pod events.
-		return reconcile.Result{}, nil
+		return nil
 	}
-	return reconcile.Result{}, r.move(ctx, obj, decision.moves)
+	return r.move(ctx, obj, decision.Moves)
 }
 
 // settledReplicaSet returns the one ReplicaSet that runs a workload's pods (a bare
 // ReplicaSet itself), or nil while a Deployment rolls out or has not caught up with its
 // spec: the Deployment controller, not the rebalancer, moves pods then.
-func (r *rebalancer) settledReplicaSet(ctx context.Context, obj client.Object) (*appsv1.ReplicaSet, error) {
+func (r *Rebalancer) settledReplicaSet(ctx context.Context, obj client.Object) (*appsv1.ReplicaSet, error) {
 	switch o := obj.(type) {
 	case *appsv1.ReplicaSet:
 		return o, nil
 	case *appsv1.Deployment:
-		want := valueOr(o.Spec.Replicas, 1)
+		want := ptr.Deref(o.Spec.Replicas, 1)
 		s := o.Status
 		if s.ObservedGeneration < o.Generation || s.Replicas != want || s.UpdatedReplicas != want {
 			return nil, nil
 		}
 		var list appsv1.ReplicaSetList
-		if err := r.a.cache.List(ctx, &list, client.InNamespace(o.Namespace)); err != nil {
+		if err := r.s.Cache.List(ctx, &list, client.InNamespace(o.Namespace)); err != nil {
 			return nil, fmt.Errorf("list ReplicaSets of Deployment %s: %w", o.Name, err)
 		}
 		var active *appsv1.ReplicaSet
 		for i := range list.Items {
 			rs := &list.Items[i]
-			if ref := controller(rs); ref == nil || ref.UID != o.UID || valueOr(rs.Spec.Replicas, 0) == 0 {
+			if ref := metav1.GetControllerOfNoCopy(rs); ref == nil || ref.UID != o.UID || ptr.Deref(rs.Spec.Replicas, 0) == 0 {
 				continue
 			}
 			if active != nil {
@@ -292,70 +306,49 @@ func (r *rebalancer) settledReplicaSet(ctx context.Context, obj client.Object) (
 }
 
 // pods returns the live pods of a ReplicaSet as the rebalancer sees them.
-func (r *rebalancer) pods(ctx context.Context, rs *appsv1.ReplicaSet) ([]rebalancePod, error) {
+func (r *Rebalancer) pods(ctx context.Context, rs *appsv1.ReplicaSet) ([]placement.RebalancePod, error) {
 	var list corev1.PodList
-	if err := r.a.cache.List(ctx, &list, client.InNamespace(rs.Namespace), client.MatchingFields{indexOwnerUID: string(rs.UID)}); err != nil {
+	if err := r.s.Cache.List(ctx, &list, client.InNamespace(rs.Namespace), client.MatchingFields{IndexPodOwner: string(rs.UID)}); err != nil {
 		return nil, fmt.Errorf("list pods of ReplicaSet %s: %w", rs.Name, err)
 	}
-	out := make([]rebalancePod, 0, len(list.Items))
+	out := make([]placement.RebalancePod, 0, len(list.Items))
 	for i := range list.Items {
 		p := &list.Items[i]
 		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}
-		slot, _ := atoiNonNegative(p.Annotations[vk8sv1.AnnotationSlot])
-		out = append(out, rebalancePod{
-			name: p.Name, uid: p.UID, site: p.Labels[vk8sv1.LabelSite], slot: slot,
-			ready: podReady(p), terminating: p.DeletionTimestamp != nil, cost: p.Annotations[corev1.PodDeletionCost],
+		out = append(out, placement.RebalancePod{
+			Name: p.Name, UID: p.UID, Site: p.Labels[vk8sv1.LabelSite], Slot: placement.Slot(p),
+			Ready: podReady(p), Terminating: p.DeletionTimestamp != nil, Cost: p.Annotations[corev1.PodDeletionCost],
 		})
 	}
 	return out, nil
 }
 
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
 // reachable says whether the provider reaches a site: its Site is connected.
-func (r *rebalancer) reachable(ctx context.Context) func(string) bool {
+func (r *Rebalancer) reachable(ctx context.Context) func(string) bool {
 	return func(site string) bool {
 		s := &vk8sv1.Site{}
-		return r.a.cache.Get(ctx, types.NamespacedName{Name: site}, s) == nil && connected(s)
+		return r.s.Cache.Get(ctx, types.NamespacedName{Name: site}, s) == nil && connected(s)
 	}
-}
-
-// connected says whether a Site's connection is up; a Site without a status yet (just
-// registered) counts as connected.
-func connected(s *vk8sv1.Site) bool {
-	c := meta.FindStatusCondition(s.Status.Conditions, vk8sv1.ConditionConnected)
-	return c == nil || c.Status == metav1.ConditionTrue
 }
 
 // maxUnavailable is how many pods of obj the rebalancer moves at once: a Deployment's
 // rolling-update maxUnavailable over its total (rounded down, at least 1), else 25%.
 func maxUnavailable(obj client.Object, total int32) int {
-	v := intstr.FromString("25%")
-	if d, ok := obj.(*appsv1.Deployment); ok && d.Spec.Strategy.RollingUpdate != nil && d.Spec.Strategy.RollingUpdate.MaxUnavailable != nil {
-		v = *d.Spec.Strategy.RollingUpdate.MaxUnavailable
+	var v *intstr.IntOrString
+	if d, ok := obj.(*appsv1.Deployment); ok && d.Spec.Strategy.RollingUpdate != nil {
+		v = d.Spec.Strategy.RollingUpdate.MaxUnavailable
 	}
-	n, err := intstr.GetScaledValueFromIntOrPercent(&v, int(total), false)
-	if err != nil || n < 1 {
-		return 1
-	}
-	return n
+	return placement.MaxUnavailable(v, intstr.FromString(placement.DefaultMaxUnavailable), int(total))
 }
 
 // markExcess sets the deletion cost of the pods in costs.
-func (r *rebalancer) markExcess(ctx context.Context, namespace string, costs map[string]string) error {
+func (r *Rebalancer) markExcess(ctx context.Context, namespace string, costs map[string]string) error {
 	for _, name := range slices.Sorted(maps.Keys(costs)) {
 		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}}
 		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, corev1.PodDeletionCost, costs[name])
-		if err := r.c.Patch(ctx, p, client.RawPatch(types.MergePatchType, []byte(patch))); client.IgnoreNotFound(err) != nil {
+		if err := r.s.Client.Patch(ctx, p, client.RawPatch(types.MergePatchType, []byte(patch))); client.IgnoreNotFound(err) != nil {
 			return fmt.Errorf("set the deletion cost of pod %s: %w", name, err)
 		}
 	}
@@ -363,18 +356,17 @@ func (r *rebalancer) markExcess(ctx context.Context, namespace string, costs map
 }
 
 // replan writes the plan the workload's sites give now; admission recomputes spec.replicas.
-func (r *rebalancer) replan(ctx context.Context, obj client.Object, from, to string) error {
+func (r *Rebalancer) replan(ctx context.Context, obj client.Object, from, to string) error {
 	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, vk8sv1.AnnotationPlacement, to)
-	if err := r.c.Patch(ctx, obj, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+	if err := r.s.Client.Patch(ctx, obj, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
 		return fmt.Errorf("re-plan %s: %w", client.ObjectKeyFromObject(obj), err)
 	}
 	got := obj.GetAnnotations()[vk8sv1.AnnotationPlacement]
-	r.a.metrics.replans.Inc()
+	r.s.metrics.replans.Inc()
 	ctrl.LoggerFrom(ctx).Info("Re-planned", "from", from, "to", got)
-	if r.a.recorder != nil {
-		r.a.recorder.Eventf(obj, nil, corev1.EventTypeNormal, "SitesChanged", "Rebalance",
-			"placement %s is now %s (spec.replicas %d)", from, got, valueOr(*asWorkload(obj).replicas, 0))
-	}
+	replicas, _, _ := replicasOf(obj)
+	r.s.event(obj, nil, corev1.EventTypeNormal, "SitesChanged", "Rebalance",
+		"placement %s is now %s (spec.replicas %d)", from, got, ptr.Deref(replicas, 0))
 	if got != to {
 		// Admission disagrees with the rebalancer's plan: say so once rather than write
 		// again and again; the next change of the workload or its sites tries again.
@@ -384,26 +376,24 @@ func (r *rebalancer) replan(ctx context.Context, obj client.Object, from, to str
 }
 
 // move deletes pods so that their ReplicaSet recreates them where pods are missing.
-func (r *rebalancer) move(ctx context.Context, obj client.Object, moves []rebalancePod) error {
+func (r *Rebalancer) move(ctx context.Context, obj client.Object, moves []placement.RebalancePod) error {
 	from := map[string]int{}
 	for _, p := range moves {
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: obj.GetNamespace(), Name: p.name}}
-		err := r.c.Delete(ctx, pod, client.Preconditions{UID: &p.uid})
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: obj.GetNamespace(), Name: p.Name}}
+		err := r.s.Client.Delete(ctx, pod, client.Preconditions{UID: &p.UID})
 		if client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("move pod %s off site %s: %w", p.name, p.site, err)
+			return fmt.Errorf("move pod %s off site %s: %w", p.Name, p.Site, err)
 		}
-		from[p.site]++
-		r.a.metrics.moves.WithLabelValues(p.site).Inc()
+		from[p.Site]++
+		r.s.metrics.moves.WithLabelValues(p.Site).Inc()
 	}
 	var parts []string
 	for _, s := range slices.Sorted(maps.Keys(from)) {
 		parts = append(parts, fmt.Sprintf("%s -%d", s, from[s]))
 	}
 	ctrl.LoggerFrom(ctx).Info("Moved pods", "pods", len(moves), "from", strings.Join(parts, ", "))
-	if r.a.recorder != nil {
-		r.a.recorder.Eventf(obj, nil, corev1.EventTypeNormal, "Rebalanced", "Rebalance",
-			"moving %d pods off sites with too many (%s) to the sites that lack them", len(moves), strings.Join(parts, ", "))
-	}
+	r.s.event(obj, nil, corev1.EventTypeNormal, "Rebalanced", "Rebalance",
+		"moving %d pods off sites with too many (%s) to the sites that lack them", len(moves), strings.Join(parts, ", "))
 	return nil
 }
 
@@ -411,117 +401,31 @@ func (r *rebalancer) move(ctx context.Context, obj client.Object, moves []rebala
 // another, reachable site (a site before it left the plan); the StatefulSet controller
 // recreates it under the same name and admission places it by its ordinal. Its volumes
 // stay on the old site: the new pod's claims are made on the new one.
-func (r *rebalancer) moveOrdinals(ctx context.Context, sts *appsv1.StatefulSet, want Placement) error {
+func (r *Rebalancer) moveOrdinals(ctx context.Context, sts *appsv1.StatefulSet, want placement.Layout) error {
 	var list corev1.PodList
-	if err := r.a.cache.List(ctx, &list, client.InNamespace(sts.Namespace), client.MatchingFields{indexOwnerUID: string(sts.UID)}); err != nil {
+	if err := r.s.Cache.List(ctx, &list, client.InNamespace(sts.Namespace), client.MatchingFields{IndexPodOwner: string(sts.UID)}); err != nil {
 		return fmt.Errorf("list pods of StatefulSet %s: %w", sts.Name, err)
 	}
 	reachable := r.reachable(ctx)
-	var misplaced []rebalancePod
+	var misplaced []placement.RebalancePod
 	for i := range list.Items {
 		p := &list.Items[i]
 		if p.DeletionTimestamp != nil {
 			// One move at a time: wait for its pod events.
 			return nil
 		}
-		ordinal, ok := ordinalOf(p)
+		ordinal, ok := placement.Ordinal(p)
 		if !ok {
 			continue
 		}
 		site, ok := want.SiteOfOrdinal(ordinal)
 		if ok && site != p.Labels[vk8sv1.LabelSite] && reachable(site) {
-			misplaced = append(misplaced, rebalancePod{name: p.Name, uid: p.UID, site: p.Labels[vk8sv1.LabelSite], slot: ordinal})
+			misplaced = append(misplaced, placement.RebalancePod{Name: p.Name, UID: p.UID, Site: p.Labels[vk8sv1.LabelSite], Slot: ordinal})
 		}
 	}
 	if len(misplaced) == 0 {
 		return nil
 	}
-	slices.SortFunc(misplaced, func(a, b rebalancePod) int { return cmp.Compare(a.slot, b.slot) })
+	slices.SortFunc(misplaced, func(a, b placement.RebalancePod) int { return a.Slot - b.Slot })
 	return r.move(ctx, sts, misplaced[:1])
-}
-
-// rebalancePod is what the rebalancer knows of a pod.
-type rebalancePod struct {
-	name        string
-	uid         types.UID
-	site        string
-	slot        int
-	ready       bool
-	terminating bool
-	cost        string
-}
-
-// rebalanceDecision is what decideRebalance chose.
-type rebalanceDecision struct {
-	// costs maps pods whose deletion cost changes to their new one.
-	costs map[string]string
-	// moves are the pods to delete, so that they come back where pods are missing.
-	moves []rebalancePod
-	// terminating says some pod is on its way out (a move or a scale-down in progress).
-	terminating bool
-}
-
-// decideRebalance compares the live pods of a ReplicaSet with the plan's counts. Every
-// site keeps its Ready pods first, then its lowest slots; what is beyond its count is
-// excess, marked with excessDeletionCost. Excess pods move (are deleted) only as far as
-// reachable sites lack pods, at most limit at once, not-ready ones first, then the highest
-// slots.
-func decideRebalance(counts map[string]int32, pods []rebalancePod, reachable func(string) bool, limit int) rebalanceDecision {
-	d := rebalanceDecision{costs: map[string]string{}}
-	bySite := map[string][]rebalancePod{}
-	for _, p := range pods {
-		if p.terminating {
-			d.terminating = true
-			continue
-		}
-		bySite[p.site] = append(bySite[p.site], p)
-	}
-	var excess []rebalancePod
-	deficit := 0
-	for _, site := range slices.Sorted(maps.Keys(bySite)) {
-		ps := bySite[site]
-		slices.SortFunc(ps, func(a, b rebalancePod) int {
-			if a.ready != b.ready {
-				if a.ready {
-					return -1
-				}
-				return 1
-			}
-			return cmp.Or(cmp.Compare(a.slot, b.slot), strings.Compare(a.name, b.name))
-		})
-		keep := int(counts[site])
-		for i, p := range ps {
-			want := strconv.Itoa(-p.slot)
-			if i >= keep {
-				excess = append(excess, p)
-				want = strconv.Itoa(excessDeletionCost - p.slot)
-			}
-			if p.cost != want && (i >= keep || isExcessCost(p.cost)) {
-				// Admission's -slot stays on kept pods; only the rebalancer's marks change.
-				d.costs[p.name] = want
-			}
-		}
-	}
-	for site, n := range counts {
-		if have := len(bySite[site]); int(n) > have && reachable(site) {
-			deficit += int(n) - have
-		}
-	}
-	slices.SortFunc(excess, func(a, b rebalancePod) int {
-		if a.ready != b.ready {
-			if a.ready {
-				return 1
-			}
-			return -1
-		}
-		return cmp.Or(cmp.Compare(b.slot, a.slot), strings.Compare(a.site, b.site), strings.Compare(a.name, b.name))
-	})
-	d.moves = excess[:min(len(excess), deficit, max(limit, 1))]
-	return d
-}
-
-// isExcessCost says whether a deletion cost is one the rebalancer set.
-func isExcessCost(v string) bool {
-	n, err := strconv.Atoi(v)
-	return err == nil && n <= excessDeletionCost
 }

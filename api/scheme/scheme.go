@@ -1,0 +1,26 @@
+// Package scheme builds the one runtime.Scheme of every vk8s process and client: the
+// kinds of client-go (core, apps, batch, ...), CustomResourceDefinitions (the lab installs
+// the vk8s.io CRDs) and vk8s.io/v1alpha1.
+package scheme
+
+import (
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+)
+
+// New returns a new scheme that knows client-go's kinds, CustomResourceDefinitions and
+// vk8s.io/v1alpha1.
+func New() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{
+		clientgoscheme.AddToScheme, apiextensionsv1.AddToScheme, vk8sv1.AddToScheme,
+	} {
+		if err := add(s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}

@@ -1,0 +1,56 @@
+package federation
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+// Rejection says why a workload, a pod or a vk8s object cannot be admitted as written: its
+// message names the field, the value and the fix, and Reason labels the webhook's
+// vk8s_webhook_rejections_total. The Resolver returns one when a workload's annotations do
+// not resolve; admission denies with it; the controllers leave such a workload alone until
+// its next write. Use errors.As to tell it from a failure of the cache or the API server.
+type Rejection struct {
+	Reason  string
+	Message string
+}
+
+func (r *Rejection) Error() string { return r.Message }
+
+// Reasons of the Resolver's rejections, values of the reason label.
+const (
+	ReasonAnnotation  = "annotation"
+	ReasonVirtualSite = "virtual-site"
+	ReasonOverride    = "override"
+	ReasonFlavor      = "flavor"
+)
+
+// Invalid returns a Rejection that reads "<field>: invalid value "<value>": <why>; <fix>",
+// the form of package overrides' annotation errors.
+func Invalid(reason, field string, value any, why, fix string) *Rejection {
+	v := fmt.Sprint(value)
+	if s, ok := value.(string); ok {
+		v = strconv.Quote(s)
+	}
+	return &Rejection{Reason: reason, Message: fmt.Sprintf("%s: invalid value %s: %s; %s", field, v, why, fix)}
+}
+
+// Reject returns err as a Rejection with reason, or err itself when it is one already:
+// the errors of packages overrides and placement name the field, the value and the fix.
+func Reject(reason string, err error) *Rejection {
+	var r *Rejection
+	if errors.As(err, &r) {
+		return r
+	}
+	return &Rejection{Reason: reason, Message: err.Error()}
+}
+
+// IsRejection says whether err is (or wraps) a Rejection.
+func IsRejection(err error) bool {
+	var r *Rejection
+	return errors.As(err, &r)
+}
+
+// AnnotationPath returns metadata.annotations["<key>"].
+func AnnotationPath(key string) string { return fmt.Sprintf("metadata.annotations[%q]", key) }

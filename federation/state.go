@@ -1,0 +1,272 @@
+package federation
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/overrides"
+	"github.com/vk8s-io/vk8s/placement"
+)
+
+// Defaults of Config.
+const (
+	DefaultName           = "vk8s-webhook"
+	DefaultReservationTTL = 30 * time.Second
+)
+
+// Config configures the state admission and the controllers share.
+type Config struct {
+	// Name prefixes the controllers' names and is the source of their Events; it must be
+	// unique per process. Empty: DefaultName.
+	Name string
+	// SharedNamespace holds the VirtualSites every workload may reference. Empty:
+	// overrides.DefaultSharedNamespace.
+	SharedNamespace string
+	// DefaultWorkloadFlavor applies to workloads without ves.io/workload-flavor. Empty:
+	// overrides.DefaultWorkloadFlavor.
+	DefaultWorkloadFlavor string
+	// ReservationTTL is how long a placement counts before its pod shows up in the cache.
+	// Zero: DefaultReservationTTL.
+	ReservationTTL time.Duration
+	// Cache reads the host from the process's informers, API reads it uncached (what the
+	// cache may not have yet), Client writes it.
+	Cache  client.Reader
+	API    client.Reader
+	Client client.Client
+	// Recorder records Events on workloads. Nil: none.
+	Recorder events.EventRecorder
+	// MetricsRegisterer receives the controllers' metrics. Nil: a registry of their own.
+	MetricsRegisterer prometheus.Registerer
+	// TracerProvider makes the rebalancer's spans. Nil: OpenTelemetry's global provider.
+	TracerProvider trace.TracerProvider
+	// Now is the clock. Nil: time.Now.
+	Now func() time.Time
+}
+
+// State is what admission and the federation controllers share in one webhook process:
+// the resolver of workloads' federation, the reservations of placement, the pods the
+// rollout deleted, and the refresher that admission of a scale hands its work to. The
+// controllers take a State, never the admission handlers' internals.
+type State struct {
+	Config
+	Resolver     *Resolver
+	Reservations *placement.Reservations
+	Deleted      *Deletions
+	Refresher    *Refresher
+
+	metrics *metrics
+	tracer  trace.Tracer
+}
+
+// New validates cfg and returns the shared state; SetupWithManager adds the controllers.
+func New(cfg Config) (*State, error) {
+	if cfg.Cache == nil || cfg.API == nil || cfg.Client == nil {
+		return nil, fmt.Errorf("federation: the cache, the API reader and the client are required")
+	}
+	cfg.Name = cmp.Or(cfg.Name, DefaultName)
+	cfg.SharedNamespace = cmp.Or(cfg.SharedNamespace, overrides.DefaultSharedNamespace)
+	cfg.DefaultWorkloadFlavor = cmp.Or(cfg.DefaultWorkloadFlavor, overrides.DefaultWorkloadFlavor)
+	cfg.ReservationTTL = cmp.Or(cfg.ReservationTTL, DefaultReservationTTL)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.MetricsRegisterer == nil {
+		cfg.MetricsRegisterer = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(cfg.MetricsRegisterer)
+	if err != nil {
+		return nil, err
+	}
+	tp := cfg.TracerProvider
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
+	s := &State{
+		Config:       cfg,
+		Resolver:     NewResolver(cfg.Cache, cfg.SharedNamespace, cfg.DefaultWorkloadFlavor),
+		Reservations: placement.NewReservations(cfg.ReservationTTL, cfg.Now),
+		Deleted:      newDeletions(cfg.Now),
+		metrics:      m,
+		tracer:       tp.Tracer("github.com/vk8s-io/vk8s/federation"),
+	}
+	s.Refresher = newRefresher(s)
+	return s, nil
+}
+
+// SetupWithManager adds to mgr the pod index the handlers and controllers read, the
+// refresher, the rebalancer, the per-site rollout, the namespace labeler and the status of
+// Overrides and WorkloadFlavors.
+func (s *State) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &corev1.Pod{}, IndexPodOwner, PodOwnerIndex); err != nil {
+		return fmt.Errorf("index pods by owner: %w", err)
+	}
+	if err := mgr.Add(s.Refresher); err != nil {
+		return err
+	}
+	if err := setupRebalancer(mgr, s); err != nil {
+		return err
+	}
+	if err := setupRollout(mgr, s); err != nil {
+		return fmt.Errorf("rollout controller: %w", err)
+	}
+	if err := setupNamespaceLabeler(mgr, s.Name); err != nil {
+		return err
+	}
+	return setupStatus(ctx, mgr, s.Name)
+}
+
+// IndexPodOwner indexes pods by the UID of their controller.
+const IndexPodOwner = "vk8s.owner-uid"
+
+// PodOwnerIndex is the index function of IndexPodOwner.
+func PodOwnerIndex(obj client.Object) []string {
+	if ref := metav1.GetControllerOfNoCopy(obj); ref != nil {
+		return []string{string(ref.UID)}
+	}
+	return nil
+}
+
+// event records an Event on regarding when there is a recorder.
+func (s *State) event(regarding, related runtime.Object, eventType, reason, action, note string, args ...any) {
+	if s.Recorder != nil {
+		s.Recorder.Eventf(regarding, related, eventType, reason, action, note, args...)
+	}
+}
+
+// OwnedByWorkload says whether obj is a ReplicaSet of a Deployment or a Job of a CronJob:
+// its owner was admitted, and writes it from its own (admitted) template.
+func OwnedByWorkload(obj metav1.Object) bool {
+	ref := metav1.GetControllerOfNoCopy(obj)
+	return ref != nil && ((ref.Kind == "Deployment" && strings.HasPrefix(ref.APIVersion, "apps/")) ||
+		(ref.Kind == "CronJob" && strings.HasPrefix(ref.APIVersion, "batch/")))
+}
+
+// podReady says whether p's Ready condition is True.
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// connected says whether a Site's connection is up; a Site without a status yet (just
+// registered) counts as connected.
+func connected(s *vk8sv1.Site) bool {
+	c := meta.FindStatusCondition(s.Status.Conditions, vk8sv1.ConditionConnected)
+	return c == nil || c.Status == metav1.ConditionTrue
+}
+
+// Deletions remembers the pods the rollout deleted until the cache shows them terminating
+// (or deletedTTL passes), so that neither the next rollout step nor the placement of
+// their replacements counts them as live: a replacement is admitted on the site whose pod
+// it replaces even when the cache lags behind the deletion.
+type Deletions struct {
+	now func() time.Time
+	mu  sync.Mutex
+	m   map[types.UID]time.Time
+}
+
+// deletedTTL is how long a pod the rollout deleted counts as terminating while the cache
+// does not show its deletion yet.
+const deletedTTL = time.Minute
+
+func newDeletions(now func() time.Time) *Deletions {
+	return &Deletions{now: now, m: map[types.UID]time.Time{}}
+}
+
+// Add records that the rollout deletes the pod uid.
+func (d *Deletions) Add(uid types.UID) {
+	d.mu.Lock()
+	d.m[uid] = d.now()
+	d.mu.Unlock()
+}
+
+func (d *Deletions) remove(uid types.UID) {
+	d.mu.Lock()
+	delete(d.m, uid)
+	d.mu.Unlock()
+}
+
+// Has says whether the rollout deleted pod and the cache does not show it terminating yet
+// (the entry is forgotten once it does).
+func (d *Deletions) Has(pod *corev1.Pod) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	at, ok := d.m[pod.UID]
+	switch {
+	case !ok:
+		return false
+	case pod.DeletionTimestamp != nil || d.now().Sub(at) > deletedTTL:
+		delete(d.m, pod.UID)
+		return false
+	}
+	return true
+}
+
+// sweep forgets the entries older than deletedTTL (pods gone before the cache showed
+// them terminating).
+func (d *Deletions) sweep() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for uid, at := range d.m {
+		if d.now().Sub(at) > deletedTTL {
+			delete(d.m, uid)
+		}
+	}
+}
+
+// metrics are the controllers' Prometheus metrics; their names keep the webhook's
+// subsystem, since they run in the webhook process.
+type metrics struct {
+	moves    *prometheus.CounterVec
+	replans  prometheus.Counter
+	restarts *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		moves: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vk8s_webhook_rebalance_moves_total",
+			Help: "Pods the rebalancer deleted off a site with too many, so that they come back on a site that lacks them, by the site they left.",
+		}, []string{"site"}),
+		replans: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vk8s_webhook_rebalance_replans_total",
+			Help: "Workloads the rebalancer re-planned because their sites changed.",
+		}),
+		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vk8s_webhook_rollout_restarts_total",
+			Help: "Pods the per-site rollout deleted so that admission applies their site's current Override, by site.",
+		}, []string{"site"}),
+	}
+	for _, c := range []prometheus.Collector{m.moves, m.replans, m.restarts} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register federation metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// OwnerKey is the Reservations key of the pods of the controller uid.
+func OwnerKey(uid types.UID) string { return "uid:" + string(uid) }
+
+// NamespaceKey is the Reservations key of the bare pods of namespace.
+func NamespaceKey(namespace string) string { return "ns:" + namespace }

@@ -1,0 +1,317 @@
+package webhook
+
+import (
+	"cmp"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/vk8s-io/vk8s/api/scheme"
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/federation"
+	"github.com/vk8s-io/vk8s/overrides"
+	"github.com/vk8s-io/vk8s/webhook/certs"
+)
+
+// Defaults of Config.
+const (
+	DefaultConfigurationName = "vk8s-webhook"
+	DefaultPort              = 9443
+	DefaultTimeout           = 5 * time.Second
+	DefaultReservationTTL    = federation.DefaultReservationTTL
+	DefaultResyncInterval    = time.Minute
+	defaultName              = federation.DefaultName
+)
+
+// ServiceReference is the in-cluster Service the API server calls the webhook through.
+type ServiceReference struct {
+	Namespace string
+	Name      string
+	// Port of the Service. Zero: 443.
+	Port int32
+}
+
+// Config configures the webhook process.
+type Config struct {
+	// Host is the client configuration of the host cluster.
+	Host *rest.Config
+	// Logger is the webhook's logger. Zero: controller-runtime's global logger.
+	Logger logr.Logger
+
+	// BindAddress and Port are where the HTTPS server listens. Defaults: every address;
+	// the port of URL, else DefaultPort.
+	BindAddress string
+	Port        int
+	// URL is the base address the API server calls (https://127.0.0.1:9443 in the lab);
+	// Service is the alternative for a webhook running in the cluster. One of them is
+	// required to manage configurations or to name the self-managed certificate.
+	URL     string
+	Service *ServiceReference
+	// ManageConfigurations makes the process create and update its own
+	// MutatingWebhookConfiguration and ValidatingWebhookConfiguration, named
+	// ConfigurationName, with the CA bundle it serves; it touches no other configuration.
+	ManageConfigurations bool
+	// ConfigurationName names both configurations. Empty: DefaultConfigurationName.
+	ConfigurationName string
+	// Timeout is the configurations' timeoutSeconds. Zero: DefaultTimeout.
+	Timeout time.Duration
+	// ResyncInterval is how often the configurations are checked and repaired. Zero:
+	// DefaultResyncInterval.
+	ResyncInterval time.Duration
+
+	// CertDir, when set, holds tls.crt and tls.key, reloaded when they change (cert-manager
+	// mode); CAFile is then the CA bundle written into managed configurations. Empty: a
+	// self-managed CA (package certs) with CALifetime, CertLifetime and
+	// CAPropagationDelay (zero: the package's defaults).
+	CertDir            string
+	CAFile             string
+	CALifetime         time.Duration
+	CertLifetime       time.Duration
+	CAPropagationDelay time.Duration
+
+	// MetricsAddr serves Prometheus metrics ("0" or empty: off); HealthAddr /healthz and
+	// /readyz ("0" or empty: off).
+	MetricsAddr string
+	HealthAddr  string
+	// MetricsRegisterer receives the webhook's metrics. Nil: controller-runtime's registry.
+	MetricsRegisterer prometheus.Registerer
+
+	// SharedNamespace holds the VirtualSites every workload may reference. Empty:
+	// overrides.DefaultSharedNamespace.
+	SharedNamespace string
+	// DefaultWorkloadFlavor applies to workloads without ves.io/workload-flavor. Empty:
+	// overrides.DefaultWorkloadFlavor.
+	DefaultWorkloadFlavor string
+	// StrictReplicas rejects a spec.replicas that is not a multiple of the site count
+	// instead of rounding it up.
+	StrictReplicas bool
+	// ReservationTTL is how long a placement counts before its pod shows up in the cache.
+	// Zero: DefaultReservationTTL.
+	ReservationTTL time.Duration
+	// Name names the process's controllers and the source of its Events; it must be
+	// unique per process. Empty: "vk8s-webhook".
+	Name string
+	// TracerProvider makes the spans of admissions and of the rebalancer. Nil:
+	// OpenTelemetry's global provider.
+	TracerProvider trace.TracerProvider
+}
+
+// validate checks cfg and fills in defaults.
+func (cfg *Config) validate() error {
+	cfg.defaults()
+	if cfg.Host == nil {
+		return errors.New("webhook: host client configuration is required")
+	}
+	return cfg.check()
+}
+
+// defaults fills in the defaults of cfg.
+func (cfg *Config) defaults() {
+	if cfg.Port == 0 {
+		cfg.Port = DefaultPort
+		// The lab's API server calls the URL's port: listen there.
+		if u, err := url.Parse(cfg.URL); err == nil && u.Port() != "" {
+			if p, err := strconv.Atoi(u.Port()); err == nil {
+				cfg.Port = p
+			}
+		}
+	}
+	cfg.ConfigurationName = cmp.Or(cfg.ConfigurationName, DefaultConfigurationName)
+	cfg.SharedNamespace = cmp.Or(cfg.SharedNamespace, overrides.DefaultSharedNamespace)
+	cfg.DefaultWorkloadFlavor = cmp.Or(cfg.DefaultWorkloadFlavor, overrides.DefaultWorkloadFlavor)
+	cfg.Name = cmp.Or(cfg.Name, defaultName)
+	cfg.MetricsAddr = cmp.Or(cfg.MetricsAddr, "0")
+	cfg.HealthAddr = cmp.Or(cfg.HealthAddr, "0")
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.ReservationTTL == 0 {
+		cfg.ReservationTTL = DefaultReservationTTL
+	}
+	if cfg.ResyncInterval == 0 {
+		cfg.ResyncInterval = DefaultResyncInterval
+	}
+}
+
+// check validates cfg once defaulted.
+func (cfg *Config) check() error {
+	if cfg.Timeout < time.Second || cfg.Timeout > 30*time.Second {
+		return fmt.Errorf("webhook: timeout %s: the API server takes 1s to 30s", cfg.Timeout)
+	}
+	if cfg.URL != "" && cfg.Service != nil {
+		return errors.New("webhook: set either a URL or a Service for the API server to call, not both")
+	}
+	if cfg.URL != "" {
+		u, err := url.Parse(cfg.URL)
+		if err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return fmt.Errorf("webhook: URL %q: must be https://<host>[:<port>][/<path>]", cfg.URL)
+		}
+	}
+	if s := cfg.Service; s != nil && (s.Namespace == "" || s.Name == "") {
+		return errors.New("webhook: the Service needs a namespace and a name")
+	}
+	if cfg.URL == "" && cfg.Service == nil && (cfg.ManageConfigurations || cfg.CertDir == "") {
+		return errors.New("webhook: set a URL or a Service: the webhook configurations and the self-managed certificate name it")
+	}
+	if cfg.CertDir == "" && cfg.CAFile != "" {
+		return errors.New("webhook: a CA file goes with a certificate folder")
+	}
+	if cfg.CertDir != "" && cfg.ManageConfigurations && cfg.CAFile == "" {
+		return errors.New("webhook: managing the configurations with certificates from a folder needs the CA file that signed them")
+	}
+	return nil
+}
+
+// servingNames returns the DNS names and IPs the self-managed serving certificate holds.
+func (cfg *Config) servingNames() ([]string, []net.IP) {
+	if cfg.Service != nil {
+		svc := cfg.Service.Name + "." + cfg.Service.Namespace
+		return []string{svc + ".svc", svc + ".svc.cluster.local", svc}, nil
+	}
+	u, _ := url.Parse(cfg.URL)
+	if ip := net.ParseIP(u.Hostname()); ip != nil {
+		return nil, []net.IP{ip}
+	}
+	return []string{u.Hostname()}, nil
+}
+
+// Server is the webhook process: admission handlers, their cache, the namespace labels,
+// the certificate authority and the webhook configurations.
+type Server struct {
+	cfg Config
+}
+
+// New validates cfg.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Server{cfg: cfg}, nil
+}
+
+// Run serves admission until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	cfg := s.cfg
+	hostScheme, err := scheme.New()
+	if err != nil {
+		return err
+	}
+	registry := cfg.MetricsRegisterer
+	if registry == nil {
+		registry = ctrlmetrics.Registry
+	}
+	m, err := newMetrics(registry)
+	if err != nil {
+		return err
+	}
+
+	var authority *certs.Authority
+	reg := &registrar{cfg: &cfg}
+	tlsOpts := []func(*tls.Config){func(c *tls.Config) { c.MinVersion = tls.VersionTLS12 }}
+	if cfg.CertDir == "" {
+		dns, ips := cfg.servingNames()
+		authority, err = certs.New(certs.Config{
+			DNSNames: dns, IPAddresses: ips,
+			CALifetime: cfg.CALifetime, CertLifetime: cfg.CertLifetime, PropagationDelay: cfg.CAPropagationDelay,
+			Publish: reg.publish,
+			OnIssue: func(kind certs.Kind, notAfter time.Time) {
+				m.certIssued.WithLabelValues(string(kind)).Inc()
+				m.certExpiry.WithLabelValues(string(kind)).Set(float64(notAfter.Unix()))
+			},
+			Logger: loggerOr(cfg.Logger).WithName("certs"),
+		})
+		if err != nil {
+			return err
+		}
+		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.GetCertificate = authority.GetCertificate })
+	}
+
+	vk8sSite, err := labels.NewRequirement(vk8sv1.LabelSite, selection.Exists, nil)
+	if err != nil {
+		return err
+	}
+	strip := cache.TransformStripManagedFields()
+	mgr, err := ctrl.NewManager(cfg.Host, ctrl.Options{
+		Scheme:                  hostScheme,
+		Logger:                  cfg.Logger,
+		Metrics:                 metricsserver.Options{BindAddress: cfg.MetricsAddr},
+		HealthProbeBindAddress:  cfg.HealthAddr,
+		GracefulShutdownTimeout: ptr.To(10 * time.Second),
+		WebhookServer: crwebhook.NewServer(crwebhook.Options{
+			Host: cfg.BindAddress, Port: cfg.Port, CertDir: cfg.CertDir, TLSOpts: tlsOpts,
+		}),
+		Cache: cache.Options{
+			DefaultTransform: strip,
+			ByObject: map[client.Object]cache.ByObject{
+				// Only what vk8s admitted, and only virtual nodes.
+				&corev1.Pod{}:  {Label: labels.NewSelector().Add(*vk8sSite)},
+				&corev1.Node{}: {Label: labels.NewSelector().Add(*vk8sSite)},
+			},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("webhook manager: %w", err)
+	}
+	state, err := federation.New(federation.Config{
+		Name: cfg.Name, SharedNamespace: cfg.SharedNamespace, DefaultWorkloadFlavor: cfg.DefaultWorkloadFlavor,
+		ReservationTTL: cfg.ReservationTTL, Cache: mgr.GetCache(), API: mgr.GetAPIReader(), Client: mgr.GetClient(),
+		Recorder: mgr.GetEventRecorder(cfg.Name), MetricsRegisterer: registry, TracerProvider: cfg.TracerProvider,
+	})
+	if err != nil {
+		return err
+	}
+	if err := state.SetupWithManager(ctx, mgr); err != nil {
+		return err
+	}
+	a := newAdmitter(cfg, state, hostScheme, m)
+	if err := a.setupWithManager(ctx, mgr); err != nil {
+		return err
+	}
+	reg.client, reg.log = mgr.GetClient(), mgr.GetLogger().WithName("configurations")
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		return reg.run(ctx, mgr, authority)
+	})); err != nil {
+		return err
+	}
+	if cfg.HealthAddr != "0" {
+		if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+			return err
+		}
+		if err := mgr.AddReadyzCheck("webhook-server", mgr.GetWebhookServer().StartedChecker()); err != nil {
+			return err
+		}
+		if err := mgr.AddReadyzCheck("configurations", reg.readyCheck); err != nil {
+			return err
+		}
+	}
+	return mgr.Start(ctx)
+}
+
+func loggerOr(l logr.Logger) logr.Logger {
+	if l.GetSink() == nil {
+		return ctrl.Log.WithName(defaultName)
+	}
+	return l
+}
