@@ -24,6 +24,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
@@ -395,6 +397,36 @@ func TestWebhook(t *testing.T) {
 				t.Errorf("site2 runs %s, want the canary's nginx:1.26", sp.Spec.Containers[0].Image)
 			}
 		}
+	})
+
+	t.Run("Override and WorkloadFlavor status: their sites and Ready", func(t *testing.T) {
+		ready := func(conds []metav1.Condition) *metav1.Condition { return meta.FindStatusCondition(conds, vk8sv1.ConditionReady) }
+		o := &vk8sv1.Override{}
+		waitFor(t, "Override canary Ready with site2", func(ctx context.Context) (bool, error) {
+			err := c.Get(ctx, client.ObjectKey{Namespace: webhookNS, Name: "canary"}, o)
+			r := ready(o.Status.Conditions)
+			return err == nil && r != nil && r.Status == metav1.ConditionTrue && slices.Equal(o.Status.Sites, []string{"site2"}), err
+		})
+		// A Site that does not exist: Ready turns False and names it; the others stay listed.
+		o.Spec.SiteList = []string{"site2", "site9"}
+		if err := c.Update(t.Context(), o); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "Override canary not Ready, naming site9", func(ctx context.Context) (bool, error) {
+			err := c.Get(ctx, client.ObjectKey{Namespace: webhookNS, Name: "canary"}, o)
+			r := ready(o.Status.Conditions)
+			return err == nil && r != nil && r.Status == metav1.ConditionFalse && r.Reason == "SitesNotFound" &&
+				strings.Contains(r.Message, "site9") && slices.Equal(o.Status.Sites, []string{"site2"}) && o.Status.ObservedGeneration == o.Generation, err
+		})
+		f := &vk8sv1.WorkloadFlavor{ObjectMeta: metav1.ObjectMeta{Name: "e2e-status"},
+			Spec: vk8sv1.WorkloadFlavorSpec{CPU: resource.MustParse("200m"), Memory: resource.MustParse("128Mi")}}
+		mustCreate(t, c, f)
+		t.Cleanup(func() { _ = c.Delete(context.Background(), f) })
+		waitFor(t, "WorkloadFlavor e2e-status Ready", func(ctx context.Context) (bool, error) {
+			err := c.Get(ctx, client.ObjectKeyFromObject(f), f)
+			r := ready(f.Status.Conditions)
+			return err == nil && r != nil && r.Status == metav1.ConditionTrue && r.Reason == "Valid" && f.Status.ObservedGeneration == f.Generation, err
+		})
 	})
 
 	t.Run("bad inputs are rejected with their message and create nothing", func(t *testing.T) {
