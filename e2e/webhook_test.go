@@ -400,7 +400,9 @@ func TestWebhook(t *testing.T) {
 	})
 
 	t.Run("Override and WorkloadFlavor status: their sites and Ready", func(t *testing.T) {
-		ready := func(conds []metav1.Condition) *metav1.Condition { return meta.FindStatusCondition(conds, vk8sv1.ConditionReady) }
+		ready := func(conds []metav1.Condition) *metav1.Condition {
+			return meta.FindStatusCondition(conds, vk8sv1.ConditionReady)
+		}
 		o := &vk8sv1.Override{}
 		waitFor(t, "Override canary Ready with site2", func(ctx context.Context) (bool, error) {
 			err := c.Get(ctx, client.ObjectKey{Namespace: webhookNS, Name: "canary"}, o)
