@@ -21,7 +21,7 @@ import (
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 	"github.com/vk8s-io/vk8s/provider"
-	"github.com/vk8s-io/vk8s/provider/tenancy"
+	"github.com/vk8s-io/vk8s/tenancy"
 )
 
 const (

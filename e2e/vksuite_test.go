@@ -28,7 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vk8s-io/vk8s/e2e/lab"
-	"github.com/vk8s-io/vk8s/provider/kubeletapi"
+	"github.com/vk8s-io/vk8s/kubeletapi"
 )
 
 // kubeletExposure is where the shared provider (startProvider) serves its kubelet API.

@@ -1,25 +1,20 @@
-// Package provider is the vk8s virtual-kubelet provider: it shows every site of the site
-// registry as virtual nodes in the host cluster and runs the pods bound to them on the sites.
-//
-// # Virtual nodes
-//
-// In PerNode mode each real node of a site is one host Node named <site>-<node>, carrying
-// that node's capacity, allocatable, conditions and topology labels; in Aggregate mode the
-// whole site is one Node named after the site, with the allocatable of its schedulable,
-// Ready nodes summed. Every virtual node carries vk8s.io/site, type=virtual-kubelet and the
-// taint TaintKey=vk8s:NoSchedule, which only pods that vk8s admitted tolerate. A node
-// cordoned at the site, or a Site with spec.unschedulable, is unschedulable in the host.
-//
-// The translation from site nodes to virtual nodes is pure (package translate's
-// VirtualNodes); the Nodes manager runs one virtual-kubelet NodeController per virtual node
-// on top of it.
+// Package provider is the vk8s virtual-kubelet provider: the process that shows every site
+// of the site registry as virtual nodes in the host cluster (package vnode) and runs the
+// pods bound to them on the sites. Run assembles the process: the site registry, the
+// virtual nodes, the pods, the kubelet API (package kubeletapi) and the tenancy
+// controllers (package tenancy), in one controller-runtime manager.
 //
 // # Pods
 //
-// translate.SitePod turns a host pod into the pod to create on its site, in namespace
-// <tenant>-<namespace> (translate.SiteNamespace), pinned to the real node in PerNode mode and
-// labelled with the tenant, the host namespace and the host pod's UID. Pods is the
-// virtual-kubelet pod lifecycle handler that uses it, for every virtual node at once.
+// Pods is virtual-kubelet's PodLifecycleHandler and PodNotifier for every virtual node: one
+// virtual-kubelet PodController over one host pod informer serves them all (lifecycle.go).
+// A host pod becomes its site pod by translate.SitePod, in namespace <tenant>-<namespace>
+// (translate.SiteNamespace), pinned to the real node in PerNode mode and labelled with the
+// tenant, the host namespace and the host pod's UID. The work on a site cluster goes
+// through that cluster's own queue and workers (cluster.go, sitesync.go), so a slow or dead
+// cluster only slows its own; the ConfigMaps, Secrets, ServiceAccounts and
+// PersistentVolumeClaims a pod uses are copied there first and kept in step (copies.go).
+// Status comes back from site informers through NotifyPods.
 //
 // # Site errors
 //
@@ -35,4 +30,9 @@
 // A pod bound by hand to a virtual node that is not registered yet is picked up when the
 // node appears (early.go): NodeAdded writes a condition into its status, and the update
 // event passes the pod controller's filter as an Add.
+//
+// # The kubelet API's questions
+//
+// Pods also answers kubeletapi.Resolver from its caches (resolver.go): where a host pod
+// runs, which real nodes a virtual node stands for, which host pod a site pod runs for.
 package provider

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/vk8s-io/vk8s/vklogr"
+
 	"github.com/vk8s-io/vk8s/translate"
 
 	"github.com/go-logr/logr"
@@ -171,7 +173,7 @@ func podQueueRateLimiter() workqueue.TypedRateLimiter[any] {
 // controller, which deletes dangling site pods only after every cache is filled.
 func (l *lifecycle) Start(ctx context.Context) error {
 	defer l.broadcast.Shutdown()
-	ctx = vklog.WithLogger(ctx, vkLogger{l.log})
+	ctx = vklog.WithLogger(ctx, vklogr.New(l.log))
 	l.podFactory.Start(ctx.Done())
 	l.objFactory.Start(ctx.Done())
 	defer l.podFactory.Shutdown()

@@ -11,7 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
-	"github.com/vk8s-io/vk8s/provider/kubeletapi"
+	"github.com/vk8s-io/vk8s/kubeletapi"
 )
 
 // Pods answers the kubelet API's questions from its caches.

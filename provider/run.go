@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/vk8s-io/vk8s/vnode"
+
 	"github.com/vk8s-io/vk8s/translate"
 
 	"github.com/go-logr/logr"
@@ -25,9 +27,9 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/vk8s-io/vk8s/api/scheme"
-	"github.com/vk8s-io/vk8s/provider/kubeletapi"
-	"github.com/vk8s-io/vk8s/provider/tenancy"
+	"github.com/vk8s-io/vk8s/kubeletapi"
 	"github.com/vk8s-io/vk8s/sitereg"
+	"github.com/vk8s-io/vk8s/tenancy"
 )
 
 // Config configures the whole provider process.
@@ -93,18 +95,12 @@ type KubeletAPI struct {
 	SelfSigned bool
 }
 
-// Client rate limits towards the host when its configuration sets none.
-const (
-	DefaultHostQPS   = 100
-	DefaultHostBurst = 200
-)
-
-// withRateLimits returns a copy of cfg with DefaultHostQPS and DefaultHostBurst when it
+// withRateLimits returns a copy of cfg with vnode.DefaultHostQPS and DefaultHostBurst when it
 // sets no rate limits of its own.
 func withRateLimits(cfg *rest.Config) *rest.Config {
 	cfg = rest.CopyConfig(cfg)
 	if cfg.QPS == 0 && cfg.RateLimiter == nil {
-		cfg.QPS, cfg.Burst = DefaultHostQPS, DefaultHostBurst
+		cfg.QPS, cfg.Burst = vnode.DefaultHostQPS, vnode.DefaultHostBurst
 	}
 	return cfg
 }
@@ -178,7 +174,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := mgr.Add(lifecycle); err != nil {
 		return err
 	}
-	nodesCfg := NodesConfig{Host: host, HeartbeatConfig: hostCfg, Registry: reg, SiteEvents: siteEvents, Endpoint: cfg.Endpoint}
+	nodesCfg := vnode.NodesConfig{Host: host, HeartbeatConfig: hostCfg, Registry: reg, SiteEvents: siteEvents, Endpoint: cfg.Endpoint}
 	if !cfg.Kubelet.Disabled {
 		// TokenReviews and SubjectAccessReviews of the kubelet API have a client of their
 		// own: metrics-server asks for every virtual node every 15 s, and reviews that wait
@@ -197,7 +193,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		nodesCfg.Endpoints = api
 	}
-	nodes, err := NewNodes(nodesCfg)
+	nodes, err := vnode.NewNodes(nodesCfg)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,8 @@ package provider
 import (
 	"testing"
 
+	"github.com/vk8s-io/vk8s/vnode"
+
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/flowcontrol"
 )
@@ -16,7 +18,7 @@ func TestWithRateLimits(t *testing.T) {
 		wantBurst int
 	}{
 		// client-go's default (5/s) would hold 1,000 Sites' heartbeats back.
-		{name: "unset: the provider's defaults", cfg: rest.Config{}, wantQPS: DefaultHostQPS, wantBurst: DefaultHostBurst},
+		{name: "unset: the provider's defaults", cfg: rest.Config{}, wantQPS: vnode.DefaultHostQPS, wantBurst: vnode.DefaultHostBurst},
 		{name: "set: kept", cfg: rest.Config{QPS: 7, Burst: 9}, wantQPS: 7, wantBurst: 9},
 		{name: "no client-side limit: kept", cfg: rest.Config{QPS: -1}, wantQPS: -1},
 		{name: "own limiter: kept", cfg: rest.Config{RateLimiter: limiter}},

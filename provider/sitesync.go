@@ -16,7 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/vk8s-io/vk8s/provider/tenancy"
+	"github.com/vk8s-io/vk8s/tenancy"
 )
 
 // kindSweep is the work item that looks for site pods whose host pod is gone and for

@@ -5,8 +5,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/vk8s-io/vk8s/kubeletapi"
 	"github.com/vk8s-io/vk8s/provider"
-	"github.com/vk8s-io/vk8s/provider/kubeletapi"
 )
 
 func newProviderCommand() *cobra.Command {

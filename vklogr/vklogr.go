@@ -1,4 +1,7 @@
-package provider
+// Package vklogr adapts logr, the logger of vk8s, controller-runtime and client-go, to
+// virtual-kubelet's log.Logger, so that virtual-kubelet's controllers log through the
+// process's one structured logger.
+package vklogr
 
 import (
 	"fmt"
@@ -7,11 +10,14 @@ import (
 	vklog "github.com/virtual-kubelet/virtual-kubelet/log"
 )
 
-// vkLogger adapts logr to virtual-kubelet's logger, whose default discards everything:
-// without it, the NodeControllers' errors would not be seen. Debug goes to V(1).
-type vkLogger struct{ l logr.Logger }
+// New returns virtual-kubelet's logger writing to l: virtual-kubelet's default discards
+// everything, and without it the NodeControllers' and the PodController's errors would not
+// be seen. Debug goes to V(1), warnings to Info with level=warning, Fatal to Error (a
+// library must not end the process).
+func New(l logr.Logger) vklog.Logger { return vkLogger{l} }
 
-var _ vklog.Logger = vkLogger{}
+// vkLogger adapts logr to virtual-kubelet's logger.
+type vkLogger struct{ l logr.Logger }
 
 func (v vkLogger) Debug(args ...any)            { v.l.V(1).Info(fmt.Sprint(args...)) }
 func (v vkLogger) Debugf(f string, args ...any) { v.l.V(1).Info(fmt.Sprintf(f, args...)) }

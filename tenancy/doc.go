@@ -7,12 +7,12 @@
 // # Site namespaces
 //
 // translate.SiteNamespace names the namespace of a host namespace on a site:
-// <tenant>-<namespace>, cut to 63 characters with a stable hash. EnsureNamespace creates it with the labels
-// vk8s.io/tenant and vk8s.io/host-namespace and its "default" ServiceAccount; the provider
-// calls it when the first pod of a namespace reaches a site, this package when a
-// VirtualKubernetes is created, so both make the same namespace. A namespace that existed
-// before is used as it is and never labelled, so those labels say "vk8s created it"
-// (translate.CreatedByVK8s).
+// <tenant>-<namespace>, cut to 63 characters with a stable hash. EnsureNamespace creates it
+// with the labels vk8s.io/tenant and vk8s.io/host-namespace and its "default"
+// ServiceAccount; the provider calls it when the first pod of a namespace reaches a site,
+// this package when a VirtualKubernetes is created, so both make the same namespace. A
+// namespace that existed before is used as it is and never labelled, so those labels say
+// "vk8s created it" (translate.CreatedByVK8s).
 //
 // # VirtualSite status
 //

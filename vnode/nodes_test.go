@@ -1,4 +1,4 @@
-package provider
+package vnode
 
 import (
 	"context"
@@ -101,9 +101,4 @@ func TestWithTaintsKeepsOthers(t *testing.T) {
 	if again := withTaints(got, []corev1.Taint{ours}); len(again) != 2 {
 		t.Errorf("taint added twice: %v", again)
 	}
-}
-
-func TestVKLoggerWithNilError(t *testing.T) {
-	var l vkLogger
-	l.WithError(nil).WithField("k", "v").Info("no panic")
 }

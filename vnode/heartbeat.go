@@ -1,4 +1,4 @@
-package provider
+package vnode
 
 import (
 	"context"
@@ -6,6 +6,12 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+)
+
+// Client rate limits towards the host when a configuration sets none.
+const (
+	DefaultHostQPS   = 100
+	DefaultHostBurst = 200
 )
 
 // heartbeatRate is what one virtual node's NodeController asks of the host per second

@@ -169,7 +169,7 @@ func New(cfg Config) (*Server, error) {
 		host:    host,
 		port:    int32(port),
 		log:     log,
-		tracer:  cfg.TracerProvider.Tracer("github.com/vk8s-io/vk8s/provider/kubeletapi"),
+		tracer:  cfg.TracerProvider.Tracer("github.com/vk8s-io/vk8s/kubeletapi"),
 		done:    make(chan struct{}),
 		ports:   newPortPool(cfg.NodePorts),
 		nodeLns: map[string]*nodeListener{},

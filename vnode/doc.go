@@ -1,0 +1,28 @@
+// Package vnode runs the virtual nodes: for every site of the site registry, the host Nodes
+// that package translate's VirtualNodes makes of the site's nodes (one per real node in
+// PerNode mode, one per site in Aggregate mode), each kept alive by a virtual-kubelet
+// NodeController (its Lease and its status).
+//
+// # Nodes
+//
+// Nodes is a controller keyed by Site: it starts, updates and stops the NodeControllers
+// of a site so that they run what VirtualNodes makes of its nodes now, brings the host
+// Node's spec (unschedulable, taints) along, deletes virtual nodes a site no longer has,
+// and registers again a virtual node deleted behind its back. A site that does not answer
+// keeps its virtual nodes, Ready but with SiteConnected=False and a NoSchedule taint
+// (translate.Disconnected): the site keeps running its pods, and a host-side eviction
+// would only do harm. After a restart they are taken from the host, so their Leases go on.
+//
+// # Heartbeats
+//
+// With NodesConfig.HeartbeatConfig the NodeControllers renew Leases and write status with a
+// host client of their own, whose rate limit grows with the virtual nodes running, so that
+// renewals neither wait behind the pods' requests nor run out of a budget sized for fewer
+// nodes. An unchanged status is written every StatusInterval (default 5 minutes, as a
+// kubelet's nodeStatusReportFrequency): the host tells a node's health by its Lease.
+//
+// # Kubelet API endpoints
+//
+// NodeEndpoints (the kubelet API server) gives each virtual node its kubelet port and
+// annotations; a node keeps the port it advertises across restarts when it can.
+package vnode
