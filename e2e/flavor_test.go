@@ -13,7 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
-	"github.com/vk8s-io/vk8s/e2e/lab"
+	"github.com/vk8s-io/vk8s/lab"
 	"github.com/vk8s-io/vk8s/overrides"
 )
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vk8s-io/vk8s/lab/kwokconfig"
 	"github.com/vk8s-io/vk8s/translate"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -24,7 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
-	"github.com/vk8s-io/vk8s/e2e/lab"
+	"github.com/vk8s-io/vk8s/lab"
 )
 
 func TestLabClustersAnswer(t *testing.T) {
@@ -37,8 +37,8 @@ func TestLabClustersAnswer(t *testing.T) {
 	var got []string
 	for _, c := range all {
 		got = append(got, c.Name)
-		if !c.Ready || c.Version != lab.KubernetesVersion {
-			t.Errorf("%s: ready %v version %q error %q; want ready at %s", c.Name, c.Ready, c.Version, c.Error, lab.KubernetesVersion)
+		if !c.Ready || c.Version != kwokconfig.KubernetesVersion {
+			t.Errorf("%s: ready %v version %q error %q; want ready at %s", c.Name, c.Ready, c.Version, c.Error, kwokconfig.KubernetesVersion)
 		}
 		names := map[string]bool{}
 		for _, p := range c.Components {
@@ -88,8 +88,8 @@ func TestKubectlSeesSitesAndVersion(t *testing.T) {
 	if err := json.Unmarshal([]byte(kubectl(t, "host", "version", "-o", "json")), &v); err != nil {
 		t.Fatal(err)
 	}
-	if v.Client.GitVersion != lab.KubernetesVersion || v.Server.GitVersion != lab.KubernetesVersion {
-		t.Errorf("kubectl version: client %q server %q, want %s for both", v.Client.GitVersion, v.Server.GitVersion, lab.KubernetesVersion)
+	if v.Client.GitVersion != kwokconfig.KubernetesVersion || v.Server.GitVersion != kwokconfig.KubernetesVersion {
+		t.Errorf("kubectl version: client %q server %q, want %s for both", v.Client.GitVersion, v.Server.GitVersion, kwokconfig.KubernetesVersion)
 	}
 }
 
@@ -293,14 +293,10 @@ func TestKubeletNetwork(t *testing.T) {
 
 func TestSecondLabSideBySideAndDown(t *testing.T) {
 	skipShort(t)
-	// This lab also runs the provider as `vk8s lab up` does, from a vk8s binary built here.
-	vk8s := filepath.Join(t.TempDir(), "vk8s")
-	if out, err := exec.CommandContext(t.Context(), "go", "build", "-o", vk8s, "../cmd/vk8s").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	// This lab also runs the provider as `vk8s lab up` does, from the vk8s binary TestMain built.
 	other, err := lab.New(lab.Config{
 		Name: "e2e-b", Sites: 1, Nodes: 1, Dir: filepath.Join(t.TempDir(), "b"),
-		Tools: lab.Tools{Dir: os.Getenv("VK8S_TOOLS_DIR")}, Log: testWriter{t}, Vk8sBinary: vk8s,
+		Tools: lab.Tools{Dir: os.Getenv("VK8S_TOOLS_DIR")}, Log: testWriter{t}, Vk8sBinary: vk8sBinary,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -12,11 +12,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vk8s-io/vk8s/e2e/lab"
+	"github.com/vk8s-io/vk8s/lab"
 )
 
 // fleet is the lab every test of this package uses: a host and 3 sites x 3 nodes.
 var fleet *lab.Lab
+
+// vk8sBinary is the vk8s binary TestMain builds: the lab's kubelet relay, and the
+// provider and webhook of the tests that run them as `vk8s lab up` does.
+var vk8sBinary string
 
 const (
 	fleetSites = 3
@@ -24,8 +28,6 @@ const (
 )
 
 func TestMain(m *testing.M) {
-	// The lab runs this test binary as its kubelet relay.
-	lab.Init()
 	flag.Parse()
 	if testing.Short() {
 		os.Exit(m.Run())
@@ -50,9 +52,16 @@ func runWithLab(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
+	// The lab's kubelet relay is `vk8s lab kubelet-relay`: the tests run the provider and
+	// the webhook in this process, but the relay from the product binary.
+	vk8sBinary = filepath.Join(dir, "vk8s")
+	if out, err := exec.Command("go", "build", "-o", vk8sBinary, "../cmd/vk8s").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: go build ../cmd/vk8s: %v\n%s", err, out)
+		return 1
+	}
 	fleet, err = lab.New(lab.Config{
 		Name: fleetName(), Sites: fleetSites, Nodes: fleetNodes, Dir: filepath.Join(dir, fleetName()),
-		Tools: lab.Tools{Dir: tools}, Log: os.Stderr,
+		Tools: lab.Tools{Dir: tools}, Log: os.Stderr, Relay: []string{vk8sBinary, "lab", lab.RelaySubcommand},
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vk8s-io/vk8s/lab/kwokconfig"
 	"github.com/vk8s-io/vk8s/translate"
 
 	"github.com/go-logr/logr"
@@ -28,7 +29,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
-	"github.com/vk8s-io/vk8s/e2e/lab"
+	"github.com/vk8s-io/vk8s/lab"
 	"github.com/vk8s-io/vk8s/provider"
 	"github.com/vk8s-io/vk8s/sitereg"
 )
@@ -153,7 +154,7 @@ func TestProviderVirtualNodes(t *testing.T) {
 		if !translate.NodeReady(n) {
 			t.Errorf("not Ready: %v", n.Status.Conditions)
 		}
-		if n.Status.NodeInfo.KubeletVersion != lab.KubernetesVersion || n.Status.DaemonEndpoints.KubeletEndpoint.Port != providerPort {
+		if n.Status.NodeInfo.KubeletVersion != kwokconfig.KubernetesVersion || n.Status.DaemonEndpoints.KubeletEndpoint.Port != providerPort {
 			t.Errorf("node info %+v, endpoints %+v", n.Status.NodeInfo, n.Status.DaemonEndpoints)
 		}
 		// virtual-kubelet renews a Lease per node, as a kubelet does.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vk8s-io/vk8s/lab/kwokconfig"
 	"github.com/vk8s-io/vk8s/translate"
 
 	"github.com/go-logr/logr/testr"
@@ -30,7 +31,7 @@ import (
 
 	"github.com/vk8s-io/vk8s/api/scheme"
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
-	"github.com/vk8s-io/vk8s/e2e/lab"
+	"github.com/vk8s-io/vk8s/lab"
 	"github.com/vk8s-io/vk8s/sitereg"
 )
 
@@ -57,8 +58,8 @@ func TestSiteReg(t *testing.T) {
 				return e.isTrue(s, vk8sv1.ConditionConnected) && e.isTrue(s, vk8sv1.ConditionReady) &&
 					s.Status.NodeCount == fleetNodes && slices.Equal(s.Status.VirtualNodes, want)
 			})
-			if s.Status.KubernetesVersion != lab.KubernetesVersion {
-				t.Errorf("%s: kubernetesVersion %q, want %s", name, s.Status.KubernetesVersion, lab.KubernetesVersion)
+			if s.Status.KubernetesVersion != kwokconfig.KubernetesVersion {
+				t.Errorf("%s: kubernetesVersion %q, want %s", name, s.Status.KubernetesVersion, kwokconfig.KubernetesVersion)
 			}
 			// 3 lab nodes of 15800m CPU and 62Gi memory allocatable each.
 			if cpu := s.Status.Allocatable[corev1.ResourceCPU]; cpu.Cmp(resource.MustParse("47400m")) != 0 {

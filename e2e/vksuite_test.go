@@ -27,8 +27,8 @@ import (
 	certutil "k8s.io/client-go/util/cert"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/vk8s-io/vk8s/e2e/lab"
 	"github.com/vk8s-io/vk8s/kubeletapi"
+	"github.com/vk8s-io/vk8s/lab"
 )
 
 // kubeletExposure is where the shared provider (startProvider) serves its kubelet API.

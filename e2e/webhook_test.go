@@ -32,7 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
-	"github.com/vk8s-io/vk8s/e2e/lab"
+	"github.com/vk8s-io/vk8s/lab"
 	"github.com/vk8s-io/vk8s/provider"
 	"github.com/vk8s-io/vk8s/webhook"
 )

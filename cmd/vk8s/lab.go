@@ -7,7 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/vk8s-io/vk8s/e2e/lab"
+	"github.com/vk8s-io/vk8s/lab"
+	"github.com/vk8s-io/vk8s/lab/relay"
 )
 
 func newLabCommand() *cobra.Command {
@@ -136,6 +137,33 @@ built with, else from PATH.`,
 			return nil
 		},
 	}
-	cmd.AddCommand(up, down, kubeconfig, status)
+	cmd.AddCommand(up, down, kubeconfig, status, newRelayCommand())
+	return cmd
+}
+
+// newRelayCommand is the lab's kubelet relay, which `vk8s lab up` starts in the
+// background (package relay); it is hidden, since nobody runs it by hand.
+func newRelayCommand() *cobra.Command {
+	var (
+		cfg   relay.Config
+		ports string
+	)
+	cmd := &cobra.Command{
+		Use:    lab.RelaySubcommand,
+		Short:  "Relay the site nodes' kubelet ports from the lab's network namespace to kwok (run by lab up)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			p, err := relay.ParsePorts(ports)
+			if err != nil {
+				return err
+			}
+			cfg.Ports = p
+			return relay.Run(cmd.Context(), cfg, cmd.ErrOrStderr())
+		},
+	}
+	cmd.Flags().StringVar(&cfg.Netns, "netns", "", "path of the network namespace to listen in (/run/netns/<name>)")
+	cmd.Flags().StringVar(&cfg.Address, "address", "", "address to listen at inside the namespace: the site nodes' InternalIP")
+	cmd.Flags().StringVar(&ports, "ports", "", "comma-separated kwok ports to relay to 127.0.0.1")
 	return cmd
 }

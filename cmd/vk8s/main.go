@@ -17,7 +17,6 @@ import (
 	"k8s.io/klog/v2"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/vk8s-io/vk8s/e2e/lab"
 )
 
 // Set by the Makefile through -ldflags -X.
@@ -28,8 +27,6 @@ var (
 )
 
 func main() {
-	// `vk8s lab up` runs this binary as the lab's kubelet relay too.
-	lab.Init()
 	// One structured logger for vk8s, controller-runtime and client-go.
 	logger := logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctrllog.SetLogger(logger)

@@ -18,7 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
-	"github.com/vk8s-io/vk8s/e2e/lab"
+	"github.com/vk8s-io/vk8s/lab"
 )
 
 // Namespaces of the admission figures: one the webhook is never called for, and a vK8s

@@ -47,7 +47,7 @@ import (
 	watchtools "k8s.io/client-go/tools/watch"
 	"k8s.io/utils/ptr"
 
-	"github.com/vk8s-io/vk8s/e2e/lab"
+	"github.com/vk8s-io/vk8s/lab"
 )
 
 // The bench lab: 3 sites of 3 nodes, as the demo's.
@@ -57,8 +57,6 @@ const (
 )
 
 func main() {
-	// The lab runs this program as its kubelet relay.
-	lab.Init()
 	var (
 		vk8s   = flag.String("vk8s", "bin/vk8s", "the vk8s binary whose provider is measured")
 		pods   = flag.Int("pods", 100, "pods per latency run")

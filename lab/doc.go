@@ -1,6 +1,11 @@
 // Package lab runs a local fleet of real Kubernetes clusters: one host cluster and N site
 // clusters whose nodes kwok simulates, all started by kwokctl's binary runtime from binaries
-// built by hack/tools.sh. `vk8s lab` and the e2e tests share it.
+// built by hack/tools.sh, and vk8s against them. It is the product's embedded default
+// (`vk8s lab`), and the e2e tests and the bench run on it. The configuration kwokctl and
+// kwok read is rendered by package kwokconfig (pure); this package writes it, runs and
+// supervises the processes (the clusters through kwokctl; the provider, the webhook,
+// metrics-server and the kubelet relay as processes of its own, process.go) and registers
+// the sites.
 //
 // # Layout
 //
@@ -18,4 +23,11 @@
 // site-index; kubeconfig in a Secret in namespace vk8s-system) and the VirtualSite
 // shared/all-sites that selects every Site. Up is idempotent: it starts stopped clusters,
 // creates missing ones, removes sites beyond the requested count and re-applies objects.
+// With Config.Vk8sBinary it also runs that binary's provider and webhook against the host.
+//
+// # The kubelet network
+//
+// Where the machine allows it, the site nodes get an address in a network namespace of the
+// lab's own, which the sites' API servers proxy to, and a relay (`vk8s lab kubelet-relay`,
+// package relay) carries it to kwok on loopback (kubeletnet.go; docs/lab.md).
 package lab

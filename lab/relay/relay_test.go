@@ -1,4 +1,4 @@
-package lab
+package relay
 
 import (
 	"errors"
@@ -10,38 +10,6 @@ import (
 	"testing"
 	"time"
 )
-
-func TestKubeletNetFor(t *testing.T) {
-	_, bench, _ := net.ParseCIDR("198.18.0.0/15")
-	seen := map[string]string{}
-	for _, name := range []string{"vk8s", "e2e", "demo", "bench", "a", "a-very-long-lab-name-of-32-chars"} {
-		k := kubeletNetFor(name)
-		if k != kubeletNetFor(name) {
-			t.Errorf("%s: not deterministic", name)
-		}
-		root, node := net.ParseIP(k.RootIP).To4(), net.ParseIP(k.NodeIP).To4()
-		if root == nil || node == nil || !bench.Contains(root) || !bench.Contains(node) {
-			t.Errorf("%s: %s and %s, want both in %s", name, k.RootIP, k.NodeIP, bench)
-			continue
-		}
-		// One /30: .1 and .2 of a block of four.
-		if root[3]%4 != 1 || node[3] != root[3]+1 || root[2] != node[2] {
-			t.Errorf("%s: %s and %s are not the two hosts of one /30", name, k.RootIP, k.NodeIP)
-		}
-		for _, link := range []string{k.RootLink, k.NetnsLink} {
-			if len(link) > 15 { // IFNAMSIZ - 1
-				t.Errorf("%s: link name %q is longer than 15 characters", name, link)
-			}
-		}
-		if k.Netns != "vk8s-lab-"+name || k.RootLink == k.NetnsLink {
-			t.Errorf("%s: %+v", name, k)
-		}
-		if other, ok := seen[k.NodeIP]; ok {
-			t.Errorf("%s and %s share %s", name, other, k.NodeIP)
-		}
-		seen[k.NodeIP] = name
-	}
-}
 
 // TestRelay runs the relay's listener and copying in this process's own network
 // namespace: what a client sends reaches the target, the answer comes back, and each
@@ -73,7 +41,7 @@ func TestRelay(t *testing.T) {
 	port := free.Addr().(*net.TCPAddr).Port
 	_ = free.Close()
 
-	lns, err := listenInNetns("/proc/self/ns/net", "127.0.0.1", []int{port})
+	lns, err := Listen("/proc/self/ns/net", "127.0.0.1", []int{port})
 	if errors.Is(err, os.ErrPermission) || err != nil && strings.Contains(err.Error(), "operation not permitted") {
 		t.Skipf("entering a network namespace needs CAP_SYS_ADMIN: %v", err)
 	}
@@ -81,7 +49,7 @@ func TestRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = lns[0].Close() }()
-	go relayAccept(lns[0], target.Addr().String())
+	go Serve(lns[0], target.Addr().String())
 
 	c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), 5*time.Second)
 	if err != nil {
@@ -101,5 +69,22 @@ func TestRelay(t *testing.T) {
 	}
 	if string(got) != "got HELLO" {
 		t.Errorf("through the relay: %q, want %q", got, "got HELLO")
+	}
+}
+
+func TestConfigArgsRoundTrip(t *testing.T) {
+	c := Config{Netns: "/run/netns/vk8s-lab-x", Address: "198.18.0.2", Ports: []int{10250, 10251}}
+	args := c.Args()
+	if strings.Join(args, " ") != "--netns /run/netns/vk8s-lab-x --address 198.18.0.2 --ports 10250,10251" {
+		t.Errorf("args %q", args)
+	}
+	ports, err := ParsePorts(args[5])
+	if err != nil || len(ports) != 2 || ports[0] != 10250 || ports[1] != 10251 {
+		t.Errorf("ParsePorts(%q) = %v, %v", args[5], ports, err)
+	}
+	for _, bad := range []string{"", "x", "0", "70000", "1,,2"} {
+		if _, err := ParsePorts(bad); err == nil {
+			t.Errorf("ParsePorts(%q) accepted", bad)
+		}
 	}
 }

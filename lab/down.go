@@ -31,7 +31,7 @@ func (l *Lab) Down(ctx context.Context) error {
 	if err := l.metricsServer().stop(ctx); err != nil {
 		return err
 	}
-	if err := l.relay().stop(ctx); err != nil {
+	if err := l.relayProcess().stop(ctx); err != nil {
 		return err
 	}
 	dirs, _ := filepath.Glob(filepath.Join(l.workdir(), "clusters", l.cfg.Name+"-*"))

@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
+	"github.com/vk8s-io/vk8s/lab/kwokconfig"
 	"github.com/vk8s-io/vk8s/translate"
 
 	corev1 "k8s.io/api/core/v1"
@@ -74,9 +74,9 @@ func (l *Lab) Up(ctx context.Context) error {
 
 	advertise := advertiseAddress()
 	for _, c := range clusters(want.Sites) {
-		role := roleSite
+		role := kwokconfig.Site
 		if c == "host" {
-			role = roleHost
+			role = kwokconfig.Host
 		}
 		if err := l.ensureCluster(ctx, c, role, advertise, want.NodeIP); err != nil {
 			return err
@@ -121,105 +121,6 @@ func (l *Lab) Up(ctx context.Context) error {
 	}
 	l.logf("up: host and %d sites x %d nodes in %s", want.Sites, want.Nodes, time.Since(start).Round(100*time.Millisecond))
 	return nil
-}
-
-// ensureCluster creates the cluster, or starts it when it exists but does not answer, and
-// waits until its API server is ready.
-func (l *Lab) ensureCluster(ctx context.Context, cluster string, role clusterRole, advertise, nodeIP string) error {
-	name := l.ClusterName(cluster)
-	if _, err := os.Stat(l.kubeconfigPath(cluster)); err == nil {
-		if l.ready(ctx, cluster) == nil && l.allRunning(cluster) {
-			l.logf("%s: running", name)
-			return nil
-		}
-		l.logf("%s: starting", name)
-		if err := l.startCluster(ctx, cluster); err != nil {
-			return err
-		}
-	} else {
-		l.logf("%s: creating", name)
-		if err := writeSiteContent(l.siteContentDir()); err != nil {
-			return err
-		}
-		cfg, err := kwokctlConfig(role, l.tools, advertise, nodeIP, l.pkiDir(cluster), l.siteContentDir())
-		if err != nil {
-			return err
-		}
-		cfgPath := l.clusterConfigPath(cluster)
-		if err := writeFile(cfgPath, cfg); err != nil {
-			return err
-		}
-		// --kubeconfig "" keeps kwokctl away from the user's ~/.kube/config.
-		if err := l.kwokctl(ctx, "create", "cluster", "--name", name, "--config", cfgPath, "--kubeconfig", ""); err != nil {
-			return l.diagnose(cluster, err)
-		}
-	}
-	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, readyTimeout, true, func(ctx context.Context) (bool, error) {
-		return l.ready(ctx, cluster) == nil, nil
-	})
-	if err != nil {
-		return l.diagnose(cluster, fmt.Errorf("cluster %s: API server not ready after %s: %w", name, readyTimeout, err))
-	}
-	// kwokctl does not wait for the other components; one that exits (a bad flag, a busy
-	// port) is caught here rather than as a cluster that silently never schedules. A
-	// component may also give up waiting for a slow API server (kube-controller-manager does
-	// on a loaded machine), so it is started again, as a kubelet would, a few times.
-	for attempt := 1; ; attempt++ {
-		if err := ctxSleep(ctx, componentSettle); err != nil {
-			return err
-		}
-		if l.allRunning(cluster) {
-			return nil
-		}
-		if attempt == componentStarts {
-			return l.diagnose(cluster, fmt.Errorf("cluster %s: a component exited after start, %d times", name, componentStarts))
-		}
-		for _, c := range l.components(cluster) {
-			if !c.Running {
-				l.logf("%s: %s exited; starting it again (log %s)", name, c.Name, c.Log)
-			}
-		}
-		if err := l.startCluster(ctx, cluster); err != nil {
-			return err
-		}
-	}
-}
-
-// componentStarts is how often Up starts a component that keeps exiting before it fails.
-const componentStarts = 3
-
-// startCluster starts the cluster's components that are not running. It first removes
-// their pid files: kwokctl skips a component whose pid file names a process that still
-// exists, and a dead child waiting to be reaped does.
-func (l *Lab) startCluster(ctx context.Context, cluster string) error {
-	for _, c := range l.components(cluster) {
-		if !c.Running {
-			_ = os.Remove(filepath.Join(l.clusterDir(cluster), "pids", c.Name+".pid"))
-		}
-	}
-	if err := l.kwokctl(ctx, "start", "cluster", "--name", l.ClusterName(cluster)); err != nil {
-		return l.diagnose(cluster, err)
-	}
-	return nil
-}
-
-// componentSettle is how long a started component must stay up before Up trusts it.
-const componentSettle = time.Second
-
-// ctxSleep waits d or until ctx ends.
-func ctxSleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
-func (l *Lab) clusterConfigPath(cluster string) string {
-	return filepath.Join(l.cfg.Dir, cluster+".kwokctl.yaml")
 }
 
 // setupSite makes site i's kwok nodes and waits until kwok reports them Ready.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"time"
@@ -28,9 +29,13 @@ type Config struct {
 	Tools Tools
 	// Log receives one line per step. Nil: discard.
 	Log io.Writer
-	// Vk8sBinary, when set, is the vk8s binary whose `provider` subcommand Up runs against
-	// the host (`vk8s lab` passes itself). Empty: Up runs no provider.
+	// Vk8sBinary, when set, is the vk8s binary whose `provider` and `webhook` subcommands
+	// Up runs against the host (`vk8s lab` passes itself). Empty: Up runs neither.
 	Vk8sBinary string
+	// Relay is the command that runs the kubelet relay, to which Up appends its flags.
+	// Empty: `Vk8sBinary lab kubelet-relay` when Vk8sBinary is set; without either, the
+	// site nodes stay at loopback (docs/lab.md, "The kubelet network").
+	Relay []string
 }
 
 const (
@@ -50,6 +55,8 @@ type Lab struct {
 	cfg   Config
 	log   io.Writer
 	tools map[string]string
+	// relay is the command that runs the kubelet relay; empty: none.
+	relay []string
 }
 
 // state is what lab.json records, so later calls know the lab's shape without flags.
@@ -87,7 +94,10 @@ func New(cfg Config) (*Lab, error) {
 		}
 		cfg.Dir = filepath.Join(base, "vk8s", "labs", cfg.Name)
 	}
-	l := &Lab{cfg: cfg, log: cfg.Log}
+	l := &Lab{cfg: cfg, log: cfg.Log, relay: cfg.Relay}
+	if len(l.relay) == 0 && cfg.Vk8sBinary != "" {
+		l.relay = []string{cfg.Vk8sBinary, "lab", RelaySubcommand}
+	}
 	if l.log == nil {
 		l.log = io.Discard
 	}
@@ -199,4 +209,45 @@ func clusters(sites int) []string {
 		out = append(out, SiteName(i))
 	}
 	return out
+}
+
+// toolNames are the binaries a lab runs.
+var toolNames = []string{
+	"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl",
+	"etcd", "etcdctl", "etcdutl", "kwok", "kwokctl",
+}
+
+// Tools locates the lab's binaries.
+type Tools struct {
+	// Dir holds every tool (hack/tools.sh dir). Empty: look each tool up on PATH.
+	Dir string
+}
+
+// Path returns the absolute path of the named tool, or an error that says how to get it.
+func (t Tools) Path(name string) (string, error) {
+	if t.Dir == "" {
+		p, err := exec.LookPath(name)
+		if err != nil {
+			return "", fmt.Errorf("tool %s not found on PATH: run `make tools` and set VK8S_TOOLS_DIR=$(make -s tools-dir)", name)
+		}
+		return filepath.Abs(p)
+	}
+	p := filepath.Join(t.Dir, name)
+	if info, err := os.Stat(p); err != nil || info.IsDir() || info.Mode()&0o111 == 0 {
+		return "", fmt.Errorf("tool %s not found in %s: run `make tools`", name, t.Dir)
+	}
+	return p, nil
+}
+
+// resolve returns the paths of every tool the lab needs, or the first that is missing.
+func (t Tools) resolve() (map[string]string, error) {
+	paths := make(map[string]string, len(toolNames))
+	for _, name := range toolNames {
+		p, err := t.Path(name)
+		if err != nil {
+			return nil, err
+		}
+		paths[name] = p
+	}
+	return paths, nil
 }

@@ -56,7 +56,7 @@ func (l *Lab) Status(ctx context.Context) ([]ClusterStatus, error) {
 		if m, ok := l.metricsServer().status(); ok && c == "host" {
 			cs.Components = append(cs.Components, m)
 		}
-		if r, ok := l.relay().status(); ok && c == "host" {
+		if r, ok := l.relayProcess().status(); ok && c == "host" {
 			cs.Components = append(cs.Components, r)
 		}
 		if cfg, err := l.RESTConfig(c); err != nil {

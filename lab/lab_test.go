@@ -12,6 +12,7 @@ import (
 	"time"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/lab/kwokconfig"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
@@ -145,105 +146,7 @@ func TestSiteObjects(t *testing.T) {
 	}
 }
 
-func TestKwokctlConfig(t *testing.T) {
-	tools := map[string]string{}
-	for _, n := range toolNames {
-		tools[n] = "/t/" + n
-	}
-	for _, tc := range []struct {
-		role        clusterRole
-		wantDisable bool
-	}{{roleHost, true}, {roleSite, false}} {
-		raw, err := kwokctlConfig(tc.role, tools, "192.0.2.9", "198.18.0.2", "/pki", "/content")
-		if err != nil {
-			t.Fatal(err)
-		}
-		docs := strings.Split(string(raw), "\n---\n")
-		raw = []byte(docs[0])
-		var cfg struct {
-			Kind    string         `json:"kind"`
-			Options map[string]any `json:"options"`
-			Patches []struct {
-				Name      string `json:"name"`
-				ExtraArgs []struct{ Key, Value string }
-				ExtraEnvs []struct{ Name, Value string } `json:"extraEnvs"`
-			} `json:"componentsPatches"`
-		}
-		if err := yaml.Unmarshal(raw, &cfg); err != nil {
-			t.Fatal(err)
-		}
-		if cfg.Kind != "KwokctlConfiguration" || cfg.Options["runtime"] != "binary" || cfg.Options["kubeVersion"] != KubernetesVersion {
-			t.Errorf("role %d: %s", tc.role, raw)
-		}
-		// Every binary kwokctl would otherwise download must be given.
-		for key, tool := range map[string]string{
-			"kubeApiserverBinary": "kube-apiserver", "etcdctlBinary": "etcdctl", "etcdutlBinary": "etcdutl",
-			"kwokControllerBinary": "kwok", "kubectlBinary": "kubectl", "etcdBinary": "etcd",
-		} {
-			if cfg.Options[key] != "/t/"+tool {
-				t.Errorf("role %d: %s = %v, want /t/%s", tc.role, key, cfg.Options[key], tool)
-			}
-		}
-		if _, disabled := cfg.Options["disable"]; disabled != tc.wantDisable {
-			t.Errorf("role %d: disable = %v, want set %v", tc.role, cfg.Options["disable"], tc.wantDisable)
-		}
-		if len(cfg.Patches) == 0 || cfg.Patches[0].Name != "kube-apiserver" || cfg.Patches[0].ExtraArgs[0].Value != "192.0.2.9" {
-			t.Errorf("role %d: patches %+v", tc.role, cfg.Patches)
-		}
-		args := map[string]string{}
-		envs := map[string]string{}
-		for _, p := range cfg.Patches {
-			for _, a := range p.ExtraArgs {
-				if args[p.Name+" --"+a.Key] != "" {
-					args[p.Name+" --"+a.Key] += ","
-				}
-				args[p.Name+" --"+a.Key] += a.Value
-			}
-			for _, e := range p.ExtraEnvs {
-				envs[p.Name+" "+e.Name] = e.Value
-			}
-		}
-		if tc.role == roleHost {
-			// The host verifies the provider's kubelet serving certificate, signed by its CA.
-			for key, want := range map[string]string{
-				"kube-apiserver --kubelet-certificate-authority":     "/pki/ca.crt",
-				"kube-apiserver --kubelet-client-certificate":        "/pki/admin.crt",
-				"kube-controller-manager --cluster-signing-key-file": "/pki/ca.key",
-			} {
-				if args[key] != want {
-					t.Errorf("host: %s = %q, want %q", key, args[key], want)
-				}
-			}
-		}
-		// Site nodes are at the kubelet network's address, which the sites' API servers dial.
-		wantNodeIP := map[clusterRole]string{roleSite: "198.18.0.2"}[tc.role]
-		if got := args["kwok-controller --node-ip"]; got != wantNodeIP {
-			t.Errorf("role %d: kwok-controller --node-ip = %q, want %q", tc.role, got, wantNodeIP)
-		}
-		wantPreferred := map[clusterRole]string{roleHost: "InternalIP", roleSite: "InternalIP,Hostname"}[tc.role]
-		if got := args["kube-apiserver --kubelet-preferred-address-types"]; got != wantPreferred {
-			t.Errorf("role %d: kube-apiserver --kubelet-preferred-address-types = %q, want %q", tc.role, got, wantPreferred)
-		}
-		// Sites' kwok also reads the simulated resource metrics and the lab's Stage, from
-		// files of its own.
-		wantConfig := map[clusterRole]string{roleSite: "/content/" + siteMetricsFile + ",/content/" + siteStagesFile}[tc.role]
-		if got := args["kwok-controller --config"]; got != wantConfig {
-			t.Errorf("role %d: kwok-controller --config = %q, want %q", tc.role, got, wantConfig)
-		}
-		// Sites' kwok finds the lab's tar shim before the system's.
-		path := envs["kwok-controller PATH"]
-		if first, _, _ := strings.Cut(path, string(os.PathListSeparator)); tc.role == roleSite && first != "/content/"+shimDir ||
-			tc.role == roleHost && path != "" {
-			t.Errorf("role %d: kwok-controller PATH = %q, want the shims first on sites only", tc.role, path)
-		}
-		// Sites simulate container logs, exec, attach and port-forward with kwok.
-		if wantDocs := map[clusterRole]int{roleHost: 1, roleSite: 5}[tc.role]; len(docs) != wantDocs ||
-			(tc.role == roleSite && (!strings.Contains(docs[1], "kind: ClusterLogs") || !strings.Contains(docs[2], "kind: ClusterExec") ||
-				!strings.Contains(docs[3], "kind: ClusterAttach") || !strings.Contains(docs[4], "kind: ClusterPortForward"))) {
-			t.Errorf("role %d: %d documents, want %d:\n%s", tc.role, len(docs), wantDocs, strings.Join(docs, "\n---\n"))
-		}
-	}
-
+func TestSiteContent(t *testing.T) {
 	// writeSiteContent writes the tar shim kwok's exec runs: tar -x ends at the end of the
 	// archive even though kwok never closes its stdin, and kubectl cp's old-style
 	// "tar cf -" still works.
@@ -252,8 +155,8 @@ func TestKwokctlConfig(t *testing.T) {
 		if err := writeSiteContent(dir); err != nil {
 			t.Fatal(err)
 		}
-		shim := filepath.Join(dir, shimDir, "tar")
-		src := filepath.Join(dir, execDir)
+		shim := filepath.Join(dir, kwokconfig.ShimDir, "tar")
+		src := filepath.Join(dir, kwokconfig.ExecDir)
 		var archive, stderr bytes.Buffer
 		create := exec.CommandContext(t.Context(), shim, "cf", "-", SiteFile)
 		create.Dir, create.Stdout, create.Stderr = src, &archive, &stderr
@@ -296,7 +199,7 @@ func TestKwokctlConfig(t *testing.T) {
 		if err := writeSiteContent(dir); err != nil {
 			t.Fatal(err)
 		}
-		raw, err := os.ReadFile(filepath.Join(dir, siteStagesFile))
+		raw, err := os.ReadFile(filepath.Join(dir, kwokconfig.StagesFile))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -351,7 +254,7 @@ func TestKwokctlConfig(t *testing.T) {
 		if err := writeSiteContent(dir); err != nil {
 			t.Fatal(err)
 		}
-		raw, err := os.ReadFile(filepath.Join(dir, siteMetricsFile))
+		raw, err := os.ReadFile(filepath.Join(dir, kwokconfig.MetricsFile))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,22 +6,18 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/vk8s-io/vk8s/lab/relay"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -143,8 +139,8 @@ func (l *Lab) siteNodeNetwork(ctx context.Context, st *state) (*kubeletNet, erro
 		return nil, nil
 	case st.NodeIP == "":
 		st.NodeIP = loopbackNodeIP
-		if !relayCapable {
-			l.logf("kubelet network: site nodes at %s (this program did not call lab.Init, so it cannot run the relay)", loopbackNodeIP)
+		if len(l.relay) == 0 {
+			l.logf("kubelet network: site nodes at %s (no command to run the kubelet relay: Config.Vk8sBinary or Config.Relay)", loopbackNodeIP)
 			return nil, nil
 		}
 		if _, err := l.ensureKubeletNet(ctx); err != nil {
@@ -156,8 +152,8 @@ func (l *Lab) siteNodeNetwork(ctx context.Context, st *state) (*kubeletNet, erro
 	case st.NodeIP == loopbackNodeIP:
 		return nil, nil
 	}
-	if !relayCapable {
-		return nil, fmt.Errorf("the site nodes are at %s, which needs the kubelet relay, and this program did not call lab.Init", st.NodeIP)
+	if len(l.relay) == 0 {
+		return nil, fmt.Errorf("the site nodes are at %s, which needs the kubelet relay, and the lab has no command to run it (Config.Vk8sBinary or Config.Relay)", st.NodeIP)
 	}
 	if st.NodeIP != k.NodeIP {
 		return nil, fmt.Errorf("lab.json puts the site nodes at %s, but lab %s's kubelet network is %s; run `vk8s lab down --name %s`", st.NodeIP, l.cfg.Name, k.NodeIP, l.cfg.Name)
@@ -207,38 +203,11 @@ func (l *Lab) SiteNodeIP() (string, bool) {
 	return st.NodeIP, st.NodeIP != loopbackNodeIP
 }
 
-// relayEnv holds the relay's configuration (relayConfig as JSON) in the environment of
-// a lab program started as the relay.
-const relayEnv = "VK8S_LAB_KUBELET_RELAY"
-
 // RelayComponent is the relay's name in Status.
 const RelayComponent = "kubelet-relay"
 
-// relayCapable says that this program called Init, so it can be started as the relay.
-var relayCapable bool
-
-// Init must be the first call in the main function (or TestMain) of a program that runs
-// Up: the lab starts that same program as its kubelet relay, and Init then runs the relay
-// instead and exits. In any other process it returns at once. Up in a program that did not
-// call it leaves the site nodes at loopback.
-func Init() {
-	if spec, ok := os.LookupEnv(relayEnv); ok {
-		if err := runRelay(spec); err != nil {
-			fmt.Fprintln(os.Stderr, "kubelet relay:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
-	relayCapable = true
-}
-
-// relayConfig is what the relay serves: inside network namespace Netns, Address:port for
-// every port, connected to 127.0.0.1:port.
-type relayConfig struct {
-	Netns   string `json:"netns"`
-	Address string `json:"address"`
-	Ports   []int  `json:"ports"`
-}
+// RelaySubcommand is the relay's subcommand of `vk8s lab`.
+const RelaySubcommand = "kubelet-relay"
 
 func (l *Lab) relayPIDPath() string   { return filepath.Join(l.cfg.Dir, "pids", RelayComponent+".pid") }
 func (l *Lab) relayStatePath() string { return filepath.Join(l.cfg.Dir, RelayComponent+".json") }
@@ -248,27 +217,19 @@ func (l *Lab) relayLogPath() string   { return filepath.Join(l.cfg.Dir, "logs", 
 // running, serves other ports or is another binary, and checks that every site's kwok
 // answers through it.
 func (l *Lab) ensureRelay(ctx context.Context, k kubeletNet, ports []int) error {
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
 	slices.Sort(ports)
 	// The state file holds the configuration the relay was started with.
-	want := relayConfig{Netns: k.netnsPath(), Address: k.NodeIP, Ports: ports}
-	var have relayConfig
+	want := relay.Config{Netns: k.netnsPath(), Address: k.NodeIP, Ports: ports}
+	var have relay.Config
 	if raw, err := os.ReadFile(l.relayStatePath()); err == nil {
 		_ = json.Unmarshal(raw, &have)
 	}
-	if pid := l.relay().pid(); pid > 0 && have.Netns == want.Netns && have.Address == want.Address && slices.Equal(have.Ports, want.Ports) &&
+	if pid := l.relayProcess().pid(); pid > 0 && have.Netns == want.Netns && have.Address == want.Address && slices.Equal(have.Ports, want.Ports) &&
 		relayAnswers(ctx, k.NodeIP, ports) == nil {
 		l.logf("%s: running", RelayComponent)
 		return nil
 	}
-	if err := l.relay().stop(ctx); err != nil {
-		return err
-	}
-	spec, err := json.Marshal(want)
-	if err != nil {
+	if err := l.relayProcess().stop(ctx); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(l.relayLogPath()), 0o755); err != nil {
@@ -279,8 +240,7 @@ func (l *Lab) ensureRelay(ctx context.Context, k kubeletNet, ports []int) error 
 		return err
 	}
 	defer func() { _ = logFile.Close() }()
-	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), relayEnv+"="+string(spec))
+	cmd := exec.Command(l.relay[0], append(slices.Clone(l.relay[1:]), want.Args()...)...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Its own session: it outlives `vk8s lab up`, as kwokctl's processes do.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -309,7 +269,7 @@ func (l *Lab) ensureRelay(ctx context.Context, k kubeletNet, ports []int) error 
 		return last == nil, nil
 	})
 	if err != nil {
-		_ = l.relay().stop(ctx)
+		_ = l.relayProcess().stop(ctx)
 		raw, _ := os.ReadFile(l.relayLogPath())
 		return fmt.Errorf("%s: kwok does not answer through it: %w (last: %w); log %s:\n%s", RelayComponent, err, last, l.relayLogPath(), tail(string(raw), 10))
 	}
@@ -337,108 +297,4 @@ func relayAnswers(ctx context.Context, addr string, ports []int) error {
 		}
 	}
 	return nil
-}
-
-// runRelay is the relay process: it listens in the namespace and copies every connection
-// to and from kwok on loopback until it is told to stop.
-func runRelay(spec string) error {
-	var cfg relayConfig
-	if err := json.Unmarshal([]byte(spec), &cfg); err != nil {
-		return fmt.Errorf("%s: %w", relayEnv, err)
-	}
-	lns, err := listenInNetns(cfg.Netns, cfg.Address, cfg.Ports)
-	if err != nil {
-		return err
-	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	for i, ln := range lns {
-		go relayAccept(ln, net.JoinHostPort(loopbackNodeIP, strconv.Itoa(cfg.Ports[i])))
-	}
-	fmt.Fprintf(os.Stderr, "kubelet relay: %s ports %v in %s -> %s\n", cfg.Address, cfg.Ports, cfg.Netns, loopbackNodeIP)
-	<-sig
-	for _, ln := range lns {
-		_ = ln.Close()
-	}
-	return nil
-}
-
-// listenInNetns opens a listener at addr:port for every port inside the network namespace
-// at path. A socket stays in the namespace it was made in, so only the thread that makes
-// them enters it, and it leaves again before any other work runs on it.
-func listenInNetns(path, addr string, ports []int) ([]net.Listener, error) {
-	target, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = target.Close() }()
-	runtime.LockOSThread()
-	own, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
-	if err != nil {
-		runtime.UnlockOSThread()
-		return nil, err
-	}
-	defer func() { _ = own.Close() }()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("enter network namespace %s: %w", path, err)
-	}
-	var lns []net.Listener
-	var lerr error
-	for _, p := range ports {
-		ln, err := net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(p)))
-		if err != nil {
-			lerr = err
-			break
-		}
-		lns = append(lns, ln)
-	}
-	if err := unix.Setns(int(own.Fd()), unix.CLONE_NEWNET); err != nil {
-		// The thread stays locked, so the runtime ends it rather than reuse it in the
-		// wrong namespace.
-		return nil, fmt.Errorf("leave network namespace %s: %w", path, err)
-	}
-	runtime.UnlockOSThread()
-	if lerr != nil {
-		for _, ln := range lns {
-			_ = ln.Close()
-		}
-		return nil, lerr
-	}
-	return lns, nil
-}
-
-// relayAccept connects every connection ln accepts to target.
-func relayAccept(ln net.Listener, target string) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go relayConn(c, target)
-	}
-}
-
-// relayConn copies c to and from a new connection to target, passing each direction's
-// end on as a half close.
-func relayConn(c net.Conn, target string) {
-	defer func() { _ = c.Close() }()
-	t, err := net.DialTimeout("tcp", target, 5*time.Second)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "kubelet relay: dial %s: %v\n", target, err)
-		return
-	}
-	defer func() { _ = t.Close() }()
-	var wg sync.WaitGroup
-	wg.Add(2)
-	pipe := func(dst, src net.Conn) {
-		defer wg.Done()
-		_, _ = io.Copy(dst, src)
-		if tc, ok := dst.(*net.TCPConn); ok {
-			_ = tc.CloseWrite()
-		}
-	}
-	go pipe(t, c)
-	go pipe(c, t)
-	wg.Wait()
 }

@@ -1,0 +1,189 @@
+package kwokconfig
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+
+	"sigs.k8s.io/yaml"
+)
+
+// KubernetesVersion is the version of the lab's Kubernetes binaries (hack/tools.sh).
+const KubernetesVersion = "v1.35.4"
+
+// Role says what a cluster is for; it decides which components run.
+type Role int
+
+const (
+	// Host is the lab's host cluster: no kwok (its nodes are the provider's virtual
+	// nodes), and it verifies kubelet serving certificates.
+	Host Role = iota
+	// Site is a lab site: kwok runs its nodes and simulates their containers.
+	Site
+)
+
+// Cluster is what the configuration of one lab cluster depends on.
+type Cluster struct {
+	Role Role
+	// Tools maps each tool name (kube-apiserver, etcd, kwok, ...) to its binary.
+	Tools map[string]string
+	// Advertise is the API server's advertise address.
+	Advertise string
+	// NodeIP, when set, is the sites' nodes' InternalIP (kwok's --node-ip).
+	NodeIP string
+	// PKI is the cluster's pki folder (kwokctl writes ca.crt, ca.key, admin.crt and
+	// admin.key there).
+	PKI string
+	// Content is the lab's folder of simulated container logs, exec working directory and
+	// kwok's extra configuration files (MetricsFile, StagesFile, ShimDir).
+	Content string
+	// Path is the PATH the lab runs with; the sites' kwok gets the shims before it.
+	Path string
+}
+
+// Render renders the KwokctlConfiguration of one cluster: the binary runtime with local
+// binaries only, so kwokctl never downloads anything.
+//
+// The host verifies kubelet serving certificates as hardened clusters do: its API server
+// presents the admin certificate to kubelets and checks theirs against the cluster CA,
+// which its controller manager signs kubernetes.io/kubelet-serving requests with. Sites
+// get kwok's ClusterLogs, ClusterExec, ClusterAttach and ClusterPortForward (an echo
+// server on every port), so that logs, exec, cp, attach and port-forward of their pods
+// answer, and
+// kwok's Metric and ClusterResourceUsage (MetricsFile, which the lab writes to Content), so that their nodes serve simulated resource metrics, the lab's Stage
+// (StagesFile: a pod annotated vk8sv1.AnnotationLabExitAfter completes) and a tar for exec
+// (ShimDir, see TarShim). NodeIP is what the sites' API servers dial first (the lab's
+// kubelet network).
+func Render(c Cluster) ([]byte, error) {
+	role, tools, advertise, nodeIP, pki, content := c.Role, c.Tools, c.Advertise, c.NodeIP, c.PKI, c.Content
+	options := map[string]any{
+		"runtime":                     "binary",
+		"kubeVersion":                 KubernetesVersion,
+		"bindAddress":                 "127.0.0.1",
+		"kubeApiserverBinary":         tools["kube-apiserver"],
+		"kubeControllerManagerBinary": tools["kube-controller-manager"],
+		"kubeSchedulerBinary":         tools["kube-scheduler"],
+		"kubectlBinary":               tools["kubectl"],
+		"etcdBinary":                  tools["etcd"],
+		"etcdctlBinary":               tools["etcdctl"],
+		"etcdutlBinary":               tools["etcdutl"],
+		"kwokControllerBinary":        tools["kwok"],
+	}
+	apiserverArgs := []any{arg("advertise-address", advertise)}
+	patches := []any{}
+	if role == Host {
+		// Host nodes are the provider's virtual nodes; kwok must not manage them.
+		options["disable"] = []string{"kwok-controller"}
+		apiserverArgs = append(apiserverArgs,
+			arg("kubelet-client-certificate", filepath.Join(pki, "admin.crt")),
+			arg("kubelet-client-key", filepath.Join(pki, "admin.key")),
+			arg("kubelet-certificate-authority", filepath.Join(pki, "ca.crt")),
+			arg("kubelet-preferred-address-types", "InternalIP"),
+		)
+		patches = append(patches, map[string]any{
+			"name": "kube-controller-manager",
+			"extraArgs": []any{
+				arg("cluster-signing-cert-file", filepath.Join(pki, "ca.crt")),
+				arg("cluster-signing-key-file", filepath.Join(pki, "ca.key")),
+			},
+		})
+	}
+	if role == Site {
+		// kwokctl v0.8.0 passes Metric and ClusterResourceUsage documents on to kwok only
+		// when it also runs its metrics-server component (which the sites do not need), so
+		// kwok reads them from a configuration file of its own beside the one kwokctl
+		// writes (kwok's --config may be given more than once). The lab's Stage comes the
+		// same way: a Stage in kwokctl's configuration would replace kwokctl's default
+		// stages, while kwok runs every Stage of all its files.
+		// PATH: kwok's exec resolves a command in kwok-controller's own PATH (exec.LookPath),
+		// so the lab's tar shim (TarShim) is found first.
+		kwokArgs := []any{arg("config", filepath.Join(content, MetricsFile)), arg("config", filepath.Join(content, StagesFile))}
+		if nodeIP != "" {
+			kwokArgs = append(kwokArgs, arg("node-ip", nodeIP))
+			apiserverArgs = append(apiserverArgs, arg("kubelet-preferred-address-types", "InternalIP,Hostname"))
+		}
+		patches = append(patches, map[string]any{
+			"name":      "kwok-controller",
+			"extraArgs": kwokArgs,
+			"extraEnvs": []any{map[string]any{"name": "PATH", "value": ShimPath(content, c.Path)}},
+		})
+	}
+	patches = append([]any{map[string]any{"name": "kube-apiserver", "extraArgs": apiserverArgs}}, patches...)
+	docs := []any{map[string]any{
+		"apiVersion":        "config.kwok.x-k8s.io/v1alpha1",
+		"kind":              "KwokctlConfiguration",
+		"options":           options,
+		"componentsPatches": patches,
+	}}
+	if role == Site {
+		docs = append(docs,
+			map[string]any{
+				"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterLogs",
+				"metadata": map[string]any{"name": "vk8s-lab-logs"},
+				"spec": map[string]any{"logs": []any{map[string]any{
+					"logsFile":         filepath.Join(content, CurrentLogFile),
+					"previousLogsFile": filepath.Join(content, PreviousLogFile),
+					"follow":           true,
+				}}},
+			},
+			map[string]any{
+				"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterExec",
+				"metadata": map[string]any{"name": "vk8s-lab-exec"},
+				"spec": map[string]any{"execs": []any{map[string]any{
+					"local": map[string]any{"workDir": filepath.Join(content, ExecDir)},
+				}}},
+			},
+			// attach follows the container's log from its end.
+			map[string]any{
+				"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterAttach",
+				"metadata": map[string]any{"name": "vk8s-lab-attach"},
+				"spec": map[string]any{"attaches": []any{map[string]any{
+					"logsFile": filepath.Join(content, CurrentLogFile),
+				}}},
+			},
+			// Every port of every site pod answers as an echo server: kwok connects the
+			// forwarded stream to cat's stdin and stdout (no network is opened).
+			map[string]any{
+				"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterPortForward",
+				"metadata": map[string]any{"name": "vk8s-lab-port-forward"},
+				"spec":     map[string]any{"forwards": []any{map[string]any{"command": []any{"cat"}}}},
+			})
+	}
+	return yamlDocuments(docs)
+}
+
+// yamlDocuments renders docs as one YAML stream.
+func yamlDocuments(docs []any) ([]byte, error) {
+	var out bytes.Buffer
+	for i, d := range docs {
+		raw, err := yaml.Marshal(d)
+		if err != nil {
+			return nil, err
+		}
+		if i > 0 {
+			out.WriteString("---\n")
+		}
+		out.Write(raw)
+	}
+	return out.Bytes(), nil
+}
+
+func arg(key, value string) map[string]any { return map[string]any{"key": key, "value": value} }
+
+// Files of the simulated containers on the sites (kwok's ClusterLogs and ClusterExec), of
+// the sites' simulated resource metrics and Stages, and the folder of the commands that
+// stand in for the system's in kwok's exec.
+const (
+	CurrentLogFile  = "current.log"
+	PreviousLogFile = "previous.log"
+	ExecDir         = "exec"
+	MetricsFile     = "kwok-metrics.yaml"
+	StagesFile      = "kwok-stages.yaml"
+	ShimDir         = "bin"
+)
+
+// ShimPath is the PATH of the sites' kwok-controller: the lab's shims (in content) first,
+// then path, the lab's own PATH.
+func ShimPath(content, path string) string {
+	return filepath.Join(content, ShimDir) + string(os.PathListSeparator) + path
+}
