@@ -75,7 +75,7 @@ func (l *namespaceLabeler) Reconcile(ctx context.Context, req reconcile.Request)
 	return reconcile.Result{}, LabelNamespace(ctx, l.client, ns, want)
 }
 
-// labelNamespace sets vk8sv1.LabelVirtualKubernetes on ns to value, or removes it when value is
+// LabelNamespace sets vk8sv1.LabelVirtualKubernetes on ns to value, or removes it when value is
 // empty.
 func LabelNamespace(ctx context.Context, c client.Client, ns *corev1.Namespace, value string) error {
 	cur, has := ns.Labels[vk8sv1.LabelVirtualKubernetes]

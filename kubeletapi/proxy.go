@@ -28,7 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/httpstream"
-	"k8s.io/client-go/kubernetes/scheme"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/tools/remotecommand"
@@ -102,7 +102,7 @@ func siteURL(cfg *rest.Config, namespace, name, subresource string, opts runtime
 	u := *base
 	u.Path = path.Join(u.Path, "/api/v1/namespaces", namespace, "pods", name, subresource)
 	if opts != nil {
-		q, err := scheme.ParameterCodec.EncodeParameters(opts, corev1.SchemeGroupVersion)
+		q, err := clientgoscheme.ParameterCodec.EncodeParameters(opts, corev1.SchemeGroupVersion)
 		if err != nil {
 			return nil, err
 		}
@@ -173,7 +173,7 @@ func (s *Server) stream(ctx context.Context, sub, namespace, pod, container stri
 		so.Stderr = attach.Stderr()
 	}
 	if flags.tty && attach.Resize() != nil {
-		so.TerminalSizeQueue = sizeQueue{ctx: ctx, ch: attach.Resize()}
+		so.TerminalSizeQueue = sizeQueue{done: ctx.Done(), ch: attach.Resize()}
 	}
 	err = ex.StreamWithContext(ctx, so)
 	var exit utilexec.ExitError
@@ -286,10 +286,10 @@ func shouldFallback(err error) bool {
 	return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
 }
 
-// sizeQueue passes virtual-kubelet's terminal sizes to remotecommand.
+// sizeQueue passes virtual-kubelet's terminal sizes to remotecommand until done.
 type sizeQueue struct {
-	ctx context.Context
-	ch  <-chan api.TermSize
+	done <-chan struct{}
+	ch   <-chan api.TermSize
 }
 
 func (q sizeQueue) Next() *remotecommand.TerminalSize {
@@ -299,7 +299,7 @@ func (q sizeQueue) Next() *remotecommand.TerminalSize {
 			return nil
 		}
 		return &remotecommand.TerminalSize{Width: sz.Width, Height: sz.Height}
-	case <-q.ctx.Done():
+	case <-q.done:
 		return nil
 	}
 }

@@ -28,7 +28,7 @@ type ReplicaWrite struct {
 	OldPlacement string
 }
 
-// ErrInvalidPerSite: the per-site annotation is not a whole number.
+// ErrInvalidPerSite says that a per-site annotation is not a whole number.
 var ErrInvalidPerSite = errors.New("not a whole number of replicas per site")
 
 // PerSite returns R for the write, and whether it was derived from a total (derive). The

@@ -80,7 +80,9 @@ type Pods struct {
 	log     logr.Logger
 	metrics *podMetrics
 
-	ctx     context.Context
+	// ctx is Run's: site clusters' caches and workers, started on demand from calls
+	// that carry no context of that lifetime, live as long as it.
+	ctx     context.Context //nolint:containedctx // the lifetime of what Run starts later
 	started chan struct{}
 
 	mu       sync.Mutex

@@ -86,7 +86,7 @@ type Registry struct {
 	// started is closed by Start once ctx, the context connections live in, is set.
 	started   chan struct{}
 	startOnce sync.Once
-	ctx       context.Context
+	ctx       context.Context //nolint:containedctx // the lifetime of the connections Reconcile opens
 
 	mu      sync.Mutex
 	sites   map[string]*siteEntry

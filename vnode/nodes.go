@@ -92,7 +92,7 @@ type Nodes struct {
 	limiter    *heartbeatLimiter
 
 	// ctx is the lifetime of the NodeControllers, set by Start; wg counts them.
-	ctx     context.Context
+	ctx     context.Context //nolint:containedctx // the lifetime of the NodeControllers Reconcile starts
 	started chan struct{}
 	wg      sync.WaitGroup
 
@@ -151,7 +151,7 @@ func NewNodes(cfg NodesConfig) (*Nodes, error) {
 		errs = append(errs, errors.New("site registry is required"))
 	}
 	if cfg.Endpoint.Address == "" || cfg.Endpoint.Port <= 0 {
-		errs = append(errs, fmt.Errorf("Endpoint %+v: want an address and a port", cfg.Endpoint))
+		errs = append(errs, fmt.Errorf("endpoint %+v: want an address and a port", cfg.Endpoint))
 	}
 	if cfg.LeaseDurationSeconds == 0 {
 		cfg.LeaseDurationSeconds = 40
