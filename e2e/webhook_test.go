@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vk8s-io/vk8s/federation"
 	"github.com/vk8s-io/vk8s/translate"
 
 	"github.com/go-logr/logr"
@@ -79,7 +80,7 @@ func webhookStart(t *testing.T) *webhookRun {
 		HealthAddr:           fmt.Sprintf("127.0.0.1:%d", health),
 		MetricsRegisterer:    reg,
 		// controller-runtime refuses a controller name a process has seen before.
-		Name: fmt.Sprintf("vk8s-webhook-e2e-%d", webhookStarts.Add(1)),
+		Options: federation.Options{Name: fmt.Sprintf("vk8s-webhook-e2e-%d", webhookStarts.Add(1))},
 	})
 	if err != nil {
 		t.Fatal(err)

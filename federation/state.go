@@ -31,8 +31,9 @@ const (
 	DefaultReservationTTL = 30 * time.Second
 )
 
-// Config configures the state admission and the controllers share.
-type Config struct {
+// Options are the installation's settings of federation; the webhook's Config embeds
+// them.
+type Options struct {
 	// Name prefixes the controllers' names and is the source of their Events; it must be
 	// unique per process. Empty: DefaultName.
 	Name string
@@ -45,6 +46,19 @@ type Config struct {
 	// ReservationTTL is how long a placement counts before its pod shows up in the cache.
 	// Zero: DefaultReservationTTL.
 	ReservationTTL time.Duration
+}
+
+// Default fills in the defaults of o.
+func (o *Options) Default() {
+	o.Name = cmp.Or(o.Name, DefaultName)
+	o.SharedNamespace = cmp.Or(o.SharedNamespace, overrides.DefaultSharedNamespace)
+	o.DefaultWorkloadFlavor = cmp.Or(o.DefaultWorkloadFlavor, overrides.DefaultWorkloadFlavor)
+	o.ReservationTTL = cmp.Or(o.ReservationTTL, DefaultReservationTTL)
+}
+
+// Config configures the state admission and the controllers share.
+type Config struct {
+	Options
 	// Cache reads the host from the process's informers, API reads it uncached (what the
 	// cache may not have yet), Client writes it.
 	Cache  client.Reader
@@ -80,10 +94,7 @@ func New(cfg Config) (*State, error) {
 	if cfg.Cache == nil || cfg.API == nil || cfg.Client == nil {
 		return nil, fmt.Errorf("federation: the cache, the API reader and the client are required")
 	}
-	cfg.Name = cmp.Or(cfg.Name, DefaultName)
-	cfg.SharedNamespace = cmp.Or(cfg.SharedNamespace, overrides.DefaultSharedNamespace)
-	cfg.DefaultWorkloadFlavor = cmp.Or(cfg.DefaultWorkloadFlavor, overrides.DefaultWorkloadFlavor)
-	cfg.ReservationTTL = cmp.Or(cfg.ReservationTTL, DefaultReservationTTL)
+	cfg.Options.Default()
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

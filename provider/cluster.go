@@ -90,12 +90,11 @@ func newCluster(conn *sitereg.Conn, tenant string, log logr.Logger) (*cluster, e
 		},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[item](200*time.Millisecond, 30*time.Second),
-			workqueue.TypedRateLimitingQueueConfig[item]{Name: "vk8s-site-" + shortKey(conn.Key)}),
+			workqueue.TypedRateLimitingQueueConfig[item]{Name: "vk8s-site-" + sitereg.ShortKey(conn.Key)}),
 		done: make(chan struct{}),
 	}, nil
 }
 
-func shortKey(key string) string { return key[:min(len(key), 12)] }
 
 // synced reports whether the cluster's caches hold what the site has.
 func (c *cluster) synced() bool {

@@ -47,12 +47,6 @@ type lifecycle struct {
 
 func newLifecycle(host kubernetes.Interface, reg *sitereg.Registry, siteEvents <-chan event.GenericEvent,
 	cfg Config, scheme *runtime.Scheme) (*lifecycle, error) {
-	if cfg.Tenant == "" {
-		cfg.Tenant = DefaultTenant
-	}
-	if cfg.PodWorkers <= 0 {
-		cfg.PodWorkers = 10
-	}
 	log := cfg.Logger.WithName("pods")
 	// Only scheduled pods can be on a virtual node.
 	podFactory := informers.NewSharedInformerFactoryWithOptions(host, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {

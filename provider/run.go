@@ -108,6 +108,18 @@ func withRateLimits(cfg *rest.Config) *rest.Config {
 // DefaultTenant is the tenant of a provider configured without one.
 const DefaultTenant = "vk8s"
 
+// defaults fills in the defaults of cfg; Run applies them once, and every part it builds
+// reads them from there.
+func (cfg *Config) defaults() {
+	cfg.Tenant = cmp.Or(cfg.Tenant, DefaultTenant)
+	cfg.MetricsAddr = cmp.Or(cfg.MetricsAddr, "0")
+	cfg.HealthAddr = cmp.Or(cfg.HealthAddr, "0")
+	cfg.LeaderElectionNamespace = cmp.Or(cfg.LeaderElectionNamespace, "vk8s-system")
+	if cfg.PodWorkers <= 0 {
+		cfg.PodWorkers = 10
+	}
+}
+
 // Run runs the provider until ctx ends: the site registry, the virtual nodes and their pods,
 // the kubelet API, and the tenancy controllers (VirtualSite status, VirtualKubernetes
 // namespaces on the sites).
@@ -115,15 +127,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Host == nil {
 		return errors.New("provider: host client configuration is required")
 	}
+	cfg.defaults()
 	hostScheme, err := scheme.New()
 	if err != nil {
 		return err
-	}
-	if cfg.MetricsAddr == "" {
-		cfg.MetricsAddr = "0"
-	}
-	if cfg.HealthAddr == "" {
-		cfg.HealthAddr = "0"
 	}
 	// The manager's client writes every Site's status each heartbeat (1,000 Sites every
 	// 30s: 33 a second), and the pod controller's client a status per pod change and an
@@ -137,7 +144,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Controller:              config.Controller{SkipNameValidation: ptr.To(cfg.SkipNameValidation)},
 		LeaderElection:          cfg.LeaderElection,
 		LeaderElectionID:        "vk8s-provider",
-		LeaderElectionNamespace: cmp.Or(cfg.LeaderElectionNamespace, "vk8s-system"),
+		LeaderElectionNamespace: cfg.LeaderElectionNamespace,
 		// A new leader takes over at once when the old one stops cleanly.
 		LeaderElectionReleaseOnCancel: true,
 		Logger:                        cfg.Logger,
@@ -203,7 +210,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// VirtualSite status, and the namespaces and isolation NetworkPolicies of
 	// VirtualKubernetes on the sites.
 	ten, err := tenancy.New(tenancy.Config{
-		Tenant:            cmp.Or(cfg.Tenant, DefaultTenant),
+		Tenant:            cfg.Tenant,
 		Sites:             tenancy.RegistrySites(reg),
 		SiteEvents:        tenancySiteEvents,
 		CleanupTimeout:    cfg.TenancyCleanupTimeout,

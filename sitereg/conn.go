@@ -83,8 +83,8 @@ func writeExtra(h hash.Hash, extra map[string][]string) {
 	}
 }
 
-// shortKey is the prefix of a connection key that logs show.
-func shortKey(key string) string { return key[:min(len(key), 12)] }
+// ShortKey is the prefix of a connection key (Conn.Key) that logs and metrics show.
+func ShortKey(key string) string { return key[:min(len(key), 12)] }
 
 // conn is one connection to a site cluster, shared by every Site that reaches that cluster
 // with the same credentials: a client, one node informer, and the state of the last probe.
@@ -226,7 +226,7 @@ func (c *conn) startInformer(ctx context.Context, log logr.Logger) (cache.Shared
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return nil, fmt.Errorf("connection %s is closed", shortKey(c.key))
+		return nil, fmt.Errorf("connection %s is closed", ShortKey(c.key))
 	}
 	if c.informer != nil {
 		return c.informer, nil

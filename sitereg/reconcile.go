@@ -263,7 +263,7 @@ func (r *Registry) acquire(ctx context.Context, site *vk8sv1.Site, sel labels.Se
 		}
 		r.conns[key] = c
 		r.metrics.connections.Inc()
-		logf.FromContext(ctx).Info("Opened site connection", "server", c.server, "connection", shortKey(key))
+		logf.FromContext(ctx).Info("Opened site connection", "server", c.server, "connection", ShortKey(key))
 	}
 	e := r.entryLocked(site.Name)
 	if e.conn != nil && e.conn != c {
@@ -327,7 +327,7 @@ func (r *Registry) releaseLocked(ctx context.Context, site string, c *conn) {
 		delete(r.conns, c.key)
 		r.metrics.connections.Dec()
 	}
-	logf.FromContext(ctx).Info("Closed site connection", "server", c.server, "connection", shortKey(c.key))
+	logf.FromContext(ctx).Info("Closed site connection", "server", c.server, "connection", ShortKey(c.key))
 }
 
 // forget drops everything the registry keeps about a Site that is gone, and tells the

@@ -123,8 +123,7 @@ func newEnv(t testing.TB, extra ...client.Object) *env {
 	reg := prometheus.NewRegistry()
 	cfg := Config{URL: "https://127.0.0.1:9443"}
 	cfg.defaults()
-	state, err := federation.New(federation.Config{Name: cfg.Name, SharedNamespace: cfg.SharedNamespace, DefaultWorkloadFlavor: cfg.DefaultWorkloadFlavor,
-		ReservationTTL: cfg.ReservationTTL, Cache: c, API: c, Client: c, Recorder: rec, Now: clock.now, MetricsRegisterer: reg})
+	state, err := federation.New(federation.Config{Options: cfg.Options, Cache: c, API: c, Client: c, Recorder: rec, Now: clock.now, MetricsRegisterer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

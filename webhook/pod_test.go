@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/federation"
 )
 
 // fleetWorkload stores an admitted Deployment and its ReplicaSet, and returns a function
@@ -141,7 +142,7 @@ func TestPlacementReservationsExpire(t *testing.T) {
 	}
 	// These pods never showed up (a later admission step refused them): once their
 	// reservations expire, the sites count as empty again.
-	e.clock.add(DefaultReservationTTL + time.Second)
+	e.clock.add(federation.DefaultReservationTTL + time.Second)
 	p := admitPod(e, next())
 	if got := pinnedSite(t, p); got != "site1" || p.Annotations[vk8sv1.AnnotationSlot] != "1" {
 		t.Errorf("after expiry: %s slot %s, want site1 slot 1", got, p.Annotations[vk8sv1.AnnotationSlot])

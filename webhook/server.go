@@ -31,7 +31,6 @@ import (
 	"github.com/vk8s-io/vk8s/api/scheme"
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 	"github.com/vk8s-io/vk8s/federation"
-	"github.com/vk8s-io/vk8s/overrides"
 	"github.com/vk8s-io/vk8s/webhook/certs"
 )
 
@@ -40,9 +39,7 @@ const (
 	DefaultConfigurationName = "vk8s-webhook"
 	DefaultPort              = 9443
 	DefaultTimeout           = 5 * time.Second
-	DefaultReservationTTL    = federation.DefaultReservationTTL
 	DefaultResyncInterval    = time.Minute
-	defaultName              = federation.DefaultName
 )
 
 // ServiceReference is the in-cluster Service the API server calls the webhook through.
@@ -98,21 +95,13 @@ type Config struct {
 	// MetricsRegisterer receives the webhook's metrics. Nil: controller-runtime's registry.
 	MetricsRegisterer prometheus.Registerer
 
-	// SharedNamespace holds the VirtualSites every workload may reference. Empty:
-	// overrides.DefaultSharedNamespace.
-	SharedNamespace string
-	// DefaultWorkloadFlavor applies to workloads without ves.io/workload-flavor. Empty:
-	// overrides.DefaultWorkloadFlavor.
-	DefaultWorkloadFlavor string
+	// Options are the installation's settings that admission and the federation
+	// controllers share: the shared namespace, the default flavor, the reservations' TTL
+	// and the name of the process's controllers.
+	federation.Options
 	// StrictReplicas rejects a spec.replicas that is not a multiple of the site count
 	// instead of rounding it up.
 	StrictReplicas bool
-	// ReservationTTL is how long a placement counts before its pod shows up in the cache.
-	// Zero: DefaultReservationTTL.
-	ReservationTTL time.Duration
-	// Name names the process's controllers and the source of its Events; it must be
-	// unique per process. Empty: "vk8s-webhook".
-	Name string
 	// TracerProvider makes the spans of admissions and of the rebalancer. Nil:
 	// OpenTelemetry's global provider.
 	TracerProvider trace.TracerProvider
@@ -139,16 +128,11 @@ func (cfg *Config) defaults() {
 		}
 	}
 	cfg.ConfigurationName = cmp.Or(cfg.ConfigurationName, DefaultConfigurationName)
-	cfg.SharedNamespace = cmp.Or(cfg.SharedNamespace, overrides.DefaultSharedNamespace)
-	cfg.DefaultWorkloadFlavor = cmp.Or(cfg.DefaultWorkloadFlavor, overrides.DefaultWorkloadFlavor)
-	cfg.Name = cmp.Or(cfg.Name, defaultName)
+	cfg.Options.Default()
 	cfg.MetricsAddr = cmp.Or(cfg.MetricsAddr, "0")
 	cfg.HealthAddr = cmp.Or(cfg.HealthAddr, "0")
 	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultTimeout
-	}
-	if cfg.ReservationTTL == 0 {
-		cfg.ReservationTTL = DefaultReservationTTL
 	}
 	if cfg.ResyncInterval == 0 {
 		cfg.ResyncInterval = DefaultResyncInterval
@@ -275,8 +259,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("webhook manager: %w", err)
 	}
 	state, err := federation.New(federation.Config{
-		Name: cfg.Name, SharedNamespace: cfg.SharedNamespace, DefaultWorkloadFlavor: cfg.DefaultWorkloadFlavor,
-		ReservationTTL: cfg.ReservationTTL, Cache: mgr.GetCache(), API: mgr.GetAPIReader(), Client: mgr.GetClient(),
+		Options: cfg.Options, Cache: mgr.GetCache(), API: mgr.GetAPIReader(), Client: mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder(cfg.Name), MetricsRegisterer: registry, TracerProvider: cfg.TracerProvider,
 	})
 	if err != nil {
@@ -311,7 +294,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 func loggerOr(l logr.Logger) logr.Logger {
 	if l.GetSink() == nil {
-		return ctrl.Log.WithName(defaultName)
+		return ctrl.Log.WithName(federation.DefaultName)
 	}
 	return l
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/vk8s-io/vk8s/federation"
 	"github.com/vk8s-io/vk8s/overrides"
 	"github.com/vk8s-io/vk8s/webhook"
 	"github.com/vk8s-io/vk8s/webhook/certs"
@@ -75,6 +76,6 @@ cluster) or through --service (namespace/name, in the cluster).`,
 	f.StringVar(&cfg.SharedNamespace, "shared-namespace", overrides.DefaultSharedNamespace, "namespace whose VirtualSites every workload may reference")
 	f.StringVar(&cfg.DefaultWorkloadFlavor, "default-workload-flavor", overrides.DefaultWorkloadFlavor, "WorkloadFlavor of workloads without ves.io/workload-flavor")
 	f.BoolVar(&cfg.StrictReplicas, "strict-replicas", false, "reject a total spec.replicas that is not a multiple of the site count instead of rounding it up")
-	f.DurationVar(&cfg.ReservationTTL, "reservation-ttl", webhook.DefaultReservationTTL, "how long a placed pod counts before it shows up in the webhook's cache")
+	f.DurationVar(&cfg.ReservationTTL, "reservation-ttl", federation.DefaultReservationTTL, "how long a placed pod counts before it shows up in the webhook's cache")
 	return cmd
 }
