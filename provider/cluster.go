@@ -95,7 +95,6 @@ func newCluster(conn *sitereg.Conn, tenant string, log logr.Logger) (*cluster, e
 	}, nil
 }
 
-
 // synced reports whether the cluster's caches hold what the site has.
 func (c *cluster) synced() bool {
 	if !c.pods.HasSynced() {
