@@ -236,7 +236,7 @@ func TestUpIsIdempotent(t *testing.T) {
 	}
 }
 
-// TestKubeletNetwork checks the lab's kubelet network (e2e/lab/kubeletnet.go): the site
+// TestKubeletNetwork checks the lab's kubelet network (lab/kubeletnet.go): the site
 // nodes' InternalIP is the network namespace's address, the sites' API servers proxy to
 // their nodes through the relay, and a relay that died is shown by Status and started
 // again by Up.

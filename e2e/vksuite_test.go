@@ -169,7 +169,7 @@ func TestVirtualKubeletSuite(t *testing.T) {
 			return client.IgnoreNotFound(err)
 		},
 		// Resource metrics need the sites' API servers to reach their nodes, which the lab's
-		// kubelet network gives (e2e/lab/kubeletnet.go); where the lab could not make it,
+		// kubelet network gives (lab/kubeletnet.go); where the lab could not make it,
 		// the kubeletapi unit tests cover /metrics/resource (docs/kubeletapi.md).
 		ShouldSkipTest: func(name string) bool { return name == "TestGetMetricsResource" && !sitesProxy },
 	})
