@@ -7,6 +7,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
@@ -69,8 +70,9 @@ func (r *Refresher) Start(ctx context.Context) error {
 	}
 }
 
-// newScalable returns an empty object of a kind with a scale subresource, or nil.
-func newScalable(kind string) client.Object {
+// NewWorkload returns an empty object of a workload kind (Deployment, StatefulSet,
+// ReplicaSet, DaemonSet, Job, CronJob), or nil.
+func NewWorkload(kind string) client.Object {
 	switch kind {
 	case "Deployment":
 		return &appsv1.Deployment{}
@@ -78,6 +80,12 @@ func newScalable(kind string) client.Object {
 		return &appsv1.StatefulSet{}
 	case "ReplicaSet":
 		return &appsv1.ReplicaSet{}
+	case "DaemonSet":
+		return &appsv1.DaemonSet{}
+	case "Job":
+		return &batchv1.Job{}
+	case "CronJob":
+		return &batchv1.CronJob{}
 	}
 	return nil
 }
@@ -85,8 +93,8 @@ func newScalable(kind string) client.Object {
 // Refresh does one item: it patches the annotation once the workload's total is the
 // item's (and asks again later while it is not yet).
 func (r *Refresher) Refresh(ctx context.Context, item RefreshItem) error {
-	obj := newScalable(item.Kind)
-	if obj == nil {
+	obj := NewWorkload(item.Kind)
+	if _, _, scalable := replicasOf(obj); !scalable {
 		return nil
 	}
 	if err := r.s.API.Get(ctx, client.ObjectKey{Namespace: item.Namespace, Name: item.Name}, obj); err != nil {

@@ -31,7 +31,7 @@ func (a *admitter) admitScale(ctx context.Context, req admission.Request) admiss
 		return admission.Allowed("replicas unchanged")
 	}
 	kind := kindOfResource(req.Resource.Resource)
-	parent := newWorkloadObject(kind)
+	parent := federation.NewWorkload(kind)
 	if parent == nil {
 		return admission.Allowed("not a workload")
 	}

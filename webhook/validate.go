@@ -293,7 +293,7 @@ func (a *admitter) validateAutoscaler(ctx context.Context, req admission.Request
 		return admission.Allowed("not a vK8s namespace")
 	}
 	what := fmt.Sprintf("%s %s is federated by VirtualKubernetes %q", kind, ref.Name, vk.Name)
-	target := newWorkloadObject(kind)
+	target := federation.NewWorkload(kind)
 	if err := a.api.Get(ctx, client.ObjectKey{Namespace: req.Namespace, Name: ref.Name}, target); err == nil {
 		if r := target.GetAnnotations()[vk8sv1.AnnotationReplicasPerSite]; r != "" {
 			what += fmt.Sprintf(" (%s replicas per site, on %s)", r, target.GetAnnotations()[vk8sv1.AnnotationPlacement])

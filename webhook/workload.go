@@ -49,25 +49,6 @@ type workload struct {
 	notes []string
 }
 
-// newWorkloadObject returns an empty object of a workload kind, or nil.
-func newWorkloadObject(kind string) client.Object {
-	switch kind {
-	case "Deployment":
-		return &appsv1.Deployment{}
-	case "StatefulSet":
-		return &appsv1.StatefulSet{}
-	case "ReplicaSet":
-		return &appsv1.ReplicaSet{}
-	case "DaemonSet":
-		return &appsv1.DaemonSet{}
-	case "Job":
-		return &batchv1.Job{}
-	case "CronJob":
-		return &batchv1.CronJob{}
-	}
-	return nil
-}
-
 func asWorkload(obj client.Object) *workload {
 	switch o := obj.(type) {
 	case *appsv1.Deployment:
@@ -96,7 +77,7 @@ func indexed(s *batchv1.JobSpec) bool {
 // admitWorkload is the mutating handler of Deployments, StatefulSets, ReplicaSets,
 // DaemonSets, Jobs and CronJobs in vK8s namespaces (SPEC §4, "Replicas are per site").
 func (a *admitter) admitWorkload(ctx context.Context, req admission.Request) admission.Response {
-	obj := newWorkloadObject(req.Kind.Kind)
+	obj := federation.NewWorkload(req.Kind.Kind)
 	if obj == nil {
 		return admission.Allowed("not a workload")
 	}
@@ -108,7 +89,7 @@ func (a *admitter) admitWorkload(ctx context.Context, req admission.Request) adm
 	}
 	var old *workload
 	if req.Operation == admissionv1.Update {
-		o := newWorkloadObject(req.Kind.Kind)
+		o := federation.NewWorkload(req.Kind.Kind)
 		if err := a.decoder.DecodeRaw(req.OldObject, o); err != nil {
 			return admission.Errored(http.StatusBadRequest, err)
 		}
