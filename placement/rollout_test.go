@@ -58,7 +58,7 @@ func TestSiteStep(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			victims, staleCount, settled := SiteStep(tc.pods, tc.planned, tc.maxUn)
 			if !slices.Equal(names(victims), tc.wantVictims) || staleCount != tc.wantStale || settled != tc.wantSettled {
-				t.Errorf("siteStep: victims %v, stale %d, settled %v; want %v, %d, %v", names(victims), staleCount, settled, tc.wantVictims, tc.wantStale, tc.wantSettled)
+				t.Errorf("SiteStep: victims %v, stale %d, settled %v; want %v, %d, %v", names(victims), staleCount, settled, tc.wantVictims, tc.wantStale, tc.wantSettled)
 			}
 		})
 	}
@@ -71,7 +71,7 @@ func TestSiteStep(t *testing.T) {
 		{ptr.To(intstr.FromInt32(0)), 3, 1}, {ptr.To(intstr.FromInt32(2)), 3, 2},
 	} {
 		if got := MaxUnavailable(tc.v, intstr.FromString(DefaultMaxUnavailable), tc.planned); got != tc.want {
-			t.Errorf("maxUnavailableOf(%v, %d) = %d, want %d", tc.v, tc.planned, got, tc.want)
+			t.Errorf("MaxUnavailable(%v, %d) = %d, want %d", tc.v, tc.planned, got, tc.want)
 		}
 	}
 }

@@ -38,7 +38,7 @@ type podOwner struct {
 	template *corev1.PodTemplateSpec
 }
 
-// placement.Layout rules, the values of the rule label of vk8s_webhook_placements_total.
+// Placement rules, the values of the rule label of vk8s_webhook_placements_total.
 const (
 	ruleDeficit   = "deficit"
 	ruleOrdinal   = "ordinal"
@@ -49,7 +49,7 @@ const (
 )
 
 // admitPod is the mutating handler of pods created in vK8s namespaces (SPEC §4,
-// "placement.Layout at admission"): it chooses the pod's site, pins it there, and applies the
+// "Placement at admission"): it chooses the pod's site, pins it there, and applies the
 // site's Override and flavor.
 func (a *admitter) admitPod(ctx context.Context, req admission.Request) admission.Response {
 	pod := &corev1.Pod{}
