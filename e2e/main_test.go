@@ -174,5 +174,8 @@ func kubectlCmd(ctx context.Context, t *testing.T, cluster string, args ...strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	return exec.CommandContext(ctx, bin, append([]string{"--kubeconfig", kc}, args...)...)
+	// A discovery cache of the lab's own: kubectl caches discovery per server address for
+	// ten minutes, and an earlier lab on the same port (with other CRDs) would answer.
+	cache := filepath.Join(fleet.Dir(), "kubectl-cache")
+	return exec.CommandContext(ctx, bin, append([]string{"--kubeconfig", kc, "--cache-dir", cache}, args...)...)
 }
