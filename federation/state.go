@@ -94,7 +94,7 @@ func New(cfg Config) (*State, error) {
 	if cfg.Cache == nil || cfg.API == nil || cfg.Client == nil {
 		return nil, fmt.Errorf("federation: the cache, the API reader and the client are required")
 	}
-	cfg.Options.Default()
+	cfg.Default() // Options' defaults
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

@@ -128,7 +128,7 @@ func (cfg *Config) defaults() {
 		}
 	}
 	cfg.ConfigurationName = cmp.Or(cfg.ConfigurationName, DefaultConfigurationName)
-	cfg.Options.Default()
+	cfg.Default() // federation.Options' defaults
 	cfg.MetricsAddr = cmp.Or(cfg.MetricsAddr, "0")
 	cfg.HealthAddr = cmp.Or(cfg.HealthAddr, "0")
 	if cfg.Timeout == 0 {
