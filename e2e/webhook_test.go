@@ -520,19 +520,24 @@ func webhookNamespaceGone(ctx context.Context, c client.Client, ns string) error
 
 // webhookEnableNamespace creates the vK8s namespace demo (VirtualKubernetes vk on
 // shared/all-sites) and waits until the API server sends its workloads to the webhook.
-func webhookEnableNamespace(t *testing.T, c client.Client) {
+func webhookEnableNamespace(t *testing.T, c client.Client) { vk8sNamespace(t, c, webhookNS) }
+
+// vk8sNamespace creates the vK8s namespace name (VirtualKubernetes vk on
+// shared/all-sites) and waits until the API server sends its workloads to the webhook.
+func vk8sNamespace(t *testing.T, c client.Client, name string) {
 	t.Helper()
-	mustCreate(t, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: webhookNS}})
-	mustCreate(t, c, &vk8sv1.VirtualKubernetes{ObjectMeta: metav1.ObjectMeta{Namespace: webhookNS, Name: "vk"},
+	mustCreate(t, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}})
+	mustCreate(t, c, &vk8sv1.VirtualKubernetes{ObjectMeta: metav1.ObjectMeta{Namespace: name, Name: "vk"},
 		Spec: vk8sv1.VirtualKubernetesSpec{VirtualSite: lab.SharedNamespace + "/" + lab.AllSitesVirtualSite}})
 	// Admitting the VirtualKubernetes labelled the namespace; the API server selects on it.
 	ns := &corev1.Namespace{}
-	if err := c.Get(t.Context(), client.ObjectKey{Name: webhookNS}, ns); err != nil || ns.Labels[vk8sv1.LabelVirtualKubernetes] != "vk" {
-		t.Fatalf("namespace %s labels %v (%v), want %s=vk at once", webhookNS, ns.Labels, err, vk8sv1.LabelVirtualKubernetes)
+	if err := c.Get(t.Context(), client.ObjectKey{Name: name}, ns); err != nil || ns.Labels[vk8sv1.LabelVirtualKubernetes] != "vk" {
+		t.Fatalf("namespace %s labels %v (%v), want %s=vk at once", name, ns.Labels, err, vk8sv1.LabelVirtualKubernetes)
 	}
 	// The API server selects namespaces by their labels through an informer too.
-	waitFor(t, "the API server to send demo's workloads to the webhook", func(ctx context.Context) (bool, error) {
+	waitFor(t, "the API server to send "+name+"'s workloads to the webhook", func(ctx context.Context) (bool, error) {
 		d := webhookDeployment("probe", 1, nil)
+		d.Namespace = name
 		err := c.Create(ctx, d, client.DryRunAll)
 		return err == nil && *d.Spec.Replicas == 3, err
 	})

@@ -203,7 +203,12 @@ func TestSiteContent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var stage struct {
+		docs := strings.Split(string(raw), "\n---\n")
+		if len(docs) != 2 {
+			t.Fatalf("%d stages, want vk8s-lab-exit-after and vk8s-lab-job-complete:\n%s", len(docs), raw)
+		}
+		raw = []byte(docs[0])
+		type kwokStage struct {
 			APIVersion string `json:"apiVersion"`
 			Kind       string `json:"kind"`
 			Metadata   struct {
@@ -221,12 +226,15 @@ func TestSiteContent(t *testing.T) {
 					DurationFrom struct {
 						ExpressionFrom string `json:"expressionFrom"`
 					} `json:"durationFrom"`
+					DurationMilliseconds int64 `json:"durationMilliseconds"`
 				} `json:"delay"`
 				Next struct {
 					StatusTemplate string `json:"statusTemplate"`
 				} `json:"next"`
 			} `json:"spec"`
 		}
+		var stage, job kwokStage
+
 		if err := yaml.UnmarshalStrict(raw, &stage); err != nil {
 			t.Fatalf("%v:\n%s", err, raw)
 		}
@@ -245,6 +253,22 @@ func TestSiteContent(t *testing.T) {
 			if !strings.Contains(stage.Spec.Next.StatusTemplate, want) {
 				t.Errorf("status template lacks %q:\n%s", want, stage.Spec.Next.StatusTemplate)
 			}
+		}
+
+		// The pods of a Job complete after a while, as a real site's would: their Job is
+		// the host's, so kwokctl's own stage, which selects on the owner, never ends them.
+		if err := yaml.UnmarshalStrict([]byte(docs[1]), &job); err != nil {
+			t.Fatalf("%v:\n%s", err, docs[1])
+		}
+		sel = map[string]string{}
+		for _, e := range job.Spec.Selector.MatchExpressions {
+			sel[e.Key] = e.Operator + strings.Join(e.Values, ",")
+		}
+		jobName := `.metadata.labels["batch.kubernetes.io/job-name"]`
+		if job.Metadata.Name != "vk8s-lab-job-complete" || sel[jobName] != "Exists" || sel[annotation] != "DoesNotExist" ||
+			sel[".status.phase"] != "InRunning" || job.Spec.Delay.DurationMilliseconds != kwokconfig.JobPodRunTime ||
+			!strings.Contains(job.Spec.Next.StatusTemplate, "phase: Succeeded") {
+			t.Errorf("job stage %s, selector %v:\n%s", job.Metadata.Name, sel, docs[1])
 		}
 	})
 

@@ -111,6 +111,25 @@ func (l Layout) SiteOfOrdinal(i int) (string, bool) {
 	return "", false
 }
 
+// JobLayout is the layout a non-indexed Job's next pod fills: each site's completions per
+// site, against the pods placed there that have not failed (running and succeeded alike),
+// so that every site completes exactly its share whatever its pace, and however late the
+// caller's cache learns of a success. A failed pod no longer counts, so its replacement goes
+// back to its site. When the host's job controller keeps more pods running than a site's
+// pace needs, per-site parallelism gives way to exact completions. A work-queue Job
+// (completions nil) runs parallelism pods per site, counted against running pods only.
+func JobLayout(sites []string, parallelism int32, completions *int32) Layout {
+	n := parallelism
+	if completions != nil {
+		n = *completions
+	}
+	l := Layout{Sites: sites, Counts: make(map[string]int32, len(sites))}
+	for _, s := range sites {
+		l.Counts[s] = n
+	}
+	return l
+}
+
 // ChooseByDeficit returns the site of l with the largest deficit (planned minus current
 // pods); ties go to the site with fewer pods, then to the earlier site.
 func ChooseByDeficit(l Layout, current map[string]int) string {

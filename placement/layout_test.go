@@ -138,3 +138,39 @@ func TestReservations(t *testing.T) {
 		t.Error("a key without live reservations was kept")
 	}
 }
+
+func TestJobLayout(t *testing.T) {
+	sites := []string{"site1", "site2", "site3"}
+	two := int32(2)
+	for _, tc := range []struct {
+		name        string
+		completions *int32
+		// placed are the pods on each site that have not failed: running and succeeded
+		// (with completions), running only (a work queue).
+		placed map[string]int
+		want   string
+	}{
+		{name: "start: even", completions: &two, placed: map[string]int{}, want: "site1"},
+		{name: "a fast site gets its second pod", completions: &two, placed: map[string]int{"site1": 1, "site2": 1, "site3": 1}, want: "site1"},
+		// The job controller keeps 3 pods running: the site with its 2 placed gets none.
+		{name: "a site with its share placed gets no more", completions: &two, placed: map[string]int{"site1": 2, "site2": 1, "site3": 1}, want: "site2"},
+		{name: "a failed pod's site gets its replacement", completions: &two, placed: map[string]int{"site1": 2, "site2": 1, "site3": 2}, want: "site2"},
+		{name: "work queue: parallelism per site", placed: map[string]int{"site1": 1}, want: "site2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := JobLayout(sites, 1, tc.completions)
+			want := int32(1)
+			if tc.completions != nil {
+				want = *tc.completions
+			}
+			for _, s := range sites {
+				if l.Counts[s] != want {
+					t.Errorf("count of %s %d, want %d", s, l.Counts[s], want)
+				}
+			}
+			if got := ChooseByDeficit(l, tc.placed); got != tc.want {
+				t.Errorf("next pod on %s, want %s", got, tc.want)
+			}
+		})
+	}
+}

@@ -214,22 +214,21 @@ func (a *admitter) place(ctx context.Context, pod *corev1.Pod, owner podOwner, f
 		}
 	case "Job":
 		job := owner.direct.(*batchv1.Job)
-		if indexed(&job.Spec) {
-			if i, ok := atoiNonNegative(pod.Annotations[batchv1.JobCompletionIndexAnnotation]); ok {
-				if site, ok := a.ordinalPlacement(owner, fed).SiteOfOrdinal(i); ok {
-					return site, 0, ruleOrdinal, nil
-				}
+		if i, ok := atoiNonNegative(pod.Annotations[batchv1.JobCompletionIndexAnnotation]); ok && indexed(&job.Spec) {
+			if site, ok := a.ordinalPlacement(owner, fed).SiteOfOrdinal(i); ok {
+				return site, 0, ruleOrdinal, nil
 			}
 		}
+		return a.placeJobPod(ctx, pod, owner, fed, job)
 	case "":
-		site, _, err := a.state.Reservations.Place(federation.NamespaceKey(pod.Namespace), a.visible(ctx, pod.Namespace, ""),
+		site, _, err := a.state.Reservations.Place(federation.NamespaceKey(pod.Namespace), a.visible(ctx, pod.Namespace, "", false),
 			func(counts map[string]int, _ map[string]map[int]bool) (string, int, string, error) {
 				return placement.ChooseFewest(fed.Sites, counts), 0, pod.Name, nil
 			})
 		return site, 0, ruleFewest, err
 	}
 	plan := a.deficitPlacement(owner, fed)
-	site, slot, err := a.state.Reservations.Place(federation.OwnerKey(owner.direct.GetUID()), a.visible(ctx, pod.Namespace, string(owner.direct.GetUID())),
+	site, slot, err := a.state.Reservations.Place(federation.OwnerKey(owner.direct.GetUID()), a.visible(ctx, pod.Namespace, string(owner.direct.GetUID()), false),
 		func(counts map[string]int, used map[string]map[int]bool) (string, int, string, error) {
 			s := placement.ChooseByDeficit(plan, counts)
 			return s, placement.FreeSlot(used[s]), "", nil
@@ -237,9 +236,30 @@ func (a *admitter) place(ctx context.Context, pod *corev1.Pod, owner podOwner, f
 	return site, slot, ruleDeficit, err
 }
 
+// placeJobPod places a pod of a non-indexed Job on the site that is furthest from its
+// share (placement.JobLayout), counting the pods of the Job placed there that have not
+// failed, running or succeeded, so that every site completes exactly its share.
+func (a *admitter) placeJobPod(ctx context.Context, pod *corev1.Pod, owner podOwner, fed *federation.Federation, job *batchv1.Job) (string, int, string, error) {
+	sites := len(fed.Sites)
+	p := perSiteOf(owner.top.GetAnnotations()[vk8sv1.AnnotationReplicasPerSite], ptr.Deref(job.Spec.Parallelism, 1), sites)
+	var completions *int32
+	if job.Spec.Completions != nil {
+		c := perSiteOf(owner.top.GetAnnotations()[vk8sv1.AnnotationCompletionsPerSite], *job.Spec.Completions, sites)
+		completions = &c
+	}
+	layout := placement.JobLayout(fed.Sites, p, completions)
+	uid := owner.direct.GetUID()
+	site, slot, err := a.state.Reservations.Place(federation.OwnerKey(uid), a.visible(ctx, pod.Namespace, string(uid), completions != nil),
+		func(counts map[string]int, used map[string]map[int]bool) (string, int, string, error) {
+			s := placement.ChooseByDeficit(layout, counts)
+			return s, placement.FreeSlot(used[s]), "", nil
+		})
+	return site, slot, ruleDeficit, err
+}
+
 // visible lists the live pods the cache holds of owner (or, without one, of the
-// namespace), as placement counts them.
-func (a *admitter) visible(ctx context.Context, namespace, ownerUID string) func() ([]placement.Visible, error) {
+// namespace), as placement counts them; with succeeded, the pods that succeeded count too.
+func (a *admitter) visible(ctx context.Context, namespace, ownerUID string, succeeded bool) func() ([]placement.Visible, error) {
 	return func() ([]placement.Visible, error) {
 		// Read only: placement only counts.
 		opts := []client.ListOption{client.InNamespace(namespace), client.UnsafeDisableDeepCopy}
@@ -253,7 +273,8 @@ func (a *admitter) visible(ctx context.Context, namespace, ownerUID string) func
 		out := make([]placement.Visible, 0, len(list.Items))
 		for i := range list.Items {
 			p := &list.Items[i]
-			if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed || a.state.Deleted.Has(p) {
+			done := p.Status.Phase == corev1.PodSucceeded && !succeeded
+			if p.DeletionTimestamp != nil || done || p.Status.Phase == corev1.PodFailed || a.state.Deleted.Has(p) {
 				continue
 			}
 			out = append(out, placement.Visible{Site: p.Labels[vk8sv1.LabelSite], Slot: placement.Slot(p), Name: p.Name})
@@ -262,13 +283,8 @@ func (a *admitter) visible(ctx context.Context, namespace, ownerUID string) func
 	}
 }
 
-// deficitPlacement is the per-site plan that ReplicaSet and non-indexed Job pods fill.
+// deficitPlacement is the per-site plan that ReplicaSet pods fill.
 func (a *admitter) deficitPlacement(owner podOwner, fed *federation.Federation) placement.Layout {
-	if job, ok := owner.direct.(*batchv1.Job); ok {
-		p := perSiteOf(owner.top.GetAnnotations()[vk8sv1.AnnotationReplicasPerSite], ptr.Deref(job.Spec.Parallelism, 1), len(fed.Sites))
-		plan, _ := placement.PlanReplicas(fed.Sites, p, nil)
-		return placement.NewLayout(plan, nil)
-	}
 	plan, _ := fed.Plan(a.workloadReplicasPerSite(owner.top, fed))
 	return placement.NewLayout(plan, nil)
 }

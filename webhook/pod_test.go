@@ -248,6 +248,94 @@ func TestPlacementIndexedJob(t *testing.T) {
 	}
 }
 
+// TestPlacementJobCompletionsPerSite: a non-indexed Job of 2 completions per site on 3
+// sites, 1 at a time per site. site1's pods finish first; the host's job controller keeps 3
+// pods running, and site1 gets none once it has its 2 pods, so every site completes exactly
+// 2, even though the cache learns of each success late.
+func TestPlacementJobCompletionsPerSite(t *testing.T) {
+	e := newEnv(t)
+	job := created(e, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "batch"},
+		Spec: batchv1.JobSpec{Completions: ptr.To[int32](2), Parallelism: ptr.To[int32](1), Template: podTemplate("batch")}})
+	if *job.Spec.Completions != 6 || *job.Spec.Parallelism != 3 {
+		t.Fatalf("completions %d, parallelism %d; want 6 and 3", *job.Spec.Completions, *job.Spec.Parallelism)
+	}
+	job.UID = "uid-batch"
+	if err := e.c.Create(t.Context(), job); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	create := func() *corev1.Pod {
+		t.Helper()
+		n++
+		p := admitPod(e, podFrom(job.Spec.Template, metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("batch-%d", n),
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "Job", Name: "batch", UID: job.UID, Controller: ptr.To(true)}}}))
+		p.UID = types.UID(p.Name)
+		p.Labels[vk8sv1.LabelSite] = pinnedSite(t, p)
+		if err := e.c.Create(t.Context(), p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	succeed := func(p *corev1.Pod) {
+		t.Helper()
+		p.Status.Phase = corev1.PodSucceeded
+		if err := e.c.Status().Update(t.Context(), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	running := map[string]*corev1.Pod{}
+	for range 3 {
+		p := create()
+		running[p.Labels[vk8sv1.LabelSite]] = p
+	}
+	if len(running) != 3 {
+		t.Fatalf("first 3 pods on %v, want one per site", slices.Sorted(maps.Keys(running)))
+	}
+	done := map[string]int{}
+	// site1 is fast: it completes twice while site2 and site3 run their first pods. The
+	// job controller creates each replacement before the webhook's cache shows the
+	// success that made it.
+	for range 2 {
+		finished := running["site1"]
+		done["site1"]++
+		p := create()
+		succeed(finished)
+		running[p.Labels[vk8sv1.LabelSite]] = p
+		if done["site1"] == 1 && p.Labels[vk8sv1.LabelSite] != "site1" {
+			t.Errorf("after site1's first completion the replacement went to %s, want site1", p.Labels[vk8sv1.LabelSite])
+		}
+		if done["site1"] == 2 && p.Labels[vk8sv1.LabelSite] == "site1" {
+			t.Error("site1 got a third pod after its 2 completions")
+		}
+	}
+	// Everything else completes; the controller creates pods while completions are owed.
+	for total := 2; total < 6; {
+		for _, site := range []string{"site2", "site3"} {
+			var mine []corev1.Pod
+			var list corev1.PodList
+			if err := e.c.List(t.Context(), &list, client.InNamespace(ns)); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range list.Items {
+				if p.Labels[vk8sv1.LabelSite] == site && p.Status.Phase != corev1.PodSucceeded {
+					mine = append(mine, p)
+				}
+			}
+			for i := range mine {
+				succeed(&mine[i])
+				done[site]++
+				total++
+			}
+		}
+		if total < 6 {
+			create()
+		}
+	}
+	if want := map[string]int{"site1": 2, "site2": 2, "site3": 2}; !maps.Equal(done, want) {
+		t.Errorf("completions per site %v, want %v", done, want)
+	}
+}
+
 func TestPlacementDaemonSetAndBoundPods(t *testing.T) {
 	e := newEnv(t, canary([]string{"site2"}, nil, "agent:v2"))
 	ds := created(e, &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "agent", Annotations: map[string]string{vk8sv1.AnnotationOverrides: "canary"}},

@@ -3,6 +3,8 @@ package kwokconfig
 import (
 	"fmt"
 
+	batchv1 "k8s.io/api/batch/v1"
+
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 )
 
@@ -28,25 +30,9 @@ exec ` + systemTar + ` "$@"
 `)
 }
 
-// Stages renders the lab's kwok Stage: a running pod annotated
-// vk8sv1.AnnotationLabExitAfter completes after the annotation's duration, as kwok's own
-// pod-complete stage does for a Job's pods (kustomize/stage/pod/fast/pod-complete.yaml,
-// whose delay.durationFrom reads a duration from the pod the same way). kwokctl's default
-// stages still apply: they come from kwokctl's configuration file, this from kwok's second.
-func Stages() ([]byte, error) {
-	annotation := fmt.Sprintf(".metadata.annotations[%q]", vk8sv1.AnnotationLabExitAfter)
-	return yamlDocuments([]any{map[string]any{
-		"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Stage",
-		"metadata": map[string]any{"name": "vk8s-lab-exit-after"},
-		"spec": map[string]any{
-			"resourceRef": map[string]any{"apiGroup": "v1", "kind": "Pod"},
-			"selector": map[string]any{"matchExpressions": []any{
-				map[string]any{"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
-				map[string]any{"key": ".status.phase", "operator": "In", "values": []any{"Running"}},
-				map[string]any{"key": annotation, "operator": "Exists"},
-			}},
-			"delay": map[string]any{"durationFrom": map[string]any{"expressionFrom": annotation}},
-			"next": map[string]any{"statusTemplate": `{{ $now := Now }}
+// completedStatus is the status template of a kwok Stage that ends every container of a
+// pod with exit code 0, reason Completed, and the pod with phase Succeeded.
+const completedStatus = `{{ $now := Now }}
 containerStatuses:
 {{ range .spec.containers }}
 - image: {{ .image | Quote }}
@@ -62,9 +48,51 @@ containerStatuses:
       startedAt: {{ $now | Quote }}
 {{ end }}
 phase: Succeeded
-`},
-		},
-	}})
+`
+
+// JobPodRunTime is how long a site pod of a Job runs in the lab before it completes.
+const JobPodRunTime = 2000 // milliseconds
+
+// Stages renders the lab's kwok Stages. kwok never ends a container by itself, and a
+// real site's containers do end, so:
+//
+//   - vk8s-lab-exit-after: a running pod annotated vk8sv1.AnnotationLabExitAfter completes
+//     after the annotation's duration (as kwok's general pod-complete stage,
+//     kustomize/stage/pod/general/pod-complete.yaml, reads its delay from an annotation);
+//   - vk8s-lab-job-complete: a running pod of a Job completes after JobPodRunTime. A site
+//     pod has no Job owner on its site (its Job is the host's), so kwokctl's own
+//     pod-complete stage, which selects on the owner, never ends it; the stage selects on
+//     the label batch.kubernetes.io/job-name that the site pod carries from its host pod.
+//
+// kwokctl's default stages still apply: they come from kwokctl's configuration file, these
+// from kwok's second.
+func Stages() ([]byte, error) {
+	exitAfter := fmt.Sprintf(".metadata.annotations[%q]", vk8sv1.AnnotationLabExitAfter)
+	jobName := fmt.Sprintf(".metadata.labels[%q]", batchv1.JobNameLabel)
+	running := []any{
+		map[string]any{"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
+		map[string]any{"key": ".status.phase", "operator": "In", "values": []any{"Running"}},
+	}
+	stage := func(name string, selector []any, delay map[string]any) map[string]any {
+		return map[string]any{
+			"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Stage",
+			"metadata": map[string]any{"name": name},
+			"spec": map[string]any{
+				"resourceRef": map[string]any{"apiGroup": "v1", "kind": "Pod"},
+				"selector":    map[string]any{"matchExpressions": append(append([]any{}, running...), selector...)},
+				"delay":       delay,
+				"next":        map[string]any{"statusTemplate": completedStatus},
+			},
+		}
+	}
+	return yamlDocuments([]any{
+		stage("vk8s-lab-exit-after",
+			[]any{map[string]any{"key": exitAfter, "operator": "Exists"}},
+			map[string]any{"durationFrom": map[string]any{"expressionFrom": exitAfter}}),
+		stage("vk8s-lab-job-complete",
+			[]any{map[string]any{"key": jobName, "operator": "Exists"}, map[string]any{"key": exitAfter, "operator": "DoesNotExist"}},
+			map[string]any{"durationMilliseconds": JobPodRunTime}),
+	})
 }
 
 // Metrics renders the kwok configuration that simulates the resource metrics of
