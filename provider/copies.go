@@ -130,7 +130,7 @@ func (p *Pods) ensureCopy(ctx context.Context, c *cluster, kind string, host met
 func (p *Pods) syncCopy(ctx context.Context, c *cluster, it item) error {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
-	if it.Namespace == "" {
+	if it.Namespace == "" || p.mirrored(ctx, it.Kind, it.Namespace) {
 		return nil
 	}
 	siteNamespace := translate.SiteNamespace(p.cfg.Tenant, it.Namespace)
@@ -299,4 +299,9 @@ func wrapCopy(verb string, obj metav1.Object, err error) error {
 		kind = ro.GetObjectKind().GroupVersionKind().Kind
 	}
 	return fmt.Errorf("%s %s %s/%s on the site: %w", verb, kind, obj.GetNamespace(), obj.GetName(), err)
+}
+
+// mirrored says whether the mirror keeps copies of kind in namespace (PodsConfig.Mirrored).
+func (p *Pods) mirrored(ctx context.Context, kind, namespace string) bool {
+	return p.cfg.Mirrored != nil && p.cfg.Mirrored(ctx, kind, namespace)
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/vk8s-io/vk8s/mirror"
+
 	"github.com/vk8s-io/vk8s/vklogr"
 
 	"github.com/vk8s-io/vk8s/translate"
@@ -39,14 +41,21 @@ type lifecycle struct {
 	podFactory informers.SharedInformerFactory
 	objFactory informers.SharedInformerFactory
 	pods       *Pods
+	mirror     *mirror.Mirror
 	controller *node.PodController
 	broadcast  record.EventBroadcaster
 	workers    int
 	log        logr.Logger
 }
 
+// mirrorConfig is what the lifecycle's mirror needs beside the host informers.
+type mirrorConfig struct {
+	siteEvents             <-chan event.GenericEvent
+	virtualKubernetesSites func(ctx context.Context, namespace string) ([]string, bool, error)
+}
+
 func newLifecycle(host kubernetes.Interface, reg *sitereg.Registry, siteEvents <-chan event.GenericEvent,
-	cfg Config, scheme *runtime.Scheme) (*lifecycle, error) {
+	cfg Config, scheme *runtime.Scheme, mc mirrorConfig) (*lifecycle, error) {
 	log := cfg.Logger.WithName("pods")
 	// Only scheduled pods can be on a virtual node.
 	podFactory := informers.NewSharedInformerFactoryWithOptions(host, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
@@ -71,6 +80,17 @@ func newLifecycle(host kubernetes.Interface, reg *sitereg.Registry, siteEvents <
 		return nil, err
 	}
 	byNode := podInformer.Informer().GetIndexer()
+	// The namespace's objects other than the pods' references go to its sites with the
+	// mirror, over the same host informers.
+	mir, err := mirror.New(mirror.Config{
+		Tenant: cfg.Tenant, Registry: reg, Host: host, HostInformers: objFactory,
+		HostPods: podInformer.Informer(), HostNodes: core.Nodes().Lister(),
+		VirtualKubernetesSites: mc.virtualKubernetesSites, SiteEvents: mc.siteEvents,
+		Recorder: recorder, Log: cfg.Logger.WithName("mirror"), MetricsRegisterer: cfg.MetricsRegisterer,
+	})
+	if err != nil {
+		return nil, err
+	}
 	pods, err := NewPods(PodsConfig{
 		Tenant:                     cfg.Tenant,
 		Host:                       host,
@@ -104,6 +124,7 @@ func newLifecycle(host kubernetes.Interface, reg *sitereg.Registry, siteEvents <
 		Log:               log,
 		SweepInterval:     cfg.SweepInterval,
 		MetricsRegisterer: cfg.MetricsRegisterer,
+		Mirrored:          mir.Mirrored,
 	})
 	if err != nil {
 		return nil, err
@@ -148,7 +169,7 @@ func newLifecycle(host kubernetes.Interface, reg *sitereg.Registry, siteEvents <
 	}
 	broadcast.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: host.CoreV1().Events("")})
 	return &lifecycle{
-		podFactory: podFactory, objFactory: objFactory, pods: pods, controller: pc,
+		podFactory: podFactory, objFactory: objFactory, pods: pods, mirror: mir, controller: pc,
 		broadcast: broadcast, workers: cfg.PodWorkers, log: log,
 	}, nil
 }

@@ -68,6 +68,10 @@ type PodsConfig struct {
 	Timeout time.Duration
 	// MetricsRegisterer receives the metrics. Nil: controller-runtime's registry.
 	MetricsRegisterer prometheus.Registerer
+	// Mirrored says whether another part (package mirror) keeps the copies of kind in a
+	// host namespace: then the lifecycle only makes sure a pod's references are on its
+	// site before the pod, and leaves their updates and deletion to it. Nil: none.
+	Mirrored func(ctx context.Context, kind, namespace string) bool
 }
 
 // Pods is virtual-kubelet's PodLifecycleHandler and PodNotifier for every virtual node:

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"time"
 
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+
 	"github.com/vk8s-io/vk8s/vnode"
 
 	"github.com/vk8s-io/vk8s/translate"
@@ -21,6 +23,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -166,6 +169,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	siteEvents := reg.Watch()
 	podSiteEvents := reg.Watch()
+	mirrorSiteEvents := reg.Watch()
 	tenancySiteEvents := reg.Watch()
 	if err := reg.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("site registry: %w", err)
@@ -174,11 +178,27 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	lifecycle, err := newLifecycle(host, reg, podSiteEvents, cfg, hostScheme)
+	hostClient := mgr.GetClient()
+	lifecycle, err := newLifecycle(host, reg, podSiteEvents, cfg, hostScheme, mirrorConfig{
+		siteEvents: mirrorSiteEvents,
+		virtualKubernetesSites: func(ctx context.Context, namespace string) ([]string, bool, error) {
+			var list vk8sv1.VirtualKubernetesList
+			if err := hostClient.List(ctx, &list, client.InNamespace(namespace)); err != nil {
+				return nil, false, err
+			}
+			if len(list.Items) == 0 {
+				return nil, false, nil
+			}
+			return list.Items[0].Status.Sites, true, nil
+		},
+	})
 	if err != nil {
 		return err
 	}
 	if err := mgr.Add(lifecycle); err != nil {
+		return err
+	}
+	if err := mgr.Add(lifecycle.mirror); err != nil {
 		return err
 	}
 	nodesCfg := vnode.NodesConfig{Host: host, HeartbeatConfig: hostCfg, Registry: reg, SiteEvents: siteEvents, Endpoint: cfg.Endpoint}

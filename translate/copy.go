@@ -5,6 +5,8 @@ import (
 	"maps"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -12,9 +14,10 @@ import (
 )
 
 // SiteCopy is the object to keep on the site for a host object of kind (KindConfigMap, ...)
-// that a pod references: its content, in the site namespace, labelled with the tenant and
-// the host namespace. A Secret that holds a host service-account token is refused: the
-// host's credentials never leave the host.
+// that a pod references or that is mirrored to every site of its namespace: its content,
+// in the site namespace, labelled with the tenant and the host namespace. A Secret that
+// holds a host service-account token is refused: the host's credentials never leave the
+// host.
 func SiteCopy(kind string, host metav1.Object, siteNamespace, tenant string) (metav1.Object, error) {
 	meta := metav1.ObjectMeta{
 		Name:      host.GetName(),
@@ -40,6 +43,14 @@ func SiteCopy(kind string, host metav1.Object, siteNamespace, tenant string) (me
 			AccessModes: h.Spec.AccessModes, Resources: h.Spec.Resources, StorageClassName: h.Spec.StorageClassName,
 			VolumeMode: h.Spec.VolumeMode, Selector: h.Spec.Selector, VolumeAttributesClassName: h.Spec.VolumeAttributesClassName,
 		}}, nil
+	case *corev1.Service:
+		return siteService(meta, h), nil
+	case *rbacv1.Role:
+		return &rbacv1.Role{ObjectMeta: meta, Rules: h.Rules}, nil
+	case *rbacv1.RoleBinding:
+		return siteRoleBinding(meta, h, tenant), nil
+	case *networkingv1.NetworkPolicy:
+		return siteNetworkPolicy(meta, h, tenant), nil
 	}
 	return nil, fmt.Errorf("%s %s/%s: %T cannot be copied", kind, host.GetNamespace(), host.GetName(), host)
 }
@@ -56,6 +67,14 @@ func content(obj metav1.Object) any {
 	case *corev1.PersistentVolumeClaim:
 		// Only the requested size may change (expansion).
 		return []any{o.Labels, o.Spec.Resources.Requests}
+	case *corev1.Service:
+		return serviceContent(o)
+	case *rbacv1.Role:
+		return []any{o.Labels, o.Rules}
+	case *rbacv1.RoleBinding:
+		return []any{o.Labels, o.RoleRef, o.Subjects}
+	case *networkingv1.NetworkPolicy:
+		return []any{o.Labels, o.Spec}
 	}
 	return obj
 }
@@ -72,7 +91,13 @@ func labelsFor(host map[string]string, tenant, hostNamespace string) map[string]
 }
 
 // SameCopy reports whether a copy on the site already carries what want, the SiteCopy of
-// the host object, has: the labels and the content a copy keeps in step.
+// the host object, has: the labels, the content a copy keeps in step, and want's
+// annotations (the copy may have more: what the site adds is kept).
 func SameCopy(want, have metav1.Object) bool {
+	for k, v := range want.GetAnnotations() {
+		if got, ok := have.GetAnnotations()[k]; !ok || got != v {
+			return false
+		}
+	}
 	return equality.Semantic.DeepEqual(content(want), content(have))
 }

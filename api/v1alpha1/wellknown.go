@@ -106,6 +106,21 @@ const (
 	ConditionStatusStale corev1.PodConditionType = "vk8s.io/StatusStale"
 )
 
+// Annotations and conditions vk8s writes on host Services, which run on every site of
+// their namespace (package mirror).
+const (
+	// AnnotationSiteEndpoints counts the Ready endpoints of the Service on each site:
+	// "site1=3,site2=3,site3=0".
+	AnnotationSiteEndpoints = "vk8s.io/site-endpoints"
+	// AnnotationSiteLoadBalancers names each site's load balancer ingress of a
+	// LoadBalancer Service, as status.loadBalancer.ingress lists them all:
+	// "site1=192.0.2.10,site2=lb.example.com".
+	AnnotationSiteLoadBalancers = "vk8s.io/site-load-balancers"
+	// ConditionSitesReady says whether the Service has a Ready endpoint on every site of its
+	// namespace; the message names the sites that have none.
+	ConditionSitesReady = "vk8s.io/SitesReady"
+)
+
 // Finalizers.
 const (
 	// FinalizerSiteNamespaces is what a VirtualKubernetes carries until vk8s has removed

@@ -1,0 +1,52 @@
+package mirror
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the mirror's Prometheus metrics.
+type metrics struct {
+	ops   *prometheus.CounterVec
+	syncs *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		ops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vk8s_mirror_site_operations_total",
+			Help: "Writes of mirrored objects to sites, by kind, operation (create, update, delete) and result (ok, error).",
+		}, []string{"kind", "operation", "result"}),
+		syncs: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "vk8s_mirror_sync_duration_seconds",
+			Help:    "Time to bring one mirrored object to one site cluster, by kind and result.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"kind", "result"}),
+	}
+	for _, c := range []prometheus.Collector{m.ops, m.syncs} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return nil, fmt.Errorf("register mirror metrics: %w", err)
+			}
+			// Another mirror in this process (tests): share its collector.
+			switch existing := are.ExistingCollector.(type) {
+			case *prometheus.CounterVec:
+				m.ops = existing
+			case *prometheus.HistogramVec:
+				m.syncs = existing
+			}
+		}
+	}
+	return m, nil
+}
+
+// result is the result label of err.
+func result(err error) string {
+	if err != nil && !errors.Is(err, errSkip) {
+		return "error"
+	}
+	return "ok"
+}

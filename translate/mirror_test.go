@@ -1,0 +1,149 @@
+package translate
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+)
+
+func TestSiteService(t *testing.T) {
+	host := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", Labels: map[string]string{"app": "web"},
+			Annotations: map[string]string{corev1.LastAppliedConfigAnnotation: "{}", "vk8s.io/site-endpoints": "site1=1", "lb.example.com/tier": "gold"}},
+		Spec: corev1.ServiceSpec{
+			Type: corev1.ServiceTypeNodePort, ClusterIP: "10.96.0.9", ClusterIPs: []string{"10.96.0.9"}, ExternalIPs: []string{"192.0.2.1"},
+			Selector: map[string]string{"app": "web"},
+			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), NodePort: 30080}},
+		},
+	}
+	obj, err := SiteCopy(KindService, host, "acme-shop", "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := obj.(*corev1.Service)
+	want := corev1.ServiceSpec{
+		Type: corev1.ServiceTypeNodePort, Selector: map[string]string{"app": "web"},
+		Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}},
+	}
+	if diff := cmp.Diff(want, got.Spec); diff != "" {
+		t.Errorf("site Service spec (-want +got):\n%s", diff)
+	}
+	if got.Namespace != "acme-shop" || got.Labels[vk8sv1.LabelTenant] != "acme" || got.Labels[vk8sv1.LabelHostNamespace] != "shop" ||
+		got.Annotations["lb.example.com/tier"] != "gold" || len(got.Annotations) != 1 {
+		t.Errorf("site Service meta %+v", got.ObjectMeta)
+	}
+
+	// What the site's API server and controllers make of it is the same copy.
+	stored := got.DeepCopy()
+	stored.Annotations["cloud.example.com/lb-id"] = "lb-1" // a site's own annotation
+	stored.Spec.ClusterIP, stored.Spec.ClusterIPs = "10.0.0.7", []string{"10.0.0.7"}
+	stored.Spec.IPFamilies, stored.Spec.IPFamilyPolicy = []corev1.IPFamily{corev1.IPv4Protocol}, ptrTo(corev1.IPFamilyPolicySingleStack)
+	stored.Spec.Ports[0].NodePort, stored.Spec.Ports[0].Protocol = 31000, corev1.ProtocolTCP
+	stored.Spec.SessionAffinity = corev1.ServiceAffinityNone
+	stored.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyCluster
+	stored.Spec.InternalTrafficPolicy = ptrTo(corev1.ServiceInternalTrafficPolicyCluster)
+	if !SameCopy(got, stored) {
+		t.Error("the site's defaulted Service is taken for a changed one")
+	}
+	changed := stored.DeepCopy()
+	changed.Spec.Ports[0].Port = 81
+	if SameCopy(got, changed) {
+		t.Error("a changed port is taken for the same Service")
+	}
+	lost := stored.DeepCopy()
+	delete(lost.Annotations, "lb.example.com/tier")
+	if SameCopy(got, lost) {
+		t.Error("a copy that lost the host's annotation is taken for the same Service")
+	}
+
+	// A headless Service stays headless, so a StatefulSet's pods keep their DNS names.
+	host.Spec.Type, host.Spec.ClusterIP = corev1.ServiceTypeClusterIP, corev1.ClusterIPNone
+	obj, _ = SiteCopy(KindService, host, "acme-shop", "acme")
+	if s := obj.(*corev1.Service); s.Spec.ClusterIP != corev1.ClusterIPNone {
+		t.Errorf("headless: cluster IP %q", s.Spec.ClusterIP)
+	}
+	// A port without a target port gets the port, as the API server defaults it.
+	host.Spec.Ports[0].TargetPort = intstr.IntOrString{}
+	obj, _ = SiteCopy(KindService, host, "acme-shop", "acme")
+	defaulted := obj.(*corev1.Service).DeepCopy()
+	defaulted.Spec.Ports[0].TargetPort = intstr.FromInt32(80)
+	if !SameCopy(obj, defaulted) {
+		t.Error("a defaulted target port is taken for a change")
+	}
+}
+
+func TestSiteRoleBinding(t *testing.T) {
+	host := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "reader"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "pod-reader"},
+		Subjects: []rbacv1.Subject{
+			{Kind: rbacv1.ServiceAccountKind, Name: "app", Namespace: "shop"},
+			{Kind: rbacv1.ServiceAccountKind, Name: "ci", Namespace: "tools"},
+			{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "alice"},
+		},
+	}
+	obj, err := SiteCopy(KindRoleBinding, host, "acme-shop", "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []rbacv1.Subject{
+		{Kind: rbacv1.ServiceAccountKind, Name: "app", Namespace: "acme-shop"},
+		{Kind: rbacv1.ServiceAccountKind, Name: "ci", Namespace: "acme-tools"},
+		{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "alice"},
+	}
+	if diff := cmp.Diff(want, obj.(*rbacv1.RoleBinding).Subjects); diff != "" {
+		t.Errorf("subjects (-want +got):\n%s", diff)
+	}
+	if host.Subjects[0].Namespace != "shop" {
+		t.Error("the host RoleBinding was changed")
+	}
+}
+
+func TestSiteNetworkPolicy(t *testing.T) {
+	host := &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "from-tools"},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{
+				{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: "tools"}}},
+				{NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+					{Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpIn, Values: []string{"shop", "ops"}}}}},
+				{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "blue"}}},
+			}}},
+		},
+	}
+	obj, err := SiteCopy(KindNetworkPolicy, host, "acme-shop", "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := obj.(*networkingv1.NetworkPolicy).Spec.Ingress[0].From
+	if from[0].NamespaceSelector.MatchLabels[corev1.LabelMetadataName] != "acme-tools" ||
+		cmp.Diff([]string{"acme-shop", "acme-ops"}, from[1].NamespaceSelector.MatchExpressions[0].Values) != "" ||
+		from[2].NamespaceSelector.MatchLabels["team"] != "blue" {
+		t.Errorf("peers %+v", from)
+	}
+	if host.Spec.Ingress[0].From[0].NamespaceSelector.MatchLabels[corev1.LabelMetadataName] != "tools" {
+		t.Error("the host NetworkPolicy was changed")
+	}
+}
+
+func TestMirrored(t *testing.T) {
+	for kind, want := range map[string]bool{KindService: true, KindConfigMap: true, KindServiceAccount: true, KindRole: true,
+		KindRoleBinding: true, KindNetworkPolicy: true, KindSecret: false, KindPersistentVolumeClaim: false} {
+		if Mirrored(kind) != want {
+			t.Errorf("Mirrored(%s) = %v", kind, !want)
+		}
+	}
+	if !Skipped(KindServiceAccount, "default") || !Skipped(KindConfigMap, "kube-root-ca.crt") || Skipped(KindServiceAccount, "app") {
+		t.Error("Skipped")
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
