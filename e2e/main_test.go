@@ -61,7 +61,7 @@ func runWithLab(m *testing.M) int {
 	}
 	fleet, err = lab.New(lab.Config{
 		Name: fleetName(), Sites: fleetSites, Nodes: fleetNodes, Dir: filepath.Join(dir, fleetName()),
-		Tools: lab.Tools{Dir: tools}, Log: os.Stderr, Relay: []string{vk8sBinary, "lab", lab.RelaySubcommand},
+		Tools: lab.Tools{Dir: tools}, Log: os.Stderr, LabBinary: vk8sBinary,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)

@@ -13,8 +13,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vk8s-io/vk8s/lab/kwokconfig"
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/vk8s-io/vk8s/lab/kwokconfig"
+	"github.com/vk8s-io/vk8s/lab/sitestorage"
 )
 
 // fallbackAdvertiseAddress is used when the machine has no global IPv4 address:
@@ -40,8 +42,12 @@ func (l *Lab) ensureCluster(ctx context.Context, cluster string, role kwokconfig
 		if err := writeSiteContent(l.siteContentDir()); err != nil {
 			return err
 		}
+		components, err := l.siteComponents(cluster, role)
+		if err != nil {
+			return err
+		}
 		cfg, err := kwokconfig.Render(kwokconfig.Cluster{Role: role, Tools: l.tools, Advertise: advertise, NodeIP: nodeIP,
-			PKI: l.pkiDir(cluster), Content: l.siteContentDir(), Path: os.Getenv("PATH")})
+			PKI: l.pkiDir(cluster), Content: l.siteContentDir(), Path: os.Getenv("PATH"), Components: components})
 		if err != nil {
 			return err
 		}
@@ -83,6 +89,39 @@ func (l *Lab) ensureCluster(ctx context.Context, cluster string, role kwokconfig
 			return err
 		}
 	}
+}
+
+// siteComponents are the lab's own processes that a site's kwokctl runs with it: the
+// site's storage provisioner (package sitestorage), when the lab has a vk8s binary
+// (Config.LabBinary). kwokctl
+// names a component's pid and log files after its binary, so the binary is a link named
+// for the component.
+func (l *Lab) siteComponents(cluster string, role kwokconfig.Role) ([]kwokconfig.Component, error) {
+	if role != kwokconfig.Site || l.cfg.LabBinary == "" {
+		return nil, nil
+	}
+	bin, err := filepath.Abs(l.cfg.LabBinary)
+	if err != nil {
+		return nil, err
+	}
+	link := filepath.Join(l.cfg.Dir, "bin", sitestorage.Component)
+	if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
+		return nil, err
+	}
+	if cur, err := os.Readlink(link); err != nil || cur != bin {
+		_ = os.Remove(link)
+		if err := os.Symlink(bin, link); err != nil {
+			return nil, err
+		}
+	}
+	dir := l.clusterDir(cluster)
+	return []kwokconfig.Component{{
+		Name:   sitestorage.Component,
+		Binary: link,
+		// The binary runtime's components use the cluster's kubeconfig.yaml too.
+		Args:    []string{"lab", sitestorage.Subcommand, "--kubeconfig", l.kubeconfigPath(cluster)},
+		WorkDir: dir,
+	}}, nil
 }
 
 // componentStarts is how often Up starts a component that keeps exiting before it fails.

@@ -140,7 +140,7 @@ func (l *Lab) siteNodeNetwork(ctx context.Context, st *state) (*kubeletNet, erro
 	case st.NodeIP == "":
 		st.NodeIP = loopbackNodeIP
 		if len(l.relay) == 0 {
-			l.logf("kubelet network: site nodes at %s (no command to run the kubelet relay: Config.Vk8sBinary or Config.Relay)", loopbackNodeIP)
+			l.logf("kubelet network: site nodes at %s (no command to run the kubelet relay: Config.LabBinary or Config.Vk8sBinary)", loopbackNodeIP)
 			return nil, nil
 		}
 		if _, err := l.ensureKubeletNet(ctx); err != nil {
@@ -153,7 +153,7 @@ func (l *Lab) siteNodeNetwork(ctx context.Context, st *state) (*kubeletNet, erro
 		return nil, nil
 	}
 	if len(l.relay) == 0 {
-		return nil, fmt.Errorf("the site nodes are at %s, which needs the kubelet relay, and the lab has no command to run it (Config.Vk8sBinary or Config.Relay)", st.NodeIP)
+		return nil, fmt.Errorf("the site nodes are at %s, which needs the kubelet relay, and the lab has no command to run it (Config.LabBinary or Config.Vk8sBinary)", st.NodeIP)
 	}
 	if st.NodeIP != k.NodeIP {
 		return nil, fmt.Errorf("lab.json puts the site nodes at %s, but lab %s's kubelet network is %s; run `vk8s lab down --name %s`", st.NodeIP, l.cfg.Name, k.NodeIP, l.cfg.Name)

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,10 +33,11 @@ type Config struct {
 	// Vk8sBinary, when set, is the vk8s binary whose `provider` and `webhook` subcommands
 	// Up runs against the host (`vk8s lab` passes itself). Empty: Up runs neither.
 	Vk8sBinary string
-	// Relay is the command that runs the kubelet relay, to which Up appends its flags.
-	// Empty: `Vk8sBinary lab kubelet-relay` when Vk8sBinary is set; without either, the
-	// site nodes stay at loopback (docs/lab.md, "The kubelet network").
-	Relay []string
+	// LabBinary is the vk8s binary whose hidden `lab` subcommands run the lab's own
+	// processes: the kubelet relay and the sites' storage provisioner. Empty: Vk8sBinary.
+	// Without either, the site nodes stay at loopback (docs/lab.md, "The kubelet network")
+	// and the sites bind no claims.
+	LabBinary string
 }
 
 const (
@@ -94,9 +96,10 @@ func New(cfg Config) (*Lab, error) {
 		}
 		cfg.Dir = filepath.Join(base, "vk8s", "labs", cfg.Name)
 	}
-	l := &Lab{cfg: cfg, log: cfg.Log, relay: cfg.Relay}
-	if len(l.relay) == 0 && cfg.Vk8sBinary != "" {
-		l.relay = []string{cfg.Vk8sBinary, "lab", RelaySubcommand}
+	cfg.LabBinary = cmp.Or(cfg.LabBinary, cfg.Vk8sBinary)
+	l := &Lab{cfg: cfg, log: cfg.Log}
+	if cfg.LabBinary != "" {
+		l.relay = []string{cfg.LabBinary, "lab", RelaySubcommand}
 	}
 	if l.log == nil {
 		l.log = io.Discard

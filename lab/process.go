@@ -90,8 +90,7 @@ func (l *Lab) metricsServer() labProcess {
 	}}
 }
 
-// relayProcess is the lab's kubelet relay process: `vk8s lab kubelet-relay` (or the
-// command of Config.Relay).
+// relayProcess is the lab's kubelet relay process: `vk8s lab kubelet-relay` (of Config.LabBinary).
 func (l *Lab) relayProcess() labProcess {
 	return labProcess{name: RelayComponent, pidPath: l.relayPIDPath(), logPath: l.relayLogPath(), is: func(pid int) bool {
 		return slices.Contains(cmdline(pid), RelaySubcommand)

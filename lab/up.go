@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vk8s-io/vk8s/lab/kwokconfig"
+	"github.com/vk8s-io/vk8s/storage"
 	"github.com/vk8s-io/vk8s/translate"
 
 	corev1 "k8s.io/api/core/v1"
@@ -182,6 +183,12 @@ func (l *Lab) setupHost(ctx context.Context, sites, prevSites int) error {
 	}
 	if err := InstallCRDs(ctx, c); err != nil {
 		return err
+	}
+	// The sites' storage is the host's default: claims that name no class (most charts')
+	// are claims on the sites (docs/applications.md).
+	sc := storage.Class(true)
+	if err := apply(ctx, c, sc, func() { sc.Annotations = storage.Class(true).Annotations }); err != nil {
+		return fmt.Errorf("install StorageClass %s: %w", sc.Name, err)
 	}
 	for i := 1; i <= sites; i++ {
 		kubeconfig, err := l.flatKubeconfig(SiteName(i))

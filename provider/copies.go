@@ -10,6 +10,7 @@ import (
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -94,6 +95,9 @@ func (p *Pods) ensureCopy(ctx context.Context, c *cluster, kind string, host met
 	want, err := translate.SiteCopy(kind, host, siteNamespace, p.cfg.Tenant)
 	if err != nil {
 		return err
+	}
+	if claim, ok := want.(*corev1.PersistentVolumeClaim); ok {
+		claim.Spec.StorageClassName = translate.SiteStorageClass(claim.Spec.StorageClassName, p.hostClass(claim.Spec.StorageClassName))
 	}
 	have := c.copy(kind, siteNamespace, host.GetName())
 	if have == nil {
@@ -304,4 +308,17 @@ func wrapCopy(verb string, obj metav1.Object, err error) error {
 // mirrored says whether the mirror keeps copies of kind in namespace (PodsConfig.Mirrored).
 func (p *Pods) mirrored(ctx context.Context, kind, namespace string) bool {
 	return p.cfg.Mirrored != nil && p.cfg.Mirrored(ctx, kind, namespace)
+}
+
+// hostClass is the host's StorageClass of that name; nil when name is nil or the host has
+// none.
+func (p *Pods) hostClass(name *string) *storagev1.StorageClass {
+	if name == nil || p.cfg.HostStorageClasses == nil {
+		return nil
+	}
+	class, err := p.cfg.HostStorageClasses.Get(*name)
+	if err != nil {
+		return nil
+	}
+	return class
 }

@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	storagelisters "k8s.io/client-go/listers/storage/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -44,6 +45,9 @@ type PodsConfig struct {
 	HostSecrets                corelisters.SecretLister
 	HostServiceAccounts        corelisters.ServiceAccountLister
 	HostPersistentVolumeClaims corelisters.PersistentVolumeClaimLister
+	// HostStorageClasses lists the host's StorageClasses: a claim's copy on a site gets the
+	// site class its host class names (translate.SiteStorageClass).
+	HostStorageClasses storagelisters.StorageClassLister
 	// HostSynced reports whether the host caches above are filled.
 	HostSynced cache.InformerSynced
 	// HostPodsOn lists the host pods bound to a node (an index of the HostPods informer).

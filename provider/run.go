@@ -32,6 +32,7 @@ import (
 	"github.com/vk8s-io/vk8s/api/scheme"
 	"github.com/vk8s-io/vk8s/kubeletapi"
 	"github.com/vk8s-io/vk8s/sitereg"
+	"github.com/vk8s-io/vk8s/storage"
 	"github.com/vk8s-io/vk8s/tenancy"
 )
 
@@ -199,6 +200,12 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	if err := mgr.Add(lifecycle.mirror); err != nil {
+		return err
+	}
+	// Claims in vK8s namespaces are Bound on the host, so the host scheduler places their
+	// pods; the sites bind the copies.
+	volumes := storage.New(storage.Config{Host: host, Log: cfg.Logger.WithName("storage"), MetricsRegisterer: cfg.MetricsRegisterer})
+	if err := mgr.Add(volumes); err != nil {
 		return err
 	}
 	nodesCfg := vnode.NodesConfig{Host: host, HeartbeatConfig: hostCfg, Registry: reg, SiteEvents: siteEvents, Endpoint: cfg.Endpoint}

@@ -16,6 +16,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -31,6 +32,7 @@ const (
 	pathWorkloads         = "/mutate/workloads"
 	pathScale             = "/mutate/scale"
 	pathPods              = "/mutate/pods"
+	pathClaims            = "/mutate/persistentvolumeclaims"
 	pathVirtualKubernetes = "/validate/virtualkubernetes"
 	pathOverrides         = "/validate/overrides"
 	pathFlavors           = "/validate/workloadflavors"
@@ -80,7 +82,7 @@ func (a *admitter) setupWithManager(ctx context.Context, mgr ctrl.Manager) error
 	for _, obj := range []client.Object{
 		&vk8sv1.Site{}, &vk8sv1.VirtualSite{}, &vk8sv1.VirtualKubernetes{}, &vk8sv1.Override{}, &vk8sv1.WorkloadFlavor{},
 		&corev1.Node{}, &corev1.Namespace{}, &appsv1.Deployment{}, &appsv1.ReplicaSet{}, &appsv1.StatefulSet{},
-		&appsv1.DaemonSet{}, &batchv1.Job{},
+		&appsv1.DaemonSet{}, &batchv1.Job{}, &storagev1.StorageClass{},
 	} {
 		if _, err := mgr.GetCache().GetInformer(ctx, obj); err != nil {
 			return fmt.Errorf("informer for %T: %w", obj, err)
@@ -91,6 +93,7 @@ func (a *admitter) setupWithManager(ctx context.Context, mgr ctrl.Manager) error
 		pathWorkloads:         a.admitWorkload,
 		pathScale:             a.admitScale,
 		pathPods:              a.admitPod,
+		pathClaims:            a.admitClaim,
 		pathVirtualKubernetes: a.validateVirtualKubernetes,
 		pathOverrides:         a.validateOverride,
 		pathFlavors:           a.validateFlavor,
@@ -158,6 +161,7 @@ const (
 	reasonInvalidFlavor    = "invalid-flavor"
 	reasonInvalidOverride  = "invalid-override"
 	reasonInvalidVK        = "invalid-virtual-kubernetes"
+	reasonStorageClass     = "storage-class"
 )
 
 // metrics are the webhook's Prometheus metrics.

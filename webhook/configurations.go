@@ -104,6 +104,9 @@ func Configurations(cfg Config, caBundle []byte) (*admissionregistrationv1.Mutat
 			mutating("pods.mutate.vk8s.io", pathPods, []admissionregistrationv1.RuleWithOperations{
 				rule([]admissionregistrationv1.OperationType{create}, "", "v1", "pods"),
 			}, none),
+			mutating("persistentvolumeclaims.mutate.vk8s.io", pathClaims, []admissionregistrationv1.RuleWithOperations{
+				rule([]admissionregistrationv1.OperationType{create}, "", "v1", "persistentvolumeclaims"),
+			}, none),
 		},
 	}
 	v := &admissionregistrationv1.ValidatingWebhookConfiguration{

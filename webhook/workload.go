@@ -141,6 +141,11 @@ func (a *admitter) federateWorkload(ctx context.Context, namespace string, w, ol
 	if len(fed.Sites) == 0 {
 		return nil, noSites(fed, annotations, w.daemon)
 	}
+	if sts, ok := w.obj.(*appsv1.StatefulSet); ok && old == nil {
+		if err := a.validateClaimTemplates(ctx, sts.Spec.VolumeClaimTemplates); err != nil {
+			return nil, err
+		}
+	}
 	for _, name := range fed.OverrideNames {
 		o := fed.Overrides[name]
 		if o == nil {

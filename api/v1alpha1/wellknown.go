@@ -121,6 +121,21 @@ const (
 	ConditionSitesReady = "vk8s.io/SitesReady"
 )
 
+// Storage: the host side of the sites' volumes (package storage). A claim of a StorageClass
+// whose provisioner is StorageProvisioner is Bound on the host to a PersistentVolume that
+// stands for the claim's copies on the sites; each site binds its copy to a volume of its own.
+const (
+	// StorageClassName is the StorageClass vk8s installs on the host.
+	StorageClassName = "vk8s"
+	// StorageProvisioner provisions the host volumes of claims in vK8s namespaces, and is
+	// the CSI driver name the host volumes carry (no node mounts them).
+	StorageProvisioner = "sites.vk8s.io"
+	// ParameterSiteStorageClass, a parameter of a StorageClass of StorageProvisioner, names
+	// the StorageClass of the claims' copies on the sites; without it they get the site's
+	// default StorageClass.
+	ParameterSiteStorageClass = "siteStorageClassName"
+)
+
 // Finalizers.
 const (
 	// FinalizerSiteNamespaces is what a VirtualKubernetes carries until vk8s has removed

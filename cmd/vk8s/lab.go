@@ -6,9 +6,11 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/vk8s-io/vk8s/lab"
 	"github.com/vk8s-io/vk8s/lab/relay"
+	"github.com/vk8s-io/vk8s/lab/sitestorage"
 )
 
 func newLabCommand() *cobra.Command {
@@ -137,7 +139,7 @@ built with, else from PATH.`,
 			return nil
 		},
 	}
-	cmd.AddCommand(up, down, kubeconfig, status, newRelayCommand())
+	cmd.AddCommand(up, down, kubeconfig, status, newRelayCommand(), newSiteStorageCommand())
 	return cmd
 }
 
@@ -165,5 +167,22 @@ func newRelayCommand() *cobra.Command {
 	cmd.Flags().StringVar(&cfg.Netns, "netns", "", "path of the network namespace to listen in (/run/netns/<name>)")
 	cmd.Flags().StringVar(&cfg.Address, "address", "", "address to listen at inside the namespace: the site nodes' InternalIP")
 	cmd.Flags().StringVar(&ports, "ports", "", "comma-separated kwok ports to relay to 127.0.0.1")
+	return cmd
+}
+
+// newSiteStorageCommand is a lab site's storage provisioner, which the site's kwokctl runs
+// as a component of the cluster (package sitestorage); hidden, like the relay.
+func newSiteStorageCommand() *cobra.Command {
+	var kubeconfig string
+	cmd := &cobra.Command{
+		Use:    sitestorage.Subcommand,
+		Short:  "Provision the volumes of a lab site's default StorageClass (run by the site's kwokctl)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return sitestorage.Run(cmd.Context(), kubeconfig, ctrllog.Log.WithName("site-storage"))
+		},
+	}
+	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the site's API server")
 	return cmd
 }

@@ -39,6 +39,19 @@ type Cluster struct {
 	Content string
 	// Path is the PATH the lab runs with; the sites' kwok gets the shims before it.
 	Path string
+	// Components are processes of the lab's own that kwokctl runs with the cluster's
+	// (the sites' storage provisioner): started, stopped and listed with them.
+	Components []Component
+}
+
+// Component is a process kwokctl runs beside the cluster's own components, in WorkDir.
+// kwokctl names its pid and log files after the binary's file name, so Binary's should be
+// Name.
+type Component struct {
+	Name    string
+	Binary  string
+	Args    []string
+	WorkDir string
 }
 
 // Render renders the KwokctlConfiguration of one cluster: the binary runtime with local
@@ -109,12 +122,20 @@ func Render(c Cluster) ([]byte, error) {
 		})
 	}
 	patches = append([]any{map[string]any{"name": "kube-apiserver", "extraArgs": apiserverArgs}}, patches...)
-	docs := []any{map[string]any{
+	kwokctl := map[string]any{
 		"apiVersion":        "config.kwok.x-k8s.io/v1alpha1",
 		"kind":              "KwokctlConfiguration",
 		"options":           options,
 		"componentsPatches": patches,
-	}}
+	}
+	if len(c.Components) > 0 {
+		components := make([]any, 0, len(c.Components))
+		for _, comp := range c.Components {
+			components = append(components, map[string]any{"name": comp.Name, "binary": comp.Binary, "args": comp.Args, "workDir": comp.WorkDir})
+		}
+		kwokctl["components"] = components
+	}
+	docs := []any{kwokctl}
 	if role == Site {
 		docs = append(docs,
 			map[string]any{

@@ -107,3 +107,31 @@ func TestRender(t *testing.T) {
 		}
 	}
 }
+
+// The lab's own processes run as components of the cluster, as kwokctl runs its own.
+func TestRenderComponents(t *testing.T) {
+	raw, err := Render(Cluster{Role: Site, Tools: map[string]string{}, Components: []Component{
+		{Name: "vk8s-site-storage", Binary: "/bin/vk8s", Args: []string{"lab", "site-storage", "--kubeconfig", "/c/kubeconfig"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Components []struct {
+			Name   string   `json:"name"`
+			Binary string   `json:"binary"`
+			Args   []string `json:"args"`
+		} `json:"components"`
+	}
+	if err := yaml.Unmarshal([]byte(strings.Split(string(raw), "\n---\n")[0]), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Components) != 1 || cfg.Components[0].Name != "vk8s-site-storage" || cfg.Components[0].Binary != "/bin/vk8s" ||
+		strings.Join(cfg.Components[0].Args, " ") != "lab site-storage --kubeconfig /c/kubeconfig" {
+		t.Errorf("components = %+v, want the site storage provisioner", cfg.Components)
+	}
+	raw, err = Render(Cluster{Role: Host, Tools: map[string]string{}})
+	if err != nil || strings.Contains(string(raw), "components:") {
+		t.Errorf("a cluster without components of the lab's lists some: %v\n%s", err, raw)
+	}
+}
