@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -277,5 +278,37 @@ func TestApplications(t *testing.T) {
 			}
 			return true, nil
 		})
+	})
+
+	t.Run("a kind a vK8s namespace does not hold is refused, naming it and the kinds it holds", func(t *testing.T) {
+		ingress := func(namespace string) *networkingv1.Ingress {
+			return &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "web"},
+				Spec: networkingv1.IngressSpec{DefaultBackend: &networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{
+					Name: "web", Port: networkingv1.ServiceBackendPort{Number: 80}}}}}
+		}
+		var err error
+		// The API server learns of the policy (and of the namespace's label) through informers.
+		waitFor(t, "an Ingress refused in the vK8s namespace", func(ctx context.Context) (bool, error) {
+			err = c.Create(ctx, ingress(appsNS), client.DryRunAll)
+			return err != nil, nil
+		})
+		for _, want := range []string{"Ingress (networking.k8s.io/v1) cannot be created in vK8s namespace " + appsNS,
+			"Pod, Deployment", "Service", "PodDisruptionBudget", "docs/applications.md", "a Service of type LoadBalancer"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("refusal %q does not say %q", err, want)
+			}
+		}
+		if !apierrors.IsForbidden(err) {
+			t.Errorf("refusal %v: want Forbidden", err)
+		}
+		// Kinds meaningful on the host are accepted there; other namespaces are not vk8s' business.
+		pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Namespace: appsNS, Name: "web"},
+			Spec: policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(1)), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}}}
+		if err := c.Create(t.Context(), pdb, client.DryRunAll); err != nil {
+			t.Errorf("PodDisruptionBudget in the vK8s namespace: %v", err)
+		}
+		if err := c.Create(t.Context(), ingress("default"), client.DryRunAll); err != nil {
+			t.Errorf("Ingress in namespace default: %v", err)
+		}
 	})
 }

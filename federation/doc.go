@@ -18,12 +18,12 @@
 //   - Rebalancer (one controller per kind: Deployments, bare ReplicaSets, StatefulSets)
 //     converges per-site counts on the plan: it re-plans a workload whose sites changed by
 //     writing vk8s.io/placement (admission recomputes spec.replicas), marks every site's
-//     surplus pods with a pod-deletion-cost far below admission's, and deletes surplus
+//     surplus pods with a pod-deletion-cost far below admission's, and evicts surplus
 //     pods of a settled ReplicaSet only as far as reachable sites lack pods, at
 //     maxUnavailable, so that admission recreates them at the deficit.
 //   - Rollout brings running pods to their site's current Override: keyed by Deployment,
 //     StatefulSet, DaemonSet or bare ReplicaSet, woken by workload, pod and Override
-//     events, it deletes the pods whose stamp differs from the one admission would give
+//     events, it evicts the pods whose stamp differs from the one admission would give
 //     now, one site at a time and at the Override's (else the workload's)
 //     maxUnavailable, and leaves workloads in their own rollout alone; their controllers
 //     recreate the pods on the same site with the current Override.

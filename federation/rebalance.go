@@ -44,13 +44,13 @@ import (
 //     marked with a low deletion cost first, so the ReplicaSet's scale-down takes them;
 //   - marks the surplus pods of every site with placement.ExcessDeletionCost, so any
 //     scale-down takes them first;
-//   - deletes surplus pods while a reachable site lacks pods and the ReplicaSet is
+//   - evicts surplus pods while a reachable site lacks pods and the ReplicaSet is
 //     settled, at most maxUnavailable at a time: the ReplicaSet recreates them and
 //     admission places them where they are missing. A pod never moves towards a site
 //     whose connection is down.
 //
 // StatefulSets are re-planned too, and a pod whose ordinal's block moved to another
-// reachable site is deleted, one at a time, so that it comes back there; DaemonSets and
+// reachable site is evicted, one at a time, so that it comes back there; DaemonSets and
 // Jobs are not its business (a DaemonSet follows its nodes, a Job's pods end).
 type Rebalancer struct {
 	s   *State
@@ -375,13 +375,12 @@ func (r *Rebalancer) replan(ctx context.Context, obj client.Object, from, to str
 	return nil
 }
 
-// move deletes pods so that their ReplicaSet recreates them where pods are missing.
+// move evicts pods (Evict) so that their ReplicaSet recreates them where pods are missing.
 func (r *Rebalancer) move(ctx context.Context, obj client.Object, moves []placement.RebalancePod) error {
 	from := map[string]int{}
 	for _, p := range moves {
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: obj.GetNamespace(), Name: p.Name}}
-		err := r.s.Client.Delete(ctx, pod, client.Preconditions{UID: &p.UID})
-		if client.IgnoreNotFound(err) != nil {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: obj.GetNamespace(), Name: p.Name, UID: p.UID}}
+		if err := Evict(ctx, r.s.Client, pod); err != nil {
 			return fmt.Errorf("move pod %s off site %s: %w", p.Name, p.Site, err)
 		}
 		from[p.Site]++
@@ -397,7 +396,7 @@ func (r *Rebalancer) move(ctx context.Context, obj client.Object, moves []placem
 	return nil
 }
 
-// moveOrdinals deletes, one at a time, a StatefulSet pod whose ordinal's block is now on
+// moveOrdinals evicts, one at a time, a StatefulSet pod whose ordinal's block is now on
 // another, reachable site (a site before it left the plan); the StatefulSet controller
 // recreates it under the same name and admission places it by its ordinal. Its volumes
 // stay on the old site: the new pod's claims are made on the new one.

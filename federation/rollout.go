@@ -51,7 +51,7 @@ const rolloutRequeue = 10 * time.Second
 type Rollout struct {
 	s      *State
 	reader client.Reader
-	writer client.Writer
+	writer client.Client
 
 	mu sync.Mutex
 	// active is the site each workload is rolling, until it settles.
@@ -76,7 +76,7 @@ func setupRollout(mgr ctrl.Manager, s *State) error {
 
 // NewRollout returns the per-site rollout over s, reading with reader and deleting with
 // writer (the manager's client for both).
-func NewRollout(s *State, reader client.Reader, writer client.Writer) *Rollout {
+func NewRollout(s *State, reader client.Reader, writer client.Client) *Rollout {
 	return &Rollout{s: s, reader: reader, writer: writer, active: map[RolloutKey]string{}}
 }
 
@@ -260,7 +260,7 @@ func (r *Rollout) maxUnavailable(t *rolloutTarget, o *vk8sv1.Override, planned i
 	return placement.MaxUnavailable(t.maxUnavailable, t.def, planned)
 }
 
-// Restart deletes victims, pods of workload w on site, so that admission recreates them
+// Restart evicts victims (Evict), pods of workload w on site, so that admission recreates them
 // with Override o (with their UID as a precondition, so a replacement of the same name, a
 // StatefulSet's, is never hit). It forgets their reservations and records the deletions
 // first, so that the replacements are placed on the same site even before the cache
@@ -274,7 +274,7 @@ func (r *Rollout) Restart(ctx context.Context, w client.Object, site string, o *
 		}
 		// Recorded first: the replacement's admission may come before Delete returns.
 		r.s.Deleted.Add(uid)
-		if err := r.writer.Delete(ctx, p, client.Preconditions{UID: &uid}); client.IgnoreNotFound(err) != nil {
+		if err := Evict(ctx, r.writer, p); err != nil {
 			r.s.Deleted.remove(uid)
 			return fmt.Errorf("restart pod %s/%s on site %s: %w", p.Namespace, p.Name, site, err)
 		}

@@ -12,6 +12,8 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -281,3 +283,25 @@ func OwnerKey(uid types.UID) string { return "uid:" + string(uid) }
 
 // NamespaceKey is the Reservations key of the bare pods of namespace.
 func NamespaceKey(namespace string) string { return "ns:" + namespace }
+
+// Evict removes pod through the host's Eviction API, with its UID as a precondition (a
+// StatefulSet's replacement of the same name is never hit): a PodDisruptionBudget of the
+// namespace governs the rebalancer's and the rollouts' removals as it governs a node
+// drain's. A budget that allows no disruption now is an error that says so; the caller
+// tries again later.
+func Evict(ctx context.Context, c client.Client, pod *corev1.Pod) error {
+	uid := pod.UID
+	eviction := &policyv1.Eviction{
+		ObjectMeta:    metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name},
+		DeleteOptions: &metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}},
+	}
+	err := c.SubResource("eviction").Create(ctx, pod, eviction)
+	switch {
+	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
+		// Gone, or replaced by a pod of the same name: nothing of this pod to evict.
+		return nil
+	case apierrors.IsTooManyRequests(err):
+		return fmt.Errorf("evict pod %s/%s: a PodDisruptionBudget allows no disruption now: %w", pod.Namespace, pod.Name, err)
+	}
+	return err
+}

@@ -147,3 +147,12 @@ func TestMirrored(t *testing.T) {
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// The kinds table and the mirror agree on what is mirrored.
+func TestNamespaceKindsMirrored(t *testing.T) {
+	for _, k := range NamespaceKinds {
+		if got := Mirrored(k.Kind); got != (k.Fate == FateMirrored) {
+			t.Errorf("%s: Mirrored %v, fate %s", k.Kind, got, k.Fate)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/translate"
 	"github.com/vk8s-io/vk8s/webhook/certs"
 )
 
@@ -134,6 +136,65 @@ func Configurations(cfg Config, caBundle []byte) (*admissionregistrationv1.Mutat
 		},
 	}
 	return m, v
+}
+
+// KindPolicy returns the ValidatingAdmissionPolicy, and its binding, both named
+// cfg.ConfigurationName, that refuse to create in a vK8s namespace an object of a kind
+// translate.NamespaceKinds does not list (SPEC §4, "Other objects": never silently
+// host-only), naming the kind and the kinds a vK8s namespace holds. The API server
+// evaluates it itself: it holds while no webhook replica answers.
+func KindPolicy(cfg Config) (*admissionregistrationv1.ValidatingAdmissionPolicy, *admissionregistrationv1.ValidatingAdmissionPolicyBinding) {
+	cfg.defaults()
+	var allowed, kinds []string
+	for _, k := range translate.NamespaceKinds {
+		allowed = append(allowed, strconv.Quote(k.Group+"/"+k.Resource))
+		if k.Fate != translate.FateHostOnly {
+			kinds = append(kinds, k.Kind)
+		}
+	}
+	var hostOnly []string
+	for _, k := range translate.NamespaceKinds {
+		if k.Fate == translate.FateHostOnly && !slices.Contains(hostOnly, k.Kind) {
+			hostOnly = append(hostOnly, k.Kind)
+		}
+	}
+	message := fmt.Sprintf(": vk8s runs a vK8s namespace on its sites, and this kind would stay on the host unseen. "+
+		"A vK8s namespace holds %s (on the sites) and %s (on the host); docs/applications.md says what becomes of each. "+
+		"Create it in a namespace without a VirtualKubernetes, or run it with what these kinds offer "+
+		"(an Ingress: a Service of type LoadBalancer or NodePort on every site)",
+		strings.Join(kinds, ", "), strings.Join(hostOnly, ", "))
+	meta := metav1.ObjectMeta{Name: cfg.ConfigurationName, Labels: map[string]string{vk8sv1.LabelManagedBy: vk8sv1.ManagedByVK8s}}
+	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: *meta.DeepCopy(),
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{
+				NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+					{Key: vk8sv1.LabelVirtualKubernetes, Operator: metav1.LabelSelectorOpExists}}},
+				ObjectSelector: &metav1.LabelSelector{},
+				MatchPolicy:    ptr.To(admissionregistrationv1.Equivalent),
+				// "*" is every resource and no subresource (pods/eviction, .../token).
+				ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+					Rule: admissionregistrationv1.Rule{APIGroups: []string{"*"}, APIVersions: []string{"*"}, Resources: []string{"*"},
+						Scope: ptr.To(admissionregistrationv1.NamespacedScope)},
+				}}},
+			},
+			Validations: []admissionregistrationv1.Validation{{
+				Expression:        "(request.resource.group + '/' + request.resource.resource) in [" + strings.Join(allowed, ", ") + "]",
+				MessageExpression: "request.kind.kind + ' (' + (request.kind.group == '' ? 'core' : request.kind.group) + '/' + request.kind.version + ') cannot be created in vK8s namespace ' + request.namespace + " + strconv.Quote(message),
+				Reason:            ptr.To(metav1.StatusReasonForbidden),
+			}},
+		},
+	}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: *meta.DeepCopy(),
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        policy.Name,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+		},
+	}
+	return policy, binding
 }
 
 // webhookClientConfig returns the clientConfig of the handler at path.
@@ -253,8 +314,9 @@ func (r *registrar) publishCAFile(ctx context.Context) error {
 // the bundle into them when they exist (the chart made them). r.mu is held.
 func (r *registrar) ensureLocked(ctx context.Context) error {
 	m, v := Configurations(*r.cfg, r.bundle)
+	policy, binding := KindPolicy(*r.cfg)
 	var errs []error
-	for _, want := range []client.Object{m, v} {
+	for _, want := range []client.Object{m, v, policy, binding} {
 		if r.cfg.ManageConfigurations {
 			errs = append(errs, r.apply(ctx, want))
 		} else if r.bundle != nil {
@@ -289,6 +351,14 @@ func (r *registrar) apply(ctx context.Context, want client.Object) error {
 		w := want.(*admissionregistrationv1.ValidatingWebhookConfiguration).Webhooks
 		same = same && apiequality.Semantic.DeepEqual(c.Webhooks, w)
 		c.Webhooks = w
+	case *admissionregistrationv1.ValidatingAdmissionPolicy:
+		w := want.(*admissionregistrationv1.ValidatingAdmissionPolicy).Spec
+		same = same && apiequality.Semantic.DeepDerivative(w, c.Spec)
+		c.Spec = w
+	case *admissionregistrationv1.ValidatingAdmissionPolicyBinding:
+		w := want.(*admissionregistrationv1.ValidatingAdmissionPolicyBinding).Spec
+		same = same && apiequality.Semantic.DeepDerivative(w, c.Spec)
+		c.Spec = w
 	}
 	if same {
 		return nil
