@@ -57,7 +57,7 @@ test-unit: ## Run the unit tests only (no clusters).
 ##@ Lab
 
 .PHONY: demo
-demo: tools build ## Bring up the lab (host, 3 sites x 3 nodes, provider, webhook) and run the examples: the seed (deployment1, 3 replicas per site), A/B, two virtual-sites.
+demo: tools build ## Bring up the lab (host, 3 sites x 3 nodes, provider, webhook) and run the examples: the seed (deployment1, 3 replicas per site), A/B, two virtual-sites, a Service, a StatefulSet, a CronJob.
 	bin/vk8s lab up --name $(LAB)
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" get sites,virtualsites -A
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" get nodes -L vk8s.io/site,topology.kubernetes.io/region
@@ -79,6 +79,17 @@ demo: tools build ## Bring up the lab (host, 3 sites x 3 nodes, provider, webhoo
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" apply -f examples/union/union.yaml
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" -n demo rollout status deployment/catalog --timeout=180s
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" -n demo get pods -l app=catalog -o wide -L vk8s.io/site
+	@# Applications: a site-local Service for deployment1, a StatefulSet with a claim per
+	@# ordinal on its site, a CronJob whose every schedule runs on every site.
+	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" apply -f examples/apps/
+	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" -n demo rollout status statefulset/web --timeout=180s
+	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" -n demo get statefulset,pvc -o wide
+	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" -n demo wait --for=condition=vk8s.io/SitesReady service/deployment1 --timeout=60s
+	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" -n demo get service deployment1 -o jsonpath='{.metadata.annotations.vk8s\.io/site-endpoints}{"\n"}'
+	for s in site1 site2 site3; do kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --site $$s --name $(LAB))" -n vk8s-demo get endpointslices -l kubernetes.io/service-name=deployment1 -o wide || exit 1; done
+	@echo "waiting for the first Job of CronJob hello (it starts within a minute)"
+	timeout 180 sh -c 'until kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" -n demo get jobs -l app=hello -o jsonpath="{.items[*].status.succeeded}" | grep -q 3; do sleep 3; done'
+	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" -n demo get cronjobs,jobs
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --site site2 --name $(LAB))" get pods -A -l vk8s.io/tenant -o wide
 
 .PHONY: bench

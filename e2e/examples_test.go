@@ -7,8 +7,11 @@ import (
 	"testing"
 	"time"
 
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
@@ -94,5 +97,66 @@ func TestExamples(t *testing.T) {
 		if err != nil {
 			t.Fatalf("catalog's pods per site %v, want %v: %v", last, want, err)
 		}
+	})
+
+	t.Run("apps: a site-local Service, a StatefulSet with storage, a CronJob", func(t *testing.T) {
+		kubectl(t, "host", "apply", "-f", "../examples/apps/")
+		siteNS := "vk8s-" + webhookNS
+		// deployment1's Service: on every site, its endpoints the site's own 3 pods.
+		waitFor(t, "Service deployment1 with 3 endpoints of its own on every site, and the host saying so", func(ctx context.Context) (bool, error) {
+			svc := &corev1.Service{}
+			if err := c.Get(ctx, client.ObjectKey{Namespace: webhookNS, Name: "deployment1"}, svc); err != nil {
+				return false, err
+			}
+			if svc.Annotations[vk8sv1.AnnotationSiteEndpoints] != "site1=3,site2=3,site3=3" {
+				return false, nil
+			}
+			for _, site := range labSites {
+				var eps discoveryv1.EndpointSliceList
+				if err := siteClient(t, site).List(ctx, &eps, client.InNamespace(siteNS), client.MatchingLabels{discoveryv1.LabelServiceName: "deployment1"}); err != nil {
+					return false, err
+				}
+				n := 0
+				for _, s := range eps.Items {
+					n += len(s.Endpoints)
+				}
+				if n != 3 {
+					return false, nil
+				}
+			}
+			return true, nil
+		})
+		// The StatefulSet: 2 per site, each ordinal's claim Bound on its site.
+		webhookWaitPods(t, c, "nginx", 6)
+		for _, site := range labSites {
+			var claims corev1.PersistentVolumeClaimList
+			if err := siteClient(t, site).List(t.Context(), &claims, client.InNamespace(siteNS)); err != nil {
+				t.Fatal(err)
+			}
+			bound := 0
+			for _, pvc := range claims.Items {
+				if pvc.Status.Phase == corev1.ClaimBound {
+					bound++
+				}
+			}
+			if bound != 2 {
+				t.Errorf("%s has %d Bound claims, want 2 (its 2 ordinals')", site, bound)
+			}
+		}
+		// The CronJob: its first Job completes, 1 completion per site (it comes within a minute).
+		waitForLong(t, 3*time.Minute, "a Job of CronJob hello Complete with 3 completions", func(ctx context.Context) (bool, error) {
+			var jobs batchv1.JobList
+			if err := c.List(ctx, &jobs, client.InNamespace(webhookNS), client.MatchingLabels{"app": "hello"}); err != nil {
+				return false, err
+			}
+			for i := range jobs.Items {
+				if j := &jobs.Items[i]; jobComplete(j) && j.Status.Succeeded == 3 && ptr.Deref(j.Spec.Completions, 0) == 3 {
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+		// Stopped here: the namespace goes at the end, and its Jobs with it.
+		kubectl(t, "host", "-n", webhookNS, "patch", "cronjob", "hello", "-p", `{"spec":{"suspend":true}}`)
 	})
 }

@@ -244,6 +244,12 @@ func (a *admitter) federateWorkload(ctx context.Context, namespace string, w, ol
 // count and returns its placement, its sites in order after those of previous.
 // Overrides' replicas do not apply to Jobs.
 func (a *admitter) jobPlacement(w, old *workload, fed *federation.Federation, annotations map[string]string, previous []string) (placement.Layout, error) {
+	if w.job.Completions == nil && w.job.Parallelism == nil && (old == nil || w.kind == "CronJob") {
+		// Kubernetes runs such a Job as 1 completion (the API server defaults both to 1 for
+		// a Job, not in a CronJob's template): 1 completion per site, not a work queue of
+		// 1 pod per site that ends with the first success.
+		w.job.Completions = ptr.To[int32](1)
+	}
 	n := len(fed.Sites)
 	derive := func(total int32) (int32, error) { return placement.ReplicasPerSite(total, n, a.cfg.StrictReplicas) }
 	path := strings.Split(w.jobPath, ".")

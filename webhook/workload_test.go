@@ -298,6 +298,15 @@ func TestWorkloadKinds(t *testing.T) {
 			t.Errorf("after raising parallelism: %v, %d, %v", resp.Allowed, *got2.Spec.Parallelism, got2.Annotations)
 		}
 	})
+	t.Run("a CronJob's template without parallelism or completions is 1 completion per site", func(t *testing.T) {
+		e := newEnv(t)
+		got := created(e, &batchv1.CronJob{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hello"},
+			Spec: batchv1.CronJobSpec{Schedule: "* * * * *", JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: podTemplate("hello")}}}})
+		s := got.Spec.JobTemplate.Spec
+		if ptr.Deref(s.Completions, 0) != 3 || ptr.Deref(s.Parallelism, 0) != 3 || got.Annotations[vk8sv1.AnnotationCompletionsPerSite] != "1" {
+			t.Errorf("completions %v, parallelism %v, annotations %v; want 3 and 3 (1 per site)", s.Completions, s.Parallelism, got.Annotations)
+		}
+	})
 	t.Run("a work-queue Job keeps completions unset", func(t *testing.T) {
 		e := newEnv(t)
 		got := created(e, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "queue"},
