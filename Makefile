@@ -93,7 +93,7 @@ demo: tools build ## Bring up the lab (host, 3 sites x 3 nodes, provider, webhoo
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --site site2 --name $(LAB))" get pods -A -l vk8s.io/tenant -o wide
 
 .PHONY: bench
-bench: tools build ## Measure pod start latency (host vs. sites directly), admission, and the provider's footprint at 3/30/300 sites (BENCH_SITES=3,30,300,1000x3 for 3,000 virtual nodes).
+bench: tools build ## Measure pod start latency (host vs. sites directly), admission, the provider's footprint at 3/30/300 sites (BENCH_SITES=3,30,300,1000x3 for 3,000 virtual nodes), and the mirror lag at 3 and 30 sites.
 	go run ./e2e/bench --vk8s bin/vk8s --name $(BENCH_LAB) --sites $(BENCH_SITES)
 
 .PHONY: lab-down

@@ -33,6 +33,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -66,15 +67,23 @@ func main() {
 		admits = flag.Int("admissions", 200, "dry-run pod creates per admission run")
 		name   = flag.String("name", "bench", "name of the bench's lab (its clusters are <name>-host, <name>-site1, ...)")
 		wait   = flag.Duration("ready-timeout", 15*time.Minute, "how long to wait at each site count for every virtual node to be Ready")
+		mirror = flag.Int("mirror-objects", 100, "ConfigMaps per mirror-lag run (0: none)")
+		mSites = flag.String("mirror-sites", "3,30", "site counts, among --sites, at which the mirror lag is measured")
 	)
 	flag.Parse()
-	if err := run(*name, *vk8s, *pods, *admits, *sites, *window, *wait, *keep); err != nil {
+	var mirrorAt []int
+	for _, f := range strings.Split(*mSites, ",") {
+		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil {
+			mirrorAt = append(mirrorAt, n)
+		}
+	}
+	if err := run(*name, *vk8s, *pods, *admits, *sites, *window, *wait, *keep, *mirror, mirrorAt); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(name, vk8s string, pods, admissions int, sitesFlag string, window, readyTimeout time.Duration, keep bool) error {
+func run(name, vk8s string, pods, admissions int, sitesFlag string, window, readyTimeout time.Duration, keep bool, mirrorObjects int, mirrorAt []int) error {
 	sizes, err := parseSizes(sitesFlag)
 	if err != nil {
 		return err
@@ -155,6 +164,11 @@ func run(name, vk8s string, pods, admissions int, sitesFlag string, window, read
 			u.providerRSS, u.cpu, u.goroutines, u.hostRequests, u.minReady, u.leaseAge.Round(time.Second),
 			u.heartbeatAge.Round(time.Second), u.apiserverRSS, u.etcdRSS)
 		fmt.Printf("  %8s host requests/s by method: %s\n", "", methods(u.byMethod))
+		if mirrorObjects > 0 && slices.Contains(mirrorAt, sz.sites) {
+			if err := mirrorLag(ctx, l, host, sz.sites, mirrorObjects); err != nil {
+				return fmt.Errorf("mirror lag at %s sites: %w", sz, err)
+			}
+		}
 	}
 	return nil
 }
