@@ -311,4 +311,23 @@ func TestApplications(t *testing.T) {
 			t.Errorf("Ingress in namespace default: %v", err)
 		}
 	})
+
+	t.Run("a RoleBinding to a ServiceAccount outside vK8s namespaces is refused, and nothing is made", func(t *testing.T) {
+		rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: appsNS, Name: "escalate"},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "edit"},
+			Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: "kube-system", Name: "default"}}}
+		err := c.Create(t.Context(), rb)
+		want := `subjects[0]: invalid value "ServiceAccount kube-system/default": namespace "kube-system" is not a vK8s namespace`
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("create: %v; want the rejection %q", err, want)
+		}
+		if err := c.Get(t.Context(), client.ObjectKeyFromObject(rb), &rbacv1.RoleBinding{}); !apierrors.IsNotFound(err) {
+			t.Errorf("RoleBinding escalate after the rejection: %v, want NotFound", err)
+		}
+		for _, site := range labSites {
+			if err := siteClient(t, site).Get(t.Context(), client.ObjectKey{Namespace: siteNS, Name: "escalate"}, &rbacv1.RoleBinding{}); !apierrors.IsNotFound(err) {
+				t.Errorf("RoleBinding escalate on %s: %v, want NotFound", site, err)
+			}
+		}
+	})
 }

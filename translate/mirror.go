@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"cmp"
 	"maps"
 	"slices"
 	"strings"
@@ -131,22 +132,50 @@ func serviceContent(s *corev1.Service) any {
 	return []any{s.Labels, spec}
 }
 
-// siteRoleBinding is a host RoleBinding on a site: a ServiceAccount subject names the
-// site namespace of its host namespace, where its copy is; users and groups are the site's
-// own identities, named alike.
+// siteRoleBinding is a host RoleBinding on a site. A ServiceAccount subject names the
+// site namespace of its host namespace, where its copy is, and so does the group of a
+// namespace's ServiceAccounts (system:serviceaccounts:<namespace>). Users and other
+// groups are host identities: a site knows its own under those names, so the copy leaves
+// them out (SiteSubject).
 func siteRoleBinding(meta metav1.ObjectMeta, h *rbacv1.RoleBinding, tenant string) *rbacv1.RoleBinding {
-	out := &rbacv1.RoleBinding{ObjectMeta: meta, RoleRef: h.RoleRef, Subjects: slices.Clone(h.Subjects)}
-	for i := range out.Subjects {
-		s := &out.Subjects[i]
-		if s.Kind == rbacv1.ServiceAccountKind {
-			ns := s.Namespace
-			if ns == "" {
-				ns = h.Namespace
-			}
-			s.Namespace = SiteNamespace(tenant, ns)
+	out := &rbacv1.RoleBinding{ObjectMeta: meta, RoleRef: h.RoleRef}
+	for _, s := range h.Subjects {
+		if site, ok := SiteSubject(s, h.Namespace, tenant); ok {
+			out.Subjects = append(out.Subjects, site)
 		}
 	}
 	return out
+}
+
+// serviceAccountsGroup is the prefix of the group of a namespace's ServiceAccounts.
+const serviceAccountsGroup = "system:serviceaccounts:"
+
+// SiteSubject is subject of a RoleBinding in host namespace on a site, and whether it has
+// one: a ServiceAccount, or the group of a namespace's ServiceAccounts, of the site
+// namespace of its namespace; no User or other Group.
+func SiteSubject(s rbacv1.Subject, namespace, tenant string) (rbacv1.Subject, bool) {
+	switch {
+	case s.Kind == rbacv1.ServiceAccountKind:
+		s.Namespace = SiteNamespace(tenant, cmp.Or(s.Namespace, namespace))
+		return s, true
+	case s.Kind == rbacv1.GroupKind && strings.HasPrefix(s.Name, serviceAccountsGroup):
+		s.Name = serviceAccountsGroup + SiteNamespace(tenant, strings.TrimPrefix(s.Name, serviceAccountsGroup))
+		return s, true
+	}
+	return rbacv1.Subject{}, false
+}
+
+// SubjectNamespace is the host namespace whose ServiceAccounts subject of a RoleBinding in
+// namespace names (a ServiceAccount, or the group of a namespace's ServiceAccounts), or
+// "" for a User or another Group.
+func SubjectNamespace(s rbacv1.Subject, namespace string) string {
+	switch {
+	case s.Kind == rbacv1.ServiceAccountKind:
+		return cmp.Or(s.Namespace, namespace)
+	case s.Kind == rbacv1.GroupKind && strings.HasPrefix(s.Name, serviceAccountsGroup):
+		return strings.TrimPrefix(s.Name, serviceAccountsGroup)
+	}
+	return ""
 }
 
 // siteNetworkPolicy is a host NetworkPolicy on a site. A peer's namespace selector on

@@ -87,6 +87,8 @@ func TestSiteRoleBinding(t *testing.T) {
 			{Kind: rbacv1.ServiceAccountKind, Name: "app", Namespace: "shop"},
 			{Kind: rbacv1.ServiceAccountKind, Name: "ci", Namespace: "tools"},
 			{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "alice"},
+			{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: "system:serviceaccounts:shop"},
+			{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: "system:authenticated"},
 		},
 	}
 	obj, err := SiteCopy(KindRoleBinding, host, "acme-shop", "acme")
@@ -96,7 +98,8 @@ func TestSiteRoleBinding(t *testing.T) {
 	want := []rbacv1.Subject{
 		{Kind: rbacv1.ServiceAccountKind, Name: "app", Namespace: "acme-shop"},
 		{Kind: rbacv1.ServiceAccountKind, Name: "ci", Namespace: "acme-tools"},
-		{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "alice"},
+		// Users and other groups are host identities: the site has its own of those names.
+		{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: "system:serviceaccounts:acme-shop"},
 	}
 	if diff := cmp.Diff(want, obj.(*rbacv1.RoleBinding).Subjects); diff != "" {
 		t.Errorf("subjects (-want +got):\n%s", diff)

@@ -37,6 +37,7 @@ const (
 	pathOverrides         = "/validate/overrides"
 	pathFlavors           = "/validate/workloadflavors"
 	pathAutoscalers       = "/validate/horizontalpodautoscalers"
+	pathRoleBindings      = "/validate/rolebindings"
 	pathOutside           = "/validate/outside"
 )
 
@@ -98,6 +99,7 @@ func (a *admitter) setupWithManager(ctx context.Context, mgr ctrl.Manager) error
 		pathOverrides:         a.validateOverride,
 		pathFlavors:           a.validateFlavor,
 		pathAutoscalers:       a.validateAutoscaler,
+		pathRoleBindings:      a.validateRoleBinding,
 		pathOutside:           a.validateOutside,
 	} {
 		srv.Register(path, &admission.Webhook{Handler: a.instrument(h)})
@@ -162,6 +164,7 @@ const (
 	reasonInvalidOverride  = "invalid-override"
 	reasonInvalidVK        = "invalid-virtual-kubernetes"
 	reasonStorageClass     = "storage-class"
+	reasonRoleBinding      = "role-binding"
 )
 
 // metrics are the webhook's Prometheus metrics.

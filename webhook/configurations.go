@@ -129,6 +129,9 @@ func Configurations(cfg Config, caBundle []byte) (*admissionregistrationv1.Mutat
 			validating("horizontalpodautoscalers.validate.vk8s.io", pathAutoscalers, []admissionregistrationv1.RuleWithOperations{
 				rule([]admissionregistrationv1.OperationType{create, update}, "autoscaling", "v2", "horizontalpodautoscalers"),
 			}, inVK8s, fail, none),
+			validating("rolebindings.validate.vk8s.io", pathRoleBindings, []admissionregistrationv1.RuleWithOperations{
+				rule([]admissionregistrationv1.OperationType{create, update}, "rbac.authorization.k8s.io", "v1", "rolebindings"),
+			}, inVK8s, fail, none),
 			validating("outside.validate.vk8s.io", pathOutside, append(workloads(create, update),
 				rule([]admissionregistrationv1.OperationType{create, update}, "", "v1", "pods")),
 				outsideVK8s, ignore, none,

@@ -13,6 +13,7 @@ import (
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -24,6 +25,7 @@ import (
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 	"github.com/vk8s-io/vk8s/federation"
 	"github.com/vk8s-io/vk8s/overrides"
+	"github.com/vk8s-io/vk8s/translate"
 )
 
 // federatedAnnotations are the annotations users write on workloads (SPEC §3).
@@ -341,4 +343,46 @@ func (a *admitter) validateOutside(ctx context.Context, req admission.Request) a
 		fmt.Sprintf("namespace %s has no VirtualKubernetes, so vk8s does not federate its workloads and the annotation would do nothing", req.Namespace),
 		fmt.Sprintf("enable the namespace with a VirtualKubernetes (e.g. kind: VirtualKubernetes, metadata.namespace: %s, spec.virtualSite: %s/all-sites), or remove the annotation",
 			req.Namespace, a.cfg.SharedNamespace)))
+}
+
+// validateRoleBinding checks a RoleBinding of a vK8s namespace, which package mirror copies
+// to every site of the namespace: a ServiceAccount subject (or the group of a namespace's
+// ServiceAccounts) must be of a vK8s namespace, whose ServiceAccounts have copies on the
+// sites; a User or another Group is a host identity that the copies leave out, which the
+// answer warns about.
+func (a *admitter) validateRoleBinding(ctx context.Context, req admission.Request) admission.Response {
+	rb := &rbacv1.RoleBinding{}
+	if err := a.decoder.Decode(req, rb); err != nil {
+		return admission.Errored(http.StatusBadRequest, err)
+	}
+	vk, err := a.state.Resolver.VirtualKubernetes(ctx, req.Namespace)
+	if err != nil {
+		return a.answer(ctx, err)
+	}
+	if vk == nil {
+		return admission.Allowed("not a vK8s namespace")
+	}
+	var warnings []string
+	for i, s := range rb.Subjects {
+		field := fmt.Sprintf("subjects[%d]", i)
+		ns := translate.SubjectNamespace(s, req.Namespace)
+		if ns == "" {
+			warnings = append(warnings, fmt.Sprintf("%s: %s %q is a host identity: the RoleBinding's copies on the sites leave it out "+
+				"(a site has identities of its own under those names)", field, s.Kind, s.Name))
+			continue
+		}
+		if ns == req.Namespace {
+			continue
+		}
+		other, err := a.state.Resolver.VirtualKubernetes(ctx, ns)
+		if err != nil {
+			return a.answer(ctx, err)
+		}
+		if other == nil {
+			return a.answer(ctx, federation.Invalid(reasonRoleBinding, field, s.Kind+" "+ns+"/"+s.Name,
+				fmt.Sprintf("namespace %q is not a vK8s namespace, so its ServiceAccounts have no copies on the sites this RoleBinding goes to", ns),
+				fmt.Sprintf("bind ServiceAccounts of this namespace (%s) or of another vK8s namespace", req.Namespace)))
+		}
+	}
+	return admission.Allowed("subjects of vK8s namespaces").WithWarnings(warnings...)
 }

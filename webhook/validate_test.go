@@ -2,12 +2,14 @@ package webhook
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -263,4 +265,36 @@ func TestAllowedWithWarnings(t *testing.T) {
 			t.Errorf("an update that leaves the annotation alone was denied: %s", resp.Result.Message)
 		}
 	})
+}
+
+// A RoleBinding of a vK8s namespace binds ServiceAccounts of vK8s namespaces, which have
+// copies on the sites; host users and groups are left out of the copies, with a warning.
+func TestRoleBindingSubjects(t *testing.T) {
+	e := newEnv(t,
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "tools", Labels: map[string]string{vk8sv1.LabelVirtualKubernetes: "vk"}}},
+		&vk8sv1.VirtualKubernetes{ObjectMeta: metav1.ObjectMeta{Namespace: "tools", Name: "vk"}, Spec: vk8sv1.VirtualKubernetesSpec{VirtualSite: "shared/all-sites"}})
+	binding := func(namespace string, subjects ...rbacv1.Subject) admission.Response {
+		rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "read"},
+			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "reader"}, Subjects: subjects}
+		return e.a.validateRoleBinding(t.Context(), e.request(admissionv1.Create, rb, nil))
+	}
+	sa := func(ns, name string) rbacv1.Subject {
+		return rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: name}
+	}
+	if resp := binding(ns, sa("", "app"), sa(ns, "web"), sa("tools", "ci"),
+		rbacv1.Subject{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: "system:serviceaccounts:tools"}); !resp.Allowed || len(resp.Warnings) > 0 {
+		t.Errorf("ServiceAccounts of vK8s namespaces: allowed %v, %q, warnings %q", resp.Allowed, message(resp), resp.Warnings)
+	}
+	resp := binding(ns, sa(ns, "app"), sa("kube-system", "default"))
+	want := `subjects[1]: invalid value "ServiceAccount kube-system/default": namespace "kube-system" is not a vK8s namespace`
+	if resp.Allowed || !strings.Contains(message(resp), want) {
+		t.Errorf("a ServiceAccount of kube-system: allowed %v, %q; want denied with %q", resp.Allowed, message(resp), want)
+	}
+	resp = binding(ns, rbacv1.Subject{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "alice"})
+	if !resp.Allowed || len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], `subjects[0]: User "alice" is a host identity`) {
+		t.Errorf("a User: allowed %v, warnings %q; want allowed with a warning", resp.Allowed, resp.Warnings)
+	}
+	if resp := binding("plain", sa("kube-system", "default")); !resp.Allowed {
+		t.Errorf("outside vK8s namespaces: %q", message(resp))
+	}
 }
