@@ -136,6 +136,26 @@ func (a *admitter) instrument(h func(context.Context, admission.Request) admissi
 	})
 }
 
+// decodeInVK8s decodes req's object into obj and looks up its namespace: a response ends
+// the admission (a bad request, a failed lookup, or a namespace that is not a vK8s
+// namespace, where vk8s has nothing to say); nil goes on.
+func (a *admitter) decodeInVK8s(ctx context.Context, req admission.Request, obj runtime.Object) *admission.Response {
+	if err := a.decoder.Decode(req, obj); err != nil {
+		resp := admission.Errored(http.StatusBadRequest, err)
+		return &resp
+	}
+	vk, err := a.state.Resolver.VirtualKubernetes(ctx, req.Namespace)
+	if err != nil {
+		resp := a.answer(ctx, err)
+		return &resp
+	}
+	if vk == nil {
+		resp := admission.Allowed("not a vK8s namespace")
+		return &resp
+	}
+	return nil
+}
+
 // answer turns an error into the admission's answer: a *federation.Rejection denies,
 // counted by its reason; any other error is the webhook's own (the cache, the API server)
 // and fails the request.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 
@@ -27,15 +26,8 @@ const defaultClassAnnotation = "storageclass.kubernetes.io/is-default-class"
 // classes it may use.
 func (a *admitter) admitClaim(ctx context.Context, req admission.Request) admission.Response {
 	claim := &corev1.PersistentVolumeClaim{}
-	if err := a.decoder.Decode(req, claim); err != nil {
-		return admission.Errored(http.StatusBadRequest, err)
-	}
-	vk, err := a.state.Resolver.VirtualKubernetes(ctx, req.Namespace)
-	if err != nil {
-		return a.answer(ctx, err)
-	}
-	if vk == nil {
-		return admission.Allowed("not a vK8s namespace")
+	if resp := a.decodeInVK8s(ctx, req, claim); resp != nil {
+		return *resp
 	}
 	class, warning, err := a.claimClass(ctx, "spec.storageClassName", claim.Spec.StorageClassName)
 	if err != nil {

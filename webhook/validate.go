@@ -352,15 +352,8 @@ func (a *admitter) validateOutside(ctx context.Context, req admission.Request) a
 // answer warns about.
 func (a *admitter) validateRoleBinding(ctx context.Context, req admission.Request) admission.Response {
 	rb := &rbacv1.RoleBinding{}
-	if err := a.decoder.Decode(req, rb); err != nil {
-		return admission.Errored(http.StatusBadRequest, err)
-	}
-	vk, err := a.state.Resolver.VirtualKubernetes(ctx, req.Namespace)
-	if err != nil {
-		return a.answer(ctx, err)
-	}
-	if vk == nil {
-		return admission.Allowed("not a vK8s namespace")
+	if resp := a.decodeInVK8s(ctx, req, rb); resp != nil {
+		return *resp
 	}
 	var warnings []string
 	for i, s := range rb.Subjects {
