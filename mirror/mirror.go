@@ -81,8 +81,9 @@ type Mirror struct {
 	cfg     Config
 	log     logr.Logger
 	metrics *metrics
-	listers map[string]lister // by kind
-	pods    corelisters.PodLister
+	// host holds the host informers of the mirrored kinds, by kind.
+	host map[string]cache.SharedIndexInformer
+	pods corelisters.PodLister
 	// synced says whether the host informers the mirror reads are filled.
 	synced []cache.InformerSynced
 
@@ -97,12 +98,6 @@ type Mirror struct {
 	// arrived holds "<cluster key>/<namespace>" once the namespace's objects were queued
 	// on the cluster for a pod that landed there.
 	arrived map[string]bool
-}
-
-// lister reads host objects of one kind.
-type lister struct {
-	get  func(namespace, name string) (any, error)
-	list func() ([]any, error)
 }
 
 // New validates cfg and adds the mirror's host informers to cfg.HostInformers.
@@ -134,37 +129,12 @@ func New(cfg Config) (*Mirror, error) {
 	}
 	f := cfg.HostInformers
 	core, rbac, netv1 := f.Core().V1(), f.Rbac().V1(), f.Networking().V1()
-	m.listers = map[string]lister{
-		translate.KindService: {
-			get:  func(ns, n string) (any, error) { return core.Services().Lister().Services(ns).Get(n) },
-			list: func() ([]any, error) { return anys(core.Services().Lister().List(labels.Everything())) },
-		},
-		translate.KindConfigMap: {
-			get:  func(ns, n string) (any, error) { return core.ConfigMaps().Lister().ConfigMaps(ns).Get(n) },
-			list: func() ([]any, error) { return anys(core.ConfigMaps().Lister().List(labels.Everything())) },
-		},
-		translate.KindServiceAccount: {
-			get:  func(ns, n string) (any, error) { return core.ServiceAccounts().Lister().ServiceAccounts(ns).Get(n) },
-			list: func() ([]any, error) { return anys(core.ServiceAccounts().Lister().List(labels.Everything())) },
-		},
-		translate.KindRole: {
-			get:  func(ns, n string) (any, error) { return rbac.Roles().Lister().Roles(ns).Get(n) },
-			list: func() ([]any, error) { return anys(rbac.Roles().Lister().List(labels.Everything())) },
-		},
-		translate.KindRoleBinding: {
-			get:  func(ns, n string) (any, error) { return rbac.RoleBindings().Lister().RoleBindings(ns).Get(n) },
-			list: func() ([]any, error) { return anys(rbac.RoleBindings().Lister().List(labels.Everything())) },
-		},
-		translate.KindNetworkPolicy: {
-			get:  func(ns, n string) (any, error) { return netv1.NetworkPolicies().Lister().NetworkPolicies(ns).Get(n) },
-			list: func() ([]any, error) { return anys(netv1.NetworkPolicies().Lister().List(labels.Everything())) },
-		},
-	}
-	for kind, inf := range map[string]cache.SharedIndexInformer{
+	m.host = map[string]cache.SharedIndexInformer{
 		translate.KindService: core.Services().Informer(), translate.KindConfigMap: core.ConfigMaps().Informer(),
 		translate.KindServiceAccount: core.ServiceAccounts().Informer(), translate.KindRole: rbac.Roles().Informer(),
 		translate.KindRoleBinding: rbac.RoleBindings().Informer(), translate.KindNetworkPolicy: netv1.NetworkPolicies().Informer(),
-	} {
+	}
+	for kind, inf := range m.host {
 		m.synced = append(m.synced, inf.HasSynced)
 		handle := func(obj any) { m.hostChanged(kind, obj) }
 		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -182,13 +152,23 @@ func New(cfg Config) (*Mirror, error) {
 	return m, nil
 }
 
-// anys turns a lister's result into []any.
-func anys[T any](items []T, err error) ([]any, error) {
-	out := make([]any, len(items))
-	for i, it := range items {
-		out[i] = it
+// hostObject returns the cached host object of kind namespace/name, and whether it exists.
+func (m *Mirror) hostObject(kind, namespace, name string) (metaObject, bool, error) {
+	obj, exists, err := m.host[kind].GetIndexer().GetByKey(namespace + "/" + name)
+	if err != nil || !exists {
+		return nil, false, err
 	}
-	return out, err
+	o, ok := obj.(metaObject)
+	return o, ok, nil
+}
+
+// hostObjects lists the cached host objects of kind in namespace (every namespace: "").
+func (m *Mirror) hostObjects(kind, namespace string) ([]any, error) {
+	indexer := m.host[kind].GetIndexer()
+	if namespace == "" {
+		return indexer.List(), nil
+	}
+	return indexer.ByIndex(cache.NamespaceIndex, namespace)
 }
 
 // NeedLeaderElection is true: two providers must not write the same copies.
@@ -384,13 +364,8 @@ func (m *Mirror) siteChanged(ctx context.Context, site string) {
 
 // resync queues every mirrored host object, and every copy on every cluster.
 func (m *Mirror) resync(ctx context.Context) {
-	for kind, l := range m.listers {
-		objs, err := l.list()
-		if err != nil {
-			m.log.Error(err, "Listing host objects failed", "kind", kind)
-			continue
-		}
-		for _, o := range objs {
+	for kind, inf := range m.host {
+		for _, o := range inf.GetIndexer().List() {
 			m.hostChanged(kind, o)
 		}
 	}
@@ -408,15 +383,15 @@ func (m *Mirror) resyncCluster(ctx context.Context, c *cluster) {
 // queueNamespace queues on c the host objects of namespace (every namespace: "") that are
 // in vK8s namespaces.
 func (m *Mirror) queueNamespace(ctx context.Context, c *cluster, namespace string) {
-	for kind, l := range m.listers {
-		objs, err := l.list()
+	for kind := range m.host {
+		objs, err := m.hostObjects(kind, namespace)
 		if err != nil {
 			m.log.Error(err, "Listing host objects failed", "kind", kind)
 			continue
 		}
 		for _, o := range objs {
 			meta := o.(metaObject)
-			if (namespace != "" && meta.GetNamespace() != namespace) || translate.Skipped(kind, meta.GetName()) {
+			if translate.Skipped(kind, meta.GetName()) {
 				continue
 			}
 			if _, vk8s, err := m.cfg.VirtualKubernetesSites(ctx, meta.GetNamespace()); err == nil && vk8s {

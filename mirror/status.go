@@ -69,11 +69,8 @@ func (m *Mirror) runStatus(ctx context.Context) {
 // the condition vk8s.io/SitesReady. It writes only what changed.
 func (m *Mirror) writeStatus(ctx context.Context, key string) error {
 	ns, name, _ := cache.SplitMetaNamespaceKey(key)
-	obj, err := m.listers[translate.KindService].get(ns, name)
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
+	obj, exists, err := m.hostObject(translate.KindService, ns, name)
+	if err != nil || !exists {
 		return err
 	}
 	svc := obj.(*corev1.Service)

@@ -27,18 +27,17 @@ var errSkip = errors.New("skip")
 func (m *Mirror) sync(ctx context.Context, c *cluster, it item) error {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
 	defer cancel()
-	l, ok := m.listers[it.Kind]
-	if !ok {
+	if _, ok := m.host[it.Kind]; !ok {
 		return fmt.Errorf("unknown kind %s", it.Kind)
 	}
 	siteNS := translate.SiteNamespace(m.cfg.Tenant, it.Namespace)
 	have := c.copy(it.Kind, siteNS, it.Name)
-	host, err := l.get(it.Namespace, it.Name)
-	if err != nil && !apierrors.IsNotFound(err) {
+	hostObj, exists, err := m.hostObject(it.Kind, it.Namespace, it.Name)
+	if err != nil {
 		return err
 	}
 	wanted := false
-	if err == nil && !translate.Skipped(it.Kind, it.Name) {
+	if exists && !translate.Skipped(it.Kind, it.Name) {
 		clusters, err := m.wantedClusters(ctx, it.Namespace)
 		if err != nil {
 			return err
@@ -51,7 +50,6 @@ func (m *Mirror) sync(ctx context.Context, c *cluster, it item) error {
 		}
 		return m.delete(ctx, c, it.Kind, have)
 	}
-	hostObj := host.(metaObject)
 	want, err := translate.SiteCopy(it.Kind, hostObj.(metav1.Object), siteNS, m.cfg.Tenant)
 	if err != nil {
 		return err
