@@ -2,9 +2,10 @@ package mirror
 
 import (
 	"errors"
-	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vk8s-io/vk8s/promreg"
 )
 
 // metrics are the mirror's Prometheus metrics.
@@ -25,20 +26,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"kind", "result"}),
 	}
-	for _, c := range []prometheus.Collector{m.ops, m.syncs} {
-		if err := reg.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				return nil, fmt.Errorf("register mirror metrics: %w", err)
-			}
-			// Another mirror in this process (tests): share its collector.
-			switch existing := are.ExistingCollector.(type) {
-			case *prometheus.CounterVec:
-				m.ops = existing
-			case *prometheus.HistogramVec:
-				m.syncs = existing
-			}
-		}
+	var err error
+	if m.ops, err = promreg.Register(reg, m.ops); err != nil {
+		return nil, err
+	}
+	if m.syncs, err = promreg.Register(reg, m.syncs); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -1,10 +1,9 @@
 package provider
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vk8s-io/vk8s/promreg"
 )
 
 // podMetrics are the pod lifecycle's Prometheus metrics.
@@ -24,20 +23,12 @@ func newPodMetrics(reg prometheus.Registerer) (*podMetrics, error) {
 			Help: "Host pods bound to a virtual node whose site is not connected.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.ops, m.waiting} {
-		if err := reg.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				return nil, fmt.Errorf("register metric: %w", err)
-			}
-			// Another provider in this process (tests): share its collector.
-			switch existing := are.ExistingCollector.(type) {
-			case *prometheus.CounterVec:
-				m.ops = existing
-			case prometheus.Gauge:
-				m.waiting = existing
-			}
-		}
+	var err error
+	if m.ops, err = promreg.Register(reg, m.ops); err != nil {
+		return nil, err
+	}
+	if m.waiting, err = promreg.Register(reg, m.waiting); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -1,11 +1,11 @@
 package sitereg
 
 import (
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vk8s-io/vk8s/promreg"
 )
 
 // metrics are the registry's Prometheus metrics.
@@ -42,38 +42,22 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 	}
 	var err error
-	if m.connected, err = register(reg, m.connected); err != nil {
+	if m.connected, err = promreg.Register(reg, m.connected); err != nil {
 		return nil, err
 	}
-	if m.ready, err = register(reg, m.ready); err != nil {
+	if m.ready, err = promreg.Register(reg, m.ready); err != nil {
 		return nil, err
 	}
-	if m.nodes, err = register(reg, m.nodes); err != nil {
+	if m.nodes, err = promreg.Register(reg, m.nodes); err != nil {
 		return nil, err
 	}
-	if m.probeDuration, err = register(reg, m.probeDuration); err != nil {
+	if m.probeDuration, err = promreg.Register(reg, m.probeDuration); err != nil {
 		return nil, err
 	}
-	if m.connections, err = register(reg, m.connections); err != nil {
+	if m.connections, err = promreg.Register(reg, m.connections); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// register registers c, or returns the collector already registered under its name, so two
-// registries in one process (tests) share the metrics instead of failing.
-func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error) {
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(T); ok {
-			return existing, nil
-		}
-	}
-	return c, fmt.Errorf("register metric: %w", err)
 }
 
 func (m *metrics) observeProbe(d time.Duration, err error) {

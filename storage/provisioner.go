@@ -2,7 +2,6 @@ package storage
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -22,6 +21,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/vk8s-io/vk8s/promreg"
 )
 
 // Annotations of the PersistentVolume controller's protocol with external provisioners:
@@ -68,12 +69,9 @@ func (p *Provisioner) Start(ctx context.Context) error {
 		Help: "Volumes provisioned and deleted, by provisioner, operation (provision, delete) and result (ok, error).",
 	}, []string{"provisioner", "operation", "result"})
 	if p.MetricsRegisterer != nil {
-		if err := p.MetricsRegisterer.Register(ops); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				return fmt.Errorf("storage metrics: %w", err)
-			}
-			ops = are.ExistingCollector.(*prometheus.CounterVec)
+		var err error
+		if ops, err = promreg.Register(p.MetricsRegisterer, ops); err != nil {
+			return err
 		}
 	}
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))

@@ -29,6 +29,7 @@ import (
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 	"github.com/vk8s-io/vk8s/overrides"
+	"github.com/vk8s-io/vk8s/promreg"
 	"github.com/vk8s-io/vk8s/sitereg"
 )
 
@@ -353,16 +354,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "vk8s_tenancy_site_operations_total",
 		Help: "Provisioning (namespace and isolation NetworkPolicy) and cleanup of vK8s namespaces on site clusters, by site, operation and result.",
 	}, []string{"site", "operation", "result"})
-	if err := reg.Register(ops); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			return nil, err
-		}
-		existing, ok := are.ExistingCollector.(*prometheus.CounterVec)
-		if !ok {
-			return nil, err
-		}
-		ops = existing // a second controller in one process (tests)
+	ops, err := promreg.Register(reg, ops)
+	if err != nil {
+		return nil, err
 	}
 	return &metrics{ops: ops}, nil
 }
