@@ -49,13 +49,10 @@ func Class(isDefault bool) *storagev1.StorageClass {
 		AllowVolumeExpansion: ptr.To(true),
 	}
 	if isDefault {
-		sc.Annotations = map[string]string{DefaultClassAnnotation: "true"}
+		sc.Annotations = map[string]string{vk8sv1.AnnotationDefaultStorageClass: "true"}
 	}
 	return sc
 }
-
-// DefaultClassAnnotation marks a host's default StorageClass.
-const DefaultClassAnnotation = "storageclass.kubernetes.io/is-default-class"
 
 // Config configures the host's provisioner.
 type Config struct {

@@ -15,9 +15,6 @@ import (
 	"github.com/vk8s-io/vk8s/federation"
 )
 
-// defaultClassAnnotation marks a host's default StorageClass.
-const defaultClassAnnotation = "storageclass.kubernetes.io/is-default-class"
-
 // admitClaim is the mutating handler of PersistentVolumeClaims created in vK8s namespaces
 // (docs/applications.md, "Storage"). A claim there is a claim on the sites, so its host
 // StorageClass must be one of vk8s' provisioner: a claim that names none (or "", or the
@@ -62,7 +59,7 @@ func (a *admitter) claimClass(ctx context.Context, field string, name *string) (
 	for i := range list.Items {
 		sc := &list.Items[i]
 		classes[sc.Name] = sc
-		isDefault := sc.Annotations[defaultClassAnnotation] == "true"
+		isDefault := sc.Annotations[vk8sv1.AnnotationDefaultStorageClass] == "true"
 		if sc.Provisioner == vk8sv1.StorageProvisioner {
 			ours = append(ours, sc.Name)
 			if isDefault {

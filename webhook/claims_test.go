@@ -20,7 +20,7 @@ import (
 func storageClass(name, provisioner string, isDefault bool) *storagev1.StorageClass {
 	sc := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: name}, Provisioner: provisioner}
 	if isDefault {
-		sc.Annotations = map[string]string{defaultClassAnnotation: "true"}
+		sc.Annotations = map[string]string{vk8sv1.AnnotationDefaultStorageClass: "true"}
 	}
 	return sc
 }

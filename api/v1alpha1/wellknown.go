@@ -134,6 +134,9 @@ const (
 	// the StorageClass of the claims' copies on the sites; without it they get the site's
 	// default StorageClass.
 	ParameterSiteStorageClass = "siteStorageClassName"
+	// AnnotationDefaultStorageClass, "true", marks a cluster's default StorageClass
+	// (Kubernetes' own key): vk8s writes it on the lab's classes and reads it at admission.
+	AnnotationDefaultStorageClass = "storageclass.kubernetes.io/is-default-class"
 )
 
 // Finalizers.

@@ -27,6 +27,8 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/vk8s-io/vk8s/storage"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 )
 
 // Subcommand is the provisioner's subcommand of `vk8s lab`; Component its name among a
@@ -50,7 +52,7 @@ func Class() *storagev1.StorageClass {
 	return &storagev1.StorageClass{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:        ClassName,
-			Annotations: map[string]string{"storageclass.kubernetes.io/is-default-class": "true"},
+			Annotations: map[string]string{vk8sv1.AnnotationDefaultStorageClass: "true"},
 		},
 		Provisioner:          Provisioner,
 		ReclaimPolicy:        ptr.To(corev1.PersistentVolumeReclaimDelete),

@@ -7,13 +7,15 @@ import (
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 )
 
 // A lab site's class is its default, binds on first consumer as most clusters' default
 // does, and its volumes may be used on any node of the site.
 func TestClassAndVolume(t *testing.T) {
 	c := Class()
-	if c.Annotations["storageclass.kubernetes.io/is-default-class"] != "true" || *c.VolumeBindingMode != storagev1.VolumeBindingWaitForFirstConsumer {
+	if c.Annotations[vk8sv1.AnnotationDefaultStorageClass] != "true" || *c.VolumeBindingMode != storagev1.VolumeBindingWaitForFirstConsumer {
 		t.Errorf("class %+v: want the default, WaitForFirstConsumer", c)
 	}
 	claim := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "vk8s-shop", Name: "www-web-0"},
