@@ -23,14 +23,11 @@ const (
 )
 
 // Mirrored says whether objects of kind go to every site of a vK8s namespace (package
-// mirror): Services, ConfigMaps, ServiceAccounts, Roles, RoleBindings and NetworkPolicies.
+// mirror): the kinds of NamespaceKinds whose fate is FateMirrored (Services, ConfigMaps,
+// ServiceAccounts, Roles, RoleBindings and NetworkPolicies).
 // Secrets go only where a pod uses them, and PersistentVolumeClaims where their pod runs.
 func Mirrored(kind string) bool {
-	switch kind {
-	case KindService, KindConfigMap, KindServiceAccount, KindRole, KindRoleBinding, KindNetworkPolicy:
-		return true
-	}
-	return false
+	return slices.ContainsFunc(NamespaceKinds, func(k NamespaceKind) bool { return k.Kind == kind && k.Fate == FateMirrored })
 }
 
 // Skipped says whether a host object of a mirrored kind stays on the host: what every
