@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -111,7 +112,7 @@ func (p *Provisioner) Start(ctx context.Context) error {
 		}
 	}
 	p.Log.Info("Provisioning", "provisioner", p.Name)
-	for range max(p.Workers, 2) {
+	for range cmp.Or(p.Workers, 2) {
 		go l.work(ctx)
 	}
 	<-ctx.Done()

@@ -148,16 +148,13 @@ func Configurations(cfg Config, caBundle []byte) (*admissionregistrationv1.Mutat
 // evaluates it itself: it holds while no webhook replica answers.
 func KindPolicy(cfg Config) (*admissionregistrationv1.ValidatingAdmissionPolicy, *admissionregistrationv1.ValidatingAdmissionPolicyBinding) {
 	cfg.defaults()
-	var allowed, kinds []string
+	var allowed, kinds, hostOnly []string
 	for _, k := range translate.NamespaceKinds {
 		allowed = append(allowed, strconv.Quote(k.Group+"/"+k.Resource))
-		if k.Fate != translate.FateHostOnly {
+		switch {
+		case k.Fate != translate.FateHostOnly:
 			kinds = append(kinds, k.Kind)
-		}
-	}
-	var hostOnly []string
-	for _, k := range translate.NamespaceKinds {
-		if k.Fate == translate.FateHostOnly && !slices.Contains(hostOnly, k.Kind) {
+		case !slices.Contains(hostOnly, k.Kind):
 			hostOnly = append(hostOnly, k.Kind)
 		}
 	}
