@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -135,7 +136,7 @@ func TestStatefulSetStorage(t *testing.T) {
 		before = settled(t, 2)
 		for _, site := range labSites {
 			if len(before[site]) != 2 {
-				t.Errorf("%s has claims %v, want 2", site, slicesKeys(before[site]))
+				t.Errorf("%s has claims %v, want 2", site, slices.Sorted(maps.Keys(before[site])))
 			}
 			for name, pvc := range before[site] {
 				if pvc.Spec.StorageClassName == nil || *pvc.Spec.StorageClassName == vk8sv1.StorageClassName {
@@ -243,12 +244,4 @@ func TestStatefulSetStorage(t *testing.T) {
 			return true, nil
 		})
 	})
-}
-
-func slicesKeys[V any](m map[string]V) string {
-	keys := make([]string, 0, len(m))
-	for k := range maps.Keys(m) {
-		keys = append(keys, k)
-	}
-	return strings.Join(keys, ",")
 }
