@@ -120,6 +120,28 @@ func TestReservations(t *testing.T) {
 	if n := r.Count(); n != 2 {
 		t.Errorf("%d live reservations, want 2 (a/2 and c/1)", n)
 	}
+	// A pod that ended before any admission saw it live (a Job's pod that failed) ends
+	// its reservation all the same, counts for nothing, and keeps its slot.
+	visible = []Visible{{Site: "a", Slot: 1}, {Site: "b", Name: "solo"}, {Site: "a", Slot: 2, Ended: true}, {Site: "c", Slot: 1, Ended: true}}
+	var used map[string]map[int]bool
+	if _, _, err := r.Place("k", list, func(counts map[string]int, u map[string]map[int]bool) (string, int, string, error) {
+		seen, used = maps.Clone(counts), u
+		return "c", FreeSlot(u["c"]), "", nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]int{"a": 1, "b": 1}; !maps.Equal(seen, want) {
+		t.Errorf("counts with ended pods %v, want %v", seen, want)
+	}
+	if !used["a"][2] || !used["c"][1] {
+		t.Errorf("slots in use %v, want a/2 and c/1 kept by their ended pods", used)
+	}
+	visible = []Visible{{Site: "a", Slot: 1}, {Site: "b", Name: "solo"}, {Site: "a", Slot: 2, Ended: true}, {Site: "c", Slot: 1, Ended: true}}
+	place("x", 1, "")
+	if want := map[string]int{"a": 1, "b": 1, "c": 1}; !maps.Equal(seen, want) {
+		t.Errorf("counts with the replacement reserved on c/2 %v, want %v", seen, want)
+	}
+
 	// Reservations expire; the keys that hold none are forgotten.
 	clock.add(11 * time.Second)
 	visible = nil

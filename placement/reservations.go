@@ -12,6 +12,11 @@ type Visible struct {
 	// Slot is the pod's vk8s.io/slot; 0 for pods placed by namespace, matched by Name.
 	Slot int
 	Name string
+	// Ended: the pod is in the cache but no longer counts (it failed, or it succeeded
+	// where successes do not count). It ends its reservation and counts for nothing; its
+	// slot stays taken while it is in the cache, so that a reservation of its
+	// replacement is never mistaken for it.
+	Ended bool
 }
 
 // Choose picks a site given the pods each site has (visible ones and reservations) and
@@ -94,7 +99,9 @@ func (r *Reservations) Place(key string, visible func() ([]Visible, error), choo
 		m[site][slot] = true
 	}
 	for _, p := range pods {
-		counts[p.Site]++
+		if !p.Ended {
+			counts[p.Site]++
+		}
 		if p.Slot > 0 {
 			mark(used, p.Site, p.Slot)
 			mark(seenSlot, p.Site, p.Slot)

@@ -257,8 +257,8 @@ func (a *admitter) placeJobPod(ctx context.Context, pod *corev1.Pod, owner podOw
 	return site, slot, ruleDeficit, err
 }
 
-// visible lists the live pods the cache holds of owner (or, without one, of the
-// namespace), as placement counts them; with succeeded, the pods that succeeded count too.
+// visible lists the pods the cache holds of owner (or, without one, of the namespace), as
+// placement counts them: failed pods, and succeeded ones unless succeeded, as Ended.
 func (a *admitter) visible(ctx context.Context, namespace, ownerUID string, succeeded bool) func() ([]placement.Visible, error) {
 	return func() ([]placement.Visible, error) {
 		// Read only: placement only counts.
@@ -273,11 +273,13 @@ func (a *admitter) visible(ctx context.Context, namespace, ownerUID string, succ
 		out := make([]placement.Visible, 0, len(list.Items))
 		for i := range list.Items {
 			p := &list.Items[i]
-			done := p.Status.Phase == corev1.PodSucceeded && !succeeded
-			if p.DeletionTimestamp != nil || done || p.Status.Phase == corev1.PodFailed || a.state.Deleted.Has(p) {
+			if p.DeletionTimestamp != nil || a.state.Deleted.Has(p) {
 				continue
 			}
-			out = append(out, placement.Visible{Site: p.Labels[vk8sv1.LabelSite], Slot: placement.Slot(p), Name: p.Name})
+			// A pod that ended still ends its reservation: a Job's pod that failed before
+			// any other admission saw it must not count again on its site.
+			ended := p.Status.Phase == corev1.PodFailed || (p.Status.Phase == corev1.PodSucceeded && !succeeded)
+			out = append(out, placement.Visible{Site: p.Labels[vk8sv1.LabelSite], Slot: placement.Slot(p), Name: p.Name, Ended: ended})
 		}
 		return out, nil
 	}

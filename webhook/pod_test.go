@@ -336,6 +336,46 @@ func TestPlacementJobCompletionsPerSite(t *testing.T) {
 	}
 }
 
+// TestPlacementJobRetryOnItsSite: the 3 pods of a Job of 1 completion per site are
+// admitted before the cache shows any; site2's fails and the others succeed before the
+// next admission. The replacement goes to site2, the only site without its completion:
+// the failed pod ends site2's reservation though no admission saw it running.
+func TestPlacementJobRetryOnItsSite(t *testing.T) {
+	e := newEnv(t)
+	job := created(e, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "retry"},
+		Spec: batchv1.JobSpec{Completions: ptr.To[int32](1), Template: podTemplate("retry")}})
+	job.UID = "uid-retry"
+	if err := e.c.Create(t.Context(), job); err != nil {
+		t.Fatal(err)
+	}
+	admit := func(n int) *corev1.Pod {
+		t.Helper()
+		p := admitPod(e, podFrom(job.Spec.Template, metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("retry-%d", n),
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "Job", Name: "retry", UID: job.UID, Controller: ptr.To(true)}}}))
+		p.UID = types.UID(p.Name)
+		p.Labels[vk8sv1.LabelSite] = pinnedSite(t, p)
+		return p
+	}
+	first := []*corev1.Pod{admit(1), admit(2), admit(3)}
+	for _, p := range first {
+		p.Status.Phase = corev1.PodSucceeded
+		if p.Labels[vk8sv1.LabelSite] == "site2" {
+			p.Status.Phase = corev1.PodFailed
+		}
+		status := p.Status
+		if err := e.c.Create(t.Context(), p); err != nil {
+			t.Fatal(err)
+		}
+		p.Status = status
+		if err := e.c.Status().Update(t.Context(), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := admit(4); got.Labels[vk8sv1.LabelSite] != "site2" || got.Annotations[vk8sv1.AnnotationSlot] != "2" {
+		t.Errorf("the retry went to %s slot %s, want site2 slot 2 (slot 1 is its failed pod's)", got.Labels[vk8sv1.LabelSite], got.Annotations[vk8sv1.AnnotationSlot])
+	}
+}
+
 func TestPlacementDaemonSetAndBoundPods(t *testing.T) {
 	e := newEnv(t, canary([]string{"site2"}, nil, "agent:v2"))
 	ds := created(e, &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "agent", Annotations: map[string]string{vk8sv1.AnnotationOverrides: "canary"}},
