@@ -9,17 +9,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vk8s-io/vk8s/translate"
-
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/federation"
 	"github.com/vk8s-io/vk8s/provider"
+	"github.com/vk8s-io/vk8s/translate"
 )
 
 // TestOverrideRollout is the canary seed scenario with the Override created after
@@ -87,8 +91,40 @@ func TestOverrideRollout(t *testing.T) {
 	}
 	rolloutWaitEvent(t, c, app, "SiteRolloutCompleted", "site site2: its 3 pods run Override canary")
 
-	// Deleting the Override brings site2 back to the workload's own template.
+	// Deleting the Override brings site2 back to the workload's own template, once the
+	// namespace's PodDisruptionBudget allows it: the rollout evicts through the Eviction
+	// API, as a node drain does, and says on the Deployment why it waits.
+	pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Namespace: webhookNS, Name: "hold"},
+		Spec: policyv1.PodDisruptionBudgetSpec{MaxUnavailable: ptr.To(intstr.FromInt32(0)),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": app}}}}
+	mustCreate(t, c, pdb)
+	waitFor(t, "the PodDisruptionBudget observed", func(ctx context.Context) (bool, error) {
+		err := c.Get(ctx, client.ObjectKeyFromObject(pdb), pdb)
+		return err == nil && pdb.Status.ObservedGeneration == pdb.Generation && pdb.Status.ExpectedPods == 9, err
+	})
 	if err := c.Delete(ctx, &vk8sv1.Override{ObjectMeta: metav1.ObjectMeta{Namespace: webhookNS, Name: "canary"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a Warning Event "+federation.ReasonEvictionBlocked+" on the Deployment naming the budget", func(ctx context.Context) (bool, error) {
+		var list eventsv1.EventList
+		if err := c.List(ctx, &list, client.InNamespace(webhookNS)); err != nil {
+			return false, err
+		}
+		return slices.ContainsFunc(list.Items, func(e eventsv1.Event) bool {
+			return e.Regarding.Kind == "Deployment" && e.Regarding.Name == app && e.Type == corev1.EventTypeWarning &&
+				e.Reason == federation.ReasonEvictionBlocked && strings.Contains(e.Note, "site site2") && strings.Contains(e.Note, "hold")
+		}), nil
+	})
+	held, err := webhookPods(ctx, c, app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range held {
+		if p.Labels[vk8sv1.LabelSite] == "site2" && (p.DeletionTimestamp != nil || !slices.ContainsFunc(site2, func(q corev1.Pod) bool { return q.UID == p.UID })) {
+			t.Errorf("pod %s of site2 restarted while the budget allowed no disruption", p.Name)
+		}
+	}
+	if err := c.Delete(ctx, pdb); err != nil {
 		t.Fatal(err)
 	}
 	start = time.Now()

@@ -3,18 +3,23 @@ package e2e
 import (
 	"context"
 	"maps"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/federation"
 	"github.com/vk8s-io/vk8s/provider"
 	"github.com/vk8s-io/vk8s/translate"
 )
@@ -84,6 +89,94 @@ func TestJobsCronJobsAndDaemonSets(t *testing.T) {
 		if want := map[string]int{"site1": 2, "site2": 2, "site3": 2}; !maps.Equal(got, want) {
 			t.Errorf("succeeded pods of batch per site %v, want %v", got, want)
 		}
+	})
+
+	t.Run("a site that fails more than its backoffLimit fails the Job, naming the site", func(t *testing.T) {
+		// An Override gives site2's pods a template whose container exits 1 (on the lab's
+		// sites, vk8s.io/lab-exit-code; on a real site, a bad image or configuration).
+		bad := template("flaky")
+		bad.Annotations = map[string]string{vk8sv1.AnnotationLabExitCode: "1"}
+		mustCreate(t, c, &vk8sv1.Override{ObjectMeta: metav1.ObjectMeta{Namespace: workloadsNS, Name: "fail-site2"},
+			Spec: vk8sv1.OverrideSpec{SiteList: []string{"site2"}, DeploymentSpec: vk8sv1.OverrideDeploymentSpec{Template: &bad}}})
+		job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: workloadsNS, Name: "flaky",
+			Annotations: map[string]string{vk8sv1.AnnotationOverrides: "fail-site2"}},
+			Spec: batchv1.JobSpec{Completions: ptr.To[int32](1), BackoffLimit: ptr.To[int32](1), Template: template("flaky")}}
+		mustCreate(t, c, job)
+		if *job.Spec.BackoffLimit != 3 || job.Annotations[vk8sv1.AnnotationBackoffLimitPerSite] != "1" {
+			t.Errorf("host Job: backoffLimit %d, annotations %v; want 3 (1 per site)", *job.Spec.BackoffLimit, job.Annotations)
+		}
+		// site2's second failure passes its limit of 1, while the sites together (2 of 3)
+		// are within the host's sum: the Job fails for site2 (the host's job controller
+		// alone would wait for a 4th failure, 70 s of its backoff later).
+		waitForLong(t, 3*time.Minute, "Job flaky Failed", func(ctx context.Context) (bool, error) {
+			err := c.Get(ctx, client.ObjectKeyFromObject(job), job)
+			return err == nil && jobCondition(job, batchv1.JobFailed) != nil, err
+		})
+		if cond := jobCondition(job, batchv1.JobFailed); cond.Reason != batchv1.JobReasonBackoffLimitExceeded {
+			t.Errorf("Failed condition %+v, want reason %s", cond, batchv1.JobReasonBackoffLimitExceeded)
+		}
+		if job.Status.Failed != 2 || job.Annotations[vk8sv1.AnnotationSiteBackoffExceeded] != "site2" {
+			t.Errorf("host Job failed %d, %s=%q; want 2 and site2", job.Status.Failed,
+				vk8sv1.AnnotationSiteBackoffExceeded, job.Annotations[vk8sv1.AnnotationSiteBackoffExceeded])
+		}
+		waitFor(t, "the per-site counts of Job flaky", func(ctx context.Context) (bool, error) {
+			err := c.Get(ctx, client.ObjectKeyFromObject(job), job)
+			return err == nil && job.Annotations[vk8sv1.AnnotationSiteSucceeded] == "site1=1/1,site2=0/1,site3=1/1" &&
+				job.Annotations[vk8sv1.AnnotationSiteFailed] == "site1=0/1,site2=2/1,site3=0/1", err
+		})
+		// Each site's own API server: site2 ran two pods, both failed; the others one each.
+		for site, want := range map[string]map[corev1.PodPhase]int{
+			"site1": {corev1.PodSucceeded: 1}, "site2": {corev1.PodFailed: 2}, "site3": {corev1.PodSucceeded: 1},
+		} {
+			var list corev1.PodList
+			if err := siteClient(t, site).List(t.Context(), &list, client.InNamespace(siteNS), client.MatchingLabels{batchv1.JobNameLabel: "flaky"}); err != nil {
+				t.Fatal(err)
+			}
+			got := map[corev1.PodPhase]int{}
+			for _, p := range list.Items {
+				got[p.Status.Phase]++
+			}
+			if !maps.Equal(got, want) {
+				t.Errorf("pods of flaky on %s by phase %v, want %v", site, got, want)
+			}
+		}
+		waitFor(t, "Event "+federation.ReasonSiteBackoffLimitExceeded+" on Job flaky naming site2", func(ctx context.Context) (bool, error) {
+			var list eventsv1.EventList
+			if err := c.List(ctx, &list, client.InNamespace(workloadsNS)); err != nil {
+				return false, err
+			}
+			return slices.ContainsFunc(list.Items, func(e eventsv1.Event) bool {
+				return e.Regarding.Kind == "Job" && e.Regarding.Name == "flaky" && e.Type == corev1.EventTypeWarning &&
+					e.Reason == federation.ReasonSiteBackoffLimitExceeded && strings.Contains(e.Note, "Site site2 failed 2 times")
+			}), nil
+		})
+	})
+
+	t.Run("a finished Job with ttlSecondsAfterFinished goes, and its pods from every site", func(t *testing.T) {
+		job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: workloadsNS, Name: "short-lived"},
+			Spec: batchv1.JobSpec{Completions: ptr.To[int32](1), TTLSecondsAfterFinished: ptr.To[int32](5), Template: template("short-lived")}}
+		mustCreate(t, c, job)
+		sawComplete := false
+		waitForLong(t, 3*time.Minute, "Job short-lived Complete, then deleted by the host's TTL controller", func(ctx context.Context) (bool, error) {
+			err := c.Get(ctx, client.ObjectKeyFromObject(job), job)
+			if apierrors.IsNotFound(err) {
+				return true, nil
+			}
+			sawComplete = sawComplete || (err == nil && jobComplete(job))
+			return false, err
+		})
+		if !sawComplete {
+			t.Error("the Job was deleted before it was seen Complete (its TTL counts from the end)")
+		}
+		waitFor(t, "the pods of short-lived gone from every site", func(ctx context.Context) (bool, error) {
+			for _, site := range []string{"site1", "site2", "site3"} {
+				var list corev1.PodList
+				if err := siteClient(t, site).List(ctx, &list, client.InNamespace(siteNS), client.MatchingLabels{batchv1.JobNameLabel: "short-lived"}); err != nil || len(list.Items) > 0 {
+					return false, err
+				}
+			}
+			return true, nil
+		})
 	})
 
 	t.Run("a CronJob's schedule runs on every site", func(t *testing.T) {
@@ -160,6 +253,16 @@ func TestJobsCronJobsAndDaemonSets(t *testing.T) {
 			}
 		}
 	})
+}
+
+// jobCondition returns the Job's condition of type typ when it is True, or nil.
+func jobCondition(j *batchv1.Job, typ batchv1.JobConditionType) *batchv1.JobCondition {
+	for i, c := range j.Status.Conditions {
+		if c.Type == typ && c.Status == corev1.ConditionTrue {
+			return &j.Status.Conditions[i]
+		}
+	}
+	return nil
 }
 
 // jobComplete says whether the Job's Complete condition is True.

@@ -32,6 +32,11 @@
 //   - The namespace labeler keeps vk8s.io/virtual-kubernetes on exactly the namespaces
 //     that hold a VirtualKubernetes, which the webhook configurations select on, so other
 //     namespaces never call the webhook.
+//   - The Job status controller writes each site's share of a federated Job on the host
+//     Job (vk8s.io/site-succeeded, vk8s.io/site-failed) and fails the Job when one site's
+//     failures pass vk8s.io/backoff-limit-per-site: it names the site in
+//     vk8s.io/site-backoff-exceeded and sets spec.backoffLimit to 0, so that the host's job
+//     controller fails it by its own rules.
 //   - The status controllers write the status of Overrides (the Sites of the siteList that
 //     exist, Ready) and WorkloadFlavors (Ready when the limits are valid).
 //

@@ -381,6 +381,10 @@ func (r *Rebalancer) move(ctx context.Context, obj client.Object, moves []placem
 	for _, p := range moves {
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: obj.GetNamespace(), Name: p.Name, UID: p.UID}}
 		if err := Evict(ctx, r.s.Client, pod); err != nil {
+			if budget := budgetBlocked(err); budget != "" {
+				r.s.event(obj, nil, corev1.EventTypeWarning, ReasonEvictionBlocked, "Rebalance",
+					"moving pod %s off site %s waits for a PodDisruptionBudget: %s", p.Name, p.Site, budget)
+			}
 			return fmt.Errorf("move pod %s off site %s: %w", p.Name, p.Site, err)
 		}
 		from[p.Site]++

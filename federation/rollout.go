@@ -276,6 +276,10 @@ func (r *Rollout) Restart(ctx context.Context, w client.Object, site string, o *
 		r.s.Deleted.Add(uid)
 		if err := Evict(ctx, r.writer, p); err != nil {
 			r.s.Deleted.remove(uid)
+			if budget := budgetBlocked(err); budget != "" {
+				r.s.event(w, nil, corev1.EventTypeWarning, ReasonEvictionBlocked, "Rollout",
+					"site %s: the rollout waits for a PodDisruptionBudget to allow restarting pod %s: %s", site, p.Name, budget)
+			}
 			return fmt.Errorf("restart pod %s/%s on site %s: %w", p.Namespace, p.Name, site, err)
 		}
 		r.s.metrics.restarts.WithLabelValues(site).Inc()

@@ -3,6 +3,7 @@ package federation
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -124,8 +125,8 @@ func New(cfg Config) (*State, error) {
 }
 
 // SetupWithManager adds to mgr the pod index the handlers and controllers read, the
-// refresher, the rebalancer, the per-site rollout, the namespace labeler and the status of
-// Overrides and WorkloadFlavors.
+// refresher, the rebalancer, the per-site rollout, the namespace labeler, the Job status
+// controller and the status of Overrides and WorkloadFlavors.
 func (s *State) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &corev1.Pod{}, IndexPodOwner, PodOwnerIndex); err != nil {
 		return fmt.Errorf("index pods by owner: %w", err)
@@ -141,6 +142,9 @@ func (s *State) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	}
 	if err := setupNamespaceLabeler(mgr, s.Name); err != nil {
 		return err
+	}
+	if err := setupJobStatus(mgr, s); err != nil {
+		return fmt.Errorf("job status controller: %w", err)
 	}
 	return setupStatus(ctx, mgr, s.Name)
 }
@@ -301,7 +305,35 @@ func Evict(ctx context.Context, c client.Client, pod *corev1.Pod) error {
 		// Gone, or replaced by a pod of the same name: nothing of this pod to evict.
 		return nil
 	case apierrors.IsTooManyRequests(err):
-		return fmt.Errorf("evict pod %s/%s: a PodDisruptionBudget allows no disruption now: %w", pod.Namespace, pod.Name, err)
+		return fmt.Errorf("evict pod %s/%s: a PodDisruptionBudget allows no disruption now (%s): %w", pod.Namespace, pod.Name, budgetBlocked(err), err)
 	}
 	return err
+}
+
+// ReasonEvictionBlocked is the reason of the Warning Event on a workload whose rollout or
+// rebalancing waits for a PodDisruptionBudget.
+const ReasonEvictionBlocked = "EvictionBlocked"
+
+// budgetBlocked returns what the API server said when a PodDisruptionBudget refused an
+// eviction (its causes name the budget: "The disruption budget web needs 3 healthy pods
+// and has 3 currently"), or "" when err is no such refusal.
+func budgetBlocked(err error) string {
+	if !apierrors.IsTooManyRequests(err) {
+		return ""
+	}
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) {
+		return "refused"
+	}
+	st := status.Status()
+	var parts []string
+	if st.Details != nil {
+		for _, c := range st.Details.Causes {
+			parts = append(parts, c.Message)
+		}
+	}
+	if len(parts) == 0 {
+		return st.Message
+	}
+	return strings.Join(parts, "; ")
 }

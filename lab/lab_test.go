@@ -3,13 +3,19 @@ package lab
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"text/template"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 	"github.com/vk8s-io/vk8s/lab/kwokconfig"
@@ -192,8 +198,11 @@ func TestSiteContent(t *testing.T) {
 		}
 	})
 
-	// writeSiteContent writes the lab's Stage: a pod annotated vk8sv1.AnnotationLabExitAfter
-	// completes after the annotation's duration.
+	// writeSiteContent writes the lab's Stages: a pod annotated vk8sv1.AnnotationLabExitAfter
+	// completes after the annotation's duration; a Job's pod ends after a while, with the
+	// exit code of vk8sv1.AnnotationLabExitCode (0 without it). The status templates are
+	// rendered as kwok renders them (Go templates over the pod as JSON, kwok's Now and
+	// Quote), and what they make is read as a pod status.
 	t.Run("site stages", func(t *testing.T) {
 		dir := t.TempDir()
 		if err := writeSiteContent(dir); err != nil {
@@ -203,11 +212,6 @@ func TestSiteContent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		docs := strings.Split(string(raw), "\n---\n")
-		if len(docs) != 2 {
-			t.Fatalf("%d stages, want vk8s-lab-exit-after and vk8s-lab-job-complete:\n%s", len(docs), raw)
-		}
-		raw = []byte(docs[0])
 		type kwokStage struct {
 			APIVersion string `json:"apiVersion"`
 			Kind       string `json:"kind"`
@@ -233,42 +237,98 @@ func TestSiteContent(t *testing.T) {
 				} `json:"next"`
 			} `json:"spec"`
 		}
-		var stage, job kwokStage
-
-		if err := yaml.UnmarshalStrict(raw, &stage); err != nil {
-			t.Fatalf("%v:\n%s", err, raw)
+		stages := map[string]kwokStage{}
+		selectors := map[string]map[string]string{}
+		for _, doc := range strings.Split(string(raw), "\n---\n") {
+			var st kwokStage
+			if err := yaml.UnmarshalStrict([]byte(doc), &st); err != nil {
+				t.Fatalf("%v:\n%s", err, doc)
+			}
+			if st.APIVersion != "kwok.x-k8s.io/v1alpha1" || st.Kind != "Stage" || st.Spec.ResourceRef.Kind != "Pod" {
+				t.Errorf("not a kwok Stage of pods:\n%s", doc)
+			}
+			sel := map[string]string{}
+			for _, e := range st.Spec.Selector.MatchExpressions {
+				sel[e.Key] = e.Operator + strings.Join(e.Values, ",")
+			}
+			if sel[".status.phase"] != "InRunning" || sel[".metadata.deletionTimestamp"] != "DoesNotExist" {
+				t.Errorf("stage %s selects %v, want running pods only", st.Metadata.Name, sel)
+			}
+			stages[st.Metadata.Name], selectors[st.Metadata.Name] = st, sel
 		}
-		annotation := `.metadata.annotations["` + vk8sv1.AnnotationLabExitAfter + `"]`
-		if stage.APIVersion != "kwok.x-k8s.io/v1alpha1" || stage.Kind != "Stage" || stage.Spec.ResourceRef.Kind != "Pod" || stage.Spec.Delay.DurationFrom.ExpressionFrom != annotation {
-			t.Errorf("stage:\n%s", raw)
+		exitAfter := `.metadata.annotations["` + vk8sv1.AnnotationLabExitAfter + `"]`
+		exitCode := `.metadata.annotations["` + vk8sv1.AnnotationLabExitCode + `"]`
+		jobName := `.metadata.labels["batch.kubernetes.io/job-name"]`
+		for name, want := range map[string]map[string]string{
+			"vk8s-lab-exit-after":    {exitAfter: "Exists"},
+			"vk8s-lab-job-complete":  {jobName: "Exists", exitAfter: "DoesNotExist", exitCode: "DoesNotExist"},
+			"vk8s-lab-job-exit-code": {jobName: "Exists", exitAfter: "DoesNotExist", exitCode: "Exists"},
+		} {
+			for k, v := range want {
+				if selectors[name][k] != v {
+					t.Errorf("stage %s selects %v; want %s %s", name, selectors[name], k, v)
+				}
+			}
 		}
-		sel := map[string]string{}
-		for _, e := range stage.Spec.Selector.MatchExpressions {
-			sel[e.Key] = e.Operator + strings.Join(e.Values, ",")
+		if got := stages["vk8s-lab-exit-after"].Spec.Delay.DurationFrom.ExpressionFrom; got != exitAfter {
+			t.Errorf("vk8s-lab-exit-after waits %q, want the annotation", got)
 		}
-		if sel[annotation] != "Exists" || sel[".status.phase"] != "InRunning" || sel[".metadata.deletionTimestamp"] != "DoesNotExist" {
-			t.Errorf("selector %v, want running pods with the annotation", sel)
-		}
-		for _, want := range []string{"phase: Succeeded", "exitCode: 0", "reason: Completed", "range .spec.containers"} {
-			if !strings.Contains(stage.Spec.Next.StatusTemplate, want) {
-				t.Errorf("status template lacks %q:\n%s", want, stage.Spec.Next.StatusTemplate)
+		for _, name := range []string{"vk8s-lab-job-complete", "vk8s-lab-job-exit-code"} {
+			if got := stages[name].Spec.Delay.DurationMilliseconds; got != kwokconfig.JobPodRunTime {
+				t.Errorf("%s waits %d ms, want %d", name, got, kwokconfig.JobPodRunTime)
 			}
 		}
 
-		// The pods of a Job complete after a while, as a real site's would: their Job is
-		// the host's, so kwokctl's own stage, which selects on the owner, never ends them.
-		if err := yaml.UnmarshalStrict([]byte(docs[1]), &job); err != nil {
-			t.Fatalf("%v:\n%s", err, docs[1])
+		// What each stage makes of a pod of two containers.
+		render := func(stage string, annotations map[string]string) corev1.PodStatus {
+			t.Helper()
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Annotations: annotations},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "a", Image: "busybox"}, {Name: "b", Image: "nginx"}}}}
+			js, err := json.Marshal(pod)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var data any
+			if err := json.Unmarshal(js, &data); err != nil {
+				t.Fatal(err)
+			}
+			funcs := template.FuncMap{"Now": func() string { return "2026-12-04T00:00:00Z" }, "Quote": func(v any) string { return strconv.Quote(fmt.Sprint(v)) }}
+			tpl, err := template.New(stage).Funcs(funcs).Parse(stages[stage].Spec.Next.StatusTemplate)
+			if err != nil {
+				t.Fatalf("%s: %v", stage, err)
+			}
+			var out bytes.Buffer
+			if err := tpl.Execute(&out, data); err != nil {
+				t.Fatalf("%s: %v", stage, err)
+			}
+			var st corev1.PodStatus
+			if err := yaml.UnmarshalStrict(out.Bytes(), &st); err != nil {
+				t.Fatalf("%s renders no pod status: %v\n%s", stage, err, out.Bytes())
+			}
+			return st
 		}
-		sel = map[string]string{}
-		for _, e := range job.Spec.Selector.MatchExpressions {
-			sel[e.Key] = e.Operator + strings.Join(e.Values, ",")
-		}
-		jobName := `.metadata.labels["batch.kubernetes.io/job-name"]`
-		if job.Metadata.Name != "vk8s-lab-job-complete" || sel[jobName] != "Exists" || sel[annotation] != "DoesNotExist" ||
-			sel[".status.phase"] != "InRunning" || job.Spec.Delay.DurationMilliseconds != kwokconfig.JobPodRunTime ||
-			!strings.Contains(job.Spec.Next.StatusTemplate, "phase: Succeeded") {
-			t.Errorf("job stage %s, selector %v:\n%s", job.Metadata.Name, sel, docs[1])
+		for _, tc := range []struct {
+			stage       string
+			annotations map[string]string
+			phase       corev1.PodPhase
+			code        int32
+			reason      string
+		}{
+			{"vk8s-lab-exit-after", map[string]string{vk8sv1.AnnotationLabExitAfter: "5s"}, corev1.PodSucceeded, 0, "Completed"},
+			{"vk8s-lab-job-complete", nil, corev1.PodSucceeded, 0, "Completed"},
+			{"vk8s-lab-job-exit-code", map[string]string{vk8sv1.AnnotationLabExitCode: "3"}, corev1.PodFailed, 3, "Error"},
+			{"vk8s-lab-job-exit-code", map[string]string{vk8sv1.AnnotationLabExitCode: "0"}, corev1.PodSucceeded, 0, "Completed"},
+		} {
+			st := render(tc.stage, tc.annotations)
+			if st.Phase != tc.phase || len(st.ContainerStatuses) != 2 {
+				t.Errorf("%s %v: phase %s, %d container statuses; want %s and 2", tc.stage, tc.annotations, st.Phase, len(st.ContainerStatuses), tc.phase)
+				continue
+			}
+			for _, c := range st.ContainerStatuses {
+				if term := c.State.Terminated; term == nil || term.ExitCode != tc.code || term.Reason != tc.reason {
+					t.Errorf("%s %v: container %s ended %+v, want exit code %d, reason %s", tc.stage, tc.annotations, c.Name, c.State, tc.code, tc.reason)
+				}
+			}
 		}
 	})
 

@@ -91,6 +91,25 @@ func ScaleJob(parallelism, completions *int32, sites int) (*int32, *int32, error
 	return totalP, totalC, nil
 }
 
+// DefaultBackoffLimit is a Job's backoffLimit when it names none (the Kubernetes default).
+const DefaultBackoffLimit = 6
+
+// ScaleBackoffLimit returns the host Job's backoffLimit for a per-site backoffLimit on
+// sites sites: the most failures the sites together may have without any one of them
+// passing its own limit (capped at the largest int32). The host's job controller fails
+// the Job only past that sum; a site that passes its own limit first is failed by vk8s
+// (the federation's Job status controller).
+func ScaleBackoffLimit(perSite int32, sites int) int32 {
+	return int32(min(int64(perSite)*int64(max(sites, 1)), math.MaxInt32))
+}
+
+// BackoffLimitPerSite derives the per-site backoffLimit from a write of the host Job's
+// total, rounding up.
+func BackoffLimitPerSite(total int32, sites int) int32 {
+	n := int64(max(sites, 1))
+	return int32((int64(total) + n - 1) / n)
+}
+
 // ReplicasPerSite derives R from a write of spec.replicas (total) to a workload on sites
 // sites without Override replicas. A total that is not a multiple of sites is rounded up,
 // so the workload never runs fewer pods than asked (spec.replicas=10 on 3 sites gives

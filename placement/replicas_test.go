@@ -185,3 +185,37 @@ func checkErr(t *testing.T, err error, want string) {
 		t.Fatalf("error:\n got %s\nwant %s", err, want)
 	}
 }
+
+func TestBackoffLimit(t *testing.T) {
+	for _, tc := range []struct {
+		perSite int32
+		sites   int
+		want    int32
+	}{
+		{6, 3, 18},
+		{0, 3, 0},
+		{2, 1, 2},
+		{2, 0, 2}, // no sites yet: as one
+		{math.MaxInt32, 3, math.MaxInt32},
+		{math.MaxInt32/2 + 1, 2, math.MaxInt32},
+	} {
+		if got := ScaleBackoffLimit(tc.perSite, tc.sites); got != tc.want {
+			t.Errorf("ScaleBackoffLimit(%d, %d) = %d, want %d", tc.perSite, tc.sites, got, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		total int32
+		sites int
+		want  int32
+	}{
+		{18, 3, 6},
+		{10, 3, 4}, // rounded up: no site gets fewer retries than asked
+		{0, 3, 0},
+		{math.MaxInt32, 3, 715827883},
+		{5, 0, 5},
+	} {
+		if got := BackoffLimitPerSite(tc.total, tc.sites); got != tc.want {
+			t.Errorf("BackoffLimitPerSite(%d, %d) = %d, want %d", tc.total, tc.sites, got, tc.want)
+		}
+	}
+}

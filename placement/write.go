@@ -9,8 +9,8 @@ import (
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 )
 
-// ReplicaWrite is a write of a workload's replica count (or a Job's parallelism or
-// completions) as admission sees it: the value written, the one it replaces, and vk8s'
+// ReplicaWrite is a write of a workload's replica count (or a Job's parallelism,
+// completions or backoffLimit) as admission sees it: the value written, the one it replaces, and vk8s'
 // bookkeeping.
 type ReplicaWrite struct {
 	// Create: the workload is being created.
@@ -53,8 +53,11 @@ func (w ReplicaWrite) PerSite(derive func(total int32) (int32, error)) (int32, b
 		v, err := strconv.ParseInt(strings.TrimSpace(w.R), 10, 32)
 		if err != nil || v < 0 {
 			key := vk8sv1.AnnotationReplicasPerSite
-			if strings.HasSuffix(w.Field, "completions") {
+			switch {
+			case strings.HasSuffix(w.Field, "completions"):
 				key = vk8sv1.AnnotationCompletionsPerSite
+			case strings.HasSuffix(w.Field, "backoffLimit"):
+				key = vk8sv1.AnnotationBackoffLimitPerSite
 			}
 			return 0, false, fmt.Errorf("metadata.annotations[%q]: invalid value %q: %w; write a number such as \"3\", or remove it and set %s",
 				key, w.R, ErrInvalidPerSite, w.Field)

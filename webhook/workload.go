@@ -212,7 +212,7 @@ func (a *admitter) federateWorkload(ctx context.Context, namespace string, w, ol
 			w.jobMeta.Annotations = map[string]string{}
 		}
 		for _, k := range []string{vk8sv1.AnnotationVirtualSites, vk8sv1.AnnotationOverrides, vk8sv1.AnnotationWorkloadFlavor,
-			vk8sv1.AnnotationReplicasPerSite, vk8sv1.AnnotationCompletionsPerSite, vk8sv1.AnnotationPlacement} {
+			vk8sv1.AnnotationReplicasPerSite, vk8sv1.AnnotationCompletionsPerSite, vk8sv1.AnnotationBackoffLimitPerSite, vk8sv1.AnnotationPlacement} {
 			if v, ok := annotations[k]; ok {
 				w.jobMeta.Annotations[k] = v
 			} else {
@@ -292,8 +292,41 @@ func (a *admitter) jobPlacement(w, old *workload, fed *federation.Federation, an
 		annotations[vk8sv1.AnnotationCompletionsPerSite] = itoa32(*c)
 		perSite = *c
 	}
+	if err := backoffLimit(w, old, annotations, n); err != nil {
+		return placement.Layout{}, err
+	}
 	plan, _ := placement.PlanReplicas(fed.Sites, perSite, nil)
 	return placement.NewLayout(plan, previous), nil
+}
+
+// backoffLimit makes a Job's (or CronJob's) backoffLimit per site: the host Job's holds
+// the sum over its n sites and vk8s.io/backoff-limit-per-site the per-site value, which
+// the federation's Job status controller enforces site by site. The value written is per
+// site or a total by placement.ReplicaWrite's rules, as parallelism is. A Job with a
+// backoffLimitPerIndex (its indexes are per site already), and a Job that vk8s is failing
+// because a site passed its limit (vk8s.io/site-backoff-exceeded), keep theirs.
+func backoffLimit(w, old *workload, annotations map[string]string, n int) error {
+	if w.job.BackoffLimitPerIndex != nil || annotations[vk8sv1.AnnotationSiteBackoffExceeded] != "" {
+		return nil
+	}
+	path := append(strings.Split(w.jobPath, "."), "backoffLimit")
+	bw := placement.ReplicaWrite{Create: old == nil, Field: w.jobPath + ".backoffLimit",
+		Total: ptr.Deref(w.job.BackoffLimit, placement.DefaultBackoffLimit),
+		R:     annotations[vk8sv1.AnnotationBackoffLimitPerSite], Applied: appliedInt(w.obj, path...)}
+	if old != nil {
+		bw.OldTotal, bw.OldR = ptr.Deref(old.job.BackoffLimit, placement.DefaultBackoffLimit), old.obj.GetAnnotations()[vk8sv1.AnnotationBackoffLimitPerSite]
+		bw.OldApplied = appliedInt(old.obj, path...)
+	}
+	b, _, err := bw.PerSite(func(total int32) (int32, error) { return placement.BackoffLimitPerSite(total, n), nil })
+	if err != nil {
+		return federation.Reject(reasonReplicas, err)
+	}
+	if b < 0 {
+		return federation.Invalid(reasonReplicas, bw.Field, b, "a backoffLimit must be 0 or more", "write the failures each site may have, such as 6")
+	}
+	w.job.BackoffLimit = ptr.To(placement.ScaleBackoffLimit(b, n))
+	annotations[vk8sv1.AnnotationBackoffLimitPerSite] = itoa32(b)
+	return nil
 }
 
 func roundedUp(field string, written, total, r int32, sites int) string {

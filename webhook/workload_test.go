@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -298,6 +299,42 @@ func TestWorkloadKinds(t *testing.T) {
 			t.Errorf("after raising parallelism: %v, %d, %v", resp.Allowed, *got2.Spec.Parallelism, got2.Annotations)
 		}
 	})
+	t.Run("Job: backoffLimit is per site", func(t *testing.T) {
+		e := newEnv(t)
+		got := created(e, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "retry"},
+			Spec: batchv1.JobSpec{BackoffLimit: ptr.To[int32](2), Template: podTemplate("retry")}})
+		if *got.Spec.BackoffLimit != 6 || got.Annotations[vk8sv1.AnnotationBackoffLimitPerSite] != "2" {
+			t.Errorf("backoffLimit %d, annotations %v; want 6 (2 per site on 3 sites)", *got.Spec.BackoffLimit, got.Annotations)
+		}
+		// kubectl edit writes a total: the per-site limit follows, rounded up.
+		upd := got.DeepCopy()
+		upd.Spec.BackoffLimit = ptr.To[int32](10)
+		got2, resp := admit(e, upd, got)
+		if !resp.Allowed || *got2.Spec.BackoffLimit != 12 || got2.Annotations[vk8sv1.AnnotationBackoffLimitPerSite] != "4" {
+			t.Errorf("after an edit to 10: allowed %v, backoffLimit %d, annotations %v; want 12 (4 per site)", resp.Allowed, *got2.Spec.BackoffLimit, got2.Annotations)
+		}
+		// The Job status controller failing the Job for one site: its 0 stays.
+		fail := got2.DeepCopy()
+		fail.Annotations[vk8sv1.AnnotationSiteBackoffExceeded] = "site2"
+		fail.Spec.BackoffLimit = ptr.To[int32](0)
+		got3, resp := admit(e, fail, got2)
+		if !resp.Allowed || *got3.Spec.BackoffLimit != 0 || got3.Annotations[vk8sv1.AnnotationBackoffLimitPerSite] != "4" {
+			t.Errorf("failing for site2: allowed %v, backoffLimit %d, annotations %v; want 0, per site still 4", resp.Allowed, *got3.Spec.BackoffLimit, got3.Annotations)
+		}
+		// A per-index limit is per site already: backoffLimit is left alone.
+		idx := created(e, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "indexed"},
+			Spec: batchv1.JobSpec{CompletionMode: ptr.To(batchv1.IndexedCompletion), Completions: ptr.To[int32](2), BackoffLimitPerIndex: ptr.To[int32](1),
+				BackoffLimit: ptr.To[int32](math.MaxInt32), Template: podTemplate("indexed")}})
+		if *idx.Spec.BackoffLimit != math.MaxInt32 || idx.Annotations[vk8sv1.AnnotationBackoffLimitPerSite] != "" {
+			t.Errorf("indexed Job with backoffLimitPerIndex: backoffLimit %d, annotations %v; want it unchanged", *idx.Spec.BackoffLimit, idx.Annotations)
+		}
+		// A per-site annotation that is not a number names itself and the fix.
+		_, resp = admit(e, &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "bad",
+			Annotations: map[string]string{vk8sv1.AnnotationBackoffLimitPerSite: "many"}}, Spec: batchv1.JobSpec{Template: podTemplate("bad")}}, nil)
+		if resp.Allowed || !strings.Contains(resp.Result.Message, vk8sv1.AnnotationBackoffLimitPerSite) || !strings.Contains(resp.Result.Message, `"many"`) {
+			t.Errorf("a bad per-site backoffLimit: allowed %v, %v", resp.Allowed, resp.Result)
+		}
+	})
 	t.Run("a CronJob's template without parallelism or completions is 1 completion per site", func(t *testing.T) {
 		e := newEnv(t)
 		got := created(e, &batchv1.CronJob{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hello"},
@@ -322,11 +359,11 @@ func TestWorkloadKinds(t *testing.T) {
 				Spec: batchv1.JobSpec{Completions: ptr.To[int32](1), Template: podTemplate("nightly")}}}}
 		got := created(e, cj)
 		js := got.Spec.JobTemplate
-		if *js.Spec.Parallelism != 2 || *js.Spec.Completions != 2 {
-			t.Errorf("parallelism %v, completions %v", *js.Spec.Parallelism, *js.Spec.Completions)
+		if *js.Spec.Parallelism != 2 || *js.Spec.Completions != 2 || ptr.Deref(js.Spec.BackoffLimit, -1) != 12 {
+			t.Errorf("parallelism %v, completions %v, backoffLimit %v; want 2, 2 and 12 (the default 6 per site)", *js.Spec.Parallelism, *js.Spec.Completions, js.Spec.BackoffLimit)
 		}
 		want := map[string]string{vk8sv1.AnnotationVirtualSites: "shared/first-two", vk8sv1.AnnotationReplicasPerSite: "1",
-			vk8sv1.AnnotationCompletionsPerSite: "1", vk8sv1.AnnotationPlacement: "site1=1,site2=1"}
+			vk8sv1.AnnotationCompletionsPerSite: "1", vk8sv1.AnnotationBackoffLimitPerSite: "6", vk8sv1.AnnotationPlacement: "site1=1,site2=1"}
 		if !apiequality.Semantic.DeepEqual(js.Annotations, want) {
 			t.Errorf("jobTemplate annotations %v, want %v", js.Annotations, want)
 		}

@@ -33,6 +33,9 @@ const (
 	// AnnotationCompletionsPerSite holds a Job's per-site completions, as
 	// AnnotationReplicasPerSite holds its per-site parallelism.
 	AnnotationCompletionsPerSite = "vk8s.io/completions-per-site"
+	// AnnotationBackoffLimitPerSite holds a Job's per-site backoffLimit: the failures a
+	// site's share may have before the Job fails (its spec.backoffLimit holds the sum).
+	AnnotationBackoffLimitPerSite = "vk8s.io/backoff-limit-per-site"
 	// AnnotationPlacement records a workload's plan: its sites, in order, with their pod
 	// counts ("site1=3,site2=3"). StatefulSets and indexed Jobs deal their ordinals out in
 	// blocks in this order.
@@ -121,6 +124,23 @@ const (
 	ConditionSitesReady = "vk8s.io/SitesReady"
 )
 
+// Annotations vk8s writes on host Jobs, which run their share on every site (package
+// federation, the Job status controller).
+const (
+	// AnnotationSiteSucceeded counts each site's succeeded pods against its completions:
+	// "site1=2/2,site2=1/2,site3=2/2" (a bare count for a Job without completions).
+	AnnotationSiteSucceeded = "vk8s.io/site-succeeded"
+	// AnnotationSiteFailed counts each site's failures (failed pods, and container
+	// restarts of running pods when restartPolicy is OnFailure) against its per-site
+	// backoffLimit: "site1=0/6,site2=7/6,site3=0/6".
+	AnnotationSiteFailed = "vk8s.io/site-failed"
+	// AnnotationSiteBackoffExceeded names the site whose failures passed the per-site
+	// backoffLimit. vk8s sets it with spec.backoffLimit 0, which makes the host's job
+	// controller fail the Job (reason BackoffLimitExceeded); admission then leaves
+	// spec.backoffLimit alone.
+	AnnotationSiteBackoffExceeded = "vk8s.io/site-backoff-exceeded"
+)
+
 // Storage: the host side of the sites' volumes (package storage). A claim of a StorageClass
 // whose provisioner is StorageProvisioner is Bound on the host to a PersistentVolume that
 // stands for the claim's copies on the sites; each site binds its copy to a volume of its own.
@@ -155,4 +175,8 @@ const (
 	// runs: phase Succeeded, every container terminated with exit code 0 and reason
 	// Completed. kwok's containers never exit otherwise.
 	AnnotationLabExitAfter = "vk8s.io/lab-exit-after"
+	// AnnotationLabExitCode on a host pod of a Job makes a lab site's kwok end the pod, as
+	// it ends any Job pod, with this exit code: a code other than "0" fails the pod (phase
+	// Failed, reason Error), as a real container that exits with it does.
+	AnnotationLabExitCode = "vk8s.io/lab-exit-code"
 )

@@ -2,6 +2,7 @@ package kwokconfig
 
 import (
 	"fmt"
+	"slices"
 
 	batchv1 "k8s.io/api/batch/v1"
 
@@ -30,9 +31,11 @@ exec ` + systemTar + ` "$@"
 `)
 }
 
-// completedStatus is the status template of a kwok Stage that ends every container of a
-// pod with exit code 0, reason Completed, and the pod with phase Succeeded.
-const completedStatus = `{{ $now := Now }}
+// endedStatus is the status template of a kwok Stage that ends every container of a pod
+// with exitCode (a template expression of a string: "0", "1", ...): with "0", reason
+// Completed and the pod Succeeded, else reason Error and the pod Failed.
+func endedStatus(exitCode string) string {
+	return `{{ $now := Now }}{{ $code := ` + exitCode + ` }}
 containerStatuses:
 {{ range .spec.containers }}
 - image: {{ .image | Quote }}
@@ -42,13 +45,14 @@ containerStatuses:
   started: false
   state:
     terminated:
-      exitCode: 0
+      exitCode: {{ $code }}
       finishedAt: {{ $now | Quote }}
-      reason: Completed
+      reason: {{ if eq $code "0" }}Completed{{ else }}Error{{ end }}
       startedAt: {{ $now | Quote }}
 {{ end }}
-phase: Succeeded
+phase: {{ if eq $code "0" }}Succeeded{{ else }}Failed{{ end }}
 `
+}
 
 // JobPodRunTime is how long a site pod of a Job runs in the lab before it completes.
 const JobPodRunTime = 2000 // milliseconds
@@ -62,18 +66,22 @@ const JobPodRunTime = 2000 // milliseconds
 //   - vk8s-lab-job-complete: a running pod of a Job completes after JobPodRunTime. A site
 //     pod has no Job owner on its site (its Job is the host's), so kwokctl's own
 //     pod-complete stage, which selects on the owner, never ends it; the stage selects on
-//     the label batch.kubernetes.io/job-name that the site pod carries from its host pod.
+//     the label batch.kubernetes.io/job-name that the site pod carries from its host pod;
+//   - vk8s-lab-job-exit-code: a running pod of a Job annotated vk8sv1.AnnotationLabExitCode
+//     ends after JobPodRunTime with that exit code: other than "0", phase Failed and
+//     reason Error, as a container that exits with it does.
 //
 // kwokctl's default stages still apply: they come from kwokctl's configuration file, these
 // from kwok's second.
 func Stages() ([]byte, error) {
 	exitAfter := fmt.Sprintf(".metadata.annotations[%q]", vk8sv1.AnnotationLabExitAfter)
+	exitCode := fmt.Sprintf(".metadata.annotations[%q]", vk8sv1.AnnotationLabExitCode)
 	jobName := fmt.Sprintf(".metadata.labels[%q]", batchv1.JobNameLabel)
 	running := []any{
 		map[string]any{"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
 		map[string]any{"key": ".status.phase", "operator": "In", "values": []any{"Running"}},
 	}
-	stage := func(name string, selector []any, delay map[string]any) map[string]any {
+	stage := func(name string, selector []any, delay map[string]any, status string) map[string]any {
 		return map[string]any{
 			"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Stage",
 			"metadata": map[string]any{"name": name},
@@ -81,17 +89,22 @@ func Stages() ([]byte, error) {
 				"resourceRef": map[string]any{"apiGroup": "v1", "kind": "Pod"},
 				"selector":    map[string]any{"matchExpressions": append(append([]any{}, running...), selector...)},
 				"delay":       delay,
-				"next":        map[string]any{"statusTemplate": completedStatus},
+				"next":        map[string]any{"statusTemplate": status},
 			},
 		}
 	}
+	completed := endedStatus(`"0"`)
+	jobPod := []any{map[string]any{"key": jobName, "operator": "Exists"}, map[string]any{"key": exitAfter, "operator": "DoesNotExist"}}
+	runTime := map[string]any{"durationMilliseconds": JobPodRunTime}
 	return yamlDocuments([]any{
 		stage("vk8s-lab-exit-after",
 			[]any{map[string]any{"key": exitAfter, "operator": "Exists"}},
-			map[string]any{"durationFrom": map[string]any{"expressionFrom": exitAfter}}),
+			map[string]any{"durationFrom": map[string]any{"expressionFrom": exitAfter}}, completed),
 		stage("vk8s-lab-job-complete",
-			[]any{map[string]any{"key": jobName, "operator": "Exists"}, map[string]any{"key": exitAfter, "operator": "DoesNotExist"}},
-			map[string]any{"durationMilliseconds": JobPodRunTime}),
+			append(slices.Clone(jobPod), map[string]any{"key": exitCode, "operator": "DoesNotExist"}), runTime, completed),
+		stage("vk8s-lab-job-exit-code",
+			append(slices.Clone(jobPod), map[string]any{"key": exitCode, "operator": "Exists"}), runTime,
+			endedStatus(fmt.Sprintf(`index .metadata.annotations %q`, vk8sv1.AnnotationLabExitCode))),
 	})
 }
 
