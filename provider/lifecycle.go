@@ -70,7 +70,7 @@ func newLifecycle(host kubernetes.Interface, reg *sitereg.Registry, siteEvents <
 		podInformer.Informer().HasSynced, core.Nodes().Informer().HasSynced,
 		core.ConfigMaps().Informer().HasSynced, core.Secrets().Informer().HasSynced,
 		core.ServiceAccounts().Informer().HasSynced, core.PersistentVolumeClaims().Informer().HasSynced,
-		objFactory.Storage().V1().StorageClasses().Informer().HasSynced,
+		objFactory.Storage().V1().StorageClasses().Informer().HasSynced, core.Namespaces().Informer().HasSynced,
 	}
 	if err := podInformer.Informer().AddIndexers(cache.Indexers{indexNodeName: func(obj any) ([]string, error) {
 		if p, ok := obj.(*corev1.Pod); ok && p.Spec.NodeName != "" {
@@ -102,6 +102,7 @@ func newLifecycle(host kubernetes.Interface, reg *sitereg.Registry, siteEvents <
 		HostServiceAccounts:        core.ServiceAccounts().Lister(),
 		HostPersistentVolumeClaims: core.PersistentVolumeClaims().Lister(),
 		HostStorageClasses:         objFactory.Storage().V1().StorageClasses().Lister(),
+		HostNamespaces:             core.Namespaces().Lister(),
 		HostSynced: func() bool {
 			for _, s := range synced {
 				if !s() {

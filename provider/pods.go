@@ -48,6 +48,10 @@ type PodsConfig struct {
 	// HostStorageClasses lists the host's StorageClasses: a claim's copy on a site gets the
 	// site class its host class names (translate.SiteStorageClass).
 	HostStorageClasses storagelisters.StorageClassLister
+	// HostNamespaces lists the host's namespaces: the pods of a vK8s namespace (labelled
+	// vk8s.io/virtual-kubernetes) reach their sites; others only as translate.ReachesSite
+	// says.
+	HostNamespaces corelisters.NamespaceLister
 	// HostSynced reports whether the host caches above are filled.
 	HostSynced cache.InformerSynced
 	// HostPodsOn lists the host pods bound to a node (an index of the HostPods informer).
@@ -216,6 +220,16 @@ func (p *Pods) Owns(pod *corev1.Pod) bool {
 	return false
 }
 
+// managedNamespace says whether a host namespace is a vK8s namespace (it holds a
+// VirtualKubernetes; the webhook's namespace labeler keeps the label).
+func (p *Pods) managedNamespace(name string) bool {
+	if p.cfg.HostNamespaces == nil {
+		return false
+	}
+	ns, err := p.cfg.HostNamespaces.Get(name)
+	return err == nil && ns.Labels[vk8sv1.LabelVirtualKubernetes] != ""
+}
+
 // placement returns the site and real node (PerNode mode) of a host pod's virtual node.
 func (p *Pods) placement(pod *corev1.Pod) (site, siteNode string, err error) {
 	n, err := p.cfg.HostNodes.Get(pod.Spec.NodeName)
@@ -370,6 +384,13 @@ func (p *Pods) sync(ctx context.Context, pod *corev1.Pod) error {
 	site, _, err := p.placement(pod)
 	if err != nil {
 		return errdefs.AsInvalidInput(err)
+	}
+	if sp, _ := p.find(pod.Namespace, pod.Name); sp == nil {
+		// Not on a site yet: only what vk8s should run goes there.
+		if ok, why := translate.ReachesSite(pod, p.managedNamespace(pod.Namespace)); !ok {
+			p.reportUnsynced(pod, translate.ReasonNotForSites, why)
+			return nil
+		}
 	}
 	c, err := p.clusterOf(site)
 	if err != nil {
