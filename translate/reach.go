@@ -9,7 +9,7 @@ import (
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 )
 
-// ReasonNotForSites: a host pod bound to a virtual node that vk8s does not run on the
+// ReasonNotForSites is the reason for a host pod bound to a virtual node that vk8s does not run on the
 // node's site (ReachesSite).
 const ReasonNotForSites = "NotForSites"
 
