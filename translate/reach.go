@@ -9,8 +9,8 @@ import (
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 )
 
-// ReasonNotForSites is the reason for a host pod bound to a virtual node that vk8s does not run on the
-// node's site (ReachesSite).
+// ReasonNotForSites is the reason for a host pod bound to a virtual node that vk8s does
+// not run on the node's site (ReachesSite).
 const ReasonNotForSites = "NotForSites"
 
 // ReachesSite says whether a host pod bound to a virtual node may run on the node's site
