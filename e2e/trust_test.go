@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -45,11 +46,13 @@ func TestWhatReachesASite(t *testing.T) {
 				Containers: []corev1.Container{{Name: "agent", Image: "registry.k8s.io/kube-proxy:v1.35.4",
 					SecurityContext: &corev1.SecurityContext{Privileged: ptr.To(true)}}},
 			}}}})
-	var pods corev1.PodList
-	waitFor(t, "9 pods of DaemonSet node-agent, each saying why it is not on its site", func(ctx context.Context) (bool, error) {
-		if err := c.List(ctx, &pods, client.InNamespace(plainNS), client.MatchingLabels(labels)); err != nil {
+	var all, pods corev1.PodList
+	waitFor(t, "9 pods of DaemonSet node-agent on the virtual nodes, each saying why it is not on its site", func(ctx context.Context) (bool, error) {
+		if err := c.List(ctx, &all, client.InNamespace(plainNS), client.MatchingLabels(labels)); err != nil {
 			return false, err
 		}
+		// The host's own nodes run theirs, as any node does.
+		pods.Items = slices.DeleteFunc(slices.Clone(all.Items), func(p corev1.Pod) bool { return !strings.HasPrefix(p.Spec.NodeName, "site") })
 		n := 0
 		for i := range pods.Items {
 			if cond := podCondition(&pods.Items[i], vk8sv1.ConditionSiteSynced); cond != nil && cond.Status == corev1.ConditionFalse &&
@@ -119,5 +122,164 @@ func TestWhatReachesASite(t *testing.T) {
 	}
 	if err := c.Delete(t.Context(), &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: plainNS, Name: "node-agent"}}); err != nil {
 		t.Error(fmt.Errorf("delete the DaemonSet: %w", err))
+	}
+}
+
+const outageNS = "outage"
+
+// TestProviderOutageEvictsNothing stops the provider long enough for the host's node
+// lifecycle controller to taint every virtual node unreachable and for the lab's default
+// toleration of that taint (kwokconfig.DefaultTolerationSeconds, 30 s) to run out. The
+// lab's host has Ready nodes of its own, so it evicts as a production host does: a pod
+// bound by hand outside vK8s namespaces (the API server's default tolerations) is
+// evicted, the control that shows the lab evicts at all. The 9 pods of a federated
+// Deployment tolerate the taints for ever (admission): none is evicted or deleted on the
+// host, no site pod is deleted or restarted, and their status flows again once the
+// provider is back.
+func TestProviderOutageEvictsNothing(t *testing.T) {
+	skipShort(t)
+	startProvider(t)
+	c := hostClient(t)
+	waitAllVirtualNodes(t, c)
+	wh := webhookStart(t)
+	webhookCleanup(t, c, wh, outageNS)
+	vk8sNamespace(t, c, outageNS)
+	hostNamespace(t, c, plainNS+"-outage")
+	siteNS := translate.SiteNamespace(provider.DefaultTenant, outageNS)
+
+	d := webhookDeployment("steady", 3, nil)
+	d.Namespace = outageNS
+	mustCreate(t, c, d)
+	control := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: plainNS + "-outage", Name: "control"},
+		Spec: corev1.PodSpec{NodeName: "site1-node2", TerminationGracePeriodSeconds: ptr.To[int64](1),
+			Containers: []corev1.Container{{Name: "app", Image: "nginx:1.25"}}}}
+	mustCreate(t, c, control)
+	var pods corev1.PodList
+	waitForLong(t, 2*time.Minute, "9 pods of steady Running and Ready, and the control pod Running", func(ctx context.Context) (bool, error) {
+		if err := c.List(ctx, &pods, client.InNamespace(outageNS), client.MatchingLabels{"app": "steady"}); err != nil {
+			return false, err
+		}
+		ready := 0
+		for i := range pods.Items {
+			if webhookRunningReady(&pods.Items[i]) {
+				ready++
+			}
+		}
+		err := c.Get(ctx, client.ObjectKeyFromObject(control), control)
+		return ready == 9 && len(pods.Items) == 9 && err == nil && control.Status.Phase == corev1.PodRunning, err
+	})
+	for _, p := range pods.Items {
+		for _, key := range []string{corev1.TaintNodeNotReady, corev1.TaintNodeUnreachable} {
+			if !slices.ContainsFunc(p.Spec.Tolerations, func(tol corev1.Toleration) bool {
+				return tol.Key == key && tol.Effect == corev1.TaintEffectNoExecute && tol.TolerationSeconds == nil
+			}) {
+				t.Errorf("pod %s does not tolerate %s for ever: %+v", p.Name, key, p.Spec.Tolerations)
+			}
+		}
+	}
+	hostUIDs := map[string]string{}
+	for _, p := range pods.Items {
+		hostUIDs[p.Name] = string(p.UID)
+	}
+	sitePods := func() map[string]string {
+		out := map[string]string{}
+		for _, site := range []string{"site1", "site2", "site3"} {
+			var list corev1.PodList
+			if err := siteClient(t, site).List(t.Context(), &list, client.InNamespace(siteNS)); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range list.Items {
+				restarts := int32(0)
+				for _, s := range p.Status.ContainerStatuses {
+					restarts += s.RestartCount
+				}
+				out[site+"/"+p.Name] = fmt.Sprintf("%s restarts=%d deleting=%v", p.UID, restarts, p.DeletionTimestamp != nil)
+			}
+		}
+		return out
+	}
+	before := sitePods()
+	if len(before) != 9 {
+		t.Fatalf("%d site pods, want 9: %v", len(before), before)
+	}
+
+	stopped := time.Now()
+	stopProvider()
+	t.Cleanup(func() { startProvider(t) })
+	var firstTaint time.Duration
+	waitForLong(t, 3*time.Minute, "the control pod evicted by the host's taint eviction", func(ctx context.Context) (bool, error) {
+		if firstTaint == 0 {
+			var n corev1.Node
+			if err := c.Get(ctx, client.ObjectKey{Name: "site1-node2"}, &n); err == nil && slices.ContainsFunc(n.Spec.Taints, func(taint corev1.Taint) bool {
+				return taint.Key == corev1.TaintNodeUnreachable && taint.Effect == corev1.TaintEffectNoExecute
+			}) {
+				firstTaint = time.Since(stopped)
+				t.Logf("site1-node2 tainted unreachable:NoExecute %s after the provider stopped", firstTaint.Round(time.Second))
+			}
+		}
+		err := c.Get(ctx, client.ObjectKeyFromObject(control), control)
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		return err == nil && control.DeletionTimestamp != nil, err
+	})
+	t.Logf("the control pod was evicted %s after the provider stopped", time.Since(stopped).Round(time.Second))
+	// The federated pods' tolerations would have run out with the control's.
+	time.Sleep(5 * time.Second)
+	var nodes corev1.NodeList
+	if err := c.List(t.Context(), &nodes, client.MatchingLabels{vk8sv1.LabelType: vk8sv1.TypeVirtualKubelet}); err != nil {
+		t.Fatal(err)
+	}
+	tainted := 0
+	for _, n := range nodes.Items {
+		if slices.ContainsFunc(n.Spec.Taints, func(taint corev1.Taint) bool {
+			return taint.Key == corev1.TaintNodeUnreachable && taint.Effect == corev1.TaintEffectNoExecute
+		}) {
+			tainted++
+		}
+	}
+	if tainted == 0 {
+		t.Error("no virtual node has the unreachable NoExecute taint: the outage tested nothing")
+	}
+	var during corev1.PodList
+	if err := c.List(t.Context(), &during, client.InNamespace(outageNS), client.MatchingLabels{"app": "steady"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range during.Items {
+		if hostUIDs[p.Name] != string(p.UID) || p.DeletionTimestamp != nil {
+			t.Errorf("host pod %s was evicted or replaced during the outage", p.Name)
+		}
+	}
+	if len(during.Items) != 9 {
+		t.Errorf("%d host pods of steady during the outage, want the 9", len(during.Items))
+	}
+
+	restarted := time.Now()
+	startProvider(t)
+	waitForLong(t, 2*time.Minute, "the 9 pods of steady Ready again", func(ctx context.Context) (bool, error) {
+		if err := c.List(ctx, &pods, client.InNamespace(outageNS), client.MatchingLabels{"app": "steady"}); err != nil {
+			return false, err
+		}
+		ready := 0
+		for i := range pods.Items {
+			stale := podCondition(&pods.Items[i], vk8sv1.ConditionStatusStale)
+			if webhookRunningReady(&pods.Items[i]) && (stale == nil || stale.Status != corev1.ConditionTrue) {
+				ready++
+			}
+		}
+		return ready == 9, nil
+	})
+	t.Logf("status fresh on all 9 pods %s after the provider restarted (tainted virtual nodes during the outage: %d)",
+		time.Since(restarted).Round(100*time.Millisecond), tainted)
+	for _, p := range pods.Items {
+		if hostUIDs[p.Name] != string(p.UID) {
+			t.Errorf("host pod %s is new after the outage", p.Name)
+		}
+	}
+	// Give the provider's sweep (providerSweep) a turn: it deletes site pods whose host
+	// pod is gone, and none is.
+	time.Sleep(2 * providerSweep)
+	if after := sitePods(); !maps.Equal(after, before) {
+		t.Errorf("site pods changed across the outage:\n before %v\n after  %v", before, after)
 	}
 }

@@ -25,6 +25,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	certutil "k8s.io/client-go/util/cert"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 )
 
 // The lab runs metrics-server (built by hack/tools.sh) against the host, out of cluster, so
@@ -129,6 +131,8 @@ func metricsServerArgs(f metricsServerFiles, port int) []string {
 		"--kubelet-client-certificate=" + f.ClientCert,
 		"--kubelet-client-key=" + f.ClientKey,
 		"--metric-resolution=" + metricsResolution,
+		// The virtual nodes only: the host's own kwok nodes serve no metrics in the lab.
+		"--node-selector=" + vk8sv1.LabelType + "=" + vk8sv1.TypeVirtualKubelet,
 		// V(1) logs one line per scrape cycle with the node and pod counts.
 		"--v=1",
 	}

@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/lab/kwokconfig"
 )
 
 const (
@@ -24,7 +25,7 @@ const (
 	// LabelSiteIndex is the 1-based number of a lab Site.
 	LabelSiteIndex = "site-index"
 
-	kwokNodeAnnotation = "kwok.x-k8s.io/node"
+	kwokNodeAnnotation = kwokconfig.KwokNodeAnnotation
 	kubeconfigKey      = "kubeconfig"
 )
 
@@ -89,6 +90,26 @@ func siteNode(site, j int) *corev1.Node {
 			},
 		},
 	}
+}
+
+// HostNodes is how many nodes of its own the lab's host has.
+const HostNodes = 2
+
+// HostNodeName is the name of the j-th node (1-based) of the host's own: host-node1, ...
+func HostNodeName(j int) string { return fmt.Sprintf("host-node%d", j) }
+
+// hostNode is the host's own kwok node j: a real host has healthy nodes besides the
+// virtual ones, so its node lifecycle controller is not in full disruption when every
+// virtual node stops reporting, and evicts as it would in production. They are in a zone
+// of their own, as the host's nodes are not at any site.
+func hostNode(j int) *corev1.Node {
+	n := siteNode(1, j)
+	n.Name = HostNodeName(j)
+	delete(n.Annotations, vk8sv1.AnnotationResourceMetricsPath)
+	n.Labels[corev1.LabelHostname] = n.Name
+	n.Labels[corev1.LabelTopologyRegion] = "host"
+	n.Labels[corev1.LabelTopologyZone] = "host-a"
+	return n
 }
 
 // siteObjects returns the host objects that register site i: its kubeconfig Secret and the

@@ -169,11 +169,27 @@ func (l *Lab) setupSite(ctx context.Context, i, nodes int) error {
 	})
 }
 
-// setupHost installs the CRDs and registers every site.
+// setupHost makes the host's own nodes, installs the CRDs and registers every site.
 func (l *Lab) setupHost(ctx context.Context, sites, prevSites int) error {
 	c, err := l.Client("host")
 	if err != nil {
 		return err
+	}
+	for j := 1; j <= HostNodes; j++ {
+		if err := c.Create(ctx, hostNode(j)); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create node %s: %w", HostNodeName(j), err)
+		}
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		for j := 1; j <= HostNodes; j++ {
+			var n corev1.Node
+			if err := c.Get(ctx, client.ObjectKey{Name: HostNodeName(j)}, &n); err != nil || !translate.NodeReady(&n) {
+				return false, nil
+			}
+		}
+		return true, nil
+	}); err != nil {
+		return fmt.Errorf("the host's own nodes are not Ready: %w", err)
 	}
 	for _, ns := range []string{SystemNamespace, SharedNamespace} {
 		obj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}

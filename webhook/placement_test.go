@@ -116,3 +116,34 @@ func TestRestrictSites(t *testing.T) {
 		t.Errorf("a toleration of everything was not enough: %v", tol.Tolerations)
 	}
 }
+
+func TestTolerateOutages(t *testing.T) {
+	defaults := []corev1.Toleration{ // what the API server's DefaultTolerationSeconds adds
+		{Key: corev1.TaintNodeNotReady, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](300)},
+		{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](300)},
+	}
+	forever := []corev1.Toleration{
+		{Key: corev1.TaintNodeNotReady, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute},
+		{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute},
+	}
+	custom := corev1.Toleration{Key: "dedicated", Value: "edge", Effect: corev1.TaintEffectNoSchedule}
+	for _, tc := range []struct {
+		name     string
+		in, want []corev1.Toleration
+	}{
+		{"the API server's defaults lose their limit", defaults, forever},
+		{"none: added", nil, forever},
+		{"the manifest's own limit goes too, others stay", []corev1.Toleration{custom,
+			{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](30)}},
+			[]corev1.Toleration{custom, forever[1], forever[0]}},
+		{"everything tolerated for ever already", []corev1.Toleration{{Operator: corev1.TolerationOpExists}}, []corev1.Toleration{{Operator: corev1.TolerationOpExists}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := &corev1.PodSpec{Tolerations: slices.Clone(tc.in)}
+			tolerateOutages(spec)
+			if !apiequality.Semantic.DeepEqual(spec.Tolerations, tc.want) {
+				t.Errorf("tolerations %+v, want %+v", spec.Tolerations, tc.want)
+			}
+		})
+	}
+}

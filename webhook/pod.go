@@ -406,6 +406,7 @@ func (a *admitter) applySite(ctx context.Context, pod *corev1.Pod, owner podOwne
 			fmt.Sprintf("site %s is %s: %v", site, fed.SiteTypes[site], err), "create the WorkloadFlavor, or name an existing one")
 	}
 	tolerateVirtualNodes(spec)
+	tolerateOutages(spec)
 	if pod.Spec.NodeName == "" && owner.kind != "DaemonSet" {
 		restrictSites(spec, []string{site})
 	}

@@ -28,6 +28,36 @@ func tolerateVirtualNodes(spec *corev1.PodSpec) {
 	spec.Tolerations = append(spec.Tolerations, virtualNodeToleration)
 }
 
+// outageTaints are the taints the host's node lifecycle controller puts on a node that
+// stops reporting: on a virtual node, when the provider is down or cannot reach the site.
+var outageTaints = []string{corev1.TaintNodeNotReady, corev1.TaintNodeUnreachable}
+
+// tolerateOutages makes a pod of a vK8s namespace tolerate outageTaints for ever (SPEC §4,
+// "Disconnection": nothing is evicted). The API server's DefaultTolerationSeconds gives
+// every pod 300 s of them: on a host whose node lifecycle controller evicts (any host with
+// healthy nodes of its own), a provider down for 5 minutes would get every federated pod
+// evicted and, once it is back, their site pods deleted: the whole fleet restarted. The
+// pod runs on its site, whose own nodes decide its fate; the host's eviction can only
+// restart it. A toleration of the taint with tolerationSeconds (the default's, or the
+// manifest's) loses its limit; one without is added.
+func tolerateOutages(spec *corev1.PodSpec) {
+	for _, key := range outageTaints {
+		taint := &corev1.Taint{Key: key, Effect: corev1.TaintEffectNoExecute}
+		covered := false
+		for i := range spec.Tolerations {
+			t := &spec.Tolerations[i]
+			if !t.ToleratesTaint(logr.Discard(), taint, false) {
+				continue
+			}
+			t.TolerationSeconds = nil
+			covered = true
+		}
+		if !covered {
+			spec.Tolerations = append(spec.Tolerations, corev1.Toleration{Key: key, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute})
+		}
+	}
+}
+
 // restrictSites makes every term of spec's required node affinity require vk8s.io/site In
 // sites, in place of any vk8s.io/site requirement it had: terms are ORed, so each keeps
 // its own constraints and gains the site's. Without terms it adds one.

@@ -15,8 +15,9 @@ const KubernetesVersion = "v1.35.4"
 type Role int
 
 const (
-	// Host is the lab's host cluster: no kwok (its nodes are the provider's virtual
-	// nodes), and it verifies kubelet serving certificates.
+	// Host is the lab's host cluster: its own nodes are kwok's (HostNodeAnnotation
+	// selects them; the provider's virtual nodes are not kwok's), and it verifies kubelet
+	// serving certificates.
 	Host Role = iota
 	// Site is a lab site: kwok runs its nodes and simulates their containers.
 	Site
@@ -54,6 +55,23 @@ type Component struct {
 	WorkDir string
 }
 
+// KwokNodeAnnotation marks the nodes a cluster's kwok runs ("fake"): all of a site's, and
+// of the host's only its own nodes, never the provider's virtual nodes.
+const KwokNodeAnnotation = "kwok.x-k8s.io/node"
+
+// The host's node Lease duration and node grace period (kube-controller-manager's
+// --node-monitor-grace-period), as in SPEC §4 "Disconnection".
+const (
+	HostNodeLeaseSeconds      = 40
+	HostNodeGraceMilliseconds = 40000
+)
+
+// DefaultTolerationSeconds is how long, in the lab's host, a pod tolerates by default
+// the not-ready and unreachable taints of its node (the API server's
+// DefaultTolerationSeconds; Kubernetes' default is 300): shorter, so that a test sees in
+// about a minute and a half whether an outage of the provider evicts what it should not.
+const DefaultTolerationSeconds = "30"
+
 // Render renders the KwokctlConfiguration of one cluster: the binary runtime with local
 // binaries only, so kwokctl never downloads anything.
 //
@@ -85,13 +103,30 @@ func Render(c Cluster) ([]byte, error) {
 	apiserverArgs := []any{arg("advertise-address", advertise)}
 	patches := []any{}
 	if role == Host {
-		// Host nodes are the provider's virtual nodes; kwok must not manage them.
-		options["disable"] = []string{"kwok-controller"}
+		// The host's own nodes are kwok's, as a real host has healthy nodes of its own (so
+		// that its node lifecycle controller evicts as in production); the provider's
+		// virtual nodes are not. kwokctl derives the controller manager's node grace period
+		// from kwok's node Lease duration times its heartbeat factor (5 by default: a grace
+		// of 3m20s); the host's is Kubernetes' own scale instead: 40 s Leases, a 40 s grace
+		// (SPEC's), a 5 s monitor.
+		options["heartbeatFactor"] = 1
+		options["nodeLeaseDurationSeconds"] = HostNodeLeaseSeconds
+		options["kubeControllerManagerNodeMonitorGracePeriodMilliseconds"] = HostNodeGraceMilliseconds
+		options["kubeControllerManagerNodeMonitorPeriodMilliseconds"] = 5000
+		patches = append(patches, map[string]any{
+			"name": "kwok-controller",
+			"extraArgs": []any{
+				arg("manage-all-nodes", "false"),
+				arg("manage-nodes-with-annotation-selector", KwokNodeAnnotation+"=fake"),
+			},
+		})
 		apiserverArgs = append(apiserverArgs,
 			arg("kubelet-client-certificate", filepath.Join(pki, "admin.crt")),
 			arg("kubelet-client-key", filepath.Join(pki, "admin.key")),
 			arg("kubelet-certificate-authority", filepath.Join(pki, "ca.crt")),
 			arg("kubelet-preferred-address-types", "InternalIP"),
+			arg("default-not-ready-toleration-seconds", DefaultTolerationSeconds),
+			arg("default-unreachable-toleration-seconds", DefaultTolerationSeconds),
 		)
 		patches = append(patches, map[string]any{
 			"name": "kube-controller-manager",

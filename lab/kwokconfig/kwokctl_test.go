@@ -14,9 +14,8 @@ func TestRender(t *testing.T) {
 		tools[n] = "/t/" + n
 	}
 	for _, tc := range []struct {
-		role        Role
-		wantDisable bool
-	}{{Host, true}, {Site, false}} {
+		role Role
+	}{{Host}, {Site}} {
 		raw, err := Render(Cluster{Role: tc.role, Tools: tools, Advertise: "192.0.2.9", NodeIP: "198.18.0.2", PKI: "/pki", Content: "/content", Path: "/usr/bin"})
 		if err != nil {
 			t.Fatal(err)
@@ -47,8 +46,8 @@ func TestRender(t *testing.T) {
 				t.Errorf("role %d: %s = %v, want /t/%s", tc.role, key, cfg.Options[key], tool)
 			}
 		}
-		if _, disabled := cfg.Options["disable"]; disabled != tc.wantDisable {
-			t.Errorf("role %d: disable = %v, want set %v", tc.role, cfg.Options["disable"], tc.wantDisable)
+		if _, disabled := cfg.Options["disable"]; disabled {
+			t.Errorf("role %d: disable = %v, want every component", tc.role, cfg.Options["disable"])
 		}
 		if len(cfg.Patches) == 0 || cfg.Patches[0].Name != "kube-apiserver" || cfg.Patches[0].ExtraArgs[0].Value != "192.0.2.9" {
 			t.Errorf("role %d: patches %+v", tc.role, cfg.Patches)
@@ -66,12 +65,21 @@ func TestRender(t *testing.T) {
 				envs[p.Name+" "+e.Name] = e.Value
 			}
 		}
+		if tc.role == Host && (cfg.Options["kubeControllerManagerNodeMonitorGracePeriodMilliseconds"] != float64(HostNodeGraceMilliseconds) ||
+			cfg.Options["nodeLeaseDurationSeconds"] != float64(HostNodeLeaseSeconds) || cfg.Options["heartbeatFactor"] != float64(1)) {
+			t.Errorf("host: node grace %v, node lease %v; want %d ms and %d s", cfg.Options["kubeControllerManagerNodeMonitorGracePeriodMilliseconds"],
+				cfg.Options["nodeLeaseDurationSeconds"], HostNodeGraceMilliseconds, HostNodeLeaseSeconds)
+		}
 		if tc.role == Host {
 			// The host verifies the provider's kubelet serving certificate, signed by its CA.
 			for key, want := range map[string]string{
 				"kube-apiserver --kubelet-certificate-authority":     "/pki/ca.crt",
 				"kube-apiserver --kubelet-client-certificate":        "/pki/admin.crt",
 				"kube-controller-manager --cluster-signing-key-file": "/pki/ca.key",
+				// The host's kwok runs its own nodes only, not the virtual nodes.
+				"kwok-controller --manage-all-nodes":                      "false",
+				"kwok-controller --manage-nodes-with-annotation-selector": "kwok.x-k8s.io/node=fake",
+				"kube-apiserver --default-unreachable-toleration-seconds": DefaultTolerationSeconds,
 			} {
 				if args[key] != want {
 					t.Errorf("host: %s = %q, want %q", key, args[key], want)
