@@ -283,3 +283,56 @@ func TestProviderOutageEvictsNothing(t *testing.T) {
 		t.Errorf("site pods changed across the outage:\n before %v\n after  %v", before, after)
 	}
 }
+
+// TestSiteAdminPodSurvives: a site administrator's pod in a site namespace, with the name a
+// host pod then takes, is never changed or deleted; the host pod waits and says why
+// (SiteSynced=False, reason SiteNameConflict, naming the pod), and runs once the name is
+// free on the site.
+func TestSiteAdminPodSurvives(t *testing.T) {
+	skipShort(t)
+	startProvider(t)
+	c := hostClient(t)
+	waitAllVirtualNodes(t, c)
+	ns := plainNS + "-names"
+	hostNamespace(t, c, ns)
+	siteNS := translate.SiteNamespace(provider.DefaultTenant, ns)
+	bound := func(name, node string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec: corev1.PodSpec{NodeName: node, TerminationGracePeriodSeconds: ptr.To[int64](1),
+				Containers: []corev1.Container{{Name: "app", Image: "nginx:1.25"}}}}
+	}
+	// The first pod makes the site namespace.
+	first := bound("first", "site1-node1")
+	mustCreate(t, c, first)
+	waitPod(t, c, client.ObjectKeyFromObject(first), "pod first Running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+
+	sc := siteClient(t, "site1")
+	admin := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: siteNS, Name: "web-0", Labels: map[string]string{"owner": "site-admin"}},
+		Spec: corev1.PodSpec{NodeName: "node2", Containers: []corev1.Container{{Name: "admin", Image: "busybox:1.36"}}}}
+	mustCreate(t, sc, admin)
+	mine := bound("web-0", "site1-node2")
+	mustCreate(t, c, mine)
+	waitPod(t, c, client.ObjectKeyFromObject(mine), "host pod web-0 naming the site's pod of the same name", func(p *corev1.Pod) bool {
+		cond := podCondition(p, vk8sv1.ConditionSiteSynced)
+		return cond != nil && cond.Status == corev1.ConditionFalse && cond.Reason == translate.ReasonNameConflict &&
+			strings.Contains(cond.Message, siteNS+"/web-0")
+	})
+	time.Sleep(2 * time.Second) // a few of the provider's retries
+	var got corev1.Pod
+	if err := sc.Get(t.Context(), client.ObjectKeyFromObject(admin), &got); err != nil {
+		t.Fatalf("the site administrator's pod: %v", err)
+	}
+	if got.UID != admin.UID || got.DeletionTimestamp != nil || got.Labels["owner"] != "site-admin" || got.Labels[vk8sv1.LabelTenant] != "" ||
+		got.Spec.Containers[0].Image != "busybox:1.36" {
+		t.Errorf("the site administrator's pod was changed: uid %s (was %s), labels %v, image %s", got.UID, admin.UID, got.Labels, got.Spec.Containers[0].Image)
+	}
+
+	// The administrator frees the name: the host pod runs.
+	if err := sc.Delete(t.Context(), admin, client.GracePeriodSeconds(0)); err != nil {
+		t.Fatal(err)
+	}
+	waitForLong(t, 2*time.Minute, "host pod web-0 Running once the name is free", func(ctx context.Context) (bool, error) {
+		err := c.Get(ctx, client.ObjectKeyFromObject(mine), mine)
+		return err == nil && mine.Status.Phase == corev1.PodRunning, err
+	})
+}

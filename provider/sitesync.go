@@ -247,6 +247,17 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 		if got.Labels[vk8sv1.LabelHostPodUID] == string(host.UID) {
 			return nil // created by us; the cache has not seen it yet
 		}
+		if !translate.CreatedByVK8s(got, p.cfg.Tenant, host.Namespace) {
+			// A site administrator's pod, or another host's: never touched. The host pod
+			// waits, and says why, until the name is free.
+			p.metrics.op(site, "create", err, false)
+			p.reportUnsynced(host, translate.ReasonNameConflict, fmt.Sprintf(
+				"site %s already has pod %s/%s, which vk8s did not create (no labels %s=%s, %s=%s): vk8s leaves it alone; "+
+					"delete or rename it on the site, or give the host pod another name", site, got.Namespace, got.Name,
+				vk8sv1.LabelTenant, p.cfg.Tenant, vk8sv1.LabelHostNamespace, host.Namespace))
+			return errRequeue
+		}
+		// An earlier incarnation of this host pod (a StatefulSet's pod of the same name).
 		if err := c.deleteSitePod(ctx, got, new(int64)); err != nil {
 			return err
 		}

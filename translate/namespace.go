@@ -37,11 +37,13 @@ func Namespace(tenant, hostNamespace string) *corev1.Namespace {
 	}}
 }
 
-// CreatedByVK8s reports whether ns is the site namespace vk8s created for hostNamespace of
-// tenant: it carries the labels Namespace sets. vk8s never labels a namespace it finds, so
-// a namespace that existed before (a site administrator's) is never taken for one.
-func CreatedByVK8s(ns *corev1.Namespace, tenant, hostNamespace string) bool {
-	return ns.Labels[vk8sv1.LabelTenant] == tenant && ns.Labels[vk8sv1.LabelHostNamespace] == hostNamespace
+// CreatedByVK8s reports whether obj (a site namespace, or a pod or copy in one) is what
+// vk8s created for hostNamespace of tenant: it carries the labels vk8s sets. vk8s never
+// labels an object it finds, so one that a site administrator made (a namespace that
+// existed before, a pod of the same name) is never taken for one, changed or deleted.
+func CreatedByVK8s(obj metav1.Object, tenant, hostNamespace string) bool {
+	l := obj.GetLabels()
+	return l[vk8sv1.LabelTenant] == tenant && l[vk8sv1.LabelHostNamespace] == hostNamespace
 }
 
 // IsolationPolicy returns the NetworkPolicy of the site namespace of hostNamespace: every

@@ -26,6 +26,9 @@ const (
 	// ReasonNodeRegistered: the pod was bound to its virtual node before the node was
 	// registered, and is being created on its site now that it is.
 	ReasonNodeRegistered = "VirtualNodeRegistered"
+	// ReasonNameConflict: the site namespace holds a pod of the same name that vk8s did not
+	// create (a site administrator's); vk8s leaves it alone and the host pod waits.
+	ReasonNameConflict = "SiteNameConflict"
 	// ReasonTerminated: the pod is gone from its site after the host deleted it.
 	ReasonTerminated = "SitePodTerminated"
 )
