@@ -12,12 +12,14 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 	"github.com/vk8s-io/vk8s/provider"
+	"github.com/vk8s-io/vk8s/sitereg"
 	"github.com/vk8s-io/vk8s/translate"
 )
 
@@ -335,4 +337,38 @@ func TestSiteAdminPodSurvives(t *testing.T) {
 		err := c.Get(ctx, client.ObjectKeyFromObject(mine), mine)
 		return err == nil && mine.Status.Phase == corev1.PodRunning, err
 	})
+}
+
+// TestSiteNodeNamesTooLong: a Site whose name makes <site>-<node> longer than a Node's
+// hostname label allows is not Ready, and its Ready condition names the nodes and the
+// fix; no virtual node of it is attempted, and the lab's own Sites are untouched.
+func TestSiteNodeNamesTooLong(t *testing.T) {
+	skipShort(t)
+	startProvider(t)
+	c := hostClient(t)
+	waitAllVirtualNodes(t, c)
+	s := &vk8sv1.Site{}
+	if err := c.Get(t.Context(), client.ObjectKey{Name: "site3"}, s); err != nil {
+		t.Fatal(err)
+	}
+	name := strings.Repeat("long", 15) // a valid Site name; "-node1" makes 66 characters
+	long := &vk8sv1.Site{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: vk8sv1.SiteSpec{KubeconfigSecretRef: s.Spec.KubeconfigSecretRef, NodeSelector: map[string]string{corev1.LabelHostname: "node1"}}}
+	mustCreate(t, c, long)
+	t.Cleanup(func() { _ = c.Delete(context.Background(), long) })
+	waitFor(t, "Site "+name+" not Ready, naming its node and the fix", func(ctx context.Context) (bool, error) {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(long), long); err != nil {
+			return false, err
+		}
+		cond := meta.FindStatusCondition(long.Status.Conditions, vk8sv1.ConditionReady)
+		return cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == sitereg.ReasonNodeNamesTooLong &&
+			strings.Contains(cond.Message, name+"-node1") && strings.Contains(cond.Message, "Aggregate"), nil
+	})
+	var nodes corev1.NodeList
+	if err := c.List(t.Context(), &nodes, client.MatchingLabels{vk8sv1.LabelSite: name}); err != nil {
+		t.Fatal(err)
+	}
+	if len(nodes.Items) != 0 || len(long.Status.VirtualNodes) != 0 {
+		t.Errorf("Site %s: %d virtual nodes, status.virtualNodes %v; want none", name, len(nodes.Items), long.Status.VirtualNodes)
+	}
 }

@@ -58,6 +58,10 @@ const (
 	// ReasonNoReadyNodes: connected, but none of the site's nodes is Ready (or the node
 	// selector matches none).
 	ReasonNoReadyNodes = "NoReadyNodes"
+	// ReasonNodeNamesTooLong: Ready=False, a virtual node's name <site>-<node> is longer
+	// than a Node's kubernetes.io/hostname label allows (63 characters): it could never
+	// register.
+	ReasonNodeNamesTooLong = "NodeNamesTooLong"
 	// ReasonNodesNotSynced: connected, but the node list has not been read yet.
 	ReasonNodesNotSynced = "NodesNotSynced"
 )

@@ -4,17 +4,18 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
-
-	"github.com/vk8s-io/vk8s/translate"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/translate"
 )
 
 // maxVirtualNodes is the bound the Site CRD puts on status.virtualNodes.
@@ -37,6 +38,9 @@ type nodeSummary struct {
 	allocatable corev1.ResourceList
 	// virtualNodes are the host nodes that stand for the site, sorted.
 	virtualNodes []string
+	// tooLong are the names of virtual nodes that could not register, sorted: longer
+	// than a kubernetes.io/hostname label value may be (the Node's own name label).
+	tooLong []string
 }
 
 // summarizeNodes summarises the nodes of a cluster that sel selects for site.
@@ -56,9 +60,15 @@ func summarizeNodes(site string, mode vk8sv1.NodeMode, sel labels.Selector, node
 			s.allocatable[name] = sum
 		}
 		if mode != vk8sv1.NodeModeAggregate {
-			s.virtualNodes = append(s.virtualNodes, translate.VirtualNodeName(site, n.Name))
+			name := translate.VirtualNodeName(site, n.Name)
+			if !translate.VirtualNodeNameFits(name) {
+				s.tooLong = append(s.tooLong, name)
+				continue
+			}
+			s.virtualNodes = append(s.virtualNodes, name)
 		}
 	}
+	slices.Sort(s.tooLong)
 	if mode == vk8sv1.NodeModeAggregate {
 		s.virtualNodes = []string{site}
 	}
@@ -165,6 +175,11 @@ func siteStatus(site *vk8sv1.Site, obs observation, now time.Time) vk8sv1.SiteSt
 		set(vk8sv1.ConditionReady, metav1.ConditionFalse, ReasonNoReadyNodes,
 			fmt.Sprintf("spec.nodeSelector %v matches none of the cluster's %d nodes: fix spec.nodeSelector or label the nodes",
 				labels.Set(site.Spec.NodeSelector), n.total))
+	case len(n.tooLong) > 0:
+		set(vk8sv1.ConditionReady, metav1.ConditionFalse, ReasonNodeNamesTooLong,
+			fmt.Sprintf("virtual node names %s are longer than %d characters (a Node's %s label) and cannot register: "+
+				"give the Site a shorter name, or set spec.nodeMode Aggregate (one virtual node named after the Site)",
+				strings.Join(n.tooLong, ", "), validation.LabelValueMaxLength, corev1.LabelHostname))
 	case n.ready == 0:
 		set(vk8sv1.ConditionReady, metav1.ConditionFalse, ReasonNoReadyNodes,
 			fmt.Sprintf("none of the site's %d nodes is Ready: check them on the site (kubectl get nodes)", n.count))

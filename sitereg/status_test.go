@@ -214,6 +214,15 @@ func TestSiteStatus(t *testing.T) {
 			version: "v1.35.4", heartbeat: heartbeat,
 		},
 		{
+			name: "a node whose virtual name is too long for a Node: not Ready, named, and left out",
+			site: site(vk8sv1.NodeModePerNode, vk8sv1.SiteStatus{}),
+			obs: observation{version: "v1.35.4", heartbeat: heartbeat, nodesKnown: true,
+				nodes: summarizeNodes("s", vk8sv1.NodeModePerNode, all, []*corev1.Node{three[0], node(strings.Repeat("n", 62), true, "1", "1Gi", nil)})},
+			connected: metav1.ConditionTrue, connectedReason: ReasonConnected,
+			ready: metav1.ConditionFalse, readyReason: ReasonNodeNamesTooLong, message: "s-" + strings.Repeat("n", 62) + " are longer than 63 characters",
+			nodeCount: 2, virtual: []string{"s-node1"}, version: "v1.35.4", heartbeat: heartbeat,
+		},
+		{
 			name:      "connected, nodes not read yet",
 			site:      site(vk8sv1.NodeModePerNode, vk8sv1.SiteStatus{}),
 			obs:       observation{version: "v1.35.4", heartbeat: heartbeat},

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 )
@@ -39,6 +40,9 @@ func VirtualNodes(site *vk8sv1.Site, nodes []*corev1.Node, kubeletVersion string
 		out = []*corev1.Node{aggregateNode(site, nodes, kubeletVersion, ep)}
 	} else {
 		for _, n := range nodes {
+			if !VirtualNodeNameFits(VirtualNodeName(site.Name, n.Name)) {
+				continue // it could never register; the Site's Ready condition names it
+			}
 			out = append(out, perNode(site, n, kubeletVersion, ep))
 		}
 	}
@@ -205,6 +209,11 @@ func add(sum, more corev1.ResourceList) {
 // VirtualNodeName is the name of the host node that stands for node of site in PerNode
 // mode: "<site>-<node>".
 func VirtualNodeName(site, node string) string { return site + "-" + node }
+
+// VirtualNodeNameFits says whether a virtual node of this name can register: a Node's
+// kubernetes.io/hostname label holds its name, and a label value has at most 63
+// characters.
+func VirtualNodeNameFits(name string) bool { return len(name) <= validation.LabelValueMaxLength }
 
 // NodeReady says whether n's Ready condition is True.
 func NodeReady(n *corev1.Node) bool {

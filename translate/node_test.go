@@ -2,6 +2,7 @@ package translate
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -150,4 +151,18 @@ func readyStatus(n *corev1.Node) corev1.ConditionStatus {
 		}
 	}
 	return ""
+}
+
+// A node whose virtual name would be longer than a label value could never register: it
+// is left out (the Site's Ready condition names it, package sitereg), the others stay.
+func TestVirtualNodesLeaveOutNamesTooLong(t *testing.T) {
+	long := strings.Repeat("n", 58) // "site1-" + 58 = 64 characters
+	site := &vk8sv1.Site{ObjectMeta: metav1.ObjectMeta{Name: "site1"}}
+	got := VirtualNodes(site, []*corev1.Node{siteNode("node1", "1", true, false, nil), siteNode(long, "1", true, false, nil)}, "v1.35.4", Endpoint{})
+	if len(got) != 1 || got[0].Name != "site1-node1" {
+		t.Errorf("virtual nodes %v, want site1-node1 only", got)
+	}
+	if !VirtualNodeNameFits("site1-"+long[:57]) || VirtualNodeNameFits("site1-"+long) {
+		t.Error("VirtualNodeNameFits: 63 characters fit, 64 do not")
+	}
 }
