@@ -46,6 +46,10 @@ func newRefresher(s *State) *Refresher {
 // Enqueue asks for item a moment from now.
 func (r *Refresher) Enqueue(item RefreshItem) { r.queue.AddAfter(item, refreshDelay) }
 
+// NeedLeaderElection is false: admission on any replica enqueues, and the replica that
+// admitted the scale writes the annotation.
+func (r *Refresher) NeedLeaderElection() bool { return false }
+
 // Start processes the queue until ctx ends; it is a manager.Runnable.
 func (r *Refresher) Start(ctx context.Context) error {
 	go func() {

@@ -23,7 +23,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
-	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -94,6 +93,11 @@ type Config struct {
 	HealthAddr  string
 	// MetricsRegisterer receives the webhook's metrics. Nil: controller-runtime's registry.
 	MetricsRegisterer prometheus.Registerer
+	// LeaderElection makes replicas elect one that runs the federation controllers
+	// (Lease LeaderElectionNamespace/vk8s-webhook); every replica serves admission and
+	// keeps the webhook configurations. LeaderElectionNamespace empty: vk8s-system.
+	LeaderElection          bool
+	LeaderElectionNamespace string
 
 	// Options are the installation's settings that admission and the federation
 	// controllers share: the shared namespace, the default flavor, the reservations' TTL
@@ -131,6 +135,7 @@ func (cfg *Config) defaults() {
 	cfg.Default() // federation.Options' defaults
 	cfg.MetricsAddr = cmp.Or(cfg.MetricsAddr, "0")
 	cfg.HealthAddr = cmp.Or(cfg.HealthAddr, "0")
+	cfg.LeaderElectionNamespace = cmp.Or(cfg.LeaderElectionNamespace, "vk8s-system")
 	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultTimeout
 	}
@@ -243,6 +248,11 @@ func (s *Server) Run(ctx context.Context) error {
 		Metrics:                 metricsserver.Options{BindAddress: cfg.MetricsAddr},
 		HealthProbeBindAddress:  cfg.HealthAddr,
 		GracefulShutdownTimeout: ptr.To(10 * time.Second),
+		LeaderElection:          cfg.LeaderElection,
+		LeaderElectionID:        "vk8s-webhook",
+		LeaderElectionNamespace: cfg.LeaderElectionNamespace,
+		// A replica that stops hands the Lease over at once.
+		LeaderElectionReleaseOnCancel: true,
 		WebhookServer: crwebhook.NewServer(crwebhook.Options{
 			Host: cfg.BindAddress, Port: cfg.Port, CertDir: cfg.CertDir, TLSOpts: tlsOpts,
 		}),
@@ -273,7 +283,8 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	reg.client, reg.log = mgr.GetClient(), mgr.GetLogger().WithName("configurations")
-	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+	// Every replica keeps the configurations and its serving certificate, leader or not.
+	if err := mgr.Add(everyReplica(func(ctx context.Context) error {
 		return reg.run(ctx, mgr, authority)
 	})); err != nil {
 		return err
@@ -291,6 +302,14 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	return mgr.Start(ctx)
 }
+
+// everyReplica is a manager.Runnable that runs on every replica, not only on the leader.
+type everyReplica func(ctx context.Context) error
+
+func (f everyReplica) Start(ctx context.Context) error { return f(ctx) }
+
+// NeedLeaderElection is false: see everyReplica.
+func (everyReplica) NeedLeaderElection() bool { return false }
 
 func loggerOr(l logr.Logger) logr.Logger {
 	if l.GetSink() == nil {

@@ -53,7 +53,7 @@ func newProviderCommand() *cobra.Command {
 	f.StringVar(&cfg.Kubelet.CertDir, "kubelet-cert-dir", "", "folder keeping the signed serving certificate across restarts (default: memory)")
 	f.BoolVar(&cfg.Kubelet.DisableCSRApproval, "kubelet-disable-csr-approval", false, "do not approve the provider's own CertificateSigningRequest; wait for an operator")
 	f.BoolVar(&cfg.Kubelet.Disabled, "kubelet-disabled", false, "do not serve the kubelet API (logs, exec, metrics through the host do not work)")
-	f.BoolVar(&cfg.LeaderElection, "leader-elect", false, "elect one active replica (Lease vk8s-provider); run it when more than one replica runs")
+	f.BoolVar(&cfg.LeaderElection, "leader-elect", true, "elect one active replica (Lease vk8s-provider in --leader-elect-namespace); false only for a single replica that must not wait for a Lease")
 	f.StringVar(&cfg.LeaderElectionNamespace, "leader-elect-namespace", "vk8s-system", "namespace of the leader election Lease")
 	f.StringVar(&cfg.MetricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; 0 turns it off")
 	f.StringVar(&cfg.HealthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz; 0 turns them off")

@@ -61,6 +61,8 @@ cluster) or through --service (namespace/name, in the cluster).`,
 	f.Int32Var(&servicePort, "service-port", 443, "port of --service")
 	f.StringVar(&cfg.BindAddress, "bind-address", "", "address the HTTPS server listens on (default: every address)")
 	f.IntVar(&cfg.Port, "port", 0, fmt.Sprintf("port the HTTPS server listens on (default: the port of --url, else %d)", webhook.DefaultPort))
+	f.BoolVar(&cfg.LeaderElection, "leader-elect", true, "elect one replica to run the federation controllers (Lease vk8s-webhook in --leader-elect-namespace); every replica serves admission")
+	f.StringVar(&cfg.LeaderElectionNamespace, "leader-elect-namespace", "vk8s-system", "namespace of the leader election Lease")
 	f.BoolVar(&cfg.ManageConfigurations, "manage-configurations", true,
 		"create and update this webhook's own MutatingWebhookConfiguration and ValidatingWebhookConfiguration; when false, only write the CA bundle into them if they exist")
 	f.StringVar(&cfg.ConfigurationName, "configuration-name", webhook.DefaultConfigurationName, "name of both webhook configurations")
