@@ -2,13 +2,17 @@ package e2e
 
 import (
 	"context"
+	"encoding/pem"
 	"fmt"
 	"maps"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -371,4 +375,109 @@ func TestSiteNodeNamesTooLong(t *testing.T) {
 	if len(nodes.Items) != 0 || len(long.Status.VirtualNodes) != 0 {
 		t.Errorf("Site %s: %d virtual nodes, status.virtualNodes %v; want none", name, len(nodes.Items), long.Status.VirtualNodes)
 	}
+}
+
+// TestHangingSiteHoldsOnlyItself: site2's API server hangs on every pod create in the
+// site namespace (a site-side admission webhook that never answers, as a broken policy
+// engine does), while its reads answer. 10 pods sent to site2 first, then 20 to site1 and
+// site3: the 20 run while site2's creates are still hanging in their first attempt (none
+// has timed out, which takes the provider's 15 s site-call deadline), because site calls
+// run on each site's own queue and workers, not on virtual-kubelet's pod workers that
+// serve every site. Once the site's webhook is gone, site2's pods run too.
+func TestHangingSiteHoldsOnlyItself(t *testing.T) {
+	skipShort(t)
+	startProvider(t)
+	c := hostClient(t)
+	waitAllVirtualNodes(t, c)
+	ns := plainNS + "-hang"
+	hostNamespace(t, c, ns)
+
+	// An HTTPS server that never answers: the site's API server waits for the webhook's
+	// 30 s, longer than the provider's 15 s deadline of a site call.
+	release := make(chan struct{})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	srv.StartTLS()
+	t.Cleanup(func() {
+		close(release)
+		srv.Close()
+	})
+	caBundle := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	site2 := siteClient(t, "site2")
+	url := srv.URL + "/hang"
+	hang := &admissionregistrationv1.ValidatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "e2e-hang"},
+		Webhooks: []admissionregistrationv1.ValidatingWebhook{{
+			Name: "hang.e2e.vk8s.io", ClientConfig: admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: caBundle},
+			Rules: []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+				Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
+			NamespaceSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{vk8sv1.LabelHostNamespace: ns}},
+			FailurePolicy:           ptr.To(admissionregistrationv1.Fail),
+			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNone),
+			AdmissionReviewVersions: []string{"v1"},
+			TimeoutSeconds:          ptr.To[int32](30),
+		}}}
+	mustCreate(t, site2, hang)
+	removed := false
+	remove := func() {
+		if !removed {
+			removed = true
+			_ = site2.Delete(context.Background(), hang)
+		}
+	}
+	t.Cleanup(remove)
+
+	bound := func(name, node string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": "hang"}},
+			Spec: corev1.PodSpec{NodeName: node, TerminationGracePeriodSeconds: ptr.To[int64](1),
+				Containers: []corev1.Container{{Name: "app", Image: "nginx:1.25"}}}}
+	}
+	for i := range 10 {
+		mustCreate(t, c, bound(fmt.Sprintf("stuck-%d", i), fmt.Sprintf("site2-node%d", i%3+1)))
+	}
+	for i := range 20 {
+		site := []string{"site1", "site3"}[i%2]
+		mustCreate(t, c, bound(fmt.Sprintf("fine-%d", i), fmt.Sprintf("%s-node%d", site, i%3+1)))
+	}
+	var pods corev1.PodList
+	waitForLong(t, 2*time.Minute, "the 20 pods of site1 and site3 Running", func(ctx context.Context) (bool, error) {
+		if err := c.List(ctx, &pods, client.InNamespace(ns)); err != nil {
+			return false, err
+		}
+		running := 0
+		for _, p := range pods.Items {
+			if strings.HasPrefix(p.Name, "fine-") && p.Status.Phase == corev1.PodRunning {
+				running++
+			}
+		}
+		return running == 20, nil
+	})
+	for _, p := range pods.Items {
+		if !strings.HasPrefix(p.Name, "stuck-") {
+			continue
+		}
+		if cond := podCondition(&p, vk8sv1.ConditionSiteSynced); cond != nil && cond.Status == corev1.ConditionFalse {
+			t.Errorf("pod %s of site2 already says %s: %s; the other sites' pods waited for site2's hanging calls", p.Name, cond.Reason, cond.Message)
+		}
+		if p.Status.Phase == corev1.PodRunning {
+			t.Errorf("pod %s of site2 runs while site2's creates hang", p.Name)
+		}
+	}
+
+	remove()
+	waitForLong(t, 3*time.Minute, "site2's 10 pods Running once its webhook is gone", func(ctx context.Context) (bool, error) {
+		if err := c.List(ctx, &pods, client.InNamespace(ns)); err != nil {
+			return false, err
+		}
+		running := 0
+		for _, p := range pods.Items {
+			if strings.HasPrefix(p.Name, "stuck-") && p.Status.Phase == corev1.PodRunning {
+				running++
+			}
+		}
+		return running == 10, nil
+	})
 }

@@ -369,17 +369,18 @@ func (p *Pods) siteDown(site string, cause error) {
 // virtual-kubelet (which would fail a restartPolicy Never pod at once): a pod whose site
 // is not connected waits for it, one the site refuses is retried with backoff while a
 // condition and an Event quote the site's error, and an invalid one fails.
-func (p *Pods) CreatePod(ctx context.Context, pod *corev1.Pod) error {
-	return p.sync(ctx, pod)
+func (p *Pods) CreatePod(_ context.Context, pod *corev1.Pod) error {
+	return p.sync(pod)
 }
 
 // UpdatePod carries a host pod's labels, annotations, images and active deadline to its
 // site pod.
-func (p *Pods) UpdatePod(ctx context.Context, pod *corev1.Pod) error {
-	return p.sync(ctx, pod)
+func (p *Pods) UpdatePod(_ context.Context, pod *corev1.Pod) error {
+	return p.sync(pod)
 }
 
-func (p *Pods) sync(ctx context.Context, pod *corev1.Pod) error {
+// sync hands a host pod to its site's queue (or says why it waits).
+func (p *Pods) sync(pod *corev1.Pod) error {
 	key := pod.Namespace + "/" + pod.Name
 	site, _, err := p.placement(pod)
 	if err != nil {
@@ -398,13 +399,9 @@ func (p *Pods) sync(ctx context.Context, pod *corev1.Pod) error {
 		p.reportUnsynced(pod, translate.ReasonSiteUnreachable, fmt.Sprintf("site %s is not connected; the pod is created there once it is: %v", site, err))
 		return nil
 	}
-	if !c.synced() {
-		c.queue.Add(item{Namespace: pod.Namespace, Name: pod.Name})
-		return nil
-	}
-	if err := p.syncPod(ctx, c, item{Namespace: pod.Namespace, Name: pod.Name}); err != nil {
-		c.queue.AddRateLimited(item{Namespace: pod.Namespace, Name: pod.Name})
-	}
+	// The site's own queue and workers make the call, never virtual-kubelet's pod
+	// workers, which serve every site: a site whose writes hang holds only its own.
+	c.queue.Add(item{Namespace: pod.Namespace, Name: pod.Name})
 	return nil
 }
 
@@ -425,9 +422,10 @@ func (p *Pods) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 			return nil
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
-	defer cancel()
-	return c.deleteSitePod(ctx, sp, pod.DeletionGracePeriodSeconds)
+	// The site's own workers delete it (syncPod: with the host pod's grace period), not
+	// virtual-kubelet's, which serve every site.
+	c.queue.Add(item{Namespace: pod.Namespace, Name: pod.Name})
+	return nil
 }
 
 // forceDeleteHost removes a host pod whose site pod is gone.
