@@ -63,6 +63,12 @@ func TestProviderRestart(t *testing.T) {
 			want[name] = fmt.Sprintf("site%d", site)
 			p := testPod(name, fmt.Sprintf("site%d-node%d", site, node))
 			p.Namespace = ns
+			// While the provider is down its virtual nodes turn NotReady, and the lab's
+			// host evicts as a production host does: these pods tolerate that for ever,
+			// as admission makes the pods of vK8s namespaces do.
+			for _, key := range []string{corev1.TaintNodeNotReady, corev1.TaintNodeUnreachable} {
+				p.Spec.Tolerations = append(p.Spec.Tolerations, corev1.Toleration{Key: key, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute})
+			}
 			wg.Go(func() {
 				if err := host.Create(context.Background(), p); err != nil {
 					errs <- err
