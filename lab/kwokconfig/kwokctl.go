@@ -15,7 +15,7 @@ const KubernetesVersion = "v1.35.4"
 type Role int
 
 const (
-	// Host is the lab's host cluster: its own nodes are kwok's (HostNodeAnnotation
+	// Host is the lab's host cluster: its own nodes are kwok's (KwokNodeAnnotation
 	// selects them; the provider's virtual nodes are not kwok's), and it verifies kubelet
 	// serving certificates.
 	Host Role = iota
