@@ -24,7 +24,6 @@ import (
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 	"github.com/vk8s-io/vk8s/provider"
-	"github.com/vk8s-io/vk8s/translate"
 )
 
 const appsNS = "apps"
@@ -37,14 +36,7 @@ var labSites = []string{"site1", "site2", "site3"}
 // ConfigMaps, ServiceAccounts, Roles, RoleBindings and NetworkPolicies of the namespace on
 // every site, where a ServiceAccount can do what its Role allows and nothing elsewhere.
 func TestApplications(t *testing.T) {
-	skipShort(t)
-	startProvider(t)
-	c := hostClient(t)
-	waitAllVirtualNodes(t, c)
-	wh := webhookStart(t)
-	webhookCleanup(t, c, wh, appsNS)
-	vk8sNamespace(t, c, appsNS)
-	siteNS := translate.SiteNamespace(provider.DefaultTenant, appsNS)
+	c, siteNS := federatedNamespace(t, appsNS)
 
 	web := webhookDeployment("web", 1, nil)
 	web.Namespace = appsNS

@@ -18,8 +18,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vk8s-io/vk8s/lab"
-	"github.com/vk8s-io/vk8s/provider"
-	"github.com/vk8s-io/vk8s/translate"
 )
 
 const helmNS = "helm"
@@ -30,14 +28,7 @@ const helmNS = "helm"
 // `helm install --wait` into a vK8s namespace, reads each site's share from the site's API
 // server, and checks that `helm uninstall` leaves nothing of it on any site.
 func TestHelmChart(t *testing.T) {
-	skipShort(t)
-	startProvider(t)
-	c := hostClient(t)
-	waitAllVirtualNodes(t, c)
-	wh := webhookStart(t)
-	webhookCleanup(t, c, wh, helmNS)
-	vk8sNamespace(t, c, helmNS)
-	siteNS := translate.SiteNamespace(provider.DefaultTenant, helmNS)
+	c, siteNS := federatedNamespace(t, helmNS)
 
 	t.Run("helm install --wait succeeds: 2 web and 1 Redis per site, the hook Job ran on every site", func(t *testing.T) {
 		out := helm(t, "install", "shop", "testdata/charts/shop", "--namespace", helmNS, "--wait", "--timeout", "4m")

@@ -19,8 +19,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
-	"github.com/vk8s-io/vk8s/provider"
-	"github.com/vk8s-io/vk8s/translate"
 )
 
 const storageNS = "storage"
@@ -32,14 +30,7 @@ const storageNS = "storage"
 // scheduler places the pods, each ordinal's claim is on its own site and Bound there (to the
 // lab site's default class), and scaling down and up keeps every claim on its site.
 func TestStatefulSetStorage(t *testing.T) {
-	skipShort(t)
-	startProvider(t)
-	c := hostClient(t)
-	waitAllVirtualNodes(t, c)
-	wh := webhookStart(t)
-	webhookCleanup(t, c, wh, storageNS)
-	vk8sNamespace(t, c, storageNS)
-	siteNS := translate.SiteNamespace(provider.DefaultTenant, storageNS)
+	c, siteNS := federatedNamespace(t, storageNS)
 
 	labels := map[string]string{"app": "nginx"}
 	mustCreate(t, c, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: storageNS, Name: "nginx", Labels: labels},

@@ -143,15 +143,8 @@ const outageNS = "outage"
 // host, no site pod is deleted or restarted, and their status flows again once the
 // provider is back.
 func TestProviderOutageEvictsNothing(t *testing.T) {
-	skipShort(t)
-	startProvider(t)
-	c := hostClient(t)
-	waitAllVirtualNodes(t, c)
-	wh := webhookStart(t)
-	webhookCleanup(t, c, wh, outageNS)
-	vk8sNamespace(t, c, outageNS)
+	c, siteNS := federatedNamespace(t, outageNS)
 	hostNamespace(t, c, plainNS+"-outage")
-	siteNS := translate.SiteNamespace(provider.DefaultTenant, outageNS)
 
 	d := webhookDeployment("steady", 3, nil)
 	d.Namespace = outageNS

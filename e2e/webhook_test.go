@@ -522,6 +522,20 @@ func webhookNamespaceGone(ctx context.Context, c client.Client, ns string) error
 // shared/all-sites) and waits until the API server sends its workloads to the webhook.
 func webhookEnableNamespace(t *testing.T, c client.Client) { vk8sNamespace(t, c, webhookNS) }
 
+// federatedNamespace starts a test of what runs in a vK8s namespace: the provider and the
+// webhook running, every virtual node registered, and ns a vK8s namespace, deleted with the
+// webhook when the test ends. It returns the host client and ns's site namespace.
+func federatedNamespace(t *testing.T, ns string) (client.Client, string) {
+	t.Helper()
+	skipShort(t)
+	startProvider(t)
+	c := hostClient(t)
+	waitAllVirtualNodes(t, c)
+	webhookCleanup(t, c, webhookStart(t), ns)
+	vk8sNamespace(t, c, ns)
+	return c, translate.SiteNamespace(provider.DefaultTenant, ns)
+}
+
 // vk8sNamespace creates the vK8s namespace name (VirtualKubernetes vk on
 // shared/all-sites) and waits until the API server sends its workloads to the webhook.
 func vk8sNamespace(t *testing.T, c client.Client, name string) {

@@ -20,8 +20,6 @@ import (
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 	"github.com/vk8s-io/vk8s/federation"
-	"github.com/vk8s-io/vk8s/provider"
-	"github.com/vk8s-io/vk8s/translate"
 )
 
 const workloadsNS = "workloads"
@@ -32,14 +30,7 @@ const workloadsNS = "workloads"
 // (lab/kwokconfig, the vk8s-lab-job-complete Stage); the host's own job and cronjob
 // controllers count the completions the provider reports.
 func TestJobsCronJobsAndDaemonSets(t *testing.T) {
-	skipShort(t)
-	startProvider(t)
-	c := hostClient(t)
-	waitAllVirtualNodes(t, c)
-	wh := webhookStart(t)
-	webhookCleanup(t, c, wh, workloadsNS)
-	vk8sNamespace(t, c, workloadsNS)
-	siteNS := translate.SiteNamespace(provider.DefaultTenant, workloadsNS)
+	c, siteNS := federatedNamespace(t, workloadsNS)
 	template := func(app string) corev1.PodTemplateSpec {
 		return corev1.PodTemplateSpec{
 			ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": app}},
