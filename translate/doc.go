@@ -13,7 +13,9 @@
 // (SiteNamespace), labelled with the tenant, the host namespace and the host pod's UID,
 // pinned to the real node in PerNode mode (Target), without what only means something in
 // the host (the binding to the virtual node, the host's service-account token volume, the
-// virtual nodes' toleration, node selection and priority class).
+// virtual nodes' toleration, node selection and priority class). ReachesSite says whether
+// a host pod bound to a virtual node may go to its site at all (vK8s namespaces, the vk8s
+// taint tolerated by key, or a pod bound by hand; never a host-wide DaemonSet).
 //
 // # Status
 //
@@ -26,10 +28,11 @@
 // # Virtual nodes
 //
 // VirtualNodes turns a site's nodes into host Nodes: in PerNode mode one per real node,
-// named VirtualNodeName (<site>-<node>), with its capacity, conditions and topology
-// labels; in Aggregate mode one per site with the allocatable of its schedulable, Ready
-// nodes summed. Every virtual node carries vk8s.io/site, type=virtual-kubelet and the taint
-// only vK8s pods tolerate. Disconnected is a virtual node whose site does not answer: still
+// named VirtualNodeName (<site>-<node>; one that VirtualNodeNameFits refuses, longer than a
+// label value, is left out), with its capacity, conditions and topology labels; in
+// Aggregate mode one per site with the allocatable of its schedulable, Ready nodes summed.
+// Every virtual node carries vk8s.io/site, type=virtual-kubelet and the taint only vK8s
+// pods tolerate. Disconnected is a virtual node whose site does not answer: still
 // Ready, SiteConnected=False and a NoSchedule taint.
 //
 // # References and copies
