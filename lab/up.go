@@ -131,12 +131,6 @@ func (l *Lab) setupSite(ctx context.Context, i, nodes int) error {
 	if err != nil {
 		return err
 	}
-	for j := 1; j <= nodes; j++ {
-		n := siteNode(i, j)
-		if err := c.Create(ctx, n); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("create node %s: %w", n.Name, err)
-		}
-	}
 	// Nodes beyond the requested count go, so `up --nodes` can shrink a lab.
 	var list corev1.NodeList
 	if err := c.List(ctx, &list); err != nil {
@@ -154,18 +148,29 @@ func (l *Lab) setupSite(ctx context.Context, i, nodes int) error {
 			}
 		}
 	}
-	return wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		var list corev1.NodeList
-		if err := c.List(ctx, &list); err != nil {
-			return false, nil
+	want := make([]*corev1.Node, 0, nodes)
+	for j := 1; j <= nodes; j++ {
+		want = append(want, siteNode(i, j))
+	}
+	return ensureKwokNodes(ctx, c, want)
+}
+
+// ensureKwokNodes creates those of nodes (kwok's) that are missing and waits, up to a
+// minute, until every one of them is Ready.
+func ensureKwokNodes(ctx context.Context, c client.Client, nodes []*corev1.Node) error {
+	for _, n := range nodes {
+		if err := c.Create(ctx, n); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create node %s: %w", n.Name, err)
 		}
-		ready := 0
-		for i := range list.Items {
-			if translate.NodeReady(&list.Items[i]) {
-				ready++
+	}
+	return wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		for _, want := range nodes {
+			var n corev1.Node
+			if err := c.Get(ctx, client.ObjectKey{Name: want.Name}, &n); err != nil || !translate.NodeReady(&n) {
+				return false, nil
 			}
 		}
-		return ready >= nodes, nil
+		return true, nil
 	})
 }
 
@@ -175,21 +180,12 @@ func (l *Lab) setupHost(ctx context.Context, sites, prevSites int) error {
 	if err != nil {
 		return err
 	}
+	own := make([]*corev1.Node, 0, HostNodes)
 	for j := 1; j <= HostNodes; j++ {
-		if err := c.Create(ctx, hostNode(j)); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("create node %s: %w", HostNodeName(j), err)
-		}
+		own = append(own, hostNode(j))
 	}
-	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		for j := 1; j <= HostNodes; j++ {
-			var n corev1.Node
-			if err := c.Get(ctx, client.ObjectKey{Name: HostNodeName(j)}, &n); err != nil || !translate.NodeReady(&n) {
-				return false, nil
-			}
-		}
-		return true, nil
-	}); err != nil {
-		return fmt.Errorf("the host's own nodes are not Ready: %w", err)
+	if err := ensureKwokNodes(ctx, c, own); err != nil {
+		return fmt.Errorf("the host's own nodes: %w", err)
 	}
 	for _, ns := range []string{SystemNamespace, SharedNamespace} {
 		obj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}
