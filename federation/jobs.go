@@ -70,27 +70,26 @@ func (j *jobStatus) Reconcile(ctx context.Context, req reconcile.Request) (recon
 	patched := job.DeepCopy()
 	patched.Annotations[vk8sv1.AnnotationSiteSucceeded] = shares.Succeeded()
 	patched.Annotations[vk8sv1.AnnotationSiteFailed] = shares.Failed()
-	exceeded := ""
+	var exceeded *siteShare
 	if !jobFinished(job) && job.Annotations[vk8sv1.AnnotationSiteBackoffExceeded] == "" {
 		exceeded = shares.Exceeded()
 	}
-	if exceeded != "" {
-		patched.Annotations[vk8sv1.AnnotationSiteBackoffExceeded] = exceeded
+	if exceeded != nil {
+		patched.Annotations[vk8sv1.AnnotationSiteBackoffExceeded] = exceeded.Site
 		patched.Spec.BackoffLimit = ptr.To[int32](0)
 	}
 	if patched.Annotations[vk8sv1.AnnotationSiteSucceeded] == job.Annotations[vk8sv1.AnnotationSiteSucceeded] &&
-		patched.Annotations[vk8sv1.AnnotationSiteFailed] == job.Annotations[vk8sv1.AnnotationSiteFailed] && exceeded == "" {
+		patched.Annotations[vk8sv1.AnnotationSiteFailed] == job.Annotations[vk8sv1.AnnotationSiteFailed] && exceeded == nil {
 		return reconcile.Result{}, nil
 	}
 	if err := j.writer.Patch(ctx, patched, client.MergeFrom(job)); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
-	if exceeded != "" {
-		s := shares.Sites[shares.index(exceeded)]
-		ctrl.LoggerFrom(ctx).Info("Failing a Job: a site passed its backoffLimit", "site", exceeded, "failures", s.Failed, "backoffLimitPerSite", shares.BackoffLimit)
+	if s := exceeded; s != nil {
+		ctrl.LoggerFrom(ctx).Info("Failing a Job: a site passed its backoffLimit", "site", s.Site, "failures", s.Failed, "backoffLimitPerSite", shares.BackoffLimit)
 		j.s.event(job, nil, corev1.EventTypeWarning, ReasonSiteBackoffLimitExceeded, "FailJob",
 			"Site %s failed %d times, more than the Job's backoffLimit of %d per site: the Job fails (spec.backoffLimit set to 0). "+
-				"Look at the Job's failed pods on %s (label %s=%s)", exceeded, s.Failed, shares.BackoffLimit, exceeded, vk8sv1.LabelSite, exceeded)
+				"Look at the Job's failed pods on %s (label %s=%s)", s.Site, s.Failed, shares.BackoffLimit, s.Site, vk8sv1.LabelSite, s.Site)
 	}
 	return reconcile.Result{}, nil
 }
@@ -202,19 +201,19 @@ func (j jobShares) Failed() string {
 	})
 }
 
-// Exceeded names the first site whose failures passed the per-site backoffLimit, or "",
+// Exceeded returns the first site whose failures passed the per-site backoffLimit, or nil,
 // by the host's job controller's rules: more failures than the limit, or as many
 // restarts as a limit above 0 when pods restart on failure.
-func (j jobShares) Exceeded() string {
+func (j jobShares) Exceeded() *siteShare {
 	if j.BackoffLimit < 0 {
-		return ""
+		return nil
 	}
-	for _, s := range j.Sites {
+	for i, s := range j.Sites {
 		if s.Failed > j.BackoffLimit || (j.OnFailure && j.BackoffLimit > 0 && s.Failed >= j.BackoffLimit) {
-			return s.Site
+			return &j.Sites[i]
 		}
 	}
-	return ""
+	return nil
 }
 
 func (j jobShares) format(value func(siteShare) string) string {

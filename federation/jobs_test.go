@@ -70,7 +70,11 @@ func TestJobShares(t *testing.T) {
 			if got := s.Failed(); got != tc.failed {
 				t.Errorf("failed %q, want %q", got, tc.failed)
 			}
-			if got := s.Exceeded(); got != tc.exceeds {
+			got := ""
+			if e := s.Exceeded(); e != nil {
+				got = e.Site
+			}
+			if got != tc.exceeds {
 				t.Errorf("exceeded %q, want %q", got, tc.exceeds)
 			}
 		})
