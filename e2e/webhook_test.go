@@ -28,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -57,8 +58,8 @@ type webhookRun struct {
 // webhookStart runs the webhook in this process against the fleet's host, registered with
 // a URL client config (https://127.0.0.1:<port>), with certificates that rotate within the
 // test: a CA every 40 s, a serving certificate every 10 s. It returns once /readyz says the
-// configurations are registered.
-func webhookStart(t *testing.T) *webhookRun {
+// configurations are registered. Options, when given, change its configuration.
+func webhookStart(t *testing.T, options ...func(*webhook.Config)) *webhookRun {
 	t.Helper()
 	host, err := fleet.RESTConfig("host")
 	if err != nil {
@@ -66,7 +67,7 @@ func webhookStart(t *testing.T) *webhookRun {
 	}
 	port, health := webhookFreePort(t), webhookFreePort(t)
 	reg := prometheus.NewRegistry()
-	srv, err := webhook.New(webhook.Config{
+	cfg := webhook.Config{
 		Host:                 host,
 		Logger:               logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).WithName("webhook"),
 		BindAddress:          "127.0.0.1",
@@ -81,7 +82,13 @@ func webhookStart(t *testing.T) *webhookRun {
 		MetricsRegisterer:    reg,
 		// controller-runtime refuses a controller name a process has seen before.
 		Options: federation.Options{Name: fmt.Sprintf("vk8s-webhook-e2e-%d", webhookStarts.Add(1))},
-	})
+		// Not the lab webhook's CA.
+		CASecret: types.NamespacedName{Namespace: lab.SystemNamespace, Name: webhookConfigName + "-ca"},
+	}
+	for _, o := range options {
+		o(&cfg)
+	}
+	srv, err := webhook.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +110,7 @@ func webhookStart(t *testing.T) *webhookRun {
 			return false, fmt.Errorf("the webhook stopped: %w", err)
 		default:
 		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/readyz", health), nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+cfg.HealthAddr+"/readyz", nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return false, nil
@@ -115,12 +122,25 @@ func webhookStart(t *testing.T) *webhookRun {
 	// calls this webhook (a dry-run VirtualKubernetes on a missing virtual-site).
 	c := hostClient(t)
 	waitFor(t, "the API server to call the webhook", func(ctx context.Context) (bool, error) {
-		vk := &vk8sv1.VirtualKubernetes{ObjectMeta: metav1.ObjectMeta{Namespace: metav1.NamespaceDefault, Name: "probe"},
-			Spec: vk8sv1.VirtualKubernetesSpec{VirtualSite: "shared/absent"}}
-		err := c.Create(ctx, vk, client.DryRunAll)
-		return err != nil && strings.Contains(err.Error(), "VirtualSite shared/absent does not exist"), nil
+		return webhookProbe(ctx, c) == nil, nil
 	})
 	return run
+}
+
+// webhookProbe is one admission the webhook answers without changing anything: a dry-run
+// VirtualKubernetes naming a VirtualSite that does not exist. It returns nil when the
+// webhook refused it for that reason, else what happened.
+func webhookProbe(ctx context.Context, c client.Client) error {
+	vk := &vk8sv1.VirtualKubernetes{ObjectMeta: metav1.ObjectMeta{Namespace: metav1.NamespaceDefault, Name: "probe"},
+		Spec: vk8sv1.VirtualKubernetesSpec{VirtualSite: "shared/absent"}}
+	err := c.Create(ctx, vk, client.DryRunAll)
+	if err != nil && strings.Contains(err.Error(), "VirtualSite shared/absent does not exist") {
+		return nil
+	}
+	if err == nil {
+		return errors.New("the webhook admitted a VirtualKubernetes of a missing VirtualSite")
+	}
+	return err
 }
 
 func webhookFreePort(t *testing.T) int {
@@ -498,6 +518,7 @@ func webhookCleanup(t *testing.T, c client.Client, wh *webhookRun, namespaces ..
 		defer cancel()
 		_ = c.Delete(ctx, &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: webhookConfigName}})
 		_ = c.Delete(ctx, &admissionregistrationv1.ValidatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: webhookConfigName}})
+		_ = c.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: lab.SystemNamespace, Name: webhookConfigName + "-ca"}})
 		for _, ns := range namespaces {
 			_ = c.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 		}

@@ -249,10 +249,14 @@ func (r *registrar) readyCheck(*http.Request) error {
 }
 
 // run waits for the cache and the HTTPS server, registers the configurations, and then
-// rotates the certificates (self-managed) or re-reads the CA file, repairing the
-// configurations every ResyncInterval, until ctx ends.
+// rotates the certificates (self-managed, the Authority) or re-reads the CA file, repairing
+// the configurations every ResyncInterval, until ctx ends.
 func (r *registrar) run(ctx context.Context, mgr manager.Manager, authority *certs.Authority) error {
 	if !mgr.GetCache().WaitForCacheSync(ctx) {
+		return nil
+	}
+	// The server's started check is a TLS handshake: it needs the certificate.
+	if authority != nil && authority.Load(ctx) != nil {
 		return nil
 	}
 	started := mgr.GetWebhookServer().StartedChecker()
@@ -263,10 +267,13 @@ func (r *registrar) run(ctx context.Context, mgr manager.Manager, authority *cer
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	errs := make(chan error, 1)
 	if authority != nil {
-		go func() { errs <- authority.Run(ctx) }()
-	} else if err := r.publishCAFile(ctx); err != nil {
+		// The Authority publishes the bundle after every reload of the shared CAs (every
+		// ResyncInterval), which also repairs the configurations; a repair here, with a
+		// bundle it has not reloaded, could drop a CA another replica just added.
+		return authority.Run(ctx)
+	}
+	if err := r.publishCAFile(ctx); err != nil {
 		r.log.Error(err, "Registering the webhook configurations failed; retrying")
 	}
 	t := time.NewTicker(r.cfg.ResyncInterval)
@@ -274,25 +281,10 @@ func (r *registrar) run(ctx context.Context, mgr manager.Manager, authority *cer
 	for {
 		select {
 		case <-ctx.Done():
-			if authority != nil {
-				return <-errs
-			}
 			return nil
-		case err := <-errs:
-			return err
 		case <-t.C:
 		}
-		var err error
-		if authority == nil {
-			err = r.publishCAFile(ctx)
-		} else {
-			r.mu.Lock()
-			if r.bundle != nil {
-				err = r.ensureLocked(ctx)
-			}
-			r.mu.Unlock()
-		}
-		if err != nil {
+		if err := r.publishCAFile(ctx); err != nil {
 			r.log.Error(err, "Repairing the webhook configurations failed")
 		}
 	}

@@ -17,6 +17,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -39,6 +41,8 @@ const (
 	DefaultPort              = 9443
 	DefaultTimeout           = 5 * time.Second
 	DefaultResyncInterval    = time.Minute
+	// DefaultCASecret is the Secret that keeps the self-managed CA of every replica.
+	DefaultCASecret = "vk8s-webhook-ca"
 )
 
 // ServiceReference is the in-cluster Service the API server calls the webhook through.
@@ -79,10 +83,12 @@ type Config struct {
 
 	// CertDir, when set, holds tls.crt and tls.key, reloaded when they change (cert-manager
 	// mode); CAFile is then the CA bundle written into managed configurations. Empty: a
-	// self-managed CA (package certs) with CALifetime, CertLifetime and
-	// CAPropagationDelay (zero: the package's defaults).
+	// self-managed CA (package certs) kept in the Secret CASecret, which every replica
+	// shares (empty: DefaultCASecret in LeaderElectionNamespace), with CALifetime,
+	// CertLifetime and CAPropagationDelay (zero: the package's defaults).
 	CertDir            string
 	CAFile             string
+	CASecret           types.NamespacedName
 	CALifetime         time.Duration
 	CertLifetime       time.Duration
 	CAPropagationDelay time.Duration
@@ -136,6 +142,8 @@ func (cfg *Config) defaults() {
 	cfg.MetricsAddr = cmp.Or(cfg.MetricsAddr, "0")
 	cfg.HealthAddr = cmp.Or(cfg.HealthAddr, "0")
 	cfg.LeaderElectionNamespace = cmp.Or(cfg.LeaderElectionNamespace, "vk8s-system")
+	cfg.CASecret.Namespace = cmp.Or(cfg.CASecret.Namespace, cfg.LeaderElectionNamespace)
+	cfg.CASecret.Name = cmp.Or(cfg.CASecret.Name, DefaultCASecret)
 	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultTimeout
 	}
@@ -221,10 +229,16 @@ func (s *Server) Run(ctx context.Context) error {
 	tlsOpts := []func(*tls.Config){func(c *tls.Config) { c.MinVersion = tls.VersionTLS12 }}
 	if cfg.CertDir == "" {
 		dns, ips := cfg.servingNames()
+		clientset, err := kubernetes.NewForConfig(cfg.Host)
+		if err != nil {
+			return fmt.Errorf("webhook: host client: %w", err)
+		}
 		authority, err = certs.New(certs.Config{
 			DNSNames: dns, IPAddresses: ips,
 			CALifetime: cfg.CALifetime, CertLifetime: cfg.CertLifetime, PropagationDelay: cfg.CAPropagationDelay,
-			Publish: reg.publish,
+			Store:          &certs.SecretStore{Secrets: clientset.CoreV1(), Namespace: cfg.CASecret.Namespace, Name: cfg.CASecret.Name},
+			ReloadInterval: cfg.ResyncInterval,
+			Publish:        reg.publish,
 			OnIssue: func(kind certs.Kind, notAfter time.Time) {
 				m.certIssued.WithLabelValues(string(kind)).Inc()
 				m.certExpiry.WithLabelValues(string(kind)).Set(float64(notAfter.Unix()))

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/vk8s-io/vk8s/federation"
 	"github.com/vk8s-io/vk8s/overrides"
@@ -17,13 +18,14 @@ func newWebhookCommand() *cobra.Command {
 		kubeconfig  string
 		service     string
 		servicePort int32
+		caSecret    string
 		cfg         webhook.Config
 	)
 	cmd := &cobra.Command{
 		Use:   "webhook",
 		Short: "Run the admission webhook: per-site replicas, placement, overrides and flavors",
 		Long: `Run the admission webhook against the host cluster. It serves HTTPS with a CA it creates
-and rotates itself (or certificates from --cert-dir), and registers its own
+and rotates itself, kept in a Secret that every replica shares (or certificates from --cert-dir), and registers its own
 MutatingWebhookConfiguration and ValidatingWebhookConfiguration, which reach vK8s namespaces
 only. The API server calls it at --url (e.g. https://127.0.0.1:9443, for a webhook outside the
 cluster) or through --service (namespace/name, in the cluster).`,
@@ -41,6 +43,13 @@ cluster) or through --service (namespace/name, in the cluster).`,
 					return fmt.Errorf("--service %q: write <namespace>/<name>", service)
 				}
 				cfg.Service = &webhook.ServiceReference{Namespace: ns, Name: name, Port: servicePort}
+			}
+			if caSecret != "" {
+				ns, name, ok := strings.Cut(caSecret, "/")
+				if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+					return fmt.Errorf("--ca-secret %q: write <namespace>/<name>", caSecret)
+				}
+				cfg.CASecret = types.NamespacedName{Namespace: ns, Name: name}
 			}
 			s, err := webhook.New(cfg)
 			if err != nil {
@@ -69,6 +78,7 @@ cluster) or through --service (namespace/name, in the cluster).`,
 	f.DurationVar(&cfg.Timeout, "timeout", webhook.DefaultTimeout, "timeout the API server gives each call (1s to 30s)")
 	f.StringVar(&cfg.CertDir, "cert-dir", "", "folder with tls.crt and tls.key, reloaded when they change (e.g. from cert-manager); default: a self-managed CA")
 	f.StringVar(&cfg.CAFile, "ca-file", "", "with --cert-dir: the CA bundle written into the webhook configurations")
+	f.StringVar(&caSecret, "ca-secret", "", fmt.Sprintf("namespace/name of the Secret that keeps the self-managed CA, shared by every replica (default: %s in --leader-elect-namespace)", webhook.DefaultCASecret))
 	f.DurationVar(&cfg.CALifetime, "ca-lifetime", certs.DefaultCALifetime, "lifetime of the self-managed CA; renewed when a third remains")
 	f.DurationVar(&cfg.CertLifetime, "cert-lifetime", certs.DefaultCertLifetime, "lifetime of the self-managed serving certificate; renewed when a third remains")
 	f.DurationVar(&cfg.CAPropagationDelay, "ca-propagation-delay", certs.DefaultPropagationDelay,

@@ -2,6 +2,7 @@ package certs
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -27,6 +28,7 @@ const (
 	DefaultCALifetime       = 365 * 24 * time.Hour
 	DefaultCertLifetime     = 30 * 24 * time.Hour
 	DefaultPropagationDelay = 10 * time.Second
+	DefaultReloadInterval   = time.Minute
 )
 
 // Kind names a certificate of the Authority, for OnIssue.
@@ -65,16 +67,25 @@ type Config struct {
 	OnIssue func(kind Kind, notAfter time.Time)
 	// Logger logs rotations and publish failures. Zero: discard.
 	Logger logr.Logger
+	// Store keeps the CAs for every replica of the webhook. Nil: a MemoryStore, the CAs
+	// of this process alone.
+	Store Store
+	// ReloadInterval is how often the Store is read for a CA another replica created.
+	// Zero: DefaultReloadInterval.
+	ReloadInterval time.Duration
 	// Clock is the time source. Nil: the real clock.
 	Clock clock.WithTicker
 }
 
-// keyPair is a CA: its certificate, key and PEM encoding.
+// keyPair is a CA: its certificate, key and their PEM encoding.
 type keyPair struct {
-	cert *x509.Certificate
-	key  crypto.Signer
-	pem  []byte
+	cert   *x509.Certificate
+	key    crypto.Signer
+	stored StoredCA
 }
+
+// created is when the CA was made (its NotBefore is backdated).
+func (ca *keyPair) created() time.Time { return ca.cert.NotBefore.Add(backdate) }
 
 // Authority issues and rotates the webhook's CA and serving certificate.
 type Authority struct {
@@ -82,16 +93,22 @@ type Authority struct {
 	log logr.Logger
 
 	mu sync.RWMutex
-	// cas are the CAs in the published bundle, newest first; cas[0] signs new certificates.
-	cas []*keyPair
-	// serving is the certificate GetCertificate returns, and servingRenew when to renew it.
+	// cas are the unexpired CAs of the Store, newest first, as last loaded or saved, and
+	// version is the Store's version of them.
+	cas     []*keyPair
+	version string
+	// published is the bundle last handed to Publish.
+	published []byte
+	// serving is the certificate GetCertificate returns, servingCA the CA that signed it,
+	// and servingRenew when to renew it.
 	serving      *tls.Certificate
+	servingCA    *keyPair
 	servingAfter time.Time
 	servingRenew time.Time
 }
 
-// New validates cfg and returns an Authority that already holds a CA and a serving
-// certificate, so GetCertificate works before Run publishes the bundle.
+// New validates cfg and returns an Authority. It holds no certificate until Run has
+// loaded (or created) the CA.
 func New(cfg Config) (*Authority, error) {
 	if cfg.Publish == nil {
 		return nil, errors.New("certificate authority: Publish is required")
@@ -99,35 +116,25 @@ func New(cfg Config) (*Authority, error) {
 	if len(cfg.DNSNames) == 0 && len(cfg.IPAddresses) == 0 {
 		return nil, errors.New("certificate authority: the serving certificate needs at least one DNS name or IP address")
 	}
-	if cfg.CALifetime == 0 {
-		cfg.CALifetime = DefaultCALifetime
-	}
-	if cfg.CertLifetime == 0 {
-		cfg.CertLifetime = DefaultCertLifetime
-	}
-	if cfg.PropagationDelay == 0 {
-		cfg.PropagationDelay = DefaultPropagationDelay
-	}
+	cfg.CALifetime = cmp.Or(cfg.CALifetime, DefaultCALifetime)
+	cfg.CertLifetime = cmp.Or(cfg.CertLifetime, DefaultCertLifetime)
+	cfg.PropagationDelay = cmp.Or(cfg.PropagationDelay, DefaultPropagationDelay)
+	cfg.ReloadInterval = cmp.Or(cfg.ReloadInterval, DefaultReloadInterval)
 	switch {
-	case cfg.CALifetime < 0 || cfg.CertLifetime < 0 || cfg.PropagationDelay < 0:
-		return nil, errors.New("certificate authority: lifetimes and the propagation delay must be positive")
+	case cfg.CALifetime < 0 || cfg.CertLifetime < 0 || cfg.PropagationDelay < 0 || cfg.ReloadInterval < 0:
+		return nil, errors.New("certificate authority: lifetimes, the propagation delay and the reload interval must be positive")
 	case cfg.PropagationDelay >= cfg.CALifetime/3:
 		return nil, fmt.Errorf("certificate authority: the propagation delay %s must be under a third of the CA lifetime %s", cfg.PropagationDelay, cfg.CALifetime)
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
 	}
+	if cfg.Store == nil {
+		cfg.Store = &MemoryStore{}
+	}
 	a := &Authority{cfg: cfg, log: cfg.Logger}
 	if a.log.GetSink() == nil {
 		a.log = logr.Discard()
-	}
-	ca, err := a.newCA()
-	if err != nil {
-		return nil, err
-	}
-	a.cas = []*keyPair{ca}
-	if err := a.issueServing(); err != nil {
-		return nil, err
 	}
 	return a, nil
 }
@@ -137,6 +144,9 @@ func New(cfg Config) (*Authority, error) {
 func (a *Authority) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
+	if a.serving == nil {
+		return nil, errors.New("no serving certificate yet: the CA is being loaded")
+	}
 	return a.serving, nil
 }
 
@@ -150,113 +160,222 @@ func (a *Authority) CABundle() []byte {
 func (a *Authority) bundleLocked() []byte {
 	var b bytes.Buffer
 	for _, ca := range a.cas {
-		b.Write(ca.pem)
+		b.Write(ca.stored.Cert)
 	}
 	return b.Bytes()
 }
 
-// Expiry returns when the current CA and serving certificate expire.
+// Expiry returns when the current CA and serving certificate expire (zero before Run
+// loaded them).
 func (a *Authority) Expiry() (ca, serving time.Time) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	return a.cas[0].cert.NotAfter, a.servingAfter
+	if len(a.cas) > 0 {
+		ca = a.cas[0].cert.NotAfter
+	}
+	return ca, a.servingAfter
 }
 
-// Run publishes the CA bundle, then renews the serving certificate and the CA before they
-// expire, until ctx ends. It returns nil when ctx ends.
+// Run loads the CA from the Store (creating it when there is none), publishes the bundle
+// and serves a certificate; then it renews the serving certificate and the CA before they
+// expire, and follows the CAs other replicas store, until ctx ends. It returns nil when
+// ctx ends.
 func (a *Authority) Run(ctx context.Context) error {
-	if !a.publish(ctx) {
+	if a.Load(ctx) != nil {
 		return nil
 	}
+	lastReload := a.cfg.Clock.Now()
 	for {
-		a.mu.RLock()
-		caRenew := a.renewAt(a.cas[0].cert.NotBefore.Add(backdate), a.cas[0].cert.NotAfter)
-		next := caRenew
-		if a.servingRenew.Before(next) {
-			next = a.servingRenew
-		}
-		for _, old := range a.cas[1:] {
-			if old.cert.NotAfter.Before(next) {
-				next = old.cert.NotAfter
-			}
-		}
-		a.mu.RUnlock()
-
-		if d := next.Sub(a.cfg.Clock.Now()); d > 0 {
-			t := a.cfg.Clock.NewTimer(d)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil
-			case <-t.C():
-			}
-		}
 		now := a.cfg.Clock.Now()
+		a.mu.RLock()
+		signer, current := a.signerLocked(now), a.cas[0]
+		switchTo, renew := a.servingCA != signer, a.servingRenew
+		reassert := switchTo && a.servingCA != nil
+		a.mu.RUnlock()
+		if reassert {
+			// Before serving from a new CA, write the bundle again: a replica that had not
+			// loaded the new CA yet may have written its older bundle meanwhile.
+			a.published = nil
+		}
+		if !a.publish(ctx) {
+			return nil
+		}
+		caRenew := a.renewAt(current.created(), current.cert.NotAfter)
 		switch {
-		case !now.Before(caRenew):
-			if !a.rotateCA(ctx) {
-				return nil
-			}
-		case !now.Before(a.servingRenew):
-			if err := a.issueServing(); err != nil {
+		case switchTo || !now.Before(renew):
+			if err := a.issueServing(signer); err != nil {
 				// Only randomness or encoding can fail here; try again shortly.
-				a.log.Error(err, "Renewing the serving certificate failed")
+				a.log.Error(err, "Issuing a serving certificate failed")
 				if !a.sleep(ctx, time.Second) {
 					return nil
 				}
 			}
+			continue
+		case !now.Before(caRenew):
+			if err := a.rotateCA(ctx); err != nil && !errors.Is(err, ErrConflict) {
+				a.log.Error(err, "Renewing the CA failed; retrying")
+				if !a.sleep(ctx, time.Second) {
+					return nil
+				}
+			}
+			// On a conflict another replica renewed it: the reload below finds its CA.
+		default:
+			next := earliest(caRenew, renew, lastReload.Add(a.cfg.ReloadInterval))
+			a.mu.RLock()
+			for _, ca := range a.cas {
+				next = earliest(next, ca.cert.NotAfter)
+				if ca != a.servingCA && a.servingCA != nil && ca.created().After(a.servingCA.created()) {
+					// When a newer CA may be served.
+					next = earliest(next, ca.created().Add(a.cfg.PropagationDelay))
+				}
+			}
+			a.mu.RUnlock()
+			if !a.sleepUntil(ctx, next) {
+				return nil
+			}
 		}
-		if a.pruneExpired() && !a.publish(ctx) {
+		if err := a.reload(ctx); err != nil {
+			a.log.Error(err, "Reading the stored CAs failed; keeping the ones loaded")
+		}
+		// Publish after every reload, which also repairs configurations someone changed.
+		a.published = nil
+		lastReload = a.cfg.Clock.Now()
+	}
+}
+
+// Load loads the CA from the Store, or creates and stores it when there is none, and
+// serves a certificate it signs, retrying until it succeeds; it returns ctx's error when
+// ctx ends first. Run calls it when it was not called before; calling it first lets the
+// HTTPS server answer before Run publishes the bundle. It does not publish.
+func (a *Authority) Load(ctx context.Context) error {
+	a.mu.RLock()
+	loaded := a.serving != nil
+	a.mu.RUnlock()
+	for backoff := 500 * time.Millisecond; !loaded; backoff = min(2*backoff, 30*time.Second) {
+		err := a.start(ctx)
+		switch {
+		case err == nil:
 			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, ErrConflict):
+			// Another replica created the CA at the same time: load it.
+			continue
+		}
+		a.log.Error(err, "Loading the CA failed; retrying", "after", backoff)
+		if !a.sleep(ctx, backoff) {
+			return ctx.Err()
 		}
 	}
+	return nil
 }
 
-// rotateCA publishes a new CA beside the current one, waits for the API server to see it,
-// and then serves a certificate it signs. It returns false when ctx ended.
-func (a *Authority) rotateCA(ctx context.Context) bool {
-	ca, err := a.newCA()
+// start loads the CAs, creates the first one when the Store holds none, and serves a
+// certificate.
+func (a *Authority) start(ctx context.Context) error {
+	if err := a.reload(ctx); err != nil {
+		return err
+	}
+	if len(a.cas) == 0 {
+		if err := a.rotateCA(ctx); err != nil {
+			return err
+		}
+	}
+	a.mu.RLock()
+	signer := a.signerLocked(a.cfg.Clock.Now())
+	a.mu.RUnlock()
+	return a.issueServing(signer)
+}
+
+// signerLocked is the CA that signs serving certificates at now: the newest one that the
+// API server has had PropagationDelay to trust, or the oldest when none has (the first
+// CA). a.mu is held.
+func (a *Authority) signerLocked(now time.Time) *keyPair {
+	for _, ca := range a.cas {
+		if !now.Before(ca.created().Add(a.cfg.PropagationDelay)) {
+			return ca
+		}
+	}
+	return a.cas[len(a.cas)-1]
+}
+
+// reload reads the Store and keeps its unexpired CAs.
+func (a *Authority) reload(ctx context.Context) error {
+	stored, version, err := a.cfg.Store.Load(ctx)
 	if err != nil {
-		a.log.Error(err, "Creating a new CA failed")
-		return a.sleep(ctx, time.Second)
+		return fmt.Errorf("load the CAs: %w", err)
 	}
-	a.mu.Lock()
-	a.cas = append([]*keyPair{ca}, a.cas...)
-	a.mu.Unlock()
-	a.log.Info("Publishing a new CA beside the current one", "notAfter", ca.cert.NotAfter)
-	if !a.publish(ctx) || !a.sleep(ctx, a.cfg.PropagationDelay) {
-		return false
-	}
-	if err := a.issueServing(); err != nil {
-		a.log.Error(err, "Issuing a serving certificate from the new CA failed")
-		return a.sleep(ctx, time.Second)
-	}
-	return true
-}
-
-// pruneExpired drops expired CAs from the bundle (never the current one) and says whether
-// it dropped any.
-func (a *Authority) pruneExpired() bool {
 	now := a.cfg.Clock.Now()
+	var cas []*keyPair
+	for i, s := range stored {
+		ca, err := parseCA(s)
+		if err != nil {
+			a.log.Error(err, "Ignoring a stored CA that does not parse", "index", i)
+			continue
+		}
+		if now.Before(ca.cert.NotAfter) {
+			cas = append(cas, ca)
+		}
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	kept := a.cas[:1]
-	for _, ca := range a.cas[1:] {
-		if now.Before(ca.cert.NotAfter) {
-			kept = append(kept, ca)
+	// Keep this process's parsed CAs (servingCA compares by pointer).
+	for i, ca := range cas {
+		for _, have := range a.cas {
+			if bytes.Equal(have.cert.Raw, ca.cert.Raw) {
+				cas[i] = have
+			}
 		}
 	}
-	pruned := len(kept) != len(a.cas)
-	a.cas = kept
-	return pruned
+	a.cas, a.version = cas, version
+	return nil
 }
 
-// publish calls Publish with the current bundle until it succeeds; false when ctx ended.
+// rotateCA stores a new CA before the current ones. The serving certificate moves to it
+// PropagationDelay later (signerLocked). ErrConflict: another replica stored first.
+func (a *Authority) rotateCA(ctx context.Context) error {
+	ca, err := a.newCA()
+	if err != nil {
+		return err
+	}
+	a.mu.RLock()
+	cas := append([]*keyPair{ca}, a.cas...)
+	version := a.version
+	a.mu.RUnlock()
+	stored := make([]StoredCA, len(cas))
+	for i, c := range cas {
+		stored[i] = c.stored
+	}
+	version, err = a.cfg.Store.Save(ctx, stored, version)
+	if err != nil {
+		return fmt.Errorf("store the new CA: %w", err)
+	}
+	if a.cfg.OnIssue != nil {
+		a.cfg.OnIssue(KindCA, ca.cert.NotAfter)
+	}
+	a.mu.Lock()
+	a.cas, a.version = cas, version
+	a.mu.Unlock()
+	if len(cas) > 1 {
+		a.log.Info("Published a new CA beside the current one", "notAfter", ca.cert.NotAfter)
+	} else {
+		a.log.Info("Created the CA", "notAfter", ca.cert.NotAfter)
+	}
+	return nil
+}
+
+// publish calls Publish with the current bundle until it succeeds, when it differs from
+// the one last published; false when ctx ended.
 func (a *Authority) publish(ctx context.Context) bool {
+	bundle := a.CABundle()
+	if bytes.Equal(bundle, a.published) {
+		return true
+	}
 	backoff := 500 * time.Millisecond
 	for {
-		err := a.cfg.Publish(ctx, a.CABundle())
+		err := a.cfg.Publish(ctx, bundle)
 		if err == nil {
+			a.published = bundle
 			return true
 		}
 		if ctx.Err() != nil {
@@ -271,14 +390,31 @@ func (a *Authority) publish(ctx context.Context) bool {
 }
 
 func (a *Authority) sleep(ctx context.Context, d time.Duration) bool {
-	t := a.cfg.Clock.NewTimer(d)
-	defer t.Stop()
+	return a.sleepUntil(ctx, a.cfg.Clock.Now().Add(d))
+}
+
+func (a *Authority) sleepUntil(ctx context.Context, t time.Time) bool {
+	d := t.Sub(a.cfg.Clock.Now())
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	timer := a.cfg.Clock.NewTimer(d)
+	defer timer.Stop()
 	select {
 	case <-ctx.Done():
 		return false
-	case <-t.C():
+	case <-timer.C():
 		return true
 	}
+}
+
+func earliest(t time.Time, more ...time.Time) time.Time {
+	for _, u := range more {
+		if u.Before(t) {
+			t = u
+		}
+	}
+	return t
 }
 
 // renewAt is when a certificate valid from notBefore to notAfter is renewed: when a third
@@ -307,17 +443,18 @@ func (a *Authority) newCA() (*keyPair, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create CA: %w", err)
 	}
-	if a.cfg.OnIssue != nil {
-		a.cfg.OnIssue(KindCA, cert.NotAfter)
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("encode CA key: %w", err)
 	}
-	return &keyPair{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
+	return &keyPair{cert: cert, key: key, stored: StoredCA{
+		Cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		Key:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
+	}}, nil
 }
 
-// issueServing issues a serving certificate from the current CA and serves it.
-func (a *Authority) issueServing() error {
-	a.mu.RLock()
-	ca := a.cas[0]
-	a.mu.RUnlock()
+// issueServing issues a serving certificate signed by ca and serves it.
+func (a *Authority) issueServing(ca *keyPair) error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return fmt.Errorf("create serving key: %w", err)
@@ -347,7 +484,7 @@ func (a *Authority) issueServing() error {
 	}
 	serving := &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}
 	a.mu.Lock()
-	a.serving = serving
+	a.serving, a.servingCA = serving, ca
 	a.servingAfter = notAfter
 	// The renewal point counts from now, not from the backdated NotBefore.
 	a.servingRenew = a.renewAt(now, notAfter)

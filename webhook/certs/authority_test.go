@@ -31,7 +31,7 @@ func TestNewValidates(t *testing.T) {
 		{
 			name:    "negative",
 			cfg:     Config{DNSNames: []string{"a"}, Publish: publish, CertLifetime: -time.Second},
-			wantErr: "certificate authority: lifetimes and the propagation delay must be positive",
+			wantErr: "certificate authority: lifetimes, the propagation delay and the reload interval must be positive",
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -43,6 +43,12 @@ func TestNewValidates(t *testing.T) {
 				return
 			}
 			if err != nil {
+				t.Fatal(err)
+			}
+			if c, err := a.GetCertificate(nil); c != nil || err == nil {
+				t.Fatalf("a certificate before Run: %v, %v", c, err)
+			}
+			if err := a.start(t.Context()); err != nil {
 				t.Fatal(err)
 			}
 			c, _ := a.GetCertificate(nil)
@@ -68,6 +74,9 @@ func TestServingCertificateNeverOutlivesItsCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := a.start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	ca, serving := a.Expiry()
 	if !serving.Equal(ca) {
 		t.Errorf("serving certificate expires %s, its CA %s: want the CA's expiry", serving, ca)
@@ -78,74 +87,95 @@ func TestServingCertificateNeverOutlivesItsCA(t *testing.T) {
 // published, and handshakes continuously while the serving certificate rotates several
 // times and the CA at least twice. No handshake may fail.
 func TestRotationKeepsHandshakesWorking(t *testing.T) {
+	rotate(t, 1, func(int) Store { return nil })
+}
+
+// TestReplicasShareTheCA runs two replicas on one Store, as a rolling update or a
+// Deployment of two does: each publishes, the API server trusts whichever bundle came
+// last and calls either replica. No handshake may fail.
+func TestReplicasShareTheCA(t *testing.T) {
+	store := &MemoryStore{}
+	rotate(t, 2, func(int) Store { return store })
+}
+
+func rotate(t *testing.T, replicas int, store func(i int) Store) {
 	var (
 		mu      sync.Mutex
 		trusted *x509.CertPool
 		bundles int
 	)
 	var issued sync.Map
-	a, err := New(Config{
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		// Certificates hold whole seconds, so this is as short as lifetimes go.
-		CALifetime:       3 * time.Second,
-		CertLifetime:     1500 * time.Millisecond,
-		PropagationDelay: 200 * time.Millisecond,
-		Publish: func(_ context.Context, bundle []byte) error {
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(bundle) {
-				return errors.New("bad bundle")
-			}
-			mu.Lock()
-			trusted, bundles = pool, bundles+1
-			mu.Unlock()
-			return nil
-		},
-		OnIssue: func(kind Kind, _ time.Time) {
-			n, _ := issued.LoadOrStore(kind, new(atomic.Int32))
-			n.(*atomic.Int32).Add(1)
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Not httptest's StartTLS: it adds a certificate of its own, which Go prefers to
-	// GetCertificate when the client sends no server name.
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{GetCertificate: a.GetCertificate})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), ReadHeaderTimeout: time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	defer func() { _ = srv.Close() }()
-	url := "https://" + ln.Addr().String()
-
+	var urls []string
 	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error)
-	go func() { done <- a.Run(ctx) }()
+	done := make(chan error, replicas)
+	for i := range replicas {
+		a, err := New(Config{
+			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+			// Certificates hold whole seconds, so this is as short as lifetimes go.
+			CALifetime:       3 * time.Second,
+			CertLifetime:     1500 * time.Millisecond,
+			PropagationDelay: 200 * time.Millisecond,
+			// Replicas read the Store at least once a second, as the webhook does every
+			// minute against lifetimes of months.
+			ReloadInterval: time.Second,
+			Store:          store(i),
+			Publish: func(_ context.Context, bundle []byte) error {
+				pool := x509.NewCertPool()
+				if !pool.AppendCertsFromPEM(bundle) {
+					return errors.New("bad bundle")
+				}
+				mu.Lock()
+				trusted, bundles = pool, bundles+1
+				mu.Unlock()
+				return nil
+			},
+			OnIssue: func(kind Kind, _ time.Time) {
+				n, _ := issued.LoadOrStore(kind, new(atomic.Int32))
+				n.(*atomic.Int32).Add(1)
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Not httptest's StartTLS: it adds a certificate of its own, which Go prefers to
+		// GetCertificate when the client sends no server name.
+		ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{GetCertificate: a.GetCertificate})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), ReadHeaderTimeout: time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		defer func() { _ = srv.Close() }()
+		urls = append(urls, "https://"+ln.Addr().String())
+		go func() { done <- a.Run(ctx) }()
+	}
 
 	deadline := time.Now().Add(6500 * time.Millisecond)
 	handshakes := 0
 	for time.Now().Before(deadline) {
 		mu.Lock()
-		pool := trusted
+		pool, n := trusted, bundles
 		mu.Unlock()
-		if pool == nil {
+		if n < replicas {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
 		// A new client per request: the API server's connections come and go too.
 		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, DisableKeepAlives: true}}
+		url := urls[handshakes%replicas]
 		resp, err := c.Get(url)
 		if err != nil {
-			t.Fatalf("handshake %d failed: %v", handshakes, err)
+			t.Fatalf("handshake %d with %s failed: %v", handshakes, url, err)
 		}
 		_ = resp.Body.Close()
 		handshakes++
 		time.Sleep(5 * time.Millisecond)
 	}
 	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	for range replicas {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
 	}
 	count := func(k Kind) int32 {
 		n, ok := issued.Load(k)
@@ -154,9 +184,9 @@ func TestRotationKeepsHandshakesWorking(t *testing.T) {
 		}
 		return n.(*atomic.Int32).Load()
 	}
-	// One CA at New, then a rotation every 2 s or so.
-	if count(KindCA) < 3 || count(KindServing) < 6 {
-		t.Errorf("issued %d CAs and %d serving certificates in 6.5s; want rotations", count(KindCA), count(KindServing))
+	// One CA at the start, then a rotation every 2 s or so, by one replica each time.
+	if count(KindCA) < 3 || count(KindCA) > 5 || count(KindServing) < int32(6*replicas) {
+		t.Errorf("issued %d CAs and %d serving certificates in 6.5s; want 3 to 5 CAs and rotations", count(KindCA), count(KindServing))
 	}
 	mu.Lock()
 	defer mu.Unlock()

@@ -1,7 +1,17 @@
-// Package certs is the webhook's self-managed certificate authority: it creates a CA and a
-// serving certificate in memory, serves the certificate through tls.Config's
+// Package certs is the webhook's self-managed certificate authority: it keeps a CA in a
+// Store, signs a serving certificate with it, serves the certificate through tls.Config's
 // GetCertificate (so a new one takes effect on the next handshake, without a restart), and
 // rotates both before they expire.
+//
+// # One CA for every replica
+//
+// The API server trusts the CA bundle in the webhook configurations, whichever replica
+// wrote it last, and calls any replica behind the Service. So every replica must serve a
+// certificate of that bundle: the CAs live in a Store that all replicas read
+// (SecretStore: a Secret of the host, written with optimistic concurrency; MemoryStore:
+// one process). Each replica signs its own serving certificate; the first replica creates
+// the CA; the one that renews it first stores the new CA and the others load it when they
+// read the Store again (Config.ReloadInterval).
 //
 // # Rotation without admission errors
 //
