@@ -327,6 +327,11 @@ func TestSecondLabSideBySideAndDown(t *testing.T) {
 		t.Errorf("virtual node site1-node1 not Ready in the second lab's host: %v", err)
 	}
 
+	// The fleet's site1 joined to this lab's host too, with the same tenant: refused.
+	t.Run("a second host with the same tenant on a site is refused", func(t *testing.T) {
+		secondHostSameTenant(t, hc)
+	})
+
 	// A component that dies is reported with its log, and Up starts it again.
 	st, err := other.Status(t.Context())
 	if err != nil {

@@ -474,3 +474,80 @@ func TestHangingSiteHoldsOnlyItself(t *testing.T) {
 		return running == 10, nil
 	})
 }
+
+// secondHostSameTenant joins site1 of the fleet to the host of lab other, whose provider
+// has the same tenant (vk8s): the fleet's host claimed the tenant there first, so the
+// other host's Site is refused (Connected=False, TenantInUse) naming the fleet's host, and
+// the fleet's pod on site1 survives. Without the claim, the other provider took the
+// fleet's site pods for orphans of its own tenant and deleted them.
+func secondHostSameTenant(t *testing.T, other client.Client) {
+	startProvider(t)
+	c := hostClient(t)
+	waitAllVirtualNodes(t, c)
+	const ns = "claim"
+	mustCreate(t, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	t.Cleanup(func() { _ = c.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}) })
+	// Bound by hand to site1-node1: it reaches site1.
+	mustCreate(t, c, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "first-host"},
+		Spec: corev1.PodSpec{NodeName: "site1-node1", Containers: []corev1.Container{{Name: "app", Image: "nginx:1.25"}}}})
+	site1 := siteClient(t, "site1")
+	siteNS := translate.SiteNamespace(provider.DefaultTenant, ns)
+	sp := &corev1.Pod{}
+	waitFor(t, "the fleet's pod on site1", func(ctx context.Context) (bool, error) {
+		err := site1.Get(ctx, client.ObjectKey{Namespace: siteNS, Name: "first-host"}, sp)
+		return err == nil, client.IgnoreNotFound(err)
+	})
+	claim := &corev1.ConfigMap{}
+	if err := site1.Get(t.Context(), client.ObjectKey{Namespace: sitereg.ClaimNamespace, Name: sitereg.ClaimName(provider.DefaultTenant)}, claim); err != nil {
+		t.Fatalf("the fleet's tenant claim on site1: %v", err)
+	}
+	hostNS := &corev1.Namespace{}
+	if err := c.Get(t.Context(), client.ObjectKey{Name: metav1.NamespaceSystem}, hostNS); err != nil {
+		t.Fatal(err)
+	}
+	if claim.Data[sitereg.ClaimKeyHostID] != string(hostNS.UID) {
+		t.Errorf("claim on site1 names host %q, want the fleet host's kube-system UID %s", claim.Data[sitereg.ClaimKeyHostID], hostNS.UID)
+	}
+
+	// The other host gets a Site with the fleet's site1 kubeconfig.
+	fleetSite := &vk8sv1.Site{}
+	if err := c.Get(t.Context(), client.ObjectKey{Name: "site1"}, fleetSite); err != nil {
+		t.Fatal(err)
+	}
+	ref := fleetSite.Spec.KubeconfigSecretRef
+	secret := &corev1.Secret{}
+	if err := c.Get(t.Context(), client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, secret); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, other, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ref.Namespace, Name: "shared-site1"}, Data: secret.Data})
+	mustCreate(t, other, &vk8sv1.Site{ObjectMeta: metav1.ObjectMeta{Name: "shared-site1"},
+		Spec: vk8sv1.SiteSpec{KubeconfigSecretRef: vk8sv1.SecretKeyReference{Namespace: ref.Namespace, Name: "shared-site1", Key: ref.Key}}})
+	host, err := fleet.RESTConfig("host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	site := &vk8sv1.Site{}
+	waitFor(t, "the other host's Site refused with TenantInUse", func(ctx context.Context) (bool, error) {
+		if err := other.Get(ctx, client.ObjectKey{Name: "shared-site1"}, site); err != nil {
+			return false, err
+		}
+		cond := meta.FindStatusCondition(site.Status.Conditions, vk8sv1.ConditionConnected)
+		return cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == sitereg.ReasonTenantInUse, nil
+	})
+	msg := meta.FindStatusCondition(site.Status.Conditions, vk8sv1.ConditionConnected).Message
+	for _, want := range []string{host.Host, string(hostNS.UID), `tenant "vk8s"`} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("condition message %q does not name %q", msg, want)
+		}
+	}
+	t.Logf("Site shared-site1 in the second host: %s", msg)
+	// A provider that used the site sweeps it at once; give it time to.
+	time.Sleep(5 * time.Second)
+	now := &corev1.Pod{}
+	if err := site1.Get(t.Context(), client.ObjectKeyFromObject(sp), now); err != nil || now.UID != sp.UID || now.DeletionTimestamp != nil {
+		t.Errorf("the fleet's pod on site1 after the second host joined: %v, UID %s (was %s), deleting %v", err, now.UID, sp.UID, now.DeletionTimestamp)
+	}
+	if err := other.Get(t.Context(), client.ObjectKey{Name: "shared-site1-node1"}, &corev1.Node{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the other host has virtual node shared-site1-node1: %v", err)
+	}
+}

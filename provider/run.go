@@ -19,6 +19,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -53,6 +54,10 @@ type Config struct {
 	// Tenant names this host installation; site namespaces are <tenant>-<namespace>.
 	// Empty: DefaultTenant.
 	Tenant string
+	// HostName names this host in the tenant claim on each site, which a second host of
+	// the same tenant sees in its refusal (sitereg.Claim). Empty: the host's API server
+	// address.
+	HostName string
 	// PodWorkers is the number of virtual-kubelet pod sync workers. Zero: 10.
 	PodWorkers int
 	// SweepInterval is how often site clusters are checked for site pods whose host pod
@@ -164,7 +169,17 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
-	reg, err := sitereg.New(cfg.Registry)
+	host, err := kubernetes.NewForConfig(hostCfg)
+	if err != nil {
+		return err
+	}
+	claim, err := hostClaim(ctx, host, cfg)
+	if err != nil {
+		return err
+	}
+	regCfg := cfg.Registry
+	regCfg.Claim = claim
+	reg, err := sitereg.New(regCfg)
 	if err != nil {
 		return err
 	}
@@ -174,10 +189,6 @@ func Run(ctx context.Context, cfg Config) error {
 	tenancySiteEvents := reg.Watch()
 	if err := reg.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("site registry: %w", err)
-	}
-	host, err := kubernetes.NewForConfig(hostCfg)
-	if err != nil {
-		return err
 	}
 	hostClient := mgr.GetClient()
 	lifecycle, err := newLifecycle(host, reg, podSiteEvents, cfg, hostScheme, mirrorConfig{
@@ -250,6 +261,16 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("tenancy: %w", err)
 	}
 	return mgr.Start(ctx)
+}
+
+// hostClaim is this host's tenant claim on the sites: the tenant, and the UID of the
+// host's kube-system namespace as the host's identity.
+func hostClaim(ctx context.Context, host kubernetes.Interface, cfg Config) (*sitereg.Claim, error) {
+	ns, err := host.CoreV1().Namespaces().Get(ctx, metav1.NamespaceSystem, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("read the host's identity (namespace %s): %w", metav1.NamespaceSystem, err)
+	}
+	return &sitereg.Claim{Tenant: cfg.Tenant, HostID: string(ns.UID), HostName: cmp.Or(cfg.HostName, cfg.Host.Host)}, nil
 }
 
 // newKubeletAPI builds the kubelet API endpoint of all virtual nodes; reviews is the host

@@ -108,7 +108,11 @@ type conn struct {
 	cancel   context.CancelFunc
 	// notify receives the sites whose nodes changed; it must not block.
 	notify func(sites []string)
-	// nodesListed says a probe has listed nodes once, proving the credentials may.
+	// claim, when set, is written on the cluster (or found written by this host) by the
+	// first probe, before anything uses the connection.
+	claim *Claim
+	// nodesListed says a probe has listed nodes once, proving the credentials may, and
+	// found or wrote the claim.
 	nodesListed bool
 	probedAt    time.Time
 	lastSuccess time.Time
@@ -117,7 +121,7 @@ type conn struct {
 	err error
 }
 
-func newConn(key string, cfg *rest.Config, qps float32, burst int, notify func([]string)) (*conn, error) {
+func newConn(key string, cfg *rest.Config, qps float32, burst int, claim *Claim, notify func([]string)) (*conn, error) {
 	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst = qps, burst
 	cfg.UserAgent = userAgent
@@ -138,6 +142,7 @@ func newConn(key string, cfg *rest.Config, qps float32, burst int, notify func([
 	return &conn{
 		key: key, server: cfg.Host, config: cfg, http: hc, client: cs,
 		sites:  map[string]labels.Selector{},
+		claim:  claim,
 		notify: notify,
 	}, nil
 }
@@ -152,7 +157,7 @@ type probeResult struct {
 }
 
 // probe asks the API server for its version, and the first time also lists one node to
-// prove the credentials may read nodes. A probe younger than maxAge is reused, so the many
+// prove the credentials may read nodes and writes the claim (until both succeed). A probe younger than maxAge is reused, so the many
 // sites of one cluster cost one probe per interval. duration receives the time of each
 // probe actually made.
 func (c *conn) probe(ctx context.Context, timeout, maxAge time.Duration, now func() time.Time, duration func(time.Duration, error)) probeResult {
@@ -172,6 +177,9 @@ func (c *conn) probe(ctx context.Context, timeout, maxAge time.Duration, now fun
 	info, err := serverVersion(ctx, c.client.Discovery().RESTClient())
 	if err == nil && listNodes {
 		_, err = c.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{Limit: 1})
+		if err == nil && c.claim != nil {
+			err = c.claim.ensure(ctx, c.client, c.server)
+		}
 	}
 	end := now()
 	duration(end.Sub(start), err)

@@ -19,6 +19,12 @@
 // other credentials, or loses its Secret. A changed Secret takes effect at once: its Sites
 // move to the connection of the new credentials.
 //
+// # One host per tenant
+//
+// With Config.Claim, the first successful probe of a connection also writes the tenant
+// claim on its cluster (Claim), or finds it written by this host; until it has, the
+// connection is not used. A claim by another host fails the probe with ReasonTenantInUse.
+//
 // # Health
 //
 // Every Site is reconciled every HeartbeatInterval (default 30s, with 10% jitter) through
@@ -39,8 +45,8 @@
 //
 // Connected is True when the last probe answered; otherwise False with a reason
 // (SecretNotFound, SecretKeyNotFound, InvalidKubeconfig, InvalidNodeSelector, Unauthorized,
-// Forbidden, TLSError, Unreachable, ProbeFailed) and a message that says what is wrong and
-// how to fix it. Ready is True when connected and at least one of the Site's nodes is
+// Forbidden, TLSError, Unreachable, ProbeFailed, TenantInUse) and a message that says what
+// is wrong and how to fix it. Ready is True when connected and at least one of the Site's nodes is
 // Ready; False with NoReadyNodes when none is (or the selector matches none); False with the
 // connection's reason when not connected; Unknown with NodesNotSynced while the node cache
 // fills. nodeCount, allocatable (summed over the Site's nodes, Ready or not) and

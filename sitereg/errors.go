@@ -52,6 +52,9 @@ const (
 	ReasonUnreachable = "Unreachable"
 	// ReasonProbeFailed: the API server answered the probe with an unexpected error.
 	ReasonProbeFailed = "ProbeFailed"
+	// ReasonTenantInUse: another host serves this provider's tenant on the site cluster
+	// (Claim); the site is not used.
+	ReasonTenantInUse = "TenantInUse"
 
 	// ReasonNodesReady: Ready=True, at least one of the site's nodes is Ready.
 	ReasonNodesReady = "NodesReady"
@@ -84,7 +87,10 @@ func newSiteError(reason string, err error, format string, args ...any) *siteErr
 // probeFailure maps an error from a call to a site's API server (server) made with the
 // credentials of Secret secret ("ns/name") to a condition reason and message.
 func probeFailure(server, secret string, err error) *siteError {
+	var se *siteError
 	switch {
+	case errors.As(err, &se):
+		return se
 	case apierrors.IsUnauthorized(err):
 		return newSiteError(ReasonUnauthorized, err,
 			"the API server at %s rejected the credentials (401 Unauthorized): put a valid client certificate or token in the kubeconfig in Secret %s",

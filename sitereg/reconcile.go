@@ -257,7 +257,7 @@ func (r *Registry) acquire(ctx context.Context, site *vk8sv1.Site, sel labels.Se
 	c := r.conns[key]
 	if c == nil {
 		var err error
-		c, err = newConn(key, cfg, r.cfg.QPS, r.cfg.Burst, r.nodesChanged)
+		c, err = newConn(key, cfg, r.cfg.QPS, r.cfg.Burst, r.cfg.Claim, r.nodesChanged)
 		if err != nil {
 			return nil, r.failLocked(ctx, site, sel, refID, rv, invalidKubeconfig(secretName(site), secretKey(site), err))
 		}

@@ -62,6 +62,9 @@ type Config struct {
 	// MetricsRegisterer receives the registry's metrics. Nil: controller-runtime's
 	// metrics.Registry, which the manager's metrics endpoint serves.
 	MetricsRegisterer prometheus.Registerer
+	// Claim, when set, is written on every site cluster before the site is used; a cluster
+	// that another host claimed for the same tenant is refused (ReasonTenantInUse).
+	Claim *Claim
 }
 
 var controllerNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
@@ -135,6 +138,9 @@ func New(cfg Config) (*Registry, error) {
 		cfg.MetricsRegisterer = ctrlmetrics.Registry
 	}
 	var errs []error
+	if cl := cfg.Claim; cl != nil && (cl.Tenant == "" || cl.HostID == "") {
+		errs = append(errs, errors.New("Claim: want a tenant and a host ID"))
+	}
 	if cfg.HeartbeatInterval < time.Second {
 		errs = append(errs, fmt.Errorf("HeartbeatInterval %s: want at least 1s", cfg.HeartbeatInterval))
 	}

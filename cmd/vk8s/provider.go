@@ -58,6 +58,7 @@ func newProviderCommand() *cobra.Command {
 	f.StringVar(&cfg.MetricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; 0 turns it off")
 	f.StringVar(&cfg.HealthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz; 0 turns them off")
 	f.StringVar(&cfg.Tenant, "tenant", provider.DefaultTenant, "name of this host installation; pods run on sites in namespaces <tenant>-<namespace>")
+	f.StringVar(&cfg.HostName, "host-name", "", "name of this host in its tenant claim on each site, shown to a second host of the same tenant (default: the host's API server address)")
 	f.DurationVar(&cfg.Registry.HeartbeatInterval, "site-heartbeat-interval", 0, "how often each site is probed and its status written (default 30s)")
 	f.DurationVar(&cfg.TenancyCleanupTimeout, "tenancy-cleanup-timeout", 0, "how long a deleted VirtualKubernetes waits for sites that do not answer before its finalizer goes anyway (default 5m)")
 	return cmd

@@ -1,0 +1,76 @@
+package sitereg
+
+import (
+	"context"
+	"fmt"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// ClaimNamespace holds the tenant claims on a site cluster.
+const ClaimNamespace = "vk8s-system"
+
+// Keys of a claim ConfigMap's data.
+const (
+	ClaimKeyHostID   = "hostID"
+	ClaimKeyHostName = "hostName"
+)
+
+// Claim says which host serves a tenant on the site clusters. vk8s finds its own objects
+// on a site by their tenant label, so two hosts with one tenant on one site would each
+// take the other's pods for orphans and delete them. Before a connection is used, the
+// registry writes the claim on its cluster (ConfigMap ClaimNamespace/tenant-<tenant>),
+// or finds it written by this host; a claim by another host refuses the connection
+// (reason TenantInUse) until that host's claim is deleted.
+type Claim struct {
+	// Tenant is the provider's tenant.
+	Tenant string
+	// HostID identifies the host cluster: the UID of its kube-system namespace.
+	HostID string
+	// HostName is how messages name the host, e.g. its API server's address.
+	HostName string
+}
+
+// ClaimName is the name of the ConfigMap of tenant's claim on a site.
+func ClaimName(tenant string) string { return "tenant-" + tenant }
+
+// ensure writes the claim on the cluster of client, or checks that this host wrote it.
+func (cl *Claim) ensure(ctx context.Context, client kubernetes.Interface, server string) error {
+	name := ClaimName(cl.Tenant)
+	want := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ClaimNamespace, Name: name, Labels: map[string]string{
+			vk8sv1.LabelTenant: cl.Tenant, vk8sv1.LabelManagedBy: vk8sv1.ManagedByVK8s,
+		}},
+		Data: map[string]string{ClaimKeyHostID: cl.HostID, ClaimKeyHostName: cl.HostName},
+	}
+	cms := client.CoreV1().ConfigMaps(ClaimNamespace)
+	have, err := cms.Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ClaimNamespace,
+			Labels: map[string]string{vk8sv1.LabelManagedBy: vk8sv1.ManagedByVK8s}}}
+		if _, err := client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create namespace %s for the tenant claim: %w", ClaimNamespace, err)
+		}
+		have, err = cms.Create(ctx, want, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			// Another host claimed it at the same moment.
+			have, err = cms.Get(ctx, name, metav1.GetOptions{})
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("claim tenant %s on the site (ConfigMap %s/%s): %w", cl.Tenant, ClaimNamespace, name, err)
+	}
+	if id := have.Data[ClaimKeyHostID]; id != cl.HostID {
+		return newSiteError(ReasonTenantInUse, nil,
+			"the cluster at %s already serves tenant %q for another host, %s (cluster ID %s), as ConfigMap %s/%s on the site says; "+
+				"two hosts with one tenant would delete each other's pods: give this host another tenant (the provider's --tenant), "+
+				"or, if that host no longer uses the site, delete the ConfigMap",
+			server, cl.Tenant, have.Data[ClaimKeyHostName], id, ClaimNamespace, name)
+	}
+	return nil
+}
