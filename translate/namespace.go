@@ -31,12 +31,13 @@ func SiteNamespace(tenant, ns string) string {
 	return strings.TrimRight(name[:validation.DNS1123LabelMaxLength-len(suffix)-1], "-") + "-" + suffix
 }
 
-// Namespace returns the site namespace vk8s creates for host namespace hostNamespace.
-func Namespace(tenant, hostNamespace string) *corev1.Namespace {
-	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
-		Name:   SiteNamespace(tenant, hostNamespace),
-		Labels: map[string]string{vk8sv1.LabelTenant: tenant, vk8sv1.LabelHostNamespace: hostNamespace},
-	}}
+// Namespace returns the site namespace vk8s creates for host namespace hostNamespace, with
+// the Pod Security labels of level (PodSecurityLabels).
+func Namespace(tenant, hostNamespace string, level vk8sv1.PodSecurityLevel) *corev1.Namespace {
+	l := PodSecurityLabels(level)
+	l[vk8sv1.LabelTenant] = tenant
+	l[vk8sv1.LabelHostNamespace] = hostNamespace
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: SiteNamespace(tenant, hostNamespace), Labels: l}}
 }
 
 // podSecurityRank orders the levels from the most permissive.
