@@ -112,13 +112,14 @@ func (m *Mirror) ours(copy metaObject, hostNamespace string) bool {
 
 // ensureNamespace creates the site namespace of a host namespace on c when it is missing
 // (tenancy.EnsureNamespace: the VirtualKubernetes controller and the provider make the
-// same namespace).
+// same namespace, at the Pod Security level of the cluster's Sites, and keep that level
+// when it changes).
 func (m *Mirror) ensureNamespace(ctx context.Context, c *cluster, hostNamespace string) error {
 	name := translate.SiteNamespace(m.cfg.Tenant, hostNamespace)
 	if _, ok := c.namespaces.Load(name); ok {
 		return nil
 	}
-	if err := tenancy.EnsureNamespace(ctx, c.client, m.cfg.Tenant, hostNamespace); err != nil {
+	if _, err := tenancy.EnsureNamespace(ctx, c.client, m.cfg.Tenant, hostNamespace, m.cfg.Registry.PodSecurity(c.key)); err != nil {
 		return err
 	}
 	c.namespaces.Store(name, true)

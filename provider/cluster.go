@@ -55,11 +55,27 @@ type cluster struct {
 	copies  map[string]cache.SharedIndexInformer // by kind
 	queue   workqueue.TypedRateLimitingInterface[item]
 
-	// namespaces holds the site namespaces known to exist.
+	// namespaces holds the site namespaces known to exist (name -> siteNamespace).
 	namespaces sync.Map
+	// podSecurity is the Pod Security level last brought to every namespace this host
+	// created on the cluster ("" until the first pass). Only syncPodSecurity uses it, and
+	// the queue runs its one item one at a time.
+	podSecurity vk8sv1.PodSecurityLevel
+	// refused holds the host pods ("<namespace>/<name>") the cluster's Pod Security
+	// Admission refused, queued again at once when the level changes.
+	refused sync.Map
 
 	cancel context.CancelFunc
 	done   chan struct{}
+}
+
+// siteNamespace is what a cluster knows of one of its site namespaces.
+type siteNamespace struct {
+	// level is the Pod Security level vk8s last made sure of.
+	level vk8sv1.PodSecurityLevel
+	// created says vk8s created it, so that level is in force there (a site
+	// administrator's namespace keeps its own labels).
+	created bool
 }
 
 func newCluster(conn *sitereg.Conn, tenant string, log logr.Logger) (*cluster, error) {

@@ -23,7 +23,10 @@
 // host pod (a ValidatingAdmissionPolicy answers 422 unless its validation says another
 // reason); anything else (403 from quota, admission plugins or a policy with reason
 // Forbidden, 5xx, timeouts) is retried with backoff while a condition and an Event quote
-// the site.
+// the site. A refusal by the site's Pod Security Admission says so with its own reason
+// (translate.ReasonPodSecurity) and the fix; when the level of a cluster's Sites changes
+// (Registry.Watch), syncPodSecurity relabels the namespaces this host created there and
+// queues the pods the old level refused.
 //
 // # Pods bound before their node
 //

@@ -318,6 +318,8 @@ func (p *Pods) siteChanged(site string) {
 	}
 	// A reconnected cluster may hold pods deleted in the host meanwhile.
 	c.queue.Add(item{Kind: kindSweep})
+	// The change may be of a Site's spec.podSecurity.
+	c.queue.Add(item{Kind: kindPodSecurity})
 	if wasDown {
 		p.log.Info("Site is back; refreshing its pods' status", "site", site)
 		for _, sp := range c.allSitePods() {

@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/vk8s-io/vk8s/tenancy"
@@ -22,6 +23,10 @@ import (
 // kindSweep is the work item that looks for site pods whose host pod is gone and for
 // copies no site pod uses any more.
 const kindSweep = "sweep"
+
+// kindPodSecurity is the work item that brings the namespaces this host created on a
+// cluster to the Pod Security level of its Sites (syncPodSecurity).
+const kindPodSecurity = "podsecurity"
 
 // errRequeue asks for the item to be processed again after a backoff.
 var errRequeue = errors.New("requeue")
@@ -51,6 +56,8 @@ func (p *Pods) start(c *cluster) {
 		}
 		c.log.V(1).Info("Site cluster caches synced")
 		c.queue.Add(item{Kind: kindSweep})
+		// The Sites' level may have changed while no provider ran.
+		c.queue.Add(item{Kind: kindPodSecurity})
 		var wg sync.WaitGroup
 		for range p.cfg.Workers {
 			wg.Go(func() {
@@ -97,6 +104,8 @@ func (p *Pods) processNext(ctx context.Context, c *cluster) bool {
 		err = p.syncPod(ctx, c, it)
 	case kindSweep:
 		p.sweep(ctx, c)
+	case kindPodSecurity:
+		err = p.syncPodSecurity(ctx, c)
 	default:
 		err = p.syncCopy(ctx, c, it)
 	}
@@ -169,6 +178,7 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 	sp := c.sitePod(it.Namespace, it.Name)
 	host, err := p.cfg.HostPods.Pods(it.Namespace).Get(it.Name)
 	if apierrors.IsNotFound(err) {
+		c.refused.Delete(it.Namespace + "/" + it.Name)
 		if sp != nil {
 			return c.deleteSitePod(ctx, sp, nil)
 		}
@@ -226,7 +236,9 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 	if err != nil {
 		return nil
 	}
-	if err := c.ensureNamespace(ctx, want.Namespace, p.cfg.Tenant, host.Namespace); err != nil {
+	level := p.cfg.Registry.PodSecurity(c.key)
+	created, err := c.ensureNamespace(ctx, want.Namespace, p.cfg.Tenant, host.Namespace, level)
+	if err != nil {
 		p.reportUnsynced(host, translate.ReasonSiteRejected, fmt.Sprintf("site %s: %v", site, err))
 		return err
 	}
@@ -238,6 +250,7 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 	switch {
 	case err == nil:
 		p.metrics.op(site, "create", nil, false)
+		c.refused.Delete(it.Namespace + "/" + it.Name)
 		return nil
 	case apierrors.IsAlreadyExists(err):
 		got, gerr := c.client.CoreV1().Pods(want.Namespace).Get(ctx, want.Name, metav1.GetOptions{})
@@ -272,9 +285,30 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 		return nil
 	default:
 		p.metrics.op(site, "create", err, false)
+		if enforced, ok := podSecurityViolation(err); ok {
+			// Retried with backoff like any 403, and at once when the Sites' level changes.
+			c.refused.Store(it.Namespace+"/"+it.Name, true)
+			r := translate.PodSecurityRefusal{Site: site, Namespace: want.Namespace, Created: created,
+				SiteLevel: level, NamespaceLevel: level, Level: enforced, Message: err.Error()}
+			if conn, cerr := p.cfg.Registry.Get(site); cerr == nil {
+				r.SiteLevel = conn.PodSecurity
+			}
+			p.reportUnsynced(host, translate.ReasonPodSecurity, r.HostMessage())
+			return errRequeue
+		}
 		p.reportUnsynced(host, translate.ReasonSiteRejected, fmt.Sprintf("site %s refused the pod (retrying): %v", site, err))
 		return errRequeue
 	}
+}
+
+// podSecurityViolation says whether a site refused a pod by its Pod Security Admission (a
+// 403 Forbidden: the namespace's level, not the pod alone, decides), and the level it
+// enforced.
+func podSecurityViolation(err error) (string, bool) {
+	if !apierrors.IsForbidden(err) {
+		return "", false
+	}
+	return translate.PodSecurityViolation(err.Error())
 }
 
 // permanentRejection says whether a site's refusal to create a pod is for good: the site
@@ -303,16 +337,66 @@ func (c *cluster) deleteSitePod(ctx context.Context, sp *corev1.Pod, grace *int6
 	return nil
 }
 
-// ensureNamespace creates the site namespace of a host namespace when it is missing
-// (tenancy.EnsureNamespace: the VirtualKubernetes controller makes the same namespace).
-func (c *cluster) ensureNamespace(ctx context.Context, name, tenant, hostNamespace string) error {
-	if _, ok := c.namespaces.Load(name); ok {
+// ensureNamespace creates the site namespace of a host namespace when it is missing, at
+// Pod Security level level (tenancy.EnsureNamespace: the VirtualKubernetes controller
+// makes the same namespace), and brings one vk8s created to level when the level it was
+// last given differs. It reports whether vk8s created the namespace.
+func (c *cluster) ensureNamespace(ctx context.Context, name, tenant, hostNamespace string, level vk8sv1.PodSecurityLevel) (bool, error) {
+	if v, ok := c.namespaces.Load(name); ok && v.(siteNamespace).level == level {
+		return v.(siteNamespace).created, nil
+	}
+	created, err := tenancy.EnsureNamespace(ctx, c.client, tenant, hostNamespace, level)
+	if err != nil {
+		return created, err
+	}
+	c.namespaces.Store(name, siteNamespace{level: level, created: created})
+	return created, nil
+}
+
+// syncPodSecurity brings every namespace this host created on a cluster to the Pod
+// Security level of the cluster's Sites when it changed (a Site's spec.podSecurity, a
+// Site joining or leaving the cluster), or after a start, then queues the pods the old
+// level refused. A site administrator's namespace is never touched. It runs on
+// Registry.Watch's events, which a Site's spec change sends.
+func (p *Pods) syncPodSecurity(ctx context.Context, c *cluster) error {
+	level := p.cfg.Registry.PodSecurity(c.key)
+	if level == c.podSecurity {
 		return nil
 	}
-	if err := tenancy.EnsureNamespace(ctx, c.client, tenant, hostNamespace); err != nil {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	sel := labels.Set{vk8sv1.LabelTenant: p.cfg.Tenant}.AsSelector().String()
+	list, err := c.client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: sel})
+	if err != nil {
+		return fmt.Errorf("list the site namespaces of tenant %s: %w", p.cfg.Tenant, err)
+	}
+	var errs []error
+	for i := range list.Items {
+		ns := &list.Items[i]
+		hostNamespace := ns.Labels[vk8sv1.LabelHostNamespace]
+		if ns.Name != translate.SiteNamespace(p.cfg.Tenant, hostNamespace) || !translate.CreatedByVK8s(ns, p.cfg.Tenant, hostNamespace) {
+			continue
+		}
+		wrote, err := tenancy.SetPodSecurity(ctx, c.client, ns, level)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if wrote {
+			c.log.Info("Set the Pod Security level of a site namespace", "namespace", ns.Name, "level", level)
+		}
+		c.namespaces.Store(ns.Name, siteNamespace{level: level, created: true})
+	}
+	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	c.namespaces.Store(name, true)
+	c.podSecurity = level
+	c.refused.Range(func(key, _ any) bool {
+		c.refused.Delete(key)
+		ns, name, _ := cache.SplitMetaNamespaceKey(key.(string))
+		c.queue.Add(item{Namespace: ns, Name: name})
+		return true
+	})
 	return nil
 }
 

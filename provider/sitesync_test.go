@@ -58,3 +58,27 @@ func TestPermanentRejection(t *testing.T) {
 		})
 	}
 }
+
+func TestPodSecurityViolation(t *testing.T) {
+	pods := schema.GroupResource{Resource: "pods"}
+	// What a site (Kubernetes 1.35) answers for a privileged pod in a baseline namespace.
+	psa := apierrors.NewForbidden(pods, "priv", errors.New(`violates PodSecurity "baseline:latest": privileged (container "app" must not set securityContext.privileged=true)`))
+	for _, tc := range []struct {
+		name  string
+		err   error
+		level string
+		ok    bool
+	}{
+		{"403 from Pod Security Admission", psa, "baseline", true},
+		{"the same, wrapped", fmt.Errorf("create pod on site2: %w", psa), "baseline", true},
+		{"403 exceeded quota", apierrors.NewForbidden(pods, "web", errors.New("exceeded quota: q")), "", false},
+		{"422 quoting Pod Security", &apierrors.StatusError{ErrStatus: metav1.Status{Code: http.StatusUnprocessableEntity, Reason: metav1.StatusReasonInvalid,
+			Message: `violates PodSecurity "baseline:latest"`}}, "", false},
+		{"not an API error", errors.New(`violates PodSecurity "baseline:latest"`), "", false},
+	} {
+		level, ok := podSecurityViolation(tc.err)
+		if level != tc.level || ok != tc.ok {
+			t.Errorf("%s: podSecurityViolation = %q, %v; want %q, %v", tc.name, level, ok, tc.level, tc.ok)
+		}
+	}
+}

@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash"
+	"maps"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -28,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/translate"
 )
 
 // userAgent is what vk8s calls itself on the sites' API servers.
@@ -99,9 +102,11 @@ type conn struct {
 	probeMu sync.Mutex
 
 	mu sync.Mutex
-	// sites are the Sites on this cluster with their node selectors.
-	sites  map[string]labels.Selector
-	closed bool
+	// sites are the Sites on this cluster with their node selectors, podSecurity their
+	// spec.podSecurity.enforce.
+	sites       map[string]labels.Selector
+	podSecurity map[string]vk8sv1.PodSecurityLevel
+	closed      bool
 	// informer watches the cluster's nodes; nil until a probe succeeded, so bad credentials
 	// do not leave a reflector retrying in the background.
 	informer cache.SharedIndexInformer
@@ -141,9 +146,10 @@ func newConn(key string, cfg *rest.Config, qps float32, burst int, claim *Claim,
 	}
 	return &conn{
 		key: key, server: cfg.Host, config: cfg, http: hc, client: cs,
-		sites:  map[string]labels.Selector{},
-		claim:  claim,
-		notify: notify,
+		sites:       map[string]labels.Selector{},
+		podSecurity: map[string]vk8sv1.PodSecurityLevel{},
+		claim:       claim,
+		notify:      notify,
 	}, nil
 }
 
@@ -213,10 +219,12 @@ func serverVersion(ctx context.Context, rc rest.Interface) (*version.Info, error
 	return &info, nil
 }
 
-// setSite records that site uses this connection with selector sel.
-func (c *conn) setSite(site string, sel labels.Selector) {
+// setSite records that site uses this connection with selector sel and Pod Security
+// level level.
+func (c *conn) setSite(site string, sel labels.Selector, level vk8sv1.PodSecurityLevel) {
 	c.mu.Lock()
 	c.sites[site] = sel
+	c.podSecurity[site] = level
 	c.mu.Unlock()
 }
 
@@ -225,7 +233,16 @@ func (c *conn) dropSite(site string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.sites, site)
+	delete(c.podSecurity, site)
 	return len(c.sites) == 0
+}
+
+// namespacePodSecurity is the Pod Security level of the cluster's site namespaces, which
+// all its Sites share: the strictest they ask for.
+func (c *conn) namespacePodSecurity() vk8sv1.PodSecurityLevel {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return translate.StrictestPodSecurity(slices.Collect(maps.Values(c.podSecurity))...)
 }
 
 // startInformer starts the node informer, once; it stops when ctx ends or the connection

@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/translate"
 )
 
 // defaultKubeconfigKey is the Secret key of a kubeconfig when the Site does not name one
@@ -237,11 +238,11 @@ func (r *Registry) unchanged(site *vk8sv1.Site, sel labels.Selector, refID, rv s
 	if e == nil || rv == "" || e.ref != refID || e.secretRV != rv || (e.conn == nil && e.err == nil) {
 		return nil, nil, false
 	}
-	e.sel, e.mode = sel, site.Spec.NodeMode
+	e.sel, e.mode, e.podSecurity = sel, site.Spec.NodeMode, translate.SitePodSecurity(site)
 	if e.err != nil {
 		return nil, e.err, true
 	}
-	e.conn.setSite(site.Name, sel)
+	e.conn.setSite(site.Name, sel, e.podSecurity)
 	return e.conn, nil, true
 }
 
@@ -270,7 +271,8 @@ func (r *Registry) acquire(ctx context.Context, site *vk8sv1.Site, sel labels.Se
 		r.releaseLocked(ctx, site.Name, e.conn)
 	}
 	e.conn, e.err, e.ref, e.secretRV, e.sel, e.mode = c, nil, refID, rv, sel, site.Spec.NodeMode
-	c.setSite(site.Name, sel)
+	e.podSecurity = translate.SitePodSecurity(site)
+	c.setSite(site.Name, sel, e.podSecurity)
 	return c, nil
 }
 
@@ -288,6 +290,7 @@ func (r *Registry) failLocked(ctx context.Context, site *vk8sv1.Site, sel labels
 		r.releaseLocked(ctx, site.Name, e.conn)
 	}
 	e.conn, e.err, e.ref, e.secretRV, e.sel, e.mode = nil, se, refID, rv, sel, site.Spec.NodeMode
+	e.podSecurity = translate.SitePodSecurity(site)
 	return se
 }
 

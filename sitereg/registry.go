@@ -109,6 +109,8 @@ type siteEntry struct {
 	err  *siteError
 	sel  labels.Selector
 	mode vk8sv1.NodeMode
+	// podSecurity is the Site's spec.podSecurity.enforce (translate.SitePodSecurity).
+	podSecurity vk8sv1.PodSecurityLevel
 	// status is the status last written for the Site with this uid.
 	uid    types.UID
 	status *vk8sv1.SiteStatus
@@ -247,7 +249,8 @@ func (r *Registry) Start(ctx context.Context) error {
 
 // Watch returns a channel that carries a request (a Site with only its name set) each time
 // a site's nodes change or its status changes (connected or not, nodes, version; a
-// heartbeat that moves only lastHeartbeatTime is not a change), and when it is deleted: feed it to a controller with source.Channel to reconcile whatever is made
+// heartbeat that moves only lastHeartbeatTime is not a change; a spec change, such as
+// spec.podSecurity, moves status.observedGeneration), and when it is deleted: feed it to a controller with source.Channel to reconcile whatever is made
 // of the sites' nodes. Requests are coalesced per site and never dropped; deliveries start
 // with the registry and stop with it. Call Watch before the manager starts, once per
 // consumer.
@@ -303,6 +306,12 @@ type Conn struct {
 	Nodes corelisters.NodeLister
 	// NodeMode is the Site's spec.nodeMode.
 	NodeMode vk8sv1.NodeMode
+	// PodSecurity is the Site's spec.podSecurity.enforce (baseline when unset).
+	PodSecurity vk8sv1.PodSecurityLevel
+	// NamespacePodSecurity is the Pod Security level of the site namespaces on the
+	// cluster: the strictest of the Sites that share the connection, since they share the
+	// namespaces (PodSecurity for a Site alone on its cluster).
+	NamespacePodSecurity vk8sv1.PodSecurityLevel
 	// KubernetesVersion is the API server's version at the last probe.
 	KubernetesVersion string
 	// LastHeartbeat is when the API server last answered a probe.
@@ -320,8 +329,9 @@ func (r *Registry) Get(site string) (*Conn, error) {
 	var c *conn
 	var sel labels.Selector
 	var mode vk8sv1.NodeMode
+	var level vk8sv1.PodSecurityLevel
 	if ok {
-		c, sel, mode = e.conn, e.sel, e.mode
+		c, sel, mode, level = e.conn, e.sel, e.mode, e.podSecurity
 	}
 	var entryErr error
 	if ok && e.err != nil {
@@ -349,14 +359,29 @@ func (r *Registry) Get(site string) (*Conn, error) {
 		return nil, fmt.Errorf("site %s: %w: node cache not synced yet", site, ErrSiteNotConnected)
 	}
 	return &Conn{
-		Site:              site,
-		Key:               c.key,
-		Server:            c.server,
-		Config:            c.config,
-		Client:            c.client,
-		Nodes:             siteNodeLister{base: corelisters.NewNodeLister(inf.GetIndexer()), sel: sel},
-		NodeMode:          mode,
-		KubernetesVersion: res.version,
-		LastHeartbeat:     res.lastSuccess,
+		Site:                 site,
+		Key:                  c.key,
+		Server:               c.server,
+		Config:               c.config,
+		Client:               c.client,
+		Nodes:                siteNodeLister{base: corelisters.NewNodeLister(inf.GetIndexer()), sel: sel},
+		NodeMode:             mode,
+		PodSecurity:          level,
+		NamespacePodSecurity: c.namespacePodSecurity(),
+		KubernetesVersion:    res.version,
+		LastHeartbeat:        res.lastSuccess,
 	}, nil
+}
+
+// PodSecurity returns the Pod Security level of the site namespaces on the cluster of
+// connection key (Conn.Key): the strictest spec.podSecurity.enforce of the Sites that
+// share it, baseline when no Site uses the connection. It does no I/O.
+func (r *Registry) PodSecurity(key string) vk8sv1.PodSecurityLevel {
+	r.mu.Lock()
+	c := r.conns[key]
+	r.mu.Unlock()
+	if c == nil {
+		return vk8sv1.PodSecurityBaseline
+	}
+	return c.namespacePodSecurity()
 }

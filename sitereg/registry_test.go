@@ -560,3 +560,97 @@ func TestWatchSkipsHeartbeats(t *testing.T) {
 		t.Errorf("%d requests for s after a heartbeat that changed nothing else, want 0", n)
 	}
 }
+
+// Sites that share a cluster share its site namespaces, whose Pod Security level is the
+// strictest of theirs; a change of a Site's level reaches Get, PodSecurity and the
+// watchers.
+func TestPodSecurityOfSharedConnection(t *testing.T) {
+	api := newFakeAPIServer(t, "t", node("node1", true, "16", "64Gi", nil), node("node2", true, "16", "64Gi", nil))
+	whole := testSite("whole", "kc", nil)
+	whole.Spec.PodSecurity.Enforce = vk8sv1.PodSecurityPrivileged
+	slice := testSite("slice", "kc", map[string]string{corev1.LabelHostname: "node1"}) // no level: baseline
+	env := newTestEnv(t, testSecret("kc", map[string][]byte{"kubeconfig": testKubeconfig(t, api.URL, api.caPEM(), "t", nil)}), whole, slice)
+	watch := env.r.Watch()
+	env.reconcile(t, "whole")
+	env.reconcile(t, "slice")
+
+	check := func(what string, wantWhole, wantSlice, wantNamespaces vk8sv1.PodSecurityLevel) {
+		t.Helper()
+		cw, err := env.r.Get("whole")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs, err := env.r.Get("slice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cw.PodSecurity != wantWhole || cs.PodSecurity != wantSlice {
+			t.Errorf("%s: PodSecurity whole %q slice %q, want %q %q", what, cw.PodSecurity, cs.PodSecurity, wantWhole, wantSlice)
+		}
+		if cw.NamespacePodSecurity != wantNamespaces || cs.NamespacePodSecurity != wantNamespaces || env.r.PodSecurity(cw.Key) != wantNamespaces {
+			t.Errorf("%s: NamespacePodSecurity whole %q slice %q, PodSecurity(key) %q, want %q",
+				what, cw.NamespacePodSecurity, cs.NamespacePodSecurity, env.r.PodSecurity(cw.Key), wantNamespaces)
+		}
+	}
+	check("at first", vk8sv1.PodSecurityPrivileged, vk8sv1.PodSecurityBaseline, vk8sv1.PodSecurityBaseline)
+	if got := env.r.PodSecurity("no such connection"); got != vk8sv1.PodSecurityBaseline {
+		t.Errorf("PodSecurity of an unknown connection = %q, want baseline", got)
+	}
+
+	// Drain what the first statuses and the node informer sent.
+	for drained := false; !drained; {
+		select {
+		case <-watch:
+		case <-time.After(300 * time.Millisecond):
+			drained = true
+		}
+	}
+	// The slice allows privileged pods too (the API server bumps the generation of a
+	// spec change): the namespaces follow, and the watchers hear of it.
+	s := &vk8sv1.Site{}
+	if err := env.host.Get(t.Context(), client.ObjectKey{Name: "slice"}, s); err != nil {
+		t.Fatal(err)
+	}
+	s.Spec.PodSecurity.Enforce = vk8sv1.PodSecurityPrivileged
+	s.Generation++
+	if err := env.host.Update(t.Context(), s); err != nil {
+		t.Fatal(err)
+	}
+	env.reconcile(t, "slice")
+	check("after the slice changed", vk8sv1.PodSecurityPrivileged, vk8sv1.PodSecurityPrivileged, vk8sv1.PodSecurityPrivileged)
+	err := wait.PollUntilContextTimeout(t.Context(), 10*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+		select {
+		case ev := <-watch:
+			return ev.Object.GetName() == "slice", nil
+		default:
+			return false, nil
+		}
+	})
+	if err != nil {
+		t.Error("no request for slice on the Watch channel after its spec.podSecurity changed")
+	}
+
+	// A Site that goes takes its level with it.
+	if err := env.host.Delete(t.Context(), &vk8sv1.Site{ObjectMeta: metav1.ObjectMeta{Name: "whole"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.r.Reconcile(t.Context(), ctrl.Request{NamespacedName: client.ObjectKey{Name: "whole"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.host.Get(t.Context(), client.ObjectKey{Name: "slice"}, s); err != nil {
+		t.Fatal(err)
+	}
+	s.Spec.PodSecurity.Enforce = vk8sv1.PodSecurityRestricted
+	s.Generation++
+	if err := env.host.Update(t.Context(), s); err != nil {
+		t.Fatal(err)
+	}
+	env.reconcile(t, "slice")
+	cs, err := env.r.Get("slice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs.PodSecurity != vk8sv1.PodSecurityRestricted || cs.NamespacePodSecurity != vk8sv1.PodSecurityRestricted {
+		t.Errorf("slice alone: PodSecurity %q NamespacePodSecurity %q, want restricted", cs.PodSecurity, cs.NamespacePodSecurity)
+	}
+}

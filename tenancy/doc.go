@@ -8,11 +8,16 @@
 //
 // translate.SiteNamespace names the namespace of a host namespace on a site:
 // <tenant>-<namespace>, cut to 63 characters with a stable hash. EnsureNamespace creates it
-// with the labels vk8s.io/tenant and vk8s.io/host-namespace and its "default"
-// ServiceAccount; the provider calls it when the first pod of a namespace reaches a site,
-// this package when a VirtualKubernetes is created, so both make the same namespace. A
-// namespace that existed before is used as it is and never labelled, so those labels say
-// "vk8s created it" (translate.CreatedByVK8s).
+// with the labels vk8s.io/tenant and vk8s.io/host-namespace, the Pod Security labels of its
+// cluster's level (the strictest spec.podSecurity.enforce of the Sites on the cluster,
+// baseline by default; Sites.PodSecurity) and its "default" ServiceAccount; the provider
+// calls it when the first pod of a namespace reaches a site, this package when a
+// VirtualKubernetes is created, so both make the same namespace. A namespace that existed
+// before is used as it is and never labelled, so those labels say "vk8s created it"
+// (translate.CreatedByVK8s). One vk8s created is relabelled when the level changes
+// (SetPodSecurity, which reads it again when the provider wrote it meanwhile): a
+// provisioned site is provisioned again when its level differs from the one it was
+// provisioned at, on the registry's Watch event that a Site's spec change sends.
 //
 // # VirtualSite status
 //
@@ -91,7 +96,7 @@
 // On the host: get, list and watch Sites, VirtualSites and VirtualKubernetes; update and
 // patch virtualkubernetes (the finalizer); update and patch virtualsites/status and
 // virtualkubernetes/status; create and patch events (events.k8s.io). On each site: get,
-// create and delete namespaces; create serviceaccounts; get, create, update and delete
+// list, create, update and delete namespaces; create serviceaccounts; get, create, update and delete
 // networkpolicies (networking.k8s.io); list pods and persistentvolumeclaims. The lab's
 // sites use admin credentials.
 package tenancy

@@ -14,24 +14,71 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 )
 
-// EnsureNamespace creates the site namespace of hostNamespace on a site when it is
-// missing, and its "default" ServiceAccount. An existing namespace is used as it is.
-func EnsureNamespace(ctx context.Context, c kubernetes.Interface, tenant, hostNamespace string) error {
-	ns := translate.Namespace(tenant, hostNamespace)
-	_, err := c.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create namespace %s: %w", ns.Name, err)
+// EnsureNamespace makes the site namespace of hostNamespace exist on a site, with its
+// "default" ServiceAccount. A namespace vk8s creates carries the Pod Security labels of
+// level, and gets them again when they differ (the Site's level changed, or someone
+// edited them on the site); a namespace vk8s did not create (a site administrator's) is
+// used as it is, its labels untouched. It reports whether vk8s created the namespace
+// (translate.CreatedByVK8s), that is whether level is in force there.
+func EnsureNamespace(ctx context.Context, c kubernetes.Interface, tenant, hostNamespace string, level vk8sv1.PodSecurityLevel) (bool, error) {
+	want := translate.Namespace(tenant, hostNamespace, level)
+	nss := c.CoreV1().Namespaces()
+	ns, err := nss.Get(ctx, want.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		ns, err = nss.Create(ctx, want, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			ns, err = nss.Get(ctx, want.Name, metav1.GetOptions{})
+		}
+	}
+	if err != nil {
+		return false, fmt.Errorf("get or create namespace %s: %w", want.Name, err)
+	}
+	created := translate.CreatedByVK8s(ns, tenant, hostNamespace)
+	if created {
+		if _, err := SetPodSecurity(ctx, c, ns, level); err != nil {
+			return true, err
+		}
 	}
 	// The site's ServiceAccount admission refuses pods until the namespace's "default"
 	// ServiceAccount exists, which its controller creates a moment later: make it now.
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: ns.Name}}
-	_, err = c.CoreV1().ServiceAccounts(ns.Name).Create(ctx, sa, metav1.CreateOptions{})
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: want.Name}}
+	_, err = c.CoreV1().ServiceAccounts(want.Name).Create(ctx, sa, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create ServiceAccount %s/default: %w", ns.Name, err)
+		return created, fmt.Errorf("create ServiceAccount %s/default: %w", want.Name, err)
 	}
-	return nil
+	return created, nil
+}
+
+// SetPodSecurity gives a site namespace vk8s created (translate.CreatedByVK8s: call it for
+// no other) the Pod Security labels of level when they differ, reading it again when
+// someone wrote it meanwhile: the provider and the VirtualKubernetes controller both follow
+// a level change. It reports whether it wrote.
+func SetPodSecurity(ctx context.Context, c kubernetes.Interface, ns *corev1.Namespace, level vk8sv1.PodSecurityLevel) (bool, error) {
+	tenant, hostNamespace := ns.Labels[vk8sv1.LabelTenant], ns.Labels[vk8sv1.LabelHostNamespace]
+	wrote := false
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		upd, changed := translate.WithPodSecurity(ns, level)
+		if !changed || !translate.CreatedByVK8s(ns, tenant, hostNamespace) {
+			return nil
+		}
+		_, err := c.CoreV1().Namespaces().Update(ctx, upd, metav1.UpdateOptions{})
+		if apierrors.IsConflict(err) {
+			fresh, gerr := c.CoreV1().Namespaces().Get(ctx, ns.Name, metav1.GetOptions{})
+			if gerr != nil {
+				return gerr
+			}
+			ns = fresh
+		}
+		wrote = err == nil
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("set Pod Security level %s on namespace %s: %w", level, ns.Name, err)
+	}
+	return wrote, nil
 }
 
 // ensurePolicy creates the isolation NetworkPolicy, or puts back its spec and labels when
@@ -69,10 +116,10 @@ func ensurePolicy(ctx context.Context, c kubernetes.Interface, want *networkingv
 	return nil
 }
 
-// provision makes sure the site namespace and its isolation NetworkPolicy exist on one
-// site cluster.
-func provision(ctx context.Context, c kubernetes.Interface, tenant, hostNamespace string) error {
-	if err := EnsureNamespace(ctx, c, tenant, hostNamespace); err != nil {
+// provision makes sure the site namespace (at Pod Security level level) and its isolation
+// NetworkPolicy exist on one site cluster.
+func provision(ctx context.Context, c kubernetes.Interface, tenant, hostNamespace string, level vk8sv1.PodSecurityLevel) error {
+	if _, err := EnsureNamespace(ctx, c, tenant, hostNamespace, level); err != nil {
 		return err
 	}
 	return ensurePolicy(ctx, c, translate.IsolationPolicy(tenant, hostNamespace))

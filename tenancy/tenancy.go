@@ -50,6 +50,10 @@ type Sites interface {
 	// namespace for all of them. It does no I/O and never blocks. When the site cannot be
 	// used now, the error wraps sitereg.ErrSiteNotConnected and says why.
 	Client(site string) (client kubernetes.Interface, key string, err error)
+	// PodSecurity returns the Pod Security level of the site namespaces on the cluster of
+	// connection key: the strictest spec.podSecurity.enforce of the Sites on it. It does
+	// no I/O.
+	PodSecurity(key string) vk8sv1.PodSecurityLevel
 }
 
 // RegistrySites returns the Sites of a site registry.
@@ -64,6 +68,8 @@ func (s registrySites) Client(site string) (kubernetes.Interface, string, error)
 	}
 	return c.Client, c.Key, nil
 }
+
+func (s registrySites) PodSecurity(key string) vk8sv1.PodSecurityLevel { return s.r.PodSecurity(key) }
 
 // Config configures the controllers. Tenant and Sites are required.
 type Config struct {
@@ -110,15 +116,17 @@ type Controller struct {
 
 	mu sync.Mutex
 	// provisioned records, per "<uid>/<site>", the connection key a site was provisioned
-	// through and when, so a reconcile does not call every site again.
+	// through, at which Pod Security level, and when, so a reconcile does not call every
+	// site again.
 	provisioned map[string]provisionMark
 	// reported is, per VirtualKubernetes, the failure last recorded as an Event.
 	reported map[types.UID]string
 }
 
 type provisionMark struct {
-	key string
-	at  time.Time
+	key   string
+	level vk8sv1.PodSecurityLevel
+	at    time.Time
 }
 
 // New validates cfg and fills in its defaults.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -48,10 +49,13 @@ type fakeSites struct {
 	clients map[string]*k8sfake.Clientset
 	keys    map[string]string
 	errs    map[string]error
+	// levels are the Pod Security levels by connection key; baseline when unset.
+	levels map[string]vk8sv1.PodSecurityLevel
 }
 
 func newFakeSites(sites ...string) *fakeSites {
-	f := &fakeSites{clients: map[string]*k8sfake.Clientset{}, keys: map[string]string{}, errs: map[string]error{}}
+	f := &fakeSites{clients: map[string]*k8sfake.Clientset{}, keys: map[string]string{}, errs: map[string]error{},
+		levels: map[string]vk8sv1.PodSecurityLevel{}}
 	for _, s := range sites {
 		f.clients[s] = k8sfake.NewClientset()
 		f.keys[s] = "cluster-" + s
@@ -81,6 +85,21 @@ func (f *fakeSites) Client(site string) (kubernetes.Interface, string, error) {
 		return nil, "", fmt.Errorf("site %s: %w: not registered, or not reconciled yet", site, sitereg.ErrSiteNotConnected)
 	}
 	return c, f.keys[site], nil
+}
+
+func (f *fakeSites) PodSecurity(key string) vk8sv1.PodSecurityLevel {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if l, ok := f.levels[key]; ok {
+		return l
+	}
+	return vk8sv1.PodSecurityBaseline
+}
+
+func (f *fakeSites) setPodSecurity(site string, level vk8sv1.PodSecurityLevel) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.levels[f.keys[site]] = level
 }
 
 var errDown = fmt.Errorf("site site2: %w: %w: Unreachable: dial tcp 10.0.0.2:6443: connect: connection refused", sitereg.ErrSiteNotConnected, sitereg.ErrSiteDown)
@@ -689,5 +708,138 @@ func TestNewSiteConnectingRecordsNoWarning(t *testing.T) {
 	}
 	if evs := e.events(); !hasEvent(evs, "Normal Provisioned") {
 		t.Errorf("events %q", evs)
+	}
+}
+
+// The site namespaces carry the Pod Security labels of their cluster's level; a level
+// change reaches them at the next reconcile (Registry.Watch sends one), within the resync
+// interval; a namespace vk8s did not create keeps its own labels.
+func TestProvisionPodSecurity(t *testing.T) {
+	sites := newFakeSites("site1", "site2", "site3")
+	foreign := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: siteNS, Labels: map[string]string{
+		vk8sv1.LabelPodSecurityEnforce: "restricted", "owner": "site-admin"}}}
+	sites.clients["site3"] = k8sfake.NewClientset(foreign)
+	sites.setPodSecurity("site2", vk8sv1.PodSecurityPrivileged)
+	e := vkEnv(t, sites)
+	e.reconcileVK()
+	labels := func(site string) map[string]string {
+		t.Helper()
+		ns, err := e.sites.clients[site].CoreV1().Namespaces().Get(t.Context(), siteNS, metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("%s: %v", site, err)
+		}
+		return ns.Labels
+	}
+	has := func(site string, level vk8sv1.PodSecurityLevel) {
+		t.Helper()
+		got := labels(site)
+		for k, v := range translate.PodSecurityLabels(level) {
+			if got[k] != v {
+				t.Errorf("%s: namespace labels %v, want those of %s", site, got, level)
+				return
+			}
+		}
+	}
+	has("site1", vk8sv1.PodSecurityBaseline)
+	has("site2", vk8sv1.PodSecurityPrivileged)
+	if got := labels("site3"); !maps.Equal(got, foreign.Labels) {
+		t.Errorf("site3: a site administrator's namespace was relabelled: %v, want %v", got, foreign.Labels)
+	}
+
+	// site1's Site allows privileged pods: the next reconcile, within the resync interval,
+	// relabels site1's namespace only, with one update.
+	for _, c := range e.sites.clients {
+		c.ClearActions()
+	}
+	sites.setPodSecurity("site1", vk8sv1.PodSecurityPrivileged)
+	e.reconcileVK()
+	has("site1", vk8sv1.PodSecurityPrivileged)
+	has("site2", vk8sv1.PodSecurityPrivileged)
+	for name, c := range e.sites.clients {
+		var updates int
+		for _, a := range c.Actions() {
+			if a.GetVerb() == "update" && a.GetResource().Resource == "namespaces" {
+				updates++
+			}
+		}
+		if want := map[string]int{"site1": 1}[name]; updates != want {
+			t.Errorf("%s: %d namespace updates, want %d", name, updates, want)
+		}
+	}
+	if got := labels("site3"); !maps.Equal(got, foreign.Labels) {
+		t.Errorf("site3: a site administrator's namespace was relabelled: %v", got)
+	}
+}
+
+// EnsureNamespace creates the namespace at the level, puts the level back when it was
+// edited on the site, and leaves a site administrator's namespace as it is.
+func TestEnsureNamespaceCreatesWithLevelAndPutsItBack(t *testing.T) {
+	c := k8sfake.NewClientset()
+	created, err := EnsureNamespace(t.Context(), c, tenant, hostNS, vk8sv1.PodSecurityRestricted)
+	if err != nil || !created {
+		t.Fatalf("EnsureNamespace = %v, %v; want true, nil", created, err)
+	}
+	ns, err := c.CoreV1().Namespaces().Get(t.Context(), siteNS, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ns.Labels[vk8sv1.LabelPodSecurityEnforce] != "restricted" || ns.Labels[vk8sv1.LabelPodSecurityEnforceVersion] != "latest" ||
+		!translate.CreatedByVK8s(ns, tenant, hostNS) {
+		t.Errorf("labels %v", ns.Labels)
+	}
+	// Someone lowered it on the site: the next call puts it back.
+	ns.Labels[vk8sv1.LabelPodSecurityEnforce] = "privileged"
+	if _, err := c.CoreV1().Namespaces().Update(t.Context(), ns, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := EnsureNamespace(t.Context(), c, tenant, hostNS, vk8sv1.PodSecurityRestricted); err != nil {
+		t.Fatal(err)
+	}
+	ns, _ = c.CoreV1().Namespaces().Get(t.Context(), siteNS, metav1.GetOptions{})
+	if ns.Labels[vk8sv1.LabelPodSecurityEnforce] != "restricted" {
+		t.Errorf("enforce = %q after EnsureNamespace, want restricted put back", ns.Labels[vk8sv1.LabelPodSecurityEnforce])
+	}
+
+	// A site administrator's namespace: used, not labelled, and reported as not vk8s'.
+	foreign := k8sfake.NewClientset(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: siteNS}})
+	created, err = EnsureNamespace(t.Context(), foreign, tenant, hostNS, vk8sv1.PodSecurityRestricted)
+	if err != nil || created {
+		t.Fatalf("EnsureNamespace of a foreign namespace = %v, %v; want false, nil", created, err)
+	}
+	ns, _ = foreign.CoreV1().Namespaces().Get(t.Context(), siteNS, metav1.GetOptions{})
+	if len(ns.Labels) != 0 {
+		t.Errorf("a foreign namespace got labels %v", ns.Labels)
+	}
+	if _, err := foreign.CoreV1().ServiceAccounts(siteNS).Get(t.Context(), "default", metav1.GetOptions{}); err != nil {
+		t.Errorf("default ServiceAccount in the foreign namespace: %v", err)
+	}
+}
+
+// The provider and the VirtualKubernetes controller both follow a level change: a write
+// that lost the race reads the namespace again instead of failing.
+func TestSetPodSecurityRereadsOnConflict(t *testing.T) {
+	c := k8sfake.NewClientset(translate.Namespace(tenant, hostNS, vk8sv1.PodSecurityBaseline))
+	ns, err := c.CoreV1().Namespaces().Get(t.Context(), siteNS, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conflicts := 1
+	c.PrependReactor("update", "namespaces", func(clienttesting.Action) (bool, runtime.Object, error) {
+		if conflicts > 0 {
+			conflicts--
+			return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "namespaces"}, siteNS, errors.New("the object has been modified"))
+		}
+		return false, nil, nil
+	})
+	wrote, err := SetPodSecurity(t.Context(), c, ns, vk8sv1.PodSecurityPrivileged)
+	if err != nil || !wrote {
+		t.Fatalf("SetPodSecurity = %v, %v; want true, nil", wrote, err)
+	}
+	got, _ := c.CoreV1().Namespaces().Get(t.Context(), siteNS, metav1.GetOptions{})
+	if got.Labels[vk8sv1.LabelPodSecurityEnforce] != "privileged" {
+		t.Errorf("enforce = %q, want privileged", got.Labels[vk8sv1.LabelPodSecurityEnforce])
+	}
+	if wrote, err := SetPodSecurity(t.Context(), c, got, vk8sv1.PodSecurityPrivileged); err != nil || wrote {
+		t.Errorf("SetPodSecurity at the same level = %v, %v; want false, nil", wrote, err)
 	}
 }

@@ -197,10 +197,12 @@ func (c *Controller) selectedSites(ctx context.Context, vk *vk8sv1.VirtualKubern
 	return sites, "", "", nil
 }
 
-// group is the sites of one cluster connection: one namespace serves them all.
+// group is the sites of one cluster connection: one namespace serves them all, at one
+// Pod Security level.
 type group struct {
 	key    string
 	client kubernetes.Interface
+	level  vk8sv1.PodSecurityLevel
 	sites  []string
 }
 
@@ -218,7 +220,7 @@ func (c *Controller) groupSites(sites []string) ([]*group, []siteResult) {
 		}
 		g := byKey[key]
 		if g == nil {
-			g = &group{key: key, client: cl}
+			g = &group{key: key, client: cl, level: c.cfg.Sites.PodSecurity(key)}
 			byKey[key] = g
 			groups = append(groups, g)
 		}
@@ -259,7 +261,8 @@ func (c *Controller) forEachGroup(ctx context.Context, groups []*group, fn func(
 }
 
 // provisionAll provisions the site namespace on every selected site, skipping those
-// provisioned through the same connection within ResyncInterval.
+// provisioned through the same connection at the same Pod Security level within
+// ResyncInterval.
 func (c *Controller) provisionAll(ctx context.Context, vk *vk8sv1.VirtualKubernetes, sites []string) ([]siteResult, map[string]bool) {
 	groups, results := c.groupSites(sites)
 	keys := map[string]bool{}
@@ -282,10 +285,10 @@ func (c *Controller) provisionAll(ctx context.Context, vk *vk8sv1.VirtualKuberne
 		}
 	}
 	for _, r := range c.forEachGroup(ctx, todo, func(ctx context.Context, g *group) siteResult {
-		err := provision(ctx, g.client, c.cfg.Tenant, vk.Namespace)
+		err := provision(ctx, g.client, c.cfg.Tenant, vk.Namespace, g.level)
 		for _, s := range g.sites {
 			if err == nil {
-				c.markProvisioned(vk, s, g.key, now)
+				c.markProvisioned(vk, s, g, now)
 			} else {
 				c.forgetProvisioned(vk, s)
 			}
@@ -314,17 +317,17 @@ func (c *Controller) allProvisioned(vk *vk8sv1.VirtualKubernetes, g *group, now 
 	defer c.mu.Unlock()
 	for _, s := range g.sites {
 		m, ok := c.provisioned[markKey(vk, s)]
-		if !ok || m.key != g.key || now.Sub(m.at) >= c.cfg.ResyncInterval {
+		if !ok || m.key != g.key || m.level != g.level || now.Sub(m.at) >= c.cfg.ResyncInterval {
 			return false
 		}
 	}
 	return true
 }
 
-func (c *Controller) markProvisioned(vk *vk8sv1.VirtualKubernetes, site, key string, now time.Time) {
+func (c *Controller) markProvisioned(vk *vk8sv1.VirtualKubernetes, site string, g *group, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.provisioned[markKey(vk, site)] = provisionMark{key: key, at: now}
+	c.provisioned[markKey(vk, site)] = provisionMark{key: g.key, level: g.level, at: now}
 }
 
 func (c *Controller) forgetProvisioned(vk *vk8sv1.VirtualKubernetes, site string) {

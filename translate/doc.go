@@ -47,4 +47,13 @@
 // cut to 63 characters with a stable hash. Namespace is that namespace as vk8s creates it
 // (labelled vk8s.io/tenant and vk8s.io/host-namespace, which CreatedByVK8s checks), and
 // IsolationPolicy its NetworkPolicy: pods accept ingress only from their own namespace.
+//
+// # Pod Security
+//
+// SitePodSecurity is the level a Site asks for its namespaces (spec.podSecurity.enforce,
+// baseline by default), StrictestPodSecurity the level of namespaces that several Sites of
+// one cluster share, PodSecurityLabels the Pod Security Admission labels of a level, and
+// WithPodSecurity a namespace vk8s created brought to a level. PodSecurityViolation
+// recognizes a site's refusal by its Pod Security Admission, and PodSecurityRefusal says it
+// on the host pod with the fix.
 package translate

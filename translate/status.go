@@ -29,6 +29,10 @@ const (
 	// ReasonNameConflict: the site namespace holds a pod of the same name that vk8s did not
 	// create (a site administrator's); vk8s leaves it alone and the host pod waits.
 	ReasonNameConflict = "SiteNameConflict"
+	// ReasonPodSecurity: the site's Pod Security Admission refused the pod (the level of
+	// its namespace, from the Site's spec.podSecurity); the pod waits, retried with
+	// backoff, until the level allows it.
+	ReasonPodSecurity = "PodSecurityRejected"
 	// ReasonTerminated: the pod is gone from its site after the host deleted it.
 	ReasonTerminated = "SitePodTerminated"
 )

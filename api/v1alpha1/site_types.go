@@ -27,6 +27,34 @@ const (
 	NodeModeAggregate NodeMode = "Aggregate"
 )
 
+// PodSecurityLevel is a Pod Security Standard
+// (https://kubernetes.io/docs/concepts/security/pod-security-standards/), from the most
+// permissive to the strictest: privileged, baseline, restricted.
+// +kubebuilder:validation:Enum=privileged;baseline;restricted
+type PodSecurityLevel string
+
+const (
+	// PodSecurityPrivileged allows every pod, privileged ones included.
+	PodSecurityPrivileged PodSecurityLevel = "privileged"
+	// PodSecurityBaseline refuses pods that escalate privileges in known ways: privileged
+	// containers, host namespaces, host ports and paths, added capabilities beyond the
+	// default set.
+	PodSecurityBaseline PodSecurityLevel = "baseline"
+	// PodSecurityRestricted adds the hardening best practices to baseline: non-root, no
+	// privilege escalation, capabilities dropped, a seccomp profile.
+	PodSecurityRestricted PodSecurityLevel = "restricted"
+)
+
+// PodSecurity is the Pod Security Admission of the namespaces vk8s creates on a site.
+type PodSecurity struct {
+	// enforce is the level the site's Pod Security Admission enforces in the namespaces
+	// vk8s creates there (label pod-security.kubernetes.io/enforce, version latest; warn
+	// and audit at the same level): the site refuses a pod that breaks it.
+	// +optional
+	// +kubebuilder:default=baseline
+	Enforce PodSecurityLevel `json:"enforce,omitempty"`
+}
+
 // SiteSpec is the desired state of a Site.
 type SiteSpec struct {
 	// kubeconfigSecretRef points at the Secret key that holds the site's kubeconfig.
@@ -53,6 +81,15 @@ type SiteSpec struct {
 	// unschedulable keeps new pods off the site's virtual nodes; running pods stay.
 	// +optional
 	Unschedulable bool `json:"unschedulable,omitempty"`
+
+	// podSecurity is the Pod Security Standard of the namespaces vk8s creates on the site,
+	// baseline unless set: a pod that breaks it is refused there, and its host pod says
+	// why. Sites that are node-selected parts of one cluster share its namespaces, which
+	// take the strictest of their levels. Namespaces vk8s did not create keep their own
+	// labels.
+	// +optional
+	// +kubebuilder:default={}
+	PodSecurity PodSecurity `json:"podSecurity,omitzero"`
 }
 
 // SecretKeyReference names one key of a Secret.
@@ -124,6 +161,7 @@ type SiteStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Nodes",type=integer,JSONPath=`.status.nodeCount`
 // +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.status.kubernetesVersion`
+// +kubebuilder:printcolumn:name="Pod-Security",type=string,JSONPath=`.spec.podSecurity.enforce`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type Site struct {
 	metav1.TypeMeta   `json:",inline"`

@@ -89,6 +89,25 @@ const (
 	ManagedByVK8s = "vk8s"
 )
 
+// Pod Security Admission labels (Kubernetes' own keys), which vk8s sets on the site
+// namespaces it creates at the level of their Site's spec.podSecurity.enforce.
+const (
+	// LabelPodSecurityEnforce names the level whose violations the site refuses.
+	LabelPodSecurityEnforce = "pod-security.kubernetes.io/enforce"
+	// LabelPodSecurityEnforceVersion pins the version of that level's checks.
+	LabelPodSecurityEnforceVersion = "pod-security.kubernetes.io/enforce-version"
+	// LabelPodSecurityWarn names the level whose violations the site answers with warnings.
+	LabelPodSecurityWarn = "pod-security.kubernetes.io/warn"
+	// LabelPodSecurityWarnVersion pins the version of the warn level's checks.
+	LabelPodSecurityWarnVersion = "pod-security.kubernetes.io/warn-version"
+	// LabelPodSecurityAudit names the level whose violations the site's audit log records.
+	LabelPodSecurityAudit = "pod-security.kubernetes.io/audit"
+	// LabelPodSecurityAuditVersion pins the version of the audit level's checks.
+	LabelPodSecurityAuditVersion = "pod-security.kubernetes.io/audit-version"
+	// PodSecurityVersionLatest is the version vk8s pins: the site's own Kubernetes version.
+	PodSecurityVersionLatest = "latest"
+)
+
 // Conditions of the vk8s.io kinds.
 const (
 	// ConditionReady says the object is in effect: a Site's cluster answers and has Ready
