@@ -551,3 +551,49 @@ func secondHostSameTenant(t *testing.T, other client.Client) {
 		t.Errorf("the other host has virtual node shared-site1-node1: %v", err)
 	}
 }
+
+// TestSiteNamespacesCannotBeSquatted: a host namespace too long for <tenant>-<namespace>
+// gets a shortened site namespace; another host namespace named as that shortened name
+// without the tenant does not get the same site namespace, so neither's pods land in the
+// other's. Before, the second mapped to exactly the first's site namespace.
+func TestSiteNamespacesCannotBeSquatted(t *testing.T) {
+	skipShort(t)
+	startProvider(t)
+	c := hostClient(t)
+	waitAllVirtualNodes(t, c)
+	long := "long-" + strings.Repeat("n", 55)
+	squat := strings.TrimPrefix(translate.SiteNamespace(provider.DefaultTenant, long), provider.DefaultTenant+"-")
+	site1 := siteClient(t, "site1")
+	seen := map[string]string{}
+	for _, ns := range []string{long, squat} {
+		mustCreate(t, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+		t.Cleanup(func() { _ = c.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}) })
+		// Bound by hand: it reaches site1.
+		mustCreate(t, c, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "p"},
+			Spec: corev1.PodSpec{NodeName: "site1-node1", Containers: []corev1.Container{{Name: "app", Image: "nginx:1.25"}}}})
+		siteNS := translate.SiteNamespace(provider.DefaultTenant, ns)
+		sp := &corev1.Pod{}
+		waitFor(t, "pod p of "+ns+" on site1", func(ctx context.Context) (bool, error) {
+			err := site1.Get(ctx, client.ObjectKey{Namespace: siteNS, Name: "p"}, sp)
+			return err == nil && sp.Labels[vk8sv1.LabelHostNamespace] == ns, client.IgnoreNotFound(err)
+		})
+		seen[ns] = siteNS
+	}
+	t.Logf("site namespaces: %s -> %s; %s -> %s", long, seen[long], squat, seen[squat])
+	if seen[long] == seen[squat] {
+		t.Fatalf("host namespaces %s and %s share site namespace %s", long, squat, seen[long])
+	}
+	for ns, siteNS := range seen {
+		n := &corev1.Namespace{}
+		if err := site1.Get(t.Context(), client.ObjectKey{Name: siteNS}, n); err != nil || n.Labels[vk8sv1.LabelHostNamespace] != ns {
+			t.Errorf("site namespace %s: labels %v, %v; want host namespace %s", siteNS, n.Labels, err, ns)
+		}
+	}
+	for _, ns := range []string{long, squat} {
+		waitFor(t, "host pod p of "+ns+" Running", func(ctx context.Context) (bool, error) {
+			p := &corev1.Pod{}
+			err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "p"}, p)
+			return err == nil && p.Status.Phase == corev1.PodRunning, err
+		})
+	}
+}

@@ -137,6 +137,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return errors.New("provider: host client configuration is required")
 	}
 	cfg.defaults()
+	if err := translate.ValidTenant(cfg.Tenant); err != nil {
+		return fmt.Errorf("provider: %w", err)
+	}
 	hostScheme, err := scheme.New()
 	if err != nil {
 		return err

@@ -37,6 +37,13 @@ func EnsureNamespace(ctx context.Context, c kubernetes.Interface, tenant, hostNa
 		return false, fmt.Errorf("get or create namespace %s: %w", want.Name, err)
 	}
 	created := translate.CreatedByVK8s(ns, tenant, hostNamespace)
+	if owner := ns.Labels[vk8sv1.LabelTenant]; owner != "" && !created {
+		// SiteNamespace is injective, so only a hash collision or a hand-made label gets
+		// here: never put one host namespace's pods into another's.
+		return false, fmt.Errorf("site namespace %s belongs to host namespace %q of tenant %q, not to %q of tenant %q: "+
+			"rename one of the host namespaces, or delete the site namespace if nothing uses it",
+			ns.Name, ns.Labels[vk8sv1.LabelHostNamespace], owner, hostNamespace, tenant)
+	}
 	if created {
 		if _, err := SetPodSecurity(ctx, c, ns, level); err != nil {
 			return true, err

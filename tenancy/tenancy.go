@@ -31,6 +31,7 @@ import (
 	"github.com/vk8s-io/vk8s/overrides"
 	"github.com/vk8s-io/vk8s/promreg"
 	"github.com/vk8s-io/vk8s/sitereg"
+	"github.com/vk8s-io/vk8s/translate"
 )
 
 // Defaults of Config.
@@ -152,8 +153,8 @@ func New(cfg Config) (*Controller, error) {
 	var errs []error
 	if cfg.Tenant == "" {
 		errs = append(errs, errors.New("tenant is required"))
-	} else if msgs := validation.IsDNS1123Label(cfg.Tenant); len(msgs) > 0 {
-		errs = append(errs, fmt.Errorf("tenant %q: %v", cfg.Tenant, msgs))
+	} else if err := translate.ValidTenant(cfg.Tenant); err != nil {
+		errs = append(errs, err)
 	}
 	if cfg.Sites == nil {
 		errs = append(errs, errors.New("Sites is required"))

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"maps"
+	"regexp"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -20,15 +21,38 @@ import (
 const IsolationPolicyName = "vk8s-isolation"
 
 // SiteNamespace is the namespace on a site that holds the pods of host namespace ns:
-// <tenant>-<ns>, shortened with a stable hash when longer than a namespace may be.
+// <tenant>-<ns>. The mapping is injective for tenants that ValidTenant accepts: a tenant
+// has no '-', so the first '-' ends it; a name longer than a namespace may be is cut and
+// ends with '-' and 16 hex digits of its SHA-256, and so is a 63-character name that ends
+// that way, so that no host namespace can take the shortened name of another.
 func SiteNamespace(tenant, ns string) string {
 	name := tenant + "-" + ns
-	if len(name) <= validation.DNS1123LabelMaxLength {
+	if len(name) < validation.DNS1123LabelMaxLength || (len(name) == validation.DNS1123LabelMaxLength && !hashedName.MatchString(name)) {
 		return name
 	}
 	sum := sha256.Sum256([]byte(name))
-	suffix := hex.EncodeToString(sum[:])[:10]
-	return strings.TrimRight(name[:validation.DNS1123LabelMaxLength-len(suffix)-1], "-") + "-" + suffix
+	suffix := hex.EncodeToString(sum[:])[:hashLen]
+	return name[:validation.DNS1123LabelMaxLength-hashLen-1] + "-" + suffix
+}
+
+// hashLen is the number of hex digits that end a shortened site namespace name.
+const hashLen = 16
+
+// hashedName matches a 63-character name shaped as SiteNamespace shortens one.
+var hashedName = regexp.MustCompile(`-[0-9a-f]{16}$`)
+
+// tenantName is what ValidTenant accepts.
+var tenantName = regexp.MustCompile(`^[a-z0-9]{1,20}$`)
+
+// ValidTenant checks a tenant name: 1 to 20 lowercase letters and digits. A '-' would make
+// <tenant>-<namespace> ambiguous (prod + eu-shop and prod-eu + shop are both
+// prod-eu-shop).
+func ValidTenant(tenant string) error {
+	if !tenantName.MatchString(tenant) {
+		return fmt.Errorf("tenant %q: use 1 to 20 lowercase letters and digits (site namespaces are <tenant>-<namespace>; "+
+			"a '-' in the tenant would make them ambiguous: prod + eu-shop and prod-eu + shop are both prod-eu-shop)", tenant)
+	}
+	return nil
 }
 
 // Namespace returns the site namespace vk8s creates for host namespace hostNamespace, with

@@ -26,6 +26,28 @@ func TestSiteNamespace(t *testing.T) {
 	if a == b || a != SiteNamespace("acme", long) {
 		t.Errorf("shortened names must be stable and distinct: %s %s", a, b)
 	}
+	// A host namespace named as another's shortened site namespace does not get it.
+	squat := strings.TrimPrefix(a, "acme-")
+	if got := SiteNamespace("acme", squat); got == a || len(got) != 63 {
+		t.Errorf("host namespace %s maps to %s, the site namespace of %s", squat, got, long)
+	}
+	// 63 characters that do not look shortened stay as they are.
+	exact := strings.Repeat("m", 63-len("acme-"))
+	if got := SiteNamespace("acme", exact); got != "acme-"+exact {
+		t.Errorf("SiteNamespace(%s) = %s", exact, got)
+	}
+}
+
+func TestValidTenant(t *testing.T) {
+	for tenant, ok := range map[string]bool{"vk8s": true, "prod2": true, "prod-eu": false, "": false, "Prod": false, strings.Repeat("a", 21): false} {
+		err := ValidTenant(tenant)
+		if (err == nil) != ok {
+			t.Errorf("ValidTenant(%q) = %v, want ok %v", tenant, err, ok)
+		}
+	}
+	if err := ValidTenant("prod-eu"); err == nil || !strings.Contains(err.Error(), "prod + eu-shop and prod-eu + shop") {
+		t.Errorf("the message does not say why: %v", err)
+	}
 }
 
 func hostPod() *corev1.Pod {
