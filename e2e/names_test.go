@@ -158,3 +158,30 @@ func namesNodeOf(n *corev1.Node, site, node string) string {
 	}
 	return ""
 }
+
+// TestPodBoundOutsideItsSites (issue 13, item 1): in a vK8s namespace, a pod bound by
+// spec.nodeName to a virtual node of a site its virtual-sites do not select is refused by
+// the API server, with the webhook's message; bound to a node of its sites, it runs there.
+// (A plain namespace's pod bound to any virtual node runs: TestWhatReachesASite.)
+func TestPodBoundOutsideItsSites(t *testing.T) {
+	const ns = "names-bound"
+	c, _ := federatedNamespace(t, ns)
+	mustCreate(t, c, &vk8sv1.VirtualSite{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "first"},
+		Spec: vk8sv1.VirtualSiteSpec{SiteSelector: metav1.LabelSelector{MatchLabels: map[string]string{lab.LabelSiteIndex: "1"}}}})
+	pod := func(name, node string) *corev1.Pod {
+		p := testPod(name, node)
+		p.Namespace, p.Annotations = ns, map[string]string{vk8sv1.AnnotationVirtualSites: "first"}
+		return p
+	}
+	err := c.Create(t.Context(), pod("outside", "site2-node1"))
+	want := `spec.nodeName: invalid value "site2-node1": node site2-node1 is on site site2, which is not among the pod's sites (site1, from its virtual-sites "first"); ` +
+		"bind the pod to a node of its sites (kubectl get nodes -l vk8s.io/site), leave spec.nodeName empty so that vk8s places it, or name virtual-sites that select site2 in ves.io/virtual-sites"
+	if err == nil || !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("a pod bound to site2-node1 with virtual-sites first (site1): %v; want it refused with %q", err, want)
+	}
+	inside := pod("inside", "site1-node2")
+	mustCreate(t, c, inside)
+	waitPod(t, c, client.ObjectKeyFromObject(inside), "Running on site1-node2", func(p *corev1.Pod) bool {
+		return p.Status.Phase == corev1.PodRunning && p.Labels[vk8sv1.LabelSite] == "site1"
+	})
+}
