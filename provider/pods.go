@@ -107,9 +107,10 @@ type Pods struct {
 	// *earlyPod), so that NodeAdded picks them up when it appears (early.go).
 	early sync.Map
 
-	// failed holds the UIDs (-> namespace/name) of host pods vk8s failed, so that they are
-	// not created again before the host shows the Failed phase.
-	failed sync.Map
+	// ended holds the UIDs (-> namespace/name) of host pods vk8s failed, or whose site pod
+	// finished before it was deleted on its site, so that they are not created again before
+	// the host shows their final phase.
+	ended sync.Map
 }
 
 // NewPods validates cfg and returns the pod lifecycle; Run starts it.

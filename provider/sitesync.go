@@ -139,8 +139,8 @@ func (p *Pods) sitePodChanged(c *cluster, obj any) {
 }
 
 // sitePodGone handles a site pod that left its site. When the host deleted it, the host
-// pod is finished; otherwise someone deleted it on the site: a restartPolicy Never pod
-// fails, any other is created again.
+// pod is finished; otherwise someone deleted it on the site: a pod that had finished keeps
+// the phase it ended with, a restartPolicy Never pod fails, any other is created again.
 func (p *Pods) sitePodGone(c *cluster, obj any) {
 	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = d.Obj
@@ -156,9 +156,19 @@ func (p *Pods) sitePodGone(c *cluster, obj any) {
 	if host == nil {
 		return
 	}
+	if host.DeletionTimestamp == nil && (sp.Status.Phase == corev1.PodSucceeded || sp.Status.Phase == corev1.PodFailed) {
+		// It finished on its site, then was deleted there (by the site's pod garbage
+		// collector, say), maybe before the host learnt how it ended: that end is the host
+		// pod's, whatever its restart policy, and it does not run again.
+		p.ended.Store(host.UID, host.Namespace+"/"+host.Name)
+		out := host.DeepCopy()
+		out.Status = translate.HostStatus(host, sp)
+		p.notifyPod(out)
+		return
+	}
 	if host.DeletionTimestamp == nil && host.Spec.RestartPolicy == corev1.RestartPolicyNever &&
 		host.Status.Phase != corev1.PodSucceeded && host.Status.Phase != corev1.PodFailed {
-		p.failed.Store(host.UID, host.Namespace+"/"+host.Name)
+		p.ended.Store(host.UID, host.Namespace+"/"+host.Name)
 		last := translate.HostStatus(host, sp)
 		host = host.DeepCopy()
 		host.Status = last
@@ -200,7 +210,7 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 		}
 		return c.deleteSitePod(ctx, sp, host.DeletionGracePeriodSeconds)
 	}
-	if _, failed := p.failed.Load(host.UID); failed ||
+	if _, ended := p.ended.Load(host.UID); ended ||
 		host.Status.Phase == corev1.PodSucceeded || host.Status.Phase == corev1.PodFailed {
 		return nil
 	}
@@ -280,7 +290,7 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 		return errRequeue
 	case permanentRejection(err):
 		p.metrics.op(site, "create", err, true)
-		p.failed.Store(host.UID, host.Namespace+"/"+host.Name)
+		p.ended.Store(host.UID, host.Namespace+"/"+host.Name)
 		p.reportFailed(host, translate.ReasonSiteRejected, fmt.Sprintf("site %s refused the pod for good: %v", site, err))
 		return nil
 	default:
@@ -422,11 +432,11 @@ func (p *Pods) sweep(ctx context.Context, c *cluster) {
 		}
 	}
 	p.pruneEarly()
-	p.failed.Range(func(uid, key any) bool {
-		// Forget failed pods the host no longer has.
+	p.ended.Range(func(uid, key any) bool {
+		// Forget ended pods the host no longer has.
 		ns, name, _ := cache.SplitMetaNamespaceKey(key.(string))
 		if host, err := p.cfg.HostPods.Pods(ns).Get(name); err != nil || host.UID != uid {
-			p.failed.Delete(uid)
+			p.ended.Delete(uid)
 		}
 		return true
 	})

@@ -55,6 +55,17 @@
 // values, and lastHeartbeatTime stays at the last successful probe, so the Site's virtual
 // nodes stay in place.
 //
+// # Virtual node names
+//
+// Ready is False with NodeNamesTooLong when a "<site>-<node>" name is longer than a Node's
+// hostname label allows, and with NodeNameCollision when another Site makes the same name
+// (Site a's node b-c and Site a-b's node c are both a-b-c; Site a-b in Aggregate mode and
+// Site a's node b are both a-b). Such names are left out of virtualNodes. Of the Sites that
+// make a name, the one that has it (its virtualNodes list it) keeps it, else the oldest;
+// the decisions are taken one at a time (assign), and a Site whose names change wakes the
+// other Sites that could make them. Collisions tells the virtual nodes which names are
+// another Site's.
+//
 // A change of Connected, or of Ready while connected, is recorded as a Kubernetes Event on
 // the Site (Warning for failures, Normal for recoveries); a probe that changes nothing
 // records nothing.

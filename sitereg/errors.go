@@ -65,6 +65,11 @@ const (
 	// than a Node's kubernetes.io/hostname label allows (63 characters): it could never
 	// register.
 	ReasonNodeNamesTooLong = "NodeNamesTooLong"
+	// ReasonNodeNameCollision: Ready=False, a virtual node name of the Site is also
+	// another Site's ("<site>-<node>" of Site a's node b-c and Site a-b's node c, or Site
+	// a's node b and Site a-b's Aggregate node), and the other Site keeps it: the one that
+	// has the virtual node already, else the older. This Site's node is not registered.
+	ReasonNodeNameCollision = "NodeNameCollision"
 	// ReasonNodesNotSynced: connected, but the node list has not been read yet.
 	ReasonNodesNotSynced = "NodesNotSynced"
 )

@@ -150,6 +150,12 @@ func (r *Registry) observe(ctx context.Context, site *vk8sv1.Site) (observation,
 		}
 		obs.nodesKnown = true
 		obs.nodes = summarizeNodes(site.Name, site.Spec.NodeMode, sel, nodes)
+		cols, err := r.assign(ctx, site, obs.nodes.virtualNodes)
+		if err != nil {
+			return observation{}, 0, fmt.Errorf("check the virtual node names of Site %s: %w", site.Name, err)
+		}
+		obs.nodes.collisions = cols
+		obs.nodes.virtualNodes = withoutCollisions(obs.nodes.virtualNodes, cols)
 	} else if obs.err == nil {
 		requeue = syncRetry
 	}
@@ -338,14 +344,23 @@ func (r *Registry) releaseLocked(ctx context.Context, site string, c *conn) {
 func (r *Registry) forget(ctx context.Context, site string) {
 	r.mu.Lock()
 	e, known := r.sites[site]
-	if known && e.conn != nil {
-		r.releaseLocked(ctx, site, e.conn)
+	var held []string
+	if known {
+		held = e.held
+		if e.status != nil {
+			held = append(slices.Clone(held), e.status.VirtualNodes...)
+		}
+		if e.conn != nil {
+			r.releaseLocked(ctx, site, e.conn)
+		}
 	}
 	delete(r.sites, site)
 	r.mu.Unlock()
 	r.metrics.deleteSite(site)
 	if known {
 		r.notifyWatchers(site)
+		// The Sites whose names collided with this one's may have them now.
+		r.wakeNamers(ctx, site, held)
 	}
 }
 

@@ -91,6 +91,10 @@ type Registry struct {
 	startOnce sync.Once
 	ctx       context.Context //nolint:containedctx // the lifetime of the connections Reconcile opens
 
+	// namesMu makes the decisions on colliding virtual node names one at a time, so that
+	// two Sites never both keep a name (assign); it is taken before mu.
+	namesMu sync.Mutex
+
 	mu      sync.Mutex
 	sites   map[string]*siteEntry
 	conns   map[string]*conn
@@ -114,6 +118,10 @@ type siteEntry struct {
 	// status is the status last written for the Site with this uid.
 	uid    types.UID
 	status *vk8sv1.SiteStatus
+	// held are the virtual nodes the registry gave the Site with heldUID last (assign):
+	// its nodes' names less those another Site keeps.
+	held    []string
+	heldUID types.UID
 }
 
 // New validates cfg, fills in its defaults and registers the metrics.

@@ -654,3 +654,85 @@ func TestPodSecurityOfSharedConnection(t *testing.T) {
 		t.Errorf("slice alone: PodSecurity %q NamespacePodSecurity %q, want restricted", cs.PodSecurity, cs.NamespacePodSecurity)
 	}
 }
+
+// TestReconcileNodeNameCollisions: Site a's node b-c and Site a-b's node c are both virtual
+// node a-b-c. The older Site a has it; a-b is not Ready (NodeNameCollision, naming Site a
+// and the node), its status leaves a-b-c out, and Collisions tells the virtual nodes so.
+// When a is deleted, a-b is woken and has the name.
+func TestReconcileNodeNameCollisions(t *testing.T) {
+	first := newFakeAPIServer(t, "t1", node("b-c", true, "1", "1Gi", nil), node("d", true, "1", "1Gi", nil))
+	second := newFakeAPIServer(t, "t2", node("c", true, "1", "1Gi", nil), node("e", true, "1", "1Gi", nil))
+	older, younger := testSite("a", "kc1", nil), testSite("a-b", "kc2", nil)
+	older.CreationTimestamp = metav1.NewTime(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
+	younger.CreationTimestamp = metav1.NewTime(older.CreationTimestamp.Add(time.Minute))
+	env := newTestEnv(t,
+		testSecret("kc1", map[string][]byte{"kubeconfig": testKubeconfig(t, first.URL, first.caPEM(), "t1", nil)}),
+		testSecret("kc2", map[string][]byte{"kubeconfig": testKubeconfig(t, second.URL, second.caPEM(), "t2", nil)}),
+		older, younger,
+	)
+	watch := env.r.Watch()
+
+	_, a := env.reconcile(t, "a")
+	_, ab := env.reconcile(t, "a-b")
+	if r := condition(t, a, vk8sv1.ConditionReady); r.Status != metav1.ConditionTrue || !slices.Equal(a.Status.VirtualNodes, []string{"a-b-c", "a-d"}) {
+		t.Errorf("a: Ready %s %s, virtualNodes %v; want True with a-b-c and a-d", r.Status, r.Reason, a.Status.VirtualNodes)
+	}
+	r := condition(t, ab, vk8sv1.ConditionReady)
+	if r.Status != metav1.ConditionFalse || r.Reason != ReasonNodeNameCollision || !slices.Equal(ab.Status.VirtualNodes, []string{"a-b-e"}) {
+		t.Errorf("a-b: Ready %s %s, virtualNodes %v; want False %s with a-b-e only", r.Status, r.Reason, ab.Status.VirtualNodes, ReasonNodeNameCollision)
+	}
+	if want := "a-b-c (its node c) is Site a's (its node b-c)"; !strings.Contains(r.Message, want) {
+		t.Errorf("a-b: Ready message %q does not say %q", r.Message, want)
+	}
+	if evs := env.events(); !slices.ContainsFunc(evs, func(e string) bool { return strings.HasPrefix(e, "Warning NodeNameCollision") }) {
+		t.Errorf("events %q, want a Warning NodeNameCollision", evs)
+	}
+	cols, err := env.r.Collisions(t.Context(), ab, []string{"a-b-c", "a-b-e"})
+	if err != nil || !slices.Equal(cols, []Collision{{Name: "a-b-c", Node: "c", Keeper: "a", KeeperNode: "b-c"}}) {
+		t.Errorf("Collisions(a-b) = %+v, %v; want a-b-c kept by a", cols, err)
+	}
+	if cols, err := env.r.Collisions(t.Context(), a, []string{"a-b-c", "a-d"}); err != nil || len(cols) != 0 {
+		t.Errorf("Collisions(a) = %+v, %v; want none", cols, err)
+	}
+	// Reconciled again, each keeps what it has.
+	if _, again := env.reconcile(t, "a-b"); !slices.Equal(again.Status.VirtualNodes, []string{"a-b-e"}) {
+		t.Errorf("a-b reconciled again: virtualNodes %v", again.Status.VirtualNodes)
+	}
+
+	// Let the node informers' first requests pass, then delete a.
+	for quiet := false; !quiet; {
+		select {
+		case <-watch:
+		case <-env.r.self.out:
+		case <-time.After(300 * time.Millisecond):
+			quiet = true
+		}
+	}
+	if err := env.host.Delete(t.Context(), older); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.r.Reconcile(t.Context(), ctrl.Request{NamespacedName: client.ObjectKey{Name: "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	woken := map[string]bool{}
+	err = wait.PollUntilContextTimeout(t.Context(), 10*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+		select {
+		case ev := <-watch:
+			woken["watch "+ev.Object.GetName()] = true
+		case ev := <-env.r.self.out:
+			woken["registry "+ev.Object.GetName()] = true
+		default:
+		}
+		return woken["watch a-b"] && woken["registry a-b"], nil
+	})
+	if err != nil {
+		t.Errorf("requests after a was deleted: %v; want a-b for the registry and the watchers", woken)
+	}
+	_, ab = env.reconcile(t, "a-b")
+	if r := condition(t, ab, vk8sv1.ConditionReady); r.Status != metav1.ConditionTrue || !slices.Equal(ab.Status.VirtualNodes, []string{"a-b-c", "a-b-e"}) {
+		t.Errorf("a-b after a is gone: Ready %s %s, virtualNodes %v; want True with a-b-c and a-b-e", r.Status, r.Reason, ab.Status.VirtualNodes)
+	}
+	if evs := env.events(); !slices.ContainsFunc(evs, func(e string) bool { return strings.HasPrefix(e, "Normal NodesReady") }) {
+		t.Errorf("events %q, want a Normal NodesReady", evs)
+	}
+}

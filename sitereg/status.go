@@ -41,6 +41,9 @@ type nodeSummary struct {
 	// tooLong are the names of virtual nodes that could not register, sorted: longer
 	// than a kubernetes.io/hostname label value may be (the Node's own name label).
 	tooLong []string
+	// collisions are the virtual nodes another Site keeps (Registry.assign), left out of
+	// virtualNodes.
+	collisions []Collision
 }
 
 // summarizeNodes summarises the nodes of a cluster that sel selects for site.
@@ -180,6 +183,8 @@ func siteStatus(site *vk8sv1.Site, obs observation, now time.Time) vk8sv1.SiteSt
 			fmt.Sprintf("virtual node names %s are longer than %d characters (a Node's %s label) and cannot register: "+
 				"give the Site a shorter name, or set spec.nodeMode Aggregate (one virtual node named after the Site)",
 				strings.Join(n.tooLong, ", "), validation.LabelValueMaxLength, corev1.LabelHostname))
+	case len(n.collisions) > 0:
+		set(vk8sv1.ConditionReady, metav1.ConditionFalse, ReasonNodeNameCollision, collisionMessage(n.collisions))
 	case n.ready == 0:
 		set(vk8sv1.ConditionReady, metav1.ConditionFalse, ReasonNoReadyNodes,
 			fmt.Sprintf("none of the site's %d nodes is Ready: check them on the site (kubectl get nodes)", n.count))
@@ -230,10 +235,11 @@ func transitionEvents(old, cur []metav1.Condition) []siteEvent {
 		return out
 	}
 	prev := meta.FindStatusCondition(old, vk8sv1.ConditionReady)
+	nodesWrong := func(reason string) bool { return reason == ReasonNoReadyNodes || reason == ReasonNodeNameCollision }
 	switch {
-	case ready.Reason == ReasonNoReadyNodes:
+	case nodesWrong(ready.Reason):
 		out = append(out, siteEvent{corev1.EventTypeWarning, ready.Reason, actionCheckNodes, ready.Message})
-	case ready.Status == metav1.ConditionTrue && prev != nil && prev.Reason == ReasonNoReadyNodes:
+	case ready.Status == metav1.ConditionTrue && prev != nil && nodesWrong(prev.Reason):
 		out = append(out, siteEvent{corev1.EventTypeNormal, ready.Reason, actionCheckNodes, ready.Message})
 	}
 	return out

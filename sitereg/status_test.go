@@ -223,6 +223,23 @@ func TestSiteStatus(t *testing.T) {
 			nodeCount: 2, virtual: []string{"s-node1"}, version: "v1.35.4", heartbeat: heartbeat,
 		},
 		{
+			name: "a node whose virtual name another Site keeps: not Ready, named with the other Site, and left out",
+			site: site(vk8sv1.NodeModePerNode, vk8sv1.SiteStatus{}),
+			obs: observation{version: "v1.35.4", heartbeat: heartbeat, nodesKnown: true,
+				nodes: func() nodeSummary {
+					n := summarizeNodes("s", vk8sv1.NodeModePerNode, all, three)
+					n.collisions = []Collision{{Name: "s-node2", Node: "node2", Keeper: "s-node2"}}
+					n.virtualNodes = withoutCollisions(n.virtualNodes, n.collisions)
+					return n
+				}()},
+			connected: metav1.ConditionTrue, connectedReason: ReasonConnected,
+			ready: metav1.ConditionFalse, readyReason: ReasonNodeNameCollision,
+			message: "virtual node names collide with another Site's: s-node2 (its node node2) is Site s-node2's (its Aggregate node); " +
+				"a host Node stands for one site node, so the Site that has the name keeps it and this Site's node is not registered: " +
+				"rename the node on its site, leave it out with spec.nodeSelector, or recreate this Site under another name",
+			nodeCount: 3, virtual: []string{"s-node1", "s-node3"}, version: "v1.35.4", heartbeat: heartbeat,
+		},
+		{
 			name:      "connected, nodes not read yet",
 			site:      site(vk8sv1.NodeModePerNode, vk8sv1.SiteStatus{}),
 			obs:       observation{version: "v1.35.4", heartbeat: heartbeat},
@@ -304,6 +321,7 @@ func TestTransitionEvents(t *testing.T) {
 	ready := cond(vk8sv1.ConditionReady, metav1.ConditionTrue, ReasonNodesReady)
 	syncing := cond(vk8sv1.ConditionReady, metav1.ConditionUnknown, ReasonNodesNotSynced)
 	noNodes := cond(vk8sv1.ConditionReady, metav1.ConditionFalse, ReasonNoReadyNodes)
+	collides := cond(vk8sv1.ConditionReady, metav1.ConditionFalse, ReasonNodeNameCollision)
 	down := func(reason string) []metav1.Condition {
 		return []metav1.Condition{
 			cond(vk8sv1.ConditionConnected, metav1.ConditionFalse, reason),
@@ -325,6 +343,8 @@ func TestTransitionEvents(t *testing.T) {
 		{"nodes go away", []metav1.Condition{connected, ready}, []metav1.Condition{connected, noNodes}, []string{"Warning NoReadyNodes"}},
 		{"nodes come back", []metav1.Condition{connected, noNodes}, []metav1.Condition{connected, ready}, []string{"Normal NodesReady"}},
 		{"cache fills", []metav1.Condition{connected, syncing}, []metav1.Condition{connected, ready}, nil},
+		{"a node name collides", []metav1.Condition{connected, ready}, []metav1.Condition{connected, collides}, []string{"Warning NodeNameCollision"}},
+		{"the collision is gone", []metav1.Condition{connected, collides}, []metav1.Condition{connected, ready}, []string{"Normal NodesReady"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got []string

@@ -8,7 +8,8 @@
 // Nodes is a controller keyed by Site: it starts, updates and stops the NodeControllers
 // of a site so that they run what VirtualNodes makes of its nodes now, brings the host
 // Node's spec (unschedulable, taints) along, deletes virtual nodes a site no longer has,
-// and registers again a virtual node deleted behind its back. A site that does not answer
+// and registers again a virtual node deleted behind its back. A name that another Site
+// keeps (sitereg's Collisions) is neither registered nor deleted for the site. A site that does not answer
 // keeps its virtual nodes, Ready but with SiteConnected=False and a NoSchedule taint
 // (translate.Disconnected): the site keeps running its pods, and a host-side eviction
 // would only do harm. After a restart they are taken from the host, so their Leases go on.

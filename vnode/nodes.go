@@ -230,7 +230,7 @@ func (m *Nodes) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, e
 	log := m.log.WithValues("site", siteName)
 	site := &vk8sv1.Site{}
 	if err := m.client.Get(ctx, req.NamespacedName, site); apierrors.IsNotFound(err) {
-		return ctrl.Result{}, m.sync(ctx, siteName, nil)
+		return ctrl.Result{}, m.sync(ctx, siteName, nil, nil)
 	} else if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -245,10 +245,28 @@ func (m *Nodes) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, e
 		return ctrl.Result{}, fmt.Errorf("list nodes of site %s: %w", siteName, err)
 	}
 	want := translate.VirtualNodes(site, siteNodes, conn.KubernetesVersion, m.cfg.Endpoint)
+	names := make([]string, 0, len(want))
+	for _, n := range want {
+		names = append(names, n.Name)
+	}
+	// A name another Site keeps is that Site's Node: this site does not register it, nor
+	// delete it (the Site's Ready condition says why).
+	cols, err := m.cfg.Registry.Collisions(ctx, site, names)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	foreign := map[string]bool{}
+	for _, c := range cols {
+		foreign[c.Name] = true
+	}
+	if len(foreign) > 0 {
+		want = slices.DeleteFunc(want, func(n *corev1.Node) bool { return foreign[n.Name] })
+		log.V(1).Info("virtual node names another Site keeps are left to it", "collisions", cols)
+	}
 	if err := m.endpoints(ctx, siteName, want); err != nil {
 		return ctrl.Result{}, err
 	}
-	return ctrl.Result{}, m.sync(ctx, siteName, want)
+	return ctrl.Result{}, m.sync(ctx, siteName, want, foreign)
 }
 
 // endpoints sets each virtual node's own kubelet API port and annotations, keeping the
@@ -334,11 +352,13 @@ func (m *Nodes) disconnected(ctx context.Context, site *vk8sv1.Site, cause error
 			want[i] = translate.Disconnected(want[i], down.Reason, down.Message)
 		}
 	}
-	return m.sync(ctx, site.Name, want)
+	return m.sync(ctx, site.Name, want, nil)
 }
 
 // sync starts, updates and stops the NodeControllers of a site so that they run want.
-func (m *Nodes) sync(ctx context.Context, site string, want []*corev1.Node) error {
+// Nodes named in foreign belong to another Site (sitereg.Collision): a controller this site
+// ran for one stops, but the Node and its kubelet endpoint stay.
+func (m *Nodes) sync(ctx context.Context, site string, want []*corev1.Node, foreign map[string]bool) error {
 	m.mu.Lock()
 	have := m.running[site]
 	if have == nil {
@@ -379,6 +399,9 @@ func (m *Nodes) sync(ctx context.Context, site string, want []*corev1.Node) erro
 		}
 		v.stop()
 		delete(have, name)
+		if foreign[name] {
+			continue
+		}
 		m.released(name)
 		err := m.cfg.Host.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{})
 		if err != nil && !apierrors.IsNotFound(err) {
@@ -401,7 +424,7 @@ func (m *Nodes) sync(ctx context.Context, site string, want []*corev1.Node) erro
 		errs = append(errs, err)
 	}
 	for i := range hostNodes.Items {
-		if name := hostNodes.Items[i].Name; !keep[name] {
+		if name := hostNodes.Items[i].Name; !keep[name] && !foreign[name] {
 			m.released(name)
 			err := m.cfg.Host.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{})
 			if err != nil && !apierrors.IsNotFound(err) {

@@ -180,6 +180,7 @@ const (
 	reasonAutoscaler       = "autoscaler"
 	reasonNotVK8sNamespace = "not-vk8s-namespace"
 	reasonPlacement        = "placement"
+	reasonNodeOutsideSites = "node-outside-sites"
 	reasonInvalidFlavor    = "invalid-flavor"
 	reasonInvalidOverride  = "invalid-override"
 	reasonInvalidVK        = "invalid-virtual-kubernetes"

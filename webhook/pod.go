@@ -96,7 +96,7 @@ func (a *admitter) federatePod(ctx context.Context, pod *corev1.Pod) (*corev1.Po
 	if len(fed.Sites) == 0 {
 		return nil, nil, noSites(fed, annotations, owner.kind == "DaemonSet")
 	}
-	site, slot, rule, err := a.place(ctx, pod, owner, fed)
+	site, slot, rule, err := a.place(ctx, pod, owner, fed, annotations)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -188,9 +188,12 @@ func (a *admitter) getOwned(ctx context.Context, namespace string, ref *metav1.O
 
 // place chooses the pod's site by SPEC's rules; it returns the site, the pod's slot (0:
 // none) and the rule that chose. An empty site leaves the pod alone.
-func (a *admitter) place(ctx context.Context, pod *corev1.Pod, owner podOwner, fed *federation.Federation) (string, int, string, error) {
+func (a *admitter) place(ctx context.Context, pod *corev1.Pod, owner podOwner, fed *federation.Federation, annotations map[string]string) (string, int, string, error) {
 	if pod.Spec.NodeName != "" {
 		site, err := a.siteOfNode(ctx, pod.Spec.NodeName)
+		if err == nil && site != "" && !slices.Contains(fed.Sites, site) {
+			return "", 0, "", nodeOutsideSites(fed, owner, annotations, "spec.nodeName", pod.Spec.NodeName, site)
+		}
 		return site, 0, ruleNode, err
 	}
 	if s := pod.Labels[vk8sv1.LabelSite]; s != "" && slices.Contains(fed.Sites, s) {
@@ -205,6 +208,9 @@ func (a *admitter) place(ctx context.Context, pod *corev1.Pod, owner podOwner, f
 				"let the DaemonSet controller create the pods")
 		}
 		site, err := a.siteOfNode(ctx, node)
+		if err == nil && site != "" && !slices.Contains(fed.Sites, site) {
+			return "", 0, "", nodeOutsideSites(fed, owner, annotations, "spec.affinity.nodeAffinity (the DaemonSet controller's node)", node, site)
+		}
 		return site, 0, ruleDaemonSet, err
 	case "StatefulSet":
 		if i, ok := placement.Ordinal(pod); ok {
@@ -338,6 +344,28 @@ func perSiteOf(annotation string, total int32, sites int) int32 {
 		return 0
 	}
 	return (total + int32(sites) - 1) / int32(sites)
+}
+
+// nodeOutsideSites refuses a pod bound to node (field says how: spec.nodeName, or a
+// DaemonSet controller's pin) of a site its virtual-sites do not select (SPEC §4: a
+// workload runs on the union of the sites of its virtual-sites). annotations are those
+// the pod's sites were resolved from (its workload's, or its own).
+func nodeOutsideSites(f *federation.Federation, owner podOwner, annotations map[string]string, field, node, site string) error {
+	from := fmt.Sprintf("its virtual-sites %q", annotations[vk8sv1.AnnotationVirtualSites])
+	if strings.TrimSpace(annotations[vk8sv1.AnnotationVirtualSites]) == "" {
+		from = fmt.Sprintf("its namespace's default virtual-site %q (VirtualKubernetes %s)", f.VirtualKubernetes.Spec.VirtualSite, f.VirtualKubernetes.Name)
+	}
+	why := fmt.Sprintf("node %s is on site %s, which is not among the pod's sites (%s, from %s)", node, site, strings.Join(f.Sites, ", "), from)
+	fix := fmt.Sprintf("bind the pod to a node of its sites (kubectl get nodes -l %s), leave spec.nodeName empty so that vk8s places it, or name virtual-sites that select %s in %s",
+		vk8sv1.LabelSite, site, vk8sv1.AnnotationVirtualSites)
+	if owner.kind == "DaemonSet" {
+		if f.SiteTypes[site] == vk8sv1.SiteTypeRegionalEdge {
+			why = fmt.Sprintf("node %s is on site %s, which is RegionalEdge, and DaemonSets run on CustomerEdge sites only (its sites: %s, from %s)", node, site, strings.Join(f.Sites, ", "), from)
+		}
+		fix = fmt.Sprintf("the DaemonSet's template names sites that are no longer its own: restart it (kubectl -n %s rollout restart daemonset/%s), so that its template names its sites now and its controller leaves the other nodes",
+			owner.top.GetNamespace(), owner.top.GetName())
+	}
+	return federation.Invalid(reasonNodeOutsideSites, field, node, why, fix)
 }
 
 // siteOfNode returns the site of a virtual node, or "" when the node is not one.

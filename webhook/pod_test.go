@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -502,4 +503,96 @@ func TestPodRejections(t *testing.T) {
 	bare := podFrom(podTemplate("solo"), metav1.ObjectMeta{Namespace: ns, Name: "solo", Annotations: map[string]string{vk8sv1.AnnotationVirtualSites: "shared/nowhere"}})
 	denied(t, e.a.admitPod(t.Context(), e.request(admissionv1.Create, bare, nil)),
 		`metadata.annotations["ves.io/virtual-sites"]: invalid value "shared/nowhere": the virtual-sites select no Site; label Sites so that the VirtualSites select them, or name other virtual-sites (kubectl get sites --show-labels)`)
+}
+
+// TestPlacementRefusesNodesOutsideSites: a pod bound to a virtual node (spec.nodeName), or
+// a DaemonSet's pod pinned to one, whose site its virtual-sites do not select is refused,
+// naming the node, the pod's sites and the fix; a pod bound to a node of its sites, or to
+// a host node that is not a virtual node, is admitted as before.
+func TestPlacementRefusesNodesOutsideSites(t *testing.T) {
+	e := newEnv(t)
+	daemonSet := func(name string, annotations map[string]string) *appsv1.DaemonSet {
+		ds := created(e, &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Annotations: annotations},
+			Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}}, Template: podTemplate(name)}})
+		ds.UID = types.UID("uid-" + name)
+		if err := e.c.Create(t.Context(), ds); err != nil {
+			t.Fatal(err)
+		}
+		return ds
+	}
+	// daemonPod is the pod the DaemonSet controller makes of ds for node.
+	daemonPod := func(ds *appsv1.DaemonSet, node string) *corev1.Pod {
+		tmpl := ds.Spec.Template.DeepCopy()
+		tmpl.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution = &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+			MatchFields: []corev1.NodeSelectorRequirement{{Key: metav1.ObjectNameField, Operator: corev1.NodeSelectorOpIn, Values: []string{node}}}}}}
+		return podFrom(*tmpl, metav1.ObjectMeta{Namespace: ns, GenerateName: ds.Name + "-",
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "DaemonSet", Name: ds.Name, UID: ds.UID, Controller: ptr.To(true)}}})
+	}
+	bound := func(node string, annotations map[string]string) *corev1.Pod {
+		p := podFrom(podTemplate("solo"), metav1.ObjectMeta{Namespace: ns, Name: "solo", Annotations: annotations})
+		p.Spec.NodeName = node
+		return p
+	}
+	fix := func(site string) string {
+		return "bind the pod to a node of its sites (kubectl get nodes -l vk8s.io/site), leave spec.nodeName empty so that vk8s places it, or name virtual-sites that select " +
+			site + " in ves.io/virtual-sites"
+	}
+	agent := daemonSet("agent", map[string]string{vk8sv1.AnnotationVirtualSites: "shared/first-two"})
+	everywhere := daemonSet("everywhere", map[string]string{vk8sv1.AnnotationVirtualSites: "shared/all-sites, shared/regional"})
+	restart := func(name string) string {
+		return "the DaemonSet's template names sites that are no longer its own: restart it (kubectl -n demo rollout restart daemonset/" + name +
+			"), so that its template names its sites now and its controller leaves the other nodes"
+	}
+
+	for _, tc := range []struct {
+		name string
+		pod  *corev1.Pod
+		want string
+	}{
+		{
+			name: "bound to a node of a site the namespace's virtual-site does not select",
+			pod:  bound("site4-node1", nil),
+			want: `spec.nodeName: invalid value "site4-node1": node site4-node1 is on site site4, which is not among the pod's sites ` +
+				`(site1, site2, site3, from its namespace's default virtual-site "shared/all-sites" (VirtualKubernetes vk)); ` + fix("site4"),
+		},
+		{
+			name: "bound to a node of a site its own virtual-sites do not select",
+			pod:  bound("site3-node2", map[string]string{vk8sv1.AnnotationVirtualSites: "shared/first-two"}),
+			want: `spec.nodeName: invalid value "site3-node2": node site3-node2 is on site site3, which is not among the pod's sites ` +
+				`(site1, site2, from its virtual-sites "shared/first-two"); ` + fix("site3"),
+		},
+		{
+			name: "a DaemonSet's pod on a node of a site that left its virtual-sites",
+			pod:  daemonPod(agent, "site3-node1"),
+			want: `spec.affinity.nodeAffinity (the DaemonSet controller's node): invalid value "site3-node1": node site3-node1 is on site site3, ` +
+				`which is not among the pod's sites (site1, site2, from its virtual-sites "shared/first-two"); ` + restart("agent"),
+		},
+		{
+			name: "a DaemonSet's pod on a RegionalEdge node",
+			pod:  daemonPod(everywhere, "site4-node2"),
+			want: `spec.affinity.nodeAffinity (the DaemonSet controller's node): invalid value "site4-node2": node site4-node2 is on site site4, ` +
+				`which is RegionalEdge, and DaemonSets run on CustomerEdge sites only (its sites: site1, site2, site3, from its virtual-sites ` +
+				`"shared/all-sites, shared/regional"); ` + restart("everywhere"),
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			denied(t, e.a.admitPod(t.Context(), e.request(admissionv1.Create, tc.pod, nil)), tc.want)
+		})
+	}
+
+	t.Run("bound or pinned inside its sites, or to a host node", func(t *testing.T) {
+		if p := admitPod(e, bound("site2-node1", map[string]string{vk8sv1.AnnotationVirtualSites: "shared/first-two"})); p.Labels[vk8sv1.LabelSite] != "site2" {
+			t.Errorf("bound to site2-node1: site %q, want site2", p.Labels[vk8sv1.LabelSite])
+		}
+		if p := admitPod(e, daemonPod(agent, "site1-node3")); p.Labels[vk8sv1.LabelSite] != "site1" {
+			t.Errorf("DaemonSet pod on site1-node3: site %q, want site1", p.Labels[vk8sv1.LabelSite])
+		}
+		resp := e.a.admitPod(t.Context(), e.request(admissionv1.Create, bound("host-node1", nil), nil))
+		if !resp.Allowed || len(resp.Patches) > 0 {
+			t.Errorf("bound to a host node: allowed %v, patches %v; want left alone", resp.Allowed, resp.Patches)
+		}
+	})
+	if got := testutil.ToFloat64(e.a.metrics.rejections.WithLabelValues(reasonNodeOutsideSites)); got != 4 {
+		t.Errorf("vk8s_webhook_rejections_total{reason=%q} = %v, want 4", reasonNodeOutsideSites, got)
+	}
 }
