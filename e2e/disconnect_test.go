@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -62,6 +63,7 @@ func TestProviderDisconnection(t *testing.T) {
 	if apiserver == nil {
 		t.Fatal("no kube-apiserver for site3")
 	}
+	frozen := time.Now()
 	if err := syscall.Kill(apiserver.PID, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
@@ -112,12 +114,28 @@ func TestProviderDisconnection(t *testing.T) {
 		r := nodeCondition(n, corev1.NodeReady)
 		return c != nil && c.Status == corev1.ConditionFalse && r != nil && r.Status == corev1.ConditionTrue && hasTaint(n, vk8sv1.TaintSiteUnreachable)
 	})
-	pollPod(t, host, key("steady"), "stale, then not Ready with reason SiteUnreachable, still Running", 2*time.Minute, func(p *corev1.Pod) bool {
+	stale := pollPod(t, host, key("steady"), "stale, then not Ready with reason SiteUnreachable, still Running", 2*time.Minute, func(p *corev1.Pod) bool {
 		stale := podCondition(p, vk8sv1.ConditionStatusStale)
 		ready := podCondition(p, corev1.PodReady)
 		return p.Status.Phase == corev1.PodRunning && stale != nil && stale.Status == corev1.ConditionTrue &&
 			ready != nil && ready.Status == corev1.ConditionFalse && ready.Reason == translate.ReasonSiteUnreachable
 	})
+	// The grace period counts from the last successful contact, before the freeze, not
+	// from when the provider noticed (a heartbeat later).
+	notReady := time.Since(frozen)
+	msg := podCondition(stale, vk8sv1.ConditionStatusStale).Message
+	m := regexp.MustCompile(`does not answer since (\S+);`).FindStringSubmatch(msg)
+	if m == nil {
+		t.Fatalf("stale condition %q names no time", msg)
+	}
+	since, err := time.Parse(time.RFC3339, m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("last contact %s before the freeze; Ready=False seen %s after it", frozen.Sub(since).Round(time.Second), notReady.Round(time.Second))
+	if since.After(frozen) {
+		t.Errorf("the grace period counts from %s, after site3 froze at %s: want its last contact", since, frozen.UTC().Format(time.RFC3339))
+	}
 	// While site3 is away: one pod deleted in the host, one created.
 	if err := host.Delete(ctx, pod("doomed", "")); err != nil {
 		t.Fatal(err)

@@ -330,15 +330,20 @@ func (p *Pods) siteChanged(site string) {
 }
 
 // siteDown marks the status of a site's host pods stale, and once the site has been down
-// for the grace period, their Ready condition False with reason SiteUnreachable. Their
-// phase stays and nothing is evicted: the site keeps running them.
+// for the grace period, counted from its last successful contact, their Ready condition
+// False with reason SiteUnreachable. Their phase stays and nothing is evicted: the site
+// keeps running them.
 func (p *Pods) siteDown(site string, cause error) {
 	now := time.Now()
 	p.mu.Lock()
 	since, ok := p.down[site]
 	if !ok {
+		// The registry noticed up to a heartbeat interval after the site's last answer.
 		since = now
-		p.down[site] = now
+		if last := p.cfg.Registry.LastContact(site); !last.IsZero() && last.Before(now) {
+			since = last
+		}
+		p.down[site] = since
 	}
 	p.mu.Unlock()
 	expired := now.Sub(since) >= p.cfg.Grace

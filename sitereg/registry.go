@@ -331,6 +331,24 @@ type Conn struct {
 // failed the last probe, or its nodes have not been read yet; it also wraps ErrSiteDown
 // when the kubeconfig cannot be used or the probe failed. Get does no I/O and never blocks
 // on a site.
+// LastContact returns when the site's API server last answered a probe; zero when it has
+// not in this process. Disconnection's grace period counts from it.
+func (r *Registry) LastContact(site string) time.Time {
+	r.mu.Lock()
+	e, ok := r.sites[site]
+	var c *conn
+	if ok {
+		c = e.conn
+	}
+	r.mu.Unlock()
+	if c == nil {
+		return time.Time{}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lastSuccess
+}
+
 func (r *Registry) Get(site string) (*Conn, error) {
 	r.mu.Lock()
 	e, ok := r.sites[site]
