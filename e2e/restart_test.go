@@ -16,9 +16,11 @@ import (
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -54,33 +56,7 @@ func TestProviderRestart(t *testing.T) {
 	first := runProviderProcess(t, bin, "first")
 	const pods = 50
 	want := map[string]string{} // pod -> site
-	create := func(from, to int) {
-		var wg sync.WaitGroup
-		errs := make(chan error, to-from)
-		for i := from; i < to; i++ {
-			site, node := i%fleetSites+1, i/fleetSites%fleetNodes+1
-			name := fmt.Sprintf("p%02d", i)
-			want[name] = fmt.Sprintf("site%d", site)
-			p := testPod(name, fmt.Sprintf("site%d-node%d", site, node))
-			p.Namespace = ns
-			// While the provider is down its virtual nodes turn NotReady, and the lab's
-			// host evicts as a production host does: these pods tolerate that for ever,
-			// as admission makes the pods of vK8s namespaces do.
-			for _, key := range []string{corev1.TaintNodeNotReady, corev1.TaintNodeUnreachable} {
-				p.Spec.Tolerations = append(p.Spec.Tolerations, corev1.Toleration{Key: key, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute})
-			}
-			wg.Go(func() {
-				if err := host.Create(context.Background(), p); err != nil {
-					errs <- err
-				}
-			})
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Fatalf("create host pod: %v", err)
-		}
-	}
+	create := func(from, to int) { createFailoverPods(t, host, ns, from, to, want) }
 	// Kill the provider while it is creating: half the host pods exist, some of them on
 	// their sites already; the other half is created while it is down.
 	create(0, pods/2)
@@ -254,4 +230,133 @@ func watchSiteDeletions(t *testing.T, namespace string) <-chan string {
 func isTerminating(obj any) bool {
 	p, ok := obj.(*corev1.Pod)
 	return ok && p.DeletionTimestamp != nil
+}
+
+// TestProviderFailover runs two provider processes with leader election, kills the leader
+// (SIGKILL: the Lease is not released) while 50 pods are being created on the sites, and
+// checks that the standby takes over within 15 s and that every site then has exactly its
+// pods: none lost, none duplicated, none deleted or replaced.
+func TestProviderFailover(t *testing.T) {
+	skipShort(t)
+	startProvider(t) // the virtual nodes exist before the processes take over
+	host := hostClient(t)
+	waitAllVirtualNodes(t, host)
+	stopProvider()
+	t.Cleanup(func() { startProvider(t) })
+
+	bin := buildVk8s(t)
+	const ns = "failover-e2e"
+	siteNamespace := translate.SiteNamespace(provider.DefaultTenant, ns)
+	hostNamespace(t, host, ns)
+	deleted := watchSiteDeletions(t, siteNamespace)
+
+	leaseKey := client.ObjectKey{Namespace: "vk8s-system", Name: "vk8s-provider"}
+	holder := func(ctx context.Context) string {
+		l := &coordinationv1.Lease{}
+		if err := host.Get(ctx, leaseKey, l); err != nil || l.Spec.HolderIdentity == nil {
+			return ""
+		}
+		return *l.Spec.HolderIdentity
+	}
+	// A Lease left by an earlier test's process expires first.
+	leader := runProviderProcess(t, bin, "leader")
+	var first string
+	waitFor(t, "the first provider to lead", func(ctx context.Context) (bool, error) {
+		first = holder(ctx)
+		return first != "" && strings.Contains(strings.ToLower(readFile(t, leader.log)), "successfully acquired lease"), nil
+	})
+	runProviderProcess(t, bin, "standby")
+
+	const pods = 50
+	want := map[string]string{}
+	createFailoverPods(t, host, ns, 0, pods/2, want)
+	waitFor(t, "the first site pod", func(ctx context.Context) (bool, error) {
+		return len(sitePodUIDs(t, siteNamespace)) > 0, nil
+	})
+	leader.kill(t)
+	killed := time.Now()
+	createFailoverPods(t, host, ns, pods/2, pods, want)
+	before := sitePodUIDs(t, siteNamespace)
+	var takeover time.Duration
+	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		h := holder(ctx)
+		if h != "" && h != first {
+			takeover = time.Since(killed)
+			return true, nil
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("the standby did not take the Lease over: %v", err)
+	}
+	t.Logf("leader killed with %d of %d site pods created; the standby held the Lease %s later", len(before), pods, takeover.Round(100*time.Millisecond))
+	if takeover > 15*time.Second {
+		t.Errorf("takeover took %s, want at most 15 s", takeover)
+	}
+	waitFor(t, "all 50 host pods Running", func(ctx context.Context) (bool, error) {
+		list := &corev1.PodList{}
+		if err := host.List(ctx, list, client.InNamespace(ns)); err != nil {
+			return false, err
+		}
+		running := 0
+		for _, p := range list.Items {
+			if p.Status.Phase == corev1.PodRunning {
+				running++
+			}
+		}
+		return running == pods, nil
+	})
+	t.Logf("all %d pods Running %s after the kill", pods, time.Since(killed).Round(100*time.Millisecond))
+	after := sitePodUIDs(t, siteNamespace)
+	if len(after) != pods {
+		t.Errorf("%d site pods, want %d", len(after), pods)
+	}
+	for name, sp := range after {
+		if sp.site != want[name] {
+			t.Errorf("pod %s on %s, want %s", name, sp.site, want[name])
+		}
+		if b, ok := before[name]; ok && b.uid != sp.uid {
+			t.Errorf("site pod %s was replaced (UID %s, then %s)", name, b.uid, sp.uid)
+		}
+	}
+	select {
+	case ev := <-deleted:
+		t.Errorf("a site pod was deleted: %s", ev)
+	default:
+	}
+}
+
+// createFailoverPods creates host pods p<from>..p<to-1> in ns at once, spread over the
+// sites' nodes, and records each one's site in want. They tolerate NotReady nodes for ever,
+// as admission makes the pods of vK8s namespaces do.
+func createFailoverPods(t *testing.T, host client.Client, ns string, from, to int, want map[string]string) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, to-from)
+	for i := from; i < to; i++ {
+		site, node := i%fleetSites+1, i/fleetSites%fleetNodes+1
+		name := fmt.Sprintf("p%02d", i)
+		want[name] = fmt.Sprintf("site%d", site)
+		p := testPod(name, fmt.Sprintf("site%d-node%d", site, node))
+		p.Namespace = ns
+		for _, key := range []string{corev1.TaintNodeNotReady, corev1.TaintNodeUnreachable} {
+			p.Spec.Tolerations = append(p.Spec.Tolerations, corev1.Toleration{Key: key, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute})
+		}
+		wg.Go(func() {
+			if err := host.Create(context.Background(), p); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("create host pod: %v", err)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	raw, _ := os.ReadFile(path)
+	return string(raw)
 }
