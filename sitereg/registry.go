@@ -326,11 +326,6 @@ type Conn struct {
 	LastHeartbeat time.Time
 }
 
-// Get returns the connection of the named Site. The error wraps ErrSiteNotConnected when
-// the Site is unknown or not reconciled yet, its kubeconfig cannot be used, its API server
-// failed the last probe, or its nodes have not been read yet; it also wraps ErrSiteDown
-// when the kubeconfig cannot be used or the probe failed. Get does no I/O and never blocks
-// on a site.
 // LastContact returns when the site's API server last answered a probe; zero when it has
 // not in this process. Disconnection's grace period counts from it.
 func (r *Registry) LastContact(site string) time.Time {
@@ -349,6 +344,11 @@ func (r *Registry) LastContact(site string) time.Time {
 	return c.lastSuccess
 }
 
+// Get returns the connection of the named Site. The error wraps ErrSiteNotConnected when
+// the Site is unknown or not reconciled yet, its kubeconfig cannot be used, its API server
+// failed the last probe, or its nodes have not been read yet; it also wraps ErrSiteDown
+// when the kubeconfig cannot be used or the probe failed. Get does no I/O and never blocks
+// on a site.
 func (r *Registry) Get(site string) (*Conn, error) {
 	r.mu.Lock()
 	e, ok := r.sites[site]
