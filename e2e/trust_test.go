@@ -460,6 +460,28 @@ func TestHangingSiteHoldsOnlyItself(t *testing.T) {
 		}
 	}
 
+	// Site2's reads answer and its writes hang: its Site and virtual nodes say so, so no new
+	// pod goes there; the other sites stay Ready.
+	siteReady := func(ctx context.Context, name string) *metav1.Condition {
+		site := &vk8sv1.Site{}
+		if err := c.Get(ctx, client.ObjectKey{Name: name}, site); err != nil {
+			return nil
+		}
+		return meta.FindStatusCondition(site.Status.Conditions, vk8sv1.ConditionReady)
+	}
+	waitForLong(t, time.Minute, "Site site2 Ready=False, WritesTimingOut", func(ctx context.Context) (bool, error) {
+		r := siteReady(ctx, "site2")
+		return r != nil && r.Status == metav1.ConditionFalse && r.Reason == sitereg.ReasonWritesTimingOut, nil
+	})
+	t.Logf("Site site2: %s", siteReady(t.Context(), "site2").Message)
+	waitNode(t, c, "site2-node1", "SiteConnected=False with reason WritesTimingOut and the unreachable taint", func(n *corev1.Node) bool {
+		cond := nodeCondition(n, vk8sv1.ConditionSiteConnected)
+		return cond != nil && cond.Status == corev1.ConditionFalse && cond.Reason == sitereg.ReasonWritesTimingOut && hasTaint(n, vk8sv1.TaintSiteUnreachable)
+	})
+	if r := siteReady(t.Context(), "site1"); r == nil || r.Status != metav1.ConditionTrue {
+		t.Errorf("Site site1 Ready: %+v; want True", r)
+	}
+
 	remove()
 	waitForLong(t, 3*time.Minute, "site2's 10 pods Running once its webhook is gone", func(ctx context.Context) (bool, error) {
 		if err := c.List(ctx, &pods, client.InNamespace(ns)); err != nil {
@@ -472,6 +494,14 @@ func TestHangingSiteHoldsOnlyItself(t *testing.T) {
 			}
 		}
 		return running == 10, nil
+	})
+	waitForLong(t, time.Minute, "Site site2 Ready again", func(ctx context.Context) (bool, error) {
+		r := siteReady(ctx, "site2")
+		return r != nil && r.Status == metav1.ConditionTrue, nil
+	})
+	waitNode(t, c, "site2-node1", "SiteConnected=True without the unreachable taint", func(n *corev1.Node) bool {
+		cond := nodeCondition(n, vk8sv1.ConditionSiteConnected)
+		return cond != nil && cond.Status == corev1.ConditionTrue && !hasTaint(n, vk8sv1.TaintSiteUnreachable)
 	})
 }
 

@@ -124,12 +124,117 @@ type conn struct {
 	version     string
 	// err is the last probe's error, nil when it succeeded.
 	err error
+
+	// writes watches the calls that change something on the site.
+	writes *writeWatch
 }
 
-func newConn(key string, cfg *rest.Config, qps float32, burst int, claim *Claim, notify func([]string)) (*conn, error) {
+// writeWatch follows the site's writes (POST, PUT, PATCH, DELETE) in the connection's
+// transport: a site whose reads answer can still hold every write (an admission webhook
+// that never answers, a stuck etcd). A write that takes threshold or longer and fails, or
+// one still waiting after threshold, stalls the writes until a write gets an answer (any
+// status under 500: the API server decided).
+type writeWatch struct {
+	threshold time.Duration
+	now       func() time.Time
+	// changed is called, outside mu, when the stall starts or ends.
+	changed func()
+
+	mu       sync.Mutex
+	next     uint64
+	inflight map[uint64]writeCall
+	stall    error
+}
+
+type writeCall struct {
+	what  string
+	start time.Time
+}
+
+// stalled returns why the site's writes are stalled, or nil.
+func (w *writeWatch) stalled() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stalledLocked()
+}
+
+func (w *writeWatch) stalledLocked() error {
+	if w.stall != nil {
+		return w.stall
+	}
+	now := w.now()
+	var oldest *writeCall
+	for _, c := range w.inflight {
+		if now.Sub(c.start) >= w.threshold && (oldest == nil || c.start.Before(oldest.start)) {
+			oldest = &c
+		}
+	}
+	if oldest != nil {
+		return fmt.Errorf("%s has waited %s for an answer", oldest.what, now.Sub(oldest.start).Round(time.Second))
+	}
+	return nil
+}
+
+// wrap is the connection's RoundTripper wrapper.
+func (w *writeWatch) wrap(rt http.RoundTripper) http.RoundTripper {
+	return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+		switch req.Method {
+		case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+		default:
+			return rt.RoundTrip(req)
+		}
+		what := req.Method + " " + req.URL.Path
+		w.mu.Lock()
+		before := w.stalledLocked() != nil
+		id := w.next
+		w.next++
+		start := w.now()
+		w.inflight[id] = writeCall{what: what, start: start}
+		w.mu.Unlock()
+		// Still waiting at the threshold: stalled from then on.
+		timer := time.AfterFunc(w.threshold, func() { w.settle(before) })
+		resp, err := rt.RoundTrip(req)
+		timer.Stop()
+		took := w.now().Sub(start)
+
+		w.mu.Lock()
+		before = w.stalledLocked() != nil
+		delete(w.inflight, id)
+		switch {
+		case err == nil && resp.StatusCode < http.StatusInternalServerError:
+			w.stall = nil
+		case took >= w.threshold:
+			cause := "no answer"
+			if err != nil {
+				cause = err.Error()
+			} else {
+				cause = resp.Status
+			}
+			w.stall = fmt.Errorf("%s failed after %s: %s", what, took.Round(time.Second), cause)
+		}
+		w.mu.Unlock()
+		w.settle(before)
+		return resp, err
+	})
+}
+
+// settle calls changed when the stall state differs from before.
+func (w *writeWatch) settle(before bool) {
+	if (w.stalled() != nil) != before && w.changed != nil {
+		w.changed()
+	}
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+func newConn(key string, cfg *rest.Config, qps float32, burst int, claim *Claim, stallAfter time.Duration, notify func([]string)) (*conn, error) {
 	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst = qps, burst
 	cfg.UserAgent = userAgent
+	writes := &writeWatch{threshold: stallAfter, now: time.Now, inflight: map[uint64]writeCall{}}
+	cfg.Wrap(writes.wrap)
 	// A client span per call to the site, under the caller's span (a pod sync, a probe).
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
 		return otelhttp.NewTransport(rt, otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
@@ -144,13 +249,21 @@ func newConn(key string, cfg *rest.Config, qps float32, burst int, claim *Claim,
 	if err != nil {
 		return nil, err
 	}
-	return &conn{
-		key: key, server: cfg.Host, config: cfg, http: hc, client: cs,
+	c := &conn{
+		key: key, server: cfg.Host, config: cfg, http: hc, client: cs, writes: writes,
 		sites:       map[string]labels.Selector{},
 		podSecurity: map[string]vk8sv1.PodSecurityLevel{},
 		claim:       claim,
 		notify:      notify,
-	}, nil
+	}
+	// A stall that starts or ends changes the Sites' status and their virtual nodes.
+	writes.changed = func() {
+		c.mu.Lock()
+		sites := slices.Collect(maps.Keys(c.sites))
+		c.mu.Unlock()
+		notify(sites)
+	}
+	return c, nil
 }
 
 // probeResult is the state of a connection after a probe.

@@ -2,7 +2,11 @@ package sitereg
 
 import (
 	"context"
+	"errors"
+	"net/http"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -194,5 +198,56 @@ func TestSubscriberCoalesces(t *testing.T) {
 	case ev := <-s.out:
 		t.Errorf("extra request %s", ev.Object.GetName())
 	default:
+	}
+}
+
+// TestWriteWatch: slow failed writes stall the site's writes, a write left waiting stalls
+// them from the threshold on, reads never do, and an answered write ends the stall.
+func TestWriteWatch(t *testing.T) {
+	var changes atomic.Int32
+	w := &writeWatch{threshold: 50 * time.Millisecond, now: time.Now, inflight: map[uint64]writeCall{}, changed: func() { changes.Add(1) }}
+	release := make(chan struct{})
+	rt := w.wrap(roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+		switch req.URL.Path {
+		case "/slow-500":
+			time.Sleep(80 * time.Millisecond)
+			return &http.Response{StatusCode: http.StatusInternalServerError, Status: "500 Internal Server Error", Body: http.NoBody}, nil
+		case "/hang":
+			<-release
+			return nil, errors.New("context deadline exceeded")
+		case "/slow-read":
+			time.Sleep(80 * time.Millisecond)
+		}
+		return &http.Response{StatusCode: http.StatusCreated, Status: "201 Created", Body: http.NoBody}, nil
+	}))
+	call := func(method, path string) {
+		req, _ := http.NewRequest(method, "https://site"+path, nil)
+		if resp, err := rt.RoundTrip(req); err == nil {
+			_ = resp.Body.Close()
+		}
+	}
+	call(http.MethodPost, "/fast")
+	call(http.MethodGet, "/slow-read")
+	if err := w.stalled(); err != nil || changes.Load() != 0 {
+		t.Fatalf("after a fast write and a slow read: stalled %v, %d changes", err, changes.Load())
+	}
+	call(http.MethodPost, "/slow-500")
+	if err := w.stalled(); err == nil || !strings.Contains(err.Error(), "POST /slow-500 failed after") || changes.Load() != 1 {
+		t.Fatalf("after a slow failed write: stalled %v, %d changes", err, changes.Load())
+	}
+	call(http.MethodPatch, "/ok")
+	if err := w.stalled(); err != nil || changes.Load() != 2 {
+		t.Fatalf("after an answered write: stalled %v, %d changes", err, changes.Load())
+	}
+	done := make(chan struct{})
+	go func() { call(http.MethodPost, "/hang"); close(done) }()
+	time.Sleep(120 * time.Millisecond)
+	if err := w.stalled(); err == nil || !strings.Contains(err.Error(), "POST /hang has waited") || changes.Load() != 3 {
+		t.Fatalf("with a write waiting past the threshold: stalled %v, %d changes", err, changes.Load())
+	}
+	close(release)
+	<-done
+	if err := w.stalled(); err == nil || !strings.Contains(err.Error(), "context deadline exceeded") {
+		t.Errorf("after the hanging write failed: stalled %v", err)
 	}
 }

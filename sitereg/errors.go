@@ -70,6 +70,9 @@ const (
 	// a's node b and Site a-b's Aggregate node), and the other Site keeps it: the one that
 	// has the virtual node already, else the older. This Site's node is not registered.
 	ReasonNodeNameCollision = "NodeNameCollision"
+	// ReasonWritesTimingOut: Ready=False, the site's API server answers reads but its
+	// writes time out or hang (Config.WriteStallThreshold).
+	ReasonWritesTimingOut = "WritesTimingOut"
 	// ReasonNodesNotSynced: connected, but the node list has not been read yet.
 	ReasonNodesNotSynced = "NodesNotSynced"
 )

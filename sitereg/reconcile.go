@@ -127,7 +127,7 @@ func (r *Registry) observe(ctx context.Context, site *vk8sv1.Site) (observation,
 		return observation{}, 0, err
 	}
 
-	obs := observation{server: c.server}
+	obs := observation{server: c.server, writesStalled: c.writes.stalled()}
 	res := c.probe(ctx, r.cfg.ProbeTimeout, r.cfg.HeartbeatInterval/2, r.now, r.metrics.observeProbe)
 	obs.version, obs.heartbeat = res.version, res.lastSuccess
 	if res.err != nil {
@@ -264,7 +264,7 @@ func (r *Registry) acquire(ctx context.Context, site *vk8sv1.Site, sel labels.Se
 	c := r.conns[key]
 	if c == nil {
 		var err error
-		c, err = newConn(key, cfg, r.cfg.QPS, r.cfg.Burst, r.cfg.Claim, r.nodesChanged)
+		c, err = newConn(key, cfg, r.cfg.QPS, r.cfg.Burst, r.cfg.Claim, r.cfg.WriteStallThreshold, r.nodesChanged)
 		if err != nil {
 			return nil, r.failLocked(ctx, site, sel, refID, rv, invalidKubeconfig(secretName(site), secretKey(site), err))
 		}

@@ -39,6 +39,9 @@ const (
 	DefaultQPS                     = 50
 	DefaultBurst                   = 100
 	DefaultControllerName          = "sitereg"
+	// DefaultWriteStallThreshold is longer than a write takes on a healthy site by far,
+	// and as long as an admission webhook's default timeout.
+	DefaultWriteStallThreshold = 10 * time.Second
 )
 
 // Config configures a Registry. The zero value is valid: every field has a default.
@@ -62,6 +65,10 @@ type Config struct {
 	// MetricsRegisterer receives the registry's metrics. Nil: controller-runtime's
 	// metrics.Registry, which the manager's metrics endpoint serves.
 	MetricsRegisterer prometheus.Registerer
+	// WriteStallThreshold is how long a write to a site may take before the site's writes
+	// count as stalled (ReasonWritesTimingOut) while its reads answer. Zero:
+	// DefaultWriteStallThreshold.
+	WriteStallThreshold time.Duration
 	// Claim, when set, is written on every site cluster before the site is used; a cluster
 	// that another host claimed for the same tenant is refused (ReasonTenantInUse).
 	Claim *Claim
@@ -143,6 +150,9 @@ func New(cfg Config) (*Registry, error) {
 	}
 	if cfg.ControllerName == "" {
 		cfg.ControllerName = DefaultControllerName
+	}
+	if cfg.WriteStallThreshold == 0 {
+		cfg.WriteStallThreshold = DefaultWriteStallThreshold
 	}
 	if cfg.MetricsRegisterer == nil {
 		cfg.MetricsRegisterer = ctrlmetrics.Registry
@@ -324,6 +334,9 @@ type Conn struct {
 	KubernetesVersion string
 	// LastHeartbeat is when the API server last answered a probe.
 	LastHeartbeat time.Time
+	// WritesStalled says why the site's writes are stalled while its reads answer
+	// (ReasonWritesTimingOut); nil when they are not.
+	WritesStalled error
 }
 
 // LastContact returns when the site's API server last answered a probe; zero when it has
@@ -396,6 +409,7 @@ func (r *Registry) Get(site string) (*Conn, error) {
 		NamespacePodSecurity: c.namespacePodSecurity(),
 		KubernetesVersion:    res.version,
 		LastHeartbeat:        res.lastSuccess,
+		WritesStalled:        c.writes.stalled(),
 	}, nil
 }
 

@@ -118,6 +118,9 @@ type observation struct {
 	// synced once (it may be stale while the site is unreachable).
 	nodesKnown bool
 	nodes      nodeSummary
+	// writesStalled says why the site's writes are stalled while reads answer; nil when
+	// they are not.
+	writesStalled error
 }
 
 // siteStatus computes a Site's status from what was observed. Fields the observation does
@@ -185,6 +188,10 @@ func siteStatus(site *vk8sv1.Site, obs observation, now time.Time) vk8sv1.SiteSt
 				strings.Join(n.tooLong, ", "), validation.LabelValueMaxLength, corev1.LabelHostname))
 	case len(n.collisions) > 0:
 		set(vk8sv1.ConditionReady, metav1.ConditionFalse, ReasonNodeNameCollision, collisionMessage(n.collisions))
+	case obs.writesStalled != nil:
+		set(vk8sv1.ConditionReady, metav1.ConditionFalse, ReasonWritesTimingOut,
+			fmt.Sprintf("the API server at %s answers reads, but its writes do not: %v: check the site's admission webhooks "+
+				"(one that does not answer holds every create) and its etcd; pods wait for the site meanwhile", obs.server, obs.writesStalled))
 	case n.ready == 0:
 		set(vk8sv1.ConditionReady, metav1.ConditionFalse, ReasonNoReadyNodes,
 			fmt.Sprintf("none of the site's %d nodes is Ready: check them on the site (kubectl get nodes)", n.count))

@@ -263,6 +263,13 @@ func (m *Nodes) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, e
 		want = slices.DeleteFunc(want, func(n *corev1.Node) bool { return foreign[n.Name] })
 		log.V(1).Info("virtual node names another Site keeps are left to it", "collisions", cols)
 	}
+	if conn.WritesStalled != nil {
+		// Reads answer, writes do not: no new pod should go there until they do.
+		for i := range want {
+			want[i] = translate.Disconnected(want[i], sitereg.ReasonWritesTimingOut,
+				"the site's API server answers reads, but its writes do not: "+conn.WritesStalled.Error())
+		}
+	}
 	if err := m.endpoints(ctx, siteName, want); err != nil {
 		return ctrl.Result{}, err
 	}
