@@ -204,7 +204,7 @@ func (w *writeWatch) wrap(rt http.RoundTripper) http.RoundTripper {
 		case err == nil && resp.StatusCode < http.StatusInternalServerError:
 			w.stall = nil
 		case took >= w.threshold:
-			cause := "no answer"
+			var cause string
 			if err != nil {
 				cause = err.Error()
 			} else {
