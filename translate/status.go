@@ -152,9 +152,18 @@ func TerminatedStatus(last corev1.PodStatus, pod *corev1.Pod, reason, message st
 // the host's.
 func HostView(host, site *corev1.Pod) *corev1.Pod {
 	out := host.DeepCopy()
-	last := lastApplied(site, appliedOf(host))
+	last, recorded := lastApplied(site, appliedOf(host))
 	out.Labels = sameEmpty(maps.Clone(last.Labels), host.Labels)
 	out.Annotations = sameEmpty(maps.Clone(last.Annotations), host.Annotations)
+	if !recorded {
+		// Virtual-kubelet asks for the update that writes the record (SiteUpdate) the
+		// first time it looks: a label the host drops later is then known to be vk8s'.
+		out.Annotations = maps.Clone(out.Annotations)
+		if out.Annotations == nil {
+			out.Annotations = map[string]string{}
+		}
+		out.Annotations[vk8sv1.AnnotationLastApplied] = ""
+	}
 	for _, cs := range [][]corev1.Container{out.Spec.InitContainers, out.Spec.Containers} {
 		for i := range cs {
 			if img, ok := last.Images[cs[i].Name]; ok {
@@ -189,7 +198,7 @@ func HostLabels(siteLabels map[string]string) map[string]string {
 // (AnnotationLastApplied).
 func SiteUpdate(host, site *corev1.Pod) (*corev1.Pod, bool) {
 	now := appliedOf(host)
-	last := lastApplied(site, now)
+	last, _ := lastApplied(site, now)
 	want := site.DeepCopy()
 	labels := threeWay(last.Labels, now.Labels, HostLabels(site.Labels))
 	for _, k := range managedLabels {
@@ -252,16 +261,16 @@ func record(pod *corev1.Pod, a applied) {
 	pod.Annotations[vk8sv1.AnnotationLastApplied] = string(raw)
 }
 
-// lastApplied is what vk8s last wrote on site pod site, from its AnnotationLastApplied.
-// Without one (a site pod made before vk8s kept it) or with one it cannot read, vk8s
-// takes the site's values of what the host pod now has (now) for its last write: where
-// site and host differ the host's value is written, as vk8s did before, and what only
-// the site has stays.
-func lastApplied(site *corev1.Pod, now applied) applied {
+// lastApplied is what vk8s last wrote on site pod site, from its AnnotationLastApplied,
+// and whether it has one it can read. Without (a site pod made before vk8s kept it),
+// vk8s takes the site's values of what the host pod now has (now) for its last write:
+// where site and host differ the host's value is written, as vk8s did before, and what
+// only the site has stays.
+func lastApplied(site *corev1.Pod, now applied) (applied, bool) {
 	if raw, ok := site.Annotations[vk8sv1.AnnotationLastApplied]; ok {
 		var a applied
 		if err := json.Unmarshal([]byte(raw), &a); err == nil {
-			return a
+			return a, true
 		}
 	}
 	return applied{
@@ -269,7 +278,7 @@ func lastApplied(site *corev1.Pod, now applied) applied {
 		Annotations:           pick(site.Annotations, now.Annotations),
 		Images:                images(&site.Spec),
 		ActiveDeadlineSeconds: site.Spec.ActiveDeadlineSeconds,
-	}
+	}, false
 }
 
 // threeWay is live with what changed from last to now: a key now has with another value
