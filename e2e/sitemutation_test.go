@@ -38,7 +38,8 @@ const (
 )
 
 // TestSiteMutationsRespected: what a site adds to the pods vk8s creates there (SPEC §4,
-// "Ownership") stays when the host pod changes and when the provider restarts. Site2
+// "Ownership") stays when the host pod changes and when the provider restarts, and so
+// does what it adds to the copy of a Secret a pod uses. Site2
 // runs a mutating webhook, as a service mesh injector and a registry mirror do, that adds
 // a label and an annotation to the pods of the test's site namespace and rewrites their
 // images to a mirror, at creation only; a site controller patches another pod at run time
@@ -46,7 +47,8 @@ const (
 // its label, and changes one pod's image: each host change reaches the site, every site
 // addition stays, and only the image the host itself changed replaces the mirror's.
 // Before vk8s recorded what it last wrote, each host change put the site pod back to the
-// host pod (losing the site's labels, annotations and images), and so did a restart.
+// host pod (losing the site's labels, annotations and images), and so did a restart; a
+// label added to a copy was removed at once, and its annotations at the next host change.
 func TestSiteMutationsRespected(t *testing.T) {
 	skipShort(t)
 	startProvider(t)
@@ -68,6 +70,14 @@ func TestSiteMutationsRespected(t *testing.T) {
 				Containers:  []corev1.Container{{Name: "app", Image: "nginx:1.25"}}}}
 	}
 	admitted, patched := bound("admitted", "site2-node1"), bound("patched", "site2-node2")
+	// Pod patched uses a Secret, which vk8s copies to site2 with it. (Not a ConfigMap: in
+	// a namespace that is not a vK8s namespace, the mirror deletes the provider's copy of a
+	// ConfigMap whenever it looks at it, and the provider makes it again.)
+	creds := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "creds", Labels: map[string]string{"app": "creds"}},
+		Data: map[string][]byte{"mode": []byte("edge")}}
+	mustCreate(t, c, creds)
+	patched.Spec.Containers[0].EnvFrom = []corev1.EnvFromSource{{SecretRef: &corev1.SecretEnvSource{
+		LocalObjectReference: corev1.LocalObjectReference{Name: "creds"}}}}
 	for _, p := range []*corev1.Pod{admitted, patched} {
 		mustCreate(t, c, p)
 		waitPod(t, c, client.ObjectKeyFromObject(p), "pod "+p.Name+" Running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
@@ -128,6 +138,34 @@ func TestSiteMutationsRespected(t *testing.T) {
 		}
 		kept(t, "admitted", mirrorRegistry+"nginx:1.25")
 		kept(t, "patched", siteImage)
+	})
+
+	t.Run("a copy keeps what the site added to it; the host's data and labels reach it", func(t *testing.T) {
+		key := client.ObjectKey{Namespace: siteNS, Name: "creds"}
+		patch := fmt.Sprintf(`{"metadata":{"labels":{%q:"ops"},"annotations":{%q:"kept"}}}`, ownerLabel, ownerAnnotation)
+		if err := site2.Patch(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: siteNS, Name: "creds"}},
+			client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+			t.Fatalf("patch the copy as a site controller: %v", err)
+		}
+		creds.Data["mode"] = []byte("core")
+		creds.Labels["tier"] = "gold"
+		if err := c.Update(t.Context(), creds); err != nil {
+			t.Fatal(err)
+		}
+		copied := &corev1.Secret{}
+		waitFor(t, "the copy of creds with mode=core and tier=gold", func(ctx context.Context) (bool, error) {
+			err := site2.Get(ctx, key, copied)
+			return err == nil && string(copied.Data["mode"]) == "core" && copied.Labels["tier"] == "gold", client.IgnoreNotFound(err)
+		})
+		time.Sleep(2 * time.Second) // a write putting the copy back would be seen
+		if err := site2.Get(t.Context(), key, copied); err != nil {
+			t.Fatal(err)
+		}
+		if copied.Labels[ownerLabel] != "ops" || copied.Annotations[ownerAnnotation] != "kept" || copied.Labels["app"] != "creds" ||
+			copied.Labels[vk8sv1.LabelTenant] != provider.DefaultTenant || string(copied.Data["mode"]) != "core" {
+			t.Errorf("the copy of creds: labels %v, annotations %v, mode %s; want the site's label and annotation kept, the host's labels and data",
+				copied.Labels, copied.Annotations, copied.Data["mode"])
+		}
 	})
 
 	t.Run("a label the host drops goes, an image the host changes replaces the mirror's", func(t *testing.T) {
