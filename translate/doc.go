@@ -41,7 +41,9 @@
 // # References and copies
 //
 // References lists the ConfigMaps, Secrets, ServiceAccount and PersistentVolumeClaims a pod
-// spec uses; SiteCopy is the object kept on the site for one of them and SameCopy says
+// spec uses; SiteCopy is the object kept on the site for one of them, CopyUpdate the
+// update of a copy (its labels and annotations merged three-way against its
+// AnnotationLastApplied, as a site pod's, its content the host's), and SameCopy says
 // whether a copy is up to date.
 //
 // # Site namespaces

@@ -249,16 +249,29 @@ func appliedOf(p *corev1.Pod) applied {
 	}
 }
 
-// record writes a into pod's AnnotationLastApplied.
-func record(pod *corev1.Pod, a applied) {
+// record writes a into obj's AnnotationLastApplied.
+func record(obj metav1.Object, a applied) {
 	raw, err := json.Marshal(a)
 	if err != nil {
 		return // maps of strings and an integer always encode
 	}
-	if pod.Annotations == nil {
-		pod.Annotations = map[string]string{}
+	annotations := obj.GetAnnotations()
+	if annotations == nil {
+		annotations = map[string]string{}
 	}
-	pod.Annotations[vk8sv1.AnnotationLastApplied] = string(raw)
+	annotations[vk8sv1.AnnotationLastApplied] = string(raw)
+	obj.SetAnnotations(annotations)
+}
+
+// recorded reads the AnnotationLastApplied of annotations, and says whether there is one
+// it can read.
+func recorded(annotations map[string]string) (applied, bool) {
+	var a applied
+	raw, ok := annotations[vk8sv1.AnnotationLastApplied]
+	if !ok || json.Unmarshal([]byte(raw), &a) != nil {
+		return applied{}, false
+	}
+	return a, true
 }
 
 // lastApplied is what vk8s last wrote on site pod site, from its AnnotationLastApplied,
@@ -267,11 +280,8 @@ func record(pod *corev1.Pod, a applied) {
 // where site and host differ the host's value is written, as vk8s did before, and what
 // only the site has stays.
 func lastApplied(site *corev1.Pod, now applied) (applied, bool) {
-	if raw, ok := site.Annotations[vk8sv1.AnnotationLastApplied]; ok {
-		var a applied
-		if err := json.Unmarshal([]byte(raw), &a); err == nil {
-			return a, true
-		}
+	if a, ok := recorded(site.Annotations); ok {
+		return a, true
 	}
 	return applied{
 		Labels:                pick(HostLabels(site.Labels), now.Labels),

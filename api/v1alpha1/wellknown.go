@@ -84,7 +84,8 @@ const (
 	LabelHostPodUID = "vk8s.io/host-pod-uid"
 	// AnnotationLastApplied records on a site pod what vk8s last wrote of the fields it
 	// keeps following the host pod (labels, annotations, container images, the active
-	// deadline), as JSON: a host change is applied against it, so that what the site
+	// deadline), and on a copy (ConfigMap, Secret, Service, ...) its labels and
+	// annotations, as JSON: a host change is applied against it, so that what the site
 	// added or rewrote (its admission, its controllers) stays.
 	AnnotationLastApplied = "vk8s.io/last-applied"
 	// LabelManagedBy is "vk8s" on the isolation NetworkPolicy and the webhook
