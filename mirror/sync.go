@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -72,16 +71,12 @@ func (m *Mirror) sync(ctx context.Context, c *cluster, it item) error {
 			it.Kind, siteNS, it.Name, c.server)
 		return errSkip
 	}
-	if translate.SameCopy(want, have.(metav1.Object)) {
+	// What the site added to the copy's labels and annotations (a cloud's load balancer,
+	// a policy engine) stays.
+	want, update := translate.CopyUpdate(want, have.(metav1.Object))
+	if !update {
 		return nil
 	}
-	// What the site added to the copy's annotations (a cloud's load balancer, say) stays.
-	annotations := maps.Clone(have.(metav1.Object).GetAnnotations())
-	if annotations == nil && len(want.GetAnnotations()) > 0 {
-		annotations = map[string]string{}
-	}
-	maps.Copy(annotations, want.GetAnnotations())
-	want.SetAnnotations(annotations)
 	want.SetResourceVersion(have.(metav1.Object).GetResourceVersion())
 	err = m.update(ctx, c, it.Kind, want)
 	if apierrors.IsInvalid(err) {

@@ -113,7 +113,9 @@ func (p *Pods) ensureCopy(ctx context.Context, c *cluster, kind string, host met
 				kind, siteNamespace, host.GetName())
 		}
 	}
-	if translate.SameCopy(want, have) {
+	// What the site added to the copy's labels and annotations stays.
+	want, update := translate.CopyUpdate(want, have)
+	if !update {
 		return nil
 	}
 	want.SetResourceVersion(have.GetResourceVersion())
@@ -243,6 +245,10 @@ func (c *cluster) update(ctx context.Context, obj metav1.Object) error {
 			return wrapCopy("update", obj, gerr)
 		}
 		cur.Labels, cur.Spec.Resources.Requests = o.Labels, o.Spec.Resources.Requests
+		if cur.Annotations == nil {
+			cur.Annotations = map[string]string{}
+		}
+		cur.Annotations[vk8sv1.AnnotationLastApplied] = o.Annotations[vk8sv1.AnnotationLastApplied]
 		_, err = c.client.CoreV1().PersistentVolumeClaims(o.Namespace).Update(ctx, cur, metav1.UpdateOptions{})
 	default:
 		return fmt.Errorf("cannot update %T", obj)

@@ -9,16 +9,27 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 )
 
 // SiteCopy is the object to keep on the site for a host object of kind (KindConfigMap, ...)
 // that a pod references or that is mirrored to every site of its namespace: its content,
-// in the site namespace, labelled with the tenant and the host namespace. A Secret that
-// holds a host service-account token is refused: the host's credentials never leave the
-// host.
+// in the site namespace, labelled with the tenant and the host namespace, with the labels
+// and annotations it carries of the host object recorded in AnnotationLastApplied
+// (CopyUpdate). A Secret that holds a host service-account token is refused: the host's
+// credentials never leave the host.
 func SiteCopy(kind string, host metav1.Object, siteNamespace, tenant string) (metav1.Object, error) {
+	out, err := siteCopy(kind, host, siteNamespace, tenant)
+	if err != nil {
+		return nil, err
+	}
+	record(out, copyApplied(out))
+	return out, nil
+}
+
+func siteCopy(kind string, host metav1.Object, siteNamespace, tenant string) (metav1.Object, error) {
 	meta := metav1.ObjectMeta{
 		Name:      host.GetName(),
 		Namespace: siteNamespace,
@@ -90,14 +101,56 @@ func labelsFor(host map[string]string, tenant, hostNamespace string) map[string]
 	return out
 }
 
-// SameCopy reports whether a copy on the site already carries what want, the SiteCopy of
-// the host object, has: the labels, the content a copy keeps in step, and want's
-// annotations (the copy may have more: what the site adds is kept).
-func SameCopy(want, have metav1.Object) bool {
-	for k, v := range want.GetAnnotations() {
-		if got, ok := have.GetAnnotations()[k]; !ok || got != v {
-			return false
-		}
+// copyOwnLabels are the labels vk8s gives its copies (labelsFor).
+var copyOwnLabels = []string{vk8sv1.LabelTenant, vk8sv1.LabelHostNamespace}
+
+// copyApplied is what a copy carries of its host object's labels and annotations.
+func copyApplied(obj metav1.Object) applied {
+	labels := maps.Clone(obj.GetLabels())
+	for _, k := range copyOwnLabels {
+		delete(labels, k)
 	}
-	return equality.Semantic.DeepEqual(content(want), content(have))
+	return applied{Labels: labels, Annotations: siteAnnotations(obj.GetAnnotations())}
+}
+
+// CopyUpdate returns want, the SiteCopy of a host object, as the update of have, its copy
+// on the site, and whether have needs that update (SameCopy). Labels and annotations are
+// merged three-way, as a site pod's (SiteUpdate): what the host object set, changed or
+// dropped since vk8s last wrote the copy (its AnnotationLastApplied) is written, and what
+// the site added or rewrote (its admission, a policy engine, a cloud's load balancer
+// controller) stays. The content a copy keeps in step (data, rules, spec) is the host's,
+// whatever the site did to it. A copy without a record (made before vk8s kept one) is read
+// as if vk8s had written the site's values of the host object's keys, and gets one.
+func CopyUpdate(want, have metav1.Object) (metav1.Object, bool) {
+	ro, ok := want.(runtime.Object)
+	if !ok {
+		return want, !SameCopy(want, have)
+	}
+	out := ro.DeepCopyObject().(metav1.Object)
+	now := copyApplied(want)
+	last, ok := recorded(have.GetAnnotations())
+	if !ok {
+		last = applied{Labels: pick(have.GetLabels(), now.Labels), Annotations: pick(have.GetAnnotations(), now.Annotations)}
+	}
+	live := maps.Clone(have.GetLabels())
+	for _, k := range copyOwnLabels {
+		delete(live, k)
+	}
+	labels := threeWay(last.Labels, now.Labels, live)
+	for _, k := range copyOwnLabels {
+		labels[k] = want.GetLabels()[k]
+	}
+	out.SetLabels(labels)
+	annotations := threeWay(last.Annotations, now.Annotations, siteAnnotations(have.GetAnnotations()))
+	annotations[vk8sv1.AnnotationLastApplied] = want.GetAnnotations()[vk8sv1.AnnotationLastApplied]
+	out.SetAnnotations(annotations)
+	return out, !SameCopy(out, have)
+}
+
+// SameCopy reports whether a copy on the site already is want, a SiteCopy made into an
+// update of it by CopyUpdate: the same labels and annotations, and the content a copy
+// keeps in step with its host object.
+func SameCopy(want, have metav1.Object) bool {
+	return maps.Equal(want.GetAnnotations(), have.GetAnnotations()) &&
+		equality.Semantic.DeepEqual(content(want), content(have))
 }

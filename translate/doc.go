@@ -23,7 +23,10 @@
 // while the site does not answer (Ready=False with reason SiteUnreachable after the grace
 // period); TerminatedStatus ends a host pod whose site pod is gone. HostView and SiteUpdate
 // compare and carry the fields a pod update may change (labels, annotations, images, the
-// active deadline) between the two.
+// active deadline) between the two. SitePod records on the site pod what vk8s wrote of
+// them (AnnotationLastApplied), and SiteUpdate is a three-way merge against that record,
+// as kubectl apply's: it writes what the host changed since and leaves what the site's
+// admission or controllers added or rewrote (SPEC §4, "Ownership").
 //
 // # Virtual nodes
 //
@@ -38,7 +41,9 @@
 // # References and copies
 //
 // References lists the ConfigMaps, Secrets, ServiceAccount and PersistentVolumeClaims a pod
-// spec uses; SiteCopy is the object kept on the site for one of them and SameCopy says
+// spec uses; SiteCopy is the object kept on the site for one of them, CopyUpdate the
+// update of a copy (its labels and annotations merged three-way against its
+// AnnotationLastApplied, as a site pod's, its content the host's), and SameCopy says
 // whether a copy is up to date.
 //
 // # Site namespaces

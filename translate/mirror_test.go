@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -36,7 +37,8 @@ func TestSiteService(t *testing.T) {
 		t.Errorf("site Service spec (-want +got):\n%s", diff)
 	}
 	if got.Namespace != "acme-shop" || got.Labels[vk8sv1.LabelTenant] != "acme" || got.Labels[vk8sv1.LabelHostNamespace] != "shop" ||
-		got.Annotations["lb.example.com/tier"] != "gold" || len(got.Annotations) != 1 {
+		got.Annotations["lb.example.com/tier"] != "gold" || len(got.Annotations) != 2 ||
+		got.Annotations[vk8sv1.AnnotationLastApplied] != `{"labels":{"app":"web"},"annotations":{"lb.example.com/tier":"gold"}}` {
 		t.Errorf("site Service meta %+v", got.ObjectMeta)
 	}
 
@@ -49,19 +51,21 @@ func TestSiteService(t *testing.T) {
 	stored.Spec.SessionAffinity = corev1.ServiceAffinityNone
 	stored.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyCluster
 	stored.Spec.InternalTrafficPolicy = ptrTo(corev1.ServiceInternalTrafficPolicyCluster)
-	if !SameCopy(got, stored) {
-		t.Error("the site's defaulted Service is taken for a changed one")
+	if _, update := CopyUpdate(got, stored); update {
+		t.Error("the site's defaulted Service, with an annotation of its own, is taken for a changed one")
 	}
 	changed := stored.DeepCopy()
 	changed.Spec.Ports[0].Port = 81
-	if SameCopy(got, changed) {
+	if _, update := CopyUpdate(got, changed); !update {
 		t.Error("a changed port is taken for the same Service")
 	}
-	lost := stored.DeepCopy()
-	delete(lost.Annotations, "lb.example.com/tier")
-	if SameCopy(got, lost) {
-		t.Error("a copy that lost the host's annotation is taken for the same Service")
+	host.Annotations["lb.example.com/tier"] = "silver"
+	obj, _ = SiteCopy(KindService, host, "acme-shop", "acme")
+	out, update := CopyUpdate(obj, stored)
+	if a := out.GetAnnotations(); !update || a["lb.example.com/tier"] != "silver" || a["cloud.example.com/lb-id"] != "lb-1" {
+		t.Errorf("the host's changed annotation: update %v, annotations %v; want the host's and the site's", update, a)
 	}
+	host.Annotations["lb.example.com/tier"] = "gold"
 
 	// A headless Service stays headless, so a StatefulSet's pods keep their DNS names.
 	host.Spec.Type, host.Spec.ClusterIP = corev1.ServiceTypeClusterIP, corev1.ClusterIPNone
@@ -76,6 +80,109 @@ func TestSiteService(t *testing.T) {
 	defaulted.Spec.Ports[0].TargetPort = intstr.FromInt32(80)
 	if !SameCopy(obj, defaulted) {
 		t.Error("a defaulted target port is taken for a change")
+	}
+}
+
+// TestCopyUpdate: a copy made by SiteCopy, then changed by the site, then its host object
+// changed: CopyUpdate writes what the host changed, puts the content back, and keeps the
+// labels and annotations the site added or rewrote. A copy the site only added to needs no
+// update, so a site's admission that adds a label on every write is not fought.
+func TestCopyUpdate(t *testing.T) {
+	noRecord := func(cm *corev1.ConfigMap) { delete(cm.Annotations, vk8sv1.AnnotationLastApplied) }
+	for _, tc := range []struct {
+		name            string
+		site            func(*corev1.ConfigMap) // what the site did to the copy
+		host            func(*corev1.ConfigMap) // what the host changed since
+		wantUpdate      bool
+		wantLabels      map[string]string // without vk8s' own
+		wantAnnotations map[string]string // without the record
+		wantData        string
+	}{{
+		name:       "nothing changed",
+		wantLabels: map[string]string{"app": "web", "tier": "gold"}, wantData: "v1",
+	}, {
+		name:       "the site added a label and an annotation: nothing to write",
+		site:       func(cm *corev1.ConfigMap) { cm.Labels["policy/checked"] = "yes"; cm.Annotations["policy/at"] = "now" },
+		wantLabels: map[string]string{"app": "web", "tier": "gold", "policy/checked": "yes"}, wantAnnotations: map[string]string{"policy/at": "now"},
+		wantData: "v1",
+	}, {
+		name:       "the host changes its data: it arrives, the site's additions stay",
+		site:       func(cm *corev1.ConfigMap) { cm.Labels["policy/checked"] = "yes"; cm.Annotations["policy/at"] = "now" },
+		host:       func(cm *corev1.ConfigMap) { cm.Data["k"] = "v2" },
+		wantUpdate: true,
+		wantLabels: map[string]string{"app": "web", "tier": "gold", "policy/checked": "yes"}, wantAnnotations: map[string]string{"policy/at": "now"},
+		wantData: "v2",
+	}, {
+		name:       "the site edits the data: put back, the site's label stays",
+		site:       func(cm *corev1.ConfigMap) { cm.Labels["policy/checked"] = "yes"; cm.Data["k"] = "site" },
+		wantUpdate: true,
+		wantLabels: map[string]string{"app": "web", "tier": "gold", "policy/checked": "yes"}, wantData: "v1",
+	}, {
+		name:       "the host drops a label: it goes, the site's stays",
+		site:       func(cm *corev1.ConfigMap) { cm.Labels["policy/checked"] = "yes" },
+		host:       func(cm *corev1.ConfigMap) { delete(cm.Labels, "tier") },
+		wantUpdate: true,
+		wantLabels: map[string]string{"app": "web", "policy/checked": "yes"}, wantData: "v1",
+	}, {
+		name:       "a value the site rewrote stays while the host's does not change",
+		site:       func(cm *corev1.ConfigMap) { cm.Labels["tier"] = "site" },
+		wantLabels: map[string]string{"app": "web", "tier": "site"}, wantData: "v1",
+	}, {
+		name:       "a value the site rewrote gives way when the host's changes",
+		site:       func(cm *corev1.ConfigMap) { cm.Labels["tier"] = "site" },
+		host:       func(cm *corev1.ConfigMap) { cm.Labels["tier"] = "platinum" },
+		wantUpdate: true,
+		wantLabels: map[string]string{"app": "web", "tier": "platinum"}, wantData: "v1",
+	}, {
+		name:       "no record (made before vk8s kept one): the site's label stays, the record is written",
+		site:       func(cm *corev1.ConfigMap) { noRecord(cm); cm.Labels["policy/checked"] = "yes" },
+		wantUpdate: true,
+		wantLabels: map[string]string{"app": "web", "tier": "gold", "policy/checked": "yes"}, wantData: "v1",
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			host := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "settings", Labels: map[string]string{"app": "web", "tier": "gold"}},
+				Data: map[string]string{"k": "v1"}}
+			obj, err := SiteCopy(KindConfigMap, host, "acme-shop", "acme")
+			if err != nil {
+				t.Fatal(err)
+			}
+			have := obj.(*corev1.ConfigMap).DeepCopy()
+			if tc.site != nil {
+				tc.site(have)
+			}
+			host = host.DeepCopy()
+			if tc.host != nil {
+				tc.host(host)
+			}
+			want, err := SiteCopy(KindConfigMap, host, "acme-shop", "acme")
+			if err != nil {
+				t.Fatal(err)
+			}
+			orig := want.(*corev1.ConfigMap).DeepCopy()
+			out, update := CopyUpdate(want, have)
+			if !cmp.Equal(want, orig) {
+				t.Error("CopyUpdate changed its input")
+			}
+			if update != tc.wantUpdate {
+				t.Errorf("update = %v, want %v", update, tc.wantUpdate)
+			}
+			got := out.(*corev1.ConfigMap)
+			if got.Labels[vk8sv1.LabelTenant] != "acme" || got.Labels[vk8sv1.LabelHostNamespace] != "shop" {
+				t.Errorf("vk8s' labels lost: %v", got.Labels)
+			}
+			if diff := cmp.Diff(tc.wantLabels, copyApplied(got).Labels); diff != "" {
+				t.Errorf("labels (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tc.wantAnnotations, copyApplied(got).Annotations, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("annotations (-want +got):\n%s", diff)
+			}
+			if got.Data["k"] != tc.wantData {
+				t.Errorf("data %v, want k=%s", got.Data, tc.wantData)
+			}
+			if _, again := CopyUpdate(want, got); again {
+				t.Error("CopyUpdate of the updated copy asks for another update")
+			}
+		})
 	}
 }
 

@@ -26,7 +26,8 @@ type Target struct {
 // SitePod returns the pod to create on the site for host pod p. It keeps what the user
 // wrote and drops what only makes sense in the host: the binding to the virtual node, the
 // host's service-account token volume, tolerations of the virtual nodes' taint, node
-// selection and priority class (the host scheduler has placed the pod already).
+// selection and priority class (the host scheduler has placed the pod already). It
+// records in AnnotationLastApplied the labels, annotations and images it writes.
 func SitePod(p *corev1.Pod, t Target) (*corev1.Pod, error) {
 	if t.Tenant == "" {
 		return nil, fmt.Errorf("pod %s/%s: tenant is required", p.Namespace, p.Name)
@@ -52,6 +53,8 @@ func SitePod(p *corev1.Pod, t Target) (*corev1.Pod, error) {
 	out.Labels[vk8sv1.LabelTenant] = t.Tenant
 	out.Labels[vk8sv1.LabelHostNamespace] = p.Namespace
 	out.Labels[vk8sv1.LabelHostPodUID] = string(p.UID)
+	// What the site's admission changes of it is the site's (SiteUpdate).
+	record(out, appliedOf(p))
 
 	spec := &out.Spec
 	spec.NodeName = ""

@@ -119,6 +119,11 @@ func TestSitePod(t *testing.T) {
 			if got.Annotations["note"] != "x" {
 				t.Errorf("annotations %v", got.Annotations)
 			}
+			// What vk8s wrote is recorded, so that what the site's admission changes stays.
+			wantRecord := `{"labels":{"app":"web"},"annotations":{"note":"x"},"images":{"app":"app:v1"}}`
+			if rec := got.Annotations[vk8sv1.AnnotationLastApplied]; rec != wantRecord {
+				t.Errorf("record %s, want %s", rec, wantRecord)
+			}
 			s := got.Spec
 			if s.NodeName != "" || s.NodeSelector != nil || s.PriorityClassName != "" || s.Priority != nil {
 				t.Errorf("host placement kept: node %q selector %v priority %q/%v", s.NodeName, s.NodeSelector, s.PriorityClassName, s.Priority)
@@ -150,6 +155,21 @@ func TestSitePod(t *testing.T) {
 				t.Errorf("status copied: %v", got.Status.Phase)
 			}
 		})
+	}
+}
+
+// TestSitePodRecordIsVK8s: a host pod that carries vk8s' record itself (a site pod's
+// manifest applied to the host) does not pass it off as what vk8s wrote.
+func TestSitePodRecordIsVK8s(t *testing.T) {
+	p := hostPod()
+	p.Annotations[vk8sv1.AnnotationLastApplied] = `{"labels":{"forged":"yes"}}`
+	got, err := SitePod(p, Target{Tenant: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"labels":{"app":"web"},"annotations":{"note":"x"},"images":{"app":"app:v1"}}`
+	if rec := got.Annotations[vk8sv1.AnnotationLastApplied]; rec != want {
+		t.Errorf("record %s, want %s", rec, want)
 	}
 }
 

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"encoding/json"
 	"maps"
 	"slices"
 
@@ -146,14 +147,31 @@ func TerminatedStatus(last corev1.PodStatus, pod *corev1.Pod, reason, message st
 // HostView is the host pod as its site runs it, what virtual-kubelet's pod controller
 // compares with the host to decide whether to update the site: the host pod with the
 // fields a pod update may change (labels, annotations, container images, active deadline)
-// taken from the site pod, and the site's status.
+// as vk8s last wrote them on the site pod (its AnnotationLastApplied), and the site's
+// status. What the site added or rewrote is not shown, so it never looks like a change of
+// the host's.
 func HostView(host, site *corev1.Pod) *corev1.Pod {
 	out := host.DeepCopy()
-	out.Labels = HostLabels(site.Labels)
-	out.Annotations = maps.Clone(site.Annotations)
-	copyImages(out.Spec.Containers, site.Spec.Containers)
-	copyImages(out.Spec.InitContainers, site.Spec.InitContainers)
-	out.Spec.ActiveDeadlineSeconds = site.Spec.ActiveDeadlineSeconds
+	last, recorded := lastApplied(site, appliedOf(host))
+	out.Labels = sameEmpty(maps.Clone(last.Labels), host.Labels)
+	out.Annotations = sameEmpty(maps.Clone(last.Annotations), host.Annotations)
+	if !recorded {
+		// Virtual-kubelet asks for the update that writes the record (SiteUpdate) the
+		// first time it looks: a label the host drops later is then known to be vk8s'.
+		out.Annotations = maps.Clone(out.Annotations)
+		if out.Annotations == nil {
+			out.Annotations = map[string]string{}
+		}
+		out.Annotations[vk8sv1.AnnotationLastApplied] = ""
+	}
+	for _, cs := range [][]corev1.Container{out.Spec.InitContainers, out.Spec.Containers} {
+		for i := range cs {
+			if img, ok := last.Images[cs[i].Name]; ok {
+				cs[i].Image = img
+			}
+		}
+	}
+	out.Spec.ActiveDeadlineSeconds = clonePtr(last.ActiveDeadlineSeconds)
 	out.Status = HostStatus(host, site)
 	return out
 }
@@ -170,24 +188,37 @@ func HostLabels(siteLabels map[string]string) map[string]string {
 	return out
 }
 
-// SiteUpdate returns the site pod updated with what the host pod changed among the fields
-// Kubernetes lets a pod update change, and whether anything did.
+// SiteUpdate returns the site pod updated with what the host pod changed, since vk8s last
+// wrote the site pod, among the fields Kubernetes lets a pod update change, and whether
+// anything did. It is a three-way merge, as kubectl apply's: a label or annotation the
+// host set or changed is written, one vk8s wrote before and the host no longer has is
+// removed, and every other key of the site pod stays (what the site's admission or
+// controllers added, or rewrote); an image is written only when the host's changed, so
+// a site's registry mirror keeps its rewrite. The update records what it writes
+// (AnnotationLastApplied).
 func SiteUpdate(host, site *corev1.Pod) (*corev1.Pod, bool) {
+	now := appliedOf(host)
+	last, _ := lastApplied(site, now)
 	want := site.DeepCopy()
-	labels := maps.Clone(host.Labels)
-	if labels == nil {
-		labels = map[string]string{}
-	}
+	labels := threeWay(last.Labels, now.Labels, HostLabels(site.Labels))
 	for _, k := range managedLabels {
 		if v, ok := site.Labels[k]; ok {
 			labels[k] = v
 		}
 	}
 	want.Labels = labels
-	want.Annotations = maps.Clone(host.Annotations)
-	copyImages(want.Spec.Containers, host.Spec.Containers)
-	copyImages(want.Spec.InitContainers, host.Spec.InitContainers)
-	want.Spec.ActiveDeadlineSeconds = host.Spec.ActiveDeadlineSeconds
+	want.Annotations = threeWay(last.Annotations, now.Annotations, siteAnnotations(site.Annotations))
+	record(want, now)
+	for _, cs := range [][]corev1.Container{want.Spec.InitContainers, want.Spec.Containers} {
+		for i := range cs {
+			if img, ok := now.Images[cs[i].Name]; ok && img != last.Images[cs[i].Name] {
+				cs[i].Image = img
+			}
+		}
+	}
+	if !ptrEqual(now.ActiveDeadlineSeconds, last.ActiveDeadlineSeconds) {
+		want.Spec.ActiveDeadlineSeconds = clonePtr(now.ActiveDeadlineSeconds)
+	}
 	changed := !maps.Equal(want.Labels, site.Labels) || !maps.Equal(want.Annotations, site.Annotations) ||
 		!sameImages(want.Spec.Containers, site.Spec.Containers) ||
 		!sameImages(want.Spec.InitContainers, site.Spec.InitContainers) ||
@@ -195,18 +226,139 @@ func SiteUpdate(host, site *corev1.Pod) (*corev1.Pod, bool) {
 	return want, changed
 }
 
-// copyImages sets the image of every container of dst to that of src's container of the
-// same name.
-func copyImages(dst, src []corev1.Container) {
-	byName := map[string]string{}
-	for _, c := range src {
-		byName[c.Name] = c.Image
+// applied is what vk8s writes of a host pod's fields that a pod update may change, and
+// that it keeps following once the site pod exists: the labels (without vk8s' own), the
+// annotations, the images by container name (init containers' too: names are unique
+// across both), and the active deadline. A site pod records the last one written in
+// AnnotationLastApplied (encoding/json writes map keys sorted, so equal records are equal
+// strings).
+type applied struct {
+	Labels                map[string]string `json:"labels,omitempty"`
+	Annotations           map[string]string `json:"annotations,omitempty"`
+	Images                map[string]string `json:"images,omitempty"`
+	ActiveDeadlineSeconds *int64            `json:"activeDeadlineSeconds,omitempty"`
+}
+
+// appliedOf is what vk8s writes for host pod p.
+func appliedOf(p *corev1.Pod) applied {
+	return applied{
+		Labels:                HostLabels(p.Labels),
+		Annotations:           siteAnnotations(p.Annotations),
+		Images:                images(&p.Spec),
+		ActiveDeadlineSeconds: p.Spec.ActiveDeadlineSeconds,
 	}
-	for i := range dst {
-		if img, ok := byName[dst[i].Name]; ok {
-			dst[i].Image = img
+}
+
+// record writes a into obj's AnnotationLastApplied.
+func record(obj metav1.Object, a applied) {
+	raw, err := json.Marshal(a)
+	if err != nil {
+		return // maps of strings and an integer always encode
+	}
+	annotations := obj.GetAnnotations()
+	if annotations == nil {
+		annotations = map[string]string{}
+	}
+	annotations[vk8sv1.AnnotationLastApplied] = string(raw)
+	obj.SetAnnotations(annotations)
+}
+
+// recorded reads the AnnotationLastApplied of annotations, and says whether there is one
+// it can read.
+func recorded(annotations map[string]string) (applied, bool) {
+	var a applied
+	raw, ok := annotations[vk8sv1.AnnotationLastApplied]
+	if !ok || json.Unmarshal([]byte(raw), &a) != nil {
+		return applied{}, false
+	}
+	return a, true
+}
+
+// lastApplied is what vk8s last wrote on site pod site, from its AnnotationLastApplied,
+// and whether it has one it can read. Without (a site pod made before vk8s kept it),
+// vk8s takes the site's values of what the host pod now has (now) for its last write:
+// where site and host differ the host's value is written, as vk8s did before, and what
+// only the site has stays.
+func lastApplied(site *corev1.Pod, now applied) (applied, bool) {
+	if a, ok := recorded(site.Annotations); ok {
+		return a, true
+	}
+	return applied{
+		Labels:                pick(HostLabels(site.Labels), now.Labels),
+		Annotations:           pick(site.Annotations, now.Annotations),
+		Images:                images(&site.Spec),
+		ActiveDeadlineSeconds: site.Spec.ActiveDeadlineSeconds,
+	}, false
+}
+
+// threeWay is live with what changed from last to now: a key now has with another value
+// than last's (or that last lacks) is set, a key last has and now lacks is removed, and
+// every other key of live stays as it is, whatever its value.
+func threeWay(last, now, live map[string]string) map[string]string {
+	out := maps.Clone(live)
+	if out == nil {
+		out = map[string]string{}
+	}
+	for k, v := range now {
+		if old, ok := last[k]; !ok || old != v {
+			out[k] = v
 		}
 	}
+	for k := range last {
+		if _, ok := now[k]; !ok {
+			delete(out, k)
+		}
+	}
+	return out
+}
+
+// pick is the entries of m whose keys keys has; nil when none.
+func pick(m, keys map[string]string) map[string]string {
+	var out map[string]string
+	for k := range keys {
+		if v, ok := m[k]; ok {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// siteAnnotations are annotations without vk8s' record, which is the site pod's own.
+func siteAnnotations(in map[string]string) map[string]string {
+	out := maps.Clone(in)
+	delete(out, vk8sv1.AnnotationLastApplied)
+	return out
+}
+
+// images maps the names of a pod's containers and init containers to their images.
+func images(spec *corev1.PodSpec) map[string]string {
+	out := map[string]string{}
+	for _, cs := range [][]corev1.Container{spec.InitContainers, spec.Containers} {
+		for _, c := range cs {
+			out[c.Name] = c.Image
+		}
+	}
+	return out
+}
+
+// sameEmpty is m, or like when both are empty: virtual-kubelet compares with cmp.Equal,
+// which tells a nil map from an empty one.
+func sameEmpty(m, like map[string]string) map[string]string {
+	if len(m) == 0 && len(like) == 0 {
+		return like
+	}
+	return m
+}
+
+func clonePtr[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
 }
 
 func sameImages(a, b []corev1.Container) bool {

@@ -157,3 +157,184 @@ func TestSiteUpdateAndHostView(t *testing.T) {
 		t.Errorf("HostView after the update differs from the host pod:\n%s", cmp.Diff(host, v))
 	}
 }
+
+// TestSiteUpdateKeepsSiteChanges: a site pod made by SitePod, then changed by the site
+// (its admission, its controllers), then its host pod changed: SiteUpdate writes what the
+// host changed and keeps what the site did, and HostView shows a change to virtual-kubelet
+// exactly when there is one to write.
+func TestSiteUpdateKeepsSiteChanges(t *testing.T) {
+	const mirror = "mirror.local/"
+	// The site's admission: a sidecar injector's label and annotation, a registry mirror.
+	admission := func(p *corev1.Pod) {
+		p.Labels["mesh/injected"] = "true"
+		p.Annotations["mesh/status"] = "injected"
+		for _, cs := range [][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
+			for i := range cs {
+				cs[i].Image = mirror + cs[i].Image
+			}
+		}
+	}
+	noRecord := func(p *corev1.Pod) { delete(p.Annotations, vk8sv1.AnnotationLastApplied) }
+	for _, tc := range []struct {
+		name string
+		site func(*corev1.Pod) // what the site did to the pod vk8s created
+		host func(*corev1.Pod) // what the host changed since
+		// wantLabels and wantAnnotations are the site pod's after the update, without vk8s'
+		// own; wantImages its images by container.
+		wantLabels, wantAnnotations, wantImages map[string]string
+		wantDeadline                            *int64
+		// wantChanged: SiteUpdate writes; wantView: HostView differs from the host pod, so
+		// virtual-kubelet asks for the update.
+		wantChanged, wantView bool
+	}{{
+		name:       "nothing changed",
+		wantLabels: map[string]string{"app": "web", "tier": "gold"}, wantAnnotations: map[string]string{"note": "x"},
+		wantImages: map[string]string{"init": "init:1", "app": "nginx:1.25"},
+	}, {
+		name:            "the site's admission added and mirrored, the host changed nothing: nothing to write",
+		site:            admission,
+		wantLabels:      map[string]string{"app": "web", "tier": "gold", "mesh/injected": "true"},
+		wantAnnotations: map[string]string{"note": "x", "mesh/status": "injected"},
+		wantImages:      map[string]string{"init": mirror + "init:1", "app": mirror + "nginx:1.25"},
+	}, {
+		name:            "the host adds a label and an annotation: they arrive, the site's additions and mirror stay",
+		site:            admission,
+		host:            func(p *corev1.Pod) { p.Labels["release"] = "r2"; p.Annotations["owner"] = "team" },
+		wantLabels:      map[string]string{"app": "web", "tier": "gold", "release": "r2", "mesh/injected": "true"},
+		wantAnnotations: map[string]string{"note": "x", "owner": "team", "mesh/status": "injected"},
+		wantImages:      map[string]string{"init": mirror + "init:1", "app": mirror + "nginx:1.25"},
+		wantChanged:     true, wantView: true,
+	}, {
+		name:            "the host drops a label and an annotation it had: they go, the site's stay",
+		site:            admission,
+		host:            func(p *corev1.Pod) { delete(p.Labels, "tier"); delete(p.Annotations, "note") },
+		wantLabels:      map[string]string{"app": "web", "mesh/injected": "true"},
+		wantAnnotations: map[string]string{"mesh/status": "injected"},
+		wantImages:      map[string]string{"init": mirror + "init:1", "app": mirror + "nginx:1.25"},
+		wantChanged:     true, wantView: true,
+	}, {
+		name:            "the host changes one image: that container gets it, the other keeps the mirror's",
+		site:            admission,
+		host:            func(p *corev1.Pod) { p.Spec.Containers[0].Image = "nginx:1.27" },
+		wantLabels:      map[string]string{"app": "web", "tier": "gold", "mesh/injected": "true"},
+		wantAnnotations: map[string]string{"note": "x", "mesh/status": "injected"},
+		wantImages:      map[string]string{"init": mirror + "init:1", "app": "nginx:1.27"},
+		wantChanged:     true, wantView: true,
+	}, {
+		name:            "a value the site rewrote stays while the host's does not change",
+		site:            func(p *corev1.Pod) { p.Labels["tier"] = "site-tier"; p.Annotations["note"] = "site-note" },
+		host:            func(p *corev1.Pod) { p.Labels["release"] = "r2" },
+		wantLabels:      map[string]string{"app": "web", "tier": "site-tier", "release": "r2"},
+		wantAnnotations: map[string]string{"note": "site-note"},
+		wantImages:      map[string]string{"init": "init:1", "app": "nginx:1.25"},
+		wantChanged:     true, wantView: true,
+	}, {
+		name:       "a value the site rewrote gives way when the host's changes",
+		site:       func(p *corev1.Pod) { p.Labels["tier"] = "site-tier" },
+		host:       func(p *corev1.Pod) { p.Labels["tier"] = "platinum" },
+		wantLabels: map[string]string{"app": "web", "tier": "platinum"}, wantAnnotations: map[string]string{"note": "x"},
+		wantImages:  map[string]string{"init": "init:1", "app": "nginx:1.25"},
+		wantChanged: true, wantView: true,
+	}, {
+		name:       "a key the site added that the host then sets: the host's value",
+		site:       func(p *corev1.Pod) { p.Labels["release"] = "site" },
+		host:       func(p *corev1.Pod) { p.Labels["release"] = "r2" },
+		wantLabels: map[string]string{"app": "web", "tier": "gold", "release": "r2"}, wantAnnotations: map[string]string{"note": "x"},
+		wantImages:  map[string]string{"init": "init:1", "app": "nginx:1.25"},
+		wantChanged: true, wantView: true,
+	}, {
+		name:       "a deadline the site set stays while the host's does not change",
+		site:       func(p *corev1.Pod) { p.Spec.ActiveDeadlineSeconds = ptr.To[int64](600) },
+		host:       func(p *corev1.Pod) { p.Labels["release"] = "r2" },
+		wantLabels: map[string]string{"app": "web", "tier": "gold", "release": "r2"}, wantAnnotations: map[string]string{"note": "x"},
+		wantImages:   map[string]string{"init": "init:1", "app": "nginx:1.25"},
+		wantDeadline: ptr.To[int64](600), wantChanged: true, wantView: true,
+	}, {
+		name:       "the host sets a deadline",
+		host:       func(p *corev1.Pod) { p.Spec.ActiveDeadlineSeconds = ptr.To[int64](300) },
+		wantLabels: map[string]string{"app": "web", "tier": "gold"}, wantAnnotations: map[string]string{"note": "x"},
+		wantImages:   map[string]string{"init": "init:1", "app": "nginx:1.25"},
+		wantDeadline: ptr.To[int64](300), wantChanged: true, wantView: true,
+	}, {
+		name:            "no record (made before vk8s kept one): the host's values where they differ, the site's own keys stay",
+		site:            func(p *corev1.Pod) { admission(p); noRecord(p) },
+		wantLabels:      map[string]string{"app": "web", "tier": "gold", "mesh/injected": "true"},
+		wantAnnotations: map[string]string{"note": "x", "mesh/status": "injected"},
+		wantImages:      map[string]string{"init": "init:1", "app": "nginx:1.25"},
+		wantChanged:     true, wantView: true,
+	}, {
+		name:       "no record and nothing differs: virtual-kubelet asks for the update that writes it",
+		site:       func(p *corev1.Pod) { noRecord(p); p.Labels["mesh/injected"] = "true" },
+		wantLabels: map[string]string{"app": "web", "tier": "gold", "mesh/injected": "true"}, wantAnnotations: map[string]string{"note": "x"},
+		wantImages:  map[string]string{"init": "init:1", "app": "nginx:1.25"},
+		wantChanged: true, wantView: true,
+	}, {
+		name:            "a record that does not parse is as none",
+		site:            func(p *corev1.Pod) { admission(p); p.Annotations[vk8sv1.AnnotationLastApplied] = "{" },
+		wantLabels:      map[string]string{"app": "web", "tier": "gold", "mesh/injected": "true"},
+		wantAnnotations: map[string]string{"note": "x", "mesh/status": "injected"},
+		wantImages:      map[string]string{"init": "init:1", "app": "nginx:1.25"},
+		wantChanged:     true, wantView: true,
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			host := statusPod(corev1.PodRunning)
+			host.Labels = map[string]string{"app": "web", "tier": "gold"}
+			host.Annotations = map[string]string{"note": "x"}
+			host.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "init:1"}}
+			host.Spec.Containers = []corev1.Container{{Name: "app", Image: "nginx:1.25"}}
+			site, err := SitePod(host, Target{Tenant: "t"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.site != nil {
+				tc.site(site)
+			}
+			if tc.host != nil {
+				tc.host(host)
+			}
+			orig := site.DeepCopy()
+			if got := !vkPodsEqual(HostView(host, site), host); got != tc.wantView {
+				t.Errorf("HostView differs from the host pod: %v, want %v:\n%s", got, tc.wantView, cmp.Diff(host, HostView(host, site)))
+			}
+			want, changed := SiteUpdate(host, site)
+			if !cmp.Equal(site, orig) {
+				t.Error("SiteUpdate changed its input")
+			}
+			if changed != tc.wantChanged {
+				t.Errorf("SiteUpdate changed = %v, want %v", changed, tc.wantChanged)
+			}
+			if diff := cmp.Diff(tc.wantLabels, HostLabels(want.Labels)); diff != "" {
+				t.Errorf("labels (-want +got):\n%s", diff)
+			}
+			if want.Labels[vk8sv1.LabelTenant] != "t" || want.Labels[vk8sv1.LabelHostPodUID] != "u1" {
+				t.Errorf("vk8s' labels lost: %v", want.Labels)
+			}
+			if diff := cmp.Diff(tc.wantAnnotations, siteAnnotations(want.Annotations)); diff != "" {
+				t.Errorf("annotations (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tc.wantImages, images(&want.Spec)); diff != "" {
+				t.Errorf("images (-want +got):\n%s", diff)
+			}
+			if !ptrEqual(want.Spec.ActiveDeadlineSeconds, tc.wantDeadline) {
+				t.Errorf("activeDeadlineSeconds %v, want %v", want.Spec.ActiveDeadlineSeconds, tc.wantDeadline)
+			}
+			// Written, the update is the host pod as far as virtual-kubelet and the next
+			// update can tell.
+			if _, again := SiteUpdate(host, want); again {
+				t.Errorf("SiteUpdate of the updated pod reports a change:\n%s", want.Annotations[vk8sv1.AnnotationLastApplied])
+			}
+			if v := HostView(host, want); !vkPodsEqual(v, host) {
+				t.Errorf("HostView after the update differs from the host pod:\n%s", cmp.Diff(host, v))
+			}
+		})
+	}
+}
+
+// vkPodsEqual is virtual-kubelet's comparison of a pod with the provider's (podsEqual in
+// its node package): whether it calls UpdatePod.
+func vkPodsEqual(a, b *corev1.Pod) bool {
+	return cmp.Equal(a.Spec.Containers, b.Spec.Containers) && cmp.Equal(a.Spec.InitContainers, b.Spec.InitContainers) &&
+		cmp.Equal(a.Spec.EphemeralContainers, b.Spec.EphemeralContainers) &&
+		cmp.Equal(a.Spec.ActiveDeadlineSeconds, b.Spec.ActiveDeadlineSeconds) && cmp.Equal(a.Spec.Tolerations, b.Spec.Tolerations) &&
+		cmp.Equal(a.Labels, b.Labels) && cmp.Equal(a.Annotations, b.Annotations)
+}

@@ -82,6 +82,12 @@ const (
 	LabelHostNamespace = "vk8s.io/host-namespace"
 	// LabelHostPodUID is the UID of the host pod a site pod runs for.
 	LabelHostPodUID = "vk8s.io/host-pod-uid"
+	// AnnotationLastApplied records on a site pod what vk8s last wrote of the fields it
+	// keeps following the host pod (labels, annotations, container images, the active
+	// deadline), and on a copy (ConfigMap, Secret, Service, ...) its labels and
+	// annotations, as JSON: a host change is applied against it, so that what the site
+	// added or rewrote (its admission, its controllers) stays.
+	AnnotationLastApplied = "vk8s.io/last-applied"
 	// LabelManagedBy is "vk8s" on the isolation NetworkPolicy and the webhook
 	// configurations vk8s manages.
 	LabelManagedBy = "app.kubernetes.io/managed-by"
