@@ -627,3 +627,66 @@ func TestSiteNamespacesCannotBeSquatted(t *testing.T) {
 		})
 	}
 }
+
+// TestBoundPodStaysSynced: a pod bound by hand to a virtual node in a namespace vk8s does
+// not manage, with a ConfigMap, keeps being synced: a site-side change to its ConfigMap
+// copy does not get the copy deleted (the mirror leaves copies outside vK8s namespaces to
+// the provider), and after a provider restart a host label change still reaches the site
+// pod (the host pod keeps no PodScheduled of the site's, which made it look placed by the
+// host's scheduler). Before, the copy was deleted and made again, and the restarted
+// provider stopped syncing the pod.
+func TestBoundPodStaysSynced(t *testing.T) {
+	skipShort(t)
+	startProvider(t)
+	c := hostClient(t)
+	waitAllVirtualNodes(t, c)
+	const ns = plainNS + "-bound"
+	hostNamespace(t, c, ns)
+	mustCreate(t, c, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "conf"}, Data: map[string]string{"k": "v"}})
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "bound"},
+		Spec: corev1.PodSpec{NodeName: "site1-node1", Containers: []corev1.Container{{Name: "app", Image: "nginx:1.25",
+			EnvFrom: []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "conf"}}}}}}}}
+	mustCreate(t, c, pod)
+	site1 := siteClient(t, "site1")
+	siteNS := translate.SiteNamespace(provider.DefaultTenant, ns)
+	cm := &corev1.ConfigMap{}
+	waitFor(t, "the pod Running and its ConfigMap on site1", func(ctx context.Context) (bool, error) {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(pod), pod); err != nil {
+			return false, err
+		}
+		err := site1.Get(ctx, client.ObjectKey{Namespace: siteNS, Name: "conf"}, cm)
+		return err == nil && pod.Status.Phase == corev1.PodRunning, client.IgnoreNotFound(err)
+	})
+	// A site controller labels the copy.
+	uid := cm.UID
+	cm.Labels["site.example.com/seen"] = "yes"
+	if err := site1.Update(t.Context(), cm); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Second)
+	if err := site1.Get(t.Context(), client.ObjectKey{Namespace: siteNS, Name: "conf"}, cm); err != nil || cm.UID != uid || cm.Labels["site.example.com/seen"] != "yes" {
+		t.Errorf("the ConfigMap copy after a site-side label: %v, UID %s (was %s), labels %v", err, cm.UID, uid, cm.Labels)
+	}
+
+	stopProvider()
+	startProvider(t)
+	waitAllVirtualNodes(t, c)
+	if err := c.Get(t.Context(), client.ObjectKeyFromObject(pod), pod); err != nil {
+		t.Fatal(err)
+	}
+	if pod.Labels == nil {
+		pod.Labels = map[string]string{}
+	}
+	pod.Labels["after-restart"] = "yes"
+	if err := c.Update(t.Context(), pod); err != nil {
+		t.Fatal(err)
+	}
+	sp := &corev1.Pod{}
+	waitFor(t, "the host label on the site pod after a provider restart", func(ctx context.Context) (bool, error) {
+		err := site1.Get(ctx, client.ObjectKey{Namespace: siteNS, Name: "bound"}, sp)
+		return err == nil && sp.Labels["after-restart"] == "yes", client.IgnoreNotFound(err)
+	})
+	if err := c.Get(t.Context(), client.ObjectKeyFromObject(pod), pod); err != nil || pod.Status.Phase != corev1.PodRunning {
+		t.Errorf("host pod after the restart: %v, phase %s", err, pod.Status.Phase)
+	}
+}

@@ -29,6 +29,11 @@ func (m *Mirror) sync(ctx context.Context, c *cluster, it item) error {
 	if _, ok := m.host[it.Kind]; !ok {
 		return fmt.Errorf("unknown kind %s", it.Kind)
 	}
+	// Outside vK8s namespaces the copies are the provider's (the ConfigMaps and
+	// ServiceAccounts of pods sent to a virtual node on purpose): the mirror leaves them.
+	if _, vk8s, err := m.cfg.VirtualKubernetesSites(ctx, it.Namespace); err != nil || !vk8s {
+		return err
+	}
 	siteNS := translate.SiteNamespace(m.cfg.Tenant, it.Namespace)
 	have := c.copy(it.Kind, siteNS, it.Name)
 	hostObj, exists, err := m.hostObject(it.Kind, it.Namespace, it.Name)

@@ -44,14 +44,21 @@ var managedLabels = []string{vk8sv1.LabelTenant, vk8sv1.LabelHostNamespace, vk8s
 // HostStatus is the status the host pod should show for its site pod: the site's, as it
 // is (phase, conditions, container and init-container statuses with restarts, pod IP,
 // start time), except the QoS class, which the host computed at creation and may not
-// change, and the host-only condition vk8s keeps.
+// change, the host-only conditions vk8s keeps, and PodScheduled, which says how the host
+// placed the pod: the host's scheduler's condition, or none for a pod bound by hand
+// (ReachesSite tells the two apart by it, also after a provider restart).
 func HostStatus(host, site *corev1.Pod) corev1.PodStatus {
 	out := *site.Status.DeepCopy()
 	out.QOSClass = host.Status.QOSClass
 	out.NominatedNodeName = host.Status.NominatedNodeName
 	out.Conditions = slices.DeleteFunc(out.Conditions, func(c corev1.PodCondition) bool {
-		return c.Type == vk8sv1.ConditionSiteSynced || c.Type == vk8sv1.ConditionStatusStale
+		return c.Type == vk8sv1.ConditionSiteSynced || c.Type == vk8sv1.ConditionStatusStale || c.Type == corev1.PodScheduled
 	})
+	for _, c := range host.Status.Conditions {
+		if c.Type == corev1.PodScheduled {
+			out.Conditions = append([]corev1.PodCondition{c}, out.Conditions...)
+		}
+	}
 	return out
 }
 

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"slices"
 	"testing"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
@@ -337,4 +338,26 @@ func vkPodsEqual(a, b *corev1.Pod) bool {
 		cmp.Equal(a.Spec.EphemeralContainers, b.Spec.EphemeralContainers) &&
 		cmp.Equal(a.Spec.ActiveDeadlineSeconds, b.Spec.ActiveDeadlineSeconds) && cmp.Equal(a.Spec.Tolerations, b.Spec.Tolerations) &&
 		cmp.Equal(a.Labels, b.Labels) && cmp.Equal(a.Annotations, b.Annotations)
+}
+
+// The host says how the host placed a pod: PodScheduled comes from the host pod, never
+// from the site, so a pod bound by hand keeps looking bound by hand (ReachesSite).
+func TestHostStatusKeepsHostScheduling(t *testing.T) {
+	site := &corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{
+		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue}, {Type: corev1.PodReady, Status: corev1.ConditionTrue},
+	}}}
+	byHand := &corev1.Pod{Spec: corev1.PodSpec{NodeName: "site1-node1"}}
+	st := HostStatus(byHand, site)
+	if slices.ContainsFunc(st.Conditions, func(c corev1.PodCondition) bool { return c.Type == corev1.PodScheduled }) {
+		t.Errorf("a pod bound by hand got the site's PodScheduled: %+v", st.Conditions)
+	}
+	byHand.Status = st
+	if ok, why := ReachesSite(byHand, false); !ok {
+		t.Errorf("a running pod bound by hand no longer reaches its site: %s", why)
+	}
+	scheduled := &corev1.Pod{Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, Reason: "host"}}}}
+	st = HostStatus(scheduled, site)
+	if len(st.Conditions) != 2 || st.Conditions[0].Type != corev1.PodScheduled || st.Conditions[0].Reason != "host" {
+		t.Errorf("the host scheduler's PodScheduled is not kept: %+v", st.Conditions)
+	}
 }
