@@ -3,6 +3,12 @@
 //   - pod start latency: N pods created through the host, from the create call to the host
 //     showing them Running, next to the same N pods created directly on the sites in the
 //     same run (the baseline), as p50/p99 and their ratio;
+//   - one site whose writes hang: the pod start latency on the other sites while a site-side
+//     webhook that never answers holds the second site's pod creates (--stuck pods wait
+//     for it), against the same run with every site healthy, as a ratio;
+//   - on request (--outage 10m), a provider outage: the provider killed with --outage-pods
+//     pods on the sites, started again after the outage, and what it cost (pods evicted,
+//     deleted or restarted, seconds until every pod is Ready again);
 //   - admission: pod CREATE (dry run) through the API server in a namespace the webhook
 //     does not serve next to a vK8s namespace, one at a time and 20 at once, and the seed
 //     scenario from the create call to 9/9 pods Running;
@@ -69,6 +75,9 @@ func main() {
 		wait   = flag.Duration("ready-timeout", 15*time.Minute, "how long to wait at each site count for every virtual node to be Ready")
 		mirror = flag.Int("mirror-objects", 100, "ConfigMaps per mirror-lag run (0: none)")
 		mSites = flag.String("mirror-sites", "3,30", "site counts, among --sites, at which the mirror lag is measured")
+		stuck  = flag.Int("stuck", 30, "pods left stuck on the second site while its writes hang, in the hanging-site run (0: no such run)")
+		down   = flag.Duration("outage", 0, "how long the provider is killed in the outage run (0: no such run; the issue's figure is 10m)")
+		oPods  = flag.Int("outage-pods", 300, "pods running on the sites during the outage run")
 	)
 	flag.Parse()
 	var mirrorAt []int
@@ -77,13 +86,13 @@ func main() {
 			mirrorAt = append(mirrorAt, n)
 		}
 	}
-	if err := run(*name, *vk8s, *pods, *admits, *sites, *window, *wait, *keep, *mirror, mirrorAt); err != nil {
+	if err := run(*name, *vk8s, *pods, *admits, *sites, *window, *wait, *keep, *mirror, mirrorAt, *stuck, *down, *oPods); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(name, vk8s string, pods, admissions int, sitesFlag string, window, readyTimeout time.Duration, keep bool, mirrorObjects int, mirrorAt []int) error {
+func run(name, vk8s string, pods, admissions int, sitesFlag string, window, readyTimeout time.Duration, keep bool, mirrorObjects int, mirrorAt []int, stuck int, down time.Duration, outagePods int) error {
 	sizes, err := parseSizes(sitesFlag)
 	if err != nil {
 		return err
@@ -131,6 +140,16 @@ func run(name, vk8s string, pods, admissions int, sitesFlag string, window, read
 	if pods > 0 {
 		if err := podLatency(ctx, l, host, names, pods); err != nil {
 			return err
+		}
+	}
+	if down > 0 {
+		if err := outage(ctx, l, host, names, outagePods, down); err != nil {
+			return fmt.Errorf("outage: %w", err)
+		}
+	}
+	if pods > 0 && stuck > 0 {
+		if err := hangingSite(ctx, l, host, names, pods, stuck); err != nil {
+			return fmt.Errorf("hanging site: %w", err)
 		}
 	}
 	if admissions > 0 {
