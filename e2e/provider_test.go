@@ -46,6 +46,14 @@ var (
 // providerSweep is how often the provider looks for site pods whose host pod is gone.
 const providerSweep = 5 * time.Second
 
+// providerNodeGrace is how long the shared provider keeps a virtual node that left its
+// Site (vnode.NodesConfig.Grace): short, so that the tests that take site nodes and Sites
+// away see their virtual nodes go within their waits; TestSiteEdit runs the provider with
+// a longer one. Guarded by providerMu.
+var providerNodeGrace = defaultProviderNodeGrace
+
+const defaultProviderNodeGrace = 10 * time.Second
+
 // startProvider runs the provider in this process against the fleet, once.
 func startProvider(t *testing.T) {
 	t.Helper()
@@ -69,10 +77,11 @@ func startProvider(t *testing.T) {
 	ctrllog.SetLogger(log)
 	go func() {
 		done <- provider.Run(ctx, provider.Config{
-			Host:          host,
-			Logger:        log,
-			Endpoint:      translate.Endpoint{Address: providerKubelet.address, Port: int32(port)},
-			SweepInterval: providerSweep,
+			Host:             host,
+			Logger:           log,
+			Endpoint:         translate.Endpoint{Address: providerKubelet.address, Port: int32(port)},
+			SweepInterval:    providerSweep,
+			VirtualNodeGrace: providerNodeGrace,
 			Kubelet: provider.KubeletAPI{
 				BindAddress:  providerKubelet.bind,
 				NodePorts:    providerKubelet.nodePorts,

@@ -76,6 +76,11 @@ type Config struct {
 	// takes over at most LeaseDuration+RetryPeriod after the leader died without releasing
 	// the Lease. Zero: DefaultLeaseDuration, DefaultRenewDeadline, DefaultRetryPeriod.
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+	// VirtualNodeGrace is how long a virtual node that no longer stands for a node of its
+	// Site (the Site was edited or deleted, or the site node went) stays, NotReady and
+	// unschedulable, with its pods, before it is deleted. Zero: vnode.DefaultGrace (5m);
+	// negative: at once.
+	VirtualNodeGrace time.Duration
 	// TenancyCleanupTimeout is how long a deleted VirtualKubernetes waits for sites that
 	// do not answer before its finalizer goes anyway. Zero: tenancy.DefaultCleanupTimeout.
 	TenancyCleanupTimeout time.Duration
@@ -240,7 +245,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := mgr.Add(volumes); err != nil {
 		return err
 	}
-	nodesCfg := vnode.NodesConfig{Host: host, HeartbeatConfig: hostCfg, Registry: reg, SiteEvents: siteEvents, Endpoint: cfg.Endpoint}
+	nodesCfg := vnode.NodesConfig{Host: host, HeartbeatConfig: hostCfg, Registry: reg, SiteEvents: siteEvents, Endpoint: cfg.Endpoint, Grace: cfg.VirtualNodeGrace}
 	if !cfg.Kubelet.Disabled {
 		// TokenReviews and SubjectAccessReviews of the kubelet API have a client of their
 		// own: metrics-server asks for every virtual node every 15 s, and reviews that wait

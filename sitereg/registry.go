@@ -322,6 +322,9 @@ type Conn struct {
 	Client kubernetes.Interface
 	// Nodes lists the site's nodes (those spec.nodeSelector selects) from a shared cache.
 	Nodes corelisters.NodeLister
+	// ClusterNodes lists every node of the site's cluster, the site's or not, from the
+	// same cache (to tell a node the selector no longer selects from one that is gone).
+	ClusterNodes corelisters.NodeLister
 	// NodeMode is the Site's spec.nodeMode.
 	NodeMode vk8sv1.NodeMode
 	// PodSecurity is the Site's spec.podSecurity.enforce (baseline when unset).
@@ -404,6 +407,7 @@ func (r *Registry) Get(site string) (*Conn, error) {
 		Config:               c.config,
 		Client:               c.client,
 		Nodes:                siteNodeLister{base: corelisters.NewNodeLister(inf.GetIndexer()), sel: sel},
+		ClusterNodes:         corelisters.NewNodeLister(inf.GetIndexer()),
 		NodeMode:             mode,
 		PodSecurity:          level,
 		NamespacePodSecurity: c.namespacePodSecurity(),

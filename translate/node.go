@@ -1,13 +1,16 @@
 package translate
 
 import (
+	"fmt"
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
@@ -16,7 +19,7 @@ import (
 // ManagedTaint says whether vk8s sets the taint key on virtual nodes, and removes it when
 // it no longer applies.
 func ManagedTaint(key string) bool {
-	return key == vk8sv1.TaintKey || key == vk8sv1.TaintSiteUnreachable
+	return key == vk8sv1.TaintKey || key == vk8sv1.TaintSiteUnreachable || key == vk8sv1.TaintLeftSite
 }
 
 // Endpoint is where the provider's kubelet API listens, advertised in every virtual node.
@@ -68,6 +71,77 @@ func Disconnected(n *corev1.Node, reason, message string) *corev1.Node {
 		out.Spec.Taints = append(out.Spec.Taints, corev1.Taint{Key: vk8sv1.TaintSiteUnreachable, Effect: corev1.TaintEffectNoSchedule})
 	}
 	return out
+}
+
+// ReasonNodeLeftSite is the reason of the Ready=False condition of a virtual node that no
+// longer stands for a node of its Site, while it waits out its grace period (LeftSite).
+const ReasonNodeLeftSite = "NodeLeftSite"
+
+// LeftSite returns virtual node n as it shows while it waits out its grace period after
+// leaving its Site's set of virtual nodes (the Site was edited or deleted, or the site
+// node went): NotReady since since (Ready=False, ReasonNodeLeftSite, message) and tainted
+// vk8sv1.TaintLeftSite:NoSchedule, so that no new pod goes there. Its pods stay: the site
+// still runs them, and the edit may be undone.
+func LeftSite(n *corev1.Node, message string, since metav1.Time) *corev1.Node {
+	out := n.DeepCopy()
+	setCondition(out, corev1.NodeCondition{
+		Type: corev1.NodeReady, Status: corev1.ConditionFalse, Reason: ReasonNodeLeftSite, Message: message,
+		LastTransitionTime: since,
+	})
+	if !slices.ContainsFunc(out.Spec.Taints, func(t corev1.Taint) bool { return t.Key == vk8sv1.TaintLeftSite }) {
+		out.Spec.Taints = append(out.Spec.Taints, corev1.Taint{Key: vk8sv1.TaintLeftSite, Effect: corev1.TaintEffectNoSchedule})
+	}
+	return out
+}
+
+// LeftSiteSince says when LeftSite marked n, and whether it did: a provider that restarts
+// during a grace period goes on from there.
+func LeftSiteSince(n *corev1.Node) (time.Time, bool) {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady && c.Reason == ReasonNodeLeftSite && !c.LastTransitionTime.IsZero() {
+			return c.LastTransitionTime.Time, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// LeftSiteMessage says why virtual node v no longer stands for a node of its Site, what
+// happens to it and how to keep it: site is the Site now (nil: deleted), siteNode the
+// node of the site's cluster that v stood for (nil: the cluster has none of that name; a
+// PerNode node only), deadline the end of v's grace period.
+func LeftSiteMessage(v *corev1.Node, site *vk8sv1.Site, siteNode *corev1.Node, grace time.Duration, deadline time.Time) string {
+	siteName := v.Labels[vk8sv1.LabelSite]
+	node, perNode := v.Labels[vk8sv1.LabelSiteNode]
+	var what, fix string
+	switch {
+	case site == nil:
+		what = fmt.Sprintf("Site %s was deleted", siteName)
+		fix = fmt.Sprintf("create Site %s again as it was (the same kubeconfig Secret, spec.nodeMode and spec.nodeSelector)", siteName)
+	case perNode && site.Spec.NodeMode == vk8sv1.NodeModeAggregate:
+		what = fmt.Sprintf("Site %s's spec.nodeMode changed to Aggregate (one virtual node, %s, for the whole site)", site.Name, site.Name)
+		fix = "set spec.nodeMode back to PerNode"
+	case !perNode && site.Spec.NodeMode != vk8sv1.NodeModeAggregate:
+		what = fmt.Sprintf("Site %s's spec.nodeMode changed to PerNode (one virtual node per node of the site)", site.Name)
+		fix = "set spec.nodeMode back to Aggregate"
+	case siteNode == nil:
+		what = fmt.Sprintf("node %s is no longer in the cluster of Site %s", node, site.Name)
+		fix = fmt.Sprintf("bring node %s back on the site", node)
+	case !selects(site.Spec.NodeSelector, siteNode):
+		what = fmt.Sprintf("Site %s's spec.nodeSelector {%s} no longer selects its node %s (labels {%s})",
+			site.Name, labels.Set(site.Spec.NodeSelector), node, labels.Set(siteNode.Labels))
+		fix = "fix spec.nodeSelector (or the node's labels on the site)"
+	default:
+		what = fmt.Sprintf("virtual node %s no longer stands for a node of Site %s", v.Name, site.Name)
+		fix = fmt.Sprintf("undo the change to Site %s", site.Name)
+	}
+	return fmt.Sprintf("%s. Virtual node %s stays, NotReady and unschedulable, with its pods until %s (grace period %s); "+
+		"then it is deleted, and the host deletes its pods. To keep them, %s before then",
+		what, v.Name, deadline.UTC().Format(time.RFC3339), grace, fix)
+}
+
+// selects says whether a Site's node selector (empty: every node) selects n.
+func selects(sel map[string]string, n *corev1.Node) bool {
+	return labels.SelectorFromSet(sel).Matches(labels.Set(n.Labels))
 }
 
 // setCondition sets c on n, replacing a condition of its type.

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -164,5 +165,73 @@ func TestVirtualNodesLeaveOutNamesTooLong(t *testing.T) {
 	}
 	if !VirtualNodeNameFits("site1-"+long[:57]) || VirtualNodeNameFits("site1-"+long) {
 		t.Error("VirtualNodeNameFits: 63 characters fit, 64 do not")
+	}
+}
+
+func TestLeftSite(t *testing.T) {
+	site := &vk8sv1.Site{ObjectMeta: metav1.ObjectMeta{Name: "s"}}
+	v := VirtualNodes(site, []*corev1.Node{siteNode("n1", "2", true, false, nil)}, "v1.35.4", Endpoint{Address: "a", Port: 1})[0]
+	since := metav1.NewTime(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	if _, ok := LeftSiteSince(v); ok {
+		t.Error("LeftSiteSince of a node in its Site: ok")
+	}
+	left := LeftSite(v, "gone", since)
+	if readyStatus(left) != corev1.ConditionFalse {
+		t.Errorf("Ready %s, want False", readyStatus(left))
+	}
+	if got, ok := LeftSiteSince(left); !ok || !got.Equal(since.Time) {
+		t.Errorf("LeftSiteSince = %v %v, want %v", got, ok, since)
+	}
+	if !slices.ContainsFunc(left.Spec.Taints, func(t corev1.Taint) bool {
+		return t.Key == vk8sv1.TaintLeftSite && t.Effect == corev1.TaintEffectNoSchedule
+	}) || !ManagedTaint(vk8sv1.TaintLeftSite) {
+		t.Errorf("taints %v, want a managed %s:NoSchedule", left.Spec.Taints, vk8sv1.TaintLeftSite)
+	}
+	if again := LeftSite(left, "still gone", since); len(again.Spec.Taints) != len(left.Spec.Taints) {
+		t.Errorf("taint added twice: %v", again.Spec.Taints)
+	}
+	if readyStatus(v) != corev1.ConditionTrue || len(v.Spec.Taints) != 1 {
+		t.Error("LeftSite changed its argument")
+	}
+	// The other conditions stay as the site node had them.
+	if c := slices.IndexFunc(left.Status.Conditions, func(c corev1.NodeCondition) bool { return c.Type == vk8sv1.ConditionSiteConnected }); c < 0 {
+		t.Errorf("conditions %v lost SiteConnected", left.Status.Conditions)
+	}
+}
+
+func TestLeftSiteMessage(t *testing.T) {
+	perNode := &vk8sv1.Site{ObjectMeta: metav1.ObjectMeta{Name: "s"}, Spec: vk8sv1.SiteSpec{
+		NodeMode: vk8sv1.NodeModePerNode, NodeSelector: map[string]string{"pool": "edge"}}}
+	n1 := siteNode("n1", "2", true, false, map[string]string{"pool": "edge"})
+	v := VirtualNodes(perNode, []*corev1.Node{n1}, "", Endpoint{})[0]
+	agg := perNode.DeepCopy()
+	agg.Spec.NodeMode = vk8sv1.NodeModeAggregate
+	aggNode := VirtualNodes(agg, []*corev1.Node{n1}, "", Endpoint{})[0]
+	typo := perNode.DeepCopy()
+	typo.Spec.NodeSelector = map[string]string{"pool": "egde"}
+	deadline := time.Date(2026, 1, 2, 3, 9, 5, 0, time.UTC)
+	for _, tc := range []struct {
+		name     string
+		v        *corev1.Node
+		site     *vk8sv1.Site
+		siteNode *corev1.Node
+		want     []string
+	}{
+		{"Site deleted", v, nil, n1, []string{"Site s was deleted", "create Site s again as it was"}},
+		{"PerNode to Aggregate", v, agg, n1, []string{"Site s's spec.nodeMode changed to Aggregate", "set spec.nodeMode back to PerNode"}},
+		{"Aggregate to PerNode", aggNode, perNode, nil, []string{"Site s's spec.nodeMode changed to PerNode", "set spec.nodeMode back to Aggregate"}},
+		{"node selector typo", v, typo, n1, []string{"Site s's spec.nodeSelector {pool=egde} no longer selects its node n1", "pool=edge", "fix spec.nodeSelector"}},
+		{"node gone from the site", v, perNode, nil, []string{"node n1 is no longer in the cluster of Site s", "bring node n1 back"}},
+		{"anything else", v, perNode, n1, []string{"virtual node s-n1 no longer stands for a node of Site s", "undo the change"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := LeftSiteMessage(tc.v, tc.site, tc.siteNode, 5*time.Minute, deadline)
+			for _, want := range append(tc.want, "Virtual node "+tc.v.Name+" stays, NotReady and unschedulable, with its pods until 2026-01-02T03:09:05Z (grace period 5m0s)",
+				"the host deletes its pods") {
+				if !strings.Contains(got, want) {
+					t.Errorf("message %q does not say %q", got, want)
+				}
+			}
+		})
 	}
 }

@@ -7,12 +7,24 @@
 //
 // Nodes is a controller keyed by Site: it starts, updates and stops the NodeControllers
 // of a site so that they run what VirtualNodes makes of its nodes now, brings the host
-// Node's spec (unschedulable, taints) along, deletes virtual nodes a site no longer has,
-// and registers again a virtual node deleted behind its back. A name that another Site
+// Node's spec (unschedulable, taints) along, and registers again a virtual node deleted
+// behind its back. A name that another Site
 // keeps (sitereg's Collisions) is neither registered nor deleted for the site. A site that does not answer
 // keeps its virtual nodes, Ready but with SiteConnected=False and a NoSchedule taint
 // (translate.Disconnected): the site keeps running its pods, and a host-side eviction
 // would only do harm. After a restart they are taken from the host, so their Leases go on.
+//
+// # Grace period
+//
+// A virtual node the site no longer makes (a Site edit: spec.nodeSelector, spec.nodeMode;
+// the Site deleted; the site node gone) is not deleted at once: for NodesConfig.Grace
+// (default 5 minutes) it stays, NotReady (Ready=False, reason NodeLeftSite, a message that
+// names the Site, what changed and how to undo it) and tainted vk8s.io/left-site:NoSchedule,
+// with its pods, and a Warning Event goes on the Node and the Site. Undone within the
+// grace period, the edit brings the node back as it was, pods untouched; after it, the node
+// is deleted as before, and the host deletes its pods. Another Site that makes the name
+// waits for the grace period to end. The time a node left is its Ready condition's
+// lastTransitionTime, so a restarted provider goes on from there.
 //
 // # Heartbeats
 //

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,8 +22,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -66,10 +70,33 @@ type NodesConfig struct {
 	// the host tells a node's health by its Lease, and at 3,000 virtual nodes every minute
 	// would be 100 requests a second (a GET and a PATCH each) for heartbeat times.
 	StatusInterval time.Duration
+	// Grace is how long a virtual node that no longer stands for a node of its Site (the
+	// Site was edited or deleted, or the site node went) stays, NotReady and unschedulable,
+	// with its pods, before it is deleted: an edit undone within it brings the node back
+	// as it was. Zero: DefaultGrace. Negative: such nodes are deleted at once.
+	Grace time.Duration
 }
 
 // DefaultStatusInterval is how often a virtual node's unchanged status is written again.
 const DefaultStatusInterval = 5 * time.Minute
+
+// DefaultGrace is how long a virtual node that left its Site stays before it is deleted.
+// It is no longer than the 300 s for which the host's DefaultTolerationSeconds admission
+// lets a pod without tolerations of its own stay on a NotReady node, so that pods bound to
+// a virtual node by hand outlive the grace period too.
+const DefaultGrace = 5 * time.Minute
+
+// Reasons of the Events about virtual nodes that leave their Site and come back.
+const (
+	// ReasonNodeLeftSite: a virtual node no longer stands for a node of its Site; it stays
+	// NotReady and unschedulable for the grace period (Warning).
+	ReasonNodeLeftSite = translate.ReasonNodeLeftSite
+	// ReasonNodeBackInSite: a virtual node that had left stands for a node of its Site
+	// again, within its grace period (Normal).
+	ReasonNodeBackInSite = "NodeBackInSite"
+	// ReasonNodeDeleted: a virtual node's grace period ended and it was deleted (Normal).
+	ReasonNodeDeleted = "VirtualNodeDeleted"
+)
 
 // NodeEndpoints hands out the kubelet API endpoint of each virtual node.
 type NodeEndpoints interface {
@@ -82,9 +109,11 @@ type NodeEndpoints interface {
 // Nodes runs one virtual-kubelet NodeController per virtual node and keeps the set of
 // virtual nodes equal to what translate.VirtualNodes makes of each site's nodes.
 type Nodes struct {
-	cfg    NodesConfig
-	client client.Client
-	log    logr.Logger
+	cfg      NodesConfig
+	client   client.Client
+	log      logr.Logger
+	recorder events.EventRecorder
+	now      func() time.Time
 
 	// heartbeats is the client of the NodeControllers, limiter its rate limit (nil: none
 	// that follows the nodes).
@@ -101,6 +130,14 @@ type Nodes struct {
 	mu sync.Mutex
 	// running maps site -> virtual node name -> its controller.
 	running map[string]map[string]*vnode
+	// held maps the name of a virtual node in its grace period to its site and the end of
+	// the grace period: another Site that makes the name waits until then.
+	held map[string]heldNode
+}
+
+type heldNode struct {
+	site  string
+	until time.Time
 }
 
 type vnode struct {
@@ -108,6 +145,8 @@ type vnode struct {
 	done     <-chan struct{}
 	ready    <-chan struct{}
 	provider *nodeProvider
+	// left is when the node left its Site's set of virtual nodes; zero while it is in it.
+	left time.Time
 }
 
 // stop ends the NodeController and waits until it has.
@@ -159,10 +198,16 @@ func NewNodes(cfg NodesConfig) (*Nodes, error) {
 	if cfg.StatusInterval == 0 {
 		cfg.StatusInterval = DefaultStatusInterval
 	}
+	if cfg.Grace == 0 {
+		cfg.Grace = DefaultGrace
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("virtual nodes config: %w", err)
 	}
-	m := &Nodes{cfg: cfg, heartbeats: cfg.Host, started: make(chan struct{}), running: map[string]map[string]*vnode{}}
+	m := &Nodes{
+		cfg: cfg, heartbeats: cfg.Host, now: time.Now, log: logr.Discard(), recorder: noEvents{},
+		started: make(chan struct{}), running: map[string]map[string]*vnode{}, held: map[string]heldNode{},
+	}
 	if cfg.HeartbeatConfig != nil {
 		hc := rest.CopyConfig(cfg.HeartbeatConfig)
 		if hc.RateLimiter == nil && hc.QPS >= 0 {
@@ -186,6 +231,7 @@ func NewNodes(cfg NodesConfig) (*Nodes, error) {
 func (m *Nodes) SetupWithManager(mgr ctrl.Manager) error {
 	m.client = mgr.GetClient()
 	m.log = mgr.GetLogger().WithName("virtual-nodes")
+	m.recorder = mgr.GetEventRecorder("virtual-nodes")
 	if err := mgr.Add(m); err != nil {
 		return err
 	}
@@ -230,7 +276,8 @@ func (m *Nodes) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, e
 	log := m.log.WithValues("site", siteName)
 	site := &vk8sv1.Site{}
 	if err := m.client.Get(ctx, req.NamespacedName, site); apierrors.IsNotFound(err) {
-		return ctrl.Result{}, m.sync(ctx, siteName, nil, nil)
+		// Its virtual nodes wait out their grace period: the Site may be created again.
+		return result(m.sync(ctx, siteState{name: siteName, deleted: true}))
 	} else if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -238,7 +285,7 @@ func (m *Nodes) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, e
 	if err != nil {
 		// A site that does not answer keeps its virtual nodes: its pods keep running there.
 		log.V(1).Info("site not connected; virtual nodes kept, marked disconnected", "reason", err.Error())
-		return ctrl.Result{}, m.disconnected(ctx, site, err)
+		return result(m.disconnected(ctx, site, err))
 	}
 	siteNodes, err := conn.Nodes.List(labels.Everything())
 	if err != nil {
@@ -273,7 +320,12 @@ func (m *Nodes) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, e
 	if err := m.endpoints(ctx, siteName, want); err != nil {
 		return ctrl.Result{}, err
 	}
-	return ctrl.Result{}, m.sync(ctx, siteName, want, foreign)
+	return result(m.sync(ctx, siteState{name: siteName, site: site, want: want, foreign: foreign, clusterNodes: conn.ClusterNodes}))
+}
+
+// result is a reconcile's result: again after requeue (zero: not), unless err.
+func result(requeue time.Duration, err error) (ctrl.Result, error) {
+	return ctrl.Result{RequeueAfter: requeue}, err
 }
 
 // endpoints sets each virtual node's own kubelet API port and annotations, keeping the
@@ -322,7 +374,7 @@ func (m *Nodes) released(name string) {
 // otherwise (the provider is starting and the site is not reconciled yet) they stay as they
 // are. After a restart they are taken from the host, so that their Leases go on and the
 // host does not evict the site's pods.
-func (m *Nodes) disconnected(ctx context.Context, site *vk8sv1.Site, cause error) error {
+func (m *Nodes) disconnected(ctx context.Context, site *vk8sv1.Site, cause error) (time.Duration, error) {
 	// The registry knows first; the Site's status (from the cache, maybe a moment behind)
 	// gives the reason and a message that says how to fix it.
 	var down *metav1.Condition
@@ -334,49 +386,98 @@ func (m *Nodes) disconnected(ctx context.Context, site *vk8sv1.Site, cause error
 			down = &site.Status.Conditions[i]
 		}
 	}
+	// Nodes in their grace period are not wanted: they stay as they are until it ends.
 	m.mu.Lock()
 	var want []*corev1.Node
+	running := len(m.running[site.Name]) > 0
 	for _, v := range m.running[site.Name] {
-		want = append(want, v.provider.current())
+		if v.left.IsZero() {
+			want = append(want, v.provider.current())
+		}
 	}
 	m.mu.Unlock()
-	if len(want) == 0 {
+	if !running {
 		var hostNodes corev1.NodeList
 		if err := m.client.List(ctx, &hostNodes, client.MatchingLabels{vk8sv1.LabelSite: site.Name, vk8sv1.LabelType: vk8sv1.TypeVirtualKubelet}); err != nil {
-			return err
+			return 0, err
 		}
 		for i := range hostNodes.Items {
-			n := hostNodes.Items[i].DeepCopy()
-			n.ResourceVersion, n.UID, n.ManagedFields = "", "", nil
-			want = append(want, n)
+			if _, left := translate.LeftSiteSince(&hostNodes.Items[i]); !left {
+				want = append(want, fromHost(&hostNodes.Items[i]))
+			}
 		}
-	}
-	if len(want) == 0 {
-		return nil
 	}
 	if down != nil {
 		for i := range want {
 			want[i] = translate.Disconnected(want[i], down.Reason, down.Message)
 		}
 	}
-	return m.sync(ctx, site.Name, want, nil)
+	return m.sync(ctx, siteState{name: site.Name, site: site, want: want})
 }
 
-// sync starts, updates and stops the NodeControllers of a site so that they run want.
-// Nodes named in foreign belong to another Site (sitereg.Collision): a controller this site
-// ran for one stops, but the Node and its kubelet endpoint stay.
-func (m *Nodes) sync(ctx context.Context, site string, want []*corev1.Node, foreign map[string]bool) error {
+// fromHost is a host Node as a NodeController registers it.
+func fromHost(n *corev1.Node) *corev1.Node {
+	n = n.DeepCopy()
+	n.ResourceVersion, n.UID, n.ManagedFields = "", "", nil
+	return n
+}
+
+// siteState is what a site's virtual nodes are to be.
+type siteState struct {
+	name string
+	// site is the Site; nil when deleted is true (and when not read).
+	site    *vk8sv1.Site
+	deleted bool
+	// want are the virtual nodes the site makes now.
+	want []*corev1.Node
+	// foreign are names another Site keeps (sitereg.Collision): a controller this site
+	// ran for one stops, but the Node and its kubelet endpoint stay.
+	foreign map[string]bool
+	// clusterNodes lists the nodes of the site's cluster, to say why a virtual node left;
+	// nil when they are not known (the site does not answer): messages stay as they are.
+	clusterNodes corelisters.NodeLister
+}
+
+// sync starts, updates and stops the NodeControllers of a site so that they run s.want.
+// A virtual node the site no longer makes is kept for the grace period, NotReady and
+// unschedulable (translate.LeftSite), then deleted; one that the site makes again within
+// it is itself again. It returns when to sync again for a grace period that ends.
+func (m *Nodes) sync(ctx context.Context, s siteState) (time.Duration, error) {
 	m.mu.Lock()
-	have := m.running[site]
+	have := m.running[s.name]
 	if have == nil {
 		have = map[string]*vnode{}
-		m.running[site] = have
+		m.running[s.name] = have
 	}
 	m.mu.Unlock()
+	defer func() {
+		if len(have) == 0 {
+			m.mu.Lock()
+			delete(m.running, s.name)
+			m.mu.Unlock()
+		}
+	}()
 
-	var errs []error
+	now := m.now()
+	var (
+		errs                []error
+		requeue             time.Duration
+		left, back, deleted []*corev1.Node
+	)
+	later := func(d time.Duration) {
+		if d > 0 && (requeue == 0 || d < requeue) {
+			requeue = d
+		}
+	}
 	keep := map[string]bool{}
-	for _, n := range want {
+	for _, n := range s.want {
+		if until, ok := m.heldElsewhere(n.Name, s.name); ok {
+			// Another Site's virtual node of this name waits out its grace period, with its
+			// pods: this site takes the name when it ends.
+			m.log.V(1).Info("virtual node name held by another Site's node in its grace period", "site", s.name, "node", n.Name, "until", until)
+			later(until.Sub(now) + time.Second)
+			continue
+		}
 		keep[n.Name] = true
 		v, ok := have[n.Name]
 		switch {
@@ -389,6 +490,11 @@ func (m *Nodes) sync(ctx context.Context, site string, want []*corev1.Node, fore
 			// Deleted behind our back: a new controller registers it again at once.
 			v.stop()
 		default:
+			if !v.left.IsZero() {
+				back = append(back, n)
+				m.hold(n.Name, "", time.Time{})
+				v.left = time.Time{}
+			}
 			v.provider.update(n)
 			continue
 		}
@@ -404,42 +510,141 @@ func (m *Nodes) sync(ctx context.Context, site string, want []*corev1.Node, fore
 		if keep[name] {
 			continue
 		}
-		v.stop()
-		delete(have, name)
-		if foreign[name] {
+		if s.foreign[name] {
+			v.stop()
+			delete(have, name)
+			m.hold(name, "", time.Time{})
 			continue
 		}
+		if m.cfg.Grace > 0 {
+			first := v.left.IsZero()
+			if first {
+				v.left = now
+			}
+			until := v.left.Add(m.cfg.Grace)
+			if now.Before(until) {
+				n, err := m.leaving(ctx, s, v.provider.current(), v.left, first)
+				if err != nil {
+					errs = append(errs, err)
+				}
+				v.provider.update(n)
+				m.hold(name, s.name, until)
+				if first {
+					left = append(left, n)
+				}
+				later(until.Sub(now))
+				continue
+			}
+		}
+		deleted = append(deleted, v.provider.current())
+		v.stop()
+		delete(have, name)
+		m.hold(name, "", time.Time{})
 		m.released(name)
 		err := m.cfg.Host.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{})
 		if err != nil && !apierrors.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("delete virtual node %s: %w", name, err))
 		}
 	}
-	if len(have) == 0 {
-		m.mu.Lock()
-		delete(m.running, site)
-		m.mu.Unlock()
-	}
-	for _, n := range want {
-		if err := m.syncSpec(ctx, n); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	// Virtual nodes of this site that no controller runs (left by an earlier process).
-	var hostNodes corev1.NodeList
-	if err := m.client.List(ctx, &hostNodes, client.MatchingLabels{vk8sv1.LabelSite: site, vk8sv1.LabelType: vk8sv1.TypeVirtualKubelet}); err != nil {
-		errs = append(errs, err)
-	}
-	for i := range hostNodes.Items {
-		if name := hostNodes.Items[i].Name; !keep[name] && !foreign[name] {
-			m.released(name)
-			err := m.cfg.Host.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{})
-			if err != nil && !apierrors.IsNotFound(err) {
-				errs = append(errs, fmt.Errorf("delete stale virtual node %s: %w", name, err))
+	for _, n := range s.want {
+		if keep[n.Name] {
+			if err := m.syncSpec(ctx, n); err != nil {
+				errs = append(errs, err)
 			}
 		}
 	}
-	return errors.Join(errs...)
+	// Virtual nodes of this site that no controller runs (left by an earlier process): they
+	// wait out a grace period too, from when they left if an earlier process marked them.
+	var hostNodes corev1.NodeList
+	if err := m.client.List(ctx, &hostNodes, client.MatchingLabels{vk8sv1.LabelSite: s.name, vk8sv1.LabelType: vk8sv1.TypeVirtualKubelet}); err != nil {
+		errs = append(errs, err)
+	}
+	for i := range hostNodes.Items {
+		hn := &hostNodes.Items[i]
+		name := hn.Name
+		if keep[name] || s.foreign[name] || have[name] != nil {
+			continue
+		}
+		since, marked := translate.LeftSiteSince(hn)
+		if !marked {
+			since = now
+		}
+		if until := since.Add(m.cfg.Grace); m.cfg.Grace > 0 && now.Before(until) {
+			n, err := m.leaving(ctx, s, fromHost(hn), since, !marked)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			if err := m.endpoints(ctx, s.name, []*corev1.Node{n}); err != nil {
+				errs = append(errs, err)
+			}
+			v, err := m.start(n)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			v.left = since
+			have[name] = v
+			m.hold(name, s.name, until)
+			if !marked {
+				left = append(left, n)
+			}
+			later(until.Sub(now))
+			continue
+		}
+		deleted = append(deleted, hn)
+		m.released(name)
+		err := m.cfg.Host.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete stale virtual node %s: %w", name, err))
+		}
+	}
+	m.recordChanges(ctx, s, left, back, deleted)
+	return requeue, errors.Join(errs...)
+}
+
+// leaving returns virtual node n, which left site s at since, as it shows in its grace
+// period (translate.LeftSite), and brings the host Node's spec along. The message says why
+// it left as far as s tells; without the site's nodes (it does not answer) an existing
+// message stays.
+func (m *Nodes) leaving(ctx context.Context, s siteState, n *corev1.Node, since time.Time, first bool) (*corev1.Node, error) {
+	message := ""
+	if _, marked := translate.LeftSiteSince(n); marked && !first && s.clusterNodes == nil && !s.deleted {
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady {
+				message = c.Message
+			}
+		}
+	}
+	if message == "" {
+		var siteNode *corev1.Node
+		if node, ok := n.Labels[vk8sv1.LabelSiteNode]; ok && s.clusterNodes != nil {
+			siteNode, _ = s.clusterNodes.Get(node)
+		}
+		message = translate.LeftSiteMessage(n, s.site, siteNode, m.cfg.Grace, since.Add(m.cfg.Grace))
+	}
+	n = translate.LeftSite(n, message, metav1.NewTime(since))
+	return n, m.syncSpec(ctx, n)
+}
+
+// hold records that virtual node name is site's, in its grace period until until; an
+// empty site forgets it.
+func (m *Nodes) hold(name, site string, until time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if site == "" {
+		delete(m.held, name)
+		return
+	}
+	m.held[name] = heldNode{site: site, until: until}
+}
+
+// heldElsewhere says until when a Site other than site holds virtual node name in its
+// grace period, if one does.
+func (m *Nodes) heldElsewhere(name, site string) (time.Time, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h, ok := m.held[name]
+	return h.until, ok && h.site != site
 }
 
 // start runs a NodeController for n until the manager stops or n's site drops it.
@@ -515,3 +720,101 @@ func withTaints(have, want []corev1.Taint) []corev1.Taint {
 	}
 	return out
 }
+
+// Actions of the Events about virtual nodes that leave their Site.
+const (
+	actionLeave  = "LeaveSite"
+	actionReturn = "ReturnToSite"
+	actionDelete = "Delete"
+)
+
+// maxEventNote is what an Event's note may hold (events.k8s.io: 1 kB).
+const maxEventNote = 1024
+
+// recordChanges records Events for the virtual nodes of site s that left it, came back
+// within their grace period, or were deleted at its end: one on each Node, and one on the
+// Site that names them all.
+func (m *Nodes) recordChanges(ctx context.Context, s siteState, left, back, deleted []*corev1.Node) {
+	var related runtime.Object
+	if s.site != nil {
+		related = s.site
+	}
+	for _, c := range []struct {
+		nodes          []*corev1.Node
+		typ, reason    string
+		action, format string
+		log            string
+	}{
+		{left, corev1.EventTypeWarning, ReasonNodeLeftSite, actionLeave,
+			"virtual nodes %s no longer stand for nodes of Site %s; they stay NotReady and unschedulable, with their pods, for the grace period (%s), then they are deleted with their pods: %s",
+			"Virtual node left its Site; kept for the grace period"},
+		{back, corev1.EventTypeNormal, ReasonNodeBackInSite, actionReturn,
+			"virtual nodes %s stand for nodes of Site %s again, within their grace period (%s), with their pods%s",
+			"Virtual node is back in its Site"},
+		{deleted, corev1.EventTypeNormal, ReasonNodeDeleted, actionDelete,
+			"virtual nodes %s were deleted: they left Site %s and their grace period (%s) ended; the host deletes their pods%s",
+			"Virtual node deleted at the end of its grace period"},
+	} {
+		if len(c.nodes) == 0 {
+			continue
+		}
+		slices.SortFunc(c.nodes, func(a, b *corev1.Node) int { return strings.Compare(a.Name, b.Name) })
+		names := make([]string, 0, len(c.nodes))
+		for _, n := range c.nodes {
+			names = append(names, n.Name)
+			note := nodeNote(n, c.reason, s.name)
+			m.recorder.Eventf(m.hostNode(ctx, n), related, c.typ, c.reason, c.action, "%s", truncate(note))
+			m.log.Info(c.log, "node", n.Name, "site", s.name)
+		}
+		if s.site == nil {
+			continue
+		}
+		detail := ""
+		if c.reason == ReasonNodeLeftSite {
+			detail = nodeNote(c.nodes[0], c.reason, s.name)
+		}
+		list := strings.Join(names[:min(len(names), 10)], ", ")
+		if len(names) > 10 {
+			list += fmt.Sprintf(" and %d more", len(names)-10)
+		}
+		m.recorder.Eventf(s.site, nil, c.typ, c.reason, c.action, "%s", truncate(fmt.Sprintf(c.format, list, s.name, m.cfg.Grace, detail)))
+	}
+}
+
+// nodeNote is the note of an Event on virtual node n.
+func nodeNote(n *corev1.Node, reason, site string) string {
+	switch reason {
+	case ReasonNodeLeftSite:
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady {
+				return c.Message
+			}
+		}
+		return "virtual node " + n.Name + " no longer stands for a node of Site " + site
+	case ReasonNodeBackInSite:
+		return "virtual node " + n.Name + " stands for a node of Site " + site + " again, within its grace period, with its pods"
+	default:
+		return "virtual node " + n.Name + " left Site " + site + " and its grace period ended: it was deleted, and the host deletes its pods"
+	}
+}
+
+// hostNode is the host's Node n from the cache (an Event names its UID), or n.
+func (m *Nodes) hostNode(ctx context.Context, n *corev1.Node) *corev1.Node {
+	cur := &corev1.Node{}
+	if n.UID == "" && m.client.Get(ctx, client.ObjectKey{Name: n.Name}, cur) == nil {
+		return cur
+	}
+	return n
+}
+
+func truncate(s string) string {
+	if len(s) <= maxEventNote {
+		return s
+	}
+	return s[:maxEventNote-3] + "..."
+}
+
+// noEvents is the recorder of Nodes that no manager set up.
+type noEvents struct{}
+
+func (noEvents) Eventf(runtime.Object, runtime.Object, string, string, string, string, ...any) {}

@@ -64,6 +64,10 @@ const (
 	// TaintSiteUnreachable is the NoSchedule taint of the virtual nodes of a site that does
 	// not answer: no new pod goes there, and the pods there stay (no NoExecute).
 	TaintSiteUnreachable = "vk8s.io/site-unreachable"
+	// TaintLeftSite is the NoSchedule taint of a virtual node that no longer stands for a
+	// node of its Site (the Site was edited or deleted, or the site node went) while it
+	// waits out its grace period, NotReady, with its pods: no new pod goes there.
+	TaintLeftSite = "vk8s.io/left-site"
 	// ConditionSiteConnected is the virtual node condition that says whether its site
 	// answers.
 	ConditionSiteConnected corev1.NodeConditionType = "SiteConnected"

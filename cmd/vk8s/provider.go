@@ -63,6 +63,7 @@ func newProviderCommand() *cobra.Command {
 	f.StringVar(&cfg.Tenant, "tenant", provider.DefaultTenant, "name of this host installation; pods run on sites in namespaces <tenant>-<namespace>")
 	f.StringVar(&cfg.HostName, "host-name", "", "name of this host in its tenant claim on each site, shown to a second host of the same tenant (default: the host's API server address)")
 	f.DurationVar(&cfg.Registry.HeartbeatInterval, "site-heartbeat-interval", 0, "how often each site is probed and its status written (default 30s)")
+	f.DurationVar(&cfg.VirtualNodeGrace, "virtual-node-grace-period", 0, "how long a virtual node that no longer stands for a node of its Site (the Site was edited or deleted, or the site node went) stays, NotReady and unschedulable, with its pods, before it is deleted; undoing the change within it brings the node back (default 5m)")
 	f.DurationVar(&cfg.TenancyCleanupTimeout, "tenancy-cleanup-timeout", 0, "how long a deleted VirtualKubernetes waits for sites that do not answer before its finalizer goes anyway (default 5m)")
 	return cmd
 }

@@ -1,0 +1,303 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/lab"
+	"github.com/vk8s-io/vk8s/provider"
+	"github.com/vk8s-io/vk8s/translate"
+	"github.com/vk8s-io/vk8s/vnode"
+)
+
+const (
+	// siteEditGrace is the virtual node grace period of the provider TestSiteEdit runs:
+	// long enough to look at a node in it and undo an edit, short enough to wait out.
+	siteEditGrace = 45 * time.Second
+	// siteEditSteady is how long a node in its grace period is watched for a change: a
+	// provider site heartbeat (10 s) and more.
+	siteEditSteady = 15 * time.Second
+	siteEditNS     = "siteedit-e2e"
+	// siteEditSite is the Site the test edits: site2's node2, as virtual node se-node2.
+	siteEditSite = "se"
+)
+
+var siteEditSiteNS = translate.SiteNamespace(provider.DefaultTenant, siteEditNS)
+
+// siteEditProvider runs the shared provider again with virtual node grace period grace,
+// and stops it when the test ends (the next test starts it with the default).
+func siteEditProvider(t *testing.T, grace time.Duration) {
+	t.Helper()
+	stopProvider()
+	providerMu.Lock()
+	providerNodeGrace = grace
+	providerMu.Unlock()
+	startProvider(t)
+	t.Cleanup(func() {
+		stopProvider()
+		providerMu.Lock()
+		providerNodeGrace = defaultProviderNodeGrace
+		providerMu.Unlock()
+	})
+}
+
+// TestSiteEdit (issue 13, item 5): a Site edit or deletion deletes nothing at once. The
+// virtual node that leaves the Site's set stays NotReady and unschedulable for the grace
+// period, with a Warning Event, and comes back with its pods untouched when the edit is
+// undone within it; after it, the node goes as before.
+func TestSiteEdit(t *testing.T) {
+	skipShort(t)
+	c := hostClient(t)
+	t.Cleanup(func() { siteEditDeleteNodes(t, c) }) // after the provider stopped
+	siteEditProvider(t, siteEditGrace)
+	waitAllVirtualNodes(t, c)
+	e := &siteRegEnv{host: c}
+	hostNamespace(t, c, siteEditNS)
+	t.Cleanup(func() { siteEditDeleteEvents(t, c) })
+
+	node := translate.VirtualNodeName(siteEditSite, lab.NodeName(2))
+	spec := vk8sv1.SiteSpec{
+		KubeconfigSecretRef: e.getSite(t, "site2").Spec.KubeconfigSecretRef,
+		NodeSelector:        map[string]string{corev1.LabelHostname: lab.NodeName(2)},
+	}
+	e.create(t, &vk8sv1.Site{ObjectMeta: metav1.ObjectMeta{Name: siteEditSite}, Spec: spec})
+	waitVirtualNodes(t, c, node+" Ready", func(nodes map[string]*corev1.Node) bool {
+		return nodes[node] != nil && translate.NodeReady(nodes[node])
+	})
+
+	// Two pods bound to the node by hand, with the not-ready and unreachable tolerations
+	// the host's API server gives every pod by default (300 s; the lab's host gives 30 s,
+	// less than the grace period: such pods are evicted when their toleration ends).
+	pods := map[string]siteEditPod{}
+	for _, name := range []string{"web", "worker"} {
+		p := testPod(name, node)
+		p.Namespace = siteEditNS
+		for _, key := range []string{corev1.TaintNodeNotReady, corev1.TaintNodeUnreachable} {
+			p.Spec.Tolerations = append(p.Spec.Tolerations, corev1.Toleration{
+				Key: key, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](300),
+			})
+		}
+		mustCreate(t, c, p)
+	}
+	for _, name := range []string{"web", "worker"} {
+		hp := waitPod(t, c, client.ObjectKey{Namespace: siteEditNS, Name: name}, "host pod "+name+" Running and Ready", siteEditPodReady)
+		sp := waitPod(t, siteClient(t, "site2"), client.ObjectKey{Namespace: siteEditSiteNS, Name: name}, "site pod "+name+" Running",
+			func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+		pods[name] = siteEditPod{host: hp.UID, site: sp.UID}
+	}
+
+	outer := t // the Site lives as long as the test
+	setSite := func(t *testing.T, mutate func(*vk8sv1.Site)) {
+		t.Helper()
+		s := e.getSite(t, siteEditSite)
+		patch := client.MergeFrom(s.DeepCopy())
+		mutate(s)
+		if err := c.Patch(t.Context(), s, patch); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	t.Run("a nodeSelector typo keeps the node NotReady, and undoing it brings the node back with its pods", func(t *testing.T) {
+		setSite(t, func(s *vk8sv1.Site) { s.Spec.NodeSelector = map[string]string{corev1.LabelHostname: "nod2"} })
+		siteEditWaitLeft(t, c, node, "Site se's spec.nodeSelector {kubernetes.io/hostname=nod2} no longer selects its node node2", "fix spec.nodeSelector")
+		e.waitWarningEvent(t, siteEditSite, vnode.ReasonNodeLeftSite)
+		siteEditSteadyLeft(t, c, node, pods)
+
+		setSite(t, func(s *vk8sv1.Site) { s.Spec.NodeSelector = spec.NodeSelector })
+		siteEditWaitBack(t, c, node, pods)
+		siteEditWaitEvent(t, c, "Site", siteEditSite, corev1.EventTypeNormal, vnode.ReasonNodeBackInSite)
+	})
+
+	t.Run("a deleted Site's node stays for the grace period, and creating the Site again brings it back", func(t *testing.T) {
+		if err := c.Delete(t.Context(), &vk8sv1.Site{ObjectMeta: metav1.ObjectMeta{Name: siteEditSite}}); err != nil {
+			t.Fatal(err)
+		}
+		siteEditWaitLeft(t, c, node, "Site se was deleted", "create Site se again as it was")
+		siteEditWaitEvent(t, c, "Node", node, corev1.EventTypeWarning, vnode.ReasonNodeLeftSite)
+		siteEditSteadyLeft(t, c, node, pods)
+
+		e.create(outer, &vk8sv1.Site{ObjectMeta: metav1.ObjectMeta{Name: siteEditSite}, Spec: spec})
+		siteEditWaitBack(t, c, node, pods)
+	})
+
+	t.Run("after the grace period the node goes", func(t *testing.T) {
+		setSite(t, func(s *vk8sv1.Site) { s.Spec.NodeMode = vk8sv1.NodeModeAggregate })
+		waitVirtualNodes(t, c, "Aggregate node "+siteEditSite+" Ready", func(nodes map[string]*corev1.Node) bool {
+			return nodes[siteEditSite] != nil && translate.NodeReady(nodes[siteEditSite])
+		})
+		left := siteEditWaitLeft(t, c, node, "Site se's spec.nodeMode changed to Aggregate", "set spec.nodeMode back to PerNode")
+		since, _ := translate.LeftSiteSince(left)
+		err := wait.PollUntilContextTimeout(t.Context(), time.Second, siteEditGrace+30*time.Second, true, func(ctx context.Context) (bool, error) {
+			err := c.Get(ctx, client.ObjectKey{Name: node}, &corev1.Node{})
+			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+		})
+		if err != nil {
+			t.Fatalf("%s not deleted after its grace period: %v", node, err)
+		}
+		if gone := time.Since(since); gone < siteEditGrace-2*time.Second {
+			t.Errorf("%s deleted %s after it left, before its grace period of %s", node, gone.Round(time.Second), siteEditGrace)
+		}
+		siteEditWaitEvent(t, c, "Site", siteEditSite, corev1.EventTypeNormal, vnode.ReasonNodeDeleted)
+	})
+}
+
+// siteEditPod is a pod's UID on the host and on its site.
+type siteEditPod struct{ host, site types.UID }
+
+func siteEditPodReady(p *corev1.Pod) bool {
+	r := podCondition(p, corev1.PodReady)
+	return p.Status.Phase == corev1.PodRunning && r != nil && r.Status == corev1.ConditionTrue
+}
+
+// siteEditWaitLeft waits until virtual node name is in its grace period: NotReady with
+// reason NodeLeftSite and a message that says what and fix, and tainted unschedulable.
+func siteEditWaitLeft(t *testing.T, c client.Client, name, what, fix string) *corev1.Node {
+	t.Helper()
+	var left *corev1.Node
+	waitVirtualNodes(t, c, name+" NotReady, "+translate.ReasonNodeLeftSite, func(nodes map[string]*corev1.Node) bool {
+		n := nodes[name]
+		if n == nil {
+			return false
+		}
+		r := nodeCondition(n, corev1.NodeReady)
+		if r == nil || r.Status != corev1.ConditionFalse || r.Reason != translate.ReasonNodeLeftSite || !hasTaint(n, vk8sv1.TaintLeftSite) {
+			return false
+		}
+		left = n
+		return true
+	})
+	r := nodeCondition(left, corev1.NodeReady)
+	for _, want := range []string{what, fix, "grace period " + siteEditGrace.String()} {
+		if !strings.Contains(r.Message, want) {
+			t.Errorf("%s: Ready message %q does not say %q", name, r.Message, want)
+		}
+	}
+	return left
+}
+
+// siteEditSteadyLeft watches virtual node name in its grace period for siteEditSteady:
+// it stays, and so do its pods on the host and on the site.
+func siteEditSteadyLeft(t *testing.T, c client.Client, name string, pods map[string]siteEditPod) {
+	t.Helper()
+	deadline := time.Now().Add(siteEditSteady)
+	for time.Now().Before(deadline) {
+		n := &corev1.Node{}
+		if err := c.Get(t.Context(), client.ObjectKey{Name: name}, n); err != nil {
+			t.Fatalf("%s in its grace period: %v", name, err)
+		}
+		if r := nodeCondition(n, corev1.NodeReady); r == nil || r.Reason != translate.ReasonNodeLeftSite {
+			t.Fatalf("%s in its grace period: Ready %+v", name, r)
+		}
+		siteEditPodsUntouched(t, c, pods)
+		select {
+		case <-t.Context().Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// siteEditWaitBack waits until virtual node name is Ready and schedulable again, with its
+// pods as they were, Running and Ready on the host.
+func siteEditWaitBack(t *testing.T, c client.Client, name string, pods map[string]siteEditPod) {
+	t.Helper()
+	waitVirtualNodes(t, c, name+" Ready again, without the "+vk8sv1.TaintLeftSite+" taint", func(nodes map[string]*corev1.Node) bool {
+		n := nodes[name]
+		return n != nil && translate.NodeReady(n) && !hasTaint(n, vk8sv1.TaintLeftSite)
+	})
+	siteEditPodsUntouched(t, c, pods)
+	for pod := range pods {
+		waitPod(t, c, client.ObjectKey{Namespace: siteEditNS, Name: pod}, "host pod "+pod+" Running and Ready again", siteEditPodReady)
+	}
+}
+
+// siteEditPodsUntouched fails the test unless every pod is on the host and on site2 with
+// the UIDs it had, and not being deleted.
+func siteEditPodsUntouched(t *testing.T, c client.Client, pods map[string]siteEditPod) {
+	t.Helper()
+	site := siteClient(t, "site2")
+	for name, want := range pods {
+		for _, where := range []struct {
+			c   client.Client
+			key client.ObjectKey
+			uid types.UID
+		}{
+			{c, client.ObjectKey{Namespace: siteEditNS, Name: name}, want.host},
+			{site, client.ObjectKey{Namespace: siteEditSiteNS, Name: name}, want.site},
+		} {
+			p := &corev1.Pod{}
+			if err := where.c.Get(t.Context(), where.key, p); err != nil {
+				t.Fatalf("pod %s: %v", where.key, err)
+			}
+			if p.UID != where.uid || p.DeletionTimestamp != nil {
+				t.Fatalf("pod %s: UID %s (was %s), deletionTimestamp %v: want it untouched", where.key, p.UID, where.uid, p.DeletionTimestamp)
+			}
+		}
+	}
+}
+
+// siteEditWaitEvent waits for an Event of type and reason regarding the object of kind
+// and name.
+func siteEditWaitEvent(t *testing.T, c client.Client, kind, name, typ, reason string) {
+	t.Helper()
+	var seen []string
+	err := wait.PollUntilContextTimeout(t.Context(), 250*time.Millisecond, siteRegTimeout, true, func(ctx context.Context) (bool, error) {
+		var list eventsv1.EventList
+		if err := c.List(ctx, &list); err != nil {
+			return false, nil
+		}
+		seen = seen[:0]
+		for _, ev := range list.Items {
+			if ev.Regarding.Kind != kind || ev.Regarding.Name != name {
+				continue
+			}
+			seen = append(seen, ev.Type+" "+ev.Reason)
+			if ev.Type == typ && ev.Reason == reason && ev.Note != "" {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Errorf("no %s Event %s on %s %s; events: %v", typ, reason, kind, name, seen)
+	}
+}
+
+// siteEditDeleteEvents deletes the Events about the test's Site and virtual nodes.
+func siteEditDeleteEvents(t *testing.T, c client.Client) {
+	var list eventsv1.EventList
+	if err := c.List(context.Background(), &list); err != nil {
+		t.Errorf("list events: %v", err)
+		return
+	}
+	for i := range list.Items {
+		ev := &list.Items[i]
+		if ev.Regarding.Name != siteEditSite && !strings.HasPrefix(ev.Regarding.Name, siteEditSite+"-") {
+			continue
+		}
+		if err := c.Delete(context.Background(), ev); err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("delete event %s/%s: %v", ev.Namespace, ev.Name, err)
+		}
+	}
+}
+
+// siteEditDeleteNodes deletes the test Site's virtual nodes from the host, once no
+// provider keeps them in a grace period: later tests count the lab's virtual nodes.
+func siteEditDeleteNodes(t *testing.T, c client.Client) {
+	err := c.DeleteAllOf(context.Background(), &corev1.Node{}, client.MatchingLabels{vk8sv1.LabelSite: siteEditSite})
+	if err != nil && !apierrors.IsNotFound(err) {
+		t.Errorf("delete the virtual nodes of Site %s: %v", siteEditSite, err)
+	}
+}
