@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -18,6 +19,7 @@ import (
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 	"github.com/vk8s-io/vk8s/lab"
 	"github.com/vk8s-io/vk8s/provider"
+	"github.com/vk8s-io/vk8s/sitereg"
 	"github.com/vk8s-io/vk8s/translate"
 	"github.com/vk8s-io/vk8s/vnode"
 )
@@ -227,15 +229,22 @@ func siteEditWaitBack(t *testing.T, c client.Client, name string, pods map[strin
 // the UIDs it had, and not being deleted.
 func siteEditPodsUntouched(t *testing.T, c client.Client, pods map[string]siteEditPod) {
 	t.Helper()
-	site := siteClient(t, "site2")
+	siteEditPodsUntouchedIn(t, c, "site2", siteEditNS, siteEditSiteNS, pods)
+}
+
+// siteEditPodsUntouchedIn fails the test unless every pod is in host namespace ns and in
+// site namespace siteNS of site with the UIDs it had, and not being deleted.
+func siteEditPodsUntouchedIn(t *testing.T, c client.Client, site, ns, siteNS string, pods map[string]siteEditPod) {
+	t.Helper()
+	sc := siteClient(t, site)
 	for name, want := range pods {
 		for _, where := range []struct {
 			c   client.Client
 			key client.ObjectKey
 			uid types.UID
 		}{
-			{c, client.ObjectKey{Namespace: siteEditNS, Name: name}, want.host},
-			{site, client.ObjectKey{Namespace: siteEditSiteNS, Name: name}, want.site},
+			{c, client.ObjectKey{Namespace: ns, Name: name}, want.host},
+			{sc, client.ObjectKey{Namespace: siteNS, Name: name}, want.site},
 		} {
 			p := &corev1.Pod{}
 			if err := where.c.Get(t.Context(), where.key, p); err != nil {
@@ -300,4 +309,125 @@ func siteEditDeleteNodes(t *testing.T, c client.Client) {
 	if err != nil && !apierrors.IsNotFound(err) {
 		t.Errorf("delete the virtual nodes of Site %s: %v", siteEditSite, err)
 	}
+}
+
+// TestSiteClusterChange (issue 13, item 5): a Site's kubeconfig Secret changed to reach
+// another cluster is refused (Connected=False, ClusterChanged, naming both clusters' IDs)
+// and nothing happens on either cluster: the virtual node stays the old cluster's, the pod
+// stays on it, and no pod appears on the other cluster. Pointing the Secret back connects
+// the Site again.
+func TestSiteClusterChange(t *testing.T) {
+	skipShort(t)
+	startProvider(t)
+	c := hostClient(t)
+	waitAllVirtualNodes(t, c)
+	e := &siteRegEnv{host: c}
+	const (
+		site = "sc"
+		ns   = "siteedit-cc-e2e"
+	)
+	siteNS := translate.SiteNamespace(provider.DefaultTenant, ns)
+	hostNamespace(t, c, ns)
+	t.Cleanup(func() { siteEditDeleteEvents(t, c) })
+
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: site + "-kubeconfig", Namespace: lab.SystemNamespace},
+		Data:       map[string][]byte{"kubeconfig": e.siteKubeconfig(t, "site3", nil)},
+	}
+	e.create(t, secret)
+	e.create(t, &vk8sv1.Site{ObjectMeta: metav1.ObjectMeta{Name: site}, Spec: vk8sv1.SiteSpec{
+		KubeconfigSecretRef: vk8sv1.SecretKeyReference{Namespace: secret.Namespace, Name: secret.Name, Key: "kubeconfig"},
+		NodeSelector:        map[string]string{corev1.LabelHostname: lab.NodeName(1)},
+	}})
+	node := translate.VirtualNodeName(site, lab.NodeName(1))
+	clusterID := func(cluster string) string {
+		t.Helper()
+		ks, err := clientset(t, cluster).CoreV1().Namespaces().Get(t.Context(), metav1.NamespaceSystem, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(ks.UID)
+	}
+	site3, site1 := clusterID("site3"), clusterID("site1")
+	e.waitSite(t, site, siteRegTimeout, "Connected with site3's cluster ID", func(s *vk8sv1.Site) bool {
+		return e.isTrue(s, vk8sv1.ConditionConnected) && s.Status.ClusterID == site3
+	})
+	waitVirtualNodes(t, c, node+" Ready", func(nodes map[string]*corev1.Node) bool {
+		return nodes[node] != nil && translate.NodeReady(nodes[node])
+	})
+	p := testPod("pinned", node)
+	p.Namespace = ns
+	mustCreate(t, c, p)
+	hp := waitPod(t, c, client.ObjectKeyFromObject(p), "host pod Running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+	sp := waitPod(t, siteClient(t, "site3"), client.ObjectKey{Namespace: siteNS, Name: p.Name}, "site3 pod Running",
+		func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+
+	setKubeconfig := func(from string) {
+		t.Helper()
+		cur := &corev1.Secret{}
+		if err := c.Get(t.Context(), client.ObjectKeyFromObject(secret), cur); err != nil {
+			t.Fatal(err)
+		}
+		cur.Data["kubeconfig"] = e.siteKubeconfig(t, from, nil)
+		if err := c.Update(t.Context(), cur); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setKubeconfig("site1")
+	s := e.waitSite(t, site, siteRegTimeout, "Connected=False "+sitereg.ReasonClusterChanged, func(s *vk8sv1.Site) bool {
+		c := meta.FindStatusCondition(s.Status.Conditions, vk8sv1.ConditionConnected)
+		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == sitereg.ReasonClusterChanged
+	})
+	msg := meta.FindStatusCondition(s.Status.Conditions, vk8sv1.ConditionConnected).Message
+	for _, want := range []string{site1, site3, secret.Namespace + "/" + secret.Name, "Point the Secret back", "delete the Site and create it again"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("Connected message %q does not say %q", msg, want)
+		}
+	}
+	if s.Status.ClusterID != site3 {
+		t.Errorf("clusterID %q after the refusal, want site3's %q", s.Status.ClusterID, site3)
+	}
+	e.waitWarningEvent(t, site, sitereg.ReasonClusterChanged)
+
+	// Two of the provider's site heartbeats: the node stays site3's node1, the pod stays
+	// on site3, and site1 gets nothing.
+	deadline := time.Now().Add(siteEditSteady + 5*time.Second)
+	for time.Now().Before(deadline) {
+		n := &corev1.Node{}
+		if err := c.Get(t.Context(), client.ObjectKey{Name: node}, n); err != nil {
+			t.Fatalf("virtual node %s: %v", node, err)
+		}
+		if r := n.Labels[corev1.LabelTopologyRegion]; r != lab.Region(3) {
+			t.Fatalf("virtual node %s has region %q, want site3's %q: it stands for another cluster's node", node, r, lab.Region(3))
+		}
+		siteEditPodsUntouchedIn(t, c, "site3", ns, siteNS, map[string]siteEditPod{p.Name: {host: hp.UID, site: sp.UID}})
+		err := siteClient(t, "site1").Get(t.Context(), client.ObjectKey{Namespace: siteNS, Name: p.Name}, &corev1.Pod{})
+		if !apierrors.IsNotFound(err) {
+			t.Fatalf("pod %s/%s on site1, the refused cluster: %v", siteNS, p.Name, err)
+		}
+		select {
+		case <-t.Context().Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	waitVirtualNodes(t, c, node+" SiteConnected=False "+sitereg.ReasonClusterChanged, func(nodes map[string]*corev1.Node) bool {
+		sc := nodes[node]
+		if sc == nil {
+			return false
+		}
+		cond := nodeCondition(sc, vk8sv1.ConditionSiteConnected)
+		return cond != nil && cond.Status == corev1.ConditionFalse && cond.Reason == sitereg.ReasonClusterChanged
+	})
+
+	setKubeconfig("site3")
+	e.waitSite(t, site, siteRegTimeout, "Connected again", func(s *vk8sv1.Site) bool {
+		return e.isTrue(s, vk8sv1.ConditionConnected) && e.isTrue(s, vk8sv1.ConditionReady)
+	})
+	waitVirtualNodes(t, c, node+" SiteConnected again", func(nodes map[string]*corev1.Node) bool {
+		sc := nodes[node]
+		cond := nodeCondition(sc, vk8sv1.ConditionSiteConnected)
+		return sc != nil && cond != nil && cond.Status == corev1.ConditionTrue
+	})
+	siteEditPodsUntouchedIn(t, c, "site3", ns, siteNS, map[string]siteEditPod{p.Name: {host: hp.UID, site: sp.UID}})
 }

@@ -238,11 +238,8 @@ func TestSiteReg(t *testing.T) {
 			t.Errorf("Get(%s): %+v, %v; want site3's connection", name, late, err)
 		}
 
-		// The Secret changes to site1's kubeconfig: the site moves to site1's connection.
-		site1, err := reg.Get("site1")
-		if err != nil {
-			t.Fatal(err)
-		}
+		// The Secret changes to site1's kubeconfig, another cluster: refused, naming both
+		// clusters, and the Site stays off site1's connection.
 		secret := &corev1.Secret{}
 		if err := host.Get(t.Context(), client.ObjectKey{Namespace: lab.SystemNamespace, Name: secretName}, secret); err != nil {
 			t.Fatal(err)
@@ -251,12 +248,17 @@ func TestSiteReg(t *testing.T) {
 		if err := host.Update(t.Context(), secret); err != nil {
 			t.Fatal(err)
 		}
-		err = wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, nodeEventTimeout, true, func(context.Context) (bool, error) {
-			c, err := reg.Get(name)
-			return err == nil && c.Key == site1.Key, nil
+		s3, s1 := e.getSite(t, "site3").Status.ClusterID, e.getSite(t, "site1").Status.ClusterID
+		moved := e.waitSite(t, name, nodeEventTimeout, "Connected=False "+sitereg.ReasonClusterChanged, func(s *vk8sv1.Site) bool {
+			c := meta.FindStatusCondition(s.Status.Conditions, vk8sv1.ConditionConnected)
+			return c != nil && c.Status == metav1.ConditionFalse && c.Reason == sitereg.ReasonClusterChanged
 		})
-		if err != nil {
-			t.Errorf("%s did not move to site1's connection after its Secret changed", name)
+		if c := meta.FindStatusCondition(moved.Status.Conditions, vk8sv1.ConditionConnected); s1 == "" || s3 == "" || moved.Status.ClusterID != s3 ||
+			!strings.Contains(c.Message, s1) || !strings.Contains(c.Message, s3) {
+			t.Errorf("clusterID %q, message %q: want site3's ID %q kept, and site1's %q named", moved.Status.ClusterID, c.Message, s3, s1)
+		}
+		if _, err := reg.Get(name); !errors.Is(err, sitereg.ErrSiteDown) {
+			t.Errorf("Get(%s): %v, want ErrSiteDown", name, err)
 		}
 		if v, _ := e.metricValue(t, "vk8s_sitereg_connections", ""); v != fleetSites {
 			t.Errorf("vk8s_sitereg_connections = %v, want %d", v, fleetSites)

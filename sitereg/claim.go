@@ -74,3 +74,32 @@ func (cl *Claim) ensure(ctx context.Context, client kubernetes.Interface, server
 	}
 	return nil
 }
+
+// clusterIdentity reads the identity of the cluster of client, whose API server is at
+// server: the UID of its kube-system namespace, which lives as long as the cluster and no
+// other cluster shares (the host's identity in a Claim is the same).
+func clusterIdentity(ctx context.Context, client kubernetes.Interface, server string) (string, error) {
+	ns, err := client.CoreV1().Namespaces().Get(ctx, metav1.NamespaceSystem, metav1.GetOptions{})
+	switch {
+	case apierrors.IsForbidden(err):
+		return "", newSiteError(ReasonForbidden, err,
+			"the credentials may not get namespace %s at %s (403 Forbidden), whose UID tells vk8s which cluster a Site reaches: grant the kubeconfig's user get on namespaces",
+			metav1.NamespaceSystem, server)
+	case err != nil:
+		return "", fmt.Errorf("read the identity of the cluster (namespace %s): %w", metav1.NamespaceSystem, err)
+	case ns.UID == "":
+		return "", fmt.Errorf("namespace %s at %s has no UID", metav1.NamespaceSystem, server)
+	}
+	return string(ns.UID), nil
+}
+
+// clusterChanged is the refusal of a kubeconfig that reaches another cluster than the
+// one Site site was registered with (its status.clusterID, was).
+func clusterChanged(site, secret, server, was, now string) *siteError {
+	return newSiteError(ReasonClusterChanged, nil,
+		"the kubeconfig in Secret %s reaches another cluster (%s, cluster ID %s) than the one Site %s was registered with (cluster ID %s; "+
+			"the ID is the UID of the cluster's kube-system namespace): vk8s does not use it, so that nothing is created or deleted on "+
+			"either cluster, and the Site's virtual nodes and pods stay as they are. Point the Secret back at the Site's cluster; or, "+
+			"to move the Site to the other cluster on purpose, delete the Site and create it again",
+		secret, server, now, site, was)
+}

@@ -113,12 +113,16 @@ type conn struct {
 	cancel   context.CancelFunc
 	// notify receives the sites whose nodes changed; it must not block.
 	notify func(sites []string)
-	// claim, when set, is written on the cluster (or found written by this host) by the
-	// first probe, before anything uses the connection.
-	claim *Claim
+	// claim, when set, is written on the cluster (or found written by this host) by
+	// ensureClaim, before anything uses the connection; claimed says it was, claimErr why
+	// not (the last attempt's error).
+	claim    *Claim
+	claimed  bool
+	claimErr error
 	// nodesListed says a probe has listed nodes once, proving the credentials may, and
-	// found or wrote the claim.
+	// read clusterID, the UID of the cluster's kube-system namespace.
 	nodesListed bool
+	clusterID   string
 	probedAt    time.Time
 	lastSuccess time.Time
 	version     string
@@ -271,14 +275,17 @@ type probeResult struct {
 	version string
 	// lastSuccess is when the API server last answered; zero if never.
 	lastSuccess time.Time
+	// clusterID is the cluster's identity (clusterIdentity); empty until a probe read it.
+	clusterID string
 	// err is the probe's error, unclassified; nil when it answered.
 	err error
 }
 
 // probe asks the API server for its version, and the first time also lists one node to
-// prove the credentials may read nodes and writes the claim (until both succeed). A probe younger than maxAge is reused, so the many
-// sites of one cluster cost one probe per interval. duration receives the time of each
-// probe actually made.
+// prove the credentials may read nodes and reads the cluster's identity (clusterIdentity),
+// until both succeed. A probe younger than maxAge is reused, so the many sites of one
+// cluster cost one probe per interval. duration receives the time of each probe actually
+// made.
 func (c *conn) probe(ctx context.Context, timeout, maxAge time.Duration, now func() time.Time, duration func(time.Duration, error)) probeResult {
 	c.probeMu.Lock()
 	defer c.probeMu.Unlock()
@@ -294,10 +301,11 @@ func (c *conn) probe(ctx context.Context, timeout, maxAge time.Duration, now fun
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	info, err := serverVersion(ctx, c.client.Discovery().RESTClient())
+	var id string
 	if err == nil && listNodes {
 		_, err = c.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{Limit: 1})
-		if err == nil && c.claim != nil {
-			err = c.claim.ensure(ctx, c.client, c.server)
+		if err == nil {
+			id, err = clusterIdentity(ctx, c.client, c.server)
 		}
 	}
 	end := now()
@@ -310,14 +318,44 @@ func (c *conn) probe(ctx context.Context, timeout, maxAge time.Duration, now fun
 	if err == nil {
 		c.version = info.GitVersion
 		c.lastSuccess = end
-		c.nodesListed = true
+		if listNodes {
+			c.nodesListed, c.clusterID = true, id
+		}
 	}
 	return c.resultLocked()
 }
 
 func (c *conn) resultLocked() probeResult {
-	return probeResult{version: c.version, lastSuccess: c.lastSuccess, err: c.err}
+	return probeResult{version: c.version, lastSuccess: c.lastSuccess, clusterID: c.clusterID, err: c.err}
 }
+
+// ensureClaim writes the tenant claim on the cluster, or finds it written by this host
+// (Claim), once; until it has, ready says no. The registry calls it only for a Site whose
+// cluster identity it checked, so that a kubeconfig pointed at the wrong cluster writes
+// nothing there.
+func (c *conn) ensureClaim(ctx context.Context, timeout time.Duration) error {
+	if c.claim == nil {
+		return nil
+	}
+	c.probeMu.Lock()
+	defer c.probeMu.Unlock()
+	c.mu.Lock()
+	done := c.claimed
+	c.mu.Unlock()
+	if done {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err := c.claim.ensure(ctx, c.client, c.server)
+	c.mu.Lock()
+	c.claimed, c.claimErr = err == nil, err
+	c.mu.Unlock()
+	return err
+}
+
+// readyLocked says whether the connection may be used: its claim, if any, is in place.
+func (c *conn) readyLocked() bool { return c.claim == nil || c.claimed }
 
 // serverVersion is discovery's ServerVersion with a context, so a probe has a deadline.
 func serverVersion(ctx context.Context, rc rest.Interface) (*version.Info, error) {

@@ -19,11 +19,24 @@
 // other credentials, or loses its Secret. A changed Secret takes effect at once: its Sites
 // move to the connection of the new credentials.
 //
+// # One cluster per Site
+//
+// The first successful probe of a connection reads the cluster's identity: the UID of its
+// kube-system namespace. The first time a Site connects it is recorded in the Site's
+// status.clusterID; a later kubeconfig (a changed Secret) that reaches a cluster with
+// another identity is refused: Connected and Ready False with ReasonClusterChanged, naming
+// both IDs and the fixes (point the Secret back, or delete the Site and create it again to
+// move it on purpose). The Site drops that connection (closed when no other Site uses it),
+// Get wraps ErrSiteDown, and nothing is read from or written to the other cluster beyond
+// the probe, until the Secret changes again. Until a Site's connection passed this check,
+// Get does not give it.
+//
 // # One host per tenant
 //
-// With Config.Claim, the first successful probe of a connection also writes the tenant
-// claim on its cluster (Claim), or finds it written by this host; until it has, the
-// connection is not used. A claim by another host fails the probe with ReasonTenantInUse.
+// With Config.Claim, a connection that a Site passed the identity check on also writes the
+// tenant claim on its cluster (Claim), or finds it written by this host; until it has,
+// the connection is not used. A claim by another host refuses the Site with
+// ReasonTenantInUse, and every reconcile tries again.
 //
 // # Health
 //
@@ -31,7 +44,7 @@
 // the controller's RequeueAfter; there is no polling goroutine per Site. A reconcile probes
 // the connection with GET /version under ProbeTimeout (default 5s); the first probe of a
 // connection also lists one node, so credentials that may not read nodes fail with
-// Forbidden instead of an informer that never syncs. The Sites of one connection share a
+// Forbidden instead of an informer that never syncs, and reads the cluster's identity. The Sites of one connection share a
 // probe: a result younger than half the interval is reused, and concurrent reconciles wait
 // for the probe in flight. The node informer starts after the first successful probe; its
 // events (adds, deletes, and updates that change labels, capacity, allocatable,
@@ -45,7 +58,7 @@
 //
 // Connected is True when the last probe answered; otherwise False with a reason
 // (SecretNotFound, SecretKeyNotFound, InvalidKubeconfig, InvalidNodeSelector, Unauthorized,
-// Forbidden, TLSError, Unreachable, ProbeFailed, TenantInUse) and a message that says what
+// Forbidden, TLSError, Unreachable, ProbeFailed, TenantInUse, ClusterChanged) and a message that says what
 // is wrong and how to fix it. Ready is True when connected and at least one of the Site's nodes is
 // Ready; False with NoReadyNodes when none is (or the selector matches none); False with the
 // connection's reason when not connected; Unknown with NodesNotSynced while the node cache
@@ -73,8 +86,9 @@
 // # Using a site
 //
 // Get returns a Conn: the shared client and rest.Config, a NodeLister that shows only the
-// Site's nodes, the node mode and the server's version. It does no I/O; when the Site is not
-// usable its error wraps ErrSiteNotConnected and the cause.
+// Site's nodes (and one of every node of the cluster), the node mode and the server's
+// version. It does no I/O; when the Site is not usable its error wraps ErrSiteNotConnected
+// and the cause (ReasonOf gives the reason and message of a refusal).
 //
 // Watch returns a channel for source.Channel that names a Site each time its nodes change
 // (straight from the node informer, before the registry's own status write), its status
@@ -94,6 +108,7 @@
 // # Permissions
 //
 // On the host: get, list and watch Sites; update and patch sites/status; get, list and
-// watch Secrets; create and patch events (events.k8s.io). On each site: get /version and
-// list and watch nodes, plus what the provider needs.
+// watch Secrets; create and patch events (events.k8s.io). On each site: get /version, list
+// and watch nodes, get namespace kube-system (the cluster's identity), plus what the
+// provider needs.
 package sitereg

@@ -55,6 +55,10 @@ const (
 	// ReasonTenantInUse: another host serves this provider's tenant on the site cluster
 	// (Claim); the site is not used.
 	ReasonTenantInUse = "TenantInUse"
+	// ReasonClusterChanged: the kubeconfig now reaches another cluster than the one the
+	// Site was registered with (status.clusterID); the site is not used until the Secret
+	// points back at it, or the Site is created again.
+	ReasonClusterChanged = "ClusterChanged"
 
 	// ReasonNodesReady: Ready=True, at least one of the site's nodes is Ready.
 	ReasonNodesReady = "NodesReady"
@@ -90,6 +94,17 @@ func (e *siteError) Unwrap() error { return e.err }
 
 func newSiteError(reason string, err error, format string, args ...any) *siteError {
 	return &siteError{reason: reason, message: fmt.Sprintf(format, args...), err: err}
+}
+
+// ReasonOf returns the condition reason and message of the site failure err wraps (Get's
+// errors do when the Site's kubeconfig cannot be used or is refused), and whether it
+// wraps one.
+func ReasonOf(err error) (reason, message string, ok bool) {
+	var se *siteError
+	if errors.As(err, &se) {
+		return se.reason, se.message, true
+	}
+	return "", "", false
 }
 
 // probeFailure maps an error from a call to a site's API server (server) made with the

@@ -125,3 +125,19 @@ func TestRESTConfigFromKubeconfig(t *testing.T) {
 		})
 	}
 }
+
+func TestReasonOf(t *testing.T) {
+	se := clusterChanged("s", "ns/secret", "https://site:6443", "uid-a", "uid-b")
+	wrapped := fmt.Errorf("site s: %w: %w: %w", ErrSiteNotConnected, ErrSiteDown, se)
+	if reason, message, ok := ReasonOf(wrapped); !ok || reason != ReasonClusterChanged || message != se.message {
+		t.Errorf("ReasonOf = %q %q %v, want %s and its message", reason, message, ok, ReasonClusterChanged)
+	}
+	if _, _, ok := ReasonOf(fmt.Errorf("site s: %w: not probed yet", ErrSiteNotConnected)); ok {
+		t.Error("ReasonOf an error without a site failure: ok")
+	}
+	for _, want := range []string{"ns/secret", "https://site:6443", "cluster ID uid-b", "cluster ID uid-a", "Site s", "Point the Secret back", "delete the Site and create it again"} {
+		if !strings.Contains(se.message, want) {
+			t.Errorf("ClusterChanged message %q does not say %q", se.message, want)
+		}
+	}
+}

@@ -130,9 +130,17 @@ func (r *Registry) observe(ctx context.Context, site *vk8sv1.Site) (observation,
 	obs := observation{server: c.server, writesStalled: c.writes.stalled()}
 	res := c.probe(ctx, r.cfg.ProbeTimeout, r.cfg.HeartbeatInterval/2, r.now, r.metrics.observeProbe)
 	obs.version, obs.heartbeat = res.version, res.lastSuccess
+	if res.err == nil {
+		if se := r.checkCluster(ctx, site, c, res.clusterID); se != nil {
+			// Another cluster: nothing of it is used, not even its node cache.
+			return observation{err: se, server: c.server}, requeue, nil
+		}
+		res.err = c.ensureClaim(ctx, r.cfg.ProbeTimeout)
+	}
 	if res.err != nil {
 		obs.err = probeFailure(c.server, secretName(site), res.err)
 	} else {
+		obs.clusterID = res.clusterID
 		if _, err := c.startInformer(r.ctx, r.log.WithValues("server", c.server)); err != nil {
 			return observation{}, 0, fmt.Errorf("watch nodes of Site %s: %w", site.Name, err)
 		}
@@ -160,6 +168,33 @@ func (r *Registry) observe(ctx context.Context, site *vk8sv1.Site) (observation,
 		requeue = syncRetry
 	}
 	return obs, requeue, nil
+}
+
+// checkCluster compares the identity of the cluster c reaches, id, with the one the Site
+// was registered with (status.clusterID, as this registry last wrote it or the cache has
+// it). The same, or none recorded yet, the connection is the Site's (Get gives it);
+// another, the Site is refused with ReasonClusterChanged and drops the connection until
+// its Secret changes (or the Site is created again).
+func (r *Registry) checkCluster(ctx context.Context, site *vk8sv1.Site, c *conn, id string) *siteError {
+	recorded := site.Status.ClusterID
+	if last := r.lastStatus(site); last != nil && last.ClusterID != "" {
+		recorded = last.ClusterID
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.sites[site.Name]
+	if e == nil || e.conn != c {
+		return nil // the Site moved on meanwhile; its next reconcile checks again
+	}
+	if recorded == "" || recorded == id {
+		e.verified = c
+		return nil
+	}
+	se := clusterChanged(site.Name, secretName(site), c.server, recorded, id)
+	r.releaseLocked(ctx, site.Name, c)
+	e.conn, e.verified, e.err = nil, nil, se
+	logf.FromContext(ctx).Info("Site's kubeconfig reaches another cluster; refused", "server", c.server, "clusterID", id, "registeredClusterID", recorded)
+	return se
 }
 
 // secretName is the "namespace/name" of a Site's kubeconfig Secret.

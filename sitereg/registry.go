@@ -118,8 +118,11 @@ type siteEntry struct {
 	// conn is the site's connection; nil when err says why there is none.
 	conn *conn
 	err  *siteError
-	sel  labels.Selector
-	mode vk8sv1.NodeMode
+	// verified is the connection whose cluster the registry found to be the Site's (its
+	// status.clusterID, or none yet); Get gives conn only when it is verified.
+	verified *conn
+	sel      labels.Selector
+	mode     vk8sv1.NodeMode
 	// podSecurity is the Site's spec.podSecurity.enforce (translate.SitePodSecurity).
 	podSecurity vk8sv1.PodSecurityLevel
 	// status is the status last written for the Site with this uid.
@@ -372,8 +375,9 @@ func (r *Registry) Get(site string) (*Conn, error) {
 	var sel labels.Selector
 	var mode vk8sv1.NodeMode
 	var level vk8sv1.PodSecurityLevel
+	var verified bool
 	if ok {
-		c, sel, mode, level = e.conn, e.sel, e.mode, e.podSecurity
+		c, sel, mode, level, verified = e.conn, e.sel, e.mode, e.podSecurity, e.verified == e.conn
 	}
 	var entryErr error
 	if ok && e.err != nil {
@@ -391,12 +395,19 @@ func (r *Registry) Get(site string) (*Conn, error) {
 	c.mu.Lock()
 	res := c.resultLocked()
 	inf := c.informer
+	claimErr, ready := c.claimErr, c.readyLocked()
 	c.mu.Unlock()
 	switch {
 	case res.err != nil:
 		return nil, fmt.Errorf("site %s: %w: %w: %w", site, ErrSiteNotConnected, ErrSiteDown, res.err)
 	case res.lastSuccess.IsZero():
 		return nil, fmt.Errorf("site %s: %w: not probed yet", site, ErrSiteNotConnected)
+	case !verified:
+		return nil, fmt.Errorf("site %s: %w: the cluster's identity is not checked yet", site, ErrSiteNotConnected)
+	case claimErr != nil:
+		return nil, fmt.Errorf("site %s: %w: %w: %w", site, ErrSiteNotConnected, ErrSiteDown, claimErr)
+	case !ready:
+		return nil, fmt.Errorf("site %s: %w: the tenant claim is not written yet", site, ErrSiteNotConnected)
 	case inf == nil || !inf.HasSynced():
 		return nil, fmt.Errorf("site %s: %w: node cache not synced yet", site, ErrSiteNotConnected)
 	}

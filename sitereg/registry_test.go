@@ -24,7 +24,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -84,18 +86,38 @@ func TestNewSharesMetricsOfOneRegisterer(t *testing.T) {
 	}
 }
 
-// fakeAPIServer is the smallest API server a site connection needs: /version, and list and
-// watch of nodes, behind a bearer token.
+// fakeAPIServer is the smallest API server a site connection needs: /version, list and
+// watch of nodes, and the kube-system namespace (the cluster's identity), behind bearer
+// tokens.
 type fakeAPIServer struct {
 	*httptest.Server
-	token string
-	mu    sync.Mutex
-	nodes []corev1.Node
+	clusterID string
+	mu        sync.Mutex
+	tokens    []string
+	nodes     []corev1.Node
+	// claims are the ConfigMaps written (the tenant claim), writes the paths written to.
+	claims map[string][]byte
+	writes []string
 }
 
+// allow makes the server accept token too.
+func (f *fakeAPIServer) allow(token string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tokens = append(f.tokens, token)
+}
+
+// written returns the paths written to so far.
+func (f *fakeAPIServer) written() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.writes)
+}
+
+// newFakeAPIServer serves a cluster whose identity is its token.
 func newFakeAPIServer(t *testing.T, token string, nodes ...*corev1.Node) *fakeAPIServer {
 	t.Helper()
-	f := &fakeAPIServer{token: token}
+	f := &fakeAPIServer{tokens: []string{token}, clusterID: "uid-" + token, claims: map[string][]byte{}}
 	for _, n := range nodes {
 		f.nodes = append(f.nodes, *n)
 	}
@@ -112,7 +134,13 @@ func (f *fakeAPIServer) caPEM() []byte {
 
 func (f *fakeAPIServer) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
-	if r.Header.Get("Authorization") != "Bearer "+f.token {
+	f.mu.Lock()
+	allowed := slices.Contains(f.tokens, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+	if r.Method != http.MethodGet {
+		f.writes = append(f.writes, r.Method+" "+r.URL.Path)
+	}
+	f.mu.Unlock()
+	if !allowed {
 		w.WriteHeader(http.StatusUnauthorized)
 		_ = json.NewEncoder(w).Encode(metav1.Status{
 			TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
@@ -130,6 +158,11 @@ func (f *fakeAPIServer) serve(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.URL.Path == "/version":
 		_, _ = w.Write([]byte(`{"major":"1","minor":"35","gitVersion":"v1.35.4"}`))
+	case r.URL.Path == "/api/v1/namespaces/kube-system":
+		_ = json.NewEncoder(w).Encode(corev1.Namespace{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
+			ObjectMeta: metav1.ObjectMeta{Name: "kube-system", UID: types.UID(f.clusterID)},
+		})
 	case r.URL.Path == "/api/v1/nodes" && r.URL.Query().Get("watch") == "true":
 		enc := json.NewEncoder(w)
 		flusher, _ := w.(http.Flusher)
@@ -153,6 +186,35 @@ func (f *fakeAPIServer) serve(w http.ResponseWriter, r *http.Request) {
 			ListMeta: metav1.ListMeta{ResourceVersion: "1"},
 			Items:    nodes,
 		})
+	case r.Method == http.MethodPost && (r.URL.Path == "/api/v1/namespaces" || strings.HasSuffix(r.URL.Path, "/configmaps")):
+		// client-go may send protobuf; the answers are JSON.
+		raw, _ := io.ReadAll(r.Body)
+		obj, _, err := clientgoscheme.Codecs.UniversalDeserializer().Decode(raw, nil, nil)
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		body, _ := json.Marshal(obj)
+		if cm, ok := obj.(*corev1.ConfigMap); ok {
+			f.mu.Lock()
+			f.claims[cm.Name] = body
+			f.mu.Unlock()
+		}
+		w.WriteHeader(http.StatusCreated)
+		_, _ = w.Write(body)
+	case strings.Contains(r.URL.Path, "/configmaps/"):
+		f.mu.Lock()
+		body, ok := f.claims[r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]]
+		f.mu.Unlock()
+		if !ok {
+			w.WriteHeader(http.StatusNotFound)
+			_ = json.NewEncoder(w).Encode(metav1.Status{
+				TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
+				Status:   metav1.StatusFailure, Reason: metav1.StatusReasonNotFound, Code: 404,
+			})
+			return
+		}
+		_, _ = w.Write(body)
 	default:
 		http.NotFound(w, r)
 	}
@@ -169,6 +231,12 @@ type testEnv struct {
 
 func newTestEnv(t *testing.T, objs ...client.Object) *testEnv {
 	t.Helper()
+	return newTestEnvWith(t, Config{}, objs...)
+}
+
+// newTestEnvWith is newTestEnv with cfg (its metrics registerer and intervals are set).
+func newTestEnvWith(t *testing.T, cfg Config, objs ...client.Object) *testEnv {
+	t.Helper()
 	s, err := scheme.New()
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +246,8 @@ func newTestEnv(t *testing.T, objs ...client.Object) *testEnv {
 		WithIndex(&vk8sv1.Site{}, secretRefIndex, indexSecretRef).
 		WithObjects(objs...).Build()
 	reg := prometheus.NewRegistry()
-	r, err := New(Config{MetricsRegisterer: reg, HeartbeatInterval: 10 * time.Second, ProbeTimeout: 2 * time.Second})
+	cfg.MetricsRegisterer, cfg.HeartbeatInterval, cfg.ProbeTimeout = reg, 10*time.Second, 2*time.Second
+	r, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,25 +487,63 @@ func TestReconcileSharesConnectionsAndFollowsChanges(t *testing.T) {
 		t.Error("an unchanged site's status was written again")
 	}
 
-	// The slice's Secret moves to site2's credentials: the slice leaves the shared
-	// connection for site2's, and no connection is added.
-	sec := &corev1.Secret{}
-	if err := env.host.Get(t.Context(), client.ObjectKey{Namespace: "vk8s-system", Name: "b"}, sec); err != nil {
-		t.Fatal(err)
+	// The slice's Secret moves to site2's kubeconfig, another cluster: refused, and the
+	// slice keeps what its status said about site1.
+	setSecret := func(kc []byte) {
+		t.Helper()
+		sec := &corev1.Secret{}
+		if err := env.host.Get(t.Context(), client.ObjectKey{Namespace: "vk8s-system", Name: "b"}, sec); err != nil {
+			t.Fatal(err)
+		}
+		sec.Data["kubeconfig"] = kc
+		if err := env.host.Update(t.Context(), sec); err != nil {
+			t.Fatal(err)
+		}
 	}
-	sec.Data["kubeconfig"] = kc2
-	if err := env.host.Update(t.Context(), sec); err != nil {
-		t.Fatal(err)
+	if slice.Status.ClusterID != "uid-t1" {
+		t.Errorf("slice's clusterID %q, want site1's, uid-t1", slice.Status.ClusterID)
 	}
+	setSecret(kc2)
 	_, slice = env.reconcile(t, "slice")
-	if slice.Status.NodeCount != 1 || !slices.Equal(slice.Status.VirtualNodes, []string{"slice-node1"}) {
-		t.Errorf("slice after the move: %d %v", slice.Status.NodeCount, slice.Status.VirtualNodes)
+	c := condition(t, slice, vk8sv1.ConditionConnected)
+	if c.Status != metav1.ConditionFalse || c.Reason != ReasonClusterChanged {
+		t.Errorf("slice's Connected %s %s, want False %s", c.Status, c.Reason, ReasonClusterChanged)
 	}
-	if cs, _ := env.r.Get("slice"); cs == nil || cs.Server != site2.URL {
-		t.Errorf("slice's connection after the Secret changed: %+v", cs)
+	for _, want := range []string{"vk8s-system/b", site2.URL, "cluster ID uid-t2", "cluster ID uid-t1", "Point the Secret back", "delete the Site and create it again"} {
+		if !strings.Contains(c.Message, want) {
+			t.Errorf("message %q does not say %q", c.Message, want)
+		}
+	}
+	if slice.Status.ClusterID != "uid-t1" || slice.Status.NodeCount != 1 || !slices.Equal(slice.Status.VirtualNodes, []string{"slice-node1"}) {
+		t.Errorf("refused slice: clusterID %q, %d %v; want site1's as they were", slice.Status.ClusterID, slice.Status.NodeCount, slice.Status.VirtualNodes)
+	}
+	if _, err := env.r.Get("slice"); !errors.Is(err, ErrSiteDown) {
+		t.Errorf("Get(slice) on another cluster: %v, want ErrSiteDown", err)
+	}
+	if evs := env.events(); len(evs) != 1 || !strings.HasPrefix(evs[0], "Warning "+ReasonClusterChanged) {
+		t.Errorf("events %q, want one Warning %s", evs, ReasonClusterChanged)
+	}
+	// A heartbeat later: still refused, without reading the Secret or probing again.
+	if _, again := env.reconcile(t, "slice"); condition(t, again, vk8sv1.ConditionConnected).Reason != ReasonClusterChanged {
+		t.Errorf("slice after a heartbeat: %+v", again.Status.Conditions)
 	}
 	if got := connections(); got != 2 {
-		t.Errorf("connections %v, want 2", got)
+		t.Errorf("connections %v, want 2 (site1's for whole, site2's for other)", got)
+	}
+
+	// Back to site1, with other credentials (a rotated token): the slice moves to a
+	// connection of its own, and site1's stays for whole.
+	site1.allow("t1-rotated")
+	setSecret(testKubeconfig(t, site1.URL, site1.caPEM(), "t1-rotated", nil))
+	_, slice = env.reconcile(t, "slice")
+	if c := condition(t, slice, vk8sv1.ConditionConnected); c.Status != metav1.ConditionTrue {
+		t.Errorf("slice back on site1: Connected %s %s: %s", c.Status, c.Reason, c.Message)
+	}
+	if cs, err := env.r.Get("slice"); err != nil || cs.Server != site1.URL || cs.Key == cw.Key {
+		t.Errorf("slice's connection after the rotation: %+v, %v; want site1 with a key of its own", cs, err)
+	}
+	if got := connections(); got != 3 {
+		t.Errorf("connections %v, want 3", got)
 	}
 
 	// Deleting "whole" and "other" closes their connections; the slice keeps site2's.
@@ -449,7 +556,7 @@ func TestReconcileSharesConnectionsAndFollowsChanges(t *testing.T) {
 		}
 	}
 	if got := connections(); got != 1 {
-		t.Errorf("connections %v after deleting two sites, want 1", got)
+		t.Errorf("connections %v after deleting two sites, want 1 (the slice's)", got)
 	}
 	if _, err := env.r.Get("whole"); !errors.Is(err, ErrSiteNotConnected) {
 		t.Errorf("Get of a deleted site: %v, want ErrSiteNotConnected", err)
@@ -734,5 +841,86 @@ func TestReconcileNodeNameCollisions(t *testing.T) {
 	}
 	if evs := env.events(); !slices.ContainsFunc(evs, func(e string) bool { return strings.HasPrefix(e, "Normal NodesReady") }) {
 		t.Errorf("events %q, want a Normal NodesReady", evs)
+	}
+}
+
+// TestClusterChangedIsRefused: a Site whose Secret changes to a kubeconfig of another
+// cluster is refused (ClusterChanged) and nothing is written on that cluster, not even the
+// tenant claim; pointing the Secret back connects it again, and a Site created again
+// takes the other cluster on purpose.
+func TestClusterChangedIsRefused(t *testing.T) {
+	a := newFakeAPIServer(t, "ta", node("n1", true, "1", "1Gi", nil))
+	b := newFakeAPIServer(t, "tb", node("n1", true, "1", "1Gi", nil))
+	kcA := testKubeconfig(t, a.URL, a.caPEM(), "ta", nil)
+	kcB := testKubeconfig(t, b.URL, b.caPEM(), "tb", nil)
+	env := newTestEnvWith(t, Config{Claim: &Claim{Tenant: "vk8s", HostID: "host-uid", HostName: "host"}},
+		testSecret("s", map[string][]byte{"kubeconfig": kcA}), testSite("s", "s", nil))
+	setSecret := func(kc []byte) {
+		t.Helper()
+		sec := &corev1.Secret{}
+		if err := env.host.Get(t.Context(), client.ObjectKey{Namespace: "vk8s-system", Name: "s"}, sec); err != nil {
+			t.Fatal(err)
+		}
+		sec.Data["kubeconfig"] = kc
+		if err := env.host.Update(t.Context(), sec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	connected := func(s *vk8sv1.Site) {
+		t.Helper()
+		if c := condition(t, s, vk8sv1.ConditionConnected); c.Status != metav1.ConditionTrue {
+			t.Fatalf("Connected %s %s: %s", c.Status, c.Reason, c.Message)
+		}
+		if _, err := env.r.Get(s.Name); err != nil {
+			t.Fatalf("Get: %v", err)
+		}
+	}
+
+	_, s := env.reconcile(t, "s")
+	connected(s)
+	if s.Status.ClusterID != "uid-ta" || !slices.Contains(a.written(), "POST /api/v1/namespaces/vk8s-system/configmaps") {
+		t.Errorf("clusterID %q, writes on a %v; want uid-ta and the claim", s.Status.ClusterID, a.written())
+	}
+
+	setSecret(kcB)
+	_, s = env.reconcile(t, "s")
+	if c := condition(t, s, vk8sv1.ConditionConnected); c.Reason != ReasonClusterChanged {
+		t.Errorf("Connected %s %s, want %s", c.Status, c.Reason, ReasonClusterChanged)
+	}
+	if r := condition(t, s, vk8sv1.ConditionReady); r.Status != metav1.ConditionFalse || r.Reason != ReasonClusterChanged {
+		t.Errorf("Ready %s %s, want False %s", r.Status, r.Reason, ReasonClusterChanged)
+	}
+	if _, err := env.r.Get("s"); !errors.Is(err, ErrSiteDown) {
+		t.Errorf("Get: %v, want ErrSiteDown", err)
+	}
+	if w := b.written(); len(w) != 0 {
+		t.Errorf("the refused cluster was written to: %v", w)
+	}
+	if s.Status.ClusterID != "uid-ta" || !slices.Equal(s.Status.VirtualNodes, []string{"s-n1"}) {
+		t.Errorf("status after the refusal: clusterID %q virtualNodes %v; want a's as they were", s.Status.ClusterID, s.Status.VirtualNodes)
+	}
+	if got := testutil.ToFloat64(env.r.metrics.connections); got != 0 {
+		t.Errorf("connections %v, want 0: the refused one is closed, and so is a's, which no Site uses", got)
+	}
+
+	setSecret(kcA)
+	_, s = env.reconcile(t, "s")
+	connected(s)
+
+	// Deleted and created again, the Site may go to b.
+	if err := env.host.Delete(t.Context(), s); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.r.Reconcile(t.Context(), ctrl.Request{NamespacedName: client.ObjectKey{Name: "s"}}); err != nil {
+		t.Fatal(err)
+	}
+	setSecret(kcB)
+	if err := env.host.Create(t.Context(), testSite("s", "s", nil)); err != nil {
+		t.Fatal(err)
+	}
+	_, s = env.reconcile(t, "s")
+	connected(s)
+	if s.Status.ClusterID != "uid-tb" {
+		t.Errorf("clusterID %q of the Site created again, want uid-tb", s.Status.ClusterID)
 	}
 }

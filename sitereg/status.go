@@ -114,6 +114,9 @@ type observation struct {
 	// version is the API server's gitVersion, heartbeat the time of its last answer.
 	version   string
 	heartbeat time.Time
+	// clusterID is the identity of the cluster reached (the UID of its kube-system
+	// namespace) once it is found to be the Site's; empty otherwise.
+	clusterID string
 	// nodesKnown says whether nodes holds the site's nodes: the node cache has been
 	// synced once (it may be stale while the site is unreachable).
 	nodesKnown bool
@@ -138,6 +141,9 @@ func siteStatus(site *vk8sv1.Site, obs observation, now time.Time) vk8sv1.SiteSt
 		})
 	}
 
+	if obs.clusterID != "" && st.ClusterID == "" {
+		st.ClusterID = obs.clusterID
+	}
 	if obs.err == nil {
 		st.KubernetesVersion = obs.version
 		set(vk8sv1.ConditionConnected, metav1.ConditionTrue, ReasonConnected,

@@ -375,15 +375,20 @@ func (m *Nodes) released(name string) {
 // are. After a restart they are taken from the host, so that their Leases go on and the
 // host does not evict the site's pods.
 func (m *Nodes) disconnected(ctx context.Context, site *vk8sv1.Site, cause error) (time.Duration, error) {
-	// The registry knows first; the Site's status (from the cache, maybe a moment behind)
-	// gives the reason and a message that says how to fix it.
+	// The registry knows first, and says why when the kubeconfig cannot be used or is
+	// refused; otherwise the Site's status (from the cache, maybe a moment behind) gives
+	// the reason and a message that says how to fix it.
 	var down *metav1.Condition
-	if errors.Is(cause, sitereg.ErrSiteDown) {
-		down = &metav1.Condition{Reason: "SiteUnreachable", Message: cause.Error()}
-	}
 	for i, c := range site.Status.Conditions {
 		if c.Type == vk8sv1.ConditionConnected && c.Status == metav1.ConditionFalse {
 			down = &site.Status.Conditions[i]
+		}
+	}
+	if errors.Is(cause, sitereg.ErrSiteDown) {
+		if reason, message, ok := sitereg.ReasonOf(cause); ok {
+			down = &metav1.Condition{Reason: reason, Message: message}
+		} else if down == nil {
+			down = &metav1.Condition{Reason: "SiteUnreachable", Message: cause.Error()}
 		}
 	}
 	// Nodes in their grace period are not wanted: they stay as they are until it ends.

@@ -127,6 +127,14 @@ type SiteStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
+	// clusterID identifies the cluster the Site reached first: the UID of its kube-system
+	// namespace. A later kubeconfig that reaches a cluster with another ID is refused
+	// (Connected=False, reason ClusterChanged) until the Secret points at this cluster
+	// again; to move a Site to another cluster on purpose, delete and create it again.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	ClusterID string `json:"clusterID,omitempty"`
+
 	// kubernetesVersion reported by the site's API server.
 	// +optional
 	// +kubebuilder:validation:MaxLength=64
@@ -162,6 +170,7 @@ type SiteStatus struct {
 // +kubebuilder:printcolumn:name="Nodes",type=integer,JSONPath=`.status.nodeCount`
 // +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.status.kubernetesVersion`
 // +kubebuilder:printcolumn:name="Pod-Security",type=string,JSONPath=`.spec.podSecurity.enforce`,priority=1
+// +kubebuilder:printcolumn:name="Cluster-ID",type=string,JSONPath=`.status.clusterID`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type Site struct {
 	metav1.TypeMeta   `json:",inline"`
