@@ -2,17 +2,24 @@ package e2e
 
 import (
 	"context"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -430,4 +437,180 @@ func TestSiteClusterChange(t *testing.T) {
 		return sc != nil && cond != nil && cond.Status == corev1.ConditionTrue
 	})
 	siteEditPodsUntouchedIn(t, c, "site3", ns, siteNS, map[string]siteEditPod{p.Name: {host: hp.UID, site: sp.UID}})
+}
+
+// TestSiteKubeconfigRotation (issue 13, item 5): when a Site's kubeconfig Secret changes
+// to other credentials for the same cluster, the Site moves to a connection with them, and
+// the connection of the old ones, which no Site uses any more, is closed: every TCP
+// connection it made to the site's API server, watches of the provider's caches included.
+// Seen from the kernel: the sockets of this process (which runs the provider) to the site's
+// API server that appeared when the Site connected with the old credentials are gone. The
+// old credentials are then revoked, and the Site, its virtual node and its pod go on.
+func TestSiteKubeconfigRotation(t *testing.T) {
+	skipShort(t)
+	startProvider(t)
+	c := hostClient(t)
+	waitAllVirtualNodes(t, c)
+	e := &siteRegEnv{host: c}
+	const (
+		site = "sr"
+		ns   = "siteedit-rot-e2e"
+	)
+	siteNS := translate.SiteNamespace(provider.DefaultTenant, ns)
+	hostNamespace(t, c, ns)
+	site1 := siteClient(t, "site1")
+	cfg, err := fleet.RESTConfig("site1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(cfg.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := strconv.Atoi(u.Port())
+	if err != nil {
+		t.Fatalf("site1's API server %s: %v", cfg.Host, err)
+	}
+	// Two sets of credentials of site1 of the Site's own, ServiceAccount tokens.
+	kubeconfigA := siteEditTokenKubeconfig(t, e, site1, "site1", "vk8s-e2e-rotate-a")
+	kubeconfigB := siteEditTokenKubeconfig(t, e, site1, "site1", "vk8s-e2e-rotate-b")
+
+	// From here until the rotation, nothing in the test talks to site1: the sockets that
+	// appear are the provider's, for the Site's connection.
+	before := siteEditSockets(t, port)
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: site + "-kubeconfig", Namespace: lab.SystemNamespace},
+		Data:       map[string][]byte{"kubeconfig": kubeconfigA},
+	}
+	e.create(t, secret)
+	e.create(t, &vk8sv1.Site{ObjectMeta: metav1.ObjectMeta{Name: site}, Spec: vk8sv1.SiteSpec{
+		KubeconfigSecretRef: vk8sv1.SecretKeyReference{Namespace: secret.Namespace, Name: secret.Name, Key: "kubeconfig"},
+		NodeSelector:        map[string]string{corev1.LabelHostname: lab.NodeName(3)},
+	}})
+	node := translate.VirtualNodeName(site, lab.NodeName(3))
+	waitVirtualNodes(t, c, node+" Ready", func(nodes map[string]*corev1.Node) bool {
+		return nodes[node] != nil && translate.NodeReady(nodes[node])
+	})
+	p := testPod("rotated", node)
+	p.Namespace = ns
+	mustCreate(t, c, p)
+	hp := waitPod(t, c, client.ObjectKeyFromObject(p), "host pod Running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+	var old []string
+	for s := range siteEditSockets(t, port) {
+		if !before[s] {
+			old = append(old, s)
+		}
+	}
+	if len(old) == 0 {
+		t.Fatalf("no socket to site1's API server (port %d) appeared when Site %s connected", port, site)
+	}
+	t.Logf("sockets of the Site's first credentials: %v", old)
+
+	cur := &corev1.Secret{}
+	if err := c.Get(t.Context(), client.ObjectKeyFromObject(secret), cur); err != nil {
+		t.Fatal(err)
+	}
+	cur.Data["kubeconfig"] = kubeconfigB
+	if err := c.Update(t.Context(), cur); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	err = wait.PollUntilContextTimeout(t.Context(), 250*time.Millisecond, siteRegTimeout, true, func(context.Context) (bool, error) {
+		now := siteEditSockets(t, port)
+		left = slices.DeleteFunc(slices.Clone(old), func(s string) bool { return !now[s] })
+		return len(left) == 0, nil
+	})
+	if err != nil {
+		t.Fatalf("sockets %v of the replaced credentials still open to site1's API server %s after the Secret changed", left, siteRegTimeout)
+	}
+
+	// The old credentials revoked: the Site goes on with the new ones.
+	if err := site1.Delete(t.Context(), &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: metav1.NamespaceSystem, Name: "vk8s-e2e-rotate-a"}}); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(hp.DeepCopy())
+	hp.Labels["rotated"] = "yes"
+	if err := c.Patch(t.Context(), hp, patch); err != nil {
+		t.Fatal(err)
+	}
+	waitPod(t, site1, client.ObjectKey{Namespace: siteNS, Name: p.Name}, "site pod relabelled through the new credentials",
+		func(sp *corev1.Pod) bool {
+			return sp.Labels["rotated"] == "yes" && sp.Labels[vk8sv1.LabelHostPodUID] == string(hp.UID)
+		})
+	s := e.getSite(t, site)
+	if !e.isTrue(s, vk8sv1.ConditionConnected) || !e.isTrue(s, vk8sv1.ConditionReady) {
+		t.Errorf("Site %s after the rotation: %s", site, e.describeSite(s))
+	}
+	waitVirtualNodes(t, c, node+" still Ready and connected", func(nodes map[string]*corev1.Node) bool {
+		n := nodes[node]
+		cond := nodeCondition(n, vk8sv1.ConditionSiteConnected)
+		return n != nil && translate.NodeReady(n) && cond != nil && cond.Status == corev1.ConditionTrue
+	})
+}
+
+// siteEditTokenKubeconfig returns site's kubeconfig with the token of a new cluster-admin
+// ServiceAccount name in kube-system, made through c (site's client); both go when the
+// test ends.
+func siteEditTokenKubeconfig(t *testing.T, e *siteRegEnv, c client.Client, site, name string) []byte {
+	t.Helper()
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: metav1.NamespaceSystem, Name: name}}
+	crb := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: sa.Namespace, Name: name}},
+	}
+	for _, obj := range []client.Object{sa, crb} {
+		mustCreate(t, c, obj)
+		t.Cleanup(func() {
+			if err := c.Delete(context.Background(), obj); err != nil && !apierrors.IsNotFound(err) {
+				t.Errorf("delete %T %s: %v", obj, obj.GetName(), err)
+			}
+		})
+	}
+	tr, err := clientset(t, site).CoreV1().ServiceAccounts(sa.Namespace).CreateToken(t.Context(), name,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e.siteKubeconfig(t, site, func(_ *testing.T, cfg *clientcmdapi.Config) {
+		u := cfg.AuthInfos[cfg.Contexts[cfg.CurrentContext].AuthInfo]
+		u.ClientCertificateData, u.ClientKeyData, u.Token = nil, nil, tr.Status.Token
+	})
+}
+
+// siteEditSockets returns the TCP connections this process has established to port on
+// the loopback, as "localport" strings, from the kernel's tables: which file descriptors
+// of this process are sockets, and which of those sockets are connections to port.
+func siteEditSockets(t *testing.T, port int) map[string]bool {
+	t.Helper()
+	inodes := map[string]bool{}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		target, err := os.Readlink("/proc/self/fd/" + fd.Name())
+		if err == nil && strings.HasPrefix(target, "socket:[") {
+			inodes[strings.TrimSuffix(strings.TrimPrefix(target, "socket:["), "]")] = true
+		}
+	}
+	out := map[string]bool{}
+	for _, table := range []string{"/proc/self/net/tcp", "/proc/self/net/tcp6"} {
+		raw, err := os.ReadFile(table)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(raw), "\n")[1:] {
+			f := strings.Fields(line)
+			// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+			if len(f) < 10 || f[3] != "01" || !inodes[f[9]] {
+				continue
+			}
+			remote := f[2][strings.LastIndex(f[2], ":")+1:]
+			if rp, err := strconv.ParseInt(remote, 16, 32); err == nil && int(rp) == port {
+				out[f[1]] = true
+			}
+		}
+	}
+	return out
 }

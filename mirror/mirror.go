@@ -206,6 +206,7 @@ func (m *Mirror) Start(ctx context.Context) error {
 				continue
 			}
 			m.siteChanged(ctx, ev.Object.GetName())
+			m.retire()
 		case <-t.C:
 			m.resync(ctx)
 		}
@@ -360,6 +361,26 @@ func (m *Mirror) siteChanged(ctx context.Context, site string) {
 		return
 	}
 	m.resyncCluster(ctx, c)
+}
+
+// retire stops the caches and workers of the site clusters whose connection the registry
+// closed (sitereg.Registry.HasConnection): their client fails now, and their caches would
+// only go stale. The Sites that used them are brought up to date on the connection they
+// have now when it is ready (siteChanged).
+func (m *Mirror) retire() {
+	m.mu.Lock()
+	var old []*cluster
+	for key, c := range m.clusters {
+		if !m.cfg.Registry.HasConnection(key) {
+			old = append(old, c)
+			delete(m.clusters, key)
+		}
+	}
+	m.mu.Unlock()
+	for _, c := range old {
+		c.log.Info("Site connection closed; its mirror caches and workers stop")
+		c.stop()
+	}
 }
 
 // resync queues every mirrored host object, and every copy on every cluster.

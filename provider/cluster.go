@@ -64,6 +64,9 @@ type cluster struct {
 	// refused holds the host pods ("<namespace>/<name>") the cluster's Pod Security
 	// Admission refused, queued again at once when the level changes.
 	refused sync.Map
+	// sites holds the Sites this cluster served (name -> true), whose pods go elsewhere
+	// when its connection closes.
+	sites sync.Map
 
 	cancel context.CancelFunc
 	done   chan struct{}

@@ -178,7 +178,46 @@ func (p *Pods) Run(ctx context.Context) error {
 				continue
 			}
 			p.siteChanged(ev.Object.GetName())
+			p.retire()
 		}
+	}
+}
+
+// retire stops the caches and workers of the site clusters whose connection the registry
+// closed (sitereg.Registry.HasConnection: their Sites moved to other credentials, or
+// went): their client fails now, and their caches would only go stale. The pods of the
+// sites that used them wait for the connection those sites have now; what the stopped
+// queues held is not lost, since every such pod is queued there again.
+func (p *Pods) retire() {
+	p.mu.Lock()
+	var old []*cluster
+	for key, c := range p.clusters {
+		if !p.cfg.Registry.HasConnection(key) {
+			old = append(old, c)
+			delete(p.clusters, key)
+		}
+	}
+	p.mu.Unlock()
+	sites := map[string]bool{}
+	for _, c := range old {
+		c.log.Info("Site connection closed; its caches and workers stop")
+		c.stop()
+		c.sites.Range(func(site, _ any) bool {
+			sites[site.(string)] = true
+			return true
+		})
+	}
+	for site := range sites {
+		nodes, err := p.cfg.HostNodes.List(labels.SelectorFromSet(labels.Set{vk8sv1.LabelSite: site}))
+		if err != nil {
+			continue
+		}
+		for _, n := range nodes {
+			for _, host := range p.cfg.HostPodsOn(n.Name) {
+				p.wait(site, host.Namespace+"/"+host.Name)
+			}
+		}
+		p.siteChanged(site)
 	}
 }
 
@@ -255,12 +294,14 @@ func (p *Pods) clusterOf(site string) (*cluster, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.clusters[conn.Key]; ok {
+		c.sites.Store(site, true)
 		return c, nil
 	}
 	c, err := newCluster(conn, p.cfg.Tenant, p.log)
 	if err != nil {
 		return nil, err
 	}
+	c.sites.Store(site, true)
 	p.clusters[conn.Key] = c
 	p.start(c)
 	return c, nil

@@ -5,9 +5,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash"
 	"maps"
+	"net"
 	"net/http"
 	"slices"
 	"sort"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -95,8 +98,9 @@ type conn struct {
 	key    string
 	server string
 	config *rest.Config
-	http   *http.Client
 	client kubernetes.Interface
+	// dialer makes every TCP connection of the client, so that close ends them all.
+	dialer *dialer
 
 	// probeMu lets one probe run at a time; the sites that wait for it reuse its result.
 	probeMu sync.Mutex
@@ -233,10 +237,24 @@ type roundTripperFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
 
-func newConn(key string, cfg *rest.Config, qps float32, burst int, claim *Claim, stallAfter time.Duration, notify func([]string)) (*conn, error) {
+// newConn opens the connection of key to cfg's API server. tcp follows the number of its
+// open TCP connections.
+func newConn(key string, cfg *rest.Config, qps float32, burst int, claim *Claim, stallAfter time.Duration, notify func([]string), tcp prometheus.Gauge) (*conn, error) {
 	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst = qps, burst
 	cfg.UserAgent = userAgent
+	// The connection's own dialer, so that closing it ends every TCP connection it made,
+	// watches included, and refuses new ones: client-go's transport would otherwise be
+	// shared through its process-wide cache with every client of the same TLS settings,
+	// and http.Client.CloseIdleConnections does not reach through client-go's and
+	// OpenTelemetry's round trippers. A proxy function makes client-go build a transport
+	// for this client alone instead of caching one by dialer for ever; it is the one
+	// client-go uses by default.
+	d := newDialer(tcp)
+	cfg.Dial = d.DialContext
+	if cfg.Proxy == nil {
+		cfg.Proxy = http.ProxyFromEnvironment
+	}
 	writes := &writeWatch{threshold: stallAfter, now: time.Now, inflight: map[uint64]writeCall{}}
 	cfg.Wrap(writes.wrap)
 	// A client span per call to the site, under the caller's span (a pod sync, a probe).
@@ -254,7 +272,7 @@ func newConn(key string, cfg *rest.Config, qps float32, burst int, claim *Claim,
 		return nil, err
 	}
 	c := &conn{
-		key: key, server: cfg.Host, config: cfg, http: hc, client: cs, writes: writes,
+		key: key, server: cfg.Host, config: cfg, client: cs, dialer: d, writes: writes,
 		sites:       map[string]labels.Selector{},
 		podSecurity: map[string]vk8sv1.PodSecurityLevel{},
 		claim:       claim,
@@ -532,15 +550,104 @@ func (c *conn) synced() cache.SharedIndexInformer {
 	return c.informer
 }
 
-// close stops the informer and drops idle connections to the API server.
+// close stops the informer and ends every TCP connection to the API server, idle or
+// carrying a watch of anyone's; the client fails from now on (errConnClosed), so that
+// nothing goes on with the credentials of a connection no Site uses.
 func (c *conn) close() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.closed = true
 	if c.cancel != nil {
 		c.cancel()
 	}
-	c.http.CloseIdleConnections()
+	c.mu.Unlock()
+	c.dialer.close()
+}
+
+// errConnClosed is what a client of a closed connection gets: its Sites moved to other
+// credentials, or are gone.
+var errConnClosed = errors.New("site connection closed: no Site uses these credentials any more")
+
+// dialer makes the TCP connections of one site connection and can end them all at once.
+type dialer struct {
+	net net.Dialer
+	tcp prometheus.Gauge
+
+	mu     sync.Mutex
+	closed bool
+	open   map[*trackedConn]struct{}
+}
+
+func newDialer(tcp prometheus.Gauge) *dialer {
+	// client-go's own dialer settings.
+	return &dialer{net: net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}, tcp: tcp, open: map[*trackedConn]struct{}{}}
+}
+
+// DialContext dials, and remembers the connection until it is closed.
+func (d *dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	if d.isClosed() {
+		return nil, errConnClosed
+	}
+	nc, err := d.net.DialContext(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: nc, d: d}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		_ = nc.Close()
+		return nil, errConnClosed
+	}
+	d.open[tc] = struct{}{}
+	d.tcp.Inc()
+	return tc, nil
+}
+
+func (d *dialer) isClosed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.closed
+}
+
+// count is the number of open connections.
+func (d *dialer) count() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.open)
+}
+
+// close ends every open connection and refuses new ones.
+func (d *dialer) close() {
+	d.mu.Lock()
+	d.closed = true
+	open := d.open
+	d.open = map[*trackedConn]struct{}{}
+	d.mu.Unlock()
+	for tc := range open {
+		_ = tc.Close()
+	}
+}
+
+// forget drops a closed connection.
+func (d *dialer) forget(tc *trackedConn) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.open, tc)
+	d.tcp.Dec()
+}
+
+// trackedConn is a connection its dialer remembers until it is closed.
+type trackedConn struct {
+	net.Conn
+	d    *dialer
+	once sync.Once
+}
+
+// Close closes the connection once and tells the dialer.
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.d.forget(c) })
+	return err
 }
 
 // siteNodeLister is a NodeLister over a cluster's node cache that shows only the nodes of

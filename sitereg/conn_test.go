@@ -10,9 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/wait"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -249,5 +254,48 @@ func TestWriteWatch(t *testing.T) {
 	<-done
 	if err := w.stalled(); err == nil || !strings.Contains(err.Error(), "context deadline exceeded") {
 		t.Errorf("after the hanging write failed: stalled %v", err)
+	}
+}
+
+// TestCloseEndsEveryConnection: closing a connection ends its TCP connections, the one
+// that carries the node watch too, and its client fails from then on, so nothing goes on
+// with the credentials of a connection no Site uses.
+func TestCloseEndsEveryConnection(t *testing.T) {
+	srv := newFakeAPIServer(t, "tok", node("n1", true, "1", "1Gi", nil))
+	cfg, err := restConfigFromKubeconfig(testKubeconfig(t, srv.URL, srv.caPEM(), "tok", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tcp"})
+	c, err := newConn(connKey(cfg), cfg, 50, 100, nil, time.Minute, func([]string) {}, tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := c.probe(t.Context(), 5*time.Second, 0, time.Now, func(time.Duration, error) {}); res.err != nil || res.clusterID != "uid-tok" {
+		t.Fatalf("probe: %+v", res)
+	}
+	if _, err := c.startInformer(t.Context(), logr.Discard()); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.PollUntilContextTimeout(t.Context(), 10*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+		return c.synced() != nil && srv.watches.Load() == 1, nil
+	}); err != nil {
+		t.Fatalf("node watch not served: %v", err)
+	}
+	if n := c.dialer.count(); n == 0 || testutil.ToFloat64(tcp) != float64(n) {
+		t.Fatalf("%d open TCP connections, gauge %v; want some, counted", n, testutil.ToFloat64(tcp))
+	}
+
+	c.close()
+	if n := c.dialer.count(); n != 0 || testutil.ToFloat64(tcp) != 0 {
+		t.Errorf("after close: %d open TCP connections, gauge %v; want none", n, testutil.ToFloat64(tcp))
+	}
+	if err := wait.PollUntilContextTimeout(t.Context(), 10*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+		return srv.watches.Load() == 0 && srv.conns.Load() == 0, nil
+	}); err != nil {
+		t.Errorf("the site still has %d TCP connections of the closed connection, serving %d node watches", srv.conns.Load(), srv.watches.Load())
+	}
+	if _, err := c.client.CoreV1().Nodes().List(t.Context(), metav1.ListOptions{}); !errors.Is(err, errConnClosed) {
+		t.Errorf("a request on the closed connection: %v, want errConnClosed", err)
 	}
 }

@@ -19,6 +19,13 @@
 // other credentials, or loses its Secret. A changed Secret takes effect at once: its Sites
 // move to the connection of the new credentials.
 //
+// Closing a connection ends what it opened: its node informer, and every TCP connection
+// its client made to the API server, idle or carrying a watch of anyone's (each connection
+// has a dialer of its own and a transport of its own, not client-go's shared one); its
+// client fails from then on. Its watchers hear of the Sites that left it, and
+// HasConnection tells them to drop what they made of it (the provider's and the mirror's
+// caches of the cluster), so that nothing goes on with credentials no Site uses.
+//
 // # One cluster per Site
 //
 // The first successful probe of a connection reads the cluster's identity: the UID of its
@@ -102,8 +109,9 @@
 // Registered on controller-runtime's metrics.Registry unless Config says otherwise:
 // vk8s_sitereg_site_connected{site}, vk8s_sitereg_site_ready{site} and
 // vk8s_sitereg_site_nodes{site} gauges, the vk8s_sitereg_probe_duration_seconds{result}
-// histogram (one observation per probe made, not per Site), and the
-// vk8s_sitereg_connections gauge.
+// histogram (one observation per probe made, not per Site), the vk8s_sitereg_connections
+// gauge, and vk8s_sitereg_tcp_connections{connection}, the TCP connections each site
+// connection has open (its series goes when it closes).
 //
 // # Permissions
 //

@@ -15,6 +15,7 @@ type metrics struct {
 	nodes         *prometheus.GaugeVec
 	probeDuration *prometheus.HistogramVec
 	connections   prometheus.Gauge
+	tcp           *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -40,6 +41,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "vk8s_sitereg_connections",
 			Help: "Number of open connections to site clusters; sites on one cluster with the same credentials share one.",
 		}),
+		tcp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "vk8s_sitereg_tcp_connections",
+			Help: "Number of open TCP connections to a site cluster's API server, by site connection (the first 12 hex digits of its key); a closed connection's series goes.",
+		}, []string{"connection"}),
 	}
 	var err error
 	if m.connected, err = promreg.Register(reg, m.connected); err != nil {
@@ -55,6 +60,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.connections, err = promreg.Register(reg, m.connections); err != nil {
+		return nil, err
+	}
+	if m.tcp, err = promreg.Register(reg, m.tcp); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -299,7 +299,7 @@ func (r *Registry) acquire(ctx context.Context, site *vk8sv1.Site, sel labels.Se
 	c := r.conns[key]
 	if c == nil {
 		var err error
-		c, err = newConn(key, cfg, r.cfg.QPS, r.cfg.Burst, r.cfg.Claim, r.cfg.WriteStallThreshold, r.nodesChanged)
+		c, err = newConn(key, cfg, r.cfg.QPS, r.cfg.Burst, r.cfg.Claim, r.cfg.WriteStallThreshold, r.nodesChanged, r.metrics.tcp.WithLabelValues(ShortKey(key)))
 		if err != nil {
 			return nil, r.failLocked(ctx, site, sel, refID, rv, invalidKubeconfig(secretName(site), secretKey(site), err))
 		}
@@ -361,17 +361,27 @@ func (r *Registry) entryLocked(site string) *siteEntry {
 	return e
 }
 
-// releaseLocked drops site's reference to c and closes c when no Site uses it any more.
+// releaseLocked drops site's reference to c and closes c when no Site uses it any more;
+// the watchers hear of site, so that they drop what they keep of c (HasConnection).
 func (r *Registry) releaseLocked(ctx context.Context, site string, c *conn) {
 	if !c.dropSite(site) {
 		return
 	}
+	r.closeLocked(c)
+	for _, s := range r.watches {
+		s.mark([]string{site})
+	}
+	logf.FromContext(ctx).Info("Closed site connection", "server", c.server, "connection", ShortKey(c.key))
+}
+
+// closeLocked closes c and forgets it.
+func (r *Registry) closeLocked(c *conn) {
 	c.close()
+	r.metrics.tcp.DeleteLabelValues(ShortKey(c.key))
 	if r.conns[c.key] == c {
 		delete(r.conns, c.key)
 		r.metrics.connections.Dec()
 	}
-	logf.FromContext(ctx).Info("Closed site connection", "server", c.server, "connection", ShortKey(c.key))
 }
 
 // forget drops everything the registry keeps about a Site that is gone, and tells the

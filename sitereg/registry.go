@@ -257,10 +257,8 @@ func (r *Registry) Start(ctx context.Context) error {
 	<-ctx.Done()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for key, c := range r.conns {
-		c.close()
-		delete(r.conns, key)
-		r.metrics.connections.Dec()
+	for _, c := range r.conns {
+		r.closeLocked(c)
 	}
 	for name := range r.sites {
 		delete(r.sites, name)
@@ -426,6 +424,15 @@ func (r *Registry) Get(site string) (*Conn, error) {
 		LastHeartbeat:        res.lastSuccess,
 		WritesStalled:        c.writes.stalled(),
 	}, nil
+}
+
+// HasConnection says whether the connection key (Conn.Key) is open: some Site uses it. One
+// that is not was closed, and its client fails: drop what was made of it (caches,
+// queues). It does no I/O.
+func (r *Registry) HasConnection(key string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.conns[key] != nil
 }
 
 // PodSecurity returns the Pod Security level of the site namespaces on the cluster of

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -98,6 +99,9 @@ type fakeAPIServer struct {
 	// claims are the ConfigMaps written (the tenant claim), writes the paths written to.
 	claims map[string][]byte
 	writes []string
+	// watches counts the node watches being served, conns the open TCP connections.
+	watches atomic.Int32
+	conns   atomic.Int32
 }
 
 // allow makes the server accept token too.
@@ -123,6 +127,15 @@ func newFakeAPIServer(t *testing.T, token string, nodes ...*corev1.Node) *fakeAP
 	}
 	f.Server = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
 	f.Config.ErrorLog = log.New(io.Discard, "", 0) // TLS failures are what some tests want
+	f.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+		switch state {
+		case http.StateNew:
+			f.conns.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			f.conns.Add(-1)
+		}
+	}
+	f.EnableHTTP2 = true // as API servers do: a watch ended leaves its TCP connection open
 	f.StartTLS()
 	t.Cleanup(f.Close)
 	return f
@@ -164,6 +177,8 @@ func (f *fakeAPIServer) serve(w http.ResponseWriter, r *http.Request) {
 			ObjectMeta: metav1.ObjectMeta{Name: "kube-system", UID: types.UID(f.clusterID)},
 		})
 	case r.URL.Path == "/api/v1/nodes" && r.URL.Query().Get("watch") == "true":
+		f.watches.Add(1)
+		defer f.watches.Add(-1)
 		enc := json.NewEncoder(w)
 		flusher, _ := w.(http.Flusher)
 		if r.URL.Query().Get("sendInitialEvents") == "true" {
@@ -566,6 +581,9 @@ func TestReconcileSharesConnectionsAndFollowsChanges(t *testing.T) {
 	}
 	if n := testutil.CollectAndCount(env.metrics, "vk8s_sitereg_site_connected"); n != 1 {
 		t.Errorf("%d site_connected series, want 1 (deleted sites drop theirs)", n)
+	}
+	if n := testutil.CollectAndCount(env.metrics, "vk8s_sitereg_tcp_connections"); n != 1 {
+		t.Errorf("%d tcp_connections series, want 1 (closed connections drop theirs)", n)
 	}
 
 }
