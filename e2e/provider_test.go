@@ -71,6 +71,7 @@ func startProvider(t *testing.T) {
 		t.Fatal(err)
 	}
 	providerPort = int32(port)
+	started := time.Now()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	log := logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -103,6 +104,33 @@ func startProvider(t *testing.T) {
 		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 			fmt.Fprintln(os.Stderr, "e2e: provider:", err)
 		}
+	}
+	waitSitesProbed(t, started)
+}
+
+// waitSitesProbed waits until the provider's registry has probed every site of the fleet
+// since started (a Site heartbeat after it): the virtual nodes a previous provider left
+// Ready say nothing about this one, and a test that began before it has its sites would
+// wait for them. It uses a context of its own, as startProvider also runs in Cleanup.
+func waitSitesProbed(t *testing.T, started time.Time) {
+	t.Helper()
+	c := hostClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		for i := 1; i <= fleetSites; i++ {
+			s := &vk8sv1.Site{}
+			if err := c.Get(ctx, client.ObjectKey{Name: fmt.Sprintf("site%d", i)}, s); err != nil {
+				return false, nil
+			}
+			if hb := s.Status.LastHeartbeatTime; hb == nil || !hb.After(started) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Errorf("the provider started at %s has not probed every site: %v", started.UTC().Format(time.RFC3339), err)
 	}
 }
 
