@@ -100,8 +100,11 @@ type Pods struct {
 	mu       sync.Mutex
 	clusters map[string]*cluster        // by sitereg.Conn.Key
 	waiting  map[string]map[string]bool // site -> host pod keys waiting for it to connect
-	down     map[string]time.Time       // site -> when it was first seen down
-	notify   func(*corev1.Pod)
+	// lookAgain holds the sites whose pods wait for a connection that is not usable yet
+	// (its node cache is filling) and that siteChanged looks at again shortly.
+	lookAgain map[string]bool
+	down      map[string]time.Time // site -> when it was first seen down
+	notify    func(*corev1.Pod)
 
 	// early holds the host pods Owns turned down because their node did not exist (UID ->
 	// *earlyPod), so that NodeAdded picks them up when it appears (early.go).
@@ -320,12 +323,40 @@ func (p *Pods) find(namespace, name string) (*corev1.Pod, *cluster) {
 // wait remembers a host pod whose site is not connected; it is synced when the site is.
 func (p *Pods) wait(site, key string) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.waiting[site] == nil {
 		p.waiting[site] = map[string]bool{}
 	}
 	p.waiting[site][key] = true
 	p.metrics.waiting.Set(float64(p.waitingLocked()))
+	p.mu.Unlock()
+	p.lookAgainSoon(site)
+}
+
+// lookAgainSoon makes siteChanged look at a site again in a second while pods wait for it
+// and its connection is not usable yet but not down: a new connection (rotated
+// credentials) becomes usable when its node cache is filled, which changes nothing in the
+// Site's status and so sends no event.
+func (p *Pods) lookAgainSoon(site string) {
+	if _, err := p.cfg.Registry.Get(site); err == nil || errors.Is(err, sitereg.ErrSiteDown) {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.lookAgain == nil {
+		p.lookAgain = map[string]bool{}
+	}
+	if p.lookAgain[site] || len(p.waiting[site]) == 0 {
+		return
+	}
+	p.lookAgain[site] = true
+	time.AfterFunc(time.Second, func() {
+		p.mu.Lock()
+		delete(p.lookAgain, site)
+		p.mu.Unlock()
+		if p.ctx.Err() == nil {
+			p.siteChanged(site)
+		}
+	})
 }
 
 func (p *Pods) waitingLocked() int {
@@ -344,7 +375,9 @@ func (p *Pods) siteChanged(site string) {
 	if err != nil {
 		if errors.Is(err, sitereg.ErrSiteDown) {
 			p.siteDown(site, err)
+			return
 		}
+		p.lookAgainSoon(site)
 		return
 	}
 	p.mu.Lock()
