@@ -32,7 +32,8 @@ generate: ## Regenerate deepcopy code and CRDs from api/ (pinned controller-gen)
 	hack/update-codegen.sh
 
 .PHONY: verify
-verify: ## Fail when generated files, formatting or go.mod are stale.
+verify: ## Fail when generated files, formatting, license headers or go.mod are stale.
+	hack/verify-headers.sh
 	hack/verify-codegen.sh
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run gofmt -w"; exit 1; }
 	$(GO) mod tidy -diff
