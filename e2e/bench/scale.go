@@ -467,6 +467,31 @@ func cpuTicks(pid int) (int64, error) {
 	return utime + stime, errors.Join(err1, err2)
 }
 
+// processStart returns when process pid started: its start time in clock ticks since boot
+// (/proc/<pid>/stat, field 22; Linux's USER_HZ is 100) against the time since boot
+// (/proc/uptime), both to 10 ms.
+func processStart(pid int) (time.Time, error) {
+	now := time.Now()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return time.Time{}, err
+	}
+	f := strings.Fields(string(raw)[strings.LastIndexByte(string(raw), ')')+2:])
+	ticks, err := strconv.ParseInt(f[19], 10, 64)
+	if err != nil {
+		return time.Time{}, err
+	}
+	up, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return time.Time{}, err
+	}
+	secs, err := strconv.ParseFloat(strings.Fields(string(up))[0], 64)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return now.Add(-time.Duration(secs*float64(time.Second)) + time.Duration(ticks)*10*time.Millisecond), nil
+}
+
 func rssKiB(pid int) (int64, error) {
 	raw, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
 	if err != nil {
