@@ -232,6 +232,13 @@ func (cfg *Config) webhookClientConfig(path string, caBundle []byte) admissionre
 	return admissionregistrationv1.WebhookClientConfig{URL: ptr.To(u.String()), CABundle: caBundle}
 }
 
+// The two configurations named --configuration-name (vk8s-webhook stands for the chart's
+// name), listed and watched by name, their CA bundle written (inject-ca). Register mode,
+// for a webhook run without the chart, also needs create on both kinds and get, list,
+// watch, create and update of validatingadmissionpolicies and
+// validatingadmissionpolicybindings: the chart does not grant them (install.md).
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,verbs=get;list;watch;update,resourceNames=vk8s-webhook
+
 // registrar keeps the process's own webhook configurations as Configurations says, with
 // the current CA bundle; it never reads or writes any other configuration.
 type registrar struct {

@@ -241,6 +241,13 @@ func New(cfg Config) (*Server, error) {
 	return &Server{cfg: cfg}, nil
 }
 
+// Host RBAC of the webhook process (make generate collects these markers into the
+// chart's ClusterRole and Roles; namespace vk8s-system stands for the release namespace):
+// the leader election Lease (create cannot be limited by name) and its Events.
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;update,resourceNames=vk8s-webhook,namespace=vk8s-system
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=create,namespace=vk8s-system
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch,namespace=vk8s-system
+
 // Run serves admission until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
 	cfg := s.cfg
