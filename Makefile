@@ -28,7 +28,7 @@ build: ## Build bin/vk8s.
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/vk8s ./cmd/vk8s
 
 .PHONY: generate
-generate: ## Regenerate deepcopy code and CRDs from api/ (pinned controller-gen).
+generate: ## Regenerate deepcopy code and CRDs from api/, and the chart's CRD, RBAC (from +kubebuilder:rbac markers) and kind policy templates (pinned controller-gen).
 	hack/update-codegen.sh
 
 .PHONY: verify
