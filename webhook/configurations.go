@@ -351,7 +351,9 @@ func (r *registrar) watchMissing(ctx context.Context, c cache.Cache) error {
 				return
 			case <-kick:
 			}
-			if err := r.fillMissing(ctx); err != nil {
+			// A conflict means someone wrote the configuration since the cache saw it (this
+			// replica's own repair, often): that write brings an event and another look.
+			if err := r.fillMissing(ctx); err != nil && !apierrors.IsConflict(err) {
 				r.log.Error(err, "Writing the CA bundle into a new webhook configuration failed; the next repair retries")
 			}
 		}
