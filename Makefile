@@ -46,7 +46,7 @@ image-push: ## Build the image and push it to IMAGE:TAG with the credentials of 
 	cd hack/image && $(GO) run . $(IMAGE_FLAGS) -push
 
 .PHONY: generate
-generate: ## Regenerate deepcopy code and CRDs from api/ (pinned controller-gen).
+generate: ## Regenerate deepcopy code and CRDs from api/, and the chart's CRD, RBAC (from +kubebuilder:rbac markers) and kind policy templates (pinned controller-gen).
 	hack/update-codegen.sh
 
 .PHONY: verify

@@ -159,21 +159,32 @@ func siteLeftovers(ctx context.Context, c client.Client, namespace string) ([]st
 // helm runs the lab's helm against the host, with its own configuration and cache.
 func helm(t *testing.T, args ...string) string {
 	t.Helper()
-	bin, err := lab.Tools{Dir: os.Getenv("VK8S_TOOLS_DIR")}.Path("helm")
+	out, err := helmErr(t.Context(), t, args...)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return out
+}
+
+// helmErr is helm returning its error (with its output) instead of failing; ctx bounds it
+// (a cleanup has no t.Context()).
+func helmErr(ctx context.Context, t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	bin, err := lab.Tools{Dir: os.Getenv("VK8S_TOOLS_DIR")}.Path("helm")
+	if err != nil {
+		return "", err
 	}
 	kc, err := fleet.Kubeconfig("host")
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	home := filepath.Join(fleet.Dir(), "helm")
-	cmd := exec.CommandContext(t.Context(), bin, append(args, "--kubeconfig", kc)...)
+	cmd := exec.CommandContext(ctx, bin, append(args, "--kubeconfig", kc)...)
 	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+filepath.Join(home, "cache"), "HELM_CONFIG_HOME="+filepath.Join(home, "config"),
 		"HELM_DATA_HOME="+filepath.Join(home, "data"))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
+		return string(out), fmt.Errorf("helm %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
-	return string(out)
+	return string(out), nil
 }

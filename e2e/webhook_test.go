@@ -84,18 +84,18 @@ func webhookStart(t *testing.T, options ...func(*webhook.Config)) *webhookRun {
 	port, health := webhookFreePort(t), webhookFreePort(t)
 	reg := prometheus.NewRegistry()
 	cfg := webhook.Config{
-		Host:                 host,
-		Logger:               logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).WithName("webhook"),
-		BindAddress:          "127.0.0.1",
-		Port:                 port,
-		URL:                  fmt.Sprintf("https://127.0.0.1:%d", port),
-		ManageConfigurations: true,
-		ConfigurationName:    webhookConfigName,
-		CALifetime:           time.Minute,
-		CertLifetime:         15 * time.Second,
-		CAPropagationDelay:   5 * time.Second,
-		HealthAddr:           fmt.Sprintf("127.0.0.1:%d", health),
-		MetricsRegisterer:    reg,
+		Host:               host,
+		Logger:             logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).WithName("webhook"),
+		BindAddress:        "127.0.0.1",
+		Port:               port,
+		URL:                fmt.Sprintf("https://127.0.0.1:%d", port),
+		Configurations:     webhook.ConfigurationsRegister,
+		ConfigurationName:  webhookConfigName,
+		CALifetime:         time.Minute,
+		CertLifetime:       15 * time.Second,
+		CAPropagationDelay: 5 * time.Second,
+		HealthAddr:         fmt.Sprintf("127.0.0.1:%d", health),
+		MetricsRegisterer:  reg,
 		// controller-runtime refuses a controller name a process has seen before.
 		Options: federation.Options{Name: fmt.Sprintf("vk8s-webhook-e2e-%d", webhookStarts.Add(1))},
 		// Not the lab webhook's CA.

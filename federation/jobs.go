@@ -53,6 +53,9 @@ type jobStatus struct {
 	writer client.Client
 }
 
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+
 // setupJobStatus adds the Job status controller to mgr: it watches the Jobs admission
 // federated and their pods.
 func setupJobStatus(mgr ctrl.Manager, s *State) error {

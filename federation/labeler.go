@@ -46,6 +46,9 @@ type namespaceLabeler struct {
 	unbacked map[string]time.Time
 }
 
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=vk8s.io,resources=virtualkubernetes,verbs=get;list;watch
+
 // labelGrace is how long a label without a VirtualKubernetes stays.
 const labelGrace = 5 * time.Second
 

@@ -88,6 +88,12 @@ var rebalancedKinds = []rebalancedKind{
 	{func() client.Object { return &appsv1.StatefulSet{} }, func() client.ObjectList { return &appsv1.StatefulSetList{} }},
 }
 
+// The rebalancer reads the workloads and their pods, sets pods' deletion cost, re-plans a
+// workload (vk8s.io/placement) and evicts pods (state.go).
+// +kubebuilder:rbac:groups=apps,resources=deployments;replicasets;statefulsets,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=vk8s.io,resources=sites;virtualsites;virtualkubernetes;overrides,verbs=get;list;watch
+
 // setupRebalancer registers one controller per kind of rebalancedKinds. Sites count when
 // their labels, type or connection change (not at every heartbeat); VirtualSites,
 // VirtualKubernetes and Overrides when their spec does.

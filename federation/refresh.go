@@ -110,6 +110,8 @@ func NewWorkload(kind string) client.Object {
 	return nil
 }
 
+// +kubebuilder:rbac:groups=apps,resources=deployments;replicasets;statefulsets,verbs=get;patch
+
 // Refresh does one item: it patches the annotation once the workload's total is the
 // item's (and asks again later while it is not yet).
 func (r *Refresher) Refresh(ctx context.Context, item RefreshItem) error {

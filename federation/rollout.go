@@ -74,6 +74,10 @@ type Rollout struct {
 	active map[RolloutKey]string
 }
 
+// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets;daemonsets;replicasets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups=vk8s.io,resources=overrides,verbs=get;list;watch
+
 // setupRollout adds the rollout controller to mgr. It watches the workloads it restarts,
 // their ReplicaSets, the pods vk8s admitted (the cache holds only those), and Overrides
 // (mapped to the workloads whose ves.io/overrides names them). Like every

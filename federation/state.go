@@ -304,6 +304,9 @@ func OwnerKey(uid types.UID) string { return "uid:" + string(uid) }
 // NamespaceKey is the Reservations key of the bare pods of namespace.
 func NamespaceKey(namespace string) string { return "ns:" + namespace }
 
+// +kubebuilder:rbac:groups="",resources=pods/eviction,verbs=create
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
 // Evict removes pod through the host's Eviction API, with its UID as a precondition (a
 // StatefulSet's replacement of the same name is never hit): a PodDisruptionBudget of the
 // namespace governs the rebalancer's and the rollouts' removals as it governs a node

@@ -43,6 +43,9 @@ type statusWriter struct {
 	client client.Client
 }
 
+// +kubebuilder:rbac:groups=vk8s.io,resources=overrides;workloadflavors;sites,verbs=get;list;watch
+// +kubebuilder:rbac:groups=vk8s.io,resources=overrides/status;workloadflavors/status,verbs=patch
+
 // setupStatus adds the status controllers of Overrides and WorkloadFlavors to mgr. An
 // Override is reconciled when it changes and when a Site of its siteList is registered or
 // deleted.

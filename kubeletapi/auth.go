@@ -30,6 +30,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 )
 
+// A kubelet's delegated authentication and authorization.
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
 // AuthConfig configures how requests are authenticated and authorized, as a kubelet does
 // with webhook authentication and authorization: a client certificate signed by the host's
 // client CA, or a bearer token the host's TokenReview accepts; then a SubjectAccessReview

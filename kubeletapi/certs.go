@@ -58,6 +58,13 @@ type TLSConfig struct {
 	SelfSignedHosts []string
 }
 
+// The serving certificate's request, watched by name until it is issued, and its approval:
+// approve is limited to the kubelet-serving signer (a CSR's own name is generated, so
+// create, get, list and watch of CSRs cannot be).
+// +kubebuilder:rbac:groups=certificates.k8s.io,resources=certificatesigningrequests,verbs=create;get;list;watch
+// +kubebuilder:rbac:groups=certificates.k8s.io,resources=certificatesigningrequests/approval,verbs=update
+// +kubebuilder:rbac:groups=certificates.k8s.io,resources=signers,verbs=approve,resourceNames=kubernetes.io/kubelet-serving
+
 // CSRConfig configures the serving certificate issued by the host's
 // kubernetes.io/kubelet-serving signer. The provider files a CertificateSigningRequest for
 // CN system:node:<Name>, O system:nodes and the SANs below, approves it itself when its RBAC

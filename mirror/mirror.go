@@ -116,6 +116,12 @@ type Mirror struct {
 	arrived map[string]bool
 }
 
+// The host objects of vK8s namespaces that the mirror copies to their sites.
+// +kubebuilder:rbac:groups="",resources=services;configmaps;serviceaccounts,verbs=get;list;watch
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+
 // New validates cfg and adds the mirror's host informers to cfg.HostInformers.
 func New(cfg Config) (*Mirror, error) {
 	switch {

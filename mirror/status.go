@@ -79,6 +79,8 @@ func (m *Mirror) runStatus(ctx context.Context) {
 	}
 }
 
+// +kubebuilder:rbac:groups="",resources=services;services/status,verbs=patch
+
 // writeStatus writes into host Service key (namespace/name) what its sites show: the Ready
 // endpoints of each site (vk8s.io/site-endpoints), the load balancer of each site
 // (status.loadBalancer.ingress, and vk8s.io/site-load-balancers naming each site's), and

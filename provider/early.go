@@ -112,6 +112,8 @@ func (p *Pods) NodeAdded(obj any) {
 	}()
 }
 
+// +kubebuilder:rbac:groups="",resources=pods/status,verbs=patch
+
 // pickUp writes the condition that tells a pod bound early that its node is here (a
 // strategic merge patch of the status: no conflict with other writers of the status).
 func (p *Pods) pickUp(ctx context.Context, pod *corev1.Pod, n *corev1.Node) error {

@@ -50,6 +50,14 @@ import (
 // indexNodeName indexes host pods by the node they are bound to.
 const indexNodeName = "spec.nodeName"
 
+// The host informers of the pods and what they use (copied to the sites), virtual-kubelet's
+// pod status writes and deletions, and the Events on host pods.
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;delete
+// +kubebuilder:rbac:groups="",resources=pods/status,verbs=update;patch
+// +kubebuilder:rbac:groups="",resources=nodes;namespaces;configmaps;secrets;serviceaccounts;persistentvolumeclaims;services,verbs=get;list;watch
+// +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+
 // lifecycle runs the pods of every virtual node: one virtual-kubelet PodController over
 // one host pod informer, shared by all virtual nodes (nodeutil.NewNode would build caches
 // per node), with Pods as its provider.

@@ -526,6 +526,8 @@ func (p *Pods) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 	return nil
 }
 
+// +kubebuilder:rbac:groups="",resources=pods,verbs=delete
+
 // forceDeleteHost removes a host pod whose site pod is gone.
 func (p *Pods) forceDeleteHost(ctx context.Context, namespace, name string, uid types.UID) error {
 	opts := *metav1.NewDeleteOptions(0)

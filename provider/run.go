@@ -165,6 +165,15 @@ func (cfg *Config) defaults() {
 	}
 }
 
+// Host RBAC of the provider process (make generate collects these markers into the
+// chart's ClusterRole and Roles; namespace vk8s-system stands for the release namespace):
+// the leader election Lease, whose create cannot be limited by name; the host's identity
+// (kube-system's UID, hostClaim); the VirtualKubernetes the mirror reads.
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;update,resourceNames=vk8s-provider,namespace=vk8s-system
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=create,namespace=vk8s-system
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get
+// +kubebuilder:rbac:groups=vk8s.io,resources=virtualkubernetes,verbs=get;list;watch
+
 // Run runs the provider until ctx ends: the site registry, the virtual nodes and their pods,
 // the kubelet API, and the tenancy controllers (VirtualSite status, VirtualKubernetes
 // namespaces on the sites).

@@ -49,6 +49,8 @@ const defaultKubeconfigKey = "kubeconfig"
 // been filled yet.
 const syncRetry = 2 * time.Second
 
+// +kubebuilder:rbac:groups=vk8s.io,resources=sites/status,verbs=patch
+
 // Reconcile connects to a Site's cluster (or reuses the shared connection), probes it and
 // writes the Site's status. A Site that is gone releases its connection. Failures to reach
 // the site are status, not errors: the error return is for failures of the host.

@@ -226,6 +226,12 @@ func indexSecretRef(obj client.Object) []string {
 	return []string{ref.Namespace + "/" + ref.Name}
 }
 
+// Sites, and the kubeconfig Secrets they name, in any namespace (their metadata is
+// watched; their data read when it changed).
+// +kubebuilder:rbac:groups=vk8s.io,resources=sites,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
 // SetupWithManager adds the registry to mgr: the Site controller (watching Sites, the
 // metadata of Secrets, and the nodes of every connected cluster) and a runnable that closes
 // every connection when the manager stops. mgr's scheme must know vk8s.io/v1alpha1. Call it

@@ -79,6 +79,11 @@ type Provisioner struct {
 	Workers int
 }
 
+// +kubebuilder:rbac:groups="",resources=persistentvolumes,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch
+// +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+
 // Start provisions until ctx ends.
 func (p *Provisioner) Start(ctx context.Context) error {
 	ops := prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -94,6 +94,8 @@ func New(cfg Config) *Sites {
 	return &Sites{cfg: cfg}
 }
 
+// +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses,verbs=create
+
 // Start makes sure the StorageClass "vk8s" exists (it leaves one that does alone: an
 // administrator may have made it the default) and provisions until ctx ends.
 func (s *Sites) Start(ctx context.Context) error {

@@ -230,6 +230,11 @@ func indexSites(obj client.Object) []string {
 	return slices.Concat(vk.Status.Sites, vk.Status.DepartedSites)
 }
 
+// +kubebuilder:rbac:groups=vk8s.io,resources=sites;virtualsites;virtualkubernetes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=vk8s.io,resources=virtualkubernetes,verbs=patch
+// +kubebuilder:rbac:groups=vk8s.io,resources=virtualsites/status;virtualkubernetes/status,verbs=patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
 // SetupWithManager adds both controllers to mgr, whose scheme must know vk8s.io/v1alpha1.
 // Call it once.
 func (c *Controller) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {

@@ -243,6 +243,15 @@ func NewNodes(cfg NodesConfig) (*Nodes, error) {
 	return m, nil
 }
 
+// The virtual nodes: virtual-kubelet's NodeControllers create them, write their status
+// and renew their Leases (in kube-node-lease, as kubelets do); vk8s patches their spec
+// (taints, unschedulable) and deletes those whose site node is gone.
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups="",resources=nodes/status,verbs=patch
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update,namespace=kube-node-lease
+// +kubebuilder:rbac:groups=vk8s.io,resources=sites,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
 // SetupWithManager adds the virtual node controller (keyed by Site) to mgr.
 func (m *Nodes) SetupWithManager(mgr ctrl.Manager) error {
 	m.client = mgr.GetClient()

@@ -93,6 +93,18 @@ func newAdmitter(cfg Config, state *federation.State, s *runtime.Scheme, m *metr
 	return a
 }
 
+// What admission reads: the informers below and the pods and nodes of vk8s (server.go),
+// the workloads of a namespace (cronjobs: only listed), an Override's PriorityClass; and
+// its Events on workloads.
+// +kubebuilder:rbac:groups=vk8s.io,resources=sites;virtualsites;virtualkubernetes;overrides;workloadflavors,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=nodes;namespaces;pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups=apps,resources=deployments;replicasets;statefulsets;daemonsets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch
+// +kubebuilder:rbac:groups=batch,resources=cronjobs,verbs=list
+// +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses,verbs=get;list;watch
+// +kubebuilder:rbac:groups=scheduling.k8s.io,resources=priorityclasses,verbs=get
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
 // setupWithManager registers the handlers and the informers they read (so they sync
 // before the webhook is ready).
 func (a *admitter) setupWithManager(ctx context.Context, mgr ctrl.Manager) error {

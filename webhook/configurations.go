@@ -35,11 +35,14 @@ import (
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/overrides"
 	"github.com/vk8s-io/vk8s/translate"
 	"github.com/vk8s-io/vk8s/webhook/certs"
 )
@@ -57,6 +60,19 @@ const (
 		`'` + vk8sv1.AnnotationWorkloadFlavor + `' in object.metadata.annotations)`
 	celNotControlled = `!has(object.metadata.ownerReferences) || !object.metadata.ownerReferences.exists(r, has(r.controller) && r.controller)`
 )
+
+// celNotBuiltinFlavor skips the built-in WorkloadFlavors as overrides.BuiltinFlavors makes
+// them, which are valid by construction: the chart installs them in the same release as
+// this configuration, before any webhook replica can answer (and the lab's chart runs the
+// webhook outside the cluster, after the install). Any other value is checked.
+func celNotBuiltinFlavor() string {
+	var terms []string
+	for _, f := range overrides.BuiltinFlavors() {
+		terms = append(terms, fmt.Sprintf("(object.metadata.name == '%s' && string(object.spec.cpu) == '%s' && string(object.spec.memory) == '%s')",
+			f.Name, f.Spec.CPU.String(), f.Spec.Memory.String()))
+	}
+	return "!(" + strings.Join(terms, " || ") + ")"
+}
 
 // Configurations returns the webhook configurations the process registers, both named
 // cfg.ConfigurationName, with caBundle. Mutation and the HorizontalPodAutoscaler check
@@ -141,7 +157,7 @@ func Configurations(cfg Config, caBundle []byte) (*admissionregistrationv1.Mutat
 				r := rule([]admissionregistrationv1.OperationType{create, update}, vk8sv1.GroupVersion.Group, vk8sv1.GroupVersion.Version, "workloadflavors")
 				r.Scope = ptr.To(admissionregistrationv1.ClusterScope)
 				return r
-			}()}, everywhere, fail, none),
+			}()}, everywhere, fail, none, cond("not-a-built-in-flavor", celNotBuiltinFlavor())),
 			validating("horizontalpodautoscalers.validate.vk8s.io", pathAutoscalers, []admissionregistrationv1.RuleWithOperations{
 				rule([]admissionregistrationv1.OperationType{create, update}, "autoscaling", "v2", "horizontalpodautoscalers"),
 			}, inVK8s, fail, none),
@@ -232,6 +248,13 @@ func (cfg *Config) webhookClientConfig(path string, caBundle []byte) admissionre
 	return admissionregistrationv1.WebhookClientConfig{URL: ptr.To(u.String()), CABundle: caBundle}
 }
 
+// The two configurations named --configuration-name (vk8s-webhook stands for the chart's
+// name), listed and watched by name, their CA bundle written (inject-ca). Register mode,
+// for a webhook run without the chart, also needs create on both kinds and get, list,
+// watch, create and update of validatingadmissionpolicies and
+// validatingadmissionpolicybindings: the chart does not grant them (install.md).
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,verbs=get;list;watch;update,resourceNames=vk8s-webhook
+
 // registrar keeps the process's own webhook configurations as Configurations says, with
 // the current CA bundle; it never reads or writes any other configuration.
 type registrar struct {
@@ -264,12 +287,23 @@ func (r *registrar) readyCheck(*http.Request) error {
 	return nil
 }
 
-// run waits for the cache and the HTTPS server, registers the configurations, and then
-// rotates the certificates (self-managed, the Authority) or re-reads the CA file, repairing
-// the configurations every ResyncInterval, until ctx ends.
+// run waits for the cache and the HTTPS server, registers the configurations or writes the
+// bundle into them, and then rotates the certificates (self-managed, the Authority) or
+// re-reads the CA file, repairing the configurations every ResyncInterval, until ctx ends.
+// With ConfigurationsNone it only waits: someone else writes the bundle.
 func (r *registrar) run(ctx context.Context, mgr manager.Manager, authority *certs.Authority) error {
+	if r.cfg.Configurations == ConfigurationsNone {
+		r.ready.Store(true)
+		<-ctx.Done()
+		return nil
+	}
 	if !mgr.GetCache().WaitForCacheSync(ctx) {
 		return nil
+	}
+	if r.cfg.Configurations == ConfigurationsInjectCA {
+		if err := r.watchMissing(ctx, mgr.GetCache()); err != nil {
+			return err
+		}
 	}
 	// The server's started check is a TLS handshake: it needs the certificate.
 	if authority != nil && authority.Load(ctx) != nil {
@@ -306,6 +340,73 @@ func (r *registrar) run(ctx context.Context, mgr manager.Manager, authority *cer
 	}
 }
 
+// watchMissing writes the bundle at once into a configuration that shows up without one
+// (Helm made it, or replaced it with --force-replace), rather than at the next repair: the
+// API server cannot call the webhook until then. It only fills empty bundles, never
+// replaces one: a replica that has not reloaded the shared CAs yet would otherwise undo,
+// at every change, the bundle another replica just wrote.
+func (r *registrar) watchMissing(ctx context.Context, c cache.Cache) error {
+	kick := make(chan struct{}, 1)
+	handler := toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { r.kick(kick) },
+		UpdateFunc: func(any, any) { r.kick(kick) },
+	}
+	for _, obj := range []client.Object{&admissionregistrationv1.MutatingWebhookConfiguration{}, &admissionregistrationv1.ValidatingWebhookConfiguration{}} {
+		inf, err := c.GetInformer(ctx, obj)
+		if err != nil {
+			return fmt.Errorf("watch the webhook configurations: %w", err)
+		}
+		if _, err := inf.AddEventHandler(handler); err != nil {
+			return fmt.Errorf("watch the webhook configurations: %w", err)
+		}
+	}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-kick:
+			}
+			// A conflict means someone wrote the configuration since the cache saw it (this
+			// replica's own repair, often): that write brings an event and another look.
+			if err := r.fillMissing(ctx); err != nil && !apierrors.IsConflict(err) {
+				r.log.Error(err, "Writing the CA bundle into a new webhook configuration failed; the next repair retries")
+			}
+		}
+	}()
+	return nil
+}
+
+func (r *registrar) kick(kick chan<- struct{}) {
+	select {
+	case kick <- struct{}{}:
+	default:
+	}
+}
+
+// fillMissing writes the current bundle into the configurations when one of their webhooks
+// has none.
+func (r *registrar) fillMissing(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.bundle == nil {
+		return nil
+	}
+	m, v := Configurations(*r.cfg, nil)
+	var errs []error
+	for _, want := range []client.Object{m, v} {
+		cur := want.DeepCopyObject().(client.Object)
+		if err := r.client.Get(ctx, client.ObjectKeyFromObject(want), cur); err != nil {
+			errs = append(errs, client.IgnoreNotFound(err))
+			continue
+		}
+		if slices.ContainsFunc(clientConfigs(cur), func(cc *admissionregistrationv1.WebhookClientConfig) bool { return len(cc.CABundle) == 0 }) {
+			errs = append(errs, r.inject(ctx, want))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func (r *registrar) publishCAFile(ctx context.Context) error {
 	var bundle []byte
 	if r.cfg.CAFile != "" {
@@ -318,17 +419,23 @@ func (r *registrar) publishCAFile(ctx context.Context) error {
 	return r.publish(ctx, bundle)
 }
 
-// ensureLocked creates or updates the two configurations (ManageConfigurations), or writes
-// the bundle into them when they exist (the chart made them). r.mu is held.
+// ensureLocked creates or updates the configurations (ConfigurationsRegister), or writes
+// the bundle into the two webhook configurations when they exist (ConfigurationsInjectCA:
+// the chart made them). r.mu is held.
 func (r *registrar) ensureLocked(ctx context.Context) error {
 	m, v := Configurations(*r.cfg, r.bundle)
-	policy, binding := KindPolicy(*r.cfg)
 	var errs []error
-	for _, want := range []client.Object{m, v, policy, binding} {
-		if r.cfg.ManageConfigurations {
+	switch r.cfg.Configurations {
+	case ConfigurationsRegister:
+		policy, binding := KindPolicy(*r.cfg)
+		for _, want := range []client.Object{m, v, policy, binding} {
 			errs = append(errs, r.apply(ctx, want))
-		} else if r.bundle != nil {
-			errs = append(errs, r.inject(ctx, want))
+		}
+	case ConfigurationsInjectCA:
+		if r.bundle != nil {
+			for _, want := range []client.Object{m, v} {
+				errs = append(errs, r.inject(ctx, want))
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -385,17 +492,7 @@ func (r *registrar) inject(ctx context.Context, want client.Object) error {
 	if err := r.client.Get(ctx, client.ObjectKeyFromObject(want), cur); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	var configs []*admissionregistrationv1.WebhookClientConfig
-	switch c := cur.(type) {
-	case *admissionregistrationv1.MutatingWebhookConfiguration:
-		for i := range c.Webhooks {
-			configs = append(configs, &c.Webhooks[i].ClientConfig)
-		}
-	case *admissionregistrationv1.ValidatingWebhookConfiguration:
-		for i := range c.Webhooks {
-			configs = append(configs, &c.Webhooks[i].ClientConfig)
-		}
-	}
+	configs := clientConfigs(cur)
 	changed := false
 	for _, cc := range configs {
 		if !slices.Equal(cc.CABundle, r.bundle) {
@@ -409,6 +506,23 @@ func (r *registrar) inject(ctx context.Context, want client.Object) error {
 		return fmt.Errorf("write the CA bundle into %T %s: %w", cur, cur.GetName(), err)
 	}
 	return nil
+}
+
+// clientConfigs returns the client configurations of every webhook of a webhook
+// configuration.
+func clientConfigs(obj client.Object) []*admissionregistrationv1.WebhookClientConfig {
+	var out []*admissionregistrationv1.WebhookClientConfig
+	switch c := obj.(type) {
+	case *admissionregistrationv1.MutatingWebhookConfiguration:
+		for i := range c.Webhooks {
+			out = append(out, &c.Webhooks[i].ClientConfig)
+		}
+	case *admissionregistrationv1.ValidatingWebhookConfiguration:
+		for i := range c.Webhooks {
+			out = append(out, &c.Webhooks[i].ClientConfig)
+		}
+	}
+	return out
 }
 
 func mergeLabels(a, b map[string]string) map[string]string {

@@ -24,13 +24,16 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
@@ -61,6 +64,27 @@ const (
 	DefaultCASecret = "vk8s-webhook-ca"
 )
 
+// ConfigurationsMode says who makes the webhook configurations and who writes the CA bundle
+// into them.
+type ConfigurationsMode string
+
+// The modes of Config.Configurations.
+const (
+	// ConfigurationsRegister: the process creates and keeps its MutatingWebhookConfiguration,
+	// ValidatingWebhookConfiguration, ValidatingAdmissionPolicy and binding (Configurations,
+	// KindPolicy), with the CA bundle it serves: a webhook run without the chart (the lab).
+	ConfigurationsRegister ConfigurationsMode = "register"
+	// ConfigurationsInjectCA: someone else makes them (the chart); the process writes its CA
+	// bundle into the two webhook configurations and keeps it there.
+	ConfigurationsInjectCA ConfigurationsMode = "inject-ca"
+	// ConfigurationsNone: the process leaves them alone; someone else writes the bundle of
+	// the certificates it serves from CertDir (cert-manager's CA injector).
+	ConfigurationsNone ConfigurationsMode = "none"
+)
+
+// ConfigurationsModes lists the valid values of Config.Configurations.
+var ConfigurationsModes = []ConfigurationsMode{ConfigurationsRegister, ConfigurationsInjectCA, ConfigurationsNone}
+
 // ServiceReference is the in-cluster Service the API server calls the webhook through.
 type ServiceReference struct {
 	Namespace string
@@ -82,13 +106,12 @@ type Config struct {
 	Port        int
 	// URL is the base address the API server calls (https://127.0.0.1:9443 in the lab);
 	// Service is the alternative for a webhook running in the cluster. One of them is
-	// required to manage configurations or to name the self-managed certificate.
+	// required to register configurations or to name the self-managed certificate.
 	URL     string
 	Service *ServiceReference
-	// ManageConfigurations makes the process create and update its own
-	// MutatingWebhookConfiguration and ValidatingWebhookConfiguration, named
-	// ConfigurationName, with the CA bundle it serves; it touches no other configuration.
-	ManageConfigurations bool
+	// Configurations says what the process does with its webhook configurations, both
+	// named ConfigurationName (it touches no other). Empty: ConfigurationsRegister.
+	Configurations ConfigurationsMode
 	// ConfigurationName names both configurations. Empty: DefaultConfigurationName.
 	ConfigurationName string
 	// Timeout is the configurations' timeoutSeconds. Zero: DefaultTimeout.
@@ -98,7 +121,8 @@ type Config struct {
 	ResyncInterval time.Duration
 
 	// CertDir, when set, holds tls.crt and tls.key, reloaded when they change (cert-manager
-	// mode); CAFile is then the CA bundle written into managed configurations. Empty: a
+	// mode); CAFile is then the CA bundle written into the configurations (unless
+	// ConfigurationsNone). Empty: a
 	// self-managed CA (package certs) kept in the Secret CASecret, which every replica
 	// shares (empty: DefaultCASecret in LeaderElectionNamespace), with CALifetime,
 	// CertLifetime and CAPropagationDelay (zero: the package's defaults).
@@ -154,6 +178,7 @@ func (cfg *Config) defaults() {
 		}
 	}
 	cfg.ConfigurationName = cmp.Or(cfg.ConfigurationName, DefaultConfigurationName)
+	cfg.Configurations = cmp.Or(cfg.Configurations, ConfigurationsRegister)
 	cfg.Default() // federation.Options' defaults
 	cfg.MetricsAddr = cmp.Or(cfg.MetricsAddr, "0")
 	cfg.HealthAddr = cmp.Or(cfg.HealthAddr, "0")
@@ -185,14 +210,22 @@ func (cfg *Config) check() error {
 	if s := cfg.Service; s != nil && (s.Namespace == "" || s.Name == "") {
 		return errors.New("webhook: the Service needs a namespace and a name")
 	}
-	if cfg.URL == "" && cfg.Service == nil && (cfg.ManageConfigurations || cfg.CertDir == "") {
+	if !slices.Contains(ConfigurationsModes, cfg.Configurations) {
+		return fmt.Errorf("webhook: configurations %q: choose one of %v", cfg.Configurations, ConfigurationsModes)
+	}
+	if cfg.URL == "" && cfg.Service == nil && (cfg.Configurations == ConfigurationsRegister || cfg.CertDir == "") {
 		return errors.New("webhook: set a URL or a Service: the webhook configurations and the self-managed certificate name it")
 	}
 	if cfg.CertDir == "" && cfg.CAFile != "" {
 		return errors.New("webhook: a CA file goes with a certificate folder")
 	}
-	if cfg.CertDir != "" && cfg.ManageConfigurations && cfg.CAFile == "" {
-		return errors.New("webhook: managing the configurations with certificates from a folder needs the CA file that signed them")
+	if cfg.CertDir == "" && cfg.Configurations == ConfigurationsNone {
+		return errors.New("webhook: leaving the configurations alone needs certificates from a folder: " +
+			"nobody else knows the self-managed CA; register the configurations or inject the CA into them")
+	}
+	if cfg.CertDir != "" && cfg.Configurations != ConfigurationsNone && cfg.CAFile == "" {
+		return errors.New("webhook: writing the CA bundle into the configurations with certificates from a folder needs the CA file that signed them " +
+			"(or leave the configurations alone when cert-manager injects it)")
 	}
 	return nil
 }
@@ -223,6 +256,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	return &Server{cfg: cfg}, nil
 }
+
+// Host RBAC of the webhook process (make generate collects these markers into the
+// chart's ClusterRole and Roles; namespace vk8s-system stands for the release namespace):
+// the leader election Lease (create cannot be limited by name) and its Events.
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;update,resourceNames=vk8s-webhook,namespace=vk8s-system
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=create,namespace=vk8s-system
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch,namespace=vk8s-system
 
 // Run serves admission until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
@@ -272,6 +312,9 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	strip := cache.TransformStripManagedFields()
+	// The process reads only its own configurations, so it lists and watches them by name:
+	// RBAC can then limit every verb on them to that name.
+	ownName := cache.ByObject{Field: fields.OneTermEqualSelector("metadata.name", cfg.ConfigurationName)}
 	mgr, err := ctrl.NewManager(cfg.Host, ctrl.Options{
 		Scheme:                  hostScheme,
 		Logger:                  cfg.Logger,
@@ -292,6 +335,10 @@ func (s *Server) Run(ctx context.Context) error {
 				// Only what vk8s admitted, and only virtual nodes.
 				&corev1.Pod{}:  {Label: labels.NewSelector().Add(*vk8sSite)},
 				&corev1.Node{}: {Label: labels.NewSelector().Add(*vk8sSite)},
+				&admissionregistrationv1.MutatingWebhookConfiguration{}:     ownName,
+				&admissionregistrationv1.ValidatingWebhookConfiguration{}:   ownName,
+				&admissionregistrationv1.ValidatingAdmissionPolicy{}:        ownName,
+				&admissionregistrationv1.ValidatingAdmissionPolicyBinding{}: ownName,
 			},
 		},
 	})

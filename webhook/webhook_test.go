@@ -40,17 +40,24 @@ func TestNewValidates(t *testing.T) {
 		cfg     Config
 		wantErr string
 	}{
-		{name: "lab", cfg: Config{Host: host, URL: "https://127.0.0.1:9443", ManageConfigurations: true}},
-		{name: "in cluster", cfg: Config{Host: host, Service: &ServiceReference{Namespace: "vk8s-system", Name: "vk8s-webhook"}, ManageConfigurations: true}},
-		{name: "cert-manager", cfg: Config{Host: host, Service: &ServiceReference{Namespace: "x", Name: "y"}, CertDir: "/certs", CAFile: "/certs/ca.crt", ManageConfigurations: true}},
+		{name: "lab", cfg: Config{Host: host, URL: "https://127.0.0.1:9443"}},
+		{name: "in cluster", cfg: Config{Host: host, Service: &ServiceReference{Namespace: "vk8s-system", Name: "vk8s-webhook"}, Configurations: ConfigurationsRegister}},
+		{name: "chart, self-managed", cfg: Config{Host: host, Service: &ServiceReference{Namespace: "vk8s-system", Name: "vk8s-webhook"}, Configurations: ConfigurationsInjectCA}},
+		{name: "chart, cert-manager", cfg: Config{Host: host, CertDir: "/certs", Configurations: ConfigurationsNone}},
+		{name: "cert-manager", cfg: Config{Host: host, Service: &ServiceReference{Namespace: "x", Name: "y"}, CertDir: "/certs", CAFile: "/certs/ca.crt"}},
 		{name: "no host", cfg: Config{URL: "https://127.0.0.1:9443"}, wantErr: "webhook: host client configuration is required"},
 		{name: "http", cfg: Config{Host: host, URL: "http://127.0.0.1:9443"}, wantErr: `webhook: URL "http://127.0.0.1:9443": must be https://<host>[:<port>][/<path>]`},
 		{name: "both", cfg: Config{Host: host, URL: "https://a", Service: &ServiceReference{Namespace: "x", Name: "y"}},
 			wantErr: "webhook: set either a URL or a Service for the API server to call, not both"},
 		{name: "neither", cfg: Config{Host: host}, wantErr: "webhook: set a URL or a Service: the webhook configurations and the self-managed certificate name it"},
 		{name: "timeout", cfg: Config{Host: host, URL: "https://a", Timeout: time.Minute}, wantErr: "webhook: timeout 1m0s: the API server takes 1s to 30s"},
-		{name: "cert dir without CA", cfg: Config{Host: host, URL: "https://a", CertDir: "/certs", ManageConfigurations: true},
-			wantErr: "webhook: managing the configurations with certificates from a folder needs the CA file that signed them"},
+		{name: "cert dir without CA", cfg: Config{Host: host, URL: "https://a", CertDir: "/certs", Configurations: ConfigurationsInjectCA},
+			wantErr: "webhook: writing the CA bundle into the configurations with certificates from a folder needs the CA file that signed them " +
+				"(or leave the configurations alone when cert-manager injects it)"},
+		{name: "none without cert dir", cfg: Config{Host: host, URL: "https://a", Configurations: ConfigurationsNone},
+			wantErr: "webhook: leaving the configurations alone needs certificates from a folder: nobody else knows the self-managed CA; register the configurations or inject the CA into them"},
+		{name: "unknown mode", cfg: Config{Host: host, URL: "https://a", Configurations: "manage"},
+			wantErr: `webhook: configurations "manage": choose one of [register inject-ca none]`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(tc.cfg)
@@ -141,7 +148,7 @@ func TestRegistrarTouchesOnlyItsOwn(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := e.a.cfg
-	cfg.ManageConfigurations = true
+	cfg.Configurations = ConfigurationsRegister
 	r := &registrar{cfg: &cfg, client: e.c}
 	if err := r.publish(t.Context(), []byte("CA1")); err != nil {
 		t.Fatal(err)
@@ -178,13 +185,14 @@ func TestRegistrarTouchesOnlyItsOwn(t *testing.T) {
 
 func TestRegistrarInjectsIntoTemplatedConfigurations(t *testing.T) {
 	e := newEnv(t)
-	cfg := e.a.cfg // ManageConfigurations false: the chart templates the configurations
+	cfg := e.a.cfg
+	cfg.Configurations = ConfigurationsInjectCA // the chart templates the configurations
 	r := &registrar{cfg: &cfg, client: e.c}
 	if err := r.publish(t.Context(), []byte("CA1")); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.c.Get(t.Context(), client.ObjectKey{Name: DefaultConfigurationName}, &admissionregistrationv1.MutatingWebhookConfiguration{}); err == nil {
-		t.Fatal("created a configuration without --manage-configurations")
+		t.Fatal("created a configuration with --configurations=inject-ca")
 	}
 	m, v := Configurations(cfg, nil)
 	m.Webhooks = m.Webhooks[:1]
@@ -201,6 +209,57 @@ func TestRegistrarInjectsIntoTemplatedConfigurations(t *testing.T) {
 	_ = e.c.Get(t.Context(), client.ObjectKey{Name: DefaultConfigurationName}, gotV)
 	if len(gotM.Webhooks) != 1 || string(gotM.Webhooks[0].ClientConfig.CABundle) != "CA2" || string(gotV.Webhooks[4].ClientConfig.CABundle) != "CA2" {
 		t.Errorf("bundle not injected, or webhooks changed: %d mutating", len(gotM.Webhooks))
+	}
+}
+
+// TestRegistrarFillsOnlyMissingBundles checks what happens when a configuration shows up
+// under --configurations=inject-ca: one without a bundle (Helm made or replaced it) gets
+// the process's at once; one with another bundle (another replica wrote a newer one) is
+// left to the periodic repair, so that replicas never undo each other's writes.
+func TestRegistrarFillsOnlyMissingBundles(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.a.cfg
+	cfg.Configurations = ConfigurationsInjectCA
+	r := &registrar{cfg: &cfg, client: e.c}
+	if err := r.fillMissing(t.Context()); err != nil {
+		t.Fatalf("no bundle yet, no configuration: %v", err)
+	}
+	r.bundle = []byte("CA1")
+	m, v := Configurations(cfg, nil)
+	v.Webhooks[1].ClientConfig.CABundle = []byte("CA2")
+	for _, obj := range []client.Object{m, v} {
+		if err := e.c.Create(t.Context(), obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.fillMissing(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	gotM, gotV := &admissionregistrationv1.MutatingWebhookConfiguration{}, &admissionregistrationv1.ValidatingWebhookConfiguration{}
+	_ = e.c.Get(t.Context(), client.ObjectKey{Name: DefaultConfigurationName}, gotM)
+	_ = e.c.Get(t.Context(), client.ObjectKey{Name: DefaultConfigurationName}, gotV)
+	for _, cc := range append(clientConfigs(gotM), clientConfigs(gotV)...) {
+		if string(cc.CABundle) != "CA1" {
+			t.Errorf("a webhook kept bundle %q, want CA1 everywhere (one of them had none)", cc.CABundle)
+		}
+	}
+
+	// Every webhook has a bundle, though not this replica's: left alone.
+	before := gotV.ResourceVersion
+	r.bundle = []byte("CA3")
+	if err := r.fillMissing(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	_ = e.c.Get(t.Context(), client.ObjectKey{Name: DefaultConfigurationName}, gotV)
+	if gotV.ResourceVersion != before {
+		t.Errorf("a configuration whose webhooks all had a bundle was rewritten")
+	}
+	// Inject-ca never creates, nor touches the kind policy (the chart templates both).
+	if err := r.publish(t.Context(), []byte("CA3")); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.c.Get(t.Context(), client.ObjectKey{Name: DefaultConfigurationName}, &admissionregistrationv1.ValidatingAdmissionPolicy{}); err == nil {
+		t.Error("inject-ca created the ValidatingAdmissionPolicy")
 	}
 }
 

@@ -43,7 +43,8 @@ func newWebhookCommand() *cobra.Command {
 		Long: `Run the admission webhook against the host cluster. It serves HTTPS with a CA it creates
 and rotates itself, kept in a Secret that every replica shares (or certificates from --cert-dir), and registers its own
 MutatingWebhookConfiguration and ValidatingWebhookConfiguration, which reach vK8s namespaces
-only. The API server calls it at --url (e.g. https://127.0.0.1:9443, for a webhook outside the
+only (--configurations=register; the chart makes them, and the process writes its CA bundle
+into them with inject-ca, or leaves that to cert-manager with none). The API server calls it at --url (e.g. https://127.0.0.1:9443, for a webhook outside the
 cluster) or through --service (namespace/name, in the cluster).`,
 		Example: `  vk8s webhook --kubeconfig host.kubeconfig --url https://127.0.0.1:9443 --bind-address 127.0.0.1`,
 		Args:    cobra.NoArgs,
@@ -88,12 +89,13 @@ cluster) or through --service (namespace/name, in the cluster).`,
 	f.IntVar(&cfg.Port, "port", 0, fmt.Sprintf("port the HTTPS server listens on (default: the port of --url, else %d)", webhook.DefaultPort))
 	f.BoolVar(&cfg.LeaderElection, "leader-elect", true, "elect one replica to run the federation controllers (Lease vk8s-webhook in --leader-elect-namespace); every replica serves admission")
 	f.StringVar(&cfg.LeaderElectionNamespace, "leader-elect-namespace", "vk8s-system", "namespace of the leader election Lease")
-	f.BoolVar(&cfg.ManageConfigurations, "manage-configurations", true,
-		"create and update this webhook's own MutatingWebhookConfiguration and ValidatingWebhookConfiguration; when false, only write the CA bundle into them if they exist")
+	f.StringVar((*string)(&cfg.Configurations), "configurations", string(webhook.ConfigurationsRegister),
+		"what to do with the webhook configurations named --configuration-name: register (create and keep them, with the CA bundle), "+
+			"inject-ca (write the CA bundle into those the chart made, and keep it there) or none (cert-manager's CA injector writes it)")
 	f.StringVar(&cfg.ConfigurationName, "configuration-name", webhook.DefaultConfigurationName, "name of both webhook configurations")
 	f.DurationVar(&cfg.Timeout, "timeout", webhook.DefaultTimeout, "timeout the API server gives each call (1s to 30s)")
 	f.StringVar(&cfg.CertDir, "cert-dir", "", "folder with tls.crt and tls.key, reloaded when they change (e.g. from cert-manager); default: a self-managed CA")
-	f.StringVar(&cfg.CAFile, "ca-file", "", "with --cert-dir: the CA bundle written into the webhook configurations")
+	f.StringVar(&cfg.CAFile, "ca-file", "", "with --cert-dir: the CA bundle written into the webhook configurations (not needed with --configurations=none)")
 	f.StringVar(&caSecret, "ca-secret", "", fmt.Sprintf("namespace/name of the Secret that keeps the self-managed CA, shared by every replica (default: %s in --leader-elect-namespace)", webhook.DefaultCASecret))
 	f.DurationVar(&cfg.CALifetime, "ca-lifetime", certs.DefaultCALifetime, "lifetime of the self-managed CA; renewed when a third remains")
 	f.DurationVar(&cfg.CertLifetime, "cert-lifetime", certs.DefaultCertLifetime, "lifetime of the self-managed serving certificate; renewed when a third remains")

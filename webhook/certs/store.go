@@ -93,6 +93,11 @@ const (
 	SecretKeyKeys  = "ca.key"
 )
 
+// The self-managed CA's Secret (vk8s-webhook-ca stands for --ca-secret); create cannot be
+// limited by name.
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;update,resourceNames=vk8s-webhook-ca,namespace=vk8s-system
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=create,namespace=vk8s-system
+
 // SecretStore keeps the CAs in one Secret of the host cluster, which every replica of the
 // webhook reads and writes (optimistic concurrency through its resourceVersion). It
 // creates the Secret when it is missing; the namespace must exist.
