@@ -1,0 +1,39 @@
+package sitereg
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+)
+
+func TestRequestVerb(t *testing.T) {
+	for _, tc := range []struct{ method, url, want string }{
+		{http.MethodGet, "/version", "GET"},
+		{http.MethodGet, "/api/v1/nodes?limit=1", "LIST"},
+		{http.MethodGet, "/api/v1/nodes?watch=true&resourceVersion=1", "WATCH"},
+		{http.MethodGet, "/api/v1/nodes/n1", "GET"},
+		{http.MethodGet, "/api/v1/namespaces", "LIST"},
+		{http.MethodGet, "/api/v1/namespaces/kube-system", "GET"},
+		{http.MethodGet, "/api/v1/namespaces/ns/pods", "LIST"},
+		{http.MethodGet, "/api/v1/namespaces/ns/pods/p", "GET"},
+		{http.MethodGet, "/api/v1/namespaces/ns/pods/p/log", "GET"},
+		{http.MethodGet, "/apis/networking.k8s.io/v1/namespaces/ns/networkpolicies", "LIST"},
+		{http.MethodGet, "/apis/networking.k8s.io/v1", "GET"},
+		{http.MethodGet, "/apis/apps/v1/deployments", "LIST"},
+		{http.MethodPost, "/api/v1/namespaces/ns/pods", "POST"},
+		{http.MethodDelete, "/api/v1/namespaces/ns/pods/p", "DELETE"},
+	} {
+		if got := requestVerb(httptest.NewRequest(tc.method, tc.url, nil)); got != tc.want {
+			t.Errorf("%s %s: %s, want %s", tc.method, tc.url, got, tc.want)
+		}
+	}
+}
+
+func TestSiteLabel(t *testing.T) {
+	if got := SiteLabel([]string{"b", "a"}); got != "a,b" {
+		t.Errorf("SiteLabel(b, a) = %q, want a,b", got)
+	}
+	if got := SiteLabel([]string{"site1"}); got != "site1" {
+		t.Errorf("SiteLabel(site1) = %q", got)
+	}
+}
