@@ -281,6 +281,10 @@ func (p *Pods) createSitePod(ctx context.Context, c *cluster, it item, host *cor
 		p.metrics.op(site, "create", nil, false)
 		c.refused.Delete(it.Namespace + "/" + it.Name)
 		p.traces.Delete(it.Namespace + "/" + it.Name)
+		// virtual-kubelet's ProviderCreateSuccess only says the pod was handed to its
+		// site's queue: this says where it runs.
+		p.cfg.Recorder.Eventf(host, corev1.EventTypeNormal, translate.ReasonSitePodCreated, "created on site %s as pod %s/%s%s",
+			site, want.Namespace, want.Name, onNode(siteNode))
 		return nil
 	case apierrors.IsAlreadyExists(err):
 		got, gerr := c.client.CoreV1().Pods(want.Namespace).Get(ctx, want.Name, metav1.GetOptions{})
@@ -475,4 +479,13 @@ func (p *Pods) sweep(ctx context.Context, c *cluster) {
 		}
 		return true
 	})
+}
+
+// onNode is what an Event says of a site pod's node: the site node of a PerNode virtual
+// node, nothing when the site's scheduler chooses.
+func onNode(siteNode string) string {
+	if siteNode == "" {
+		return ""
+	}
+	return " on node " + siteNode
 }

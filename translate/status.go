@@ -12,8 +12,11 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// Reasons vk8s writes into host pod statuses and conditions.
+// Reasons vk8s writes into host pod statuses and conditions, and of its Events on host
+// pods.
 const (
+	// ReasonSitePodCreated (a Normal Event): the pod was created on its site.
+	ReasonSitePodCreated = "SitePodCreated"
 	// ReasonSitePodDeleted: the pod was deleted on its site, not through the host, and its
 	// restartPolicy is Never, so it is not created again.
 	ReasonSitePodDeleted = "SitePodDeleted"
