@@ -1,3 +1,19 @@
+/*
+Copyright The vk8s Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
 // Command bench measures the provider on a lab of its own and prints the figures:
 //
 //   - pod start latency: N pods created through the host, from the create call to the host
@@ -5,7 +21,8 @@
 //     same run (the baseline), as p50/p99 and their ratio;
 //   - one site whose writes hang: the pod start latency on the other sites while a site-side
 //     webhook that never answers holds the second site's pod creates (--stuck pods wait
-//     for it), against the same run with every site healthy, as a ratio;
+//     for it), against runs with every site healthy alternating with it
+//     (--hanging-rounds), as a ratio;
 //   - on request (--outage 10m), a provider outage: the provider killed with --outage-pods
 //     pods on the sites, started again after the outage, and what it cost (pods evicted,
 //     deleted or restarted, seconds until every pod is Ready again);
@@ -76,6 +93,7 @@ func main() {
 		mirror = flag.Int("mirror-objects", 100, "ConfigMaps per mirror-lag run (0: none)")
 		mSites = flag.String("mirror-sites", "3,30", "site counts, among --sites, at which the mirror lag is measured")
 		stuck  = flag.Int("stuck", 30, "pods left stuck on the second site while its writes hang, in the hanging-site run (0: no such run)")
+		hRound = flag.Int("hanging-rounds", 3, "rounds of the hanging-site run, each a healthy run then a hanging one")
 		down   = flag.Duration("outage", 0, "how long the provider is killed in the outage run (0: no such run; the issue's figure is 10m)")
 		oPods  = flag.Int("outage-pods", 300, "pods running on the sites during the outage run")
 	)
@@ -86,13 +104,13 @@ func main() {
 			mirrorAt = append(mirrorAt, n)
 		}
 	}
-	if err := run(*name, *vk8s, *pods, *admits, *sites, *window, *wait, *keep, *mirror, mirrorAt, *stuck, *down, *oPods); err != nil {
+	if err := run(*name, *vk8s, *pods, *admits, *sites, *window, *wait, *keep, *mirror, mirrorAt, *stuck, *hRound, *down, *oPods); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(name, vk8s string, pods, admissions int, sitesFlag string, window, readyTimeout time.Duration, keep bool, mirrorObjects int, mirrorAt []int, stuck int, down time.Duration, outagePods int) error {
+func run(name, vk8s string, pods, admissions int, sitesFlag string, window, readyTimeout time.Duration, keep bool, mirrorObjects int, mirrorAt []int, stuck, hangingRounds int, down time.Duration, outagePods int) error {
 	sizes, err := parseSizes(sitesFlag)
 	if err != nil {
 		return err
@@ -148,7 +166,7 @@ func run(name, vk8s string, pods, admissions int, sitesFlag string, window, read
 		}
 	}
 	if pods > 0 && stuck > 0 {
-		if err := hangingSite(ctx, l, host, names, pods, stuck); err != nil {
+		if err := hangingSite(ctx, l, host, names, pods, stuck, hangingRounds); err != nil {
 			return fmt.Errorf("hanging site: %w", err)
 		}
 	}
