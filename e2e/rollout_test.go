@@ -97,12 +97,12 @@ func TestOverrideRollout(t *testing.T) {
 	site2 := rolloutWaitSite2(t, c, app, kept, v2, "canary", pods)
 	t.Logf("site2 runs the canary %s after the Override was named", time.Since(start).Round(100*time.Millisecond))
 	rolloutCheckSite2(t, siteNS, app, site2, v2)
-	if got := webhookMetric(t, wh.metrics, "vk8s_webhook_rollout_restarts_total", map[string]string{"site": "site2"}); got < 3 {
-		t.Errorf("vk8s_webhook_rollout_restarts_total{site=site2} = %v, want at least 3", got)
+	if got := webhookMetric(t, wh.metrics, "vk8s_federation_rollout_restarts_total", map[string]string{"site": "site2"}); got < 3 {
+		t.Errorf("vk8s_federation_rollout_restarts_total{site=site2} = %v, want at least 3", got)
 	}
 	for _, s := range []string{"site1", "site3"} {
-		if got := webhookMetric(t, wh.metrics, "vk8s_webhook_rollout_restarts_total", map[string]string{"site": s}); got != 0 {
-			t.Errorf("vk8s_webhook_rollout_restarts_total{site=%s} = %v, want 0", s, got)
+		if got := webhookMetric(t, wh.metrics, "vk8s_federation_rollout_restarts_total", map[string]string{"site": s}); got != 0 {
+			t.Errorf("vk8s_federation_rollout_restarts_total{site=%s} = %v, want 0", s, got)
 		}
 	}
 	rolloutWaitEvent(t, c, app, "SiteRolloutCompleted", "site site2: its 3 pods run Override canary")

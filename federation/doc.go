@@ -61,6 +61,6 @@ limitations under the License.
 //
 // # Metrics
 //
-// vk8s_webhook_rebalance_moves_total{site}, vk8s_webhook_rebalance_replans_total and
-// vk8s_webhook_rollout_restarts_total{site}, registered with the webhook's own.
+// vk8s_federation_rebalance_moves_total{site}, vk8s_federation_rebalance_replans_total and
+// vk8s_federation_rollout_restarts_total{site}, registered with the webhook's own.
 package federation

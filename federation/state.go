@@ -278,15 +278,15 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		moves: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "vk8s_webhook_rebalance_moves_total",
+			Name: "vk8s_federation_rebalance_moves_total",
 			Help: "Pods the rebalancer deleted off a site with too many, so that they come back on a site that lacks them, by the site they left.",
 		}, []string{"site"}),
 		replans: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "vk8s_webhook_rebalance_replans_total",
+			Name: "vk8s_federation_rebalance_replans_total",
 			Help: "Workloads the rebalancer re-planned because their sites changed.",
 		}),
 		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "vk8s_webhook_rollout_restarts_total",
+			Name: "vk8s_federation_rollout_restarts_total",
 			Help: "Pods the per-site rollout deleted so that admission applies their site's current Override, by site.",
 		}, []string{"site"}),
 	}

@@ -152,6 +152,7 @@ func newLifecycle(host kubernetes.Interface, reg *sitereg.Registry, siteEvents <
 		SweepInterval:     cfg.SweepInterval,
 		MetricsRegisterer: cfg.MetricsRegisterer,
 		Mirrored:          mir.Mirrored,
+		TracerProvider:    cfg.TracerProvider,
 	})
 	if err != nil {
 		return nil, err
@@ -172,7 +173,7 @@ func newLifecycle(host kubernetes.Interface, reg *sitereg.Registry, siteEvents <
 		return nil, err
 	}
 	pc, err := node.NewPodController(node.PodControllerConfig{
-		PodClient:         host.CoreV1(),
+		PodClient:         pods.StatusClient(host.CoreV1()),
 		PodInformer:       podInformer,
 		EventRecorder:     recorder,
 		Provider:          pods,

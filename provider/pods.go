@@ -17,6 +17,7 @@ limitations under the License.
 package provider
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -30,12 +31,17 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	storagelisters "k8s.io/client-go/listers/storage/v1"
 	"k8s.io/client-go/tools/cache"
@@ -96,6 +102,8 @@ type PodsConfig struct {
 	// host namespace: then the lifecycle only makes sure a pod's references are on its
 	// site before the pod, and leaves their updates and deletion to it. Nil: none.
 	Mirrored func(ctx context.Context, kind, namespace string) bool
+	// TracerProvider makes the spans of pod creations. Nil: OpenTelemetry's global one.
+	TracerProvider trace.TracerProvider
 }
 
 // Pods is virtual-kubelet's PodLifecycleHandler and PodNotifier for every virtual node:
@@ -107,6 +115,8 @@ type Pods struct {
 	cfg     PodsConfig
 	log     logr.Logger
 	metrics *podMetrics
+	lag     *statusLag
+	tracer  trace.Tracer
 
 	// ctx is Run's: site clusters' caches and workers, started on demand from calls
 	// that carry no context of that lifetime, live as long as it.
@@ -130,6 +140,11 @@ type Pods struct {
 	// finished before it was deleted on its site, so that they are not created again before
 	// the host shows their final phase.
 	ended sync.Map
+
+	// traces holds the span context of the CreatePod of each host pod not yet created on
+	// its site ("namespace/name" -> trace.SpanContext): the site's worker creates it under
+	// that span, so that one trace goes from admission to the site.
+	traces sync.Map
 }
 
 // NewPods validates cfg and returns the pod lifecycle; Run starts it.
@@ -165,15 +180,65 @@ func NewPods(cfg PodsConfig) (*Pods, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Pods{
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = otel.GetTracerProvider()
+	}
+	p := &Pods{
 		cfg:      cfg,
 		metrics:  m,
+		lag:      &statusLag{hist: m.lag, now: time.Now, pending: map[types.UID]pendingStatus{}},
+		tracer:   cfg.TracerProvider.Tracer("github.com/vk8s-io/vk8s/provider"),
 		log:      cfg.Log,
 		started:  make(chan struct{}),
 		clusters: map[string]*cluster{},
 		waiting:  map[string]map[string]bool{},
 		down:     map[string]time.Time{},
-	}, nil
+	}
+	m.pods.Set(p.collectPods)
+	m.queue.Set(p.collectQueues)
+	return p, nil
+}
+
+// collectPods reports the host pods of every site with virtual nodes by phase, from the
+// host caches (nothing before they are filled, nor in a replica that does not lead).
+func (p *Pods) collectPods(emit func(float64, ...string)) {
+	nodes, err := p.cfg.HostNodes.List(labels.SelectorFromSet(labels.Set{vk8sv1.LabelType: vk8sv1.TypeVirtualKubelet}))
+	if err != nil {
+		return
+	}
+	counts := map[string]map[corev1.PodPhase]int{}
+	for _, n := range nodes {
+		site := n.Labels[vk8sv1.LabelSite]
+		if site == "" {
+			continue
+		}
+		if counts[site] == nil {
+			counts[site] = map[corev1.PodPhase]int{}
+		}
+		for _, pod := range p.cfg.HostPodsOn(n.Name) {
+			counts[site][cmp.Or(pod.Status.Phase, corev1.PodPending)]++
+		}
+	}
+	for site, byPhase := range counts {
+		for _, phase := range podPhases {
+			emit(float64(byPhase[phase]), site, string(phase))
+		}
+	}
+}
+
+// collectQueues reports the length of every site cluster's work queue.
+func (p *Pods) collectQueues(emit func(float64, ...string)) {
+	for _, c := range p.clusterList() {
+		if site := sitereg.SiteLabel(p.cfg.Registry.SitesOf(c.key)); site != "" {
+			emit(float64(c.queue.Len()), site)
+		}
+	}
+}
+
+// StatusClient returns host wrapped for virtual-kubelet's pod controller: the status
+// writes it makes end vk8s_provider_status_sync_lag_seconds.
+func (p *Pods) StatusClient(host typedcorev1.PodsGetter) typedcorev1.PodsGetter {
+	return statusClient{PodsGetter: host, lag: p.lag}
 }
 
 // Run serves until ctx ends, then stops every site cluster's informers and workers.
@@ -467,8 +532,47 @@ func (p *Pods) siteDown(site string, cause error) {
 // virtual-kubelet (which would fail a restartPolicy Never pod at once): a pod whose site
 // is not connected waits for it, one the site refuses is retried with backoff while a
 // condition and an Event quote the site's error, and an invalid one fails.
-func (p *Pods) CreatePod(_ context.Context, pod *corev1.Pod) error {
+//
+// Its span continues the trace of the admission that placed the pod (the pod's
+// vk8s.io/traceparent), linked to virtual-kubelet's span in ctx; the site's worker
+// creates the pod under it.
+func (p *Pods) CreatePod(ctx context.Context, pod *corev1.Pod) error {
+	parent := ctx
+	opts := []trace.SpanStartOption{trace.WithAttributes(attribute.String("k8s.namespace.name", pod.Namespace), attribute.String("k8s.pod.name", pod.Name))}
+	if admitted := admissionSpan(ctx, pod); admitted.IsValid() {
+		parent = trace.ContextWithRemoteSpanContext(ctx, admitted)
+		opts = append(opts, trace.WithLinks(trace.LinkFromContext(ctx)))
+	}
+	_, span := p.tracer.Start(parent, "provider CreatePod", opts...)
+	defer span.End()
+	if sc := span.SpanContext(); sc.IsValid() {
+		p.traces.Store(pod.Namespace+"/"+pod.Name, sc)
+	}
 	return p.sync(pod)
+}
+
+// admissionSpan is the span context of the admission that placed pod, from its
+// AnnotationTraceParent; invalid when it has none.
+func admissionSpan(ctx context.Context, pod *corev1.Pod) trace.SpanContext {
+	v := pod.Annotations[vk8sv1.AnnotationTraceParent]
+	if v == "" {
+		return trace.SpanContext{}
+	}
+	// Extract leaves the context as it is when v does not parse: start from none.
+	ctx = trace.ContextWithSpanContext(ctx, trace.SpanContext{})
+	return trace.SpanContextFromContext(propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{"traceparent": v}))
+}
+
+// createSpan starts the span of a host pod's creation on its site: under its CreatePod's
+// span, or the admission's when CreatePod ran in another process.
+func (p *Pods) createSpan(ctx context.Context, host *corev1.Pod, site string) (context.Context, trace.Span) {
+	if sc, ok := p.traces.Load(host.Namespace + "/" + host.Name); ok {
+		ctx = trace.ContextWithSpanContext(ctx, sc.(trace.SpanContext))
+	} else if admitted := admissionSpan(ctx, host); admitted.IsValid() {
+		ctx = trace.ContextWithRemoteSpanContext(ctx, admitted)
+	}
+	return p.tracer.Start(ctx, "provider create pod on site", trace.WithAttributes(
+		attribute.String("k8s.namespace.name", host.Namespace), attribute.String("k8s.pod.name", host.Name), attribute.String("vk8s.site", site)))
 }
 
 // UpdatePod carries a host pod's labels, annotations, images and active deadline to its

@@ -34,6 +34,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -81,6 +82,9 @@ type Config struct {
 	SweepInterval time.Duration
 	// MetricsRegisterer receives the provider's metrics. Nil: controller-runtime's registry.
 	MetricsRegisterer prometheus.Registerer
+	// TracerProvider makes the provider's spans of pod creations. Nil: OpenTelemetry's
+	// global one (which the site calls' spans and virtual-kubelet's use too).
+	TracerProvider trace.TracerProvider
 	// Kubelet configures the kubelet API endpoint that serves every virtual node.
 	Kubelet KubeletAPI
 	// LeaderElection makes replicas of the provider elect one that runs the virtual nodes

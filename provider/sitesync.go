@@ -27,12 +27,15 @@ import (
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 
+	"go.opentelemetry.io/otel/codes"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/vk8s-io/vk8s/sitereg"
 	"github.com/vk8s-io/vk8s/tenancy"
 )
 
@@ -151,6 +154,7 @@ func (p *Pods) sitePodChanged(c *cluster, obj any) {
 	}
 	out := host.DeepCopy()
 	out.Status = translate.HostStatus(host, sp)
+	p.lag.seen(host, &out.Status)
 	p.notifyPod(out)
 }
 
@@ -205,6 +209,7 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 	host, err := p.cfg.HostPods.Pods(it.Namespace).Get(it.Name)
 	if apierrors.IsNotFound(err) {
 		c.refused.Delete(it.Namespace + "/" + it.Name)
+		p.traces.Delete(it.Namespace + "/" + it.Name)
 		if sp != nil {
 			return c.deleteSitePod(ctx, sp, nil)
 		}
@@ -234,6 +239,8 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 	if err != nil {
 		return nil // not (or no longer) on a virtual node; nothing to run
 	}
+	// The calls count under this Site also when it shares its cluster's connection.
+	ctx = sitereg.WithSite(ctx, site)
 	owner, err := p.clusterOf(site)
 	if err != nil {
 		p.wait(site, it.Namespace+"/"+it.Name)
@@ -258,6 +265,18 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 		}
 		return nil
 	}
+	ctx, span := p.createSpan(ctx, host, site)
+	defer span.End()
+	err = p.createSitePod(ctx, c, it, host, site, siteNode)
+	if err != nil && !errors.Is(err, errRequeue) {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	return err
+}
+
+// createSitePod creates the site pod of host pod host on cluster c, namespace and
+// references first.
+func (p *Pods) createSitePod(ctx context.Context, c *cluster, it item, host *corev1.Pod, site, siteNode string) error {
 	want, err := translate.SitePod(host, translate.Target{Tenant: p.cfg.Tenant, SiteNode: siteNode})
 	if err != nil {
 		return nil
@@ -277,6 +296,11 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 	case err == nil:
 		p.metrics.op(site, "create", nil, false)
 		c.refused.Delete(it.Namespace + "/" + it.Name)
+		p.traces.Delete(it.Namespace + "/" + it.Name)
+		// virtual-kubelet's ProviderCreateSuccess only says the pod was handed to its
+		// site's queue: this says where it runs.
+		p.cfg.Recorder.Eventf(host, corev1.EventTypeNormal, translate.ReasonSitePodCreated, "created on site %s as pod %s/%s%s",
+			site, want.Namespace, want.Name, onNode(siteNode))
 		return nil
 	case apierrors.IsAlreadyExists(err):
 		got, gerr := c.client.CoreV1().Pods(want.Namespace).Get(ctx, want.Name, metav1.GetOptions{})
@@ -284,6 +308,7 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 			return gerr
 		}
 		if got.Labels[vk8sv1.LabelHostPodUID] == string(host.UID) {
+			p.traces.Delete(it.Namespace + "/" + it.Name)
 			return nil // created by us; the cache has not seen it yet
 		}
 		if !translate.CreatedByVK8s(got, p.cfg.Tenant, host.Namespace) {
@@ -307,6 +332,7 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 	case permanentRejection(err):
 		p.metrics.op(site, "create", err, true)
 		p.ended.Store(host.UID, host.Namespace+"/"+host.Name)
+		p.traces.Delete(it.Namespace + "/" + it.Name)
 		p.reportFailed(host, translate.ReasonSiteRejected, fmt.Sprintf("site %s refused the pod for good: %v", site, err))
 		return nil
 	default:
@@ -448,6 +474,19 @@ func (p *Pods) sweep(ctx context.Context, c *cluster) {
 		}
 	}
 	p.pruneEarly()
+	p.traces.Range(func(key, _ any) bool {
+		// Pods deleted before they reached their site.
+		ns, name, _ := cache.SplitMetaNamespaceKey(key.(string))
+		if _, err := p.cfg.HostPods.Pods(ns).Get(name); apierrors.IsNotFound(err) {
+			p.traces.Delete(key)
+		}
+		return true
+	})
+	p.lag.prune(func(key string, uid types.UID) bool {
+		ns, name, _ := cache.SplitMetaNamespaceKey(key)
+		host, err := p.cfg.HostPods.Pods(ns).Get(name)
+		return err == nil && host.UID == uid
+	})
 	p.ended.Range(func(uid, key any) bool {
 		// Forget ended pods the host no longer has.
 		ns, name, _ := cache.SplitMetaNamespaceKey(key.(string))
@@ -456,4 +495,13 @@ func (p *Pods) sweep(ctx context.Context, c *cluster) {
 		}
 		return true
 	})
+}
+
+// onNode is what an Event says of a site pod's node: the site node of a PerNode virtual
+// node, nothing when the site's scheduler chooses.
+func onNode(siteNode string) string {
+	if siteNode == "" {
+		return ""
+	}
+	return " on node " + siteNode
 }

@@ -151,6 +151,8 @@ type conn struct {
 
 	// writes watches the calls that change something on the site.
 	writes *writeWatch
+	// metrics counts the calls, under the connection's Sites.
+	metrics *metrics
 }
 
 // writeWatch follows the site's writes (POST, PUT, PATCH, DELETE) in the connection's
@@ -253,9 +255,9 @@ type roundTripperFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
 
-// newConn opens the connection of key to cfg's API server. tcp follows the number of its
-// open TCP connections.
-func newConn(key string, cfg *rest.Config, qps float32, burst int, claim *Claim, stallAfter time.Duration, notify func([]string), tcp prometheus.Gauge) (*conn, error) {
+// newConn opens the connection of key to cfg's API server. m counts its open TCP
+// connections and its calls.
+func newConn(key string, cfg *rest.Config, qps float32, burst int, claim *Claim, stallAfter time.Duration, notify func([]string), m *metrics) (*conn, error) {
 	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst = qps, burst
 	cfg.UserAgent = userAgent
@@ -266,13 +268,17 @@ func newConn(key string, cfg *rest.Config, qps float32, burst int, claim *Claim,
 	// OpenTelemetry's round trippers. A proxy function makes client-go build a transport
 	// for this client alone instead of caching one by dialer for ever; it is the one
 	// client-go uses by default.
-	d := newDialer(tcp)
+	d := newDialer(m.tcp.WithLabelValues(ShortKey(key)))
 	cfg.Dial = d.DialContext
 	if cfg.Proxy == nil {
 		cfg.Proxy = http.ProxyFromEnvironment
 	}
 	writes := &writeWatch{threshold: stallAfter, now: time.Now, inflight: map[uint64]writeCall{}}
 	cfg.Wrap(writes.wrap)
+	// Every call counted and timed by site in one place, whoever makes it. c is set below,
+	// before the client makes any call.
+	var c *conn
+	cfg.Wrap(m.wrapCalls(func() string { return c.siteLabel() }))
 	// A client span per call to the site, under the caller's span (a pod sync, a probe).
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
 		return otelhttp.NewTransport(rt, otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
@@ -287,8 +293,8 @@ func newConn(key string, cfg *rest.Config, qps float32, burst int, claim *Claim,
 	if err != nil {
 		return nil, err
 	}
-	c := &conn{
-		key: key, server: cfg.Host, config: cfg, client: cs, dialer: d, writes: writes,
+	c = &conn{
+		key: key, server: cfg.Host, config: cfg, client: cs, dialer: d, writes: writes, metrics: m,
 		sites:       map[string]labels.Selector{},
 		podSecurity: map[string]vk8sv1.PodSecurityLevel{},
 		claim:       claim,
@@ -408,18 +414,40 @@ func serverVersion(ctx context.Context, rc rest.Interface) (*version.Info, error
 // level level.
 func (c *conn) setSite(site string, sel labels.Selector, level vk8sv1.PodSecurityLevel) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	before := c.siteLabelLocked()
 	c.sites[site] = sel
 	c.podSecurity[site] = level
-	c.mu.Unlock()
+	c.sitesChangedLocked(before)
 }
 
 // dropSite removes site and says whether no site is left.
 func (c *conn) dropSite(site string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	before := c.siteLabelLocked()
 	delete(c.sites, site)
 	delete(c.podSecurity, site)
+	c.sitesChangedLocked(before)
 	return len(c.sites) == 0
+}
+
+// siteLabel is the site label of the connection's calls made for no Site in particular.
+func (c *conn) siteLabel() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.siteLabelLocked()
+}
+
+func (c *conn) siteLabelLocked() string { return SiteLabel(slices.Collect(maps.Keys(c.sites))) }
+
+// sitesChangedLocked drops the call series of the connection's former set of Sites
+// (before) when it was shared and changed: no call counts under it any more. A Site's own
+// series go with the Site.
+func (c *conn) sitesChangedLocked(before string) {
+	if before != c.siteLabelLocked() && strings.Contains(before, ",") && c.metrics != nil {
+		c.metrics.deleteCalls(before)
+	}
 }
 
 // namespacePodSecurity is the Pod Security level of the cluster's site namespaces, which

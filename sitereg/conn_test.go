@@ -282,11 +282,15 @@ func TestCloseEndsEveryConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tcp := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tcp"})
-	c, err := newConn(connKey(cfg), cfg, 50, 100, nil, time.Minute, func([]string) {}, tcp)
+	m, err := newMetrics(prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
+	c, err := newConn(connKey(cfg), cfg, 50, 100, nil, time.Minute, func([]string) {}, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp := m.tcp.WithLabelValues(ShortKey(c.key))
 	if res := c.probe(t.Context(), 5*time.Second, 0, time.Now, func(time.Duration, error) {}); res.err != nil || res.clusterID != "uid-tok" {
 		t.Fatalf("probe: %+v", res)
 	}

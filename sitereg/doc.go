@@ -126,8 +126,15 @@ limitations under the License.
 // vk8s_sitereg_site_connected{site}, vk8s_sitereg_site_ready{site} and
 // vk8s_sitereg_site_nodes{site} gauges, the vk8s_sitereg_probe_duration_seconds{result}
 // histogram (one observation per probe made, not per Site), the vk8s_sitereg_connections
-// gauge, and vk8s_sitereg_tcp_connections{connection}, the TCP connections each site
-// connection has open (its series goes when it closes).
+// gauge, vk8s_sitereg_tcp_connections{connection}, the TCP connections each site
+// connection has open (its series goes when it closes), and
+// vk8s_sitereg_site_last_heartbeat_timestamp_seconds{site}.
+//
+// Every call to a site's API server, whoever makes it, is counted and timed in the
+// connection's transport: vk8s_sitereg_site_requests_total{site,verb,code} and
+// vk8s_sitereg_site_request_duration_seconds{site,verb}. The site is the one the request's
+// context names (WithSite), else the connection's Sites (SiteLabel); a deleted Site's
+// series go with it.
 //
 // # Permissions
 //

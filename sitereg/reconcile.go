@@ -104,7 +104,7 @@ func (r *Registry) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result
 		}
 	}
 	r.metrics.setSite(site.Name, obs.err == nil,
-		meta.IsStatusConditionTrue(status.Conditions, vk8sv1.ConditionReady), status.NodeCount)
+		meta.IsStatusConditionTrue(status.Conditions, vk8sv1.ConditionReady), status.NodeCount, obs.heartbeat)
 	return ctrl.Result{RequeueAfter: requeue}, nil
 }
 
@@ -317,7 +317,7 @@ func (r *Registry) acquire(ctx context.Context, site *vk8sv1.Site, sel labels.Se
 	c := r.conns[key]
 	if c == nil {
 		var err error
-		c, err = newConn(key, cfg, r.cfg.QPS, r.cfg.Burst, r.cfg.Claim, r.cfg.WriteStallThreshold, r.nodesChanged, r.metrics.tcp.WithLabelValues(ShortKey(key)))
+		c, err = newConn(key, cfg, r.cfg.QPS, r.cfg.Burst, r.cfg.Claim, r.cfg.WriteStallThreshold, r.nodesChanged, r.metrics)
 		if err != nil {
 			return nil, r.failLocked(ctx, site, sel, refID, rv, invalidKubeconfig(secretName(site), secretKey(site), err))
 		}

@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"sync"
@@ -455,6 +456,20 @@ func (r *Registry) HasConnection(key string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.conns[key] != nil
+}
+
+// SitesOf returns the Sites that use the connection key (Conn.Key), none when it is
+// closed. It does no I/O.
+func (r *Registry) SitesOf(key string) []string {
+	r.mu.Lock()
+	c := r.conns[key]
+	r.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Collect(maps.Keys(c.sites))
 }
 
 // PodSecurity returns the Pod Security level of the site namespaces on the cluster of

@@ -478,6 +478,15 @@ func TestReconcileSharesConnectionsAndFollowsChanges(t *testing.T) {
 	if got := connections(); got != 2 {
 		t.Errorf("connections %v, want 2 (whole and slice share one)", got)
 	}
+	if hb := testutil.ToFloat64(env.r.metrics.heartbeat.WithLabelValues("other")); float64(other.Status.LastHeartbeatTime.Unix()) > hb || hb > float64(time.Now().Unix()+1) {
+		t.Errorf("site_last_heartbeat_timestamp_seconds{site=other} %v, want the heartbeat %s", hb, other.Status.LastHeartbeatTime)
+	}
+	// The probe's calls count under the site: its /version and its node list.
+	for _, verb := range []string{"GET", "LIST"} {
+		if v := siteCalls(t, env.metrics, "other", verb, "200"); v < 1 {
+			t.Errorf("site_requests_total{site=other,verb=%s,code=200} = %v, want at least 1", verb, v)
+		}
+	}
 
 	// The node informer enqueues the sites whose nodes it saw.
 	seen := map[string]bool{}
@@ -600,6 +609,16 @@ func TestReconcileSharesConnectionsAndFollowsChanges(t *testing.T) {
 	}
 	if n := testutil.CollectAndCount(env.metrics, "vk8s_sitereg_tcp_connections"); n != 1 {
 		t.Errorf("%d tcp_connections series, want 1 (closed connections drop theirs)", n)
+	}
+	// Deleted sites drop their call series, and shared connections the series of the
+	// Sites they served together.
+	for _, site := range []string{"whole", "other", "slice,whole", "other,slice"} {
+		if v := siteCalls(t, env.metrics, site, "", ""); v != 0 {
+			t.Errorf("site_requests_total{site=%q} = %v after the change, want no series", site, v)
+		}
+	}
+	if v := siteCalls(t, env.metrics, "slice", "", ""); v == 0 {
+		t.Error("site_requests_total{site=slice} has no calls")
 	}
 
 }
@@ -957,4 +976,30 @@ func TestClusterChangedIsRefused(t *testing.T) {
 	if s.Status.ClusterID != "uid-tb" {
 		t.Errorf("clusterID %q of the Site created again, want uid-tb", s.Status.ClusterID)
 	}
+}
+
+// siteCalls sums vk8s_sitereg_site_requests_total over the series of a site, verb and
+// code (empty: any).
+func siteCalls(t *testing.T, reg *prometheus.Registry, site, verb, code string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, f := range families {
+		if f.GetName() != "vk8s_sitereg_site_requests_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["site"] == site && (verb == "" || labels["verb"] == verb) && (code == "" || labels["code"] == code) {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }

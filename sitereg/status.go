@@ -231,13 +231,15 @@ type siteEvent struct {
 
 // Actions of the Events the registry records.
 const (
-	actionConnect    = "Connect"
-	actionCheckNodes = "CheckNodes"
+	actionConnect     = "Connect"
+	actionCheckNodes  = "CheckNodes"
+	actionCheckWrites = "CheckWrites"
 )
 
 // transitionEvents returns the Events that a change of a Site's conditions from old to cur
 // deserves: a Warning when the connection fails or changes how it fails, a Normal event
-// when it is (re)established, and the same for node readiness while connected. An
+// when it is (re)established, and the same for readiness while connected (its nodes, and
+// writes that hang while reads answer). An
 // unchanged condition gives none, so a site probed every heartbeat is not an Event stream.
 func transitionEvents(old, cur []metav1.Condition) []siteEvent {
 	var out []siteEvent
@@ -264,12 +266,25 @@ func transitionEvents(old, cur []metav1.Condition) []siteEvent {
 		return out
 	}
 	prev := meta.FindStatusCondition(old, vk8sv1.ConditionReady)
-	nodesWrong := func(reason string) bool { return reason == ReasonNoReadyNodes || reason == ReasonNodeNameCollision }
-	switch {
-	case nodesWrong(ready.Reason):
-		out = append(out, siteEvent{corev1.EventTypeWarning, ready.Reason, actionCheckNodes, ready.Message})
-	case ready.Status == metav1.ConditionTrue && prev != nil && nodesWrong(prev.Reason):
-		out = append(out, siteEvent{corev1.EventTypeNormal, ready.Reason, actionCheckNodes, ready.Message})
+	if action, ok := readyProblem(ready.Reason); ok {
+		return append(out, siteEvent{corev1.EventTypeWarning, ready.Reason, action, ready.Message})
+	}
+	if prev != nil && ready.Status == metav1.ConditionTrue {
+		if action, ok := readyProblem(prev.Reason); ok {
+			out = append(out, siteEvent{corev1.EventTypeNormal, ready.Reason, action, ready.Message})
+		}
 	}
 	return out
+}
+
+// readyProblem says whether a reason of Ready=False on a connected Site is a problem an
+// Event tells (not the wait for the node cache), and the action that found it.
+func readyProblem(reason string) (string, bool) {
+	switch reason {
+	case ReasonNoReadyNodes, ReasonNodeNameCollision, ReasonNodeNamesTooLong:
+		return actionCheckNodes, true
+	case ReasonWritesTimingOut:
+		return actionCheckWrites, true
+	}
+	return "", false
 }

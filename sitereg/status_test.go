@@ -338,6 +338,8 @@ func TestTransitionEvents(t *testing.T) {
 	syncing := cond(vk8sv1.ConditionReady, metav1.ConditionUnknown, ReasonNodesNotSynced)
 	noNodes := cond(vk8sv1.ConditionReady, metav1.ConditionFalse, ReasonNoReadyNodes)
 	collides := cond(vk8sv1.ConditionReady, metav1.ConditionFalse, ReasonNodeNameCollision)
+	stalled := cond(vk8sv1.ConditionReady, metav1.ConditionFalse, ReasonWritesTimingOut)
+	tooLong := cond(vk8sv1.ConditionReady, metav1.ConditionFalse, ReasonNodeNamesTooLong)
 	down := func(reason string) []metav1.Condition {
 		return []metav1.Condition{
 			cond(vk8sv1.ConditionConnected, metav1.ConditionFalse, reason),
@@ -361,6 +363,10 @@ func TestTransitionEvents(t *testing.T) {
 		{"cache fills", []metav1.Condition{connected, syncing}, []metav1.Condition{connected, ready}, nil},
 		{"a node name collides", []metav1.Condition{connected, ready}, []metav1.Condition{connected, collides}, []string{"Warning NodeNameCollision"}},
 		{"the collision is gone", []metav1.Condition{connected, collides}, []metav1.Condition{connected, ready}, []string{"Normal NodesReady"}},
+		{"writes hang", []metav1.Condition{connected, ready}, []metav1.Condition{connected, stalled}, []string{"Warning WritesTimingOut"}},
+		{"writes answer again", []metav1.Condition{connected, stalled}, []metav1.Condition{connected, ready}, []string{"Normal NodesReady"}},
+		{"a node name too long", []metav1.Condition{connected, syncing}, []metav1.Condition{connected, tooLong}, []string{"Warning NodeNamesTooLong"}},
+		{"the same problem again", []metav1.Condition{connected, stalled}, []metav1.Condition{connected, stalled}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got []string

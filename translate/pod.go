@@ -63,7 +63,7 @@ func SitePod(p *corev1.Pod, t Target) (*corev1.Pod, error) {
 	for k, v := range p.Labels {
 		out.Labels[k] = v
 	}
-	for k, v := range p.Annotations {
+	for k, v := range siteAnnotations(p.Annotations) {
 		out.Annotations[k] = v
 	}
 	out.Labels[vk8sv1.LabelTenant] = t.Tenant

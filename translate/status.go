@@ -28,8 +28,11 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// Reasons vk8s writes into host pod statuses and conditions.
+// Reasons vk8s writes into host pod statuses and conditions, and of its Events on host
+// pods.
 const (
+	// ReasonSitePodCreated (a Normal Event): the pod was created on its site.
+	ReasonSitePodCreated = "SitePodCreated"
 	// ReasonSitePodDeleted: the pod was deleted on its site, not through the host, and its
 	// restartPolicy is Never, so it is not created again.
 	ReasonSitePodDeleted = "SitePodDeleted"
@@ -178,6 +181,16 @@ func HostView(host, site *corev1.Pod) *corev1.Pod {
 	last, recorded := lastApplied(site, appliedOf(host))
 	out.Labels = sameEmpty(maps.Clone(last.Labels), host.Labels)
 	out.Annotations = sameEmpty(maps.Clone(last.Annotations), host.Annotations)
+	for _, k := range hostOnlyAnnotations {
+		// Not on the site pod, and no difference to write there.
+		if v, ok := host.Annotations[k]; ok {
+			out.Annotations = maps.Clone(out.Annotations)
+			if out.Annotations == nil {
+				out.Annotations = map[string]string{}
+			}
+			out.Annotations[k] = v
+		}
+	}
 	if !recorded {
 		// Virtual-kubelet asks for the update that writes the record (SiteUpdate) the
 		// first time it looks: a label the host drops later is then known to be vk8s'.
@@ -349,12 +362,21 @@ func pick(m, keys map[string]string) map[string]string {
 	return out
 }
 
-// siteAnnotations are annotations without vk8s' record, which is the site pod's own.
+// siteAnnotations are annotations without vk8s' record, which is the site pod's own, and
+// without the trace context of the host pod's admission, which is the host's: it would
+// tell the site nothing, and join the site's spans of every later update of the pod to
+// that one admission.
 func siteAnnotations(in map[string]string) map[string]string {
 	out := maps.Clone(in)
+	for _, k := range hostOnlyAnnotations {
+		delete(out, k)
+	}
 	delete(out, vk8sv1.AnnotationLastApplied)
 	return out
 }
+
+// hostOnlyAnnotations are the host pod's annotations its site pod does not get.
+var hostOnlyAnnotations = []string{vk8sv1.AnnotationTraceParent}
 
 // images maps the names of a pod's containers and init containers to their images.
 func images(spec *corev1.PodSpec) map[string]string {

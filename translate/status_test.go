@@ -377,3 +377,24 @@ func TestHostStatusKeepsHostScheduling(t *testing.T) {
 		t.Errorf("the host scheduler's PodScheduled is not kept: %+v", st.Conditions)
 	}
 }
+
+// TestTraceParentStaysOnTheHost: the admission's trace context is not copied to the site
+// pod, and its absence there is no difference for virtual-kubelet to write.
+func TestTraceParentStaysOnTheHost(t *testing.T) {
+	host := hostPod()
+	traceparent := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	host.Annotations[vk8sv1.AnnotationTraceParent] = traceparent
+	site, err := SitePod(host, Target{Tenant: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := site.Annotations[vk8sv1.AnnotationTraceParent]; ok || site.Annotations["note"] != "x" {
+		t.Errorf("site pod annotations %v, want the host's without %s", site.Annotations, vk8sv1.AnnotationTraceParent)
+	}
+	if _, changed := SiteUpdate(host, site); changed {
+		t.Error("SiteUpdate wants to write the site pod SitePod made")
+	}
+	if v := HostView(host, site); !cmp.Equal(v.Annotations, host.Annotations) {
+		t.Errorf("HostView annotations differ from the host's:\n%s", cmp.Diff(host.Annotations, v.Annotations))
+	}
+}

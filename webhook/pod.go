@@ -26,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 
+	"go.opentelemetry.io/otel/propagation"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -132,6 +133,7 @@ func (a *admitter) federatePod(ctx context.Context, pod *corev1.Pod) (*corev1.Po
 			out.Annotations[corev1.PodDeletionCost] = strconv.Itoa(-slot)
 		}
 	}
+	setTraceParent(ctx, out.Annotations)
 	if !sameIdentity(&pod.ObjectMeta, &out.ObjectMeta) {
 		return nil, nil, errors.New("internal error: admission would change the pod's identity")
 	}
@@ -140,6 +142,20 @@ func (a *admitter) federatePod(ctx context.Context, pod *corev1.Pod) (*corev1.Po
 		a.recorder.Eventf(owner.top, nil, corev1.EventTypeWarning, "FederationIncomplete", "AdmitPod", "%s", strings.Join(fed.Warnings, "; "))
 	}
 	return out, warnings, nil
+}
+
+// setTraceParent records the admission's span context (W3C traceparent) in a placed
+// pod's annotations, so that the provider's spans for the pod join this trace. The key is
+// admission's: without a span to record (tracing is off), a value the pod came with
+// (copied from another pod) is removed rather than joining an unrelated trace.
+func setTraceParent(ctx context.Context, annotations map[string]string) {
+	c := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, c)
+	if tp := c.Get("traceparent"); tp != "" {
+		annotations[vk8sv1.AnnotationTraceParent] = tp
+	} else {
+		delete(annotations, vk8sv1.AnnotationTraceParent)
+	}
 }
 
 // podOwner finds the pod's controller and the workload above it, through the cache and,

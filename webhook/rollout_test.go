@@ -383,8 +383,8 @@ func TestRollout(t *testing.T) {
 					t.Errorf("events\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(tc.wantEvents, "\n  "))
 				}
 			}
-			if got := f.e.counter("vk8s_webhook_rollout_restarts_total", "site", "site2"); got != float64(tc.wantDeleted["site2"]) {
-				t.Errorf("vk8s_webhook_rollout_restarts_total{site=site2} %v, want %d", got, tc.wantDeleted["site2"])
+			if got := f.e.counter("vk8s_federation_rollout_restarts_total", "site", "site2"); got != float64(tc.wantDeleted["site2"]) {
+				t.Errorf("vk8s_federation_rollout_restarts_total{site=site2} %v, want %d", got, tc.wantDeleted["site2"])
 			}
 		})
 	}

@@ -17,6 +17,7 @@ limitations under the License.
 package webhook
 
 import (
+	"fmt"
 	"maps"
 	"net"
 	"testing"
@@ -26,6 +27,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	admissionv1 "k8s.io/api/admission/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -284,5 +286,40 @@ func TestAdmissionSpans(t *testing.T) {
 	want := map[string]string{"k8s.namespace.name": ns, "vk8s.object.name": "web", "vk8s.admission.operation": "CREATE", "vk8s.admission.result": "patched"}
 	if s.Name() != "admit Deployment" || !maps.Equal(attrs, want) {
 		t.Errorf("span %q %v, want admit Deployment %v", s.Name(), attrs, want)
+	}
+}
+
+// TestPodAdmissionRecordsItsTrace: a placed pod carries the admission span's traceparent
+// (the provider continues the trace from it); with tracing off it carries none, not even
+// one it came with.
+func TestPodAdmissionRecordsItsTrace(t *testing.T) {
+	e := newEnv(t)
+	rec := tracetest.NewSpanRecorder()
+	h := e.a.instrument(e.a.admitPod)
+	stale := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	admit := func() *corev1.Pod {
+		t.Helper()
+		p := podFrom(podTemplate("solo"), metav1.ObjectMeta{Namespace: ns, Name: "solo",
+			Annotations: map[string]string{vk8sv1.AnnotationTraceParent: stale}})
+		resp := h.Handle(t.Context(), e.request(admissionv1.Create, p, nil))
+		if !resp.Allowed {
+			t.Fatalf("denied: %v", resp.Result)
+		}
+		out := &corev1.Pod{}
+		patched(t, e.request(admissionv1.Create, p, nil), resp, out)
+		return out
+	}
+	if got := admit().Annotations[vk8sv1.AnnotationTraceParent]; got != "" {
+		t.Errorf("without tracing: %s=%q, want none", vk8sv1.AnnotationTraceParent, got)
+	}
+	e.a.tracer = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)).Tracer("test")
+	got := admit().Annotations[vk8sv1.AnnotationTraceParent]
+	spans := rec.Ended()
+	if len(spans) != 1 {
+		t.Fatalf("%d spans, want 1", len(spans))
+	}
+	sc := spans[0].SpanContext()
+	if want := fmt.Sprintf("00-%s-%s-01", sc.TraceID(), sc.SpanID()); got != want {
+		t.Errorf("%s=%q, want the admission span's %q", vk8sv1.AnnotationTraceParent, got, want)
 	}
 }

@@ -62,6 +62,10 @@ const (
 	// short hash of the Override's name and template, or "none". The per-site rollout
 	// restarts the pods whose stamp differs from their site's current Override.
 	AnnotationOverrideHash = "vk8s.io/override-hash"
+	// AnnotationTraceParent holds, on a pod admission placed, the W3C traceparent of the
+	// admission's span (when tracing is on), so that the provider's spans for the pod join
+	// the admission's trace. It is the host's: site pods do not get it.
+	AnnotationTraceParent = "vk8s.io/traceparent"
 )
 
 // Labels, taints and conditions of virtual nodes.

@@ -1,0 +1,216 @@
+/*
+Copyright The vk8s Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package provider
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/sitereg"
+)
+
+func TestStatusSyncLag(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := newPodMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1000, 0)
+	lag := &statusLag{hist: m.lag, now: func() time.Time { return now }, pending: map[types.UID]pendingStatus{}}
+	host := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: "u1"}, Status: corev1.PodStatus{Phase: corev1.PodPending}}
+	running := corev1.PodStatus{Phase: corev1.PodRunning}
+	client := statusClient{PodsGetter: fake.NewClientset(host).CoreV1(), lag: lag}
+
+	// The same status as the host's: nothing to write, nothing to time.
+	lag.seen(host, host.Status.DeepCopy())
+	// The site's pod runs; two changes before the write count from the first.
+	lag.seen(host, &running)
+	now = now.Add(time.Second)
+	lag.seen(host, &corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.1"})
+	now = now.Add(2 * time.Second)
+	written := host.DeepCopy()
+	written.Status = running
+	if _, err := client.Pods("ns").UpdateStatus(t.Context(), written, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// A second write of the pod has nothing pending.
+	if _, err := client.Pods("ns").UpdateStatus(t.Context(), written, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want := `
+# HELP vk8s_provider_status_sync_lag_seconds Time from the provider seeing a site pod change the host pod's status to the host accepting that status.
+# TYPE vk8s_provider_status_sync_lag_seconds histogram
+vk8s_provider_status_sync_lag_seconds_bucket{le="0.005"} 0
+vk8s_provider_status_sync_lag_seconds_bucket{le="0.01"} 0
+vk8s_provider_status_sync_lag_seconds_bucket{le="0.025"} 0
+vk8s_provider_status_sync_lag_seconds_bucket{le="0.05"} 0
+vk8s_provider_status_sync_lag_seconds_bucket{le="0.1"} 0
+vk8s_provider_status_sync_lag_seconds_bucket{le="0.25"} 0
+vk8s_provider_status_sync_lag_seconds_bucket{le="0.5"} 0
+vk8s_provider_status_sync_lag_seconds_bucket{le="1"} 0
+vk8s_provider_status_sync_lag_seconds_bucket{le="2.5"} 0
+vk8s_provider_status_sync_lag_seconds_bucket{le="5"} 1
+vk8s_provider_status_sync_lag_seconds_bucket{le="10"} 1
+vk8s_provider_status_sync_lag_seconds_bucket{le="30"} 1
+vk8s_provider_status_sync_lag_seconds_bucket{le="60"} 1
+vk8s_provider_status_sync_lag_seconds_bucket{le="+Inf"} 1
+vk8s_provider_status_sync_lag_seconds_sum 3
+vk8s_provider_status_sync_lag_seconds_count 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "vk8s_provider_status_sync_lag_seconds"); err != nil {
+		t.Error(err)
+	}
+
+	// A pod that went before its status was written is forgotten.
+	lag.seen(host, &corev1.PodStatus{Phase: corev1.PodFailed})
+	lag.prune(func(string, types.UID) bool { return false })
+	if len(lag.pending) != 0 {
+		t.Errorf("pending after prune: %v", lag.pending)
+	}
+}
+
+// testPods is a Pods over host caches holding nodes and pods, with its metrics in reg
+// and its spans recorded by rec.
+func testPods(t *testing.T, reg prometheus.Registerer, rec *tracetest.SpanRecorder, nodes []*corev1.Node, pods []*corev1.Pod) *Pods {
+	t.Helper()
+	nodeIdx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	for _, n := range nodes {
+		_ = nodeIdx.Add(n)
+	}
+	podIdx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	for _, p := range pods {
+		_ = podIdx.Add(p)
+	}
+	reg2, err := sitereg.New(sitereg.Config{MetricsRegisterer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := NewPods(PodsConfig{
+		Tenant: "t", Host: fake.NewClientset(), Registry: reg2, Recorder: record.NewFakeRecorder(10),
+		HostPods: corelisters.NewPodLister(podIdx), HostNodes: corelisters.NewNodeLister(nodeIdx),
+		HostConfigMaps: corelisters.NewConfigMapLister(podIdx), HostSecrets: corelisters.NewSecretLister(podIdx),
+		HostServiceAccounts: corelisters.NewServiceAccountLister(podIdx), HostPersistentVolumeClaims: corelisters.NewPersistentVolumeClaimLister(podIdx),
+		HostSynced: func() bool { return true },
+		HostPodsOn: func(node string) []*corev1.Pod {
+			var out []*corev1.Pod
+			for _, p := range pods {
+				if p.Spec.NodeName == node {
+					out = append(out, p)
+				}
+			}
+			return out
+		},
+		Log: logr.Discard(), MetricsRegisterer: reg,
+		TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func virtualNode(name, site string) *corev1.Node {
+	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name,
+		Labels: map[string]string{vk8sv1.LabelSite: site, vk8sv1.LabelType: vk8sv1.TypeVirtualKubelet}}}
+}
+
+func podOn(name, node string, phase corev1.PodPhase) *corev1.Pod {
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, UID: types.UID("uid-" + name)},
+		Spec: corev1.PodSpec{NodeName: node}, Status: corev1.PodStatus{Phase: phase}}
+}
+
+func TestPodsPerSiteAndPhase(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	testPods(t, reg, tracetest.NewSpanRecorder(),
+		[]*corev1.Node{virtualNode("site1-node1", "site1"), virtualNode("site1-node2", "site1"), virtualNode("site2-node1", "site2"),
+			{ObjectMeta: metav1.ObjectMeta{Name: "host-node1"}}},
+		[]*corev1.Pod{podOn("a", "site1-node1", corev1.PodRunning), podOn("b", "site1-node2", corev1.PodRunning),
+			podOn("c", "site1-node2", ""), podOn("d", "site2-node1", corev1.PodSucceeded), podOn("e", "host-node1", corev1.PodRunning)})
+	want := `
+# HELP vk8s_provider_pods Host pods bound to the virtual nodes of a site, by site and phase (Pending, Running, Succeeded, Failed, Unknown), from the provider's host pod cache.
+# TYPE vk8s_provider_pods gauge
+vk8s_provider_pods{phase="Failed",site="site1"} 0
+vk8s_provider_pods{phase="Failed",site="site2"} 0
+vk8s_provider_pods{phase="Pending",site="site1"} 1
+vk8s_provider_pods{phase="Pending",site="site2"} 0
+vk8s_provider_pods{phase="Running",site="site1"} 2
+vk8s_provider_pods{phase="Running",site="site2"} 0
+vk8s_provider_pods{phase="Succeeded",site="site1"} 0
+vk8s_provider_pods{phase="Succeeded",site="site2"} 1
+vk8s_provider_pods{phase="Unknown",site="site1"} 0
+vk8s_provider_pods{phase="Unknown",site="site2"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "vk8s_provider_pods"); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestCreatePodJoinsTheAdmissionTrace: CreatePod's span is a child of the admission's
+// (the pod's traceparent) linked to virtual-kubelet's, and the creation on the site is a
+// child of CreatePod's.
+func TestCreatePodJoinsTheAdmissionTrace(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	p := testPods(t, prometheus.NewRegistry(), rec, nil, nil)
+	admission := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{0x4b, 0xf9, 1}, SpanID: trace.SpanID{0, 0xf0, 1}, TraceFlags: trace.FlagsSampled, Remote: true})
+	vk := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{9}, SpanID: trace.SpanID{9}, TraceFlags: trace.FlagsSampled})
+	pod := podOn("web", "site1-node1", "")
+	pod.Annotations = map[string]string{vk8sv1.AnnotationTraceParent: "00-" + admission.TraceID().String() + "-" + admission.SpanID().String() + "-01"}
+
+	// Its node is not in the cache: CreatePod fails, but its span is there.
+	_ = p.CreatePod(trace.ContextWithSpanContext(t.Context(), vk), pod)
+	_, span := p.createSpan(t.Context(), pod, "site1")
+	span.End()
+	spans := rec.Ended()
+	if len(spans) != 2 {
+		t.Fatalf("%d spans, want 2", len(spans))
+	}
+	create, site := spans[0], spans[1]
+	if create.Name() != "provider CreatePod" || !create.Parent().Equal(admission) || create.SpanContext().TraceID() != admission.TraceID() {
+		t.Errorf("CreatePod span %q parent %v, want a child of the admission's %v", create.Name(), create.Parent(), admission)
+	}
+	if links := create.Links(); len(links) != 1 || !links[0].SpanContext.Equal(vk) {
+		t.Errorf("CreatePod span links %v, want virtual-kubelet's span", links)
+	}
+	if site.Parent().SpanID() != create.SpanContext().SpanID() || site.SpanContext().TraceID() != admission.TraceID() {
+		t.Errorf("site creation span parent %v, want CreatePod's %v", site.Parent(), create.SpanContext())
+	}
+
+	// Without a traceparent (or with one that does not parse) CreatePod's span is a child
+	// of virtual-kubelet's.
+	pod.Annotations[vk8sv1.AnnotationTraceParent] = "junk"
+	_ = p.CreatePod(trace.ContextWithSpanContext(t.Context(), vk), pod)
+	if s := rec.Ended()[2]; !s.Parent().Equal(vk) || len(s.Links()) != 0 {
+		t.Errorf("CreatePod span parent %v links %v, want a child of virtual-kubelet's", s.Parent(), s.Links())
+	}
+}
