@@ -40,6 +40,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/vk8s-io/vk8s/election"
 	"github.com/vk8s-io/vk8s/provider"
 )
 
@@ -320,6 +321,61 @@ func TestProviderFailover(t *testing.T) {
 	}
 	waitPodsIntact(t, host, ns, siteNamespace, want, before, deleted)
 	t.Logf("all %d pods Running and intact %s after the kill", pods, time.Since(killed).Round(100*time.Millisecond))
+}
+
+// TestStaleLeaseTakenOver: a provider started after every replica was down for longer than
+// the Lease's duration takes the Lease over at once (package election) instead of waiting
+// a whole duration from its first look, as client-go's elector does; a Lease its holder
+// renews is never taken.
+func TestStaleLeaseTakenOver(t *testing.T) {
+	skipShort(t)
+	startProvider(t)
+	host := hostClient(t)
+	waitAllVirtualNodes(t, host)
+	stopProvider()
+	t.Cleanup(func() { startProvider(t) })
+
+	cfg, err := fleet.RESTConfig("host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := buildVk8s(t)
+	leaseKey := client.ObjectKey{Namespace: "vk8s-system", Name: "vk8s-provider"}
+	holder := func(ctx context.Context) string {
+		l := &coordinationv1.Lease{}
+		if err := host.Get(ctx, leaseKey, l); err != nil || l.Spec.HolderIdentity == nil {
+			return ""
+		}
+		return *l.Spec.HolderIdentity
+	}
+	old := runProviderProcess(t, bin, "old")
+	var first string
+	waitFor(t, "the first provider to lead", func(ctx context.Context) (bool, error) {
+		first = holder(ctx)
+		return first != "" && strings.Contains(strings.ToLower(readFile(t, old.log)), "successfully acquired lease"), nil
+	})
+	took, err := election.TakeOverStale(t.Context(), cfg, leaseKey.Namespace, leaseKey.Name, provider.DefaultLeaseDuration)
+	if err != nil || took {
+		t.Fatalf("TakeOverStale of a Lease its holder renews = %v, %v; want false, nil", took, err)
+	}
+	if h := holder(t.Context()); h != first {
+		t.Fatalf("the renewed Lease's holder changed from %q to %q", first, h)
+	}
+
+	old.kill(t)
+	// The outage: longer than the Lease's duration and the clocks' precision.
+	time.Sleep(provider.DefaultLeaseDuration + 4*time.Second)
+	started := time.Now()
+	fresh := runProviderProcess(t, bin, "new")
+	var second string
+	waitFor(t, "the new provider to lead", func(ctx context.Context) (bool, error) {
+		second = holder(ctx)
+		return second != "" && second != first, nil
+	})
+	t.Logf("the new provider held the Lease %s after it started", time.Since(started).Round(100*time.Millisecond))
+	if log := readFile(t, fresh.log); !strings.Contains(log, "Took over a leader election Lease") {
+		t.Errorf("the new provider did not take the stale Lease over; it waited it out:\n%s", log)
+	}
 }
 
 // createPodsOnSites creates host pods p<from>..p<to-1> in ns at once, spread over the

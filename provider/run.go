@@ -48,6 +48,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/vk8s-io/vk8s/api/scheme"
+	"github.com/vk8s-io/vk8s/election"
 	"github.com/vk8s-io/vk8s/kubeletapi"
 	"github.com/vk8s-io/vk8s/sitereg"
 	"github.com/vk8s-io/vk8s/storage"
@@ -143,6 +144,9 @@ func withRateLimits(cfg *rest.Config) *rest.Config {
 	return cfg
 }
 
+// leaseName is the provider's leader election Lease.
+const leaseName = "vk8s-provider"
+
 // DefaultTenant is the tenant of a provider configured without one.
 const DefaultTenant = "vk8s"
 
@@ -158,6 +162,11 @@ const (
 // reads them from there.
 func (cfg *Config) defaults() {
 	cfg.Tenant = cmp.Or(cfg.Tenant, DefaultTenant)
+	if cfg.Logger.GetSink() == nil {
+		// A zero logr.Logger drops everything: the parts that name theirs from it
+		// (storage, the kubelet API, election) would be silent.
+		cfg.Logger = ctrl.Log
+	}
 	cfg.MetricsAddr = cmp.Or(cfg.MetricsAddr, "0")
 	cfg.HealthAddr = cmp.Or(cfg.HealthAddr, "0")
 	cfg.LeaderElectionNamespace = cmp.Or(cfg.LeaderElectionNamespace, "vk8s-system")
@@ -197,6 +206,15 @@ func Run(ctx context.Context, cfg Config) error {
 	// 30s: 33 a second), and the pod controller's client a status per pod change and an
 	// Event per operation: client-go's default of 5 requests per second would queue them.
 	hostCfg := withRateLimits(cfg.Host)
+	if cfg.LeaderElection {
+		// After an outage of every replica, the elector would wait out a Lease nobody
+		// renews any more; its holder is cleared first (package election).
+		if took, err := election.TakeOverStale(ctx, hostCfg, cfg.LeaderElectionNamespace, leaseName, cfg.LeaseDuration); err != nil {
+			cfg.Logger.Error(err, "Could not check the leader election Lease; waiting it out")
+		} else if took {
+			cfg.Logger.Info("Took over a leader election Lease nobody renewed for longer than its duration", "lease", cfg.LeaderElectionNamespace+"/"+leaseName)
+		}
+	}
 	mgr, err := ctrl.NewManager(hostCfg, ctrl.Options{
 		Scheme:                  hostScheme,
 		Metrics:                 metricsserver.Options{BindAddress: cfg.MetricsAddr},
@@ -204,7 +222,7 @@ func Run(ctx context.Context, cfg Config) error {
 		GracefulShutdownTimeout: ptr.To(10 * time.Second),
 		Controller:              config.Controller{SkipNameValidation: ptr.To(cfg.SkipNameValidation)},
 		LeaderElection:          cfg.LeaderElection,
-		LeaderElectionID:        "vk8s-provider",
+		LeaderElectionID:        leaseName,
 		LeaderElectionNamespace: cfg.LeaderElectionNamespace,
 		LeaseDuration:           &cfg.LeaseDuration,
 		RenewDeadline:           &cfg.RenewDeadline,

@@ -50,6 +50,7 @@ import (
 
 	"github.com/vk8s-io/vk8s/api/scheme"
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/election"
 	"github.com/vk8s-io/vk8s/federation"
 	"github.com/vk8s-io/vk8s/webhook/certs"
 )
@@ -62,6 +63,13 @@ const (
 	DefaultResyncInterval    = time.Minute
 	// DefaultCASecret is the Secret that keeps the self-managed CA of every replica.
 	DefaultCASecret = "vk8s-webhook-ca"
+)
+
+// The leader election Lease of the federation controllers and its duration
+// (controller-runtime's default).
+const (
+	leaseName     = "vk8s-webhook"
+	leaseDuration = 15 * time.Second
 )
 
 // ConfigurationsMode says who makes the webhook configurations and who writes the CA bundle
@@ -315,6 +323,15 @@ func (s *Server) Run(ctx context.Context) error {
 	// The process reads only its own configurations, so it lists and watches them by name:
 	// RBAC can then limit every verb on them to that name.
 	ownName := cache.ByObject{Field: fields.OneTermEqualSelector("metadata.name", cfg.ConfigurationName)}
+	if cfg.LeaderElection {
+		// After an outage of every replica, the elector would wait out a Lease nobody
+		// renews any more; its holder is cleared first (package election).
+		if took, err := election.TakeOverStale(ctx, cfg.Host, cfg.LeaderElectionNamespace, leaseName, leaseDuration); err != nil {
+			loggerOr(cfg.Logger).Error(err, "Could not check the leader election Lease; waiting it out")
+		} else if took {
+			loggerOr(cfg.Logger).Info("Took over a leader election Lease nobody renewed for longer than its duration", "lease", cfg.LeaderElectionNamespace+"/"+leaseName)
+		}
+	}
 	mgr, err := ctrl.NewManager(cfg.Host, ctrl.Options{
 		Scheme:                  hostScheme,
 		Logger:                  cfg.Logger,
@@ -322,8 +339,9 @@ func (s *Server) Run(ctx context.Context) error {
 		HealthProbeBindAddress:  cfg.HealthAddr,
 		GracefulShutdownTimeout: ptr.To(10 * time.Second),
 		LeaderElection:          cfg.LeaderElection,
-		LeaderElectionID:        "vk8s-webhook",
+		LeaderElectionID:        leaseName,
 		LeaderElectionNamespace: cfg.LeaderElectionNamespace,
+		LeaseDuration:           ptr.To(leaseDuration),
 		// A replica that stops hands the Lease over at once.
 		LeaderElectionReleaseOnCancel: true,
 		WebhookServer: crwebhook.NewServer(crwebhook.Options{
