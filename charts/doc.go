@@ -19,5 +19,6 @@ limitations under the License.
 // so that the two cannot drift: the webhook configurations and the kind policy against
 // package webhook, the WorkloadFlavors against overrides.BuiltinFlavors, the CRDs against
 // api/crds, the flags against the vk8s binary, the dashboard against the metrics the code
-// registers. The e2e test TestChart installs it into the lab's host.
+// registers. The e2e test TestChart installs it into the lab's host. VK8s embeds it, for
+// the lab, which installs it into every lab's host.
 package charts

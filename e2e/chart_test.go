@@ -120,6 +120,8 @@ func TestChart(t *testing.T) {
 	}
 
 	wh := webhookStart(t, func(cfg *webhook.Config) {
+		// As this release's ServiceAccount: its roles name its configurations and CA.
+		cfg.Host = serviceAccountConfig(t, chartNS, chartRelease+"-webhook")
 		cfg.Configurations = webhook.ConfigurationsInjectCA
 		cfg.ConfigurationName = chartConfig
 		cfg.Port, cfg.URL = port, url

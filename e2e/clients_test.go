@@ -20,6 +20,7 @@ import (
 	"testing"
 
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -48,4 +49,15 @@ func clientset(t *testing.T, cluster string) *kubernetes.Clientset {
 		t.Fatal(err)
 	}
 	return cs
+}
+
+// adminConfig is the host as the lab's admin: for components a test runs with names of
+// its own, which the chart's roles do not cover.
+func adminConfig(t *testing.T) *rest.Config {
+	t.Helper()
+	cfg, err := fleet.RESTConfig("host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }

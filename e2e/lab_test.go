@@ -455,7 +455,7 @@ func TestComponentThatFailsIsNamedWithItsLog(t *testing.T) {
 	skipShort(t)
 	// The real tools, but a kube-scheduler that exits at once as on a busy port.
 	tools := t.TempDir()
-	for _, name := range []string{"kube-apiserver", "kube-controller-manager", "kubectl", "etcd", "etcdctl", "etcdutl", "kwok", "kwokctl"} {
+	for _, name := range []string{"kube-apiserver", "kube-controller-manager", "kubectl", "etcd", "etcdctl", "etcdutl", "kwok", "kwokctl", "helm"} {
 		p, err := lab.Tools{Dir: os.Getenv("VK8S_TOOLS_DIR")}.Path(name)
 		if err != nil {
 			t.Fatal(err)

@@ -97,8 +97,18 @@ func runWithLab(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e: lab up:", err)
 		return 1
 	}
-	defer stopProvider()
-	return m.Run()
+	code := func() int {
+		defer stopProvider()
+		return m.Run()
+	}()
+	if calls := forbiddenCalls(fleet); len(calls) > 0 {
+		fmt.Fprintf(os.Stderr, "e2e: FAIL: the chart's RBAC refused %d calls of vk8s (charts/vk8s, +kubebuilder:rbac markers):\n", len(calls))
+		for _, c := range calls {
+			fmt.Fprintln(os.Stderr, "  "+c)
+		}
+		return 1
+	}
+	return code
 }
 
 // fleetName names the test lab: VK8S_E2E_LAB, default "e2e". Test processes with labs of

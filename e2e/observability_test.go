@@ -44,10 +44,12 @@ import (
 	"github.com/vk8s-io/vk8s/lab"
 	"github.com/vk8s-io/vk8s/provider"
 	"github.com/vk8s-io/vk8s/translate"
+	"github.com/vk8s-io/vk8s/webhook"
 )
 
-// obsWebhookConfig names the webhook configurations of the processes these tests run.
-const obsWebhookConfig = "vk8s-webhook-obs"
+// obsWebhookConfig names the webhook configurations of the processes these tests run:
+// the chart's, as the webhook's ServiceAccount may write only those.
+const obsWebhookConfig = lab.WebhookConfigurationName
 
 // vk8sProcesses are `vk8s provider` and `vk8s webhook` run from the product binary, as an
 // installation runs them: their /metrics is what Prometheus scrapes, and their spans are
@@ -72,12 +74,10 @@ func startVK8sProcesses(t *testing.T, env ...string) *vk8sProcesses {
 		defer cancel()
 		_ = c.Delete(ctx, &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: obsWebhookConfig}})
 		_ = c.Delete(ctx, &admissionregistrationv1.ValidatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: obsWebhookConfig}})
-		_ = c.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: lab.SystemNamespace, Name: obsWebhookConfig + "-ca"}})
+		_ = c.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: lab.SystemNamespace, Name: lab.WebhookCASecret}})
 	})
-	kc, err := fleet.Kubeconfig("host")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// As the lab runs them: with tokens of the chart's ServiceAccounts.
+	pkc, wkc := fleet.ComponentKubeconfig("provider"), fleet.ComponentKubeconfig("webhook")
 	port := func() string {
 		p, err := freePort()
 		if err != nil {
@@ -87,12 +87,13 @@ func startVK8sProcesses(t *testing.T, env ...string) *vk8sProcesses {
 	}
 	started := time.Now()
 	pm, ph := port(), port()
-	runVk8sProcess(t, "provider", ph, env, "--kubeconfig", kc, "--node-address", "127.0.0.1", "--kubelet-port", port(),
+	runVk8sProcess(t, "provider", ph, env, "--kubeconfig", pkc, "--node-address", "127.0.0.1", "--kubelet-port", port(),
 		"--kubelet-client-ca-file", fleet.CACertPath("host"), "--leader-elect=false", "--site-heartbeat-interval", "10s",
 		"--metrics-bind-address", "127.0.0.1:"+pm, "--health-probe-bind-address", "127.0.0.1:"+ph)
-	wm, wh := port(), port()
-	runVk8sProcess(t, "webhook", wh, env, "--kubeconfig", kc, "--bind-address", "127.0.0.1", "--url", "https://127.0.0.1:"+port(),
-		"--leader-elect=false", "--configuration-name", obsWebhookConfig, "--ca-secret", lab.SystemNamespace+"/"+obsWebhookConfig+"-ca",
+	wm, wh, url := port(), port(), "https://127.0.0.1:"+port()
+	webhookMakeConfigurations(t, webhook.Config{URL: url, ConfigurationName: obsWebhookConfig})
+	runVk8sProcess(t, "webhook", wh, env, "--kubeconfig", wkc, "--bind-address", "127.0.0.1", "--url", url,
+		"--leader-elect=false", "--configurations", "inject-ca", "--configuration-name", obsWebhookConfig, "--ca-secret", lab.SystemNamespace+"/"+lab.WebhookCASecret,
 		"--metrics-bind-address", "127.0.0.1:"+wm, "--health-probe-bind-address", "127.0.0.1:"+wh)
 	waitSitesProbed(t, started)
 	waitAllVirtualNodes(t, c)
@@ -109,6 +110,7 @@ func startVK8sProcesses(t *testing.T, env ...string) *vk8sProcesses {
 func runVk8sProcess(t *testing.T, subcommand, health string, env []string, args ...string) {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), subcommand+".log")
+	watchLogForbidden(t, logPath)
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)

@@ -78,10 +78,7 @@ func startProvider(t *testing.T) {
 	if providerStop != nil {
 		return
 	}
-	host, err := fleet.RESTConfig("host")
-	if err != nil {
-		t.Fatal(err)
-	}
+	host := componentConfig(t, "provider")
 	port, err := freePort()
 	if err != nil {
 		t.Fatal(err)

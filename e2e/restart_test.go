@@ -159,11 +159,9 @@ type providerProcess struct {
 // kill is called.
 func runProviderProcess(t *testing.T, bin, name string) *providerProcess {
 	t.Helper()
-	kc, err := fleet.Kubeconfig("host")
-	if err != nil {
-		t.Fatal(err)
-	}
+	kc := fleet.ComponentKubeconfig("provider")
 	logPath := filepath.Join(t.TempDir(), name+".log")
+	watchLogForbidden(t, logPath)
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)

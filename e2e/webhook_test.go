@@ -48,6 +48,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 	"github.com/vk8s-io/vk8s/lab"
@@ -58,8 +59,9 @@ import (
 const (
 	webhookNS      = "demo"
 	webhookPlainNS = "webhook-plain"
-	// webhookConfigName names the test's webhook configurations.
-	webhookConfigName = "vk8s-webhook-e2e"
+	// webhookConfigName names the test's webhook configurations: the chart's, as the
+	// webhook's ServiceAccount may write only those.
+	webhookConfigName = lab.WebhookConfigurationName
 )
 
 // webhookStarts counts the webhooks this process started.
@@ -71,16 +73,16 @@ type webhookRun struct {
 	metrics *prometheus.Registry
 }
 
-// webhookStart runs the webhook in this process against the fleet's host, registered with
-// a URL client config (https://127.0.0.1:<port>), with certificates that rotate within the
-// test: a CA every 40 s, a serving certificate every 10 s. It returns once /readyz says the
-// configurations are registered. Options, when given, change its configuration.
+// webhookStart runs the webhook in this process against the fleet's host as the chart's
+// ServiceAccount, called at a URL (https://127.0.0.1:<port>), with certificates that rotate
+// within the test: a CA every 40 s, a serving certificate every 10 s. The test makes the
+// chart's configurations (the lab removed them, as it runs no webhook) with this URL, and
+// the webhook writes its CA bundle into them (inject-ca), as in the lab. It returns once
+// /readyz says the configurations carry the bundle. Options, when given, change its
+// configuration; one that names other configurations gives its own credentials.
 func webhookStart(t *testing.T, options ...func(*webhook.Config)) *webhookRun {
 	t.Helper()
-	host, err := fleet.RESTConfig("host")
-	if err != nil {
-		t.Fatal(err)
-	}
+	host := componentConfig(t, "webhook")
 	port, health := webhookFreePort(t), webhookFreePort(t)
 	reg := prometheus.NewRegistry()
 	cfg := webhook.Config{
@@ -89,7 +91,7 @@ func webhookStart(t *testing.T, options ...func(*webhook.Config)) *webhookRun {
 		BindAddress:        "127.0.0.1",
 		Port:               port,
 		URL:                fmt.Sprintf("https://127.0.0.1:%d", port),
-		Configurations:     webhook.ConfigurationsRegister,
+		Configurations:     webhook.ConfigurationsInjectCA,
 		ConfigurationName:  webhookConfigName,
 		CALifetime:         time.Minute,
 		CertLifetime:       15 * time.Second,
@@ -97,12 +99,14 @@ func webhookStart(t *testing.T, options ...func(*webhook.Config)) *webhookRun {
 		HealthAddr:         fmt.Sprintf("127.0.0.1:%d", health),
 		MetricsRegisterer:  reg,
 		// controller-runtime refuses a controller name a process has seen before.
-		Options: federation.Options{Name: fmt.Sprintf("vk8s-webhook-e2e-%d", webhookStarts.Add(1))},
-		// Not the lab webhook's CA.
-		CASecret: types.NamespacedName{Namespace: lab.SystemNamespace, Name: webhookConfigName + "-ca"},
+		Options:  federation.Options{Name: fmt.Sprintf("vk8s-webhook-e2e-%d", webhookStarts.Add(1))},
+		CASecret: types.NamespacedName{Namespace: lab.SystemNamespace, Name: lab.WebhookCASecret},
 	}
 	for _, o := range options {
 		o(&cfg)
+	}
+	if cfg.Configurations == webhook.ConfigurationsInjectCA && cfg.ConfigurationName == webhookConfigName {
+		webhookMakeConfigurations(t, cfg)
 	}
 	srv, err := webhook.New(cfg)
 	if err != nil {
@@ -141,6 +145,30 @@ func webhookStart(t *testing.T, options ...func(*webhook.Config)) *webhookRun {
 		return webhookProbe(ctx, c) == nil, nil
 	})
 	return run
+}
+
+// webhookMakeConfigurations makes the chart's webhook configurations calling cfg.URL, as
+// the chart renders them (charts/chart_test.go compares the two), without a CA bundle: the
+// installer's part, done with the lab's admin credentials.
+func webhookMakeConfigurations(t *testing.T, cfg webhook.Config) {
+	t.Helper()
+	c := hostClient(t)
+	m, v := webhook.Configurations(cfg, nil)
+	for _, want := range []client.Object{m, v} {
+		cur := want.DeepCopyObject().(client.Object)
+		_, err := controllerutil.CreateOrUpdate(t.Context(), c, cur, func() error {
+			switch o := cur.(type) {
+			case *admissionregistrationv1.MutatingWebhookConfiguration:
+				o.Webhooks = want.(*admissionregistrationv1.MutatingWebhookConfiguration).Webhooks
+			case *admissionregistrationv1.ValidatingWebhookConfiguration:
+				o.Webhooks = want.(*admissionregistrationv1.ValidatingWebhookConfiguration).Webhooks
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("make %T %s: %v", want, want.GetName(), err)
+		}
+	}
 }
 
 // webhookProbe is one admission the webhook answers without changing anything: a dry-run
@@ -534,7 +562,7 @@ func webhookCleanup(t *testing.T, c client.Client, wh *webhookRun, namespaces ..
 		defer cancel()
 		_ = c.Delete(ctx, &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: webhookConfigName}})
 		_ = c.Delete(ctx, &admissionregistrationv1.ValidatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: webhookConfigName}})
-		_ = c.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: lab.SystemNamespace, Name: webhookConfigName + "-ca"}})
+		_ = c.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: lab.SystemNamespace, Name: lab.WebhookCASecret}})
 		for _, ns := range namespaces {
 			_ = c.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 		}

@@ -138,6 +138,9 @@ func TestWebhookReplicasShareTheCA(t *testing.T) {
 			proxy.set(port)
 		}
 		wh := webhookStart(t, func(cfg *webhook.Config) {
+			// Configurations and a CA of its own, beside the chart's: the lab's admin.
+			cfg.Host = adminConfig(t)
+			cfg.Configurations = webhook.ConfigurationsRegister
 			cfg.Port = port
 			cfg.URL = fmt.Sprintf("https://127.0.0.1:%d", proxy.port())
 			cfg.ConfigurationName = name

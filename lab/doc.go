@@ -37,8 +37,12 @@ limitations under the License.
 // Site clusters get kwok nodes node1..nodeM with realistic capacity and topology labels. The
 // host gets the vk8s.io CRDs, a Site per site cluster (labels vk8s.io/lab, region and
 // site-index; kubeconfig in a Secret in namespace vk8s-system) and the VirtualSite
-// shared/all-sites that selects every Site. Up is idempotent: it starts stopped clusters,
-// creates missing ones, removes sites beyond the requested count and re-applies objects.
+// shared/all-sites that selects every Site, and charts/vk8s (embedded, package charts) with
+// helm, without its Deployments: its ServiceAccounts, RBAC, webhook configurations and
+// WorkloadFlavors (chart.go). The provider and the webhook run with tokens of the chart's
+// ServiceAccounts (ComponentConfig), never as the lab's admin. Up is idempotent: it starts stopped clusters,
+// creates missing ones, removes sites beyond the requested count, re-applies objects and
+// upgrades the chart's release.
 // With Config.Vk8sBinary it also runs that binary's provider and webhook against the host.
 //
 // # The kubelet network

@@ -88,6 +88,9 @@ type state struct {
 	// end of the lab's kubelet network, or 127.0.0.1 (kubeletnet.go). Empty: a lab from
 	// before it was recorded, whose kwok gives its nodes no InternalIP.
 	NodeIP string `json:"nodeIP,omitempty"`
+	// WebhookPort is where the lab's webhook listens, chosen once: the chart's
+	// configurations call it (webhook.url), so it stays across restarts.
+	WebhookPort int `json:"webhookPort,omitempty"`
 }
 
 // New validates cfg and returns the lab it names; nothing is started.
@@ -233,7 +236,7 @@ func clusters(sites int) []string {
 // toolNames are the binaries a lab runs.
 var toolNames = []string{
 	"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl",
-	"etcd", "etcdctl", "etcdutl", "kwok", "kwokctl",
+	"etcd", "etcdctl", "etcdutl", "kwok", "kwokctl", "helm",
 }
 
 // Tools locates the lab's binaries.

@@ -32,7 +32,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vk8s-io/vk8s/overrides"
 	"github.com/vk8s-io/vk8s/translate"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -123,6 +122,9 @@ type vk8sProcess struct {
 	subcommand string
 	// args are its flags; ports are its three free ports: main, metrics, health.
 	args func(l *Lab, kubeconfig string, ports [3]int) []string
+	// fixedPort, when set, is its main port: the lab's webhook stays where the chart's
+	// configurations call it.
+	fixedPort func(st *state) int
 }
 
 // daemonState is what lab.json records about a running vk8s process.
@@ -132,6 +134,8 @@ type daemonState struct {
 	Port        int    `json:"port"`
 	MetricsPort int    `json:"metricsPort"`
 	HealthPort  int    `json:"healthPort"`
+	// TokenExpiry is when the token it runs with expires: a new token, a new process.
+	TokenExpiry string `json:"tokenExpiry,omitempty"`
 }
 
 // labNodePorts gives each virtual node its own kubelet API port; a port another lab holds
@@ -143,6 +147,8 @@ var (
 		args: func(l *Lab, kubeconfig string, ports [3]int) []string {
 			return []string{
 				"--kubeconfig", kubeconfig,
+				// The chart's Role grants the Lease there.
+				"--leader-elect-namespace", SystemNamespace,
 				"--node-address", "127.0.0.1",
 				"--kubelet-port", strconv.Itoa(ports[0]),
 				"--kubelet-node-ports", labNodePorts,
@@ -152,18 +158,28 @@ var (
 				"--health-probe-bind-address", "127.0.0.1:" + strconv.Itoa(ports[2]),
 			}
 		}}
-	// The host's API server calls the webhook at a URL: the lab has no Service for it.
+	// The host's API server calls the webhook at a URL (the chart's webhook.url): the lab
+	// has no Service for it. The chart owns the configurations; the webhook writes its CA
+	// bundle into them, and keeps the CA where the chart's Role lets it.
 	webhookProcess = vk8sProcess{component: "vk8s-webhook", subcommand: "webhook",
+		fixedPort: func(st *state) int { return st.WebhookPort },
 		args: func(_ *Lab, kubeconfig string, ports [3]int) []string {
 			return []string{
 				"--kubeconfig", kubeconfig,
 				"--bind-address", "127.0.0.1",
-				"--url", "https://127.0.0.1:" + strconv.Itoa(ports[0]),
+				"--url", webhookURL(ports[0]),
+				"--configurations", "inject-ca",
+				"--configuration-name", WebhookConfigurationName,
+				"--ca-secret", SystemNamespace + "/" + WebhookCASecret,
+				"--leader-elect-namespace", SystemNamespace,
 				"--metrics-bind-address", "127.0.0.1:" + strconv.Itoa(ports[1]),
 				"--health-probe-bind-address", "127.0.0.1:" + strconv.Itoa(ports[2]),
 			}
 		}}
 )
+
+// webhookURL is where the host's API server calls the lab's webhook.
+func webhookURL(port int) string { return "https://127.0.0.1:" + strconv.Itoa(port) }
 
 func (l *Lab) pidPath(p vk8sProcess) string {
 	return filepath.Join(l.cfg.Dir, "pids", p.component+".pid")
@@ -172,17 +188,22 @@ func (l *Lab) logPath(p vk8sProcess) string {
 	return filepath.Join(l.cfg.Dir, "logs", p.component+".log")
 }
 
-// ensureProcess runs p against the host unless it already runs from the same binary, and
-// waits until it is ready. prev is its state in lab.json; the new state is returned.
-func (l *Lab) ensureProcess(ctx context.Context, p vk8sProcess, prev *daemonState) (*daemonState, error) {
+// ensureProcess runs p against the host, as the chart's ServiceAccount of component,
+// unless it already runs from the same binary with the same token, and waits until it is
+// ready. prev is its state in lab.json; the new state is returned.
+func (l *Lab) ensureProcess(ctx context.Context, p vk8sProcess, component string, st0 *state, prev *daemonState, tokenExpiry string) (*daemonState, error) {
 	bin := l.cfg.Vk8sBinary
 	info, err := os.Stat(bin)
 	if err != nil {
 		return nil, fmt.Errorf("vk8s binary for the %s: %w", p.subcommand, err)
 	}
 	pid := l.vk8s(p).pid()
+	fixed := 0
+	if p.fixedPort != nil {
+		fixed = p.fixedPort(st0)
+	}
 	if prev != nil && ProcessRunning(pid) && prev.Binary == bin && prev.BinaryMTime == info.ModTime().UnixNano() &&
-		processReady(ctx, prev.HealthPort) {
+		prev.TokenExpiry == tokenExpiry && (fixed == 0 || prev.Port == fixed) && processReady(ctx, prev.HealthPort) {
 		l.logf("%s: running", p.component)
 		return prev, nil
 	}
@@ -193,11 +214,11 @@ func (l *Lab) ensureProcess(ctx context.Context, p vk8sProcess, prev *daemonStat
 	if err != nil {
 		return nil, err
 	}
-	st := &daemonState{Binary: bin, BinaryMTime: info.ModTime().UnixNano(), Port: ports[0], MetricsPort: ports[1], HealthPort: ports[2]}
-	kubeconfig, err := l.Kubeconfig("host")
-	if err != nil {
-		return nil, err
+	if fixed != 0 {
+		ports[0] = fixed
 	}
+	st := &daemonState{Binary: bin, BinaryMTime: info.ModTime().UnixNano(), Port: ports[0], MetricsPort: ports[1], HealthPort: ports[2], TokenExpiry: tokenExpiry}
+	kubeconfig := l.ComponentKubeconfig(component)
 	logPath := l.logPath(p)
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return nil, err
@@ -322,10 +343,10 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// ensureVk8s runs the provider and the admission webhook against the host, records them
-// in lab.json, and installs the built-in WorkloadFlavors.
-func (l *Lab) ensureVk8s(ctx context.Context, st *state) error {
-	p, err := l.ensureProcess(ctx, providerProcess, st.Provider)
+// ensureVk8s runs the provider and the admission webhook against the host, as the chart's
+// ServiceAccounts, and records them in lab.json. creds are their tokens' expiry times.
+func (l *Lab) ensureVk8s(ctx context.Context, st *state, creds map[string]string) error {
+	p, err := l.ensureProcess(ctx, providerProcess, "provider", st, st.Provider, creds["provider"])
 	if err != nil {
 		return err
 	}
@@ -333,23 +354,10 @@ func (l *Lab) ensureVk8s(ctx context.Context, st *state) error {
 	if err := l.writeState(*st); err != nil {
 		return err
 	}
-	w, err := l.ensureProcess(ctx, webhookProcess, st.Webhook)
+	w, err := l.ensureProcess(ctx, webhookProcess, "webhook", st, st.Webhook, creds["webhook"])
 	if err != nil {
 		return err
 	}
 	st.Webhook = w
-	if err := l.writeState(*st); err != nil {
-		return err
-	}
-	c, err := l.Client("host")
-	if err != nil {
-		return err
-	}
-	for _, f := range overrides.BuiltinFlavors() {
-		want := f.Spec
-		if err := apply(ctx, c, &f, func() { f.Spec = want }); err != nil {
-			return fmt.Errorf("install WorkloadFlavor %s: %w", f.Name, err)
-		}
-	}
-	return nil
+	return l.writeState(*st)
 }

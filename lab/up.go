@@ -19,6 +19,7 @@ package lab
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"time"
 
@@ -67,7 +68,7 @@ func (l *Lab) Up(ctx context.Context) error {
 	if err != nil {
 		prev = state{}
 	}
-	want := state{Name: l.cfg.Name, Sites: l.cfg.Sites, Nodes: l.cfg.Nodes, Provider: prev.Provider, Webhook: prev.Webhook, NodeIP: prev.NodeIP}
+	want := state{Name: l.cfg.Name, Sites: l.cfg.Sites, Nodes: l.cfg.Nodes, Provider: prev.Provider, Webhook: prev.Webhook, NodeIP: prev.NodeIP, WebhookPort: prev.WebhookPort}
 	if want.Sites == 0 {
 		want.Sites = max(prev.Sites, defaultSites)
 	}
@@ -85,7 +86,19 @@ func (l *Lab) Up(ctx context.Context) error {
 		return err
 	}
 	// Recorded first, so Down finds whatever part of the lab a failed Up made.
-	if err := l.writeState(state{Name: want.Name, Sites: max(want.Sites, prev.Sites), Nodes: want.Nodes, Provider: prev.Provider, Webhook: prev.Webhook, NodeIP: want.NodeIP}); err != nil {
+	if want.WebhookPort == 0 {
+		// A lab from before the chart keeps its webhook's port.
+		if prev.Webhook != nil {
+			want.WebhookPort = prev.Webhook.Port
+		} else {
+			ports, err := freePorts(1)
+			if err != nil {
+				return err
+			}
+			want.WebhookPort = ports[0]
+		}
+	}
+	if err := l.writeState(state{Name: want.Name, Sites: max(want.Sites, prev.Sites), Nodes: want.Nodes, Provider: prev.Provider, Webhook: prev.Webhook, NodeIP: want.NodeIP, WebhookPort: want.WebhookPort}); err != nil {
 		return err
 	}
 
@@ -125,8 +138,15 @@ func (l *Lab) Up(ctx context.Context) error {
 	if err := l.setupHost(ctx, want.Sites, prev.Sites); err != nil {
 		return fmt.Errorf("set up host: %w", err)
 	}
+	if err := l.installChart(ctx, webhookURL(want.WebhookPort)); err != nil {
+		return fmt.Errorf("install charts/vk8s: %w", err)
+	}
+	creds, err := l.ensureCredentials(ctx)
+	if err != nil {
+		return err
+	}
 	if l.cfg.Vk8sBinary != "" {
-		if err := l.ensureVk8s(ctx, &want); err != nil {
+		if err := l.ensureVk8s(ctx, &want, creds); err != nil {
 			return err
 		}
 		if err := l.waitVirtualNodes(ctx, want.Sites*want.Nodes); err != nil {
@@ -190,7 +210,10 @@ func ensureKwokNodes(ctx context.Context, c client.Client, nodes []*corev1.Node)
 	})
 }
 
-// setupHost makes the host's own nodes, installs the CRDs and registers every site.
+// setupHost makes the host's own nodes, installs the CRDs and registers every site. The
+// CRDs are made here, before the chart takes them over, so that the chart's first install
+// can create the WorkloadFlavors too (Helm maps every object of a release before it
+// creates any) and the Sites can be registered before.
 func (l *Lab) setupHost(ctx context.Context, sites, prevSites int) error {
 	c, err := l.Client("host")
 	if err != nil {
@@ -271,7 +294,8 @@ func InstallCRDs(ctx context.Context, c client.Client) error {
 	for _, want := range all {
 		crd := &apiextensionsv1.CustomResourceDefinition{ObjectMeta: metav1.ObjectMeta{Name: want.Name}}
 		if err := apply(ctx, c, crd, func() {
-			crd.Labels, crd.Annotations = want.Labels, want.Annotations
+			// Merged, not replaced: the chart's release marks stay.
+			crd.Labels, crd.Annotations = mergeMaps(crd.Labels, want.Labels), mergeMaps(crd.Annotations, want.Annotations)
 			crd.Spec = want.Spec
 		}); err != nil {
 			return err
@@ -301,6 +325,18 @@ func InstallCRDs(ctx context.Context, c client.Client) error {
 		}
 	}
 	return nil
+}
+
+// mergeMaps returns into with every key of from set.
+func mergeMaps(into, from map[string]string) map[string]string {
+	if len(from) == 0 {
+		return into
+	}
+	if into == nil {
+		into = map[string]string{}
+	}
+	maps.Copy(into, from)
+	return into
 }
 
 // flatKubeconfig returns the site's kubeconfig with certificates inlined, as a Secret must

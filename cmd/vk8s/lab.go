@@ -19,6 +19,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -93,25 +94,39 @@ built with, else from PATH.`,
 		},
 	}
 
-	var site string
+	var site, as string
 	kubeconfig := &cobra.Command{
 		Use:   "kubeconfig",
-		Short: "Print the path of the host's kubeconfig, or of a site's with --site",
+		Short: "Print the path of the host's kubeconfig, or of a site's with --site, or the host's as a component with --as",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			l, err := newLab(cmd)
 			if err != nil {
 				return err
 			}
-			p, err := l.Kubeconfig(site)
-			if err != nil {
-				return err
+			var p string
+			switch {
+			case as != "" && site != "":
+				return fmt.Errorf("--as and --site: choose one")
+			case as != "":
+				if !slices.Contains(lab.Components, as) {
+					return fmt.Errorf("--as %q: choose one of %v", as, lab.Components)
+				}
+				if _, err := l.ComponentConfig(as); err != nil {
+					return err
+				}
+				p = l.ComponentKubeconfig(as)
+			default:
+				if p, err = l.Kubeconfig(site); err != nil {
+					return err
+				}
 			}
 			_, err = fmt.Fprintln(cmd.OutOrStdout(), p)
 			return err
 		},
 	}
 	kubeconfig.Flags().StringVar(&site, "site", "", "site whose kubeconfig to print (site1, ...); empty: the host")
+	kubeconfig.Flags().StringVar(&as, "as", "", "print the host's kubeconfig with the token of the chart's ServiceAccount of this component (provider, webhook), which the lab's process runs with")
 
 	status := &cobra.Command{
 		Use:   "status",
