@@ -34,8 +34,9 @@ help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*##"} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z_-]+:.*##/ {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## Build bin/vk8s.
+build: ## Build bin/vk8s, and bin/kubectl-vk8s (a link: the kubectl plugin, `kubectl vk8s`).
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/vk8s ./cmd/vk8s
+	ln -sf vk8s bin/kubectl-vk8s
 
 .PHONY: image
 image: ## Build the OCI image without a container engine (IMAGE, TAG, PLATFORMS): bin/image/oci (OCI layout), bin/image/vk8s-linux-ARCH.tar (docker/podman load); prints its digest.

@@ -87,3 +87,21 @@ func TestSetupTracing(t *testing.T) {
 		t.Errorf("virtual-kubelet's tracer is %T, want the OpenTelemetry adapter", vktrace.T)
 	}
 }
+
+func TestKubectlPlugin(t *testing.T) {
+	for arg0, want := range map[string]bool{
+		"kubectl-vk8s": true, "/usr/local/bin/kubectl-vk8s": true, "kubectl-vk8s.exe": true,
+		"vk8s": false, "/bin/vk8s": false, "kubectl-vk8s-sites": false,
+	} {
+		if got := isKubectlPlugin(arg0); got != want {
+			t.Errorf("isKubectlPlugin(%q) = %v, want %v", arg0, got, want)
+		}
+	}
+	out, err := run(t, "kubectl", "--help")
+	if err != nil || !strings.Contains(out, "vk8s kubectl [command]") || !strings.Contains(out, "explain") || !strings.Contains(out, "--context") {
+		t.Errorf("vk8s kubectl --help: %v\n%s", err, out)
+	}
+	if _, err := run(t, "kubectl", "sites", "-o", "table"); err == nil || !strings.Contains(err.Error(), `output format "table"`) {
+		t.Errorf("vk8s kubectl sites -o table: %v, want a refusal of the format", err)
+	}
+}
