@@ -27,6 +27,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/cli-runtime/pkg/printers"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -100,7 +101,9 @@ func (o *options) watchStatus(ctx context.Context, out io.Writer, s *session, ki
 		}
 		return ctx.Err()
 	}
-	p := o.tablePrinter()
+	// One tab writer for the whole watch: it remembers its column widths, so later rows
+	// line up under the first ones, as kubectl get -w prints them.
+	p, tw := o.tablePrinter(), printers.GetNewTabWriter(out)
 	var last map[string]fleet.StatusRow
 	for {
 		in, err := readStatus(ctx, c, kind, s.namespace, name)
@@ -123,11 +126,14 @@ func (o *options) watchStatus(ctx context.Context, out io.Writer, s *session, ki
 		if last == nil || len(diff) > 0 {
 			if o.output == "json" || o.output == "yaml" {
 				if last != nil && o.output == "yaml" {
-					fmt.Fprintln(out, "---")
+					fmt.Fprintln(tw, "---")
 				}
 				diff = rows
 			}
-			if err := o.printStatus(out, p, kind, s.namespace, name, diff); err != nil {
+			if err := o.printStatus(tw, p, kind, s.namespace, name, diff); err != nil {
+				return err
+			}
+			if err := tw.Flush(); err != nil {
 				return err
 			}
 		}
