@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -65,22 +66,30 @@ type options struct {
 	now func() time.Time
 }
 
-// outputFormats are the values of -o.
-var outputFormats = []string{"json", "wide", "yaml"}
+// The values of -o: of the commands that print tables, and of explain.
+var (
+	tableFormats   = []string{"json", "wide", "yaml"}
+	explainFormats = []string{"json", "yaml"}
+)
 
-// addOutputFlags adds -o and --no-headers to cmd.
-func (o *options) addOutputFlags(cmd *cobra.Command) {
-	cmd.Flags().StringVarP(&o.output, "output", "o", "", "Output format: "+strings.Join(outputFormats, ", ")+" (default: a table)")
-	cmd.Flags().BoolVar(&o.noHeaders, "no-headers", false, "Print the table without its header line")
+// addOutputFlags adds -o, for formats, and --no-headers when they include wide.
+func (o *options) addOutputFlags(cmd *cobra.Command, formats []string) {
+	def := "text"
+	if slices.Contains(formats, "wide") {
+		def = "a table"
+	}
+	cmd.Flags().StringVarP(&o.output, "output", "o", "", "Output format: "+strings.Join(formats, ", ")+" (default: "+def+")")
+	if slices.Contains(formats, "wide") {
+		cmd.Flags().BoolVar(&o.noHeaders, "no-headers", false, "Print the table without its header line")
+	}
 }
 
-// validateOutput refuses an -o value it cannot print, in kubectl's words.
-func (o *options) validateOutput() error {
-	switch o.output {
-	case "", "wide", "json", "yaml":
+// validateOutput refuses an -o value that is not one of formats, in kubectl's words.
+func (o *options) validateOutput(formats []string) error {
+	if o.output == "" || slices.Contains(formats, o.output) {
 		return nil
 	}
-	return fmt.Errorf("unable to match a printer suitable for the output format %q, allowed formats are: %s", o.output, strings.Join(outputFormats, ","))
+	return fmt.Errorf("unable to match a printer suitable for the output format %q, allowed formats are: %s", o.output, strings.Join(formats, ","))
 }
 
 // tablePrinter is cli-runtime's printer of metav1.Tables, as kubectl get prints them.
@@ -134,7 +143,7 @@ virtual nodes, the site's Kubernetes version and why it is not Connected or Read
   kubectl vk8s sites -o wide`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.validateOutput(); err != nil {
+			if err := o.validateOutput(tableFormats); err != nil {
 				return err
 			}
 			s, err := o.connect()
@@ -153,7 +162,7 @@ virtual nodes, the site's Kubernetes version and why it is not Connected or Read
 			return o.print(cmd.OutOrStdout(), fleet.SitesTable(rows, o.now()), SiteList{Items: rows})
 		},
 	}
-	o.addOutputFlags(cmd)
+	o.addOutputFlags(cmd, tableFormats)
 	return cmd
 }
 
@@ -175,7 +184,7 @@ site by site, until interrupted.`,
   kubectl vk8s status deploy/web -w`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.validateOutput(); err != nil {
+			if err := o.validateOutput(tableFormats); err != nil {
 				return err
 			}
 			typ, name, err := typeAndName(args, "")
@@ -201,10 +210,14 @@ site by site, until interrupted.`,
 			if err != nil {
 				return err
 			}
+			if len(rows) == 0 && o.output != "json" && o.output != "yaml" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "No sites in the plan of %s %s/%s, and no pods.\n", strings.ToLower(kind), s.namespace, name)
+				return nil
+			}
 			return o.printStatus(cmd.OutOrStdout(), o.tablePrinter(), kind, s.namespace, name, rows)
 		},
 	}
-	o.addOutputFlags(cmd)
+	o.addOutputFlags(cmd, tableFormats)
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "After printing the rows, print them again as they change (a rollout site by site), until interrupted")
 	return cmd
 }
@@ -230,10 +243,7 @@ and whether it is still the site's, and the flavor and whether the site applies 
   kubectl vk8s explain web-0 -o yaml`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if o.output == "wide" {
-				o.output = ""
-			}
-			if err := o.validateOutput(); err != nil {
+			if err := o.validateOutput(explainFormats); err != nil {
 				return err
 			}
 			typ, name, err := typeAndName(args, "pod")
@@ -265,7 +275,7 @@ and whether it is still the site's, and the flavor and whether the site applies 
 			return w.Flush()
 		},
 	}
-	o.addOutputFlags(cmd)
+	o.addOutputFlags(cmd, explainFormats)
 	return cmd
 }
 

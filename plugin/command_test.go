@@ -96,7 +96,7 @@ func TestOutput(t *testing.T) {
 		}
 	}
 	o := &options{output: "jsonpath={.items}"}
-	if err := o.validateOutput(); err == nil || err.Error() != `unable to match a printer suitable for the output format "jsonpath={.items}", allowed formats are: json,wide,yaml` {
+	if err := o.validateOutput(tableFormats); err == nil || err.Error() != `unable to match a printer suitable for the output format "jsonpath={.items}", allowed formats are: json,wide,yaml` {
 		t.Errorf("-o jsonpath: %v, want kubectl's refusal", err)
 	}
 }

@@ -212,14 +212,11 @@ func readStatus(ctx context.Context, r client.Reader, kind, namespace, name stri
 	in := fleet.StatusInput{Workload: fleet.Workload{Kind: kind, Namespace: namespace, Name: name}}
 	w := &in.Workload
 	key := client.ObjectKey{Namespace: namespace, Name: name}
-	var (
-		obj      client.Object
-		selector *metav1.LabelSelector
-	)
+	var obj client.Object
 	switch kind {
 	case fleet.KindDeployment:
 		d := &appsv1.Deployment{}
-		obj, selector, w.Template = d, d.Spec.Selector, &d.Spec.Template
+		obj, w.Template = d, &d.Spec.Template
 	case fleet.KindStatefulSet:
 		sts := &appsv1.StatefulSet{}
 		obj, w.Template = sts, &sts.Spec.Template
@@ -235,8 +232,10 @@ func readStatus(ctx context.Context, r client.Reader, kind, namespace, name stri
 		return in, inNamespace(err, namespace)
 	}
 	w.Annotations, w.Owners = obj.GetAnnotations(), []types.UID{obj.GetUID()}
-	// The pods' owners: the workload, or what stands between (ReplicaSets, a CronJob's Job).
+	// The pods' owners, the workload or what stands between (ReplicaSets, a CronJob's
+	// Job), and the selector to list them by.
 	owners := []types.UID{obj.GetUID()}
+	var selector *metav1.LabelSelector
 	switch o := obj.(type) {
 	case *appsv1.Deployment:
 		selector = o.Spec.Selector

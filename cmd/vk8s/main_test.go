@@ -101,7 +101,19 @@ func TestKubectlPlugin(t *testing.T) {
 	if err != nil || !strings.Contains(out, "vk8s kubectl [command]") || !strings.Contains(out, "explain") || !strings.Contains(out, "--context") {
 		t.Errorf("vk8s kubectl --help: %v\n%s", err, out)
 	}
-	if _, err := run(t, "kubectl", "sites", "-o", "table"); err == nil || !strings.Contains(err.Error(), `output format "table"`) {
-		t.Errorf("vk8s kubectl sites -o table: %v, want a refusal of the format", err)
+	// Each command takes its own formats; nothing reaches a cluster here.
+	t.Setenv("KUBECONFIG", t.TempDir()+"/none")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"sites", "-o", "table"}, `output format "table", allowed formats are: json,wide,yaml`},
+		{[]string{"explain", "web-0", "-o", "wide"}, `output format "wide", allowed formats are: json,yaml`},
+		{[]string{"sites", "-o", "wide"}, "no configuration has been provided"},
+		{[]string{"status", "web"}, "must have a single resource and name"},
+	} {
+		if _, err := run(t, append([]string{"kubectl"}, tc.args...)...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("vk8s kubectl %v: %v, want %q", tc.args, err, tc.want)
+		}
 	}
 }
