@@ -34,8 +34,9 @@ help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*##"} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z_-]+:.*##/ {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## Build bin/vk8s.
+build: ## Build bin/vk8s, and bin/kubectl-vk8s (a link: the kubectl plugin, `kubectl vk8s`).
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/vk8s ./cmd/vk8s
+	ln -sf vk8s bin/kubectl-vk8s
 
 .PHONY: image
 image: ## Build the OCI image without a container engine (IMAGE, TAG, PLATFORMS): bin/image/oci (OCI layout), bin/image/vk8s-linux-ARCH.tar (docker/podman load); prints its digest.
@@ -99,6 +100,8 @@ demo: tools build ## Bring up the lab (host, 3 sites x 3 nodes, provider, webhoo
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" apply -f examples/ab/ab-test.yaml
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" -n demo rollout status deployment/shop --timeout=180s
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" -n demo get pods -l app=shop -o wide -L vk8s.io/site,vk8s.io/override
+	@# The same, site by site, through the kubectl plugin (kubectl vk8s, docs/fleet.md).
+	bin/kubectl-vk8s --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" -n demo status deployment/shop
 	@# Two virtual-sites: the union of their sites (site1 and site3).
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" apply -f examples/union/union.yaml
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" -n demo rollout status deployment/catalog --timeout=180s
@@ -115,6 +118,7 @@ demo: tools build ## Bring up the lab (host, 3 sites x 3 nodes, provider, webhoo
 	timeout 180 sh -c 'until kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" -n demo get jobs -l app=hello -o jsonpath="{.items[*].status.succeeded}" | grep -q 3; do sleep 3; done'
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" -n demo get cronjobs,jobs
 	kubectl --kubeconfig "$$(bin/vk8s lab kubeconfig --site site2 --name $(LAB))" get pods -A -l vk8s.io/tenant -o wide
+	bin/kubectl-vk8s --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" sites
 
 .PHONY: bench
 bench: tools build ## Measure pod start latency (host vs. sites directly), admission, the provider's footprint at 3/30/300 sites (BENCH_SITES=3,30,300,1000x3 for 3,000 virtual nodes), and the mirror lag at 3 and 30 sites.

@@ -14,8 +14,9 @@ See the License for the specific language governing permissions and
 limitations under the License.
 */
 
-// Command vk8s is the vk8s binary: the provider, the webhook, site onboarding and the local
-// lab, as subcommands.
+// Command vk8s is the vk8s binary: the provider, the webhook, site onboarding, the local
+// lab and the kubectl plugin (`vk8s kubectl`, or the binary run as kubectl-vk8s), as
+// subcommands.
 package main
 
 import (
@@ -24,6 +25,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/go-logr/logr"
@@ -32,6 +35,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/vk8s-io/vk8s/plugin"
 )
 
 // Set by the Makefile through -ldflags -X.
@@ -47,7 +52,11 @@ func main() {
 	ctrllog.SetLogger(logger)
 	klog.SetLogger(logger)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newRootCommand().ExecuteContext(ctx)
+	root := newRootCommand()
+	if isKubectlPlugin(os.Args[0]) {
+		root = plugin.NewCommand(kubectlPluginName, "kubectl vk8s")
+	}
+	err := root.ExecuteContext(ctx)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
@@ -62,8 +71,19 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCommand(), newLabCommand(), newProviderCommand(), newWebhookCommand())
+	root.AddCommand(newVersionCommand(), newLabCommand(), newProviderCommand(), newWebhookCommand(),
+		plugin.NewCommand("kubectl", ""))
 	return root
+}
+
+// kubectlPluginName is the name kubectl finds plugins by: `kubectl vk8s` runs the first
+// kubectl-vk8s on the PATH.
+const kubectlPluginName = "kubectl-vk8s"
+
+// isKubectlPlugin says whether the binary runs as kubectl-vk8s (a link that kubectl or
+// Krew runs), where the plugin's commands are the top level.
+func isKubectlPlugin(arg0 string) bool {
+	return strings.TrimSuffix(filepath.Base(arg0), ".exe") == kubectlPluginName
 }
 
 func newVersionCommand() *cobra.Command {

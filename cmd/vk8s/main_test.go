@@ -87,3 +87,33 @@ func TestSetupTracing(t *testing.T) {
 		t.Errorf("virtual-kubelet's tracer is %T, want the OpenTelemetry adapter", vktrace.T)
 	}
 }
+
+func TestKubectlPlugin(t *testing.T) {
+	for arg0, want := range map[string]bool{
+		"kubectl-vk8s": true, "/usr/local/bin/kubectl-vk8s": true, "kubectl-vk8s.exe": true,
+		"vk8s": false, "/bin/vk8s": false, "kubectl-vk8s-sites": false,
+	} {
+		if got := isKubectlPlugin(arg0); got != want {
+			t.Errorf("isKubectlPlugin(%q) = %v, want %v", arg0, got, want)
+		}
+	}
+	out, err := run(t, "kubectl", "--help")
+	if err != nil || !strings.Contains(out, "vk8s kubectl [command]") || !strings.Contains(out, "explain") || !strings.Contains(out, "--context") {
+		t.Errorf("vk8s kubectl --help: %v\n%s", err, out)
+	}
+	// Each command takes its own formats; nothing reaches a cluster here.
+	t.Setenv("KUBECONFIG", t.TempDir()+"/none")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"sites", "-o", "table"}, `output format "table", allowed formats are: json,wide,yaml`},
+		{[]string{"explain", "web-0", "-o", "wide"}, `output format "wide", allowed formats are: json,yaml`},
+		{[]string{"sites", "-o", "wide"}, "no configuration has been provided"},
+		{[]string{"status", "web"}, "must have a single resource and name"},
+	} {
+		if _, err := run(t, append([]string{"kubectl"}, tc.args...)...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("vk8s kubectl %v: %v, want %q", tc.args, err, tc.want)
+		}
+	}
+}
