@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strings"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
@@ -55,8 +56,28 @@ type Federation struct {
 // one, so they agree on every workload's sites.
 type Resolver struct {
 	cache         client.Reader
+	live          client.Reader
 	shared        string
 	defaultFlavor string
+}
+
+// ReadMissesFrom makes r read an object its cache does not hold from live (the API server)
+// before it calls it missing: `kubectl apply -f` of a VirtualSite, Override or flavor and
+// the workload that names it sends the workload a moment after the object, often before
+// the cache has it. It returns r.
+func (r *Resolver) ReadMissesFrom(live client.Reader) *Resolver {
+	r.live = live
+	return r
+}
+
+// get reads key into obj from the cache, or from the live reader when the cache has no
+// such object.
+func (r *Resolver) get(ctx context.Context, key client.ObjectKey, obj client.Object) error {
+	err := r.cache.Get(ctx, key, obj)
+	if apierrors.IsNotFound(err) && r.live != nil {
+		return r.live.Get(ctx, key, obj)
+	}
+	return err
 }
 
 // NewResolver returns a resolver over cache; sharedNamespace and defaultFlavor are the
@@ -144,7 +165,7 @@ func (r *Resolver) resolveSites(ctx context.Context, f *Federation, namespace st
 	selected := map[string]bool{}
 	for _, ref := range refs {
 		vs := &vk8sv1.VirtualSite{}
-		if err := r.cache.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, vs); err != nil {
+		if err := r.get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, vs); err != nil {
 			if client.IgnoreNotFound(err) != nil {
 				return fmt.Errorf("get VirtualSite %s: %w", ref, err)
 			}
@@ -183,7 +204,7 @@ func (r *Resolver) resolveOverrides(ctx context.Context, f *Federation, namespac
 	f.Overrides = map[string]*vk8sv1.Override{}
 	for _, name := range names {
 		o := &vk8sv1.Override{}
-		if err := r.cache.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, o); err != nil {
+		if err := r.get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, o); err != nil {
 			if client.IgnoreNotFound(err) != nil {
 				return fmt.Errorf("get Override %s/%s: %w", namespace, name, err)
 			}
@@ -208,7 +229,7 @@ func (r *Resolver) resolveFlavor(ctx context.Context, f *Federation, annotations
 	}
 	f.FlavorName = name
 	fl := &vk8sv1.WorkloadFlavor{}
-	err = r.cache.Get(ctx, client.ObjectKey{Name: name}, fl)
+	err = r.get(ctx, client.ObjectKey{Name: name}, fl)
 	switch {
 	case err == nil:
 		f.Flavor = fl

@@ -130,7 +130,7 @@ func New(cfg Config) (*State, error) {
 	}
 	s := &State{
 		Config:       cfg,
-		Resolver:     NewResolver(cfg.Cache, cfg.SharedNamespace, cfg.DefaultWorkloadFlavor),
+		Resolver:     NewResolver(cfg.Cache, cfg.SharedNamespace, cfg.DefaultWorkloadFlavor).ReadMissesFrom(cfg.API),
 		Reservations: placement.NewReservations(cfg.ReservationTTL, cfg.Now),
 		Deleted:      newDeletions(cfg.Now),
 		metrics:      m,
