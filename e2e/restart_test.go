@@ -274,21 +274,10 @@ func TestProviderFailover(t *testing.T) {
 	hostNamespace(t, host, ns)
 	deleted := watchSiteDeletions(t, siteNamespace)
 
-	leaseKey := client.ObjectKey{Namespace: "vk8s-system", Name: "vk8s-provider"}
-	holder := func(ctx context.Context) string {
-		l := &coordinationv1.Lease{}
-		if err := host.Get(ctx, leaseKey, l); err != nil || l.Spec.HolderIdentity == nil {
-			return ""
-		}
-		return *l.Spec.HolderIdentity
-	}
-	// A Lease left by an earlier test's process expires first.
+	holder := leaseHolder(host)
+	// A Lease left by an earlier test's process is taken over or expires first.
 	leader := runProviderProcess(t, bin, "leader")
-	var first string
-	waitFor(t, "the first provider to lead", func(ctx context.Context) (bool, error) {
-		first = holder(ctx)
-		return first != "" && strings.Contains(strings.ToLower(readFile(t, leader.log)), "successfully acquired lease"), nil
-	})
+	first := waitLeading(t, host, leader)
 	runProviderProcess(t, bin, "standby")
 
 	const pods = 50
@@ -338,21 +327,10 @@ func TestStaleLeaseTakenOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	bin := buildVk8s(t)
-	leaseKey := client.ObjectKey{Namespace: "vk8s-system", Name: "vk8s-provider"}
-	holder := func(ctx context.Context) string {
-		l := &coordinationv1.Lease{}
-		if err := host.Get(ctx, leaseKey, l); err != nil || l.Spec.HolderIdentity == nil {
-			return ""
-		}
-		return *l.Spec.HolderIdentity
-	}
+	holder := leaseHolder(host)
 	old := runProviderProcess(t, bin, "old")
-	var first string
-	waitFor(t, "the first provider to lead", func(ctx context.Context) (bool, error) {
-		first = holder(ctx)
-		return first != "" && strings.Contains(strings.ToLower(readFile(t, old.log)), "successfully acquired lease"), nil
-	})
-	took, err := election.TakeOverStale(t.Context(), cfg, leaseKey.Namespace, leaseKey.Name, provider.DefaultLeaseDuration)
+	first := waitLeading(t, host, old)
+	took, err := election.TakeOverStale(t.Context(), cfg, providerLease.Namespace, providerLease.Name, provider.DefaultLeaseDuration)
 	if err != nil || took {
 		t.Fatalf("TakeOverStale of a Lease its holder renews = %v, %v; want false, nil", took, err)
 	}
@@ -374,6 +352,32 @@ func TestStaleLeaseTakenOver(t *testing.T) {
 	if log := readFile(t, fresh.log); !strings.Contains(log, "Took over a leader election Lease") {
 		t.Errorf("the new provider did not take the stale Lease over; it waited it out:\n%s", log)
 	}
+}
+
+// providerLease is the provider's leader election Lease in the lab.
+var providerLease = client.ObjectKey{Namespace: "vk8s-system", Name: "vk8s-provider"}
+
+// leaseHolder returns a function that reads the holder of providerLease ("" when none).
+func leaseHolder(host client.Client) func(ctx context.Context) string {
+	return func(ctx context.Context) string {
+		l := &coordinationv1.Lease{}
+		if err := host.Get(ctx, providerLease, l); err != nil || l.Spec.HolderIdentity == nil {
+			return ""
+		}
+		return *l.Spec.HolderIdentity
+	}
+}
+
+// waitLeading waits until provider process p holds providerLease and returns the holder.
+func waitLeading(t *testing.T, host client.Client, p *providerProcess) string {
+	t.Helper()
+	holder := leaseHolder(host)
+	var h string
+	waitFor(t, "the provider to lead", func(ctx context.Context) (bool, error) {
+		h = holder(ctx)
+		return h != "" && strings.Contains(strings.ToLower(readFile(t, p.log)), "successfully acquired lease"), nil
+	})
+	return h
 }
 
 // createPodsOnSites creates host pods p<from>..p<to-1> in ns at once, spread over the
