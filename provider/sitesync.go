@@ -308,8 +308,11 @@ func (p *Pods) createSitePod(ctx context.Context, c *cluster, it item, host *cor
 			return gerr
 		}
 		if got.Labels[vk8sv1.LabelHostPodUID] == string(host.UID) {
+			// Created by us; the cache has not seen it yet (a new connection's, after
+			// rotated credentials, still filling): looked at again once it has, so that
+			// a change the host pod carries (labels, images) is not lost.
 			p.traces.Delete(it.Namespace + "/" + it.Name)
-			return nil // created by us; the cache has not seen it yet
+			return errRequeue
 		}
 		if !translate.CreatedByVK8s(got, p.cfg.Tenant, host.Namespace) {
 			// A site administrator's pod, or another host's: never touched. The host pod
