@@ -455,13 +455,22 @@ func oldestLease(ctx context.Context, host kubernetes.Interface, vnodes *vnodeWa
 	return oldest, nil
 }
 
-func cpuTicks(pid int) (int64, error) {
+// statFields returns the fields of /proc/<pid>/stat after the command name, the first
+// being the state (field 3).
+func statFields(pid int) ([]string, error) {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	// The command name may hold spaces: the fields after it start after the last ')'.
+	return strings.Fields(string(raw)[strings.LastIndexByte(string(raw), ')')+2:]), nil
+}
+
+func cpuTicks(pid int) (int64, error) {
+	f, err := statFields(pid)
 	if err != nil {
 		return 0, err
 	}
-	// Fields after the command name (which may hold spaces) start after the last ')'.
-	f := strings.Fields(string(raw)[strings.LastIndexByte(string(raw), ')')+2:])
 	utime, err1 := strconv.ParseInt(f[11], 10, 64)
 	stime, err2 := strconv.ParseInt(f[12], 10, 64)
 	return utime + stime, errors.Join(err1, err2)
@@ -472,11 +481,10 @@ func cpuTicks(pid int) (int64, error) {
 // (/proc/uptime), both to 10 ms.
 func processStart(pid int) (time.Time, error) {
 	now := time.Now()
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	f, err := statFields(pid)
 	if err != nil {
 		return time.Time{}, err
 	}
-	f := strings.Fields(string(raw)[strings.LastIndexByte(string(raw), ')')+2:])
 	ticks, err := strconv.ParseInt(f[19], 10, 64)
 	if err != nil {
 		return time.Time{}, err
