@@ -25,6 +25,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/go-logr/logr"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -35,6 +36,18 @@ import (
 // precision is what the two readings of the API server's clock may hide: both the Date
 // header and managedFields times are whole seconds.
 const precision = 2 * time.Second
+
+// Prepare runs TakeOverStale before a process joins the election of Lease
+// namespace/name, and logs what it did; an error only costs the wait TakeOverStale saves.
+func Prepare(ctx context.Context, cfg *rest.Config, namespace, name string, leaseDuration time.Duration, log logr.Logger) {
+	took, err := TakeOverStale(ctx, cfg, namespace, name, leaseDuration)
+	switch {
+	case err != nil:
+		log.Error(err, "Could not check the leader election Lease; waiting it out")
+	case took:
+		log.Info("Took over a leader election Lease nobody renewed for longer than its duration", "lease", namespace+"/"+name)
+	}
+}
 
 // TakeOverStale clears the holder of Lease namespace/name when, by the API server's
 // clock, nobody has written it for longer than leaseDuration, and says whether it did.

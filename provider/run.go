@@ -209,11 +209,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.LeaderElection {
 		// After an outage of every replica, the elector would wait out a Lease nobody
 		// renews any more; its holder is cleared first (package election).
-		if took, err := election.TakeOverStale(ctx, hostCfg, cfg.LeaderElectionNamespace, leaseName, cfg.LeaseDuration); err != nil {
-			cfg.Logger.Error(err, "Could not check the leader election Lease; waiting it out")
-		} else if took {
-			cfg.Logger.Info("Took over a leader election Lease nobody renewed for longer than its duration", "lease", cfg.LeaderElectionNamespace+"/"+leaseName)
-		}
+		election.Prepare(ctx, hostCfg, cfg.LeaderElectionNamespace, leaseName, cfg.LeaseDuration, cfg.Logger)
 	}
 	mgr, err := ctrl.NewManager(hostCfg, ctrl.Options{
 		Scheme:                  hostScheme,

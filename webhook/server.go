@@ -326,11 +326,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if cfg.LeaderElection {
 		// After an outage of every replica, the elector would wait out a Lease nobody
 		// renews any more; its holder is cleared first (package election).
-		if took, err := election.TakeOverStale(ctx, cfg.Host, cfg.LeaderElectionNamespace, leaseName, leaseDuration); err != nil {
-			loggerOr(cfg.Logger).Error(err, "Could not check the leader election Lease; waiting it out")
-		} else if took {
-			loggerOr(cfg.Logger).Info("Took over a leader election Lease nobody renewed for longer than its duration", "lease", cfg.LeaderElectionNamespace+"/"+leaseName)
-		}
+		election.Prepare(ctx, cfg.Host, cfg.LeaderElectionNamespace, leaseName, leaseDuration, loggerOr(cfg.Logger))
 	}
 	mgr, err := ctrl.NewManager(cfg.Host, ctrl.Options{
 		Scheme:                  hostScheme,
