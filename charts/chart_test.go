@@ -111,6 +111,12 @@ func renderWith(t *testing.T, flags []string, set ...string) rendered {
 	if err != nil {
 		t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
+	return decode(t, out)
+}
+
+// decode reads helm's multi-document output: template, get manifest, get hooks.
+func decode(t *testing.T, out string) rendered {
+	t.Helper()
 	var objs rendered
 	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(out), 4096)
 	for {
@@ -118,7 +124,7 @@ func renderWith(t *testing.T, flags []string, set ...string) rendered {
 		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
 			break
 		} else if err != nil {
-			t.Fatalf("decode helm template's output: %v", err)
+			t.Fatalf("decode helm's output: %v", err)
 		}
 		if m == nil {
 			continue

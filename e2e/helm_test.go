@@ -170,20 +170,15 @@ func helm(t *testing.T, args ...string) string {
 // (a cleanup has no t.Context()).
 func helmErr(ctx context.Context, t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	kc, err := fleet.Kubeconfig("host")
-	if err != nil {
-		return "", err
-	}
-	return helmAt(ctx, kc, filepath.Join(fleet.Dir(), "helm"), args...)
-}
-
-// helmAt runs the lab's helm against the cluster of kubeconfig kc, with its configuration
-// and cache in home.
-func helmAt(ctx context.Context, kc, home string, args ...string) (string, error) {
 	bin, err := lab.Tools{Dir: os.Getenv("VK8S_TOOLS_DIR")}.Path("helm")
 	if err != nil {
 		return "", err
 	}
+	kc, err := fleet.Kubeconfig("host")
+	if err != nil {
+		return "", err
+	}
+	home := filepath.Join(fleet.Dir(), "helm")
 	cmd := exec.CommandContext(ctx, bin, append(args, "--kubeconfig", kc)...)
 	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+filepath.Join(home, "cache"), "HELM_CONFIG_HOME="+filepath.Join(home, "config"),
 		"HELM_DATA_HOME="+filepath.Join(home, "data"))
