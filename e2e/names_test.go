@@ -19,11 +19,13 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -46,7 +48,8 @@ const namesSteady = 20 * time.Second
 // virtual node keeps it (else the older one); the other is Ready=False with reason
 // NodeNameCollision, naming the other Site and the node, and does not register it: the
 // host Node keeps its Site's labels and its UID, whatever the provider's heartbeats. When
-// the keeper goes, the other Site takes the name.
+// the keeper goes, the other Site takes the name. A name that is one of the host's own Nodes
+// is never a virtual node's.
 func TestNodeNameCollisions(t *testing.T) {
 	skipShort(t)
 	startProvider(t)
@@ -124,6 +127,25 @@ func TestNodeNameCollisions(t *testing.T) {
 				len(s.Status.VirtualNodes) == 1 && s.Status.VirtualNodes[0] == "nx-x-node1"
 		})
 		namesWaitNode(t, c, "nx-x-node1", "nx", "x-node1")
+	})
+
+	t.Run("a Site named like the host's own Nodes leaves them alone", func(t *testing.T) {
+		// Site host's node node1 is virtual node host-node1: the name of one of the host's
+		// own (kwok) Nodes, which no provider registered and none may update.
+		own := &corev1.Node{}
+		if err := c.Get(t.Context(), client.ObjectKey{Name: lab.HostNodeName(1)}, own); err != nil {
+			t.Fatal(err)
+		}
+		newSite("host", "site3", vk8sv1.NodeModePerNode, lab.NodeName(1))
+		collides("host", lab.HostNodeName(1)+" (its node node1) is a Node of the host itself")
+		namesSteadyNode(t, c, lab.HostNodeName(1), "", "", own.UID)
+		after := &corev1.Node{}
+		if err := c.Get(t.Context(), client.ObjectKey{Name: lab.HostNodeName(1)}, after); err != nil {
+			t.Fatal(err)
+		}
+		if !maps.Equal(after.Labels, own.Labels) || !apiequality.Semantic.DeepEqual(after.Spec, own.Spec) {
+			t.Errorf("the host's own Node %s changed: labels %v, spec %+v; was %v, %+v", own.Name, after.Labels, after.Spec, own.Labels, own.Spec)
+		}
 	})
 }
 

@@ -99,8 +99,9 @@ limitations under the License.
 // Site a's node b are both a-b). Such names are left out of virtualNodes. Of the Sites that
 // make a name, the one that has it (its virtualNodes list it) keeps it, else the oldest;
 // the decisions are taken one at a time (assign), and a Site whose names change wakes the
-// other Sites that could make them. Collisions tells the virtual nodes which names are
-// another Site's.
+// other Sites that could make them. A name that is a Node of the host's own (no
+// vk8s.io/site label) is never a Site's: NodeNameCollision too. Collisions tells the
+// virtual nodes which names are another Site's or the host's.
 //
 // A change of Connected, or of Ready while connected, is recorded as a Kubernetes Event on
 // the Site (Warning for failures, Normal for recoveries); a probe that changes nothing

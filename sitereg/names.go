@@ -42,8 +42,11 @@ type Collision struct {
 	// Node is the Site's node the name stands for; empty for its Aggregate node.
 	Node string
 	// Keeper is the Site that keeps the name; KeeperNode its node ("" for its Aggregate
-	// node).
+	// node). Both are empty when the name is a Node of the host itself (HostNode).
 	Keeper, KeeperNode string
+	// HostNode says that the host has a Node of this name that is no virtual node (no
+	// vk8s.io/site label): one of its own, which vk8s never takes over.
+	HostNode bool
 }
 
 // describe says what c is, for the status of the Site that does not keep the name.
@@ -51,6 +54,9 @@ func (c Collision) describe() string {
 	mine, theirs := "its node "+c.Node, "its node "+c.KeeperNode
 	if c.Node == "" {
 		mine = "its Aggregate node"
+	}
+	if c.HostNode {
+		return fmt.Sprintf("%s (%s) is a Node of the host itself", c.Name, mine)
 	}
 	if c.KeeperNode == "" {
 		theirs = "its Aggregate node"
@@ -70,7 +76,7 @@ func collisionMessage(cols []Collision) string {
 		}
 		parts = append(parts, c.describe())
 	}
-	return fmt.Sprintf("virtual node names collide with another Site's: %s; a host Node stands for one site node, "+
+	return fmt.Sprintf("virtual node names collide with another Site's or the host's own Nodes: %s; a host Node stands for one site node, "+
 		"so the Site that has the name keeps it and this Site's node is not registered: rename the node on its site, "+
 		"leave it out with spec.nodeSelector, or recreate this Site under another name", strings.Join(parts, "; "))
 }
@@ -98,6 +104,15 @@ func (v siteView) claims(name, node string) bool {
 	default:
 		return !v.aggregate && v.makes != nil && v.makes(node)
 	}
+}
+
+// nodeOf returns the node of v that its virtual node name stands for; "" for v's Aggregate
+// node.
+func (v siteView) nodeOf(name string) string {
+	if v.aggregate {
+		return ""
+	}
+	return strings.TrimPrefix(name, v.name+"-")
 }
 
 // namer is a Site that could make a virtual node name, and its node that would.
@@ -147,10 +162,7 @@ func keeper(claims []claim) claim {
 func collisions(self siteView, names []string, lookup func(site string) (siteView, bool)) []Collision {
 	var out []Collision
 	for _, name := range names {
-		mine := ""
-		if !self.aggregate {
-			mine = strings.TrimPrefix(name, self.name+"-")
-		}
+		mine := self.nodeOf(name)
 		claims := []claim{{site: self.name, created: self.created, node: mine, held: self.held[name]}}
 		for _, n := range namers(name) {
 			if n.site == self.name {
@@ -195,11 +207,42 @@ func (r *Registry) collisionsLocked(ctx context.Context, site *vk8sv1.Site, name
 		views[name] = v
 		return derefView(v)
 	}
-	out := collisions(r.view(site), names, lookup)
+	self := r.view(site)
+	out := collisions(self, names, lookup)
 	if lookupErr != nil {
 		return nil, lookupErr
 	}
+	taken := make(map[string]bool, len(out))
+	for _, c := range out {
+		taken[c.Name] = true
+	}
+	for _, name := range names {
+		if taken[name] {
+			continue
+		}
+		own, err := r.hostOwnNode(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		if own {
+			out = append(out, Collision{Name: name, Node: self.nodeOf(name), HostNode: true})
+		}
+	}
 	return out, nil
+}
+
+// hostOwnNode says whether the host has a Node called name that is not a virtual node: one
+// of the host's own (a kubelet's, a cloud's), which a virtual node must never update.
+func (r *Registry) hostOwnNode(ctx context.Context, name string) (bool, error) {
+	n := &corev1.Node{}
+	if err := r.client.Get(ctx, client.ObjectKey{Name: name}, n); err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("get host Node %s: %w", name, err)
+	}
+	_, virtual := n.Labels[vk8sv1.LabelSite]
+	return !virtual, nil
 }
 
 func derefView(v *siteView) (siteView, bool) {

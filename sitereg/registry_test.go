@@ -897,6 +897,31 @@ func TestReconcileNodeNameCollisions(t *testing.T) {
 	}
 }
 
+// TestReconcileHostOwnNodeCollision: a virtual node name that is a Node of the host itself
+// (no vk8s.io/site label: a kubelet's) is not the Site's: the Site is Ready=False with
+// NodeNameCollision and leaves the Node alone; a virtual node of that name is no collision.
+func TestReconcileHostOwnNodeCollision(t *testing.T) {
+	site := newFakeAPIServer(t, "t1", node("node1", true, "1", "1Gi", nil), node("node2", true, "1", "1Gi", nil))
+	own := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "host-node1", Labels: map[string]string{corev1.LabelHostname: "host-node1"}}}
+	virtual := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "host-node2", Labels: map[string]string{vk8sv1.LabelSite: "host"}}}
+	env := newTestEnv(t,
+		testSecret("kc1", map[string][]byte{"kubeconfig": testKubeconfig(t, site.URL, site.caPEM(), "t1", nil)}),
+		testSite("host", "kc1", nil), own, virtual,
+	)
+	_, got := env.reconcile(t, "host")
+	r := condition(t, got, vk8sv1.ConditionReady)
+	if r.Status != metav1.ConditionFalse || r.Reason != ReasonNodeNameCollision || !slices.Equal(got.Status.VirtualNodes, []string{"host-node2"}) {
+		t.Errorf("host: Ready %s %s, virtualNodes %v; want False %s with host-node2 only", r.Status, r.Reason, got.Status.VirtualNodes, ReasonNodeNameCollision)
+	}
+	if want := "host-node1 (its node node1) is a Node of the host itself"; !strings.Contains(r.Message, want) {
+		t.Errorf("Ready message %q does not say %q", r.Message, want)
+	}
+	cols, err := env.r.Collisions(t.Context(), got, []string{"host-node1", "host-node2", "host-node3"})
+	if err != nil || !slices.Equal(cols, []Collision{{Name: "host-node1", Node: "node1", HostNode: true}}) {
+		t.Errorf("Collisions = %+v, %v; want host-node1, a Node of the host", cols, err)
+	}
+}
+
 // TestClusterChangedIsRefused: a Site whose Secret changes to a kubeconfig of another
 // cluster is refused (ClusterChanged) and nothing is written on that cluster, not even the
 // tenant claim; pointing the Secret back connects it again, and a Site created again
