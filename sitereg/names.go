@@ -76,9 +76,20 @@ func collisionMessage(cols []Collision) string {
 		}
 		parts = append(parts, c.describe())
 	}
-	return fmt.Sprintf("virtual node names collide with another Site's or the host's own Nodes: %s; a host Node stands for one site node, "+
+	whose := map[bool]bool{}
+	for _, c := range cols {
+		whose[c.HostNode] = true
+	}
+	with := "another Site's"
+	switch {
+	case whose[true] && whose[false]:
+		with = "another Site's or the host's own Nodes"
+	case whose[true]:
+		with = "the host's own Nodes"
+	}
+	return fmt.Sprintf("virtual node names collide with %s: %s; a host Node stands for one site node, "+
 		"so the Site that has the name keeps it and this Site's node is not registered: rename the node on its site, "+
-		"leave it out with spec.nodeSelector, or recreate this Site under another name", strings.Join(parts, "; "))
+		"leave it out with spec.nodeSelector, or recreate this Site under another name", with, strings.Join(parts, "; "))
 }
 
 // siteView is what collision detection knows of a Site.

@@ -209,14 +209,18 @@ func TestCollisionMessage(t *testing.T) {
 		{Name: "a-b-c", Node: "c", Keeper: "a", KeeperNode: "b-c"},
 		{Name: "a-b", Keeper: "a", KeeperNode: "b"},
 	}
-	want := "virtual node names collide with another Site's or the host's own Nodes: a-b-c (its node c) is Site a's (its node b-c); " +
+	want := "virtual node names collide with another Site's: a-b-c (its node c) is Site a's (its node b-c); " +
 		"a-b (its Aggregate node) is Site a's (its node b); a host Node stands for one site node, so the Site that has " +
 		"the name keeps it and this Site's node is not registered: rename the node on its site, leave it out with " +
 		"spec.nodeSelector, or recreate this Site under another name"
 	if got := collisionMessage(cols); got != want {
 		t.Errorf("message\n  %s\nwant\n  %s", got, want)
 	}
-	if got, want := collisionMessage([]Collision{{Name: "host-node1", Node: "node1", HostNode: true}}), "host-node1 (its node node1) is a Node of the host itself"; !strings.Contains(got, want) {
+	host := Collision{Name: "host-node1", Node: "node1", HostNode: true}
+	if got, want := collisionMessage([]Collision{host}), "collide with the host's own Nodes: host-node1 (its node node1) is a Node of the host itself;"; !strings.Contains(got, want) {
+		t.Errorf("message %q does not say %q", got, want)
+	}
+	if got, want := collisionMessage(append(cols, host)), "collide with another Site's or the host's own Nodes: a-b-c"; !strings.Contains(got, want) {
 		t.Errorf("message %q does not say %q", got, want)
 	}
 	var many []Collision
