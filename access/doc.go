@@ -40,6 +40,8 @@ limitations under the License.
 //
 // # Pure parts and I/O
 //
-// Rules and Kubeconfig are pure (tested with tables); Grant does the I/O, through a
-// controller-runtime client.
+// Rules, Objects and Kubeconfig are pure (tested with tables, Rules by RBAC's own rule
+// comparison); Grant does the I/O through a controller-runtime client (tested against a
+// fake host for its refusals and its undoing, and against the lab's host in
+// e2e/nskubeconfig_test.go).
 package access
