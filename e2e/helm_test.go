@@ -170,11 +170,16 @@ func helm(t *testing.T, args ...string) string {
 // (a cleanup has no t.Context()).
 func helmErr(ctx context.Context, t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	bin, err := lab.Tools{Dir: os.Getenv("VK8S_TOOLS_DIR")}.Path("helm")
+	kc, err := fleet.Kubeconfig("host")
 	if err != nil {
 		return "", err
 	}
-	kc, err := fleet.Kubeconfig("host")
+	return helmAs(ctx, kc, args...)
+}
+
+// helmAs is the lab's helm with kubeconfig kc (the host's admin, or a user's).
+func helmAs(ctx context.Context, kc string, args ...string) (string, error) {
+	bin, err := lab.Tools{Dir: os.Getenv("VK8S_TOOLS_DIR")}.Path("helm")
 	if err != nil {
 		return "", err
 	}
