@@ -40,7 +40,7 @@ var (
 // writeVerbs.
 type use struct {
 	verbs []string
-	// why says why, for the tests' messages and the reader.
+	// why says why (the reader's; a test checks it is there).
 	why string
 }
 
@@ -55,14 +55,14 @@ var uses = map[string]use{
 	"apps/controllerrevisions":        {readVerbs, "the StatefulSet and DaemonSet controllers write them (kubectl rollout history reads them)"},
 	"/limitranges":                    {readVerbs, "the admin's limits on the namespace, as Kubernetes' own admin and edit roles leave them"},
 	"/resourcequotas":                 {readVerbs, "the admin's limits on the namespace, as Kubernetes' own admin and edit roles leave them"},
-	"vk8s.io/virtualkubernetes":       {readVerbs, "it makes the namespace a vK8s namespace: deleting it would run the namespace's pods on the host"},
+	"vk8s.io/virtualkubernetes":       {readVerbs, "it makes the namespace a vK8s namespace: without it, new pods would run on the host's nodes"},
 	"authorization.k8s.io/localsubjectaccessreviews": {createVerbs, "a question to the API server, only ever created"},
 }
 
 // subresources are the subresources kubectl needs in a namespace, with their verbs.
 // Not granted: serviceaccounts/token (a user who can mint tokens makes --ttl
-// meaningless), pods/ephemeralcontainers (kubectl debug: the sites' pods do not get
-// them), pods/proxy and services/proxy (the host cannot reach the sites' addresses), and
+// meaningless), pods/ephemeralcontainers (kubectl debug: vk8s does not add them to a
+// running site pod), pods/proxy and services/proxy (the host cannot reach the sites' addresses), and
 // the status subresources (the controllers' and vk8s').
 var subresources = []struct {
 	group, resource string

@@ -127,7 +127,10 @@ func TestRulesFollowTheKinds(t *testing.T) {
 			t.Errorf("kind %s (%s/%s) of a vK8s namespace is not granted", k.Kind, k.Group, k.Resource)
 		}
 	}
-	for key := range uses {
+	for key, u := range uses {
+		if u.why == "" {
+			t.Errorf("uses[%s] does not say why", key)
+		}
 		if !slices.ContainsFunc(translate.NamespaceKinds, func(k translate.NamespaceKind) bool { return k.Group+"/"+k.Resource == key }) {
 			t.Errorf("uses names %s, which translate.NamespaceKinds does not list", key)
 		}
