@@ -214,7 +214,7 @@ func TestNamespaceKubeconfig(t *testing.T) {
 		}
 		// Both tokens work until they expire.
 		for i, tok := range []string{a, b} {
-			if out, err := nskubeKubectl(t, file, "--token", tok, "get", "deployment", "shop-shop", "-o", "name"); err != nil {
+			if out, err := nskubeKubectl(t, file, "--token", tok, "get", "role", access.RoleName(nskubeUser), "-o", "name"); err != nil {
 				t.Errorf("token %d: %q, %v", i+1, out, err)
 			}
 		}
