@@ -607,9 +607,23 @@ func TestFlavorsMatchTheCode(t *testing.T) {
 	if n := len(render(t, "flavors.builtin=false").all("WorkloadFlavor")); n != 0 {
 		t.Errorf("flavors.builtin=false renders %d flavors", n)
 	}
-	// The first install, which creates the CRDs: Helm could not map the flavors.
-	if n := len(renderWith(t, nil).all("WorkloadFlavor")); n != 0 {
-		t.Errorf("without the WorkloadFlavor CRD in the cluster, %d flavors are rendered", n)
+	for _, f := range r.all("WorkloadFlavor") {
+		if a := f.GetAnnotations(); a["helm.sh/hook"] != "" {
+			t.Errorf("WorkloadFlavor %s is a hook (%v) in a cluster that has the CRD: the release would not hold it", f.GetName(), a)
+		}
+	}
+	// The first install, which creates the CRDs: Helm could not map the flavors among the
+	// release's objects, so they are a post-install hook that the next upgrade adopts.
+	first := renderWith(t, nil).all("WorkloadFlavor")
+	if len(first) != len(overrides.BuiltinFlavors()) {
+		t.Errorf("without the WorkloadFlavor CRD in the cluster, %d flavors are rendered, want %d", len(first), len(overrides.BuiltinFlavors()))
+	}
+	for _, f := range first {
+		a, l := f.GetAnnotations(), f.GetLabels()
+		if a["helm.sh/hook"] != "post-install" || a["meta.helm.sh/release-name"] != release || a["meta.helm.sh/release-namespace"] != namespace ||
+			l["app.kubernetes.io/managed-by"] != "Helm" {
+			t.Errorf("WorkloadFlavor %s of a first install: annotations %v, labels %v; want a post-install hook with the release's ownership metadata", f.GetName(), a, l)
+		}
 	}
 }
 

@@ -220,23 +220,16 @@ func TestChart(t *testing.T) {
 			}
 		}
 		// Cluster-wide, nothing of the release but the CRDs.
-		for _, kind := range []string{"ClusterRoleList", "ClusterRoleBindingList", "RoleList", "RoleBindingList", "ServiceAccountList", "ServiceList",
-			"MutatingWebhookConfigurationList", "ValidatingWebhookConfigurationList", "ValidatingAdmissionPolicyList",
-			"ValidatingAdmissionPolicyBindingList", "WorkloadFlavorList", "ConfigMapList", "SecretList", "DeploymentList"} {
-			list := &unstructured.UnstructuredList{}
-			list.SetKind(kind)
-			list.SetAPIVersion(chartAPIVersion(kind))
-			if err := c.List(ctx, list, client.MatchingLabels{"app.kubernetes.io/instance": chartRelease}); err != nil {
-				t.Errorf("list %s: %v", kind, err)
-				continue
-			}
-			for _, o := range list.Items {
-				t.Errorf("%s %s/%s of the release after uninstall", o.GetKind(), o.GetNamespace(), o.GetName())
-			}
+		left, err := leftOfRelease(ctx, c, chartRelease)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(left) > 0 {
+			t.Errorf("left of the release after uninstall: %v", left)
 		}
 		// In its namespace, only what the webhook made itself (its CA), and what every
 		// namespace has.
-		var left []string
+		left = nil
 		for _, list := range []client.ObjectList{&corev1.SecretList{}, &corev1.ServiceAccountList{}, &corev1.ServiceList{}, &corev1.ConfigMapList{}} {
 			if err := c.List(ctx, list, client.InNamespace(chartNS)); err != nil {
 				t.Fatal(err)
@@ -260,7 +253,12 @@ func TestChart(t *testing.T) {
 // chartManifest parses the objects of a helm command's output (helm get manifest).
 func chartManifest(t *testing.T, args ...string) []*unstructured.Unstructured {
 	t.Helper()
-	out := helm(t, args...)
+	return decodeObjects(t, helm(t, args...))
+}
+
+// decodeObjects decodes helm's multi-document output (get manifest, get hooks).
+func decodeObjects(t *testing.T, out string) []*unstructured.Unstructured {
+	t.Helper()
 	var objs []*unstructured.Unstructured
 	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(out), 4096)
 	for {
@@ -268,13 +266,33 @@ func chartManifest(t *testing.T, args ...string) []*unstructured.Unstructured {
 		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
 			break
 		} else if err != nil {
-			t.Fatalf("decode %v: %v", args, err)
+			t.Fatalf("decode %q: %v", out, err)
 		}
 		if m != nil {
 			objs = append(objs, &unstructured.Unstructured{Object: m})
 		}
 	}
 	return objs
+}
+
+// leftOfRelease lists, cluster-wide, the objects that still carry the release's instance
+// label, the CRDs apart.
+func leftOfRelease(ctx context.Context, c client.Client, release string) ([]string, error) {
+	var left []string
+	for _, kind := range []string{"ClusterRoleList", "ClusterRoleBindingList", "RoleList", "RoleBindingList", "ServiceAccountList", "ServiceList",
+		"MutatingWebhookConfigurationList", "ValidatingWebhookConfigurationList", "ValidatingAdmissionPolicyList",
+		"ValidatingAdmissionPolicyBindingList", "WorkloadFlavorList", "ConfigMapList", "SecretList", "DeploymentList", "PodDisruptionBudgetList"} {
+		list := &unstructured.UnstructuredList{}
+		list.SetKind(kind)
+		list.SetAPIVersion(chartAPIVersion(kind))
+		if err := c.List(ctx, list, client.MatchingLabels{"app.kubernetes.io/instance": release}); err != nil {
+			return nil, fmt.Errorf("list %s: %w", kind, err)
+		}
+		for _, o := range list.Items {
+			left = append(left, fmt.Sprintf("%s %s/%s", o.GetKind(), o.GetNamespace(), o.GetName()))
+		}
+	}
+	return left, nil
 }
 
 func chartConfigurations(t *testing.T, c client.Client) (*admissionregistrationv1.MutatingWebhookConfiguration, *admissionregistrationv1.ValidatingWebhookConfiguration) {
@@ -375,6 +393,8 @@ func chartAPIVersion(listKind string) string {
 		return vk8sv1.GroupVersion.String()
 	case "Deployment":
 		return "apps/v1"
+	case "PodDisruptionBudget":
+		return "policy/v1"
 	}
 	return "v1"
 }

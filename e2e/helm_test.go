@@ -174,16 +174,16 @@ func helmErr(ctx context.Context, t *testing.T, args ...string) (string, error) 
 	if err != nil {
 		return "", err
 	}
-	return helmAs(ctx, kc, args...)
+	return helmAt(ctx, kc, filepath.Join(fleet.Dir(), "helm"), args...)
 }
 
-// helmAs is the lab's helm with kubeconfig kc (the host's admin, or a user's).
-func helmAs(ctx context.Context, kc string, args ...string) (string, error) {
+// helmAt runs the lab's helm against the cluster of kubeconfig kc, with its configuration
+// and cache in home.
+func helmAt(ctx context.Context, kc, home string, args ...string) (string, error) {
 	bin, err := lab.Tools{Dir: os.Getenv("VK8S_TOOLS_DIR")}.Path("helm")
 	if err != nil {
 		return "", err
 	}
-	home := filepath.Join(fleet.Dir(), "helm")
 	cmd := exec.CommandContext(ctx, bin, append(args, "--kubeconfig", kc)...)
 	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+filepath.Join(home, "cache"), "HELM_CONFIG_HOME="+filepath.Join(home, "config"),
 		"HELM_DATA_HOME="+filepath.Join(home, "data"))

@@ -126,7 +126,7 @@ func TestNamespaceKubeconfig(t *testing.T) {
 		if out, err := nskubeKubectl(t, file, "get", "pods", "-o", "name"); err != nil || out != "" {
 			t.Errorf("kubectl get pods: %q, %v; want none yet", out, err)
 		}
-		out, err := helmAs(t.Context(), file, "install", "shop", "testdata/charts/shop", "--wait", "--timeout", "4m")
+		out, err := helmAt(t.Context(), file, filepath.Join(fleet.Dir(), "helm"), "install", "shop", "testdata/charts/shop", "--wait", "--timeout", "4m")
 		if err != nil || !strings.Contains(out, "STATUS: deployed") || !strings.Contains(out, "NAMESPACE: "+nskubeNS) {
 			t.Fatalf("helm install with the namespace's kubeconfig: %s %v", out, err)
 		}
@@ -221,7 +221,7 @@ func TestNamespaceKubeconfig(t *testing.T) {
 	})
 
 	t.Run("helm uninstall with that kubeconfig", func(t *testing.T) {
-		if out, err := helmAs(t.Context(), file, "uninstall", "shop", "--wait", "--timeout", "3m"); err != nil {
+		if out, err := helmAt(t.Context(), file, filepath.Join(fleet.Dir(), "helm"), "uninstall", "shop", "--wait", "--timeout", "3m"); err != nil {
 			t.Errorf("helm uninstall: %s %v", out, err)
 		}
 	})
