@@ -117,6 +117,10 @@ const (
 	LabelManagedBy = "app.kubernetes.io/managed-by"
 	// ManagedByVK8s is LabelManagedBy's value.
 	ManagedByVK8s = "vk8s"
+	// LabelKubeconfigUser names, on the ServiceAccount, Role and RoleBinding that `vk8s
+	// kubeconfig` makes in a vK8s namespace (package access), the user they are for: the
+	// command updates only objects that carry it.
+	LabelKubeconfigUser = "vk8s.io/kubeconfig-user"
 )
 
 // Pod Security Admission labels (Kubernetes' own keys), which vk8s sets on the site

@@ -14,9 +14,9 @@ See the License for the specific language governing permissions and
 limitations under the License.
 */
 
-// Command vk8s is the vk8s binary: the provider, the webhook, site onboarding, the local
-// lab and the kubectl plugin (`vk8s kubectl`, or the binary run as kubectl-vk8s), as
-// subcommands.
+// Command vk8s is the vk8s binary: the provider, the webhook, site onboarding, a
+// kubeconfig per vK8s namespace (`vk8s kubeconfig`), the local lab and the kubectl plugin
+// (`vk8s kubectl`, or the binary run as kubectl-vk8s), as subcommands.
 package main
 
 import (
@@ -71,7 +71,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCommand(), newLabCommand(), newProviderCommand(), newWebhookCommand(),
+	root.AddCommand(newVersionCommand(), newLabCommand(), newProviderCommand(), newWebhookCommand(), newKubeconfigCommand(),
 		plugin.NewCommand("kubectl", ""))
 	return root
 }
