@@ -170,15 +170,19 @@ func helm(t *testing.T, args ...string) string {
 // (a cleanup has no t.Context()).
 func helmErr(ctx context.Context, t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	bin, err := lab.Tools{Dir: os.Getenv("VK8S_TOOLS_DIR")}.Path("helm")
-	if err != nil {
-		return "", err
-	}
 	kc, err := fleet.Kubeconfig("host")
 	if err != nil {
 		return "", err
 	}
-	home := filepath.Join(fleet.Dir(), "helm")
+	return helmAt(ctx, kc, filepath.Join(fleet.Dir(), "helm"), args...)
+}
+
+// helmAt runs the lab's helm with the kubeconfig kc, its configuration and cache in home.
+func helmAt(ctx context.Context, kc, home string, args ...string) (string, error) {
+	bin, err := lab.Tools{Dir: os.Getenv("VK8S_TOOLS_DIR")}.Path("helm")
+	if err != nil {
+		return "", err
+	}
 	cmd := exec.CommandContext(ctx, bin, append(args, "--kubeconfig", kc)...)
 	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+filepath.Join(home, "cache"), "HELM_CONFIG_HOME="+filepath.Join(home, "config"),
 		"HELM_DATA_HOME="+filepath.Join(home, "data"))
