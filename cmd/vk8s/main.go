@@ -71,7 +71,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCommand(), newLabCommand(), newProviderCommand(), newWebhookCommand(),
+	root.AddCommand(newVersionCommand(), newLabCommand(), newProviderCommand(), newWebhookCommand(), newSiteCommand(),
 		plugin.NewCommand("kubectl", ""))
 	return root
 }
