@@ -33,6 +33,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -169,9 +170,14 @@ func (u *undo) run(ctx context.Context, progress io.Writer) {
 
 // EnsureAccount creates on the site, or brings back to what NewSiteObjects says, the
 // ServiceAccount, ClusterRole and ClusterRoleBinding of Site site of tenant, in namespace
-// Namespace (created when missing). Each object it created is recorded in u, when u is
-// not nil. The lab registers its sites through it on every `lab up`.
-func EnsureAccount(ctx context.Context, c kubernetes.Interface, tenant, site string, u *undo) error {
+// Namespace (created when missing). The lab registers its sites through it on every `lab
+// up`.
+func EnsureAccount(ctx context.Context, c kubernetes.Interface, tenant, site string) error {
+	return ensureAccount(ctx, c, tenant, site, nil)
+}
+
+// ensureAccount is EnsureAccount recording in u, when not nil, each object it created.
+func ensureAccount(ctx context.Context, c kubernetes.Interface, tenant, site string, u *undo) error {
 	want := NewSiteObjects(tenant, site)
 	if _, err := c.CoreV1().Namespaces().Get(ctx, Namespace, metav1.GetOptions{}); apierrors.IsNotFound(err) {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace, Labels: map[string]string{vk8sv1.LabelManagedBy: vk8sv1.ManagedByVK8s}}}
@@ -242,15 +248,22 @@ func tokenRequest(ttl time.Duration) *authenticationv1.TokenRequest {
 }
 
 // Register makes the site side of Site site of tenant (EnsureAccount) and returns a
-// kubeconfig for it with a new token of ttl: what a Site's Secret holds. admin is the site
-// administrator's configuration.
-func Register(ctx context.Context, admin *rest.Config, tenant, site string, ttl time.Duration) ([]byte, Token, error) {
+// kubeconfig for it: current, when it is given (a Site Secret's, with its annotations
+// ann) and its token still works and is not due for renewal, else one with a new token of
+// ttl. admin is the site administrator's configuration. The lab registers its sites
+// through it, so that the provider it runs has exactly the rights join gives.
+func Register(ctx context.Context, admin *rest.Config, tenant, site string, ttl time.Duration, current []byte, ann map[string]string) ([]byte, Token, error) {
 	cfg, c, err := siteClient(admin, DefaultSiteTimeout)
 	if err != nil {
 		return nil, Token{}, err
 	}
-	if err := EnsureAccount(ctx, c, tenant, site, nil); err != nil {
+	if err := ensureAccount(ctx, c, tenant, site, nil); err != nil {
 		return nil, Token{}, siteFailure(cfg.Host, "making the site's ServiceAccount", err)
+	}
+	if due, ok, err := RenewDue(ann, time.Now()); ok && !due && err == nil && works(ctx, current, cfg.Host) {
+		issued, _ := time.Parse(time.RFC3339, ann[vk8sv1.AnnotationTokenIssued])
+		expires, _ := time.Parse(time.RFC3339, ann[vk8sv1.AnnotationTokenExpiration])
+		return current, Token{Issued: issued, Expires: expires}, nil
 	}
 	tok, err := IssueToken(ctx, c, tenant, site, ttl, time.Now())
 	if err != nil {
@@ -258,6 +271,21 @@ func Register(ctx context.Context, admin *rest.Config, tenant, site string, ttl 
 	}
 	kc, err := Kubeconfig(site, AccountName(tenant, site), cfg, tok.Value)
 	return kc, tok, err
+}
+
+// works says whether kubeconfig reaches server and its credentials are taken.
+func works(ctx context.Context, kubeconfig []byte, server string) bool {
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+	if err != nil || cfg.Host != server {
+		return false
+	}
+	cfg.Timeout = DefaultSiteTimeout
+	c, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return false
+	}
+	_, err = c.CoreV1().Namespaces().Get(ctx, metav1.NamespaceSystem, metav1.GetOptions{})
+	return err == nil
 }
 
 // Joined says what Join made.
@@ -312,7 +340,7 @@ func join(ctx context.Context, host client.Client, siteCfg *rest.Config, site ku
 	}
 	name := AccountName(cfg.Tenant, cfg.Name)
 	fmt.Fprintf(out, "creating on the site: ServiceAccount %s/%s, ClusterRole and ClusterRoleBinding %s\n", Namespace, name, name)
-	if err := EnsureAccount(ctx, site, cfg.Tenant, cfg.Name, u); err != nil {
+	if err := ensureAccount(ctx, site, cfg.Tenant, cfg.Name, u); err != nil {
 		return fail(siteFailure(server, "making the site's ServiceAccount", err))
 	}
 	tok, err := IssueToken(ctx, site, cfg.Tenant, cfg.Name, cfg.TokenTTL, time.Now())
