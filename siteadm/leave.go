@@ -68,6 +68,23 @@ const podDrainWait = 30 * time.Second
 // refuses a site kubeconfig that reaches another cluster than the Site's.
 func Leave(ctx context.Context, host client.Client, admin *rest.Config, cfg LeaveConfig) error {
 	cfg.SiteTimeout = cmp.Or(cfg.SiteTimeout, DefaultSiteTimeout)
+	var sc kubernetes.Interface
+	var server string
+	if !cfg.HostOnly {
+		if admin == nil {
+			return newError(CauseInvalid, nil, "leave needs the site administrator's kubeconfig (--site-kubeconfig) to remove what join made on the site, or --host-only")
+		}
+		siteCfg, c, err := siteClient(admin, cfg.SiteTimeout)
+		if err != nil {
+			return err
+		}
+		sc, server = c, siteCfg.Host
+	}
+	return leave(ctx, host, sc, server, cfg)
+}
+
+// leave is Leave with the site's client made (nil with HostOnly).
+func leave(ctx context.Context, host client.Client, sc kubernetes.Interface, server string, cfg LeaveConfig) error {
 	out := cfg.Progress
 	if out == nil {
 		out = io.Discard
@@ -88,17 +105,7 @@ func Leave(ctx context.Context, host client.Client, admin *rest.Config, cfg Leav
 				"or pass --force, which deletes them (their controllers make them again on the other sites)",
 			len(pods), cfg.Name, podNames(pods, 5))
 	}
-	var sc kubernetes.Interface
-	var server string
 	if !cfg.HostOnly {
-		if admin == nil {
-			return newError(CauseInvalid, nil, "leave needs the site administrator's kubeconfig (--site-kubeconfig) to remove what join made on the site, or --host-only")
-		}
-		siteCfg, c, err := siteClient(admin, cfg.SiteTimeout)
-		if err != nil {
-			return err
-		}
-		sc, server = c, siteCfg.Host
 		ns, err := sc.CoreV1().Namespaces().Get(ctx, metav1.NamespaceSystem, metav1.GetOptions{})
 		if err != nil {
 			return siteFailure(server, "reading namespace kube-system", err)
