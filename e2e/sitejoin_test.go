@@ -49,7 +49,8 @@ func runSiteCmd(t *testing.T, args ...string) (string, string, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	// Not t.Context(): the cleanup of TestSiteJoin runs it too.
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, vk8sBinary, append([]string{"site"}, append(args, "--kubeconfig", kc)...)...)
 	var stdout, stderr bytes.Buffer
@@ -345,9 +346,11 @@ func TestSiteTokenRenewal(t *testing.T) {
 		t.Fatal(err)
 	}
 	oldToken := tokenOf(t, secret)
-	longAgo := time.Now().Add(-20 * time.Hour).UTC().Format(time.RFC3339)
+	// A token of a day, issued 23 hours ago: past half of its life.
+	longAgo := time.Now().Add(-23 * time.Hour).UTC().Format(time.RFC3339)
 	patch := client.MergeFrom(secret.DeepCopy())
 	secret.Annotations[vk8sv1.AnnotationTokenIssued] = longAgo
+	secret.Annotations[vk8sv1.AnnotationTokenExpiration] = time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
 	if err := host.Patch(t.Context(), secret, patch); err != nil {
 		t.Fatal(err)
 	}
