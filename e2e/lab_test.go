@@ -129,9 +129,14 @@ func TestLabRegistersSites(t *testing.T) {
 			t.Errorf("site %s: secret: %v", s.Name, err)
 			continue
 		}
-		// The kubeconfig in the Secret must work on its own: certificates inlined.
-		if kc := string(secret.Data[ref.Key]); !strings.Contains(kc, "client-certificate-data") || strings.Contains(kc, "client-certificate:") {
-			t.Errorf("site %s: kubeconfig does not inline its certificates:\n%s", s.Name, kc)
+		// The kubeconfig in the Secret works on its own (the CA inlined) with a token of
+		// the site's ServiceAccount that join makes, never the site admin's certificate.
+		if kc := string(secret.Data[ref.Key]); !strings.Contains(kc, "certificate-authority-data") || !strings.Contains(kc, "token: ") ||
+			strings.Contains(kc, "client-certificate") || strings.Contains(kc, "client-key") {
+			t.Errorf("site %s: kubeconfig is not a self-contained one of a token", s.Name)
+		}
+		if sa := secret.Annotations[vk8sv1.AnnotationSiteServiceAccount]; sa != "vk8s-system/vk8s-"+lab.Tenant+"-"+s.Name {
+			t.Errorf("site %s: Secret names ServiceAccount %q", s.Name, sa)
 		}
 	}
 	var vs vk8sv1.VirtualSite
@@ -244,12 +249,32 @@ func TestDeploymentOnSiteRunsOnKwokNodes(t *testing.T) {
 func TestUpIsIdempotent(t *testing.T) {
 	skipShort(t)
 	before := pids(t, fleet)
+	secrets := siteSecretVersions(t)
 	if err := fleet.Up(t.Context()); err != nil {
 		t.Fatalf("second Up: %v", err)
 	}
 	if after := pids(t, fleet); !maps.Equal(before, after) {
 		t.Errorf("second Up restarted components: before %v after %v", before, after)
 	}
+	// The Sites' tokens still work and are not due: their Secrets stay as they are, so
+	// the provider keeps its connections.
+	if after := siteSecretVersions(t); !maps.Equal(secrets, after) {
+		t.Errorf("second Up rewrote the Site Secrets: resource versions before %v after %v", secrets, after)
+	}
+}
+
+// siteSecretVersions are the resource versions of the lab's Site kubeconfig Secrets.
+func siteSecretVersions(t *testing.T) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for i := 1; i <= fleetSites; i++ {
+		var s corev1.Secret
+		if err := hostClient(t).Get(t.Context(), client.ObjectKey{Namespace: lab.SystemNamespace, Name: lab.SiteName(i) + "-kubeconfig"}, &s); err != nil {
+			t.Fatal(err)
+		}
+		out[s.Name] = s.ResourceVersion
+	}
+	return out
 }
 
 // TestKubeletNetwork checks the lab's kubelet network (lab/kubeletnet.go): the site

@@ -102,7 +102,7 @@ func runWithLab(m *testing.M) int {
 		return m.Run()
 	}()
 	if calls := forbiddenCalls(fleet); len(calls) > 0 {
-		fmt.Fprintf(os.Stderr, "e2e: FAIL: the chart's RBAC refused %d calls of vk8s (charts/vk8s, +kubebuilder:rbac markers):\n", len(calls))
+		fmt.Fprintf(os.Stderr, "e2e: FAIL: the chart's RBAC or the site ClusterRole refused %d calls of vk8s (charts/vk8s, +kubebuilder:rbac markers; siteadm.Permissions):\n", len(calls))
 		for _, c := range calls {
 			fmt.Fprintln(os.Stderr, "  "+c)
 		}

@@ -91,11 +91,13 @@ func startProvider(t *testing.T) {
 	ctrllog.SetLogger(log)
 	go func() {
 		done <- provider.Run(ctx, provider.Config{
-			Host:             host,
-			Logger:           log,
-			Endpoint:         translate.Endpoint{Address: providerKubelet.address, Port: int32(port)},
-			SweepInterval:    providerSweep,
-			VirtualNodeGrace: providerNodeGrace,
+			Host:          host,
+			Logger:        log,
+			Endpoint:      translate.Endpoint{Address: providerKubelet.address, Port: int32(port)},
+			SweepInterval: providerSweep,
+			// TestSiteTokenRenewal waits for a renewal.
+			TokenRenewInterval: 5 * time.Second,
+			VirtualNodeGrace:   providerNodeGrace,
 			Kubelet: provider.KubeletAPI{
 				BindAddress:  providerKubelet.bind,
 				NodePorts:    providerKubelet.nodePorts,
@@ -109,6 +111,7 @@ func startProvider(t *testing.T) {
 				ProbeTimeout:      3 * time.Second,
 				ControllerName:    "sitereg-provider-e2e",
 				MetricsRegisterer: prometheus.NewRegistry(),
+				WrapTransport:     forbiddenRecorder("provider (site)"),
 			},
 		})
 	}()

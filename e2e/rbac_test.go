@@ -66,7 +66,16 @@ func componentConfig(t *testing.T, component string) *rest.Config {
 // recordForbidden makes cfg's client record every 403 of RBAC it gets, with who, the verb
 // and the URL.
 func recordForbidden(cfg *rest.Config, who string) {
-	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+	cfg.Wrap(forbiddenRecorder(who))
+}
+
+// forbiddenRecorder wraps a transport to record every 403 of RBAC it gets, with who, the
+// verb and the URL. The site registry of the providers the tests run wraps every site
+// connection with it (sitereg.Config.WrapTransport): the lab joins its sites as `vk8s
+// site join` does, so a site call that the site ClusterRole of package siteadm refuses
+// fails the suite.
+func forbiddenRecorder(who string) func(http.RoundTripper) http.RoundTripper {
+	return func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
 			resp, err := rt.RoundTrip(req)
 			if err != nil || resp.StatusCode != http.StatusForbidden {
@@ -82,7 +91,7 @@ func recordForbidden(cfg *rest.Config, who string) {
 			}
 			return resp, nil
 		})
-	})
+	}
 }
 
 type roundTripperFunc func(*http.Request) (*http.Response, error)

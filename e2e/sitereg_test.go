@@ -355,7 +355,7 @@ func startSiteReg(t *testing.T) *siteRegEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := sitereg.New(sitereg.Config{})
+	reg, err := sitereg.New(sitereg.Config{WrapTransport: forbiddenRecorder("site registry (site)")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ rm -f api/crds/*.yaml
 rbac=$(mktemp -d)
 trap 'rm -rf "$rbac"' EXIT
 "$cg" rbac:roleName=vk8s-provider paths=./provider/... paths=./sitereg/... paths=./vnode/... \
-	paths=./kubeletapi/... paths=./mirror/... paths=./storage/... paths=./tenancy/... \
+	paths=./kubeletapi/... paths=./mirror/... paths=./storage/... paths=./tenancy/... paths=./siteadm/... \
 	output:rbac:artifacts:config="$rbac/provider"
 "$cg" rbac:roleName=vk8s-webhook paths=./webhook/... paths=./federation/... \
 	output:rbac:artifacts:config="$rbac/webhook"

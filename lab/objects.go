@@ -25,9 +25,12 @@ import (
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 	"github.com/vk8s-io/vk8s/lab/kwokconfig"
+	"github.com/vk8s-io/vk8s/siteadm"
 )
 
 const (
+	// Tenant is the tenant of the lab's provider (the provider's default).
+	Tenant = "vk8s"
 	// SystemNamespace holds the lab's Site kubeconfig Secrets in the host.
 	SystemNamespace = "vk8s-system"
 	// SharedNamespace holds VirtualSites that every vK8s namespace may reference.
@@ -128,19 +131,14 @@ func hostNode(j int) *corev1.Node {
 	return n
 }
 
-// siteObjects returns the host objects that register site i: its kubeconfig Secret and the
-// Site that points at it.
+// siteObjects returns the host objects that register site i: its kubeconfig Secret (without
+// the annotations of its token) and the Site that points at it.
 func siteObjects(lab string, i int, kubeconfig []byte) (*corev1.Secret, *vk8sv1.Site) {
 	name := SiteName(i)
-	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:      name + "-kubeconfig",
-			Namespace: SystemNamespace,
-			Labels:    map[string]string{vk8sv1.LabelLab: lab},
-		},
-		Type: corev1.SecretTypeOpaque,
-		Data: map[string][]byte{kubeconfigKey: kubeconfig},
-	}
+	// As `vk8s site join` makes it (siteadm.HostSecret), marked as the lab's.
+	secret := siteadm.HostSecret(SystemNamespace, Tenant, name, kubeconfig, siteadm.Token{})
+	secret.Annotations = nil
+	secret.Labels[vk8sv1.LabelLab] = lab
 	site := &vk8sv1.Site{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: name,

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/vk8s-io/vk8s/lab/kwokconfig"
+	"github.com/vk8s-io/vk8s/siteadm"
 	"github.com/vk8s-io/vk8s/storage"
 	"github.com/vk8s-io/vk8s/translate"
 
@@ -242,14 +243,18 @@ func (l *Lab) setupHost(ctx context.Context, sites, prevSites int) error {
 		return fmt.Errorf("install StorageClass %s: %w", sc.Name, err)
 	}
 	for i := 1; i <= sites; i++ {
-		kubeconfig, err := l.flatKubeconfig(SiteName(i))
+		secret, err := l.registerSite(ctx, c, i)
 		if err != nil {
 			return err
 		}
-		secret, site := siteObjects(l.cfg.Name, i, kubeconfig)
-		if err := apply(ctx, c, secret, func() { secret.Data = map[string][]byte{kubeconfigKey: kubeconfig} }); err != nil {
+		want := secret.DeepCopy()
+		if err := apply(ctx, c, secret, func() {
+			secret.Data = want.Data
+			secret.Labels, secret.Annotations = mergeMaps(secret.Labels, want.Labels), mergeMaps(secret.Annotations, want.Annotations)
+		}); err != nil {
 			return err
 		}
+		_, site := siteObjects(l.cfg.Name, i, nil)
 		spec := site.Spec
 		labels := site.Labels
 		if err := apply(ctx, c, site, func() {
@@ -337,6 +342,34 @@ func mergeMaps(into, from map[string]string) map[string]string {
 	}
 	maps.Copy(into, from)
 	return into
+}
+
+// siteTokenTTL is the lifetime of the tokens of the lab's Site kubeconfigs: the lab's
+// provider renews them at half, and `lab up` issues a new one when it is due.
+const siteTokenTTL = 24 * time.Hour
+
+// registerSite makes site i's Secret as `vk8s site join` does (siteadm.Register): a
+// ServiceAccount on the site with exactly the provider's site rights and a kubeconfig of
+// its token, the one already in the Secret while it works and is not due. The lab keeps
+// the site's admin kubeconfig (`vk8s lab kubeconfig --site`) for itself and the tests.
+func (l *Lab) registerSite(ctx context.Context, c client.Client, i int) (*corev1.Secret, error) {
+	name := SiteName(i)
+	admin, err := l.RESTConfig(name)
+	if err != nil {
+		return nil, err
+	}
+	secret, _ := siteObjects(l.cfg.Name, i, nil)
+	cur := &corev1.Secret{}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(secret), cur); err != nil && !apierrors.IsNotFound(err) {
+		return nil, err
+	}
+	kubeconfig, tok, err := siteadm.Register(ctx, admin, Tenant, name, siteTokenTTL, cur.Data[kubeconfigKey], cur.Annotations)
+	if err != nil {
+		return nil, fmt.Errorf("register %s: %w", name, err)
+	}
+	secret, _ = siteObjects(l.cfg.Name, i, kubeconfig)
+	secret.Annotations = siteadm.TokenAnnotations(siteadm.AccountName(Tenant, name), tok)
+	return secret, nil
 }
 
 // flatKubeconfig returns the site's kubeconfig with certificates inlined, as a Secret must

@@ -57,6 +57,16 @@ func NewCommand(use, displayName string) *cobra.Command {
 	return root
 }
 
+// NewSitesCommand returns the plugin's `sites` on its own, named use, with kubectl's
+// connection flags: `vk8s site list`.
+func NewSitesCommand(use string) *cobra.Command {
+	o := &options{flags: newConnectionFlags(), now: time.Now}
+	cmd := o.sitesCommand()
+	cmd.Use = use
+	o.flags.add(cmd.Flags())
+	return cmd
+}
+
 // options are the flags every command shares.
 type options struct {
 	flags     *connectionFlags

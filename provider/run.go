@@ -50,6 +50,7 @@ import (
 	"github.com/vk8s-io/vk8s/api/scheme"
 	"github.com/vk8s-io/vk8s/election"
 	"github.com/vk8s-io/vk8s/kubeletapi"
+	"github.com/vk8s-io/vk8s/siteadm"
 	"github.com/vk8s-io/vk8s/sitereg"
 	"github.com/vk8s-io/vk8s/storage"
 	"github.com/vk8s-io/vk8s/tenancy"
@@ -105,6 +106,10 @@ type Config struct {
 	// TenancyCleanupTimeout is how long a deleted VirtualKubernetes waits for sites that
 	// do not answer before its finalizer goes anyway. Zero: tenancy.DefaultCleanupTimeout.
 	TenancyCleanupTimeout time.Duration
+	// TokenRenewInterval is how often the site tokens that `vk8s site join` issued are
+	// looked at, and renewed once half of their lifetime has passed (siteadm.Renewer), in
+	// the Secrets of LeaderElectionNamespace. Zero: siteadm.DefaultRenewInterval.
+	TokenRenewInterval time.Duration
 	// SkipNameValidation lets a process run the provider more than once (tests):
 	// controller-runtime refuses a controller name it has seen before.
 	SkipNameValidation bool
@@ -280,6 +285,14 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	if err := mgr.Add(lifecycle.mirror); err != nil {
+		return err
+	}
+	// The site tokens that `vk8s site join` issued, renewed before they expire, in the
+	// Secrets of the release namespace.
+	if err := mgr.Add(&siteadm.Renewer{
+		Host: mgr.GetClient(), Reader: mgr.GetAPIReader(), Namespace: cfg.LeaderElectionNamespace,
+		Interval: cfg.TokenRenewInterval, Log: cfg.Logger.WithName("token-renewer"),
+	}); err != nil {
 		return err
 	}
 	// Claims in vK8s namespaces are Bound on the host, so the host scheduler places their

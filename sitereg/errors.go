@@ -152,6 +152,14 @@ func probeFailure(server, secret string, err error) *siteError {
 	}
 }
 
+// IsTLSError says whether err is a failure of TLS with an API server (unknown authority,
+// wrong host name, a server that does not speak TLS).
+func IsTLSError(err error) bool { return isTLSError(err) }
+
+// IsUnreachable says whether err means the API server did not answer: refused, reset,
+// unresolved, timed out or unavailable.
+func IsUnreachable(err error) bool { return isUnreachable(err) }
+
 func isTLSError(err error) bool {
 	var (
 		unknownAuthority x509.UnknownAuthorityError

@@ -316,6 +316,10 @@ func (r *Registry) acquire(ctx context.Context, site *vk8sv1.Site, sel labels.Se
 	}
 	c := r.conns[key]
 	if c == nil {
+		if r.cfg.WrapTransport != nil {
+			cfg = rest.CopyConfig(cfg)
+			cfg.Wrap(r.cfg.WrapTransport)
+		}
 		var err error
 		c, err = newConn(key, cfg, r.cfg.QPS, r.cfg.Burst, r.cfg.Claim, r.cfg.WriteStallThreshold, r.nodesChanged, r.metrics)
 		if err != nil {

@@ -35,6 +35,7 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/transport"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -89,6 +90,9 @@ type Config struct {
 	// Claim, when set, is written on every site cluster before the site is used; a cluster
 	// that another host claimed for the same tenant is refused (ReasonTenantInUse).
 	Claim *Claim
+	// WrapTransport, when set, wraps the transport of every site connection, under the
+	// registry's own wrappers: the e2e suite records there every call a site refuses.
+	WrapTransport transport.WrapperFunc
 }
 
 var controllerNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)

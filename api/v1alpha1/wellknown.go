@@ -219,6 +219,19 @@ const (
 	FinalizerSiteNamespaces = "vk8s.io/site-namespaces"
 )
 
+// Keys of a Site kubeconfig Secret that `vk8s site join` made (package siteadm): the
+// provider renews the token of such a kubeconfig before it expires.
+const (
+	// AnnotationSiteServiceAccount names the ServiceAccount on the site whose token the
+	// kubeconfig holds, as <namespace>/<name>.
+	AnnotationSiteServiceAccount = "vk8s.io/site-service-account"
+	// AnnotationTokenExpiration is when that token expires (RFC 3339).
+	AnnotationTokenExpiration = "vk8s.io/token-expiration"
+	// AnnotationTokenIssued is when it was issued (RFC 3339): the provider renews it once
+	// half of its lifetime has passed.
+	AnnotationTokenIssued = "vk8s.io/token-issued"
+)
+
 // Keys of the local lab (vk8s lab).
 const (
 	// LabelLab names the lab on every Site it registers.

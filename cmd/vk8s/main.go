@@ -71,7 +71,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCommand(), newLabCommand(), newProviderCommand(), newWebhookCommand(), newKubeconfigCommand(),
+	root.AddCommand(newVersionCommand(), newLabCommand(), newProviderCommand(), newWebhookCommand(), newSiteCommand(), newKubeconfigCommand(),
 		plugin.NewCommand("kubectl", ""))
 	return root
 }

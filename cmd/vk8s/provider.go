@@ -70,7 +70,7 @@ func newProviderCommand() *cobra.Command {
 	f.BoolVar(&cfg.Kubelet.DisableCSRApproval, "kubelet-disable-csr-approval", false, "do not approve the provider's own CertificateSigningRequest; wait for an operator")
 	f.BoolVar(&cfg.Kubelet.Disabled, "kubelet-disabled", false, "do not serve the kubelet API (logs, exec, metrics through the host do not work)")
 	f.BoolVar(&cfg.LeaderElection, "leader-elect", true, "elect one active replica (Lease vk8s-provider in --leader-elect-namespace); false only for a single replica that must not wait for a Lease")
-	f.StringVar(&cfg.LeaderElectionNamespace, "leader-elect-namespace", "vk8s-system", "namespace of the leader election Lease")
+	f.StringVar(&cfg.LeaderElectionNamespace, "leader-elect-namespace", "vk8s-system", "namespace of the leader election Lease, and of the site kubeconfig Secrets whose tokens (vk8s site join) the provider renews")
 	f.DurationVar(&cfg.LeaseDuration, "leader-elect-lease-duration", provider.DefaultLeaseDuration, "how long a standby waits after the leader's last renewal before it takes over")
 	f.DurationVar(&cfg.RenewDeadline, "leader-elect-renew-deadline", provider.DefaultRenewDeadline, "how long the leader keeps trying to renew before it steps down")
 	f.DurationVar(&cfg.RetryPeriod, "leader-elect-retry-period", provider.DefaultRetryPeriod, "how often replicas try to acquire or renew the Lease")
