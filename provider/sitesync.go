@@ -47,6 +47,10 @@ const kindSweep = "sweep"
 // cluster to the Pod Security level of its Sites (syncPodSecurity).
 const kindPodSecurity = "podsecurity"
 
+// startFollowedFor is how long a pod's start is followed (vk8s_provider_pod_start_stage_seconds):
+// one that has not run by then (it waits for its site, or fails) is not.
+const startFollowedFor = 15 * time.Minute
+
 // errRequeue asks for the item to be processed again after a backoff.
 var errRequeue = errors.New("requeue")
 
@@ -151,6 +155,9 @@ func (p *Pods) sitePodChanged(c *cluster, obj any) {
 	if host == nil {
 		c.queue.Add(item{Namespace: sp.Labels[vk8sv1.LabelHostNamespace], Name: sp.Name})
 		return
+	}
+	if sp.Status.Phase == corev1.PodRunning {
+		p.starts.mark(host.UID, stageRunningOnSite)
 	}
 	out := host.DeepCopy()
 	out.Status = translate.HostStatus(host, sp)
@@ -265,6 +272,7 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 		}
 		return nil
 	}
+	p.starts.mark(host.UID, stageQueued)
 	ctx, span := p.createSpan(ctx, host, site)
 	defer span.End()
 	err = p.createSitePod(ctx, c, it, host, site, siteNode)
@@ -294,6 +302,7 @@ func (p *Pods) createSitePod(ctx context.Context, c *cluster, it item, host *cor
 	_, err = c.client.CoreV1().Pods(want.Namespace).Create(ctx, want, metav1.CreateOptions{})
 	switch {
 	case err == nil:
+		p.starts.mark(host.UID, stageSent)
 		p.metrics.op(site, "create", nil, false)
 		c.refused.Delete(it.Namespace + "/" + it.Name)
 		p.traces.Delete(it.Namespace + "/" + it.Name)
@@ -485,11 +494,13 @@ func (p *Pods) sweep(ctx context.Context, c *cluster) {
 		}
 		return true
 	})
-	p.lag.prune(func(key string, uid types.UID) bool {
+	exists := func(key string, uid types.UID) bool {
 		ns, name, _ := cache.SplitMetaNamespaceKey(key)
 		host, err := p.cfg.HostPods.Pods(ns).Get(name)
 		return err == nil && host.UID == uid
-	})
+	}
+	p.lag.prune(exists)
+	p.starts.prune(exists, startFollowedFor)
 	p.ended.Range(func(uid, key any) bool {
 		// Forget ended pods the host no longer has.
 		ns, name, _ := cache.SplitMetaNamespaceKey(key.(string))
