@@ -304,19 +304,8 @@ func podLatency(ctx context.Context, l *lab.Lab, host kubernetes.Interface, name
 	stages := append(benchStages(times), providerStages(before, after)...)
 	printStages("where the time through the host goes, by the bench's watches of the host and the sites:", stages[:5])
 	printStages("and by the provider (vk8s_provider_pod_start_stage_seconds, from its informer's event):", stages[5:])
-	hostCfg, err := l.RESTConfig("host")
-	if err != nil {
-		return err
-	}
-	waits := rateLimiterWaits(before, after, func(hostPort string) string {
-		if strings.HasSuffix(hostCfg.Host, "//"+hostPort) {
-			return "host API server"
-		}
-		return "site API server " + hostPort
-	})
-	printStages("requests of the provider's clients waiting for their client-side rate limit (rest_client_rate_limiter_duration_seconds):", waits)
 	res.PodStart = &podStartResult{Pods: pods, HostScheduler: hostScheduler, Direct: distOf(direct), ViaHost: distOf(viaHost),
-		Ratio: ratiosOf(viaHost, direct), Stages: stages, RateLimiterWaits: waits}
+		Ratio: ratiosOf(viaHost, direct), Stages: stages}
 	return nil
 }
 

@@ -82,9 +82,6 @@ type podStartResult struct {
 	ViaHost       dist    `json:"viaHost"`
 	Ratio         ratios  `json:"ratio"`
 	Stages        []stage `json:"stages"`
-	// RateLimiterWaits are the provider's requests' waits for their clients' rate limits
-	// during the run through the host, by API server.
-	RateLimiterWaits []stage `json:"rateLimiterWaits,omitempty"`
 }
 
 type hangingResult struct {

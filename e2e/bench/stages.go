@@ -22,7 +22,6 @@ import (
 	"math"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -327,19 +326,4 @@ func stageOf(name, source string, h, earlier hist) *stage {
 		return nil
 	}
 	return &stage{Name: name, Source: source, Count: int(d.count), P50: d.quantile(0.5), P99: d.quantile(0.99), Mean: d.sum / float64(d.count)}
-}
-
-// rateLimiterWaits are client-go's rest_client_rate_limiter_duration_seconds between two
-// scrapes, by the API server the requests went to (its host:port), named by name: the
-// time requests waited for the client-side rate limit of the provider's clients.
-func rateLimiterWaits(before, after map[string]*dto.MetricFamily, name func(hostPort string) string) []stage {
-	b := histograms(before, "rest_client_rate_limiter_duration_seconds", "host")
-	var out []stage
-	for hostPort, h := range histograms(after, "rest_client_rate_limiter_duration_seconds", "host") {
-		if s := stageOf(name(hostPort), "provider", h, b[hostPort]); s != nil {
-			out = append(out, *s)
-		}
-	}
-	slices.SortFunc(out, func(a, b stage) int { return strings.Compare(a.Name, b.Name) })
-	return out
 }
