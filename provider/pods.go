@@ -53,6 +53,11 @@ import (
 	"github.com/vk8s-io/vk8s/sitereg"
 )
 
+// DefaultWorkers is how many work items of one site cluster are processed at once: each
+// is mostly a call to the site (15 s at most), and the site cluster's client has its own
+// rate limit (sitereg.DefaultQPS).
+const DefaultWorkers = 32
+
 // PodsConfig configures the pod lifecycle.
 type PodsConfig struct {
 	// Tenant names this host installation; site namespaces are <tenant>-<namespace>.
@@ -89,7 +94,8 @@ type PodsConfig struct {
 	Recorder record.EventRecorder
 	// Log is the lifecycle's logger.
 	Log logr.Logger
-	// Workers per site cluster. Zero: 4.
+	// Workers is how many work items (pods, copies, sweeps) of one site cluster are
+	// processed at once, each in a goroutine of its own while it runs. Zero: DefaultWorkers.
 	Workers int
 	// SweepInterval is how often each site cluster is checked for site pods whose host pod
 	// is gone. Zero: 1m.
@@ -160,7 +166,7 @@ func NewPods(cfg PodsConfig) (*Pods, error) {
 		return nil, errors.New("pods: host listers are required")
 	}
 	if cfg.Workers <= 0 {
-		cfg.Workers = 4
+		cfg.Workers = DefaultWorkers
 	}
 	if cfg.SweepInterval <= 0 {
 		cfg.SweepInterval = time.Minute
