@@ -86,6 +86,7 @@ type options struct {
 	pods, admissions           int
 	window, readyTimeout       time.Duration
 	keep, hostScheduler        bool
+	scalePods, scalePodSites   int
 	mirrorObjects              int
 	mirrorAt                   []int
 	stuck, hangingRounds       int
@@ -97,6 +98,8 @@ func main() {
 	var o options
 	flag.StringVar(&o.vk8s, "vk8s", "bin/vk8s", "the vk8s binary whose provider is measured")
 	flag.IntVar(&o.pods, "pods", 100, "pods per latency run (0: no pod start runs)")
+	flag.IntVar(&o.scalePods, "scale-pods", 0, "pods of a second pod start run, over --scale-pod-sites Sites (the issue's: 1000 over 30; 0: no such run)")
+	flag.IntVar(&o.scalePodSites, "scale-pod-sites", 30, "Sites of the second pod start run: the lab's and node-selected slices of its clusters; --sites must not go below")
 	flag.BoolVar(&o.hostScheduler, "host-scheduler", false, "let the host's scheduler bind the pods created through the host (a required node affinity on the virtual node's hostname) instead of creating them with spec.nodeName")
 	flag.StringVar(&o.sites, "sites", "3,30,300", "site counts at which the provider's footprint is measured; NxK: N sites, the slices K nodes each (1000x3); empty: none")
 	flag.DurationVar(&o.window, "window", 30*time.Second, "how long CPU is measured at each site count")
@@ -139,6 +142,9 @@ func run(o options, res *results) error {
 	sizes, err := parseSizes(o.sites)
 	if err != nil {
 		return err
+	}
+	if o.scalePods > 0 && (o.scalePodSites < labSites || (len(sizes) > 0 && sizes[0].sites < o.scalePodSites)) {
+		return fmt.Errorf("--scale-pod-sites %d: want at least %d and at most the first of --sites %q (the slices stay for the footprint)", o.scalePodSites, labSites, o.sites)
 	}
 	bin, err := filepath.Abs(o.vk8s)
 	if err != nil {
@@ -200,13 +206,17 @@ func run(o options, res *results) error {
 			return fmt.Errorf("admission: %w", err)
 		}
 	}
-	if len(sizes) == 0 {
+	if len(sizes) == 0 && o.scalePods == 0 {
 		return nil
 	}
-
 	vnodes, err := watchVirtualNodes(ctx, host)
 	if err != nil {
 		return err
+	}
+	if o.scalePods > 0 {
+		if err := podLatencyAtScale(ctx, l, host, names, vnodes, o.scalePods, o.scalePodSites, o.hostScheduler, o.readyTimeout, res); err != nil {
+			return fmt.Errorf("pod start at %d sites: %w", o.scalePodSites, err)
+		}
 	}
 	fmt.Printf("\nprovider footprint (idle, %s window; NxK: the slices have K nodes)\n", o.window)
 	fmt.Printf("  %8s %7s %7s %9s %8s %6s %7s %8s %8s %9s %9s %8s %8s\n", "sites", "vnodes", "Ready", "to Ready", "RSS MiB", "CPU %",
@@ -242,9 +252,7 @@ func run(o options, res *results) error {
 }
 
 // podLatency prints the pod start latency through the host and directly on the sites, and
-// where the time through the host goes: the stages the bench's watches of the host and the
-// sites show, and those the provider's vk8s_provider_pod_start_stage_seconds shows
-// (scraped before and after the run).
+// where the time through the host goes (podStart), after a warm-up.
 func podLatency(ctx context.Context, l *lab.Lab, host kubernetes.Interface, names []string, pods int, hostScheduler bool, res *results) error {
 	// Warm up: the first pod of a site cluster waits for the provider's caches of it.
 	if _, err := latency(ctx, host, "bench-warmup", len(names)*labNodes, false, func(i int) string {
@@ -252,48 +260,108 @@ func podLatency(ctx context.Context, l *lab.Lab, host kubernetes.Interface, name
 	}); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
 	}
+	var vnodes [][]string
+	for _, name := range names {
+		var nodes []string
+		for j := 1; j <= labNodes; j++ {
+			nodes = append(nodes, name+"-"+lab.NodeName(j))
+		}
+		vnodes = append(vnodes, nodes)
+	}
+	r, err := podStart(ctx, l, host, names, vnodes, pods, hostScheduler, "")
+	if err != nil {
+		return err
+	}
+	res.PodStart = r
+	return nil
+}
+
+// podLatencyAtScale is podLatency with the pods spread over sites Sites (the lab's and
+// node-selected slices of its clusters, made by scaleSites), and directly over the lab's
+// site clusters.
+func podLatencyAtScale(ctx context.Context, l *lab.Lab, host kubernetes.Interface, names []string, vw *vnodeWatch, pods, sites int,
+	hostScheduler bool, readyTimeout time.Duration, res *results) error {
+	took, ok, err := scaleSites(ctx, l, vw, size{sites: sites, nodes: 1}, readyTimeout)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%d sites: not every virtual node Ready after %s", sites, round(took))
+	}
+	var vnodes [][]string
+	for i := 1; i <= sites; i++ {
+		if i <= len(names) {
+			var nodes []string
+			for j := 1; j <= labNodes; j++ {
+				nodes = append(nodes, names[i-1]+"-"+lab.NodeName(j))
+			}
+			vnodes = append(vnodes, nodes)
+			continue
+		}
+		// A slice of one node: sliceSelector's.
+		vnodes = append(vnodes, []string{fmt.Sprintf("slice%d-%s", i, lab.NodeName((i-1)/len(names)%labNodes+1))})
+	}
+	r, err := podStart(ctx, l, host, names, vnodes, pods, hostScheduler, "-"+strconv.Itoa(sites))
+	if err != nil {
+		return err
+	}
+	r.Sites = sites
+	res.PodStartAtScale = r
+	return nil
+}
+
+// podStart creates n pods through the host, pod i on a virtual node of site i mod
+// len(vnodes) (vnodes: each site's virtual nodes, taken in turn), and then n pods directly
+// on the lab's site clusters, and prints their start latency and where the time through
+// the host goes: the stages the bench's watches of the host and the sites show, and those
+// of the provider's vk8s_provider_pod_start_stage_seconds (scraped before and after).
+// suffix names the run's namespaces (bench-host<suffix>, bench-direct<suffix>).
+func podStart(ctx context.Context, l *lab.Lab, host kubernetes.Interface, names []string, vnodes [][]string, pods int,
+	hostScheduler bool, suffix string) (*podStartResult, error) {
 	how := "created with spec.nodeName"
 	if hostScheduler {
 		how = "bound by the host's scheduler"
 	}
-	fmt.Printf("pod start latency, %d pods (create call -> Running observed; through the host: %s)\n", pods, how)
+	fmt.Printf("\npod start latency, %d pods over %d sites (create call -> Running observed; through the host: %s)\n", pods, len(vnodes), how)
 	var sites []kubernetes.Interface
 	for _, name := range names {
 		cs, err := clientset(l, name)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		sites = append(sites, cs)
 	}
 	metricsURL, err := l.ProviderMetricsURL()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	before, err := scrape(ctx, metricsURL)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	sw, err := watchSitePods(ctx, sites, "bench-host")
+	ns := "bench-host" + suffix
+	sw, err := watchSitePods(ctx, sites, ns)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	times, err := timedStarts(ctx, host, "bench-host", pods, hostScheduler, func(i int) string {
-		return names[i%len(names)] + "-" + lab.NodeName(i/len(names)%labNodes+1)
+	times, err := timedStarts(ctx, host, ns, pods, hostScheduler, func(i int) string {
+		nodes := vnodes[i%len(vnodes)]
+		return nodes[i/len(vnodes)%len(nodes)]
 	})
 	if err != nil {
 		sw.Stop()
-		return fmt.Errorf("through the host: %w", err)
+		return nil, fmt.Errorf("through the host: %w", err)
 	}
 	sw.fill(times)
 	sw.Stop()
 	after, err := scrape(ctx, metricsURL)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	viaHost := startDurations(times)
-	direct, err := directLatency(ctx, l, names, pods)
+	direct, err := directLatency(ctx, l, names, pods, "bench-direct"+suffix)
 	if err != nil {
-		return fmt.Errorf("directly on the sites: %w", err)
+		return nil, fmt.Errorf("directly on the sites: %w", err)
 	}
 	fmt.Printf("  %-22s p50 %8s  p99 %8s\n", "directly on the sites", round(pct(direct, 50)), round(pct(direct, 99)))
 	fmt.Printf("  %-22s p50 %8s  p99 %8s\n", "through the host", round(pct(viaHost, 50)), round(pct(viaHost, 99)))
@@ -304,9 +372,8 @@ func podLatency(ctx context.Context, l *lab.Lab, host kubernetes.Interface, name
 	stages := append(benchStages(times), providerStages(before, after)...)
 	printStages("where the time through the host goes, by the bench's watches of the host and the sites:", stages[:5])
 	printStages("and by the provider (vk8s_provider_pod_start_stage_seconds, from its informer's event):", stages[5:])
-	res.PodStart = &podStartResult{Pods: pods, HostScheduler: hostScheduler, Direct: distOf(direct), ViaHost: distOf(viaHost),
-		Ratio: ratiosOf(viaHost, direct), Stages: stages}
-	return nil
+	return &podStartResult{Pods: pods, Sites: len(vnodes), HostScheduler: hostScheduler, Direct: distOf(direct), ViaHost: distOf(viaHost),
+		Ratio: ratiosOf(viaHost, direct), Stages: stages}, nil
 }
 
 // methods formats requests per second by method, the busiest first.
@@ -325,7 +392,9 @@ func clientset(l *lab.Lab, cluster string) (*kubernetes.Clientset, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg.QPS, cfg.Burst = 200, 400
+	// The bench's own clients must not be what a run waits for: 1,000 pods created at once
+	// through the host go through one of them, and directly over three.
+	cfg.QPS, cfg.Burst = 2000, 4000
 	return kubernetes.NewForConfig(cfg)
 }
 
@@ -462,7 +531,7 @@ func podWatch(ctx context.Context, cs kubernetes.Interface, ns, selector string)
 
 // directLatency is latency on the sites themselves: the same number of pods, spread over
 // the sites' nodes as the host's are over the virtual nodes.
-func directLatency(ctx context.Context, l *lab.Lab, sites []string, n int) ([]time.Duration, error) {
+func directLatency(ctx context.Context, l *lab.Lab, sites []string, n int, ns string) ([]time.Duration, error) {
 	var (
 		mu  sync.Mutex
 		all []time.Duration
@@ -479,7 +548,7 @@ func directLatency(ctx context.Context, l *lab.Lab, sites []string, n int) ([]ti
 			share++
 		}
 		wg.Go(func() {
-			d, err := latency(ctx, cs, "bench-direct", share, true, func(j int) string { return lab.NodeName(j%labNodes + 1) })
+			d, err := latency(ctx, cs, ns, share, true, func(j int) string { return lab.NodeName(j%labNodes + 1) })
 			if err != nil {
 				errs <- fmt.Errorf("%s: %w", site, err)
 				return

@@ -44,12 +44,14 @@ type results struct {
 	LoadStart [3]float64 `json:"loadStart"`
 	LoadEnd   [3]float64 `json:"loadEnd"`
 
-	PodStart    *podStartResult   `json:"podStart,omitempty"`
-	HangingSite *hangingResult    `json:"hangingSite,omitempty"`
-	Outage      *outageResult     `json:"outage,omitempty"`
-	Admission   *admissionResult  `json:"admission,omitempty"`
-	Footprint   []footprintResult `json:"footprint,omitempty"`
-	Mirror      []mirrorResult    `json:"mirror,omitempty"`
+	PodStart *podStartResult `json:"podStart,omitempty"`
+	// PodStartAtScale is the second pod start run (--scale-pods over --scale-pod-sites).
+	PodStartAtScale *podStartResult   `json:"podStartAtScale,omitempty"`
+	HangingSite     *hangingResult    `json:"hangingSite,omitempty"`
+	Outage          *outageResult     `json:"outage,omitempty"`
+	Admission       *admissionResult  `json:"admission,omitempty"`
+	Footprint       []footprintResult `json:"footprint,omitempty"`
+	Mirror          []mirrorResult    `json:"mirror,omitempty"`
 }
 
 // dist is a latency distribution: the samples and their percentiles, in seconds.
@@ -74,7 +76,8 @@ func ratiosOf(a, b []time.Duration) ratios {
 }
 
 type podStartResult struct {
-	Pods int `json:"pods"`
+	Pods  int `json:"pods"`
+	Sites int `json:"sites"`
 	// HostScheduler: the pods through the host were bound by the host's scheduler (else
 	// created with spec.nodeName).
 	HostScheduler bool    `json:"hostScheduler"`
