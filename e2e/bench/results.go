@@ -152,7 +152,7 @@ type mirrorResult struct {
 // newResults starts a run's results: date, commit, flags and the load now.
 func newResults() *results {
 	return &results{
-		Date: time.Now().UTC().Truncate(time.Second), Commit: commit(), Args: os.Args[1:],
+		Date: time.Now().UTC().Truncate(time.Second), Commit: commit(), Args: withoutPaths(os.Args[1:]),
 		CPUs: runtime.NumCPU(), LoadStart: loadAverage(),
 	}
 }
@@ -163,12 +163,28 @@ func (r *results) write(dir string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // the stages' "->"
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(r); err != nil {
 		return "", err
 	}
 	path := filepath.Join(dir, r.Date.Format("2006-01-02T150405Z")+"-"+r.Commit+".json")
-	return path, os.WriteFile(path, append(b, '\n'), 0o644)
+	return path, os.WriteFile(path, b.Bytes(), 0o644)
+}
+
+// withoutPaths is args with every absolute path cut to its last element: the results are
+// committed, and say nothing of the machine's folders.
+func withoutPaths(args []string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if filepath.IsAbs(a) {
+			a = filepath.Base(a)
+		}
+		out[i] = a
+	}
+	return out
 }
 
 // loadAverage reads /proc/loadavg; zeros where it cannot.

@@ -18,6 +18,7 @@ package main
 
 import (
 	"math"
+	"slices"
 	"testing"
 	"time"
 )
@@ -79,5 +80,13 @@ func TestBenchStages(t *testing.T) {
 		if !ok || s.Count != w.count || math.Abs(s.P50-w.p50) > 1e-9 || math.Abs(s.P99-w.p99) > 1e-9 {
 			t.Errorf("stage %q: n %d p50 %g p99 %g, want %+v", s.Name, s.Count, s.P50, s.P99, w)
 		}
+	}
+}
+
+func TestWithoutPaths(t *testing.T) {
+	got := withoutPaths([]string{"--vk8s", "/tmp/x/vk8s", "--results", "docs/bench", "--name", "stg"})
+	want := []string{"--vk8s", "vk8s", "--results", "docs/bench", "--name", "stg"}
+	if !slices.Equal(got, want) {
+		t.Errorf("withoutPaths = %q, want %q", got, want)
 	}
 }
