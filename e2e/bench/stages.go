@@ -259,12 +259,17 @@ func printStages(title string, stages []stage) {
 	}
 }
 
-// seconds formats a figure in seconds as a duration rounded to the millisecond.
+// seconds formats a figure in seconds as a duration rounded to the millisecond, or to a
+// tenth of one under 10 ms.
 func seconds(s float64) string {
 	if math.IsNaN(s) {
 		return "-"
 	}
-	return round(time.Duration(s * float64(time.Second))).String()
+	d := time.Duration(s * float64(time.Second))
+	if d < 10*time.Millisecond {
+		return d.Round(100 * time.Microsecond).String()
+	}
+	return round(d).String()
 }
 
 // histogramWhere sums the series of histogram family name whose labels include match.
