@@ -231,9 +231,9 @@ func (r *Resolver) resolveFlavor(ctx context.Context, f *Federation, annotations
 	fl := &vk8sv1.WorkloadFlavor{}
 	err = r.cache.Get(ctx, client.ObjectKey{Name: name}, fl)
 	if apierrors.IsNotFound(err) {
-		// A built-in flavor the host holds no object of (a fresh helm install creates them
-		// with its first upgrade) is the chart's, with no round trip to the API server:
-		// every pod of a workload without the annotation names the default one.
+		// A built-in flavor the host holds no object of (not created yet by the chart's
+		// post-install hook, or deleted) is the chart's, with no round trip to the API
+		// server: every pod of a workload without the annotation names the default one.
 		for _, b := range overrides.BuiltinFlavors() {
 			if b.Name == name {
 				f.Flavor = &b

@@ -616,8 +616,8 @@ func TestPlacementRefusesNodesOutsideSites(t *testing.T) {
 
 // Pod admission reads only the cache: the workload above the pod, the namespace's
 // VirtualKubernetes, VirtualSites and Sites, the built-in default flavor that the host
-// holds no object of (a fresh helm install), the virtual node of a bound pod. A read of
-// the API server is for what the cache misses, which none of these does.
+// holds no object of (before the chart's post-install hook), the virtual node of a bound
+// pod. A read of the API server is for what the cache misses, which none of these does.
 func TestPodAdmissionReadsOnlyTheCache(t *testing.T) {
 	e := newEnv(t)
 	_, next := fleetWorkload(e, deployment("web", 3, nil))
