@@ -76,8 +76,7 @@ type Config struct {
 	// the same tenant sees in its refusal (sitereg.Claim). Empty: the host's API server
 	// address.
 	HostName string
-	// PodWorkers is the number of virtual-kubelet pod sync workers (per queue: pods to
-	// the provider, statuses to the host, deletions). Zero: DefaultPodWorkers.
+	// PodWorkers is the number of virtual-kubelet pod sync workers. Zero: 10.
 	PodWorkers int
 	// SweepInterval is how often site clusters are checked for site pods whose host pod
 	// is gone. Zero: 1m.
@@ -162,11 +161,6 @@ const (
 	PodStatusBurst = 2000
 )
 
-// DefaultPodWorkers is how many of virtual-kubelet's pod workers run per queue: each
-// status write is a round trip to the host, and 100 pods starting at once write about
-// 300 statuses (10 workers held a starting pod's Running p50 220 ms, docs/performance.md).
-const DefaultPodWorkers = 50
-
 // leaseName is the provider's leader election Lease.
 const leaseName = "vk8s-provider"
 
@@ -197,7 +191,7 @@ func (cfg *Config) defaults() {
 	cfg.RenewDeadline = cmp.Or(cfg.RenewDeadline, DefaultRenewDeadline)
 	cfg.RetryPeriod = cmp.Or(cfg.RetryPeriod, DefaultRetryPeriod)
 	if cfg.PodWorkers <= 0 {
-		cfg.PodWorkers = DefaultPodWorkers
+		cfg.PodWorkers = 10
 	}
 }
 
