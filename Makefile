@@ -8,9 +8,11 @@ TOOLS_DIR := $(shell hack/tools.sh dir)
 LAB       ?= lab
 GO_TEST_FLAGS ?=
 # make bench's footprint sizes (NxK: slices of K nodes; 1000x3 is 3,000 virtual nodes and
-# adds about 25 minutes) and the name of its lab.
-BENCH_SITES ?= 3,30,300
-BENCH_LAB   ?= bench
+# adds about 25 minutes), the name of its lab, and where it writes each run's figures as
+# JSON (docs/performance.md lists the runs kept there; empty: none written).
+BENCH_SITES   ?= 3,30,300
+BENCH_LAB     ?= bench
+BENCH_RESULTS ?= docs/bench
 
 export VK8S_TOOLS_DIR := $(TOOLS_DIR)
 export PATH := $(TOOLS_DIR):$(PATH)
@@ -121,8 +123,8 @@ demo: tools build ## Bring up the lab (host, 3 sites x 3 nodes, provider, webhoo
 	bin/kubectl-vk8s --kubeconfig "$$(bin/vk8s lab kubeconfig --name $(LAB))" sites
 
 .PHONY: bench
-bench: tools build ## Measure pod start latency (host vs. sites directly), admission, the provider's footprint at 3/30/300 sites (BENCH_SITES=3,30,300,1000x3 for 3,000 virtual nodes), and the mirror lag at 3 and 30 sites.
-	go run ./e2e/bench --vk8s bin/vk8s --name $(BENCH_LAB) --sites $(BENCH_SITES)
+bench: tools build ## Measure pod start latency (host vs. sites directly, by stage), admission, the provider's footprint at 3/30/300 sites (BENCH_SITES=3,30,300,1000x3 for 3,000 virtual nodes), and the mirror lag at 3 and 30 sites; the figures also go to BENCH_RESULTS/<date>-<commit>.json (docs/performance.md).
+	go run ./e2e/bench --vk8s bin/vk8s --name $(BENCH_LAB) --sites '$(BENCH_SITES)' --results '$(BENCH_RESULTS)'
 
 .PHONY: lab-down
 lab-down: build ## Remove the lab made by `make demo`.

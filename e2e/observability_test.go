@@ -445,6 +445,15 @@ func TestMetrics(t *testing.T) {
 		if after < before+fleetSites {
 			t.Errorf("vk8s_provider_status_sync_lag_seconds count: %v before, %v after, want at least %d more", before, after, fleetSites)
 		}
+		// Each pod's start went through every stage once, from the provider's first sight
+		// of it pending to the host accepting Running.
+		for _, stage := range []string{"handed", "queued", "sent", "running_on_site", "host_status", "total"} {
+			before, _ := p0.get("vk8s_provider_pod_start_stage_seconds", "stage", stage)
+			after, _ := p1.get("vk8s_provider_pod_start_stage_seconds", "stage", stage)
+			if after < before+fleetSites {
+				t.Errorf("vk8s_provider_pod_start_stage_seconds{stage=%s} count: %v before, %v after, want at least %d more", stage, before, after, fleetSites)
+			}
+		}
 	})
 
 	t.Run("admissions are timed by kind, operation and result", func(t *testing.T) {
@@ -466,6 +475,12 @@ func TestMetrics(t *testing.T) {
 		after, _ := w1.get("vk8s_webhook_placements_total")
 		if after < before+fleetSites {
 			t.Errorf("vk8s_webhook_placements_total: %v before, %v after, want %d more", before, after, fleetSites)
+		}
+		// Everything the Deployment's and its pods' admission read was in the cache.
+		before, _ = w0.get("vk8s_webhook_api_reads_total")
+		after, _ = w1.get("vk8s_webhook_api_reads_total")
+		if after != before {
+			t.Errorf("vk8s_webhook_api_reads_total: %v before the Deployment, %v after, want no reads of the API server", before, after)
 		}
 	})
 

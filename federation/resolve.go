@@ -229,19 +229,27 @@ func (r *Resolver) resolveFlavor(ctx context.Context, f *Federation, annotations
 	}
 	f.FlavorName = name
 	fl := &vk8sv1.WorkloadFlavor{}
-	err = r.get(ctx, client.ObjectKey{Name: name}, fl)
+	err = r.cache.Get(ctx, client.ObjectKey{Name: name}, fl)
+	if apierrors.IsNotFound(err) {
+		// A built-in flavor the host holds no object of (not created yet by the chart's
+		// post-install hook, or deleted) is the chart's, with no round trip to the API
+		// server: every pod of a workload without the annotation names the default one.
+		for _, b := range overrides.BuiltinFlavors() {
+			if b.Name == name {
+				f.Flavor = &b
+				return nil
+			}
+		}
+		if r.live != nil {
+			err = r.live.Get(ctx, client.ObjectKey{Name: name}, fl)
+		}
+	}
 	switch {
 	case err == nil:
 		f.Flavor = fl
 		return nil
 	case client.IgnoreNotFound(err) != nil:
 		return fmt.Errorf("get WorkloadFlavor %s: %w", name, err)
-	}
-	for _, b := range overrides.BuiltinFlavors() {
-		if b.Name == name {
-			f.Flavor = &b
-			return nil
-		}
 	}
 	_, annotated := annotations[vk8sv1.AnnotationWorkloadFlavor]
 	why := fmt.Sprintf("WorkloadFlavor %q does not exist", name)

@@ -284,6 +284,18 @@ func (l *Lab) ProviderMetricsURL() (string, error) {
 	return fmt.Sprintf("http://127.0.0.1:%d/metrics", st.Provider.MetricsPort), nil
 }
 
+// WebhookMetricsURL is the URL of the lab webhook's Prometheus metrics.
+func (l *Lab) WebhookMetricsURL() (string, error) {
+	st, err := l.readState()
+	if err != nil {
+		return "", err
+	}
+	if st.Webhook == nil {
+		return "", fmt.Errorf("%w: lab %s runs no webhook", ErrNotUp, l.cfg.Name)
+	}
+	return fmt.Sprintf("http://127.0.0.1:%d/metrics", st.Webhook.MetricsPort), nil
+}
+
 // waitVirtualNodes waits until the host has n Ready virtual nodes.
 func (l *Lab) waitVirtualNodes(ctx context.Context, n int) error {
 	c, err := l.Client("host")

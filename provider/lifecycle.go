@@ -78,8 +78,19 @@ type mirrorConfig struct {
 	virtualKubernetesSites func(ctx context.Context, namespace string) ([]string, bool, error)
 }
 
-func newLifecycle(host kubernetes.Interface, reg *sitereg.Registry, siteEvents <-chan event.GenericEvent,
+// podClients are the host clients of the pod lifecycle (hostClients).
+type podClients struct {
+	// host reads (informers) and writes everything but what the others do.
+	host kubernetes.Interface
+	// status writes the pods' status (virtual-kubelet's pod controller).
+	status kubernetes.Interface
+	// events records the Events on host pods.
+	events kubernetes.Interface
+}
+
+func newLifecycle(clients podClients, reg *sitereg.Registry, siteEvents <-chan event.GenericEvent,
 	cfg Config, scheme *runtime.Scheme, mc mirrorConfig) (*lifecycle, error) {
+	host := clients.host
 	log := cfg.Logger.WithName("pods")
 	// Only scheduled pods can be on a virtual node.
 	podFactory := informers.NewSharedInformerFactoryWithOptions(host, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
@@ -173,7 +184,7 @@ func newLifecycle(host kubernetes.Interface, reg *sitereg.Registry, siteEvents <
 		return nil, err
 	}
 	pc, err := node.NewPodController(node.PodControllerConfig{
-		PodClient:         pods.StatusClient(host.CoreV1()),
+		PodClient:         pods.StatusClient(clients.status.CoreV1()),
 		PodInformer:       podInformer,
 		EventRecorder:     recorder,
 		Provider:          pods,
@@ -195,7 +206,7 @@ func newLifecycle(host kubernetes.Interface, reg *sitereg.Registry, siteEvents <
 	if err != nil {
 		return nil, fmt.Errorf("pod controller: %w", err)
 	}
-	broadcast.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: host.CoreV1().Events("")})
+	broadcast.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: clients.events.CoreV1().Events("")})
 	return &lifecycle{
 		podFactory: podFactory, objFactory: objFactory, pods: pods, mirror: mir, controller: pc,
 		broadcast: broadcast, workers: cfg.PodWorkers, log: log,

@@ -40,6 +40,7 @@ type podMetrics struct {
 	pods  *promreg.Gauges
 	queue *promreg.Gauges
 	lag   prometheus.Histogram
+	start *prometheus.HistogramVec
 }
 
 func newPodMetrics(reg prometheus.Registerer) (*podMetrics, error) {
@@ -65,8 +66,18 @@ func newPodMetrics(reg prometheus.Registerer) (*podMetrics, error) {
 			Help:    "Time from the provider seeing a site pod change the host pod's status to the host accepting that status.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}),
+		start: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "vk8s_provider_pod_start_stage_seconds",
+			Help: "Time a starting pod spent in each stage, from the host pod informer's event to the host accepting status Running: " +
+				"handed (to CreatePod), queued (in its site's queue), sent (until the site accepted the create), " +
+				"running_on_site (until the site pod was seen Running), host_status (until the host accepted Running), total.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"stage"}),
 	}
 	var err error
+	if m.start, err = promreg.Register(reg, m.start); err != nil {
+		return nil, err
+	}
 	if m.ops, err = promreg.Register(reg, m.ops); err != nil {
 		return nil, err
 	}
@@ -155,24 +166,134 @@ func (l *statusLag) prune(exists func(key string, uid types.UID) bool) {
 // accepted, which is where virtual-kubelet's status sync ends.
 type statusClient struct {
 	typedcorev1.PodsGetter
-	lag *statusLag
+	lag   *statusLag
+	start *podStart
 }
 
 // Pods returns the pods of namespace, their status writes followed.
 func (c statusClient) Pods(namespace string) typedcorev1.PodInterface {
-	return statusPods{PodInterface: c.PodsGetter.Pods(namespace), lag: c.lag}
+	return statusPods{PodInterface: c.PodsGetter.Pods(namespace), lag: c.lag, start: c.start}
 }
 
 type statusPods struct {
 	typedcorev1.PodInterface
-	lag *statusLag
+	lag   *statusLag
+	start *podStart
 }
 
-// UpdateStatus writes the status and, when the host accepted it, observes its lag.
+// UpdateStatus writes the status and, when the host accepted it, observes its lag (and,
+// for a status Running, the end of the pod's start).
 func (p statusPods) UpdateStatus(ctx context.Context, pod *corev1.Pod, opts metav1.UpdateOptions) (*corev1.Pod, error) {
 	out, err := p.PodInterface.UpdateStatus(ctx, pod, opts)
 	if err == nil {
 		p.lag.written(pod.UID)
+		if pod.Status.Phase == corev1.PodRunning {
+			p.start.mark(pod.UID, stageHostStatus)
+		}
 	}
 	return out, err
+}
+
+// The stages of a pod's start, in order: the values of the stage label of
+// vk8s_provider_pod_start_stage_seconds. Each is timed from the end of the one before.
+const (
+	// stageSeen is when the provider's host pod informer delivered the pending pod to
+	// virtual-kubelet's event filter (Owns); it starts the clock and is no stage itself.
+	stageSeen = iota
+	// stageHanded ends when virtual-kubelet's pod worker called CreatePod.
+	stageHanded
+	// stageQueued ends when the site cluster's worker took the pod from its queue.
+	stageQueued
+	// stageSent ends when the site accepted the pod's create (its namespace and copies first).
+	stageSent
+	// stageRunningOnSite ends when the site pod informer showed the site pod Running.
+	stageRunningOnSite
+	// stageHostStatus ends when the host accepted the host pod's status Running.
+	stageHostStatus
+	stageCount
+)
+
+// stageNames are the stage label values, by stage; "total" is seen to host_status.
+var stageNames = [stageCount]string{"", "handed", "queued", "sent", "running_on_site", "host_status"}
+
+// podStart follows the host pods that are starting, for
+// vk8s_provider_pod_start_stage_seconds: the time of each stage's end, by host pod UID.
+// Only pods seen pending are followed, and each stage is observed once per pod. A nil
+// podStart (a Pods made without NewPods, in tests) follows nothing.
+type podStart struct {
+	hist *prometheus.HistogramVec
+	now  func() time.Time
+
+	mu   sync.Mutex
+	pods map[types.UID]*startMarks
+}
+
+type startMarks struct {
+	key string // namespace/name, to forget pods that went
+	at  [stageCount]time.Time
+}
+
+func newPodStart(hist *prometheus.HistogramVec, now func() time.Time) *podStart {
+	return &podStart{hist: hist, now: now, pods: map[types.UID]*startMarks{}}
+}
+
+// seen starts following a host pod that has not started: pending, not being deleted.
+func (s *podStart) seen(pod *corev1.Pod) {
+	if s == nil || pod.DeletionTimestamp != nil || (pod.Status.Phase != "" && pod.Status.Phase != corev1.PodPending) {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.pods[pod.UID]; !ok {
+		m := &startMarks{key: pod.Namespace + "/" + pod.Name}
+		m.at[stageSeen] = s.now()
+		s.pods[pod.UID] = m
+	}
+}
+
+// mark records the end of stage for a followed pod and observes the stage's duration. The
+// stages before it that have no end yet end now (a site pod's Running event may arrive
+// before its create's answer): their time went into the earliest of them. The last stage
+// observes the total and forgets the pod.
+func (s *podStart) mark(uid types.UID, stage int) {
+	if s == nil {
+		return
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.pods[uid]
+	if !ok || !m.at[stage].IsZero() {
+		return
+	}
+	last := stageSeen
+	for i := stageSeen + 1; i < stage; i++ {
+		if !m.at[i].IsZero() {
+			last = i
+		}
+	}
+	for i := last + 1; i <= stage; i++ {
+		m.at[i] = now
+		s.hist.WithLabelValues(stageNames[i]).Observe(now.Sub(m.at[i-1]).Seconds())
+	}
+	if stage == stageHostStatus {
+		s.hist.WithLabelValues("total").Observe(now.Sub(m.at[stageSeen]).Seconds())
+		delete(s.pods, uid)
+	}
+}
+
+// prune forgets the pods for which exists says no, and those followed for longer than
+// maxAge (a pod that never runs: it fails, or waits for a site for good).
+func (s *podStart) prune(exists func(key string, uid types.UID) bool, maxAge time.Duration) {
+	if s == nil {
+		return
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for uid, m := range s.pods {
+		if now.Sub(m.at[stageSeen]) > maxAge || !exists(m.key, uid) {
+			delete(s.pods, uid)
+		}
+	}
 }

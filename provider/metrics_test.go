@@ -214,3 +214,88 @@ func TestCreatePodJoinsTheAdmissionTrace(t *testing.T) {
 		t.Errorf("CreatePod span parent %v links %v, want a child of virtual-kubelet's", s.Parent(), s.Links())
 	}
 }
+
+func TestPodStartStages(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := newPodMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1000, 0)
+	s := newPodStart(m.start, func() time.Time { return now })
+	after := func(d time.Duration) { now = now.Add(d) }
+	pod := func(uid types.UID, phase corev1.PodPhase) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: string(uid), UID: uid}, Status: corev1.PodStatus{Phase: phase}}
+	}
+
+	// p1 goes through every stage in order.
+	s.seen(pod("p1", ""))
+	after(10 * time.Millisecond)
+	s.seen(pod("p1", corev1.PodPending)) // seen again: the clock keeps its start
+	s.mark("p1", stageHanded)
+	after(20 * time.Millisecond)
+	s.mark("p1", stageQueued)
+	after(30 * time.Millisecond)
+	s.mark("p1", stageSent)
+	s.mark("p1", stageSent) // once per pod
+	after(400 * time.Millisecond)
+	s.mark("p1", stageRunningOnSite)
+	after(40 * time.Millisecond)
+	s.mark("p1", stageHostStatus)
+	// p2's site pod is seen Running before its create's answer: queued and sent end then,
+	// and the answer that follows observes nothing.
+	s.seen(pod("p2", corev1.PodPending))
+	s.mark("p2", stageHanded)
+	after(time.Second)
+	s.mark("p2", stageRunningOnSite)
+	s.mark("p2", stageSent)
+	s.mark("p2", stageHostStatus)
+	// p3 runs already (a provider restart): not followed. p4 is deleted before it runs:
+	// pruned, and its late marks observe nothing.
+	s.seen(pod("p3", corev1.PodRunning))
+	s.mark("p3", stageHanded)
+	s.mark("p3", stageHostStatus)
+	s.seen(pod("p4", corev1.PodPending))
+	s.prune(func(_ string, uid types.UID) bool { return uid != "p4" }, time.Hour)
+	s.mark("p4", stageHanded)
+	// p5 never runs: forgotten after maxAge.
+	s.seen(pod("p5", corev1.PodPending))
+	after(2 * time.Hour)
+	s.prune(func(string, types.UID) bool { return true }, time.Hour)
+	if len(s.pods) != 0 {
+		t.Errorf("followed after prune: %v", s.pods)
+	}
+
+	sums := map[string]float64{}
+	counts := map[string]uint64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "vk8s_provider_pod_start_stage_seconds" {
+			continue
+		}
+		for _, mt := range mf.GetMetric() {
+			stage := mt.GetLabel()[0].GetValue()
+			sums[stage] = mt.GetHistogram().GetSampleSum()
+			counts[stage] = mt.GetHistogram().GetSampleCount()
+		}
+	}
+	for _, c := range []struct {
+		stage string
+		count uint64
+		sum   float64
+	}{
+		{"handed", 2, 0.010},
+		{"queued", 2, 0.020 + 1.0},
+		{"sent", 2, 0.030},
+		{"running_on_site", 2, 0.400},
+		{"host_status", 2, 0.040},
+		{"total", 2, 0.5 + 1.0},
+	} {
+		if counts[c.stage] != c.count || sums[c.stage] < c.sum-1e-9 || sums[c.stage] > c.sum+1e-9 {
+			t.Errorf("stage %s: %d observations summing %gs, want %d summing %gs", c.stage, counts[c.stage], sums[c.stage], c.count, c.sum)
+		}
+	}
+}

@@ -53,6 +53,11 @@ import (
 	"github.com/vk8s-io/vk8s/sitereg"
 )
 
+// DefaultWorkers is how many work items of one site cluster are processed at once: each
+// is mostly a call to the site (15 s at most), and the site cluster's client has its own
+// rate limit (sitereg.DefaultQPS).
+const DefaultWorkers = 32
+
 // PodsConfig configures the pod lifecycle.
 type PodsConfig struct {
 	// Tenant names this host installation; site namespaces are <tenant>-<namespace>.
@@ -89,7 +94,8 @@ type PodsConfig struct {
 	Recorder record.EventRecorder
 	// Log is the lifecycle's logger.
 	Log logr.Logger
-	// Workers per site cluster. Zero: 4.
+	// Workers is how many work items (pods, copies, sweeps) of one site cluster are
+	// processed at once, each in a goroutine of its own while it runs. Zero: DefaultWorkers.
 	Workers int
 	// SweepInterval is how often each site cluster is checked for site pods whose host pod
 	// is gone. Zero: 1m.
@@ -116,6 +122,7 @@ type Pods struct {
 	log     logr.Logger
 	metrics *podMetrics
 	lag     *statusLag
+	starts  *podStart
 	tracer  trace.Tracer
 
 	// ctx is Run's: site clusters' caches and workers, started on demand from calls
@@ -159,7 +166,7 @@ func NewPods(cfg PodsConfig) (*Pods, error) {
 		return nil, errors.New("pods: host listers are required")
 	}
 	if cfg.Workers <= 0 {
-		cfg.Workers = 4
+		cfg.Workers = DefaultWorkers
 	}
 	if cfg.SweepInterval <= 0 {
 		cfg.SweepInterval = time.Minute
@@ -187,6 +194,7 @@ func NewPods(cfg PodsConfig) (*Pods, error) {
 		cfg:      cfg,
 		metrics:  m,
 		lag:      &statusLag{hist: m.lag, now: time.Now, pending: map[types.UID]pendingStatus{}},
+		starts:   newPodStart(m.start, time.Now),
 		tracer:   cfg.TracerProvider.Tracer("github.com/vk8s-io/vk8s/provider"),
 		log:      cfg.Log,
 		started:  make(chan struct{}),
@@ -236,9 +244,9 @@ func (p *Pods) collectQueues(emit func(float64, ...string)) {
 }
 
 // StatusClient returns host wrapped for virtual-kubelet's pod controller: the status
-// writes it makes end vk8s_provider_status_sync_lag_seconds.
+// writes it makes end vk8s_provider_status_sync_lag_seconds and the pods' starts.
 func (p *Pods) StatusClient(host typedcorev1.PodsGetter) typedcorev1.PodsGetter {
-	return statusClient{PodsGetter: host, lag: p.lag}
+	return statusClient{PodsGetter: host, lag: p.lag, start: p.starts}
 }
 
 // Run serves until ctx ends, then stops every site cluster's informers and workers.
@@ -332,6 +340,7 @@ func (p *Pods) Owns(pod *corev1.Pod) bool {
 	}
 	n, err := p.cfg.HostNodes.Get(pod.Spec.NodeName)
 	if err == nil && n.Labels[vk8sv1.LabelSite] != "" && n.Labels[vk8sv1.LabelType] == vk8sv1.TypeVirtualKubelet {
+		p.starts.seen(pod)
 		return true
 	}
 	if _, c := p.find(pod.Namespace, pod.Name); c != nil {
@@ -548,6 +557,7 @@ func (p *Pods) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 	if sc := span.SpanContext(); sc.IsValid() {
 		p.traces.Store(pod.Namespace+"/"+pod.Name, sc)
 	}
+	p.starts.mark(pod.UID, stageHanded)
 	return p.sync(pod)
 }
 

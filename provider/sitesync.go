@@ -34,6 +34,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
 
 	"github.com/vk8s-io/vk8s/sitereg"
 	"github.com/vk8s-io/vk8s/tenancy"
@@ -46,6 +47,10 @@ const kindSweep = "sweep"
 // kindPodSecurity is the work item that brings the namespaces this host created on a
 // cluster to the Pod Security level of its Sites (syncPodSecurity).
 const kindPodSecurity = "podsecurity"
+
+// startFollowedFor is how long a pod's start is followed (vk8s_provider_pod_start_stage_seconds):
+// one that has not run by then (it waits for its site, or fails) is not.
+const startFollowedFor = 15 * time.Minute
 
 // errRequeue asks for the item to be processed again after a backoff.
 var errRequeue = errors.New("requeue")
@@ -78,12 +83,7 @@ func (p *Pods) start(c *cluster) {
 		// The Sites' level may have changed while no provider ran.
 		c.queue.Add(item{Kind: kindPodSecurity})
 		var wg sync.WaitGroup
-		for range p.cfg.Workers {
-			wg.Go(func() {
-				for p.processNext(ctx, c) {
-				}
-			})
-		}
+		wg.Go(func() { dispatch(c.queue, p.cfg.Workers, func(it item) { p.process(ctx, c, it) }) })
 		ticker := time.NewTicker(p.cfg.SweepInterval)
 		defer ticker.Stop()
 		for {
@@ -111,11 +111,32 @@ func refItem(kind string, obj any) item {
 	return item{Kind: kind, Namespace: m.GetLabels()[vk8sv1.LabelHostNamespace], Name: m.GetName()}
 }
 
-func (p *Pods) processNext(ctx context.Context, c *cluster) bool {
-	it, shutdown := c.queue.Get()
-	if shutdown {
-		return false
+// dispatch takes the work items off a site cluster's queue and processes each in a
+// goroutine of its own, at most workers at once, until the queue shuts down and the
+// items taken are done. Idle, a cluster costs one goroutine; 33 pods created at once on a
+// site go out together, as a site's own clients would send them, where a fixed pool of 4
+// workers sent them 4 at a time and the last waited about a second
+// (docs/performance.md). The queue never hands out an item that is being processed (until
+// process returns, which marks it done), so one pod is synced by one goroutine at a time.
+func dispatch[T comparable](q workqueue.TypedRateLimitingInterface[T], workers int, process func(T)) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	slots := make(chan struct{}, workers)
+	for {
+		slots <- struct{}{}
+		it, shutdown := q.Get()
+		if shutdown {
+			return
+		}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			process(it)
+		})
 	}
+}
+
+// process syncs one work item and marks it done, again later when it failed.
+func (p *Pods) process(ctx context.Context, c *cluster, it item) {
 	defer c.queue.Done(it)
 	var err error
 	switch it.Kind {
@@ -137,7 +158,6 @@ func (p *Pods) processNext(ctx context.Context, c *cluster) bool {
 		c.log.Error(err, "Sync failed; retrying", "item", it.String())
 		c.queue.AddRateLimited(it)
 	}
-	return true
 }
 
 // sitePodChanged reports a site pod's status to the host pod it belongs to; a site pod
@@ -151,6 +171,9 @@ func (p *Pods) sitePodChanged(c *cluster, obj any) {
 	if host == nil {
 		c.queue.Add(item{Namespace: sp.Labels[vk8sv1.LabelHostNamespace], Name: sp.Name})
 		return
+	}
+	if sp.Status.Phase == corev1.PodRunning {
+		p.starts.mark(host.UID, stageRunningOnSite)
 	}
 	out := host.DeepCopy()
 	out.Status = translate.HostStatus(host, sp)
@@ -265,6 +288,7 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 		}
 		return nil
 	}
+	p.starts.mark(host.UID, stageQueued)
 	ctx, span := p.createSpan(ctx, host, site)
 	defer span.End()
 	err = p.createSitePod(ctx, c, it, host, site, siteNode)
@@ -294,6 +318,7 @@ func (p *Pods) createSitePod(ctx context.Context, c *cluster, it item, host *cor
 	_, err = c.client.CoreV1().Pods(want.Namespace).Create(ctx, want, metav1.CreateOptions{})
 	switch {
 	case err == nil:
+		p.starts.mark(host.UID, stageSent)
 		p.metrics.op(site, "create", nil, false)
 		c.refused.Delete(it.Namespace + "/" + it.Name)
 		p.traces.Delete(it.Namespace + "/" + it.Name)
@@ -485,11 +510,13 @@ func (p *Pods) sweep(ctx context.Context, c *cluster) {
 		}
 		return true
 	})
-	p.lag.prune(func(key string, uid types.UID) bool {
+	exists := func(key string, uid types.UID) bool {
 		ns, name, _ := cache.SplitMetaNamespaceKey(key)
 		host, err := p.cfg.HostPods.Pods(ns).Get(name)
 		return err == nil && host.UID == uid
-	})
+	}
+	p.lag.prune(exists)
+	p.starts.prune(exists, startFollowedFor)
 	p.ended.Range(func(uid, key any) bool {
 		// Forget ended pods the host no longer has.
 		ns, name, _ := cache.SplitMetaNamespaceKey(key.(string))

@@ -21,13 +21,16 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/client-go/util/workqueue"
 )
 
 func TestPermanentRejection(t *testing.T) {
@@ -96,5 +99,66 @@ func TestPodSecurityViolation(t *testing.T) {
 		if level != tc.level || ok != tc.ok {
 			t.Errorf("%s: podSecurityViolation = %q, %v; want %q, %v", tc.name, level, ok, tc.level, tc.ok)
 		}
+	}
+}
+
+// A site cluster's work items run at once, up to the workers, each in its own goroutine;
+// dispatch returns once the queue is shut down and every item taken is done.
+func TestDispatchRunsUpToWorkersAtOnce(t *testing.T) {
+	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[int]())
+	const workers, items = 4, 10
+	var (
+		mu            sync.Mutex
+		running, most int
+	)
+	release := make(chan struct{})
+	started := make(chan int, items)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		dispatch(q, workers, func(it int) {
+			defer q.Done(it)
+			mu.Lock()
+			running++
+			most = max(most, running)
+			mu.Unlock()
+			started <- it
+			<-release
+			mu.Lock()
+			running--
+			mu.Unlock()
+		})
+	}()
+	for i := range items {
+		q.Add(i)
+	}
+	wait := func(what string) {
+		t.Helper()
+		select {
+		case <-started:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s did not start", what)
+		}
+	}
+	for i := range workers {
+		wait(fmt.Sprintf("item %d of the first %d", i+1, workers))
+	}
+	select {
+	case it := <-started:
+		t.Fatalf("item %d started while %d ran", it, workers)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	for i := workers; i < items; i++ {
+		wait(fmt.Sprintf("item %d", i+1))
+	}
+	q.ShutDown()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("dispatch did not return after the queue shut down")
+	}
+	if most != workers {
+		t.Errorf("at most %d items ran at once, want %d", most, workers)
 	}
 }

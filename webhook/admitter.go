@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,6 +38,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
@@ -224,6 +226,7 @@ type metrics struct {
 	certExpiry   *prometheus.GaugeVec
 	certIssued   *prometheus.CounterVec
 	reservations *funcGauge
+	apiReads     *prometheus.CounterVec
 }
 
 // funcGauge is a gauge whose function is set after registration.
@@ -268,8 +271,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "vk8s_webhook_reservations",
 			Help: "Pods placed by admission that the webhook's cache does not show yet.",
 		})},
+		apiReads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vk8s_webhook_api_reads_total",
+			Help: "Reads of the host's API server that bypass the webhook's cache (admission and the federation controllers), by kind and verb (get, list).",
+		}, []string{"kind", "verb"}),
 	}
-	for _, c := range []prometheus.Collector{m.duration, m.rejections, m.placements, m.certExpiry, m.certIssued, m.reservations} {
+	for _, c := range []prometheus.Collector{m.duration, m.rejections, m.placements, m.certExpiry, m.certIssued, m.reservations, m.apiReads} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register webhook metrics: %w", err)
 		}
@@ -279,3 +286,30 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 
 // itoa32 formats an int32 for annotations.
 func itoa32(n int32) string { return strconv.FormatInt(int64(n), 10) }
+
+// countedReader is the API server reader of admission and the federation controllers: it
+// counts its reads in vk8s_webhook_api_reads_total, since each is a round trip that the
+// cache answers without.
+type countedReader struct {
+	client.Reader
+	scheme *runtime.Scheme
+	reads  *prometheus.CounterVec
+}
+
+func (r countedReader) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	r.reads.WithLabelValues(r.kind(obj), "get").Inc()
+	return r.Reader.Get(ctx, key, obj, opts...)
+}
+
+func (r countedReader) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	r.reads.WithLabelValues(strings.TrimSuffix(r.kind(list), "List"), "list").Inc()
+	return r.Reader.List(ctx, list, opts...)
+}
+
+func (r countedReader) kind(obj runtime.Object) string {
+	gvk, err := apiutil.GVKForObject(obj, r.scheme)
+	if err != nil {
+		return "unknown"
+	}
+	return gvk.Kind
+}

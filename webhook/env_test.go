@@ -139,11 +139,17 @@ func newEnv(t testing.TB, extra ...client.Object) *env {
 	reg := prometheus.NewRegistry()
 	cfg := Config{URL: "https://127.0.0.1:9443"}
 	cfg.defaults()
-	state, err := federation.New(federation.Config{Options: cfg.Options, Cache: c, API: c, Client: c, Recorder: rec, Now: clock.now, MetricsRegisterer: reg})
+	m, err := newMetrics(prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := newAdmitter(cfg, state, s, nil)
+	// The API server reader counts its reads, as the webhook's (server.go) does.
+	api := countedReader{Reader: c, scheme: s, reads: m.apiReads}
+	state, err := federation.New(federation.Config{Options: cfg.Options, Cache: c, API: api, Client: c, Recorder: rec, Now: clock.now, MetricsRegisterer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newAdmitter(cfg, state, s, m)
 	return &env{t: t, c: c, a: a, state: state, reg: reg, clock: clock, events: rec, scheme: s}
 }
 

@@ -21,6 +21,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -610,5 +611,36 @@ func TestPlacementRefusesNodesOutsideSites(t *testing.T) {
 	})
 	if got := testutil.ToFloat64(e.a.metrics.rejections.WithLabelValues(reasonNodeOutsideSites)); got != 4 {
 		t.Errorf("vk8s_webhook_rejections_total{reason=%q} = %v, want 4", reasonNodeOutsideSites, got)
+	}
+}
+
+// Pod admission reads only the cache: the workload above the pod, the namespace's
+// VirtualKubernetes, VirtualSites and Sites, the built-in default flavor that the host
+// holds no object of (before the chart's post-install hook), the virtual node of a bound
+// pod. A read of the API server is for what the cache misses, which none of these does.
+func TestPodAdmissionReadsOnlyTheCache(t *testing.T) {
+	e := newEnv(t)
+	_, next := fleetWorkload(e, deployment("web", 3, nil))
+	for range 3 {
+		admitPod(e, next())
+	}
+	admitPod(e, podFrom(podTemplate("solo"), metav1.ObjectMeta{Namespace: ns, Name: "solo"}))
+	bound := podFrom(podTemplate("bound"), metav1.ObjectMeta{Namespace: ns, Name: "bound"})
+	bound.Spec.NodeName = "site3-node1"
+	admitPod(e, bound)
+	if n := testutil.CollectAndCount(e.a.metrics.apiReads); n != 0 {
+		var out strings.Builder
+		for _, kind := range []string{"WorkloadFlavor", "VirtualSite", "Override", "ReplicaSet", "Deployment", "Node"} {
+			fmt.Fprintf(&out, " %s %g", kind, testutil.ToFloat64(e.a.metrics.apiReads.WithLabelValues(kind, "get")))
+		}
+		t.Errorf("pod admission read the API server (%d series): gets by kind:%s", n, out.String())
+	}
+	// A flavor that is not built in and not in the cache is still read from the API server
+	// (created a moment before the workload that names it), and counted.
+	if _, err := e.state.Resolver.Resolve(t.Context(), ns, map[string]string{vk8sv1.AnnotationWorkloadFlavor: "custom"}, federation.Lenient); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(e.a.metrics.apiReads.WithLabelValues("WorkloadFlavor", "get")); got != 1 {
+		t.Errorf("a missing custom flavor: %g API reads, want 1", got)
 	}
 }

@@ -360,7 +360,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("webhook manager: %w", err)
 	}
 	state, err := federation.New(federation.Config{
-		Options: cfg.Options, Cache: mgr.GetCache(), API: mgr.GetAPIReader(), Client: mgr.GetClient(),
+		Options: cfg.Options, Cache: mgr.GetCache(), API: countedReader{Reader: mgr.GetAPIReader(), scheme: hostScheme, reads: m.apiReads}, Client: mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder(cfg.Name), MetricsRegisterer: registry, TracerProvider: cfg.TracerProvider,
 	})
 	if err != nil {

@@ -17,6 +17,7 @@ limitations under the License.
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +25,9 @@ import (
 	"sync"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -46,9 +50,10 @@ const (
 
 // admission measures pod CREATE through the API server with the webhook off (a namespace
 // it does not serve) and on (a vK8s namespace), n dry-run creates each, one at a time and
-// then concurrent at once, and the seed scenario: deployment1 with 3 replicas per site,
+// then concurrent at once, off and on alternating in batches of concurrent (at least 10),
+// and the seed scenario: deployment1 with 3 replicas per site,
 // from the create call to 9/9 pods Running.
-func admission(ctx context.Context, l *lab.Lab, host kubernetes.Interface, n, concurrent int) error {
+func admission(ctx context.Context, l *lab.Lab, host kubernetes.Interface, n, concurrent int, res *results) error {
 	c, err := l.Client("host")
 	if err != nil {
 		return err
@@ -71,16 +76,37 @@ func admission(ctx context.Context, l *lab.Lab, host kubernetes.Interface, n, co
 		return fmt.Errorf("the webhook never admitted a pod of %s: %w", vk8sNS, err)
 	}
 
+	webhookURL, err := l.WebhookMetricsURL()
+	if err != nil {
+		return err
+	}
+	res.Admission = &admissionResult{Creates: n}
 	fmt.Printf("\nadmission: pod CREATE through the API server (dry run), %d one at a time, then %d at once\n", n, concurrent)
 	for _, mode := range []struct {
 		name string
 		at   int
 	}{{"one at a time", 1}, {fmt.Sprintf("%d at once", concurrent), concurrent}} {
-		off, err := creates(ctx, host, plainNS, n, mode.at)
+		w0, a0, err := admissionMetrics(ctx, host, webhookURL)
 		if err != nil {
 			return err
 		}
-		on, err := creates(ctx, host, vk8sNS, n, mode.at)
+		// Off and on alternate in batches, so that the machine's noise falls on both.
+		var off, on []time.Duration
+		for len(on) < n {
+			batch := min(max(mode.at, 10), n-len(on))
+			o, err := creates(ctx, host, plainNS, batch, mode.at)
+			if err != nil {
+				return err
+			}
+			w, err := creates(ctx, host, vk8sNS, batch, mode.at)
+			if err != nil {
+				return err
+			}
+			off, on = append(off, o...), append(on, w...)
+		}
+		slices.Sort(off)
+		slices.Sort(on)
+		w1, a1, err := admissionMetrics(ctx, host, webhookURL)
 		if err != nil {
 			return err
 		}
@@ -88,6 +114,26 @@ func admission(ctx context.Context, l *lab.Lab, host kubernetes.Interface, n, co
 		fmt.Printf("    %-20s p50 %8s  p99 %8s\n", "webhook off", round(pct(off, 50)), round(pct(off, 99)))
 		fmt.Printf("    %-20s p50 %8s  p99 %8s\n", "webhook on", round(pct(on, 50)), round(pct(on, 99)))
 		fmt.Printf("    %-20s p50 %7.2fx  p99 %7.2fx\n", "ratio on/off", ratio(pct(on, 50), pct(off, 50)), ratio(pct(on, 99), pct(off, 99)))
+		fmt.Printf("    %-20s p50 %+7dms p99 %+7dms  (goal at 20 at once: p99 at most +20ms)\n", "on - off",
+			(pct(on, 50) - pct(off, 50)).Milliseconds(), (pct(on, 99) - pct(off, 99)).Milliseconds())
+		m := admissionMode{At: mode.at, WebhookOff: distOf(off), WebhookOn: distOf(on), Ratio: ratiosOf(on, off)}
+		pod := map[string]string{"kind": "Pod", "operation": "CREATE"}
+		m.Handler = stageOf("webhook handler", "webhook", histogramWhere(w1, "vk8s_webhook_admission_duration_seconds", pod),
+			histogramWhere(w0, "vk8s_webhook_admission_duration_seconds", pod))
+		call := map[string]string{"name": "pods.mutate.vk8s.io"}
+		m.APIServer = stageOf("API server calling the webhook", "host API server",
+			histogramWhere(a1, "apiserver_admission_webhook_admission_duration_seconds", call),
+			histogramWhere(a0, "apiserver_admission_webhook_admission_duration_seconds", call))
+		m.APIReads = counterWhere(w1, "vk8s_webhook_api_reads_total", nil) - counterWhere(w0, "vk8s_webhook_api_reads_total", nil)
+		var inside []stage
+		for _, s := range []*stage{m.Handler, m.APIServer} {
+			if s != nil {
+				inside = append(inside, *s)
+			}
+		}
+		printStages("webhook on, inside:", inside)
+		fmt.Printf("    webhook reads of the API server meanwhile (vk8s_webhook_api_reads_total): %.0f\n", m.APIReads)
+		res.Admission.Modes = append(res.Admission.Modes, m)
 	}
 
 	took, err := seedScenario(ctx, c, host)
@@ -95,6 +141,7 @@ func admission(ctx context.Context, l *lab.Lab, host kubernetes.Interface, n, co
 		return fmt.Errorf("seed scenario: %w", err)
 	}
 	fmt.Printf("\nseed scenario: deployment1, 3 replicas per site on 3 sites: 9/9 Running %s after the create call\n", round(took))
+	res.Admission.SeedSeconds = took.Seconds()
 	return nil
 }
 
@@ -183,4 +230,21 @@ func seedScenario(ctx context.Context, c client.Client, host kubernetes.Interfac
 		}
 	}
 	return time.Since(start), nil
+}
+
+// admissionMetrics scrapes the webhook's metrics and the host API server's.
+func admissionMetrics(ctx context.Context, host kubernetes.Interface, webhookURL string) (webhook, apiserver map[string]*dto.MetricFamily, err error) {
+	if webhook, err = scrape(ctx, webhookURL); err != nil {
+		return nil, nil, err
+	}
+	raw, err := host.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("the host API server's metrics: %w", err)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	apiserver, err = parser.TextToMetricFamilies(bytes.NewReader(raw))
+	if err != nil {
+		return nil, nil, fmt.Errorf("the host API server's metrics: %w", err)
+	}
+	return webhook, apiserver, nil
 }

@@ -46,7 +46,7 @@ import (
 // slow the others. The two alternate for rounds rounds, each run's pods deleted before the
 // next, so that neither side runs on a fuller host or a warmer machine than the other; the
 // percentiles are over every round's pods.
-func hangingSite(ctx context.Context, l *lab.Lab, host kubernetes.Interface, names []string, n, stuck, rounds int) error {
+func hangingSite(ctx context.Context, l *lab.Lab, host kubernetes.Interface, names []string, n, stuck, rounds int, res *results) error {
 	if len(names) < 2 {
 		return nil
 	}
@@ -148,6 +148,7 @@ func hangingSite(ctx context.Context, l *lab.Lab, host kubernetes.Interface, nam
 	fmt.Printf("  %-22s p50 %8s  p99 %8s\n", hung+"'s writes hanging", round(pct(faulty, 50)), round(pct(faulty, 99)))
 	fmt.Printf("  %-22s p50 %7.2fx  p99 %7.2fx\n", "ratio hanging/healthy",
 		ratio(pct(faulty, 50), pct(healthy, 50)), ratio(pct(faulty, 99), pct(healthy, 99)))
+	res.HangingSite = &hangingResult{Pods: n, Stuck: stuck, Rounds: rounds, Healthy: distOf(healthy), Hanging: distOf(faulty), Ratio: ratiosOf(faulty, healthy)}
 	return nil
 }
 

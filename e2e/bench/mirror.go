@@ -47,7 +47,7 @@ import (
 // and seen by a watch there. sites is the number of Sites the namespace's VirtualSite
 // selects; the Sites beyond the lab's own are node-selected slices of its 3 site
 // clusters, so a copy is written once per cluster whatever the site count.
-func mirrorLag(ctx context.Context, l *lab.Lab, host kubernetes.Interface, sites, n int) error {
+func mirrorLag(ctx context.Context, l *lab.Lab, host kubernetes.Interface, sites, n int, res *results) error {
 	c, err := l.Client("host")
 	if err != nil {
 		return err
@@ -115,6 +115,8 @@ func mirrorLag(ctx context.Context, l *lab.Lab, host kubernetes.Interface, sites
 		fmt.Printf("  %-28s p50 %8s  p99 %8s  (x%.1f, x%.1f the direct)\n", r.what, round(pct(r.d, 50)), round(pct(r.d, 99)),
 			ratio(pct(r.d, 50), pct(base, 50)), ratio(pct(r.d, 99), pct(base, 99)))
 	}
+	res.Mirror = append(res.Mirror, mirrorResult{Sites: sites, Objects: n, Direct: distOf(base),
+		Mirror: map[string]dist{"created": distOf(created), "changed": distOf(changed)}})
 	return nil
 }
 

@@ -40,7 +40,7 @@ import (
 // deleted, site pods deleted or restarted (goal: none), and the seconds from the restart
 // until every host pod is Ready again (the host's node lifecycle controller marks them not
 // Ready once the virtual nodes' Leases expire; the provider's status puts them back).
-func outage(ctx context.Context, l *lab.Lab, host kubernetes.Interface, names []string, n int, downFor time.Duration) error {
+func outage(ctx context.Context, l *lab.Lab, host kubernetes.Interface, names []string, n int, downFor time.Duration, res *results) error {
 	const ns = "bench-outage"
 	fmt.Printf("\nprovider outage of %s with %d pods over %d sites\n", downFor, n, len(names))
 	if _, err := host.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
@@ -129,10 +129,10 @@ func outage(ctx context.Context, l *lab.Lab, host kubernetes.Interface, names []
 	fresh := readyAt.Sub(restarted)
 	// From the new provider process's start, which lab up reaches after checking every
 	// cluster.
-	sinceStart := "unknown"
+	sinceStart, readySeconds := "unknown", -1.0
 	if pids, err := labPIDs(ctx, l); err == nil {
 		if started, err := processStart(pids["vk8s-provider"]); err == nil {
-			sinceStart = round(readyAt.Sub(started)).String()
+			sinceStart, readySeconds = round(readyAt.Sub(started)).String(), readyAt.Sub(started).Seconds()
 		}
 	}
 
@@ -162,6 +162,8 @@ func outage(ctx context.Context, l *lab.Lab, host kubernetes.Interface, names []
 	fmt.Printf("  host pods evicted or deleted: %d; site pods deleted or replaced: %d, restarted: %d\n", hostLost, siteLost, siteRestarted)
 	fmt.Printf("  every host pod Ready again %s after the new provider process started, %s after the restart began (lab up, which checks every cluster and starts the provider, took %s)\n",
 		sinceStart, round(fresh), round(up))
+	res.Outage = &outageResult{DownSeconds: downFor.Seconds(), Pods: n, NotReadyAtReturn: notReady, HostPodsLost: hostLost,
+		SitePodsLost: siteLost, SitePodsRestarted: siteRestarted, ReadySeconds: readySeconds}
 	return nil
 }
 

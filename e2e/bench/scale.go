@@ -73,6 +73,9 @@ func parseSizes(flag string) ([]size, error) {
 		return fmt.Errorf("--sites %q: item %q: want a count of at least %d, optionally xK with 1 <= K <= %d nodes per slice, counts increasing",
 			flag, item, labSites, labNodes)
 	}
+	if strings.TrimSpace(flag) == "" {
+		return nil, nil
+	}
 	for _, item := range strings.Split(flag, ",") {
 		item = strings.TrimSpace(item)
 		count, nodes, hasNodes := strings.Cut(item, "x")

@@ -33,6 +33,7 @@ func TestParseSizes(t *testing.T) {
 		{in: "3,30,300", want: []size{{3, 1}, {30, 1}, {300, 1}}},
 		{in: "3, 300,1000x3", want: []size{{3, 1}, {300, 1}, {1000, 3}}},
 		{in: "30x1", want: []size{{30, 1}}},
+		{in: "", want: nil},            // no footprint run
 		{in: "2", wantErr: true},       // fewer than the lab's own sites
 		{in: "30,3", wantErr: true},    // not increasing
 		{in: "1000x4", wantErr: true},  // more nodes than a site cluster has
