@@ -177,6 +177,35 @@ func TestReservations(t *testing.T) {
 	}
 }
 
+// TestReservationsPeek: a dry run sees the reservations and records none.
+func TestReservationsPeek(t *testing.T) {
+	clock := &testClock{t: time.Unix(1000, 0)}
+	r := NewReservations(10*time.Second, clock.now)
+	list := func() ([]Visible, error) { return nil, nil }
+	var seen map[string]int
+	choose := func(site string) Choose {
+		return func(counts map[string]int, used map[string]map[int]bool) (string, int, string, error) {
+			seen = maps.Clone(counts)
+			return site, FreeSlot(used[site]), "", nil
+		}
+	}
+	if _, _, err := r.Place("k", list, choose("a")); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		site, slot, err := r.Peek("k", list, choose("b"))
+		if err != nil || site != "b" || slot != 1 {
+			t.Errorf("Peek = %s, %d, %v; want b, slot 1", site, slot, err)
+		}
+		if want := map[string]int{"a": 1}; !maps.Equal(seen, want) {
+			t.Errorf("Peek saw %v, want %v (the one reservation, none of an earlier peek)", seen, want)
+		}
+	}
+	if n := r.Count(); n != 1 {
+		t.Errorf("%d reservations after a Place and two Peeks, want 1", n)
+	}
+}
+
 func TestJobLayout(t *testing.T) {
 	sites := []string{"site1", "site2", "site3"}
 	two := int32(2)

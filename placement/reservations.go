@@ -80,6 +80,16 @@ func NewReservations(ttl time.Duration, now func() time.Time) *Reservations {
 // lists under the key's lock) and the reservations they do not account for yet, and
 // records choose's answer as a reservation. It returns choose's site and slot.
 func (r *Reservations) Place(key string, visible func() ([]Visible, error), choose Choose) (string, int, error) {
+	return r.place(key, visible, choose, true)
+}
+
+// Peek answers as Place does and records nothing: for a dry-run admission, whose pod is
+// never created, so that it does not count against the next real one for the TTL.
+func (r *Reservations) Peek(key string, visible func() ([]Visible, error), choose Choose) (string, int, error) {
+	return r.place(key, visible, choose, false)
+}
+
+func (r *Reservations) place(key string, visible func() ([]Visible, error), choose Choose, record bool) (string, int, error) {
 	now := r.now()
 	r.mu.Lock()
 	if now.After(r.nextSweep) {
@@ -142,7 +152,9 @@ func (r *Reservations) Place(key string, visible func() ([]Visible, error), choo
 	if err != nil {
 		return "", 0, err
 	}
-	l.list = append(l.list, reservation{site: site, slot: slot, name: name, expires: now.Add(r.ttl)})
+	if record {
+		l.list = append(l.list, reservation{site: site, slot: slot, name: name, expires: now.Add(r.ttl)})
+	}
 	return site, slot, nil
 }
 

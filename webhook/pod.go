@@ -76,7 +76,7 @@ func (a *admitter) admitPod(ctx context.Context, req admission.Request) admissio
 	if pod.Namespace == "" {
 		pod.Namespace = req.Namespace
 	}
-	out, warnings, err := a.federatePod(ctx, pod)
+	out, warnings, err := a.federatePod(ctx, pod, ptr.Deref(req.DryRun, false))
 	switch {
 	case err != nil:
 		return a.answer(ctx, err)
@@ -90,8 +90,9 @@ func (a *admitter) admitPod(ctx context.Context, req admission.Request) admissio
 	return admission.PatchResponseFromRaw(req.Object.Raw, raw).WithWarnings(warnings...)
 }
 
-// federatePod returns the pod to create, or nil to leave it alone.
-func (a *admitter) federatePod(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, []string, error) {
+// federatePod returns the pod to create, or nil to leave it alone. A dry run places the pod
+// as a real one would be and reserves nothing.
+func (a *admitter) federatePod(ctx context.Context, pod *corev1.Pod, dryRun bool) (*corev1.Pod, []string, error) {
 	owner, err := a.podOwner(ctx, pod)
 	if err != nil {
 		return nil, nil, err
@@ -113,7 +114,7 @@ func (a *admitter) federatePod(ctx context.Context, pod *corev1.Pod) (*corev1.Po
 	if len(fed.Sites) == 0 {
 		return nil, nil, noSites(fed, annotations, owner.kind == "DaemonSet")
 	}
-	site, slot, rule, err := a.place(ctx, pod, owner, fed, annotations)
+	site, slot, rule, err := a.place(ctx, pod, owner, fed, annotations, a.reserve(dryRun))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -220,7 +221,7 @@ func (a *admitter) getOwned(ctx context.Context, namespace string, ref *metav1.O
 
 // place chooses the pod's site by SPEC's rules; it returns the site, the pod's slot (0:
 // none) and the rule that chose. An empty site leaves the pod alone.
-func (a *admitter) place(ctx context.Context, pod *corev1.Pod, owner podOwner, fed *federation.Federation, annotations map[string]string) (string, int, string, error) {
+func (a *admitter) place(ctx context.Context, pod *corev1.Pod, owner podOwner, fed *federation.Federation, annotations map[string]string, reserve reserveFunc) (string, int, string, error) {
 	if pod.Spec.NodeName != "" {
 		site, err := a.siteOfNode(ctx, pod.Spec.NodeName)
 		if err == nil && site != "" && !slices.Contains(fed.Sites, site) {
@@ -257,16 +258,16 @@ func (a *admitter) place(ctx context.Context, pod *corev1.Pod, owner podOwner, f
 				return site, 0, ruleOrdinal, nil
 			}
 		}
-		return a.placeJobPod(ctx, pod, owner, fed, job)
+		return a.placeJobPod(ctx, pod, owner, fed, job, reserve)
 	case "":
-		site, _, err := a.state.Reservations.Place(federation.NamespaceKey(pod.Namespace), a.visible(ctx, pod.Namespace, "", false),
+		site, _, err := reserve(federation.NamespaceKey(pod.Namespace), a.visible(ctx, pod.Namespace, "", false),
 			func(counts map[string]int, _ map[string]map[int]bool) (string, int, string, error) {
 				return placement.ChooseFewest(fed.Sites, counts), 0, pod.Name, nil
 			})
 		return site, 0, ruleFewest, err
 	}
 	plan := a.deficitPlacement(owner, fed)
-	site, slot, err := a.state.Reservations.Place(federation.OwnerKey(owner.direct.GetUID()), a.visible(ctx, pod.Namespace, string(owner.direct.GetUID()), false),
+	site, slot, err := reserve(federation.OwnerKey(owner.direct.GetUID()), a.visible(ctx, pod.Namespace, string(owner.direct.GetUID()), false),
 		func(counts map[string]int, used map[string]map[int]bool) (string, int, string, error) {
 			s := placement.ChooseByDeficit(plan, counts)
 			return s, placement.FreeSlot(used[s]), "", nil
@@ -274,10 +275,20 @@ func (a *admitter) place(ctx context.Context, pod *corev1.Pod, owner podOwner, f
 	return site, slot, ruleDeficit, err
 }
 
+// reserveFunc is Reservations.Place, or Peek for a dry run.
+type reserveFunc func(key string, visible func() ([]placement.Visible, error), choose placement.Choose) (string, int, error)
+
+func (a *admitter) reserve(dryRun bool) reserveFunc {
+	if dryRun {
+		return a.state.Reservations.Peek
+	}
+	return a.state.Reservations.Place
+}
+
 // placeJobPod places a pod of a non-indexed Job on the site that is furthest from its
 // share (placement.JobLayout), counting the pods of the Job placed there that have not
 // failed, running or succeeded, so that every site completes exactly its share.
-func (a *admitter) placeJobPod(ctx context.Context, pod *corev1.Pod, owner podOwner, fed *federation.Federation, job *batchv1.Job) (string, int, string, error) {
+func (a *admitter) placeJobPod(ctx context.Context, pod *corev1.Pod, owner podOwner, fed *federation.Federation, job *batchv1.Job, reserve reserveFunc) (string, int, string, error) {
 	sites := len(fed.Sites)
 	p := perSiteOf(owner.top.GetAnnotations()[vk8sv1.AnnotationReplicasPerSite], ptr.Deref(job.Spec.Parallelism, 1), sites)
 	var completions *int32
@@ -287,7 +298,7 @@ func (a *admitter) placeJobPod(ctx context.Context, pod *corev1.Pod, owner podOw
 	}
 	layout := placement.JobLayout(fed.Sites, p, completions)
 	uid := owner.direct.GetUID()
-	site, slot, err := a.state.Reservations.Place(federation.OwnerKey(uid), a.visible(ctx, pod.Namespace, string(uid), completions != nil),
+	site, slot, err := reserve(federation.OwnerKey(uid), a.visible(ctx, pod.Namespace, string(uid), completions != nil),
 		func(counts map[string]int, used map[string]map[int]bool) (string, int, string, error) {
 			s := placement.ChooseByDeficit(layout, counts)
 			return s, placement.FreeSlot(used[s]), "", nil

@@ -441,6 +441,35 @@ func TestPlacementBarePods(t *testing.T) {
 	}
 }
 
+// TestDryRunPodsReserveNothing: a dry-run pod create (kubectl --dry-run=server, a bench's
+// admission run) is placed as a real one would be and leaves no reservation, so the next
+// real pods are placed as if it had never been.
+func TestDryRunPodsReserveNothing(t *testing.T) {
+	e := newEnv(t)
+	_, next := fleetWorkload(e, deployment("web", 3, nil))
+	var dry []string
+	for range 3 {
+		req := e.request(admissionv1.Create, next(), nil)
+		req.DryRun = ptr.To(true)
+		out := &corev1.Pod{}
+		patched(t, req, e.a.admitPod(t.Context(), req), out)
+		dry = append(dry, pinnedSite(t, out))
+	}
+	if n := e.state.Reservations.Count(); n != 0 {
+		t.Errorf("%d reservations after 3 dry-run pods, want none", n)
+	}
+	// Each dry run is placed as the first real pod: the same site every time.
+	first := pinnedSite(t, admitPod(e, next()))
+	for i, site := range dry {
+		if site != first {
+			t.Errorf("dry-run pod %d on %s, the first real pod on %s: want the same", i, site, first)
+		}
+	}
+	if n := e.state.Reservations.Count(); n != 1 {
+		t.Errorf("%d reservations after one real pod, want 1", n)
+	}
+}
+
 func TestOverrideAndFlavorAtPodAdmission(t *testing.T) {
 	e := newEnv(t, canary([]string{"site2", "site4"}, nil, "nginx:2.0"),
 		&vk8sv1.WorkloadFlavor{ObjectMeta: metav1.ObjectMeta{Name: "ves-io-medium"},
