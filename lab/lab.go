@@ -26,6 +26,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
+	"syscall"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -123,7 +125,24 @@ func New(cfg Config) (*Lab, error) {
 	if l.log == nil {
 		l.log = io.Discard
 	}
+	closeInheritedOnExec()
 	return l, nil
+}
+
+// closeInheritedOnExec marks the file descriptors this process inherited (beyond stdin,
+// stdout and stderr) close-on-exec, so that the lab's daemons, which outlive the command
+// that started them, do not hold them: a lab brought up under `flock LOCK vk8s lab up`
+// would otherwise hold LOCK for as long as it runs. Go opens its own files close-on-exec.
+func closeInheritedOnExec() {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return // not Linux: nothing to do
+	}
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
 }
 
 // Dir is the folder that holds the lab's files.

@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"text/template"
 	"time"
@@ -63,6 +64,32 @@ func TestNewValidates(t *testing.T) {
 				t.Fatalf("New: error %v, want one containing %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestNewClosesInheritedDescriptorsOnExec: a descriptor the process inherited (a lock that
+// `flock` holds for the command) does not reach the lab's daemons.
+func TestNewClosesInheritedDescriptorsOnExec(t *testing.T) {
+	fd, err := syscall.Open(filepath.Join(t.TempDir(), "lock"), syscall.O_CREAT|syscall.O_RDWR, 0o600) // no O_CLOEXEC: as inherited
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	open := func() string {
+		out, err := exec.Command("/bin/sh", "-c", fmt.Sprintf("if [ -e /proc/self/fd/%d ]; then echo open; else echo closed; fi", fd)).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	if got := open(); got != "open" {
+		t.Fatalf("before New, a child sees descriptor %d %s; the test cannot tell", fd, got)
+	}
+	if _, err := New(Config{Name: "fd", Dir: t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	if got := open(); got != "closed" {
+		t.Errorf("after New, a child sees the inherited descriptor %d %s, want closed", fd, got)
 	}
 }
 
