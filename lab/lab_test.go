@@ -74,7 +74,11 @@ func TestNewClosesInheritedDescriptorsOnExec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer syscall.Close(fd)
+	t.Cleanup(func() {
+		if err := syscall.Close(fd); err != nil {
+			t.Error(err)
+		}
+	})
 	open := func() string {
 		out, err := exec.Command("/bin/sh", "-c", fmt.Sprintf("if [ -e /proc/self/fd/%d ]; then echo open; else echo closed; fi", fd)).Output()
 		if err != nil {
