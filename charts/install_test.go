@@ -86,11 +86,7 @@ func TestInstallIntoAnEmptyCluster(t *testing.T) {
 	if err := os.WriteFile(kc, kubeconfig, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, err := scheme.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(cfg, client.Options{Scheme: s})
+	c, err := scheme.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

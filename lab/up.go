@@ -49,11 +49,7 @@ func (l *Lab) Client(cluster string) (client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := scheme.New()
-	if err != nil {
-		return nil, err
-	}
-	return client.New(cfg, client.Options{Scheme: s})
+	return scheme.NewClient(cfg)
 }
 
 // Up makes the lab, or brings an existing one to the requested shape; see the package doc.

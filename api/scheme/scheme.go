@@ -23,6 +23,8 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 )
@@ -39,4 +41,13 @@ func New() (*runtime.Scheme, error) {
 		}
 	}
 	return s, nil
+}
+
+// NewClient returns a controller-runtime client of cfg (no cache) that knows the kinds of New.
+func NewClient(cfg *rest.Config) (client.Client, error) {
+	s, err := New()
+	if err != nil {
+		return nil, err
+	}
+	return client.New(cfg, client.Options{Scheme: s})
 }

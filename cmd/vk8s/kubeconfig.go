@@ -27,7 +27,6 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vk8s-io/vk8s/access"
 	"github.com/vk8s-io/vk8s/api/scheme"
@@ -81,11 +80,7 @@ earlier tokens stay valid until they expire. Deleting the ServiceAccount revokes
 				}
 				defer func() { _ = os.Remove(file.Name()) }()
 			}
-			s, err := scheme.New()
-			if err != nil {
-				return err
-			}
-			c, err := client.New(cfg, client.Options{Scheme: s})
+			c, err := scheme.NewClient(cfg)
 			if err != nil {
 				return fmt.Errorf("the host admin's kubeconfig: %w", err)
 			}

@@ -83,11 +83,7 @@ func (f *clusterFlags) hostClient() (client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := scheme.New()
-	if err != nil {
-		return nil, err
-	}
-	return client.New(cfg, client.Options{Scheme: s})
+	return scheme.NewClient(cfg)
 }
 
 // parseLabels reads k=v,k2=v2.
