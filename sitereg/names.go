@@ -76,15 +76,15 @@ func collisionMessage(cols []Collision) string {
 		}
 		parts = append(parts, c.describe())
 	}
-	whose := map[bool]bool{}
+	host, sites := false, false
 	for _, c := range cols {
-		whose[c.HostNode] = true
+		host, sites = host || c.HostNode, sites || !c.HostNode
 	}
 	with := "another Site's"
 	switch {
-	case whose[true] && whose[false]:
+	case host && sites:
 		with = "another Site's or the host's own Nodes"
-	case whose[true]:
+	case host:
 		with = "the host's own Nodes"
 	}
 	return fmt.Sprintf("virtual node names collide with %s: %s; a host Node stands for one site node, "+
