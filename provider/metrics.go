@@ -18,6 +18,7 @@ package provider
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -215,6 +216,12 @@ const (
 
 // stageNames are the stage label values, by stage; "total" is seen to host_status.
 var stageNames = [stageCount]string{"", "handed", "queued", "sent", "running_on_site", "host_status"}
+
+// PodStartStages returns the values of vk8s_provider_pod_start_stage_seconds' stage label
+// in the order of a pod's start, "total" last.
+func PodStartStages() []string {
+	return append(slices.Clone(stageNames[stageSeen+1:]), "total")
+}
 
 // podStart follows the host pods that are starting, for
 // vk8s_provider_pod_start_stage_seconds: the time of each stage's end, by host pod UID.

@@ -31,6 +31,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
+	"github.com/vk8s-io/vk8s/provider"
 )
 
 // podTimes are the moments the bench saw of one pod's start, by its own clock (watch
@@ -159,16 +160,13 @@ func benchStages(times map[string]*podTimes) []stage {
 	return out
 }
 
-// providerStageOrder is the order of vk8s_provider_pod_start_stage_seconds's stages.
-var providerStageOrder = []string{"handed", "queued", "sent", "running_on_site", "host_status", "total"}
-
 // providerStages is vk8s_provider_pod_start_stage_seconds between two scrapes of the
 // provider's metrics, per stage: the count, the mean, and p50/p99 interpolated within the
 // buckets as Prometheus' histogram_quantile does.
 func providerStages(before, after map[string]*dto.MetricFamily) []stage {
 	b, a := histograms(before, "vk8s_provider_pod_start_stage_seconds", "stage"), histograms(after, "vk8s_provider_pod_start_stage_seconds", "stage")
 	var out []stage
-	for _, name := range providerStageOrder {
+	for _, name := range provider.PodStartStages() {
 		h1, ok := a[name]
 		if !ok {
 			continue
