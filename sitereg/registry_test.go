@@ -277,7 +277,9 @@ func newTestEnvWith(t *testing.T, cfg Config, objs ...client.Object) *testEnv {
 		WithIndex(&vk8sv1.Site{}, secretRefIndex, indexSecretRef).
 		WithObjects(objs...).Build()
 	reg := prometheus.NewRegistry()
-	cfg.MetricsRegisterer, cfg.HeartbeatInterval, cfg.ProbeTimeout = reg, 10*time.Second, 2*time.Second
+	// A probe that fails (an unknown CA, say) fails at once; the timeout only has to
+	// outlast a handshake on a loaded machine (2 s did not, once, in a full run).
+	cfg.MetricsRegisterer, cfg.HeartbeatInterval, cfg.ProbeTimeout = reg, 10*time.Second, 8*time.Second
 	r, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
