@@ -284,6 +284,24 @@ func TestProviderPods(t *testing.T) {
 		})
 	})
 
+	t.Run("a pod its site cannot schedule says why in the host, then runs once the site can", func(t *testing.T) {
+		site := siteClient(t, "site3")
+		setUnschedulable(t, site, "node2", true)
+		t.Cleanup(func() { setUnschedulable(t, site, "node2", false) })
+		mustCreate(t, host, testPod("cordoned", "site3-node2"))
+		waitHostPod(t, "cordoned", "Pending with vk8s.io/SiteScheduled=False, the site scheduler's reason", func(p *corev1.Pod) bool {
+			c := podCondition(p, vk8sv1.ConditionSiteScheduled)
+			return p.Status.Phase == corev1.PodPending && c != nil && c.Status == corev1.ConditionFalse &&
+				c.Reason == corev1.PodReasonUnschedulable && strings.Contains(c.Message, "unschedulable")
+		})
+		waitWarningEvent(t, "cordoned", translate.ReasonSiteUnschedulable, "unschedulable")
+		setUnschedulable(t, site, "node2", false)
+		waitHostPod(t, "cordoned", "Running with vk8s.io/SiteScheduled=True", func(p *corev1.Pod) bool {
+			c := podCondition(p, vk8sv1.ConditionSiteScheduled)
+			return p.Status.Phase == corev1.PodRunning && c != nil && c.Status == corev1.ConditionTrue
+		})
+	})
+
 	t.Run("a pod the site refuses carries the site's error, then runs when the site accepts it", func(t *testing.T) {
 		sc := siteClient(t, "site3")
 		quota := &corev1.ResourceQuota{

@@ -177,6 +177,10 @@ func (p *Pods) sitePodChanged(c *cluster, obj any) {
 	}
 	out := host.DeepCopy()
 	out.Status = translate.HostStatus(host, sp)
+	if c, ok := translate.SiteUnschedulable(host.Status, out.Status); ok {
+		p.cfg.Recorder.Eventf(host, corev1.EventTypeWarning, translate.ReasonSiteUnschedulable,
+			"its site cannot schedule pod %s/%s (%s): %s", sp.Namespace, sp.Name, c.Reason, c.Message)
+	}
 	p.lag.seen(host, &out.Status)
 	p.notifyPod(out)
 }

@@ -55,6 +55,9 @@ const (
 	ReasonPodSecurity = "PodSecurityRejected"
 	// ReasonTerminated: the pod is gone from its site after the host deleted it.
 	ReasonTerminated = "SitePodTerminated"
+	// ReasonSiteUnschedulable (a Warning Event): the site's scheduler cannot place the
+	// site pod (vk8s.io/SiteScheduled=False).
+	ReasonSiteUnschedulable = "SiteUnschedulable"
 )
 
 // managedLabels are the labels vk8s adds to site pods; the host pod does not have them.
@@ -65,13 +68,20 @@ var managedLabels = []string{vk8sv1.LabelTenant, vk8sv1.LabelHostNamespace, vk8s
 // start time), except the QoS class, which the host computed at creation and may not
 // change, the host-only conditions vk8s keeps, and PodScheduled, which says how the host
 // placed the pod: the host's scheduler's condition, or none for a pod bound by hand
-// (ReachesSite tells the two apart by it, also after a provider restart).
+// (ReachesSite tells the two apart by it, also after a provider restart). The site's
+// PodScheduled becomes vk8s.io/SiteScheduled, so that a pod its site cannot place says
+// why on the host.
 func HostStatus(host, site *corev1.Pod) corev1.PodStatus {
 	out := *site.Status.DeepCopy()
 	out.QOSClass = host.Status.QOSClass
 	out.NominatedNodeName = host.Status.NominatedNodeName
+	for i := range out.Conditions {
+		if out.Conditions[i].Type == corev1.PodScheduled {
+			out.Conditions[i].Type = vk8sv1.ConditionSiteScheduled
+		}
+	}
 	out.Conditions = slices.DeleteFunc(out.Conditions, func(c corev1.PodCondition) bool {
-		return c.Type == vk8sv1.ConditionSiteSynced || c.Type == vk8sv1.ConditionStatusStale || c.Type == corev1.PodScheduled
+		return c.Type == vk8sv1.ConditionSiteSynced || c.Type == vk8sv1.ConditionStatusStale
 	})
 	for _, c := range host.Status.Conditions {
 		if c.Type == corev1.PodScheduled {
@@ -79,6 +89,29 @@ func HostStatus(host, site *corev1.Pod) corev1.PodStatus {
 		}
 	}
 	return out
+}
+
+// SiteUnschedulable returns the site's SiteScheduled=False condition of status when the
+// host pod's last status (was) did not have it already: the moment to tell users.
+func SiteUnschedulable(was, status corev1.PodStatus) (corev1.PodCondition, bool) {
+	now, ok := condition(status, vk8sv1.ConditionSiteScheduled)
+	if !ok || now.Status != corev1.ConditionFalse {
+		return corev1.PodCondition{}, false
+	}
+	before, ok := condition(was, vk8sv1.ConditionSiteScheduled)
+	if ok && before.Status == corev1.ConditionFalse && before.Reason == now.Reason && before.Message == now.Message {
+		return corev1.PodCondition{}, false
+	}
+	return now, true
+}
+
+func condition(status corev1.PodStatus, t corev1.PodConditionType) (corev1.PodCondition, bool) {
+	for _, c := range status.Conditions {
+		if c.Type == t {
+			return c, true
+		}
+	}
+	return corev1.PodCondition{}, false
 }
 
 // StaleStatus is the status of a host pod whose site does not answer: the last one, with

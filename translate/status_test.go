@@ -373,8 +373,40 @@ func TestHostStatusKeepsHostScheduling(t *testing.T) {
 	}
 	scheduled := &corev1.Pod{Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, Reason: "host"}}}}
 	st = HostStatus(scheduled, site)
-	if len(st.Conditions) != 2 || st.Conditions[0].Type != corev1.PodScheduled || st.Conditions[0].Reason != "host" {
+	if len(st.Conditions) != 3 || st.Conditions[0].Type != corev1.PodScheduled || st.Conditions[0].Reason != "host" {
 		t.Errorf("the host scheduler's PodScheduled is not kept: %+v", st.Conditions)
+	}
+}
+
+// A pod its site cannot place says why on the host, and users are told once per reason.
+func TestSiteScheduledComesFromTheSite(t *testing.T) {
+	host := &corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{
+		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, Reason: "host"},
+	}}}
+	unschedulable := corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
+		Message: "0/3 nodes are available: 3 Too many pods."}
+	site := &corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{unschedulable}}}
+	st := HostStatus(host, site)
+	want := []corev1.PodCondition{host.Status.Conditions[0], unschedulable}
+	want[1].Type = vk8sv1.ConditionSiteScheduled
+	if diff := cmp.Diff(want, st.Conditions); diff != "" {
+		t.Errorf("host conditions (-want +got):\n%s", diff)
+	}
+	c, ok := SiteUnschedulable(host.Status, st)
+	if !ok || c.Message != unschedulable.Message {
+		t.Errorf("a newly unschedulable site pod is not reported: %+v %v", c, ok)
+	}
+	if _, ok := SiteUnschedulable(st, st); ok {
+		t.Error("the same reason is reported again")
+	}
+	again := *st.DeepCopy()
+	again.Conditions[1].Message = "0/3 nodes are available: 3 Insufficient cpu."
+	if _, ok := SiteUnschedulable(st, again); !ok {
+		t.Error("a new reason is not reported")
+	}
+	site.Status.Conditions[0].Status, site.Status.Phase = corev1.ConditionTrue, corev1.PodRunning
+	if _, ok := SiteUnschedulable(st, HostStatus(host, site)); ok {
+		t.Error("a scheduled site pod is reported unschedulable")
 	}
 }
 

@@ -160,6 +160,11 @@ const (
 	// ConditionStatusStale, True, says the pod's site does not answer and its status is
 	// the last the site reported.
 	ConditionStatusStale corev1.PodConditionType = "vk8s.io/StatusStale"
+	// ConditionSiteScheduled is the site pod's PodScheduled, as the site's scheduler
+	// wrote it: False (reason Unschedulable, the scheduler's message) says why a host pod
+	// bound to its virtual node is still Pending on its site. The host pod's own
+	// PodScheduled says how the host placed it.
+	ConditionSiteScheduled corev1.PodConditionType = "vk8s.io/SiteScheduled"
 )
 
 // Annotations and conditions vk8s writes on host Services, which run on every site of
