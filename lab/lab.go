@@ -42,6 +42,10 @@ type Config struct {
 	Sites int
 	// Nodes is the number of kwok nodes per site. Zero: what the lab has, or 3 for a new lab.
 	Nodes int
+	// NodePods is how many pods each site node Up creates allows (its pods capacity and
+	// allocatable, a kubelet's --max-pods). Zero: 110, a kubelet's default. Nodes the lab
+	// already has keep theirs.
+	NodePods int
 	// Dir holds the lab's files. Empty: $XDG_STATE_HOME/vk8s/labs/<Name>.
 	Dir string
 	// Tools locates the binaries; Up and Down need them.
@@ -105,6 +109,9 @@ func New(cfg Config) (*Lab, error) {
 	}
 	if cfg.Nodes < 0 || cfg.Nodes > maxNodes {
 		return nil, fmt.Errorf("--nodes %d: want 1 to %d", cfg.Nodes, maxNodes)
+	}
+	if cfg.NodePods < 0 {
+		return nil, fmt.Errorf("node pods %d: want 0 (110) or more", cfg.NodePods)
 	}
 	if cfg.Dir == "" {
 		base := os.Getenv("XDG_STATE_HOME")

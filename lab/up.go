@@ -31,6 +31,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -183,7 +184,12 @@ func (l *Lab) setupSite(ctx context.Context, i, nodes int) error {
 	}
 	want := make([]*corev1.Node, 0, nodes)
 	for j := 1; j <= nodes; j++ {
-		want = append(want, siteNode(i, j))
+		n := siteNode(i, j)
+		if l.cfg.NodePods > 0 {
+			pods := *resource.NewQuantity(int64(l.cfg.NodePods), resource.DecimalSI)
+			n.Status.Capacity[corev1.ResourcePods], n.Status.Allocatable[corev1.ResourcePods] = pods, pods
+		}
+		want = append(want, n)
 	}
 	return ensureKwokNodes(ctx, c, want)
 }

@@ -155,7 +155,7 @@ func run(o options, res *results) error {
 		return err
 	}
 	l, err := lab.New(lab.Config{
-		Name: o.name, Sites: labSites, Nodes: labNodes, Dir: filepath.Join(dir, "lab"), Tools: lab.Tools{Dir: os.Getenv("VK8S_TOOLS_DIR")},
+		Name: o.name, Sites: labSites, Nodes: labNodes, NodePods: nodePods(o), Dir: filepath.Join(dir, "lab"), Tools: lab.Tools{Dir: os.Getenv("VK8S_TOOLS_DIR")},
 		Log: os.Stderr, Vk8sBinary: bin,
 	})
 	if err != nil {
@@ -308,6 +308,16 @@ func podLatencyAtScale(ctx context.Context, l *lab.Lab, host kubernetes.Interfac
 	r.Sites = sites
 	res.PodStartAtScale = r
 	return nil
+}
+
+// nodePods is the pods a site node of the bench's lab allows: a kubelet's default 110,
+// unless a run puts more on one node. The runs through the host put each Site's pods on
+// its nodes in turn, and a slice of --scale-pod-sites is one node that other slices share,
+// so the bench does not count: a node may hold every pod of the larger run, and the
+// site's own pod limit is not what the bench measures (a site at its limit leaves pods
+// Pending, and the run never ends).
+func nodePods(o options) int {
+	return max(110, 110+max(o.pods, o.scalePods))
 }
 
 // podStart creates n pods through the host, pod i on a virtual node of site i mod
@@ -516,17 +526,39 @@ func timedStarts(ctx context.Context, cs kubernetes.Interface, ns string, n int,
 
 // podWatch watches the pods of ns (matching selector) from now on, again after the API
 // server ends a watch (client-go's RetryWatcher), so a run is not lost to a watch timeout.
+// It returns once the API server has answered the first watch call: a RetryWatcher
+// connects in the background, and events of a watch that connects late arrive late (they
+// are replayed from the resource version), which would time pods by the watch's start.
 func podWatch(ctx context.Context, cs kubernetes.Interface, ns, selector string) (watch.Interface, error) {
 	list, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector, Limit: 1})
 	if err != nil {
 		return nil, err
 	}
-	return watchtools.NewRetryWatcherWithContext(ctx, list.ResourceVersion, &cache.ListWatch{
+	established := make(chan struct{})
+	var once sync.Once
+	w, err := watchtools.NewRetryWatcherWithContext(ctx, list.ResourceVersion, &cache.ListWatch{
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.LabelSelector = selector
-			return cs.CoreV1().Pods(ns).Watch(ctx, o)
+			w, err := cs.CoreV1().Pods(ns).Watch(ctx, o)
+			if err == nil {
+				once.Do(func() { close(established) })
+			}
+			return w, err
 		},
 	})
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-established:
+		return w, nil
+	case <-time.After(time.Minute):
+		w.Stop()
+		return nil, fmt.Errorf("the watch of pods in %s did not connect within a minute", ns)
+	case <-ctx.Done():
+		w.Stop()
+		return nil, ctx.Err()
+	}
 }
 
 // directLatency is latency on the sites themselves: the same number of pods, spread over
