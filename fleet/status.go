@@ -17,6 +17,7 @@ limitations under the License.
 package fleet
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -374,8 +375,10 @@ func lastEventOf(events []*corev1.Event, object string) *Event {
 	return last
 }
 
-// newer returns the newer of two events (a when they are as old), either of which may be
-// nil.
+// newer returns the newer of two events, either of which may be nil. Events of the same
+// moment (most have whole seconds) are ordered by object, reason and message, the last
+// taken: the caches list in no fixed order, and a choice by order made the column of
+// `status -w` change between two reads of the same events.
 func newer(a, b *Event) *Event {
 	switch {
 	case a == nil:
@@ -383,6 +386,11 @@ func newer(a, b *Event) *Event {
 	case b == nil:
 		return a
 	case b.Time.After(a.Time.Time):
+		return b
+	case a.Time.After(b.Time.Time):
+		return a
+	}
+	if cmp.Or(cmp.Compare(b.Object, a.Object), cmp.Compare(b.Reason, a.Reason), cmp.Compare(b.Message, a.Message)) > 0 {
 		return b
 	}
 	return a

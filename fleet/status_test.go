@@ -18,6 +18,7 @@ package fleet
 
 import (
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -197,6 +198,35 @@ func TestStatusLastEvent(t *testing.T) {
 	}
 	if got, want := table.Rows[2].Cells[8], "<none>"; got != want {
 		t.Errorf("LAST-EVENT cell without events %q, want %q", got, want)
+	}
+}
+
+// Events of the same second make the same LAST-EVENT whatever order the caches list them
+// in (status -w printed a row again each time the order changed).
+func TestStatusLastEventOfTheSameSecond(t *testing.T) {
+	events := []corev1.Event{
+		event("Pod", "a", "uid-a", "ProviderCreateSuccess", "Create pod in provider successfully", 16*time.Second),
+		event("Pod", "a", "uid-a", "SitePodCreated", "created on site site1 as pod vk8s-demo/a", 16*time.Second),
+		event("Pod", "a", "uid-a", "Scheduled", "Successfully assigned demo/a to site1-node1", 17*time.Second),
+	}
+	var seen []string
+	for _, order := range [][]int{{0, 1, 2}, {1, 0, 2}, {2, 1, 0}, {2, 0, 1}} {
+		in := StatusInput{
+			Workload: Workload{Kind: KindDeployment, Annotations: map[string]string{vk8sv1.AnnotationPlacement: "site1=1"},
+				Pods: []corev1.Pod{pod("a", "site1")}},
+			Sites: labSites(), Nodes: labNodes(),
+		}
+		for _, i := range order {
+			in.Events = append(in.Events, events[i])
+		}
+		rows, err := Status(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen = append(seen, rows[0].LastEvent.Reason)
+	}
+	if want := []string{"SitePodCreated", "SitePodCreated", "SitePodCreated", "SitePodCreated"}; !slices.Equal(seen, want) {
+		t.Errorf("LAST-EVENT by the events' order: %v, want %v", seen, want)
 	}
 }
 
