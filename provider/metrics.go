@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -42,6 +43,8 @@ type podMetrics struct {
 	queue *promreg.Gauges
 	lag   prometheus.Histogram
 	start *prometheus.HistogramVec
+	// conflicts counts the status writes the host refused for a stale resource version.
+	conflicts prometheus.Counter
 }
 
 func newPodMetrics(reg prometheus.Registerer) (*podMetrics, error) {
@@ -74,8 +77,15 @@ func newPodMetrics(reg prometheus.Registerer) (*podMetrics, error) {
 				"running_on_site (until the site pod was seen Running), host_status (until the host accepted Running), total.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}, []string{"stage"}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vk8s_provider_pod_status_conflicts_total",
+			Help: "Host pod status writes refused because the provider's copy of the pod was behind the host's (each is written again at once on the latest version).",
+		}),
 	}
 	var err error
+	if m.conflicts, err = promreg.Register(reg, m.conflicts); err != nil {
+		return nil, err
+	}
 	if m.start, err = promreg.Register(reg, m.start); err != nil {
 		return nil, err
 	}
@@ -164,28 +174,57 @@ func (l *statusLag) prune(exists func(key string, uid types.UID) bool) {
 }
 
 // statusClient is the pod controller's host client: it tells lag each pod status the host
-// accepted, which is where virtual-kubelet's status sync ends.
+// accepted, which is where virtual-kubelet's status sync ends, and writes again at once a
+// status the host refused for a stale resource version (statusPods.UpdateStatus).
 type statusClient struct {
 	typedcorev1.PodsGetter
-	lag   *statusLag
-	start *podStart
+	lag       *statusLag
+	start     *podStart
+	conflicts prometheus.Counter
 }
 
 // Pods returns the pods of namespace, their status writes followed.
 func (c statusClient) Pods(namespace string) typedcorev1.PodInterface {
-	return statusPods{PodInterface: c.PodsGetter.Pods(namespace), lag: c.lag, start: c.start}
+	return statusPods{PodInterface: c.PodsGetter.Pods(namespace), lag: c.lag, start: c.start, conflicts: c.conflicts}
 }
 
 type statusPods struct {
 	typedcorev1.PodInterface
-	lag   *statusLag
-	start *podStart
+	lag       *statusLag
+	start     *podStart
+	conflicts prometheus.Counter
 }
+
+// conflictRetries bounds the writes of one status after the first was refused as stale.
+const conflictRetries = 3
 
 // UpdateStatus writes the status and, when the host accepted it, observes its lag (and,
 // for a status Running, the end of the pod's start).
+//
+// virtual-kubelet writes a pod's status on the resource version of its informer's copy,
+// which lags behind the host whenever the status before was written a moment ago (a
+// starting pod goes Pending, scheduled, Running within a few hundred milliseconds): the
+// host refuses it as a conflict, and virtual-kubelet's queue retries with backoff until
+// the informer catches up. The status is the provider's to write, whatever the version,
+// so a refused write goes again at once on the version the host has now (the same pod:
+// its UID is checked), as virtual-kubelet's retry would once its cache caught up.
 func (p statusPods) UpdateStatus(ctx context.Context, pod *corev1.Pod, opts metav1.UpdateOptions) (*corev1.Pod, error) {
 	out, err := p.PodInterface.UpdateStatus(ctx, pod, opts)
+	for range conflictRetries {
+		if !apierrors.IsConflict(err) {
+			break
+		}
+		if p.conflicts != nil {
+			p.conflicts.Inc()
+		}
+		latest, gerr := p.Get(ctx, pod.Name, metav1.GetOptions{})
+		if gerr != nil || latest.UID != pod.UID {
+			break // virtual-kubelet's queue decides
+		}
+		again := pod.DeepCopy()
+		again.ResourceVersion = latest.ResourceVersion
+		out, err = p.PodInterface.UpdateStatus(ctx, again, opts)
+	}
 	if err == nil {
 		p.lag.written(pod.UID)
 		if pod.Status.Phase == corev1.PodRunning {

@@ -17,6 +17,8 @@ limitations under the License.
 package provider
 
 import (
+	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,10 +30,13 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
@@ -147,6 +152,53 @@ func virtualNode(name, site string) *corev1.Node {
 func podOn(name, node string, phase corev1.PodPhase) *corev1.Pod {
 	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, UID: types.UID("uid-" + name)},
 		Spec: corev1.PodSpec{NodeName: node}, Status: corev1.PodStatus{Phase: phase}}
+}
+
+// A status refused because the pod controller's copy was stale is written again at once on
+// the host's version; another pod of that name (a new UID) is not written over.
+func TestStatusWriteOnAStaleVersionGoesAgain(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := newPodMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: "u1", ResourceVersion: "5"}}
+	cs := fake.NewClientset(host)
+	// The fake tracker takes any version: refuse all but the latest, as an API server does.
+	var writes []string
+	cs.PrependReactor("update", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		u := a.(k8stesting.UpdateAction)
+		pod := u.GetObject().(*corev1.Pod)
+		writes = append(writes, pod.ResourceVersion)
+		if pod.ResourceVersion != "5" {
+			return true, nil, apierrors.NewConflict(corev1.Resource("pods"), pod.Name, errors.New("the object has been modified"))
+		}
+		return false, nil, nil
+	})
+	client := statusClient{PodsGetter: cs.CoreV1(), lag: &statusLag{hist: m.lag, now: time.Now, pending: map[types.UID]pendingStatus{}},
+		start: newPodStart(m.start, time.Now), conflicts: m.conflicts}
+
+	stale := host.DeepCopy()
+	stale.ResourceVersion, stale.Status.Phase = "4", corev1.PodRunning
+	if _, err := client.Pods("ns").UpdateStatus(t.Context(), stale, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("a stale write was not written again: %v", err)
+	}
+	if got, err := cs.CoreV1().Pods("ns").Get(t.Context(), "p", metav1.GetOptions{}); err != nil || got.Status.Phase != corev1.PodRunning {
+		t.Errorf("host pod after the write: %v, %v", got.Status.Phase, err)
+	}
+	if !slices.Equal(writes, []string{"4", "5"}) || testutil.ToFloat64(m.conflicts) != 1 {
+		t.Errorf("writes on versions %v, %v conflicts; want [4 5], 1", writes, testutil.ToFloat64(m.conflicts))
+	}
+
+	writes = nil
+	replaced := stale.DeepCopy()
+	replaced.UID = "u0"
+	if _, err := client.Pods("ns").UpdateStatus(t.Context(), replaced, metav1.UpdateOptions{}); !apierrors.IsConflict(err) {
+		t.Errorf("the status of a pod replaced since: %v, want the conflict", err)
+	}
+	if !slices.Equal(writes, []string{"4"}) {
+		t.Errorf("writes on versions %v, want only [4]", writes)
+	}
 }
 
 func TestPodsPerSiteAndPhase(t *testing.T) {

@@ -244,9 +244,10 @@ func (p *Pods) collectQueues(emit func(float64, ...string)) {
 }
 
 // StatusClient returns host wrapped for virtual-kubelet's pod controller: the status
-// writes it makes end vk8s_provider_status_sync_lag_seconds and the pods' starts.
+// writes it makes end vk8s_provider_status_sync_lag_seconds and the pods' starts, and a
+// write refused for a stale resource version goes again at once.
 func (p *Pods) StatusClient(host typedcorev1.PodsGetter) typedcorev1.PodsGetter {
-	return statusClient{PodsGetter: host, lag: p.lag, start: p.starts}
+	return statusClient{PodsGetter: host, lag: p.lag, start: p.starts, conflicts: p.metrics.conflicts}
 }
 
 // Run serves until ctx ends, then stops every site cluster's informers and workers.

@@ -382,8 +382,10 @@ func podStart(ctx context.Context, l *lab.Lab, host kubernetes.Interface, names 
 	stages := append(benchStages(times), providerStages(before, after)...)
 	printStages("where the time through the host goes, by the bench's watches of the host and the sites:", stages[:5])
 	printStages("and by the provider (vk8s_provider_pod_start_stage_seconds, from its informer's event):", stages[5:])
+	conflicts := counter(after, "vk8s_provider_pod_status_conflicts_total") - counter(before, "vk8s_provider_pod_status_conflicts_total")
+	fmt.Printf("  host status writes refused as stale (vk8s_provider_pod_status_conflicts_total): %.0f\n", conflicts)
 	return &podStartResult{Pods: pods, Sites: len(vnodes), HostScheduler: hostScheduler, Direct: distOf(direct), ViaHost: distOf(viaHost),
-		Ratio: ratiosOf(viaHost, direct), Stages: stages}, nil
+		Ratio: ratiosOf(viaHost, direct), Stages: stages, StatusConflicts: int(conflicts)}, nil
 }
 
 // methods formats requests per second by method, the busiest first.

@@ -85,6 +85,9 @@ type podStartResult struct {
 	ViaHost       dist    `json:"viaHost"`
 	Ratio         ratios  `json:"ratio"`
 	Stages        []stage `json:"stages"`
+	// StatusConflicts are the host status writes the provider's host refused as stale
+	// during the run through the host (each written again at once).
+	StatusConflicts int `json:"statusConflicts"`
 }
 
 type hangingResult struct {

@@ -409,6 +409,15 @@ func scrape(ctx context.Context, u string) (map[string]*dto.MetricFamily, error)
 	return p.TextToMetricFamilies(resp.Body)
 }
 
+// counter is the sum of the series of counter name (0 when there is none).
+func counter(m map[string]*dto.MetricFamily, name string) float64 {
+	var sum float64
+	for _, s := range m[name].GetMetric() {
+		sum += s.GetCounter().GetValue()
+	}
+	return sum
+}
+
 func goroutines(m map[string]*dto.MetricFamily) (int, error) {
 	f := m["go_goroutines"]
 	if f == nil || len(f.GetMetric()) == 0 {
