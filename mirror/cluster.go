@@ -30,6 +30,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 	"github.com/vk8s-io/vk8s/sitereg"
@@ -74,6 +75,9 @@ type cluster struct {
 func newCluster(conn *sitereg.Conn, tenant string, log logr.Logger) *cluster {
 	sel := labels.Set{vk8sv1.LabelTenant: tenant}.AsSelector().String()
 	f := informers.NewSharedInformerFactoryWithOptions(conn.Client, 0,
+		// managedFields are never read from the caches, and an update without them keeps
+		// the site's.
+		informers.WithTransform(crcache.TransformStripManagedFields()),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = sel }))
 	c := &cluster{
 		key: conn.Key, server: conn.Server, client: conn.Client, log: log.WithValues("cluster", conn.Server),

@@ -34,6 +34,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
 
 	"github.com/vk8s-io/vk8s/sitereg"
 )
@@ -100,6 +101,8 @@ type siteNamespace struct {
 func newCluster(conn *sitereg.Conn, tenant string, log logr.Logger) (*cluster, error) {
 	sel := labels.Set{vk8sv1.LabelTenant: tenant}.AsSelector().String()
 	factory := informers.NewSharedInformerFactoryWithOptions(conn.Client, 0,
+		// As the host's caches (newLifecycle): managedFields are never read from them.
+		informers.WithTransform(crcache.TransformStripManagedFields()),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = sel }))
 	pods := factory.Core().V1().Pods().Informer()
 	if err := pods.AddIndexers(cache.Indexers{indexHostPod: func(obj any) ([]string, error) {

@@ -42,6 +42,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
+	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	"github.com/vk8s-io/vk8s/sitereg"
@@ -93,10 +94,14 @@ func newLifecycle(clients podClients, reg *sitereg.Registry, siteEvents <-chan e
 	host := clients.host
 	log := cfg.Logger.WithName("pods")
 	// Only scheduled pods can be on a virtual node.
-	podFactory := informers.NewSharedInformerFactoryWithOptions(host, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+	// managedFields (a few hundred bytes to kilobytes an object) are never read from these
+	// caches: every write is an update of the provider's own fields or a status, and the
+	// API server keeps an object's managedFields when an update carries none.
+	strip := informers.WithTransform(crcache.TransformStripManagedFields())
+	podFactory := informers.NewSharedInformerFactoryWithOptions(host, 0, strip, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermNotEqualSelector("spec.nodeName", "").String()
 	}))
-	objFactory := informers.NewSharedInformerFactory(host, 0)
+	objFactory := informers.NewSharedInformerFactoryWithOptions(host, 0, strip)
 	podInformer := podFactory.Core().V1().Pods()
 	core := objFactory.Core().V1()
 	broadcast := record.NewBroadcaster()

@@ -41,6 +41,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -248,6 +249,8 @@ func Run(ctx context.Context, cfg Config) error {
 		// A new leader takes over at once when the old one stops cleanly.
 		LeaderElectionReleaseOnCancel: true,
 		Logger:                        cfg.Logger,
+		// As the pods' caches (newLifecycle): managedFields are never read from them.
+		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields()},
 	})
 	if err != nil {
 		return fmt.Errorf("provider manager: %w", err)
