@@ -92,6 +92,7 @@ type options struct {
 	stuck, hangingRounds       int
 	down                       time.Duration
 	outagePods                 int
+	many                       manyPodsConfig
 }
 
 func main() {
@@ -113,6 +114,11 @@ func main() {
 	flag.IntVar(&o.hangingRounds, "hanging-rounds", 3, "rounds of the hanging-site run, each a healthy run then a hanging one")
 	flag.DurationVar(&o.down, "outage", 0, "how long the provider is killed in the outage run (0: no such run; the issue's figure is 10m)")
 	flag.IntVar(&o.outagePods, "outage-pods", 300, "pods running on the sites during the outage run")
+	flag.IntVar(&o.many.pods, "many-pods", 0, "pods of the pods-at-scale run, last (the issue's: 30000 over 300 sites; 0: no such run)")
+	flag.IntVar(&o.many.sites, "many-pod-sites", 300, "Sites of the pods-at-scale run: the lab's and node-selected slices of one node")
+	flag.IntVar(&o.many.createRate, "many-pods-rate", 100, "pods created a second in the pods-at-scale run")
+	flag.IntVar(&o.many.churnRate, "churn", 100, "pods replaced a second (one deleted, one created) after the pods-at-scale run's pods run (0: no churn)")
+	flag.DurationVar(&o.many.churnFor, "churn-for", time.Minute, "how long the churn lasts")
 	flag.StringVar(&o.results, "results", "docs/bench", "directory the run's figures are written to as <date>-<commit>.json (empty: not written)")
 	flag.Parse()
 	for _, f := range strings.Split(*mSites, ",") {
@@ -142,6 +148,9 @@ func run(o options, res *results) error {
 	sizes, err := parseSizes(o.sites)
 	if err != nil {
 		return err
+	}
+	if o.many.pods > 0 && (o.many.sites < labSites || (len(sizes) > 0 && sizes[len(sizes)-1].sites > o.many.sites)) {
+		return fmt.Errorf("--many-pod-sites %d: want at least %d and at least the last of --sites %q (the pods-at-scale run comes last, and slices are not removed)", o.many.sites, labSites, o.sites)
 	}
 	if o.scalePods > 0 && (o.scalePodSites < labSites || (len(sizes) > 0 && sizes[0].sites < o.scalePodSites)) {
 		return fmt.Errorf("--scale-pod-sites %d: want at least %d and at most the first of --sites %q (the slices stay for the footprint)", o.scalePodSites, labSites, o.sites)
@@ -206,7 +215,7 @@ func run(o options, res *results) error {
 			return fmt.Errorf("admission: %w", err)
 		}
 	}
-	if len(sizes) == 0 && o.scalePods == 0 {
+	if len(sizes) == 0 && o.scalePods == 0 && o.many.pods == 0 {
 		return nil
 	}
 	vnodes, err := watchVirtualNodes(ctx, host)
@@ -246,6 +255,12 @@ func run(o options, res *results) error {
 			if err := mirrorLag(ctx, l, host, sz.sites, o.mirrorObjects, res); err != nil {
 				return fmt.Errorf("mirror lag at %s: %w", sz, err)
 			}
+		}
+	}
+	if o.many.pods > 0 {
+		o.many.readyTimeout = o.readyTimeout
+		if err := manyPods(ctx, l, host, names, vnodes, o.many, res); err != nil {
+			return fmt.Errorf("pods at scale: %w", err)
 		}
 	}
 	return nil
@@ -288,20 +303,7 @@ func podLatencyAtScale(ctx context.Context, l *lab.Lab, host kubernetes.Interfac
 	if !ok {
 		return fmt.Errorf("%d sites: not every virtual node Ready after %s", sites, round(took))
 	}
-	var vnodes [][]string
-	for i := 1; i <= sites; i++ {
-		if i <= len(names) {
-			var nodes []string
-			for j := 1; j <= labNodes; j++ {
-				nodes = append(nodes, names[i-1]+"-"+lab.NodeName(j))
-			}
-			vnodes = append(vnodes, nodes)
-			continue
-		}
-		// A slice of one node: sliceSelector's.
-		vnodes = append(vnodes, []string{fmt.Sprintf("slice%d-%s", i, lab.NodeName((i-1)/len(names)%labNodes+1))})
-	}
-	r, err := podStart(ctx, l, host, names, vnodes, pods, hostScheduler, "-"+strconv.Itoa(sites))
+	r, err := podStart(ctx, l, host, names, siteVirtualNodes(names, sites), pods, hostScheduler, "-"+strconv.Itoa(sites))
 	if err != nil {
 		return err
 	}
@@ -317,7 +319,7 @@ func podLatencyAtScale(ctx context.Context, l *lab.Lab, host kubernetes.Interfac
 // site's own pod limit is not what the bench measures (a site at its limit leaves pods
 // Pending, and the run never ends).
 func nodePods(o options) int {
-	return max(110, 110+max(o.pods, o.scalePods))
+	return max(110, 110+max(o.pods, o.scalePods, o.many.pods))
 }
 
 // podStart creates n pods through the host, pod i on a virtual node of site i mod

@@ -52,6 +52,34 @@ type results struct {
 	Admission       *admissionResult  `json:"admission,omitempty"`
 	Footprint       []footprintResult `json:"footprint,omitempty"`
 	Mirror          []mirrorResult    `json:"mirror,omitempty"`
+	// ManyPods is the pods-at-scale run (--many-pods over --many-pod-sites).
+	ManyPods *manyPodsResult `json:"manyPods,omitempty"`
+}
+
+// manyPodsResult is what the provider holds per pod, and its status lag while pods churn
+// (manyPods). Memory in MiB, the per-pod figure in KiB.
+type manyPodsResult struct {
+	Pods              int     `json:"pods"`
+	Sites             int     `json:"sites"`
+	CreateSeconds     float64 `json:"createSeconds"`
+	AllRunningSeconds float64 `json:"allRunningSeconds"`
+	RSSBeforeMiB      float64 `json:"rssBeforeMiB"`
+	RSSAfterMiB       float64 `json:"rssAfterMiB"`
+	// HeapBeforeMiB and HeapAfterMiB are the provider's heap after its last collection
+	// (go_memstats_next_gc_bytes / 2); CachesMiB the same pods in the same caches in the
+	// bench's process; KiBPerPod what the provider holds beyond them, per pod.
+	HeapBeforeMiB float64 `json:"heapBeforeMiB"`
+	HeapAfterMiB  float64 `json:"heapAfterMiB"`
+	CachesMiB     float64 `json:"cachesMiB"`
+	KiBPerPod     float64 `json:"kibPerPod"`
+	// The churn: pods replaced a second, for how long, their create -> Running seen, and
+	// vk8s_provider_status_sync_lag_seconds over it.
+	ChurnPerSecond int     `json:"churnPerSecond,omitempty"`
+	ChurnSeconds   float64 `json:"churnSeconds,omitempty"`
+	ChurnStarts    dist    `json:"churnStarts"`
+	StatusLagP50   float64 `json:"statusLagP50Seconds,omitempty"`
+	StatusLagP99   float64 `json:"statusLagP99Seconds,omitempty"`
+	StatusWrites   int     `json:"statusWrites,omitempty"`
 }
 
 // dist is a latency distribution: the samples and their percentiles, in seconds.
