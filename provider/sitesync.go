@@ -78,7 +78,7 @@ func (p *Pods) start(c *cluster) {
 		if !cache.WaitForCacheSync(ctx.Done(), c.synced, p.cfg.HostSynced) {
 			return
 		}
-		c.log.V(1).Info("Site cluster caches synced")
+		c.log.Info("Site cluster caches synced")
 		c.queue.Add(item{Kind: kindSweep})
 		// The Sites' level may have changed while no provider ran.
 		c.queue.Add(item{Kind: kindPodSecurity})
@@ -135,6 +135,10 @@ func dispatch[T comparable](q workqueue.TypedRateLimitingInterface[T], workers i
 	}
 }
 
+// requeuesLogged is the retry of an item that waits at which process logs it: with
+// backoff from 200 ms, about 6 s after the first try.
+const requeuesLogged = 5
+
 // process syncs one work item and marks it done, again later when it failed.
 func (p *Pods) process(ctx context.Context, c *cluster, it item) {
 	defer c.queue.Done(it)
@@ -153,6 +157,11 @@ func (p *Pods) process(ctx context.Context, c *cluster, it item) {
 	case err == nil:
 		c.queue.Forget(it)
 	case errors.Is(err, errRequeue):
+		// A wait that goes on (a cache that does not fill, a name taken on the site) is
+		// said once in the log, where it would otherwise be silent.
+		if c.queue.NumRequeues(it) == requeuesLogged {
+			c.log.Info("Work item still waiting; retried with backoff", "item", it.String(), "retries", requeuesLogged)
+		}
 		c.queue.AddRateLimited(it)
 	default:
 		c.log.Error(err, "Sync failed; retrying", "item", it.String())
