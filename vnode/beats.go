@@ -140,10 +140,14 @@ func (b *beats) next(ctx context.Context) bool {
 	}
 	due, err := b.beat(ctx, v)
 	switch {
-	case err != nil && ctx.Err() == nil:
-		b.log.Error(err, "virtual node heartbeat failed; trying again", "node", name)
-		b.queue.AddRateLimited(name)
-	case err == nil && !due.IsZero():
+	case err != nil:
+		if ctx.Err() == nil {
+			b.log.Error(err, "virtual node heartbeat failed; trying again", "node", name)
+			b.queue.AddRateLimited(name)
+		}
+	case due.IsZero(): // removed meanwhile
+		b.queue.Forget(name)
+	default:
 		b.queue.Forget(name)
 		b.queue.AddAfter(name, due.Sub(b.now()))
 	}
