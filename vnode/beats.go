@@ -39,7 +39,7 @@ import (
 
 // DefaultHeartbeatWorkers is how many virtual nodes' registrations, Lease renewals and
 // status writes go to the host at once, whatever the number of virtual nodes.
-const DefaultHeartbeatWorkers = 16
+const DefaultHeartbeatWorkers = 64
 
 // Annotations virtual-kubelet's NodeController kept on every Node it wrote (the last
 // status and metadata it applied, for its three-way patches); beats removes them.
@@ -62,8 +62,11 @@ type beats struct {
 	workers        int
 	// limiter follows the number of nodes (nil: none).
 	limiter *heartbeatLimiter
-	log     logr.Logger
-	now     func() time.Time
+	// exists says whether the host has Node name as far as a cache knows (nil: no cache;
+	// a node is patched first, then created if the patch finds none).
+	exists func(ctx context.Context, name string) bool
+	log    logr.Logger
+	now    func() time.Time
 
 	queue workqueue.TypedRateLimitingInterface[string]
 
@@ -95,6 +98,8 @@ type beat struct {
 	lastStatus time.Time
 	lease      *coordinationv1.Lease
 	lastLease  time.Time
+	// newLease says that the Lease is most likely not there (the Node was just created).
+	newLease bool
 }
 
 func newBeats(client kubernetes.Interface, leaseSeconds int32, statusInterval time.Duration, workers int, limiter *heartbeatLimiter, log logr.Logger) *beats {
@@ -257,25 +262,40 @@ func (b *beats) writeStatus(ctx context.Context, v *beat, want *corev1.Node, now
 	for i := range want.Status.Conditions {
 		want.Status.Conditions[i].LastHeartbeatTime = heartbeat
 	}
-	patch, err := statusPatch(v.sent, want)
-	if err != nil {
-		return fmt.Errorf("status patch of virtual node %s: %w", want.Name, err)
-	}
-	written, err := nodes.Patch(ctx, want.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
-	if apierrors.IsNotFound(err) {
-		// Not registered yet, or deleted behind our back: register it.
+	var (
+		written *corev1.Node
+		err     error
+	)
+	created := false
+	if v.sent == nil && b.exists != nil && !b.exists(ctx, want.Name) {
+		// New as far as the cache knows: created at once, not after a patch that fails.
 		written, err = nodes.Create(ctx, want, metav1.CreateOptions{})
-		if err == nil {
-			b.log.V(1).Info("virtual node registered", "node", want.Name)
+		created = err == nil
+	}
+	if written == nil && (err == nil || apierrors.IsAlreadyExists(err)) {
+		var patch []byte
+		if patch, err = statusPatch(v.sent, want); err != nil {
+			return fmt.Errorf("status patch of virtual node %s: %w", want.Name, err)
+		}
+		written, err = nodes.Patch(ctx, want.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
+		if apierrors.IsNotFound(err) {
+			// Not registered yet, or deleted behind our back: register it.
+			written, err = nodes.Create(ctx, want, metav1.CreateOptions{})
+			created = err == nil
 		}
 	}
 	if err != nil {
 		return fmt.Errorf("write virtual node %s: %w", want.Name, err)
 	}
+	if created {
+		b.log.V(1).Info("virtual node registered", "node", want.Name)
+	}
 	if written.UID != v.uid {
-		// A Node of its own: the Lease names it as its owner.
+		// A Node of its own: the Lease names it as its owner. A Node just created most
+		// likely has no Lease yet: it is created at once, not after a GET that fails.
 		v.uid = written.UID
 		v.lastLease = time.Time{}
+		v.newLease = created
 	}
 	v.sent, v.lastStatus = want, now
 	v.registered.Store(true)
@@ -351,23 +371,36 @@ func shown(n *corev1.Node) *corev1.Node {
 func (b *beats) renewLease(ctx context.Context, v *beat, now time.Time) error {
 	leases := b.client.CoordinationV1().Leases(corev1.NamespaceNodeLease)
 	owner := []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: v.name, UID: v.uid}}
+	create := func() (bool, error) {
+		l, err := leases.Create(ctx, &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Name: v.name, Namespace: corev1.NamespaceNodeLease, OwnerReferences: owner},
+			Spec: coordinationv1.LeaseSpec{
+				HolderIdentity:       ptr.To(v.name),
+				LeaseDurationSeconds: ptr.To(b.leaseSeconds),
+				RenewTime:            &metav1.MicroTime{Time: now},
+			},
+		}, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("create Lease of virtual node %s: %w", v.name, err)
+		}
+		v.lease, v.lastLease = l, now
+		return true, nil
+	}
+	if v.lease == nil && v.newLease {
+		v.newLease = false
+		if done, err := create(); done || err != nil {
+			return err
+		}
+	}
 	if v.lease == nil {
 		l, err := leases.Get(ctx, v.name, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
-			l, err = leases.Create(ctx, &coordinationv1.Lease{
-				ObjectMeta: metav1.ObjectMeta{Name: v.name, Namespace: corev1.NamespaceNodeLease, OwnerReferences: owner},
-				Spec: coordinationv1.LeaseSpec{
-					HolderIdentity:       ptr.To(v.name),
-					LeaseDurationSeconds: ptr.To(b.leaseSeconds),
-					RenewTime:            &metav1.MicroTime{Time: now},
-				},
-			}, metav1.CreateOptions{})
-			if err != nil {
-				return fmt.Errorf("create Lease of virtual node %s: %w", v.name, err)
-			}
-			v.lease, v.lastLease = l, now
-			return nil
+			_, err := create()
+			return err
 		case err != nil:
 			return fmt.Errorf("get Lease of virtual node %s: %w", v.name, err)
 		}

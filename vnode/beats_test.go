@@ -88,7 +88,7 @@ func TestBeatSchedule(t *testing.T) {
 			t.Errorf("%s: next due %s, want %s", name, due.Sub(now), want.Sub(now))
 		}
 	}
-	step("registration", 0, []string{"patch nodes/status", "create nodes", "get leases", "create leases"}, 10*time.Second)
+	step("registration", 0, []string{"patch nodes/status", "create nodes", "create leases"}, 10*time.Second)
 	step("nothing due", 3*time.Second, nil, 10*time.Second)
 	step("Lease due", 10*time.Second, []string{"update leases"}, 20*time.Second)
 	step("Lease due again", 21*time.Second, []string{"update leases"}, 31*time.Second)
@@ -112,6 +112,51 @@ func TestBeatSchedule(t *testing.T) {
 	}
 	if cpu := n.Status.Allocatable[corev1.ResourceCPU]; cpu.String() != "2" || !n.Status.Conditions[0].LastHeartbeatTime.Time.Equal(now) {
 		t.Errorf("host node: cpu %s, heartbeat %v; want 2 and now", cpu.String(), n.Status.Conditions[0].LastHeartbeatTime)
+	}
+}
+
+// TestBeatRegistersWhatTheCacheLacks: a node the cache does not have is created at once,
+// and its Lease too; one it has is written with a patch, its Lease read first.
+func TestBeatRegistersWhatTheCacheLacks(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		cached bool
+		want   []string
+	}{
+		{"new", false, []string{"create nodes", "create leases"}},
+		{"known", true, []string{"patch nodes/status", "create nodes", "create leases"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			host := fakeHost()
+			b := newBeats(host, 40, 5*time.Minute, 1, nil, logr.Discard())
+			b.exists = func(context.Context, string) bool { return tc.cached }
+			if _, err := b.beat(t.Context(), b.add(testNode("1"))); err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(calls(host), ", "); got != strings.Join(tc.want, ", ") {
+				t.Errorf("calls %q, want %q", got, tc.want)
+			}
+		})
+	}
+	// A Lease left by an earlier Node of the name: read and renewed for the new one.
+	host := fakeHost()
+	if _, err := host.CoordinationV1().Leases(corev1.NamespaceNodeLease).Create(t.Context(), &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: "site-n", Namespace: corev1.NamespaceNodeLease},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	host.ClearActions()
+	b := newBeats(host, 40, 5*time.Minute, 1, nil, logr.Discard())
+	b.exists = func(context.Context, string) bool { return false }
+	v := b.add(testNode("1"))
+	for range 2 {
+		if _, err := b.beat(t.Context(), v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := "create nodes, create leases, get leases, update leases"
+	if got := strings.Join(calls(host), ", "); got != want {
+		t.Errorf("calls %q, want %q", got, want)
 	}
 }
 

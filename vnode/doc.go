@@ -45,11 +45,11 @@ limitations under the License.
 // # Heartbeats
 //
 // The heartbeats of all virtual nodes run on NodesConfig.HeartbeatWorkers workers (default
-// 16) fed by one delaying work queue that holds each node's next due time, as kwok keeps
+// 64) fed by one delaying work queue that holds each node's next due time, as kwok keeps
 // thousands of nodes: the goroutines and timers do not grow with the nodes (virtual-kubelet's
-// NodeController, one per node, ran three loops each). A worker registers a node (a patch
-// of its status, and a create when it is not there: a Node deleted behind the provider's
-// back comes back), renews its Lease in kube-node-lease every quarter of
+// NodeController, one per node, ran three loops each). A worker registers a node (a create
+// when the host's cache does not have it, otherwise a patch of its status and a create if
+// the patch finds none: a Node deleted behind the provider's back comes back), renews its Lease in kube-node-lease every quarter of
 // LeaseDurationSeconds (default 40 s, as a kubelet), owned by the Node, and writes its
 // status, labels and annotations at once when they change, otherwise every StatusInterval
 // (default 5 minutes, as a kubelet's nodeStatusReportFrequency): the host tells a node's

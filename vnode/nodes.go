@@ -238,6 +238,9 @@ func (m *Nodes) SetupWithManager(mgr ctrl.Manager) error {
 	m.client = mgr.GetClient()
 	m.log = mgr.GetLogger().WithName("virtual-nodes")
 	m.beats.log = m.log
+	m.beats.exists = func(ctx context.Context, name string) bool {
+		return m.client.Get(ctx, client.ObjectKey{Name: name}, &corev1.Node{}) == nil
+	}
 	m.recorder = mgr.GetEventRecorder("virtual-nodes")
 	if err := mgr.Add(m); err != nil {
 		return err
