@@ -78,7 +78,7 @@ type beats struct {
 type beat struct {
 	name string
 
-	// mu guards want and removed: update and remove take it without waiting for the
+	// mu guards want and removed: add and remove take it without waiting for the
 	// host.
 	mu      sync.Mutex
 	want    *corev1.Node
