@@ -210,11 +210,8 @@ func TestProviderVirtualNodes(t *testing.T) {
 		if n.Status.NodeInfo.KubeletVersion != kwokconfig.KubernetesVersion || n.Status.DaemonEndpoints.KubeletEndpoint.Port != providerPort {
 			t.Errorf("node info %+v, endpoints %+v", n.Status.NodeInfo, n.Status.DaemonEndpoints)
 		}
-		// virtual-kubelet renews a Lease per node, as a kubelet does.
-		lease := &coordinationv1.Lease{}
-		if err := c.Get(t.Context(), client.ObjectKey{Namespace: corev1.NamespaceNodeLease, Name: n.Name}, lease); err != nil {
-			t.Errorf("lease: %v", err)
-		}
+		// A Lease per node, owned by the Node and renewed every 10 s, as a kubelet's.
+		waitLeaseRenewed(t, c, n)
 	})
 
 	t.Run("a node cordoned at the site is unschedulable in the host", func(t *testing.T) {
@@ -258,6 +255,11 @@ func TestProviderVirtualNodes(t *testing.T) {
 		waitVirtualNodes(t, c, "site1-node1 recreated", func(nodes map[string]*corev1.Node) bool {
 			return nodes["site1-node1"] != nil && nodes["site1-node1"].UID != old.UID
 		})
+		cur := &corev1.Node{}
+		if err := c.Get(t.Context(), client.ObjectKeyFromObject(n), cur); err != nil {
+			t.Fatal(err)
+		}
+		waitLeaseRenewed(t, c, cur)
 	})
 
 	t.Run("an Aggregate site is one node with the sum of its nodes", func(t *testing.T) {
@@ -320,6 +322,32 @@ func hostNamespace(t *testing.T, c client.Client, ns string) {
 }
 
 // waitVirtualNodes polls the host's virtual nodes until ok holds, for at most 30 s.
+// waitLeaseRenewed waits until virtual node n's Lease in kube-node-lease names n (its UID)
+// as its owner and has been renewed twice: the first renewal seen, then a later one.
+func waitLeaseRenewed(t *testing.T, c client.Client, n *corev1.Node) {
+	t.Helper()
+	var first *metav1.MicroTime
+	last := &coordinationv1.Lease{}
+	err := wait.PollUntilContextTimeout(t.Context(), 500*time.Millisecond, 40*time.Second, true, func(ctx context.Context) (bool, error) {
+		if err := c.Get(ctx, client.ObjectKey{Namespace: corev1.NamespaceNodeLease, Name: n.Name}, last); err != nil {
+			return false, nil
+		}
+		if len(last.OwnerReferences) != 1 || last.OwnerReferences[0].UID != n.UID || last.Spec.RenewTime == nil ||
+			last.Spec.HolderIdentity == nil || *last.Spec.HolderIdentity != n.Name {
+			return false, nil
+		}
+		if first == nil {
+			first = last.Spec.RenewTime.DeepCopy()
+			return false, nil
+		}
+		return last.Spec.RenewTime.After(first.Time), nil
+	})
+	if err != nil {
+		t.Errorf("Lease of %s (UID %s) not owned by it and renewed within 40s: owners %v, holder %v, renewed %v", n.Name, n.UID,
+			last.OwnerReferences, last.Spec.HolderIdentity, last.Spec.RenewTime)
+	}
+}
+
 func waitVirtualNodes(t *testing.T, c client.Client, what string, ok func(map[string]*corev1.Node) bool) {
 	t.Helper()
 	var last map[string]*corev1.Node

@@ -51,6 +51,8 @@ func TestNewValidates(t *testing.T) {
 		{"empty name", Config{Name: ""}, `lab name ""`},
 		{"too many sites", Config{Name: "lab", Sites: 101}, "--sites 101"},
 		{"negative nodes", Config{Name: "lab", Nodes: -1}, "--nodes -1"},
+		{"metrics resolution below metrics-server's least", Config{Name: "lab", MetricsResolution: 5 * time.Second}, "metrics resolution 5s: want at least 10s"},
+		{"metrics resolution", Config{Name: "lab", MetricsResolution: time.Minute}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(tc.cfg)

@@ -72,8 +72,10 @@ const (
 	metricsServerService   = "metrics-server"
 	// metricsServerAddress is where metrics-server listens and where the aggregator dials it.
 	metricsServerAddress = "127.0.0.1"
-	// metricsResolution is metrics-server's scrape interval (its minimum is 10 s).
-	metricsResolution = "15s"
+	// defaultMetricsResolution is metrics-server's scrape interval unless
+	// Config.MetricsResolution says otherwise; minMetricsResolution is metrics-server's least.
+	defaultMetricsResolution = 15 * time.Second
+	minMetricsResolution     = 10 * time.Second
 	// metricsServerCertRenewal is how long before expiry the lab makes a new serving cert.
 	metricsServerCertRenewal = 30 * 24 * time.Hour
 	// apiServiceTimeout bounds the wait for the host's aggregator to find metrics-server.
@@ -123,7 +125,7 @@ type metricsServerFiles struct {
 }
 
 // metricsServerArgs are metrics-server's flags in the lab.
-func metricsServerArgs(f metricsServerFiles, port int) []string {
+func metricsServerArgs(f metricsServerFiles, port int, resolution time.Duration) []string {
 	return []string{
 		"--kubeconfig=" + f.Kubeconfig,
 		// Out of cluster there is no in-cluster config to delegate authn/authz with.
@@ -146,7 +148,7 @@ func metricsServerArgs(f metricsServerFiles, port int) []string {
 		"--kubelet-certificate-authority=" + f.KubeletCA,
 		"--kubelet-client-certificate=" + f.ClientCert,
 		"--kubelet-client-key=" + f.ClientKey,
-		"--metric-resolution=" + metricsResolution,
+		"--metric-resolution=" + resolution.String(),
 		// The virtual nodes only: the host's own kwok nodes serve no metrics in the lab.
 		"--node-selector=" + vk8sv1.LabelType + "=" + vk8sv1.TypeVirtualKubelet,
 		// V(1) logs one line per scrape cycle with the node and pod counts.
@@ -190,7 +192,7 @@ func (l *Lab) ensureMetricsServer(ctx context.Context) error {
 	}
 	st, _ := l.readMetricsServerState()
 	if pid := l.metricsServer().pid(); !renewed && pid > 0 && st.Binary == bin && st.BinaryMTime == info.ModTime().UnixNano() &&
-		slices.Equal(st.Args, metricsServerArgs(files, st.SecurePort)) && metricsServerLive(ctx, st.SecurePort, caBundle) {
+		slices.Equal(st.Args, metricsServerArgs(files, st.SecurePort, l.cfg.MetricsResolution)) && metricsServerLive(ctx, st.SecurePort, caBundle) {
 		l.logf("%s: running", MetricsServerComponent)
 	} else {
 		if st, err = l.startMetricsServer(ctx, bin, info.ModTime().UnixNano(), files, st.SecurePort, caBundle); err != nil {
@@ -213,7 +215,7 @@ func (l *Lab) startMetricsServer(ctx context.Context, bin string, mtime int64, f
 		}
 		port = ports[0]
 	}
-	st := metricsServerState{Binary: bin, BinaryMTime: mtime, SecurePort: port, Args: metricsServerArgs(files, port)}
+	st := metricsServerState{Binary: bin, BinaryMTime: mtime, SecurePort: port, Args: metricsServerArgs(files, port, l.cfg.MetricsResolution)}
 	if err := os.MkdirAll(filepath.Dir(l.metricsServerLogPath()), 0o755); err != nil {
 		return st, err
 	}

@@ -43,7 +43,7 @@ func TestMetricsServerArgs(t *testing.T) {
 		KubeletCA: "/lab/host/pki/ca.crt", ClientCert: "/lab/host/pki/admin.crt", ClientKey: "/lab/host/pki/admin.key",
 		ClientCA: "/lab/host/pki/ca.crt", FrontProxyName: "kwok-admin",
 	}
-	args := metricsServerArgs(f, 4443)
+	args := metricsServerArgs(f, 4443, 15*time.Second)
 	for _, want := range []string{
 		"--kubeconfig=/lab/host/kubeconfig.yaml",
 		"--authentication-kubeconfig=/lab/host/kubeconfig.yaml",

@@ -138,10 +138,6 @@ type daemonState struct {
 	TokenExpiry string `json:"tokenExpiry,omitempty"`
 }
 
-// labNodePorts gives each virtual node its own kubelet API port; a port another lab holds
-// is skipped. 4,000 ports: make bench's 1,000 Sites of 3 nodes are 3,000 virtual nodes.
-const labNodePorts = "21000-24999"
-
 var (
 	providerProcess = vk8sProcess{component: "vk8s-provider", subcommand: "provider",
 		args: func(l *Lab, kubeconfig string, ports [3]int) []string {
@@ -150,8 +146,10 @@ var (
 				// The chart's Role grants the Lease there.
 				"--leader-elect-namespace", SystemNamespace,
 				"--node-address", "127.0.0.1",
+				// One listener for every virtual node (no --kubelet-node-ports): metrics-server
+				// follows each node's metrics.k8s.io/resource-metrics-path, and a listener per
+				// node is a port and a goroutine per node (docs/kubeletapi.md).
 				"--kubelet-port", strconv.Itoa(ports[0]),
-				"--kubelet-node-ports", labNodePorts,
 				"--kubelet-client-ca-file", l.CACertPath("host"),
 				"--kubelet-cert-dir", filepath.Join(l.cfg.Dir, "provider-certs"),
 				"--metrics-bind-address", "127.0.0.1:" + strconv.Itoa(ports[1]),

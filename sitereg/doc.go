@@ -89,7 +89,11 @@ limitations under the License.
 // virtualNodes ("<site>-<node>" per node in PerNode mode, "<site>" in Aggregate mode,
 // sorted) come from the node cache. While a site is unreachable they keep their last
 // values, and lastHeartbeatTime stays at the last successful probe, so the Site's virtual
-// nodes stay in place.
+// nodes stay in place. The status is written when it changes; a new lastHeartbeatTime
+// alone is written at most every half interval (coalesceHeartbeat), so that Sites
+// reconciled between their heartbeats (a node of their cluster, a Site sharing their
+// connection) do not each write one, and a Site's own requeue writes it: it is never older
+// than about 1.6 intervals (half an interval of a shared probe, the requeue and its jitter).
 //
 // # Virtual node names
 //

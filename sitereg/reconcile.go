@@ -81,10 +81,12 @@ func (r *Registry) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result
 	// event often triggers the next reconcile at once); what it wrote is the better basis
 	// for transition times and for deciding which Events are due.
 	base := site.DeepCopy()
-	if last := r.lastStatus(site); last != nil {
+	last := r.lastStatus(site)
+	if last != nil {
 		base.Status = *last
 	}
-	status := siteStatus(base, obs, r.now())
+	now := r.now()
+	status := coalesceHeartbeat(last, siteStatus(base, obs, now), now, r.cfg.HeartbeatInterval)
 	if !equality.Semantic.DeepEqual(site.Status, status) {
 		patch := client.MergeFrom(site.DeepCopy())
 		site.Status = status
@@ -106,6 +108,21 @@ func (r *Registry) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result
 	r.metrics.setSite(site.Name, obs.err == nil,
 		meta.IsStatusConditionTrue(status.Conditions, vk8sv1.ConditionReady), status.NodeCount, obs.heartbeat)
 	return ctrl.Result{RequeueAfter: requeue}, nil
+}
+
+// coalesceHeartbeat keeps the lastHeartbeatTime this process wrote (written; nil: none yet)
+// in status when nothing else changed and it is younger than half the heartbeat interval:
+// Sites reconciled between their heartbeats (a node of their cluster changed, a Site
+// sharing their connection was edited) do not each write a new time. The heartbeat a
+// Site's own requeue brings, an interval after the last, is written, so that it is never
+// older than the interval and a requeue's jitter.
+func coalesceHeartbeat(written *vk8sv1.SiteStatus, status vk8sv1.SiteStatus, now time.Time, interval time.Duration) vk8sv1.SiteStatus {
+	if written == nil || written.LastHeartbeatTime == nil || !heartbeatOnly(*written, status) ||
+		now.Sub(written.LastHeartbeatTime.Time) >= interval/2 {
+		return status
+	}
+	status.LastHeartbeatTime = written.LastHeartbeatTime.DeepCopy()
+	return status
 }
 
 // heartbeatOnly says whether b differs from a in lastHeartbeatTime alone: a probe that

@@ -382,3 +382,34 @@ func TestTransitionEvents(t *testing.T) {
 		})
 	}
 }
+
+// TestCoalesceHeartbeat: a reconcile between heartbeats that changes nothing but the time
+// writes nothing; the heartbeat due after an interval, a change, or a first write go out.
+func TestCoalesceHeartbeat(t *testing.T) {
+	at := func(d time.Duration) *metav1.Time {
+		t := metav1.NewTime(time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC).Add(d))
+		return &t
+	}
+	ready := []metav1.Condition{{Type: vk8sv1.ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonNodesReady}}
+	written := &vk8sv1.SiteStatus{LastHeartbeatTime: at(0), NodeCount: 3, Conditions: ready}
+	for _, tc := range []struct {
+		name    string
+		written *vk8sv1.SiteStatus
+		status  vk8sv1.SiteStatus
+		now     time.Duration
+		want    *metav1.Time
+	}{
+		{"between heartbeats: kept", written, vk8sv1.SiteStatus{LastHeartbeatTime: at(10 * time.Second), NodeCount: 3, Conditions: ready}, 10 * time.Second, at(0)},
+		{"half an interval on: written", written, vk8sv1.SiteStatus{LastHeartbeatTime: at(15 * time.Second), NodeCount: 3, Conditions: ready}, 15 * time.Second, at(15 * time.Second)},
+		{"the interval on: written", written, vk8sv1.SiteStatus{LastHeartbeatTime: at(31 * time.Second), NodeCount: 3, Conditions: ready}, 31 * time.Second, at(31 * time.Second)},
+		{"something else changed: written", written, vk8sv1.SiteStatus{LastHeartbeatTime: at(5 * time.Second), NodeCount: 4, Conditions: ready}, 5 * time.Second, at(5 * time.Second)},
+		{"nothing written by this process yet: written", nil, vk8sv1.SiteStatus{LastHeartbeatTime: at(5 * time.Second), NodeCount: 3, Conditions: ready}, 5 * time.Second, at(5 * time.Second)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := coalesceHeartbeat(tc.written, tc.status, at(tc.now).Time, 30*time.Second)
+			if !got.LastHeartbeatTime.Equal(tc.want) {
+				t.Errorf("lastHeartbeatTime %v, want %v", got.LastHeartbeatTime, tc.want)
+			}
+		})
+	}
+}

@@ -259,7 +259,7 @@ func dropped(key string) bool {
 }
 
 // siteConditions copies the site node's conditions without their heartbeat times: the
-// NodeController sets its own, and a site heartbeat alone is no change worth a write.
+// provider's heartbeats set their own, and a site heartbeat alone is no change worth a write.
 func siteConditions(in []corev1.NodeCondition) []corev1.NodeCondition {
 	out := make([]corev1.NodeCondition, len(in))
 	copy(out, in)

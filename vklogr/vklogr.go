@@ -27,7 +27,7 @@ import (
 )
 
 // New returns virtual-kubelet's logger writing to l: virtual-kubelet's default discards
-// everything, and without it the NodeControllers' and the PodController's errors would not
+// everything, and without it the PodController's errors would not
 // be seen. Debug goes to V(1), warnings to Info with level=warning, Fatal to Error (a
 // library must not end the process).
 func New(l logr.Logger) vklog.Logger { return vkLogger{l} }

@@ -16,13 +16,13 @@ limitations under the License.
 
 // Package vnode runs the virtual nodes: for every site of the site registry, the host Nodes
 // that package translate's VirtualNodes makes of the site's nodes (one per real node in
-// PerNode mode, one per site in Aggregate mode), each kept alive by a virtual-kubelet
-// NodeController (its Lease and its status).
+// PerNode mode, one per site in Aggregate mode), kept alive together: one set of workers
+// registers them all, renews their Leases and writes their status.
 //
 // # Nodes
 //
-// Nodes is a controller keyed by Site: it starts, updates and stops the NodeControllers
-// of a site so that they run what VirtualNodes makes of its nodes now, brings the host
+// Nodes is a controller keyed by Site: it starts, updates and stops the heartbeats of a
+// site's virtual nodes so that they show what VirtualNodes makes of its nodes now, brings the host
 // Node's spec (unschedulable, taints) along, and registers again a virtual node deleted
 // behind its back. A name that another Site
 // keeps (sitereg's Collisions) is neither registered nor deleted for the site. A site that does not answer
@@ -44,11 +44,22 @@ limitations under the License.
 //
 // # Heartbeats
 //
-// With NodesConfig.HeartbeatConfig the NodeControllers renew Leases and write status with a
-// host client of their own, whose rate limit grows with the virtual nodes running, so that
-// renewals neither wait behind the pods' requests nor run out of a budget sized for fewer
-// nodes. An unchanged status is written every StatusInterval (default 5 minutes, as a
-// kubelet's nodeStatusReportFrequency): the host tells a node's health by its Lease.
+// The heartbeats of all virtual nodes run on NodesConfig.HeartbeatWorkers workers (default
+// 64) fed by one delaying work queue that holds each node's next due time, as kwok keeps
+// thousands of nodes: the goroutines and timers do not grow with the nodes (virtual-kubelet's
+// NodeController, one per node, ran three loops each). A worker registers a node (a create
+// when the host's cache does not have it, otherwise a patch of its status and a create if
+// the patch finds none: a Node deleted behind the provider's back comes back), renews its Lease in kube-node-lease every quarter of
+// LeaseDurationSeconds (default 40 s, as a kubelet), owned by the Node, and writes its
+// status, labels and annotations at once when they change, otherwise every StatusInterval
+// (default 5 minutes, as a kubelet's nodeStatusReportFrequency): the host tells a node's
+// health by its Lease. A status write is one strategic merge patch from what the process
+// wrote last, so that what it no longer shows goes and what others write stays. A failed
+// call is tried again after 200 ms, doubling, at most a renewal apart.
+//
+// With NodesConfig.HeartbeatConfig the heartbeats use a host client of their own, whose
+// rate limit grows with the virtual nodes running, so that renewals neither wait behind the
+// pods' requests nor run out of a budget sized for fewer nodes.
 //
 // # Kubelet API endpoints
 //

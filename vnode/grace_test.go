@@ -40,7 +40,7 @@ import (
 	"github.com/vk8s-io/vk8s/translate"
 )
 
-// graceEnv is a Nodes whose NodeControllers write to a fake host, with a clock of its own.
+// graceEnv is a Nodes whose heartbeats write to a fake host, with a clock of its own.
 type graceEnv struct {
 	m        *Nodes
 	host     *clientfake.Clientset
@@ -68,11 +68,15 @@ func newGraceEnv(t *testing.T, cached ...client.Object) *graceEnv {
 	m.recorder = e.recorder
 	m.now = func() time.Time { return e.now }
 	ctx, cancel := context.WithCancel(t.Context())
-	m.ctx = ctx
-	close(m.started)
+	done := make(chan struct{})
+	go func() {
+		_ = m.Start(ctx)
+		close(done)
+	}()
+	<-m.started
 	t.Cleanup(func() {
 		cancel()
-		m.wg.Wait()
+		<-done
 	})
 	e.m = m
 	return e
@@ -92,15 +96,15 @@ func (e *graceEnv) node(site *vk8sv1.Site, n string) *corev1.Node {
 	return translate.VirtualNodes(site, []*corev1.Node{testSiteNode(n)}, "v1.35.4", translate.Endpoint{Address: "a", Port: 1})[0]
 }
 
-// running returns the virtual node name of site as its NodeController shows it, and when
+// running returns the virtual node name of site as its heartbeats show it, and when
 // it left the site (zero: it did not).
 func (e *graceEnv) running(t *testing.T, site, name string) (*corev1.Node, time.Time) {
 	t.Helper()
 	v := e.m.running[site][name]
 	if v == nil {
-		t.Fatalf("no NodeController runs %s of site %s", name, site)
+		t.Fatalf("no heartbeats for %s of site %s", name, site)
 	}
-	return v.provider.current(), v.left
+	return v.current(), v.left
 }
 
 func (e *graceEnv) deleted() []string {

@@ -30,17 +30,17 @@ const (
 	DefaultHostBurst = 200
 )
 
-// heartbeatRate is what one virtual node's NodeController asks of the host per second
-// when nothing changes: a Lease renewal every quarter of the Lease's duration (as
-// virtual-kubelet and a kubelet renew), and a GET and a PATCH of the Node every
-// statusInterval, doubled for conflicts, status changes and registration.
+// heartbeatRate is what one virtual node's heartbeats ask of the host per second when
+// nothing changes: a Lease renewal every quarter of the Lease's duration (as a kubelet
+// renews), and a PATCH of the Node every statusInterval (counted twice, as when it was a
+// GET and a PATCH), doubled for conflicts, status changes and registration.
 func heartbeatRate(leaseDurationSeconds int32, statusInterval time.Duration) float64 {
 	renew := time.Duration(leaseDurationSeconds) * time.Second / 4
 	return 2 * (1/renew.Seconds() + 2/statusInterval.Seconds())
 }
 
 // heartbeatLimiter is the client-side rate limit (client-go's flowcontrol.RateLimiter) of
-// the host client the NodeControllers renew Leases and write node status with. Their
+// the host client the heartbeats renew Leases and write node status with. Their
 // requests grow with the number of virtual nodes, so the limit does too: base plus perNode
 // for each virtual node running. A fixed limit either throttles the heartbeats once there
 // are enough nodes (100 requests a second are 1,000 Lease renewals every 10 s and nothing

@@ -26,13 +26,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vk8s-io/vk8s/vklogr"
-
 	"github.com/vk8s-io/vk8s/translate"
 
 	"github.com/go-logr/logr"
-	vklog "github.com/virtual-kubelet/virtual-kubelet/log"
-	"github.com/virtual-kubelet/virtual-kubelet/node"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -60,10 +56,10 @@ import (
 
 // NodesConfig configures the virtual node manager.
 type NodesConfig struct {
-	// Host is the host cluster's clientset; virtual-kubelet's NodeControllers write Nodes
+	// Host is the host cluster's clientset; the virtual nodes' heartbeats write Nodes
 	// and Leases with it unless HeartbeatConfig is set.
 	Host kubernetes.Interface
-	// HeartbeatConfig, when set, gives the NodeControllers a host client of their own,
+	// HeartbeatConfig, when set, gives the heartbeats a host client of their own,
 	// whose rate limit grows with the virtual nodes running (its QPS, or DefaultHostQPS,
 	// plus heartbeatRate for each), so that Lease renewals neither wait behind the pods'
 	// requests nor run out of a budget sized for fewer nodes. With QPS < 0 or a
@@ -81,11 +77,14 @@ type NodesConfig struct {
 	Endpoints NodeEndpoints
 	// LeaseDurationSeconds of the virtual nodes' Leases. Zero: 40, as a kubelet.
 	LeaseDurationSeconds int32
-	// StatusInterval is how often a NodeController rewrites an unchanged status (a
+	// StatusInterval is how often a virtual node's unchanged status is written again (a
 	// changed one is written at once). Zero: 5m, as a kubelet's nodeStatusReportFrequency:
 	// the host tells a node's health by its Lease, and at 3,000 virtual nodes every minute
 	// would be 100 requests a second (a GET and a PATCH each) for heartbeat times.
 	StatusInterval time.Duration
+	// HeartbeatWorkers is how many registrations, Lease renewals and status writes go to
+	// the host at once, for all virtual nodes. Zero: DefaultHeartbeatWorkers.
+	HeartbeatWorkers int
 	// Grace is how long a virtual node that no longer stands for a node of its Site (the
 	// Site was edited or deleted, or the site node went) stays, NotReady and unschedulable,
 	// with its pods, before it is deleted: an edit undone within it brings the node back
@@ -122,8 +121,8 @@ type NodeEndpoints interface {
 	RemoveNode(name string)
 }
 
-// Nodes runs one virtual-kubelet NodeController per virtual node and keeps the set of
-// virtual nodes equal to what translate.VirtualNodes makes of each site's nodes.
+// Nodes keeps the set of virtual nodes equal to what translate.VirtualNodes makes of each
+// site's nodes; its beats register them, renew their Leases and write their status.
 type Nodes struct {
 	cfg      NodesConfig
 	client   client.Client
@@ -131,20 +130,19 @@ type Nodes struct {
 	recorder events.EventRecorder
 	now      func() time.Time
 
-	// heartbeats is the client of the NodeControllers, limiter its rate limit (nil: none
-	// that follows the nodes).
+	// heartbeats is the client of the beats, limiter its rate limit (nil: none that
+	// follows the nodes).
 	heartbeats kubernetes.Interface
 	limiter    *heartbeatLimiter
+	beats      *beats
 
-	// ctx is the lifetime of the NodeControllers, set by Start; wg counts them.
-	ctx     context.Context //nolint:containedctx // the lifetime of the NodeControllers Reconcile starts
+	// started is closed by Start, when the beats run.
 	started chan struct{}
-	wg      sync.WaitGroup
 
 	// mu guards the outer map only: controller-runtime never reconciles one site twice at
 	// once, so a site's inner map is touched by one reconcile at a time.
 	mu sync.Mutex
-	// running maps site -> virtual node name -> its controller.
+	// running maps site -> virtual node name -> its heartbeat.
 	running map[string]map[string]*vnode
 	// held maps the name of a virtual node in its grace period to its site and the end of
 	// the grace period: another Site that makes the name waits until then.
@@ -157,33 +155,9 @@ type heldNode struct {
 }
 
 type vnode struct {
-	cancel   context.CancelFunc
-	done     <-chan struct{}
-	ready    <-chan struct{}
-	provider *nodeProvider
+	*beat
 	// left is when the node left its Site's set of virtual nodes; zero while it is in it.
 	left time.Time
-}
-
-// stop ends the NodeController and waits until it has.
-func (v *vnode) stop() {
-	v.cancel()
-	<-v.done
-}
-
-// stopped says whether the NodeController's Run has returned.
-func (v *vnode) stopped() bool { return closed(v.done) }
-
-// registered says whether the NodeController has registered the Node.
-func (v *vnode) registered() bool { return closed(v.ready) }
-
-func closed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
 }
 
 // hostNodeExists asks the cache, and when the cache says no, the API server: a Node the
@@ -217,6 +191,12 @@ func NewNodes(cfg NodesConfig) (*Nodes, error) {
 	if cfg.Grace == 0 {
 		cfg.Grace = DefaultGrace
 	}
+	if cfg.HeartbeatWorkers < 0 {
+		errs = append(errs, fmt.Errorf("heartbeat workers %d: want at least 1 (0: %d)", cfg.HeartbeatWorkers, DefaultHeartbeatWorkers))
+	}
+	if cfg.HeartbeatWorkers == 0 {
+		cfg.HeartbeatWorkers = DefaultHeartbeatWorkers
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("virtual nodes config: %w", err)
 	}
@@ -240,12 +220,13 @@ func NewNodes(cfg NodesConfig) (*Nodes, error) {
 		}
 		m.heartbeats = cs
 	}
+	m.beats = newBeats(m.heartbeats, cfg.LeaseDurationSeconds, cfg.StatusInterval, cfg.HeartbeatWorkers, m.limiter, m.log)
 	return m, nil
 }
 
-// The virtual nodes: virtual-kubelet's NodeControllers create them, write their status
-// and renew their Leases (in kube-node-lease, as kubelets do); vk8s patches their spec
-// (taints, unschedulable) and deletes those whose site node is gone.
+// The virtual nodes: the beats create them, write their status and renew their Leases (in
+// kube-node-lease, as kubelets do); vk8s patches their spec (taints, unschedulable) and
+// deletes those whose site node is gone.
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=nodes/status,verbs=patch
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update,namespace=kube-node-lease
@@ -256,6 +237,10 @@ func NewNodes(cfg NodesConfig) (*Nodes, error) {
 func (m *Nodes) SetupWithManager(mgr ctrl.Manager) error {
 	m.client = mgr.GetClient()
 	m.log = mgr.GetLogger().WithName("virtual-nodes")
+	m.beats.log = m.log
+	m.beats.exists = func(ctx context.Context, name string) bool {
+		return m.client.Get(ctx, client.ObjectKey{Name: name}, &corev1.Node{}) == nil
+	}
 	m.recorder = mgr.GetEventRecorder("virtual-nodes")
 	if err := mgr.Add(m); err != nil {
 		return err
@@ -280,13 +265,10 @@ func (m *Nodes) SetupWithManager(mgr ctrl.Manager) error {
 	return b.Complete(m)
 }
 
-// Start records the lifetime of the NodeControllers and, when it ends, waits for them; it
-// implements manager.Runnable.
+// Start runs the beats until ctx ends; it implements manager.Runnable.
 func (m *Nodes) Start(ctx context.Context) error {
-	m.ctx = ctx
 	close(m.started)
-	<-ctx.Done()
-	m.wg.Wait()
+	m.beats.run(ctx)
 	return nil
 }
 
@@ -363,7 +345,7 @@ func (m *Nodes) endpoints(ctx context.Context, site string, nodes []*corev1.Node
 	have := m.running[site]
 	current := map[string]int32{}
 	for name, v := range have {
-		current[name] = v.provider.current().Status.DaemonEndpoints.KubeletEndpoint.Port
+		current[name] = v.current().Status.DaemonEndpoints.KubeletEndpoint.Port
 	}
 	m.mu.Unlock()
 	for _, n := range nodes {
@@ -422,7 +404,7 @@ func (m *Nodes) disconnected(ctx context.Context, site *vk8sv1.Site, cause error
 	running := len(m.running[site.Name]) > 0
 	for _, v := range m.running[site.Name] {
 		if v.left.IsZero() {
-			want = append(want, v.provider.current())
+			want = append(want, v.current())
 		}
 	}
 	m.mu.Unlock()
@@ -445,7 +427,7 @@ func (m *Nodes) disconnected(ctx context.Context, site *vk8sv1.Site, cause error
 	return m.sync(ctx, siteState{name: site.Name, site: site, want: want})
 }
 
-// fromHost is a host Node as a NodeController registers it.
+// fromHost is a host Node as its heartbeats register it.
 func fromHost(n *corev1.Node) *corev1.Node {
 	n = n.DeepCopy()
 	n.ResourceVersion, n.UID, n.ManagedFields = "", "", nil
@@ -460,7 +442,7 @@ type siteState struct {
 	deleted bool
 	// want are the virtual nodes the site makes now.
 	want []*corev1.Node
-	// foreign are names another Site keeps (sitereg.Collision): a controller this site
+	// foreign are names another Site keeps (sitereg.Collision): the heartbeats this site
 	// ran for one stops, but the Node and its kubelet endpoint stay.
 	foreign map[string]bool
 	// clusterNodes lists the nodes of the site's cluster, to say why a virtual node left;
@@ -468,7 +450,7 @@ type siteState struct {
 	clusterNodes corelisters.NodeLister
 }
 
-// sync starts, updates and stops the NodeControllers of a site so that they run s.want.
+// sync starts, updates and stops the heartbeats of a site's virtual nodes so that they run s.want.
 // A virtual node the site no longer makes is kept for the grace period, NotReady and
 // unschedulable (translate.LeftSite), then deleted; one that the site makes again within
 // it is itself again. It returns when to sync again for a grace period that ends.
@@ -510,38 +492,27 @@ func (m *Nodes) sync(ctx context.Context, s siteState) (time.Duration, error) {
 		}
 		keep[n.Name] = true
 		v, ok := have[n.Name]
-		switch {
-		case !ok:
-		case v.stopped():
-			// Its registration failed (or it stopped); a new controller tries again and the
-			// error requeues the site with backoff.
-			errs = append(errs, fmt.Errorf("virtual node %s: controller stopped, restarting", n.Name))
-		case v.registered() && !m.hostNodeExists(ctx, n.Name):
-			// Deleted behind our back: a new controller registers it again at once.
-			v.stop()
-		default:
-			if !v.left.IsZero() {
-				back = append(back, n)
-				m.hold(n.Name, "", time.Time{})
-				v.left = time.Time{}
-			}
-			v.provider.update(n)
+		if !ok {
+			have[n.Name] = m.start(n)
 			continue
 		}
-		v, err := m.start(n)
-		if err != nil {
-			errs = append(errs, err)
-			delete(have, n.Name)
-			continue
+		if v.registered.Load() && !m.hostNodeExists(ctx, n.Name) {
+			// Deleted behind our back: registered again at once.
+			m.beats.reregister(n.Name)
 		}
-		have[n.Name] = v
+		if !v.left.IsZero() {
+			back = append(back, n)
+			m.hold(n.Name, "", time.Time{})
+			v.left = time.Time{}
+		}
+		m.beats.add(n)
 	}
 	for name, v := range have {
 		if keep[name] {
 			continue
 		}
 		if s.foreign[name] {
-			v.stop()
+			m.beats.remove(name)
 			delete(have, name)
 			m.hold(name, "", time.Time{})
 			continue
@@ -553,11 +524,11 @@ func (m *Nodes) sync(ctx context.Context, s siteState) (time.Duration, error) {
 			}
 			until := v.left.Add(m.cfg.Grace)
 			if now.Before(until) {
-				n, err := m.leaving(ctx, s, v.provider.current(), v.left, first)
+				n, err := m.leaving(ctx, s, v.current(), v.left, first)
 				if err != nil {
 					errs = append(errs, err)
 				}
-				v.provider.update(n)
+				m.beats.add(n)
 				m.hold(name, s.name, until)
 				if first {
 					left = append(left, n)
@@ -566,8 +537,8 @@ func (m *Nodes) sync(ctx context.Context, s siteState) (time.Duration, error) {
 				continue
 			}
 		}
-		deleted = append(deleted, v.provider.current())
-		v.stop()
+		deleted = append(deleted, v.current())
+		m.beats.remove(name)
 		delete(have, name)
 		m.hold(name, "", time.Time{})
 		m.released(name)
@@ -583,7 +554,7 @@ func (m *Nodes) sync(ctx context.Context, s siteState) (time.Duration, error) {
 			}
 		}
 	}
-	// Virtual nodes of this site that no controller runs (left by an earlier process): they
+	// Virtual nodes of this site without heartbeats here (left by an earlier process): they
 	// wait out a grace period too, from when they left if an earlier process marked them.
 	var hostNodes corev1.NodeList
 	if err := m.client.List(ctx, &hostNodes, client.MatchingLabels{vk8sv1.LabelSite: s.name, vk8sv1.LabelType: vk8sv1.TypeVirtualKubelet}); err != nil {
@@ -607,11 +578,7 @@ func (m *Nodes) sync(ctx context.Context, s siteState) (time.Duration, error) {
 			if err := m.endpoints(ctx, s.name, []*corev1.Node{n}); err != nil {
 				errs = append(errs, err)
 			}
-			v, err := m.start(n)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
+			v := m.start(n)
 			v.left = since
 			have[name] = v
 			m.hold(name, s.name, until)
@@ -677,46 +644,14 @@ func (m *Nodes) heldElsewhere(name, site string) (time.Time, bool) {
 	return h.until, ok && h.site != site
 }
 
-// start runs a NodeController for n until the manager stops or n's site drops it.
-func (m *Nodes) start(n *corev1.Node) (*vnode, error) {
-	p := newNodeProvider(n)
-	nodes := m.heartbeats.CoreV1().Nodes()
-	nc, err := node.NewNodeController(p, n.DeepCopy(), nodes,
-		node.WithNodeEnableLeaseV1(m.heartbeats.CoordinationV1().Leases(corev1.NamespaceNodeLease), m.cfg.LeaseDurationSeconds),
-		node.WithNodeStatusUpdateInterval(m.cfg.StatusInterval),
-		node.WithNodeStatusUpdateErrorHandler(func(ctx context.Context, err error) error {
-			// The Node was deleted behind our back: register it again.
-			if !apierrors.IsNotFound(err) {
-				return err
-			}
-			_, err = nodes.Create(ctx, p.current(), metav1.CreateOptions{})
-			return err
-		}),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("virtual node %s: %w", n.Name, err)
-	}
-	ctx, cancel := context.WithCancel(m.ctx)
-	ctx = vklog.WithLogger(ctx, vklogr.New(m.log.WithValues("node", n.Name)))
-	m.wg.Add(2)
-	m.limiter.add(1)
-	go func() {
-		defer m.wg.Done()
-		defer m.limiter.add(-1)
-		if err := nc.Run(ctx); err != nil && ctx.Err() == nil {
-			m.log.Error(err, "node controller stopped", "node", n.Name)
-		}
-	}()
-	go func() {
-		defer m.wg.Done()
-		p.pump(ctx, nc.Ready())
-	}()
+// start starts the heartbeats of virtual node n.
+func (m *Nodes) start(n *corev1.Node) *vnode {
 	m.log.Info("virtual node started", "node", n.Name, "site", n.Labels[vk8sv1.LabelSite])
-	return &vnode{cancel: cancel, done: nc.Done(), ready: nc.Ready(), provider: p}, nil
+	return &vnode{beat: m.beats.add(n)}
 }
 
 // syncSpec brings the host Node's spec (unschedulable, taints) to n's: virtual-kubelet's
-// NodeController only writes status, labels and annotations.
+// heartbeats only write status, labels and annotations.
 func (m *Nodes) syncSpec(ctx context.Context, n *corev1.Node) error {
 	cur := &corev1.Node{}
 	if err := m.client.Get(ctx, client.ObjectKey{Name: n.Name}, cur); err != nil {

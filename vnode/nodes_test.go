@@ -17,9 +17,7 @@ limitations under the License.
 package vnode
 
 import (
-	"context"
 	"testing"
-	"time"
 
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 
@@ -37,74 +35,6 @@ func testNode(cpu string) *corev1.Node {
 			Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}},
 		},
 	}
-}
-
-// TestPumpSendsLatestOnlyAfterReady covers the contract with virtual-kubelet's
-// NodeController: nothing is sent before the node is registered (its loop does not read
-// yet), updates made meanwhile are not lost, and an unchanged node is not sent again.
-func TestPumpSendsLatestOnlyAfterReady(t *testing.T) {
-	p := newNodeProvider(testNode("1"))
-	got := make(chan *corev1.Node, 10)
-	p.NotifyNodeStatus(t.Context(), func(n *corev1.Node) { got <- n })
-	ready := make(chan struct{})
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { p.pump(ctx, ready); close(done) }()
-
-	p.update(testNode("2"))
-	p.update(testNode("3"))
-	select {
-	case n := <-got:
-		t.Fatalf("sent %v before the node was registered", n.Status.Allocatable)
-	case <-time.After(50 * time.Millisecond):
-	}
-	close(ready)
-	select {
-	case n := <-got:
-		if cpu := n.Status.Allocatable[corev1.ResourceCPU]; cpu.String() != "3" {
-			t.Errorf("first send has cpu %s, want the latest, 3", cpu.String())
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the update made before registration was never sent")
-	}
-
-	p.update(testNode("3")) // no change
-	p.update(testNode("4"))
-	select {
-	case n := <-got:
-		if cpu := n.Status.Allocatable[corev1.ResourceCPU]; cpu.String() != "4" {
-			t.Errorf("sent cpu %s, want 4 (an unchanged node is not sent)", cpu.String())
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("update not sent")
-	}
-	cancel()
-	<-done
-}
-
-// TestUpdateNeverBlocks: the manager calls update while the controller's channel is full.
-func TestUpdateNeverBlocks(t *testing.T) {
-	p := newNodeProvider(testNode("1"))
-	block := make(chan struct{})
-	p.NotifyNodeStatus(t.Context(), func(*corev1.Node) { <-block })
-	ready := make(chan struct{})
-	close(ready)
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	go p.pump(ctx, ready)
-	finished := make(chan struct{})
-	go func() {
-		for i := 2; i < 100; i++ {
-			p.update(testNode("1" + string(rune('0'+i%10))))
-		}
-		close(finished)
-	}()
-	select {
-	case <-finished:
-	case <-time.After(5 * time.Second):
-		t.Fatal("update blocked behind a busy NodeController")
-	}
-	close(block)
 }
 
 func TestWithTaintsKeepsOthers(t *testing.T) {
