@@ -50,6 +50,7 @@ import (
 	"github.com/vk8s-io/vk8s/api/scheme"
 	"github.com/vk8s-io/vk8s/election"
 	"github.com/vk8s-io/vk8s/kubeletapi"
+	"github.com/vk8s-io/vk8s/shard"
 	"github.com/vk8s-io/vk8s/siteadm"
 	"github.com/vk8s-io/vk8s/sitereg"
 	"github.com/vk8s-io/vk8s/storage"
@@ -110,6 +111,18 @@ type Config struct {
 	// looked at, and renewed once half of their lifetime has passed (siteadm.Renewer), in
 	// the Secrets of LeaderElectionNamespace. Zero: siteadm.DefaultRenewInterval.
 	TokenRenewInterval time.Duration
+	// Shard shares the Sites among the replicas (package shard): every replica acts for
+	// the Sites it owns (their connections, virtual nodes, pods and copies), and the
+	// leader elected through LeaderElection runs only what is host-wide (the storage
+	// provisioner, the site token renewer, the tenancy controllers). It requires
+	// LeaderElection.
+	Shard bool
+	// Shards is the number of shards the Sites are hashed into; every replica must use
+	// the same. Zero: shard.DefaultShards.
+	Shards int
+	// ShardIdentity names this replica among the members. Empty: shard.DefaultIdentity
+	// (the host name, a pod's name, with a random suffix).
+	ShardIdentity string
 	// SkipNameValidation lets a process run the provider more than once (tests):
 	// controller-runtime refuses a controller name it has seen before.
 	SkipNameValidation bool
@@ -220,6 +233,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := translate.ValidTenant(cfg.Tenant); err != nil {
 		return fmt.Errorf("provider: %w", err)
 	}
+	if cfg.Shard && !cfg.LeaderElection {
+		return errors.New("provider: --shard needs --leader-elect: the host-wide work (storage, token renewal, tenancy) runs on one elected replica")
+	}
 	hostScheme, err := scheme.New()
 	if err != nil {
 		return err
@@ -270,15 +286,43 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	regCfg := cfg.Registry
 	regCfg.Claim = claim
+	// perSite adds what acts for Sites: on the leader alone, or, with sharding, on every
+	// replica for the Sites it owns.
+	perSite := mgr
+	var (
+		sharder *shard.Sharder
+		changes <-chan struct{}
+	)
+	if cfg.Shard {
+		if sharder, err = newSharder(host, cfg); err != nil {
+			return fmt.Errorf("provider: %w", err)
+		}
+		regCfg.Owns = sharder.Owns
+		changes = sharder.Watch()
+		perSite = shardedManager{mgr}
+		// An error of the sharder (its member Lease not renewed in time: it stopped acting)
+		// stops the process, as a leader that lost its election.
+		if err := perSite.Add(manager.RunnableFunc(sharder.Run)); err != nil {
+			return err
+		}
+		cfg.Logger.Info("Sharding the Sites among the replicas", "identity", sharder.Identity(), "shards", sharder.Shards())
+	}
 	reg, err := sitereg.New(regCfg)
 	if err != nil {
 		return err
+	}
+	if sharder != nil {
+		if err := perSite.Add(manager.RunnableFunc(func(ctx context.Context) error {
+			return followOwnership(ctx, sharder, changes, mgr.GetClient(), reg)
+		})); err != nil {
+			return err
+		}
 	}
 	siteEvents := reg.Watch()
 	podSiteEvents := reg.Watch()
 	mirrorSiteEvents := reg.Watch()
 	tenancySiteEvents := reg.Watch()
-	if err := reg.SetupWithManager(ctx, mgr); err != nil {
+	if err := reg.SetupWithManager(ctx, perSite); err != nil {
 		return fmt.Errorf("site registry: %w", err)
 	}
 	hostClient := mgr.GetClient()
@@ -310,10 +354,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	if err := mgr.Add(lifecycle); err != nil {
+	if err := perSite.Add(lifecycle); err != nil {
 		return err
 	}
-	if err := mgr.Add(lifecycle.mirror); err != nil {
+	if err := perSite.Add(lifecycle.mirror); err != nil {
 		return err
 	}
 	// The site tokens that `vk8s site join` issued, renewed before they expire, in the
@@ -344,7 +388,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			return err
 		}
-		if err := mgr.Add(manager.RunnableFunc(api.Run)); err != nil {
+		if err := perSite.Add(manager.RunnableFunc(api.Run)); err != nil {
 			return err
 		}
 		nodesCfg.Endpoints = api
@@ -353,7 +397,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	if err := nodes.SetupWithManager(mgr); err != nil {
+	if err := nodes.SetupWithManager(perSite); err != nil {
 		return fmt.Errorf("virtual nodes: %w", err)
 	}
 	// VirtualSite status, and the namespaces and isolation NetworkPolicies of
