@@ -51,8 +51,8 @@ limitations under the License.
 //
 // A replica that stops cleanly (Run's context ends) stops acting, clears the holder of its
 // shards and deletes its member Lease: the others take over at their next look. One that
-// dies is noticed LeaseDuration after its last renewal: with the defaults (8 s, 5 s, 1 s),
-// its Sites have a new owner within about 10 s.
+// dies is noticed LeaseDuration after its last renewal: with the defaults (10 s, 7 s,
+// 1 s), its Sites have a new owner within about 12 s.
 //
 // # Permissions
 //

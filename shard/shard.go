@@ -58,12 +58,14 @@ const (
 )
 
 // Defaults: a replica that dies is noticed LeaseDuration after its last renewal at most a
-// RetryPeriod late, and its shards are taken at the next RetryPeriod: within 10 s, well
+// RetryPeriod late, and its shards are taken at the next RetryPeriod: within 12 s, well
 // inside the 40 s for which the host keeps a virtual node Ready without a Lease renewal.
+// A replica stops acting when its renewals have failed for RenewDeadline: 7 s leaves room
+// for an API server that answers slowly without letting the others take over too soon.
 const (
 	DefaultShards        = 64
-	DefaultLeaseDuration = 8 * time.Second
-	DefaultRenewDeadline = 5 * time.Second
+	DefaultLeaseDuration = 10 * time.Second
+	DefaultRenewDeadline = 7 * time.Second
 	DefaultRetryPeriod   = time.Second
 )
 
