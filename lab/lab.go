@@ -56,6 +56,9 @@ type Config struct {
 	// Without either, the site nodes stay at loopback (docs/lab.md, "The kubelet network")
 	// and the sites bind no claims.
 	LabBinary string
+	// ProviderReplicas is the number of provider processes Up runs; more than one share
+	// the Sites (`vk8s provider --shard`, docs/provider.md). Zero: what the lab has, or 1.
+	ProviderReplicas int
 }
 
 const (
@@ -63,6 +66,8 @@ const (
 	defaultNodes = 3
 	maxSites     = 100
 	maxNodes     = 500
+	// maxProviderReplicas bounds ProviderReplicas; Down stops that many.
+	maxProviderReplicas = 10
 
 	// readyTimeout bounds the wait for one cluster's API server after kwokctl started it.
 	readyTimeout = 2 * time.Minute
@@ -85,7 +90,11 @@ type state struct {
 	Sites    int          `json:"sites"`
 	Nodes    int          `json:"nodes"`
 	Provider *daemonState `json:"provider,omitempty"`
-	Webhook  *daemonState `json:"webhook,omitempty"`
+	// ProviderReplicas is the number of provider processes (0: one); Providers are the
+	// second and later.
+	ProviderReplicas int            `json:"providerReplicas,omitempty"`
+	Providers        []*daemonState `json:"providers,omitempty"`
+	Webhook          *daemonState   `json:"webhook,omitempty"`
 	// NodeIP is the site nodes' InternalIP, fixed when the sites are made: the namespace
 	// end of the lab's kubelet network, or 127.0.0.1 (kubeletnet.go). Empty: a lab from
 	// before it was recorded, whose kwok gives its nodes no InternalIP.
@@ -105,6 +114,9 @@ func New(cfg Config) (*Lab, error) {
 	}
 	if cfg.Nodes < 0 || cfg.Nodes > maxNodes {
 		return nil, fmt.Errorf("--nodes %d: want 1 to %d", cfg.Nodes, maxNodes)
+	}
+	if cfg.ProviderReplicas < 0 || cfg.ProviderReplicas > maxProviderReplicas {
+		return nil, fmt.Errorf("--provider-replicas %d: want 1 to %d", cfg.ProviderReplicas, maxProviderReplicas)
 	}
 	if cfg.Dir == "" {
 		base := os.Getenv("XDG_STATE_HOME")
