@@ -20,8 +20,10 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -172,6 +174,9 @@ func TestShardedProviders(t *testing.T) {
 	})
 	waitPodsIntact(t, host, ns, siteNamespace, want, nil, deleted)
 	before := sitePodUIDs(t, siteNamespace)
+	for _, id := range replicas {
+		t.Logf("replica %s: %d Sites, RSS %.1f MiB", id, len(owners[id]), rssMiB(procs[id].cmd.Process.Pid))
+	}
 
 	// Watch the victim's virtual nodes from now on: not one may leave Ready.
 	watchCtx, stopWatch := context.WithCancel(t.Context())
@@ -254,6 +259,21 @@ func TestShardedProviders(t *testing.T) {
 	}
 	waitPodsIntact(t, host, ns, siteNamespace, want, before, deleted)
 	t.Logf("all %d pods Running and intact %s after the kill", len(want), time.Since(killed).Round(100*time.Millisecond))
+}
+
+// rssMiB is a process's resident memory in MiB (0 when it cannot be read).
+func rssMiB(pid int) float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(raw), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
+			return float64(kb) / 1024
+		}
+	}
+	return 0
 }
 
 // shardHolders reads the holder of each shard Lease.
