@@ -114,7 +114,7 @@ func TestShardedProviders(t *testing.T) {
 		return out, nil
 	}
 	start := time.Now()
-	waitFor(t, "every Site's virtual node Ready", func(ctx context.Context) (bool, error) {
+	waitLong(t, "every Site's virtual node Ready", func(ctx context.Context) (bool, error) {
 		r, err := ready(ctx)
 		if err != nil {
 			return false, err
@@ -127,7 +127,7 @@ func TestShardedProviders(t *testing.T) {
 		return true, nil
 	})
 	plan := shard.Plan(shard.DefaultShards, replicas)
-	waitFor(t, "the shards owned as the hashing says", func(ctx context.Context) (bool, error) {
+	waitLong(t, "the shards owned as the hashing says", func(ctx context.Context) (bool, error) {
 		holders, err := shardHolders(ctx, host)
 		if err != nil {
 			return false, err
@@ -274,6 +274,14 @@ func rssMiB(pid int) float64 {
 		}
 	}
 	return 0
+}
+
+// waitLong is waitFor with three minutes: 27 Sites connecting on a shared machine.
+func waitLong(t *testing.T, what string, cond func(context.Context) (bool, error)) {
+	t.Helper()
+	if err := wait.PollUntilContextTimeout(t.Context(), 500*time.Millisecond, 3*time.Minute, true, cond); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
 }
 
 // shardHolders reads the holder of each shard Lease.
