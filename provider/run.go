@@ -489,7 +489,7 @@ func (m shardedManager) Add(r manager.Runnable) error { return m.Manager.Add(eve
 func newSharder(host kubernetes.Interface, cfg Config) (*shard.Sharder, error) {
 	return shard.New(shard.Config{
 		Client: host, Namespace: cfg.LeaderElectionNamespace, Identity: cfg.ShardIdentity, Shards: cfg.Shards,
-		Log: cfg.Logger.WithName("shard"),
+		Log: cfg.Logger.WithName("shard"), MetricsRegisterer: cfg.MetricsRegisterer,
 	})
 }
 

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -40,6 +41,9 @@ import (
 	coordinationlisters "k8s.io/client-go/listers/coordination/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/vk8s-io/vk8s/promreg"
 )
 
 // LabelRole marks the Leases of the sharding: RoleMember for a replica's, RoleShard for a
@@ -92,6 +96,9 @@ type Config struct {
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	// Log receives what the replica takes and gives away.
 	Log logr.Logger
+	// MetricsRegisterer receives vk8s_shard_owned_shards and vk8s_shard_members. Nil:
+	// controller-runtime's metrics.Registry.
+	MetricsRegisterer prometheus.Registerer
 }
 
 // DefaultIdentity is the host name (a pod's name) with a random suffix, so that a
@@ -132,6 +139,8 @@ type Sharder struct {
 	handoff  map[int]time.Time
 	members  []string
 	watchers []chan struct{}
+
+	ownedGauge, membersGauge prometheus.Gauge
 }
 
 type observation struct {
@@ -183,12 +192,28 @@ func New(cfg Config) (*Sharder, error) {
 	if cfg.Log.GetSink() == nil {
 		cfg.Log = logr.Discard()
 	}
+	if cfg.MetricsRegisterer == nil {
+		cfg.MetricsRegisterer = ctrlmetrics.Registry
+	}
+	owned, err := promreg.Register(cfg.MetricsRegisterer, prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "vk8s_shard_owned_shards", Help: "Shards of the Sites this replica acts for (package shard).",
+	}))
+	if err != nil {
+		return nil, err
+	}
+	members, err := promreg.Register(cfg.MetricsRegisterer, prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "vk8s_shard_members", Help: "Provider replicas this replica takes for alive, itself included.",
+	}))
+	if err != nil {
+		return nil, err
+	}
 	factory := informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0, informers.WithNamespace(cfg.Namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = LabelRole }))
 	inf := factory.Coordination().V1().Leases()
 	return &Sharder{
 		cfg: cfg, informer: inf.Informer(), leases: inf.Lister().Leases(cfg.Namespace),
 		owned: make([]bool, cfg.Shards), seen: map[string]observation{}, handoff: map[int]time.Time{},
+		ownedGauge: owned, membersGauge: members,
 	}, nil
 }
 
@@ -343,6 +368,7 @@ func (s *Sharder) tick(ctx context.Context) error {
 	}
 	slices.Sort(members)
 	s.members = members
+	s.membersGauge.Set(float64(len(members)))
 	s.mu.Unlock()
 
 	var errs []error
@@ -432,6 +458,11 @@ func (s *Sharder) set(i int, owned bool) {
 	defer s.mu.Unlock()
 	if s.owned[i] != owned {
 		s.owned[i] = owned
+		if owned {
+			s.ownedGauge.Inc()
+		} else {
+			s.ownedGauge.Dec()
+		}
 		s.notifyLocked()
 	}
 }
@@ -440,6 +471,7 @@ func (s *Sharder) dropAllLocked() {
 	for i := range s.owned {
 		s.owned[i] = false
 	}
+	s.ownedGauge.Set(0)
 	s.notifyLocked()
 }
 

@@ -30,6 +30,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/testr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -71,7 +73,8 @@ func startReplica(t *testing.T, cfg *rest.Config, id string) *replica {
 		t.Fatal(err)
 	}
 	r.s, err = New(Config{Client: cs, Namespace: "vk8s-system", Identity: id, Shards: testN,
-		LeaseDuration: testLease, RenewDeadline: testRenew, RetryPeriod: testRetry, Log: testr.New(t).WithName(id)})
+		LeaseDuration: testLease, RenewDeadline: testRenew, RetryPeriod: testRetry, Log: testr.New(t).WithName(id),
+		MetricsRegisterer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +210,14 @@ func TestLeases(t *testing.T) {
 	took = o.settled(t, []string{"a", "d"}, testLease)
 	t.Logf("a replica stopped cleanly; its shards moved in %v", took)
 
-	// The dead replica's member Lease is deleted in time; the stopped one's is gone.
+	if got, want := testutil.ToFloat64(a.s.ownedGauge), float64(len(a.s.Owned())); got != want || want == 0 {
+		t.Errorf("vk8s_shard_owned_shards of a = %v, want %v (and not 0)", got, want)
+	}
+	if got := testutil.ToFloat64(a.s.membersGauge); got != 2 {
+		t.Errorf("vk8s_shard_members of a = %v, want 2 (a and d)", got)
+	}
+
+	// The stopped one's member Lease is gone.
 	members, err := cs.CoordinationV1().Leases("vk8s-system").List(t.Context(), metav1.ListOptions{LabelSelector: LabelRole + "=" + RoleMember})
 	if err != nil {
 		t.Fatal(err)
