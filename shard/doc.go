@@ -49,6 +49,10 @@ limitations under the License.
 //     RenewDeadline (shorter than LeaseDuration), before any other replica can take it for
 //     dead; Run then returns an error, and the process should exit.
 //
+// A replica that starts only announces itself for two RetryPeriods before it takes a
+// shard, so that replicas started together (a Deployment's) see each other first instead
+// of the first taking every shard and handing most of them on.
+//
 // A replica that stops cleanly (Run's context ends) stops acting, clears the holder of its
 // shards and deletes its member Lease: the others take over at their next look. One that
 // dies is noticed LeaseDuration after its last renewal: with the defaults (10 s, 7 s,

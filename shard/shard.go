@@ -141,7 +141,14 @@ type Sharder struct {
 	watchers []chan struct{}
 
 	ownedGauge, membersGauge prometheus.Gauge
+	// joined is when Run began: for its first settleTicks looks the replica only
+	// announces itself, so that replicas started together see each other before they take
+	// shards, rather than the first taking all and handing most on.
+	joined time.Time
 }
+
+// settleTicks is how many RetryPeriods a replica only announces itself.
+const settleTicks = 2
 
 type observation struct {
 	resourceVersion string
@@ -287,6 +294,9 @@ func (s *Sharder) Run(ctx context.Context) error {
 		return nil
 	}
 	defer s.release(ctx)
+	s.mu.Lock()
+	s.joined = time.Now()
+	s.mu.Unlock()
 	t := time.NewTicker(s.cfg.RetryPeriod)
 	defer t.Stop()
 	for {
@@ -434,7 +444,7 @@ func (s *Sharder) settle(ctx context.Context, i int, l *coordinationv1.Lease, de
 		delete(s.handoff, i)
 		s.mu.Unlock()
 		return nil
-	case desired == me && (holder == "" || !live[holder]):
+	case desired == me && (holder == "" || !live[holder]) && now.Sub(s.joinedAt()) >= settleTicks*s.cfg.RetryPeriod:
 		if err := s.write(ctx, i, l, me); err != nil {
 			if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
 				return nil // someone wrote it meanwhile: look again next time
@@ -450,6 +460,12 @@ func (s *Sharder) settle(ctx context.Context, i int, l *coordinationv1.Lease, de
 		}
 		return nil
 	}
+}
+
+func (s *Sharder) joinedAt() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.joined
 }
 
 // set records whether this replica acts for shard i, and tells the watchers.
