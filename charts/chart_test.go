@@ -580,11 +580,12 @@ func TestDeploymentsDisabled(t *testing.T) {
 // type with a message that names the value and the type.
 func TestSchemaRefusesWrongTypes(t *testing.T) {
 	for set, want := range map[string][]string{
-		"webhook.replicaCount=two":  {"/webhook/replicaCount", "integer"},
-		"crds.enabled=yes":          {"/crds/enabled", "boolean"},
-		"webhook.timeoutSeconds=60": {"/webhook/timeoutSeconds", "30"},
-		"tenant=my-company":         {"/tenant", "[a-z0-9]{1,20}"},
-		"provider.replicas=3":       {"replicas"},
+		"webhook.replicaCount=two":      {"/webhook/replicaCount", "integer"},
+		"crds.enabled=yes":              {"/crds/enabled", "boolean"},
+		"webhook.timeoutSeconds=60":     {"/webhook/timeoutSeconds", "30"},
+		"tenant=my-company":             {"/tenant", "[a-z0-9]{1,20}"},
+		"provider.replicas=3":           {"replicas"},
+		"provider.sharding.shards=5000": {"/provider/sharding/shards", "maximum"},
 	} {
 		out, err := helm(t, "template", release, chart, "--set", set)
 		if err == nil {
@@ -630,6 +631,47 @@ func TestFlavorsMatchTheCode(t *testing.T) {
 			l["app.kubernetes.io/managed-by"] != "Helm" {
 			t.Errorf("WorkloadFlavor %s of a first install: annotations %v, labels %v; want a post-install hook with the release's ownership metadata", f.GetName(), a, l)
 		}
+	}
+}
+
+// TestSharding checks that sharding is off by default (one elected replica acts), and that
+// provider.sharding passes --shard and --shards to every replica.
+func TestSharding(t *testing.T) {
+	if _, ok := args(t, render(t), "provider")["--shard"]; ok {
+		t.Error("default provider args have --shard, want sharding off by default")
+	}
+	r := render(t, "provider.sharding.enabled=true", "provider.sharding.shards=128", "provider.replicaCount=3")
+	a := args(t, r, "provider")
+	if _, ok := a["--shard"]; !ok || a["--shards"] != "128" {
+		t.Errorf("provider args %v: want --shard and --shards=128", a)
+	}
+	d := &appsv1.Deployment{}
+	r.one(t, release+"-provider", d)
+	if d.Spec.Replicas == nil || *d.Spec.Replicas != 3 {
+		t.Errorf("provider replicas %v, want 3", d.Spec.Replicas)
+	}
+	// The sharding's Leases: a member Lease per replica and one per shard, names not
+	// known ahead, so every verb on Leases in the release namespace.
+	var rules []rbacv1.PolicyRule
+	for _, o := range r.all("Role") {
+		role := &rbacv1.Role{}
+		if o.GetName() != release+"-provider" || o.GetNamespace() != namespace {
+			continue
+		}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, role); err != nil {
+			t.Fatal(err)
+		}
+		rules = role.Rules
+	}
+	found := false
+	for _, rule := range rules {
+		if slices.Contains(rule.Resources, "leases") && len(rule.ResourceNames) == 0 &&
+			slices.Contains(rule.Verbs, "list") && slices.Contains(rule.Verbs, "watch") && slices.Contains(rule.Verbs, "update") && slices.Contains(rule.Verbs, "delete") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("provider Role in %s %+v: no rule to list, watch, update and delete any Lease", namespace, rules)
 	}
 }
 
@@ -682,6 +724,7 @@ func TestFlagsExist(t *testing.T) {
 	for _, set := range [][]string{nil, {"webhook.certManager.enabled=true", "webhook.strictReplicas=true", "webhook.reservationTTL=1m",
 		"provider.kubelet.nodePorts=20000-20999", "provider.kubelet.disableCSRApproval=true", "provider.hostName=h", "provider.siteHeartbeatInterval=10s",
 		"provider.virtualNodeGracePeriod=1m", "provider.tenancyCleanupTimeout=1m", "provider.leaderElection.leaseDuration=15s",
+		"provider.sharding.enabled=true", "provider.sharding.shards=128",
 		"provider.leaderElection.renewDeadline=10s", "provider.leaderElection.retryPeriod=2s", "webhook.selfManaged.caLifetime=100h"}, {"webhook.url=https://127.0.0.1:9443"}} {
 		r := render(t, set...)
 		for _, c := range []string{"provider", "webhook"} {

@@ -155,9 +155,9 @@ type providerProcess struct {
 	log string
 }
 
-// runProviderProcess runs `vk8s provider` against the fleet's host until the test ends or
-// kill is called.
-func runProviderProcess(t *testing.T, bin, name string) *providerProcess {
+// runProviderProcess runs `vk8s provider` against the fleet's host, with flags extra
+// besides its own, until the test ends or kill is called.
+func runProviderProcess(t *testing.T, bin, name string, extra ...string) *providerProcess {
 	t.Helper()
 	kc := fleet.ComponentKubeconfig("provider")
 	logPath := filepath.Join(t.TempDir(), name+".log")
@@ -166,8 +166,8 @@ func runProviderProcess(t *testing.T, bin, name string) *providerProcess {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "provider", "--kubeconfig", kc, "--node-address", "127.0.0.1",
-		"--metrics-bind-address", "0", "--health-probe-bind-address", "0")
+	cmd := exec.Command(bin, append([]string{"provider", "--kubeconfig", kc, "--node-address", "127.0.0.1",
+		"--metrics-bind-address", "0", "--health-probe-bind-address", "0"}, extra...)...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

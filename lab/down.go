@@ -39,7 +39,7 @@ func (l *Lab) Down(ctx context.Context) error {
 	if tools, err := l.cfg.Tools.resolve(); err == nil {
 		l.tools = tools
 	}
-	for _, p := range []vk8sProcess{webhookProcess, providerProcess} {
+	for _, p := range append([]vk8sProcess{webhookProcess}, providerReplicas(maxProviderReplicas)...) {
 		if err := l.vk8s(p).stop(ctx); err != nil {
 			return err
 		}

@@ -64,6 +64,9 @@ type Config struct {
 	// scraped once per interval, which with thousands of them can take more CPU than the
 	// provider (make bench's 1,000 Sites). Zero: 15s; at least 10s (metrics-server's least).
 	MetricsResolution time.Duration
+	// ProviderReplicas is the number of provider processes Up runs; more than one share
+	// the Sites (`vk8s provider --shard`, docs/provider.md). Zero: what the lab has, or 1.
+	ProviderReplicas int
 }
 
 const (
@@ -71,6 +74,8 @@ const (
 	defaultNodes = 3
 	maxSites     = 100
 	maxNodes     = 500
+	// maxProviderReplicas bounds ProviderReplicas; Down stops that many.
+	maxProviderReplicas = 10
 
 	// readyTimeout bounds the wait for one cluster's API server after kwokctl started it.
 	readyTimeout = 2 * time.Minute
@@ -93,7 +98,11 @@ type state struct {
 	Sites    int          `json:"sites"`
 	Nodes    int          `json:"nodes"`
 	Provider *daemonState `json:"provider,omitempty"`
-	Webhook  *daemonState `json:"webhook,omitempty"`
+	// ProviderReplicas is the number of provider processes (0: one); Providers are the
+	// second and later.
+	ProviderReplicas int            `json:"providerReplicas,omitempty"`
+	Providers        []*daemonState `json:"providers,omitempty"`
+	Webhook          *daemonState   `json:"webhook,omitempty"`
 	// NodeIP is the site nodes' InternalIP, fixed when the sites are made: the namespace
 	// end of the lab's kubelet network, or 127.0.0.1 (kubeletnet.go). Empty: a lab from
 	// before it was recorded, whose kwok gives its nodes no InternalIP.
@@ -122,6 +131,9 @@ func New(cfg Config) (*Lab, error) {
 	}
 	if cfg.MetricsResolution < minMetricsResolution {
 		return nil, fmt.Errorf("metrics resolution %s: want at least %s (metrics-server's least), or 0 for %s", cfg.MetricsResolution, minMetricsResolution, defaultMetricsResolution)
+	}
+	if cfg.ProviderReplicas < 0 || cfg.ProviderReplicas > maxProviderReplicas {
+		return nil, fmt.Errorf("--provider-replicas %d: want 1 to %d", cfg.ProviderReplicas, maxProviderReplicas)
 	}
 	if cfg.Dir == "" {
 		base := os.Getenv("XDG_STATE_HOME")

@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -53,6 +54,7 @@ func TestNewValidates(t *testing.T) {
 		{"negative nodes", Config{Name: "lab", Nodes: -1}, "--nodes -1"},
 		{"metrics resolution below metrics-server's least", Config{Name: "lab", MetricsResolution: 5 * time.Second}, "metrics resolution 5s: want at least 10s"},
 		{"metrics resolution", Config{Name: "lab", MetricsResolution: time.Minute}, ""},
+		{"too many provider replicas", Config{Name: "lab", ProviderReplicas: 11}, "--provider-replicas 11"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(tc.cfg)
@@ -66,6 +68,34 @@ func TestNewValidates(t *testing.T) {
 				t.Fatalf("New: error %v, want one containing %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestProviderReplicas checks the provider processes of a lab: one as before by default;
+// with more, every one shards the Sites, and each has its own pid file, log and
+// certificate folder.
+func TestProviderReplicas(t *testing.T) {
+	l, err := New(Config{Name: "lab", Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := providerReplica(1, 1); p.component != "vk8s-provider" || slices.Contains(p.args(l, "kc", [3]int{1, 2, 3}), "--shard") {
+		t.Errorf("the only provider: %s %v, want vk8s-provider without --shard", p.component, p.args(l, "kc", [3]int{1, 2, 3}))
+	}
+	components, certs := map[string]bool{}, map[string]bool{}
+	for _, p := range providerReplicas(3) {
+		args := p.args(l, "kc", [3]int{1, 2, 3})
+		if !slices.Contains(args, "--shard") {
+			t.Errorf("%s: args %v, want --shard", p.component, args)
+		}
+		components[l.pidPath(p)] = true
+		certs[args[slices.Index(args, "--kubelet-cert-dir")+1]] = true
+	}
+	if len(components) != 3 || len(certs) != 3 {
+		t.Errorf("three replicas with %d pid files and %d certificate folders, want 3 each", len(components), len(certs))
+	}
+	if p := providerReplica(1, 3); p.component != "vk8s-provider" {
+		t.Errorf("the first of three is %s, want vk8s-provider (its pid file and log stay)", p.component)
 	}
 }
 

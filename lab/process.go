@@ -125,6 +125,9 @@ type vk8sProcess struct {
 	// fixedPort, when set, is its main port: the lab's webhook stays where the chart's
 	// configurations call it.
 	fixedPort func(st *state) int
+	// replicas is the number of its kind running (0: one); a process started for another
+	// number is started again.
+	replicas int
 }
 
 // daemonState is what lab.json records about a running vk8s process.
@@ -132,8 +135,10 @@ type daemonState struct {
 	Binary      string `json:"binary"`
 	BinaryMTime int64  `json:"binaryMTime"`
 	Port        int    `json:"port"`
-	MetricsPort int    `json:"metricsPort"`
-	HealthPort  int    `json:"healthPort"`
+	// Replicas is the vk8sProcess's replicas it was started for.
+	Replicas    int `json:"replicas,omitempty"`
+	MetricsPort int `json:"metricsPort"`
+	HealthPort  int `json:"healthPort"`
 	// TokenExpiry is when the token it runs with expires: a new token, a new process.
 	TokenExpiry string `json:"tokenExpiry,omitempty"`
 }
@@ -176,6 +181,41 @@ var (
 		}}
 )
 
+// providerReplica is provider process i (1-based) of n. The first is providerProcess;
+// with n > 1 every one runs with --shard, and the second and later have a pid file, a log
+// and a certificate folder of their own (vk8s-provider-<i>).
+func providerReplica(i, n int) vk8sProcess {
+	if n <= 1 {
+		return providerProcess
+	}
+	p := providerProcess
+	p.replicas = n
+	certs := "provider-certs"
+	if i > 1 {
+		p.component = fmt.Sprintf("%s-%d", providerProcess.component, i)
+		certs = fmt.Sprintf("provider-certs-%d", i)
+	}
+	p.args = func(l *Lab, kubeconfig string, ports [3]int) []string {
+		args := providerProcess.args(l, kubeconfig, ports)
+		for j := range args {
+			if args[j] == "--kubelet-cert-dir" && j+1 < len(args) {
+				args[j+1] = filepath.Join(l.cfg.Dir, certs)
+			}
+		}
+		return append(args, "--shard")
+	}
+	return p
+}
+
+// providerReplicas are provider processes 1 to n of n.
+func providerReplicas(n int) []vk8sProcess {
+	out := make([]vk8sProcess, 0, n)
+	for i := 1; i <= n; i++ {
+		out = append(out, providerReplica(i, n))
+	}
+	return out
+}
+
 // webhookURL is where the host's API server calls the lab's webhook.
 func webhookURL(port int) string { return "https://127.0.0.1:" + strconv.Itoa(port) }
 
@@ -201,7 +241,7 @@ func (l *Lab) ensureProcess(ctx context.Context, p vk8sProcess, component string
 		fixed = p.fixedPort(st0)
 	}
 	if prev != nil && ProcessRunning(pid) && prev.Binary == bin && prev.BinaryMTime == info.ModTime().UnixNano() &&
-		prev.TokenExpiry == tokenExpiry && (fixed == 0 || prev.Port == fixed) && processReady(ctx, prev.HealthPort) {
+		prev.TokenExpiry == tokenExpiry && (fixed == 0 || prev.Port == fixed) && prev.Replicas == p.replicas && processReady(ctx, prev.HealthPort) {
 		l.logf("%s: running", p.component)
 		return prev, nil
 	}
@@ -215,7 +255,7 @@ func (l *Lab) ensureProcess(ctx context.Context, p vk8sProcess, component string
 	if fixed != 0 {
 		ports[0] = fixed
 	}
-	st := &daemonState{Binary: bin, BinaryMTime: info.ModTime().UnixNano(), Port: ports[0], MetricsPort: ports[1], HealthPort: ports[2], TokenExpiry: tokenExpiry}
+	st := &daemonState{Binary: bin, BinaryMTime: info.ModTime().UnixNano(), Port: ports[0], MetricsPort: ports[1], HealthPort: ports[2], TokenExpiry: tokenExpiry, Replicas: p.replicas}
 	kubeconfig := l.ComponentKubeconfig(component)
 	logPath := l.logPath(p)
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
@@ -356,11 +396,38 @@ func freePorts(n int) ([]int, error) {
 // ensureVk8s runs the provider and the admission webhook against the host, as the chart's
 // ServiceAccounts, and records them in lab.json. creds are their tokens' expiry times.
 func (l *Lab) ensureVk8s(ctx context.Context, st *state, creds map[string]string) error {
-	p, err := l.ensureProcess(ctx, providerProcess, "provider", st, st.Provider, creds["provider"])
-	if err != nil {
-		return err
+	n := max(st.ProviderReplicas, 1)
+	for i := 1; i <= n; i++ {
+		var prev *daemonState
+		switch {
+		case i == 1:
+			prev = st.Provider
+		case i-2 < len(st.Providers):
+			prev = st.Providers[i-2]
+		}
+		p, err := l.ensureProcess(ctx, providerReplica(i, n), "provider", st, prev, creds["provider"])
+		if err != nil {
+			return err
+		}
+		switch {
+		case i == 1:
+			st.Provider = p
+		case i-2 < len(st.Providers):
+			st.Providers[i-2] = p
+		default:
+			st.Providers = append(st.Providers, p)
+		}
+		if err := l.writeState(*st); err != nil {
+			return err
+		}
 	}
-	st.Provider = p
+	// Replicas beyond n, from an Up with more.
+	for i := n + 1; i <= maxProviderReplicas; i++ {
+		if err := l.vk8s(providerReplica(i, maxProviderReplicas)).stop(ctx); err != nil {
+			return err
+		}
+	}
+	st.Providers = st.Providers[:n-1]
 	if err := l.writeState(*st); err != nil {
 		return err
 	}

@@ -64,7 +64,7 @@ func (l *Lab) Status(ctx context.Context) ([]ClusterStatus, error) {
 	var out []ClusterStatus
 	for _, c := range clusters(st.Sites) {
 		cs := ClusterStatus{Name: c, Kubeconfig: l.kubeconfigPath(c), Components: l.components(c)}
-		for _, p := range []vk8sProcess{providerProcess, webhookProcess} {
+		for _, p := range append(providerReplicas(maxProviderReplicas), webhookProcess) {
 			if ps, ok := l.vk8s(p).status(); ok && c == "host" {
 				cs.Components = append(cs.Components, ps)
 			}

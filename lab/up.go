@@ -17,6 +17,7 @@ limitations under the License.
 package lab
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -66,7 +67,11 @@ func (l *Lab) Up(ctx context.Context) error {
 	if err != nil {
 		prev = state{}
 	}
-	want := state{Name: l.cfg.Name, Sites: l.cfg.Sites, Nodes: l.cfg.Nodes, Provider: prev.Provider, Webhook: prev.Webhook, NodeIP: prev.NodeIP, WebhookPort: prev.WebhookPort}
+	want := state{Name: l.cfg.Name, Sites: l.cfg.Sites, Nodes: l.cfg.Nodes, Provider: prev.Provider, Webhook: prev.Webhook, NodeIP: prev.NodeIP, WebhookPort: prev.WebhookPort,
+		ProviderReplicas: cmp.Or(l.cfg.ProviderReplicas, prev.ProviderReplicas, 1), Providers: prev.Providers}
+	if want.ProviderReplicas == 1 {
+		want.ProviderReplicas = 0 // as a lab from before the option records it
+	}
 	if want.Sites == 0 {
 		want.Sites = max(prev.Sites, defaultSites)
 	}
@@ -96,7 +101,8 @@ func (l *Lab) Up(ctx context.Context) error {
 			want.WebhookPort = ports[0]
 		}
 	}
-	if err := l.writeState(state{Name: want.Name, Sites: max(want.Sites, prev.Sites), Nodes: want.Nodes, Provider: prev.Provider, Webhook: prev.Webhook, NodeIP: want.NodeIP, WebhookPort: want.WebhookPort}); err != nil {
+	if err := l.writeState(state{Name: want.Name, Sites: max(want.Sites, prev.Sites), Nodes: want.Nodes, Provider: prev.Provider, Webhook: prev.Webhook, NodeIP: want.NodeIP, WebhookPort: want.WebhookPort,
+		ProviderReplicas: max(want.ProviderReplicas, prev.ProviderReplicas), Providers: prev.Providers}); err != nil {
 		return err
 	}
 

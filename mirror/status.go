@@ -101,6 +101,12 @@ func (m *Mirror) writeStatus(ctx context.Context, key string) error {
 	}
 	views := make([]siteView, 0, len(sites))
 	for _, s := range sites {
+		if !m.cfg.Registry.Owns(s) {
+			// Another replica reads that site (package shard) and writes its part; this one
+			// keeps it.
+			views = append(views, keptView(svc, s))
+			continue
+		}
 		views = append(views, m.siteView(s, translate.SiteNamespace(m.cfg.Tenant, ns), name))
 	}
 	annotations, status := serviceStatus(svc, views)
@@ -133,6 +139,32 @@ func (m *Mirror) writeStatus(ctx context.Context, key string) error {
 		}
 	}
 	return nil
+}
+
+// keptView is what host Service svc says of site now, as the replica that reads the site
+// (package shard) last wrote it: its count of Ready endpoints (-1 when none was written,
+// or "unknown") and its load balancer ingress.
+func keptView(svc *corev1.Service, site string) siteView {
+	v := siteView{site: site, ready: -1}
+	for entry := range strings.SplitSeq(svc.Annotations[vk8sv1.AnnotationSiteEndpoints], ",") {
+		if k, n, ok := strings.Cut(entry, "="); ok && k == site {
+			if c, err := strconv.Atoi(n); err == nil {
+				v.ready = c
+			}
+		}
+	}
+	addresses := map[string]bool{}
+	for entry := range strings.SplitSeq(svc.Annotations[vk8sv1.AnnotationSiteLoadBalancers], ",") {
+		if k, a, ok := strings.Cut(entry, "="); ok && k == site {
+			addresses[a] = true
+		}
+	}
+	for _, in := range svc.Status.LoadBalancer.Ingress {
+		if addresses[cmp.Or(in.IP, in.Hostname)] {
+			v.ingress = append(v.ingress, in)
+		}
+	}
+	return v
 }
 
 // fieldManager is vk8s' field manager on host Services.

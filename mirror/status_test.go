@@ -17,6 +17,7 @@ limitations under the License.
 package mirror
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 
@@ -94,5 +95,26 @@ func TestReadyEndpoints(t *testing.T) {
 	}}}
 	if got := readyEndpoints(eps, nodes); got != 2 {
 		t.Errorf("ready endpoints %d, want 2 (node1's Ready one and the one without a node)", got)
+	}
+}
+
+// TestKeptView checks that what serviceStatus writes of each site is what keptView reads
+// back: a replica keeps the other replicas' sites as they wrote them.
+func TestKeptView(t *testing.T) {
+	svc := &corev1.Service{Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": "web"}}}
+	views := []siteView{
+		{site: "paris", ready: 2, ingress: []corev1.LoadBalancerIngress{{IP: "192.0.2.1"}}},
+		{site: "tokyo", ready: 0, ingress: []corev1.LoadBalancerIngress{{Hostname: "lb.tokyo.example"}, {IP: "192.0.2.9"}}},
+		{site: "lima", ready: -1},
+	}
+	annotations, status := serviceStatus(svc, views)
+	svc.Annotations, svc.Status = annotations, status
+	for _, want := range views {
+		if got := keptView(svc, want.site); !reflect.DeepEqual(got, want) {
+			t.Errorf("keptView(%s) = %+v, want %+v", want.site, got, want)
+		}
+	}
+	if got := keptView(svc, "oslo"); got.ready != -1 || len(got.ingress) != 0 {
+		t.Errorf("keptView of a site never written = %+v, want unknown", got)
 	}
 }

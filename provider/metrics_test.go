@@ -351,3 +351,40 @@ func TestPodStartStages(t *testing.T) {
 		}
 	}
 }
+
+// TestPodsOfAnotherReplicasSite: a pod whose Site another replica owns (the replicas share
+// the Sites) is neither created, reported waiting, failed nor deleted here, and its Site
+// changing is not taken for it going down.
+func TestPodsOfAnotherReplicasSite(t *testing.T) {
+	pod := podOn("web", "site2-node1", corev1.PodRunning)
+	p := testPods(t, prometheus.NewRegistry(), tracetest.NewSpanRecorder(), []*corev1.Node{virtualNode("site2-node1", "site2")}, []*corev1.Pod{pod})
+	reg, err := sitereg.New(sitereg.Config{MetricsRegisterer: prometheus.NewRegistry(), Owns: func(string) bool { return false }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cfg.Registry = reg
+	var notified []*corev1.Pod
+	p.NotifyPods(t.Context(), func(pod *corev1.Pod) { notified = append(notified, pod) })
+
+	if err := p.CreatePod(t.Context(), pod); err != nil {
+		t.Errorf("CreatePod: %v", err)
+	}
+	if err := p.UpdatePod(t.Context(), pod); err != nil {
+		t.Errorf("UpdatePod: %v", err)
+	}
+	p.siteChanged("site2")
+	deleting := pod.DeepCopy()
+	deleting.DeletionTimestamp = &metav1.Time{Time: time.Now()}
+	if err := p.DeletePod(t.Context(), deleting); err != nil {
+		t.Errorf("DeletePod: %v", err)
+	}
+	if len(notified) != 0 {
+		t.Errorf("statuses written for another replica's pod: %+v", notified[0].Status)
+	}
+	if len(p.waiting) != 0 || len(p.down) != 0 {
+		t.Errorf("waiting %v, down %v: want nothing kept for another replica's Site", p.waiting, p.down)
+	}
+	if actions := p.cfg.Host.(*fake.Clientset).Actions(); len(actions) != 0 {
+		t.Errorf("host calls %v, want none", actions)
+	}
+}

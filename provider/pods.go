@@ -137,7 +137,10 @@ type Pods struct {
 	// (its node cache is filling) and that siteChanged looks at again shortly.
 	lookAgain map[string]bool
 	down      map[string]time.Time // site -> when it was first seen down
-	notify    func(*corev1.Pod)
+	// adopted holds the sites whose pods this process took on since it owns them (with
+	// sharding only: the replicas share the Sites, package shard).
+	adopted map[string]bool
+	notify  func(*corev1.Pod)
 
 	// early holds the host pods Owns turned down because their node did not exist (UID ->
 	// *earlyPod), so that NodeAdded picks them up when it appears (early.go).
@@ -301,6 +304,10 @@ func (p *Pods) retire() {
 		})
 	}
 	for site := range sites {
+		if !p.cfg.Registry.Owns(site) {
+			p.letGo(site)
+			continue
+		}
 		nodes, err := p.cfg.HostNodes.List(labels.SelectorFromSet(labels.Set{vk8sv1.LabelSite: site}))
 		if err != nil {
 			continue
@@ -462,6 +469,10 @@ func (p *Pods) waitingLocked() int {
 // not Ready after the grace period). Back, the pods that wait for it are queued, its pods'
 // statuses refreshed, and its cluster swept.
 func (p *Pods) siteChanged(site string) {
+	if !p.cfg.Registry.Owns(site) {
+		p.letGo(site)
+		return
+	}
 	c, err := p.clusterOf(site)
 	if err != nil {
 		if errors.Is(err, sitereg.ErrSiteDown) {
@@ -471,6 +482,7 @@ func (p *Pods) siteChanged(site string) {
 		p.lookAgainSoon(site)
 		return
 	}
+	p.adopt(site)
 	p.mu.Lock()
 	_, wasDown := p.down[site]
 	delete(p.down, site)
@@ -479,6 +491,9 @@ func (p *Pods) siteChanged(site string) {
 	p.metrics.waiting.Set(float64(p.waitingLocked()))
 	p.mu.Unlock()
 	for key := range keys {
+		if key == adoptedKey {
+			continue
+		}
 		ns, name, _ := cache.SplitMetaNamespaceKey(key)
 		c.queue.Add(item{Namespace: ns, Name: name})
 	}
@@ -486,12 +501,77 @@ func (p *Pods) siteChanged(site string) {
 	c.queue.Add(item{Kind: kindSweep})
 	// The change may be of a Site's spec.podSecurity.
 	c.queue.Add(item{Kind: kindPodSecurity})
-	if wasDown {
-		p.log.Info("Site is back; refreshing its pods' status", "site", site)
+	if wasDown || keys[adoptedKey] {
+		p.log.Info("Site is back or taken over; refreshing its pods' status", "site", site)
 		for _, sp := range c.allSitePods() {
 			p.sitePodChanged(c, sp)
 		}
 	}
+}
+
+// adoptedKey marks, among the pods that wait for a site, that the site was just taken
+// over from another replica: its pods' statuses are refreshed.
+const adoptedKey = "/adopted"
+
+// adopt takes on the pods of a site this process did not act for until now, when the
+// replicas share the Sites: each host pod of its virtual nodes is synced, which finds the
+// site pod the previous owner made (the path of a restart), and their statuses are
+// written from the site's.
+func (p *Pods) adopt(site string) {
+	if !p.cfg.Registry.Sharded() {
+		return
+	}
+	p.mu.Lock()
+	if p.adopted == nil {
+		p.adopted = map[string]bool{}
+	}
+	if p.adopted[site] {
+		p.mu.Unlock()
+		return
+	}
+	p.adopted[site] = true
+	p.mu.Unlock()
+	nodes, err := p.cfg.HostNodes.List(labels.SelectorFromSet(labels.Set{vk8sv1.LabelSite: site}))
+	if err != nil {
+		return
+	}
+	n := 0
+	for _, node := range nodes {
+		for _, host := range p.cfg.HostPodsOn(node.Name) {
+			p.markWaiting(site, host.Namespace+"/"+host.Name)
+			n++
+		}
+	}
+	p.markWaiting(site, adoptedKey)
+	p.log.Info("Took on the pods of a Site", "site", site, "pods", n)
+}
+
+// markWaiting records key among the pods that wait for site.
+func (p *Pods) markWaiting(site, key string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.waiting[site] == nil {
+		p.waiting[site] = map[string]bool{}
+	}
+	p.waiting[site][key] = true
+}
+
+// letGo forgets what this process keeps about a site another replica acts for now: its
+// pods are that replica's to sync and report, and nothing here marks them stale.
+func (p *Pods) letGo(site string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.down, site)
+	delete(p.waiting, site)
+	delete(p.adopted, site)
+	p.metrics.waiting.Set(float64(p.waitingLocked()))
+}
+
+// owned says whether this process acts for the site of host pod pod; a pod not on a
+// virtual node is nobody's and counts as owned.
+func (p *Pods) owned(pod *corev1.Pod) bool {
+	site, _, err := p.placement(pod)
+	return err != nil || p.cfg.Registry.Owns(site)
 }
 
 // siteDown marks the status of a site's host pods stale, and once the site has been down
@@ -499,6 +579,9 @@ func (p *Pods) siteChanged(site string) {
 // False with reason SiteUnreachable. Their phase stays and nothing is evicted: the site
 // keeps running them.
 func (p *Pods) siteDown(site string, cause error) {
+	if !p.cfg.Registry.Owns(site) {
+		return
+	}
 	now := time.Now()
 	p.mu.Lock()
 	since, ok := p.down[site]
@@ -599,6 +682,11 @@ func (p *Pods) sync(pod *corev1.Pod) error {
 	if err != nil {
 		return errdefs.AsInvalidInput(err)
 	}
+	if !p.cfg.Registry.Owns(site) {
+		// Another replica acts for the site; this one takes the pod on if it comes to own
+		// the site (adopt).
+		return nil
+	}
 	if sp, _ := p.find(pod.Namespace, pod.Name); sp == nil {
 		// Not on a site yet: only what vk8s should run goes there.
 		if ok, why := translate.ReachesSite(pod, p.managedNamespace(pod.Namespace)); !ok {
@@ -621,6 +709,9 @@ func (p *Pods) sync(pod *corev1.Pod) error {
 // DeletePod deletes a host pod's site pod with the host pod's grace period. When there is
 // none, the host pod is deleted at once, as a kubelet does for a pod that runs nothing.
 func (p *Pods) DeletePod(ctx context.Context, pod *corev1.Pod) error {
+	if !p.owned(pod) {
+		return nil // another replica's: it deletes the site pod
+	}
 	sp, c := p.find(pod.Namespace, pod.Name)
 	if sp == nil || (pod.UID != "" && sp.Labels[vk8sv1.LabelHostPodUID] != string(pod.UID)) {
 		if pod.DeletionTimestamp != nil {

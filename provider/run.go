@@ -51,6 +51,7 @@ import (
 	"github.com/vk8s-io/vk8s/api/scheme"
 	"github.com/vk8s-io/vk8s/election"
 	"github.com/vk8s-io/vk8s/kubeletapi"
+	"github.com/vk8s-io/vk8s/shard"
 	"github.com/vk8s-io/vk8s/siteadm"
 	"github.com/vk8s-io/vk8s/sitereg"
 	"github.com/vk8s-io/vk8s/storage"
@@ -111,6 +112,18 @@ type Config struct {
 	// looked at, and renewed once half of their lifetime has passed (siteadm.Renewer), in
 	// the Secrets of LeaderElectionNamespace. Zero: siteadm.DefaultRenewInterval.
 	TokenRenewInterval time.Duration
+	// Shard shares the Sites among the replicas (package shard): every replica acts for
+	// the Sites it owns (their connections, virtual nodes, pods and copies), and the
+	// leader elected through LeaderElection runs only what is host-wide (the storage
+	// provisioner, the site token renewer, the tenancy controllers). It requires
+	// LeaderElection.
+	Shard bool
+	// Shards is the number of shards the Sites are hashed into; every replica must use
+	// the same. Zero: shard.DefaultShards.
+	Shards int
+	// ShardIdentity names this replica among the members. Empty: shard.DefaultIdentity
+	// (the host name, a pod's name, with a random suffix).
+	ShardIdentity string
 	// SkipNameValidation lets a process run the provider more than once (tests):
 	// controller-runtime refuses a controller name it has seen before.
 	SkipNameValidation bool
@@ -221,6 +234,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := translate.ValidTenant(cfg.Tenant); err != nil {
 		return fmt.Errorf("provider: %w", err)
 	}
+	if cfg.Shard && !cfg.LeaderElection {
+		return errors.New("provider: --shard needs --leader-elect: the host-wide work (storage, token renewal, tenancy) runs on one elected replica")
+	}
 	hostScheme, err := scheme.New()
 	if err != nil {
 		return err
@@ -273,15 +289,43 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	regCfg := cfg.Registry
 	regCfg.Claim = claim
+	// perSite adds what acts for Sites: on the leader alone, or, with sharding, on every
+	// replica for the Sites it owns.
+	perSite := mgr
+	var (
+		sharder *shard.Sharder
+		changes <-chan struct{}
+	)
+	if cfg.Shard {
+		if sharder, err = newSharder(host, cfg); err != nil {
+			return fmt.Errorf("provider: %w", err)
+		}
+		regCfg.Owns = sharder.Owns
+		changes = sharder.Watch()
+		perSite = shardedManager{mgr}
+		// An error of the sharder (its member Lease not renewed in time: it stopped acting)
+		// stops the process, as a leader that lost its election.
+		if err := perSite.Add(manager.RunnableFunc(sharder.Run)); err != nil {
+			return err
+		}
+		cfg.Logger.Info("Sharding the Sites among the replicas", "identity", sharder.Identity(), "shards", sharder.Shards())
+	}
 	reg, err := sitereg.New(regCfg)
 	if err != nil {
 		return err
+	}
+	if sharder != nil {
+		if err := perSite.Add(manager.RunnableFunc(func(ctx context.Context) error {
+			return followOwnership(ctx, sharder, changes, mgr.GetClient(), reg)
+		})); err != nil {
+			return err
+		}
 	}
 	siteEvents := reg.Watch()
 	podSiteEvents := reg.Watch()
 	mirrorSiteEvents := reg.Watch()
 	tenancySiteEvents := reg.Watch()
-	if err := reg.SetupWithManager(ctx, mgr); err != nil {
+	if err := reg.SetupWithManager(ctx, perSite); err != nil {
 		return fmt.Errorf("site registry: %w", err)
 	}
 	hostClient := mgr.GetClient()
@@ -313,10 +357,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	if err := mgr.Add(lifecycle); err != nil {
+	if err := perSite.Add(lifecycle); err != nil {
 		return err
 	}
-	if err := mgr.Add(lifecycle.mirror); err != nil {
+	if err := perSite.Add(lifecycle.mirror); err != nil {
 		return err
 	}
 	// The site tokens that `vk8s site join` issued, renewed before they expire, in the
@@ -347,7 +391,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			return err
 		}
-		if err := mgr.Add(manager.RunnableFunc(api.Run)); err != nil {
+		if err := perSite.Add(manager.RunnableFunc(api.Run)); err != nil {
 			return err
 		}
 		nodesCfg.Endpoints = api
@@ -356,7 +400,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	if err := nodes.SetupWithManager(mgr); err != nil {
+	if err := nodes.SetupWithManager(perSite); err != nil {
 		return fmt.Errorf("virtual nodes: %w", err)
 	}
 	// VirtualSite status, and the namespaces and isolation NetworkPolicies of
@@ -425,4 +469,62 @@ func newKubeletAPI(cfg Config, host, reviews kubernetes.Interface, resolver kube
 		return nil, fmt.Errorf("kubelet API: %w", err)
 	}
 	return api, nil
+}
+
+// Sharding's Leases, in the release namespace: a member Lease per replica and one per
+// shard (package shard).
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;delete,namespace=vk8s-system
+
+// everyReplica runs a runnable on every replica, elected or not: with sharding, what acts
+// for a Site follows the Site's owner (package shard), not the leader election.
+type everyReplica struct{ manager.Runnable }
+
+// NeedLeaderElection is false: see everyReplica.
+func (everyReplica) NeedLeaderElection() bool { return false }
+
+// shardedManager adds every runnable (controllers included, which builders add through
+// it) as everyReplica.
+type shardedManager struct{ ctrl.Manager }
+
+func (m shardedManager) Add(r manager.Runnable) error { return m.Manager.Add(everyReplica{r}) }
+
+// newSharder makes this replica's part in the sharding of the Sites.
+func newSharder(host kubernetes.Interface, cfg Config) (*shard.Sharder, error) {
+	return shard.New(shard.Config{
+		Client: host, Namespace: cfg.LeaderElectionNamespace, Identity: cfg.ShardIdentity, Shards: cfg.Shards,
+		Log: cfg.Logger.WithName("shard"), MetricsRegisterer: cfg.MetricsRegisterer,
+	})
+}
+
+// followOwnership tells the registry of every Site whose owner changed, each time the
+// shards this replica acts for change; the registry lets go of or takes on the Site, and
+// its watchers (virtual nodes, pods, mirror) follow. It runs until ctx ends.
+func followOwnership(ctx context.Context, sh *shard.Sharder, changes <-chan struct{}, sites client.Reader, reg *sitereg.Registry) error {
+	log := ctrl.LoggerFrom(ctx).WithName("shard")
+	owned := map[string]bool{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changes:
+		}
+		var list vk8sv1.SiteList
+		if err := sites.List(ctx, &list); err != nil {
+			log.Error(err, "List Sites failed; their owners are looked at with the next change")
+			continue
+		}
+		var moved []string
+		now := map[string]bool{}
+		for _, s := range list.Items {
+			now[s.Name] = sh.Owns(s.Name)
+			if now[s.Name] != owned[s.Name] {
+				moved = append(moved, s.Name)
+			}
+		}
+		owned = now
+		if len(moved) > 0 {
+			log.Info("Sites changed owner", "sites", len(moved), "shards", sh.Owned())
+			reg.OwnershipChanged(moved...)
+		}
+	}
 }

@@ -181,6 +181,9 @@ func (p *Pods) sitePodChanged(c *cluster, obj any) {
 		c.queue.Add(item{Namespace: sp.Labels[vk8sv1.LabelHostNamespace], Name: sp.Name})
 		return
 	}
+	if !p.owned(host) {
+		return // another replica reports it
+	}
 	if sp.Status.Phase == corev1.PodRunning {
 		p.starts.mark(host.UID, stageRunningOnSite)
 	}
@@ -209,7 +212,7 @@ func (p *Pods) sitePodGone(c *cluster, obj any) {
 		c.queue.Add(item{Kind: r.Kind, Namespace: sp.Labels[vk8sv1.LabelHostNamespace], Name: r.Name})
 	}
 	host := p.hostPodFor(sp)
-	if host == nil {
+	if host == nil || !p.owned(host) {
 		return
 	}
 	if host.DeletionTimestamp == nil && (sp.Status.Phase == corev1.PodSucceeded || sp.Status.Phase == corev1.PodFailed) {
@@ -253,6 +256,9 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 	}
 	if err != nil {
 		return err
+	}
+	if !p.owned(host) {
+		return nil // another replica syncs it
 	}
 	if sp != nil && sp.Labels[vk8sv1.LabelHostPodUID] != string(host.UID) {
 		// A pod of an earlier host pod with the same name (a StatefulSet's): it goes first.

@@ -72,6 +72,14 @@ func (r *Registry) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result
 		r.forget(ctx, site.Name)
 		return ctrl.Result{}, nil
 	}
+	if !r.Owns(site.Name) {
+		// Another replica acts for it: nothing of it is kept, and the watchers let go too.
+		r.disown(ctx, site.Name)
+		return ctrl.Result{}, nil
+	}
+	r.mu.Lock()
+	_, known := r.sites[site.Name]
+	r.mu.Unlock()
 
 	obs, requeue, err := r.observe(ctx, site)
 	if err != nil {
@@ -101,9 +109,13 @@ func (r *Registry) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result
 	if !equality.Semantic.DeepEqual(base.Status, status) {
 		r.setLastStatus(site, status)
 		r.recordTransitions(ctx, site, base.Status.Conditions, status.Conditions)
-		if !heartbeatOnly(base.Status, status) {
+		if !heartbeatOnly(base.Status, status) || !known {
 			r.notifyWatchers(site.Name)
 		}
+	} else if !known {
+		// First reconcile in this process, or taken over from another replica: the
+		// watchers look at the Site now that it can be used.
+		r.notifyWatchers(site.Name)
 	}
 	r.metrics.setSite(site.Name, obs.err == nil,
 		meta.IsStatusConditionTrue(status.Conditions, vk8sv1.ConditionReady), status.NodeCount, obs.heartbeat)
@@ -445,6 +457,23 @@ func (r *Registry) forget(ctx context.Context, site string) {
 		r.notifyWatchers(site)
 		// The Sites whose names collided with this one's may have them now.
 		r.wakeNamers(ctx, site, held)
+	}
+}
+
+// disown drops what the registry keeps about a Site another replica acts for (its
+// connection, its metrics), and tells the watchers, so that they let go of it too.
+func (r *Registry) disown(ctx context.Context, site string) {
+	r.mu.Lock()
+	e, known := r.sites[site]
+	if known && e.conn != nil {
+		r.releaseLocked(ctx, site, e.conn)
+	}
+	delete(r.sites, site)
+	r.mu.Unlock()
+	if known {
+		r.metrics.deleteSite(site)
+		r.notifyWatchers(site)
+		logf.FromContext(ctx).Info("Site is another replica's; let go of it")
 	}
 }
 

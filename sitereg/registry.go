@@ -93,6 +93,11 @@ type Config struct {
 	// WrapTransport, when set, wraps the transport of every site connection, under the
 	// registry's own wrappers: the e2e suite records there every call a site refuses.
 	WrapTransport transport.WrapperFunc
+	// Owns, when set, says which Sites this registry acts for (the provider's replicas
+	// share the Sites, package shard): it connects to, probes and writes the status of
+	// those alone, and lets go of a Site as soon as Owns turns false (OwnershipChanged).
+	// Nil: every Site.
+	Owns func(site string) bool
 }
 
 var controllerNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
@@ -327,6 +332,22 @@ func (r *Registry) notifyWatchers(sites ...string) {
 		s.mark(sites)
 	}
 }
+
+// OwnershipChanged reconciles sites whose owner (Config.Owns) may have changed: a Site
+// this registry no longer owns lets go of its connection, and one it owns now connects;
+// either way the watchers hear of it.
+func (r *Registry) OwnershipChanged(sites ...string) {
+	r.self.mark(sites)
+}
+
+// Owns says whether this process acts for site (Config.Owns): the provider's other parts
+// leave a Site it does not own alone, without taking it for deleted or down.
+func (r *Registry) Owns(site string) bool {
+	return r.cfg.Owns == nil || r.cfg.Owns(site)
+}
+
+// Sharded says whether the Sites are shared with other replicas (Config.Owns is set).
+func (r *Registry) Sharded() bool { return r.cfg.Owns != nil }
 
 // NeedLeaderElection is false: connections are opened by the controller, which itself
 // waits for leadership; Start only ties them to the manager's lifetime.

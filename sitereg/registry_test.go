@@ -38,6 +38,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -1029,4 +1030,61 @@ func siteCalls(t *testing.T, reg *prometheus.Registry, site, verb, code string) 
 		}
 	}
 	return sum
+}
+
+// TestOwnsLetsGoAndTakesOn: with Config.Owns (the replicas share the Sites), a Site another
+// replica owns is neither connected nor given a status here; once owned it is, and the
+// watchers hear of it; owned by another again, its connection closes, the watchers hear of
+// it, and its status is left to the new owner.
+func TestOwnsLetsGoAndTakesOn(t *testing.T) {
+	site := newFakeAPIServer(t, "t", node("node1", true, "16", "64Gi", nil))
+	var owned atomic.Bool
+	env := newTestEnvWith(t, Config{Owns: func(string) bool { return owned.Load() }},
+		testSecret("kc", map[string][]byte{"kubeconfig": testKubeconfig(t, site.URL, site.caPEM(), "t", nil)}),
+		testSite("s", "kc", nil),
+	)
+	watch := env.r.Watch()
+	heard := func() bool {
+		select {
+		case ev := <-watch:
+			return ev.Object.GetName() == "s"
+		case <-time.After(500 * time.Millisecond):
+			return false
+		}
+	}
+	connections := func() float64 { return testutil.ToFloat64(env.r.metrics.connections) }
+
+	_, s := env.reconcile(t, "s")
+	if len(s.Status.Conditions) != 0 || connections() != 0 {
+		t.Fatalf("a Site another replica owns: conditions %v, %v connections; want none", s.Status.Conditions, connections())
+	}
+	if _, err := env.r.Get("s"); !errors.Is(err, ErrSiteNotConnected) {
+		t.Errorf("Get of a Site another replica owns = %v, want ErrSiteNotConnected", err)
+	}
+
+	owned.Store(true)
+	env.r.OwnershipChanged("s")
+	_, s = env.reconcile(t, "s")
+	if c := condition(t, s, vk8sv1.ConditionConnected); c.Status != metav1.ConditionTrue || connections() != 1 {
+		t.Fatalf("the Site taken on: Connected %s %s, %v connections", c.Status, c.Message, connections())
+	}
+	if !heard() {
+		t.Error("the watchers did not hear of the Site taken on")
+	}
+
+	owned.Store(false)
+	_, before := env.reconcile(t, "s")
+	if connections() != 0 {
+		t.Errorf("%v connections after the Site went to another replica, want 0", connections())
+	}
+	if _, err := env.r.Get("s"); !errors.Is(err, ErrSiteNotConnected) {
+		t.Errorf("Get of a Site gone to another replica = %v, want ErrSiteNotConnected", err)
+	}
+	if !heard() {
+		t.Error("the watchers did not hear of the Site gone to another replica")
+	}
+	_, after := env.reconcile(t, "s")
+	if !equality.Semantic.DeepEqual(before.Status, after.Status) {
+		t.Errorf("the status of a Site another replica owns changed here:\n%+v\n%+v", before.Status, after.Status)
+	}
 }

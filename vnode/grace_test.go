@@ -31,6 +31,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
@@ -278,5 +279,35 @@ func TestGracePeriodAfterRestart(t *testing.T) {
 	}
 	if d := e.deleted(); len(d) != 0 {
 		t.Errorf("deleted %v at once", d)
+	}
+}
+
+// TestLetGoOfAnotherReplicasSite: when another replica owns the Site (the replicas share
+// the Sites), its virtual nodes' heartbeats stop here, and its Nodes are neither deleted nor marked:
+// they are the new owner's to run.
+func TestLetGoOfAnotherReplicasSite(t *testing.T) {
+	site := &vk8sv1.Site{ObjectMeta: metav1.ObjectMeta{Name: "s"}, Spec: vk8sv1.SiteSpec{NodeSelector: map[string]string{"pool": "edge"}}}
+	e := newGraceEnv(t, site)
+	reg, err := sitereg.New(sitereg.Config{MetricsRegisterer: prometheus.NewRegistry(), Owns: func(string) bool { return false }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.sync(t, siteState{name: "s", site: site, want: []*corev1.Node{e.node(site, "n1")}, clusterNodes: clusterNodes(testSiteNode("n1"))})
+	v := e.m.running["s"]["s-n1"]
+	if v == nil || e.m.beats.nodes["s-n1"] == nil {
+		t.Fatal("s-n1 has no heartbeats here")
+	}
+	e.m.cfg.Registry = reg
+	if _, err := e.m.Reconcile(t.Context(), ctrl.Request{NamespacedName: client.ObjectKey{Name: "s"}}); err != nil {
+		t.Fatal(err)
+	}
+	if e.m.beats.nodes["s-n1"] != nil || !v.beat.removed || len(e.m.running["s"]) != 0 {
+		t.Errorf("s-n1's heartbeats still run here (removed %v, running %v)", v.beat.removed, e.m.running["s"])
+	}
+	if d := e.deleted(); len(d) != 0 {
+		t.Errorf("deleted %v, want the Nodes left to the new owner", d)
+	}
+	if evs := e.events(); len(evs) != 0 {
+		t.Errorf("events %q, want none", evs)
 	}
 }

@@ -281,6 +281,11 @@ func (m *Nodes) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, e
 	}
 	siteName := req.Name
 	log := m.log.WithValues("site", siteName)
+	if !m.cfg.Registry.Owns(siteName) {
+		// Another replica acts for the site: its virtual nodes are that replica's to run.
+		m.letGo(siteName)
+		return ctrl.Result{}, nil
+	}
 	site := &vk8sv1.Site{}
 	if err := m.client.Get(ctx, req.NamespacedName, site); apierrors.IsNotFound(err) {
 		// Its virtual nodes wait out their grace period: the Site may be created again.
@@ -367,6 +372,28 @@ func (m *Nodes) endpoints(ctx context.Context, site string, nodes []*corev1.Node
 		maps.Copy(n.Annotations, ep.Annotations)
 	}
 	return nil
+}
+
+// letGo stops the heartbeats of a site another replica acts for now, and forgets its
+// nodes' kubelet endpoints and grace periods here; the Nodes, their Leases and their
+// pods stay as they are for the new owner, which takes them from the host.
+func (m *Nodes) letGo(site string) {
+	m.mu.Lock()
+	have := m.running[site]
+	delete(m.running, site)
+	for name, h := range m.held {
+		if h.site == site {
+			delete(m.held, name)
+		}
+	}
+	m.mu.Unlock()
+	for name := range have {
+		m.beats.remove(name)
+		m.released(name)
+	}
+	if len(have) > 0 {
+		m.log.Info("Site is another replica's; stopped its virtual nodes here", "site", site, "nodes", len(have))
+	}
 }
 
 // released tells the endpoints that a virtual node is gone.

@@ -80,6 +80,7 @@ built with, else from PATH.`,
 	}
 	up.Flags().IntVar(&cfg.Sites, "sites", 0, "number of site clusters (default 3, or what the lab has)")
 	up.Flags().IntVar(&cfg.Nodes, "nodes", 0, "number of kwok nodes per site (default 3, or what the lab has)")
+	up.Flags().IntVar(&cfg.ProviderReplicas, "provider-replicas", 0, "number of provider processes; more than one share the Sites with --shard (default 1, or what the lab has)")
 
 	down := &cobra.Command{
 		Use:   "down",
