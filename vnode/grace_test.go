@@ -301,8 +301,8 @@ func TestLetGoOfAnotherReplicasSite(t *testing.T) {
 	if _, err := e.m.Reconcile(t.Context(), ctrl.Request{NamespacedName: client.ObjectKey{Name: "s"}}); err != nil {
 		t.Fatal(err)
 	}
-	if e.m.beats.nodes["s-n1"] != nil || !v.beat.removed || len(e.m.running["s"]) != 0 {
-		t.Errorf("s-n1's heartbeats still run here (removed %v, running %v)", v.beat.removed, e.m.running["s"])
+	if e.m.beats.nodes["s-n1"] != nil || !v.removed || len(e.m.running["s"]) != 0 {
+		t.Errorf("s-n1's heartbeats still run here (removed %v, running %v)", v.removed, e.m.running["s"])
 	}
 	if d := e.deleted(); len(d) != 0 {
 		t.Errorf("deleted %v, want the Nodes left to the new owner", d)
