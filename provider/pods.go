@@ -398,6 +398,11 @@ func (p *Pods) clusterOf(site string) (*cluster, error) {
 		c.sites.Store(site, true)
 		return c, nil
 	}
+	if !p.cfg.Registry.HasConnection(conn.Key) {
+		// Closed since Get gave it (the Site moved to other credentials): a cluster of it
+		// would never fill its caches, and retire has already queued its pods elsewhere.
+		return nil, fmt.Errorf("site %s: %w: its connection was just replaced", site, sitereg.ErrSiteNotConnected)
+	}
 	c, err := newCluster(conn, p.cfg.Tenant, p.log)
 	if err != nil {
 		return nil, err
@@ -430,12 +435,15 @@ func (p *Pods) wait(site, key string) {
 	p.lookAgainSoon(site)
 }
 
-// lookAgainSoon makes siteChanged look at a site again in a second while pods wait for it
-// and its connection is not usable yet but not down: a new connection (rotated
-// credentials) becomes usable when its node cache is filled, which changes nothing in the
-// Site's status and so sends no event.
+// lookAgainSoon makes siteChanged look at a site again while pods wait for it and its
+// connection is not down: in a second when it is not usable yet (a new connection, of
+// rotated credentials, becomes usable when its node cache is filled, which changes nothing
+// in the Site's status and so sends no event), at once when it is usable already. A
+// pod's sync that found no connection and calls wait a moment later may otherwise miss
+// the siteChanged that queued the waiting pods in between: nothing else would queue it.
 func (p *Pods) lookAgainSoon(site string) {
-	if _, err := p.cfg.Registry.Get(site); err == nil || errors.Is(err, sitereg.ErrSiteDown) {
+	delay, ok := lookAgainAfter(p.cfg.Registry.Get(site))
+	if !ok {
 		return
 	}
 	p.mu.Lock()
@@ -447,7 +455,7 @@ func (p *Pods) lookAgainSoon(site string) {
 		return
 	}
 	p.lookAgain[site] = true
-	time.AfterFunc(time.Second, func() {
+	time.AfterFunc(delay, func() {
 		p.mu.Lock()
 		delete(p.lookAgain, site)
 		p.mu.Unlock()
@@ -455,6 +463,21 @@ func (p *Pods) lookAgainSoon(site string) {
 			p.siteChanged(site)
 		}
 	})
+}
+
+// lookAgainAfter says when pods that wait for a site are looked at again, given what the
+// registry says of it now: at once when it can be used, in a second when it cannot yet,
+// never when it is down (siteDown looks again when the grace period ends, and the Site
+// coming back sends an event).
+func lookAgainAfter(_ *sitereg.Conn, err error) (time.Duration, bool) {
+	switch {
+	case err == nil:
+		return 0, true
+	case errors.Is(err, sitereg.ErrSiteDown):
+		return 0, false
+	default:
+		return time.Second, true
+	}
 }
 
 func (p *Pods) waitingLocked() int {
