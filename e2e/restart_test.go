@@ -303,8 +303,13 @@ func TestProviderFailover(t *testing.T) {
 		t.Fatalf("the standby did not take the Lease over: %v", err)
 	}
 	t.Logf("leader killed with %d of %d site pods created; the standby held the Lease %s later", len(before), pods, takeover.Round(100*time.Millisecond))
-	if takeover > 15*time.Second {
-		t.Errorf("takeover took %s, want at most 15 s", takeover)
+	// The election's bound, not a speed goal: the standby sees the dead leader's last
+	// renewal up to a retry period late (client-go's jitter makes it 1.2 of one), counts
+	// the lease duration from then, and looks again a retry period later; a loaded API
+	// server's answers get 2 s. Beyond it the standby waited for something else.
+	bound := provider.DefaultLeaseDuration + 2*provider.DefaultRetryPeriod*12/10 + 2*time.Second
+	if takeover > bound {
+		t.Errorf("takeover took %s, want at most %s (lease duration %s, retry period %s)", takeover, bound, provider.DefaultLeaseDuration, provider.DefaultRetryPeriod)
 	}
 	waitPodsIntact(t, host, ns, siteNamespace, want, before, deleted)
 	t.Logf("all %d pods Running and intact %s after the kill", pods, time.Since(killed).Round(100*time.Millisecond))
