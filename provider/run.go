@@ -22,6 +22,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"strconv"
 	"time"
@@ -66,6 +68,9 @@ type Config struct {
 	Endpoint translate.Endpoint
 	// MetricsAddr serves Prometheus metrics ("0": off).
 	MetricsAddr string
+	// Profiling also serves Go's profiles (net/http/pprof) under /debug/pprof/ on
+	// MetricsAddr, as Kubernetes' own components do with --profiling.
+	Profiling bool
 	// HealthAddr serves /healthz and /readyz ("0" or empty: off).
 	HealthAddr string
 	// Registry configures the site registry.
@@ -252,7 +257,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	mgr, err := ctrl.NewManager(hostCfg, ctrl.Options{
 		Scheme:                  hostScheme,
-		Metrics:                 metricsserver.Options{BindAddress: cfg.MetricsAddr},
+		Metrics:                 metricsserver.Options{BindAddress: cfg.MetricsAddr, ExtraHandlers: profilingHandlers(cfg.Profiling)},
 		HealthProbeBindAddress:  cfg.HealthAddr,
 		GracefulShutdownTimeout: ptr.To(10 * time.Second),
 		Controller:              config.Controller{SkipNameValidation: ptr.To(cfg.SkipNameValidation)},
@@ -526,5 +531,19 @@ func followOwnership(ctx context.Context, sh *shard.Sharder, changes <-chan stru
 			log.Info("Sites changed owner", "sites", len(moved), "shards", sh.Owned())
 			reg.OwnershipChanged(moved...)
 		}
+	}
+}
+
+// profilingHandlers are net/http/pprof's handlers by path when on, none otherwise.
+func profilingHandlers(on bool) map[string]http.Handler {
+	if !on {
+		return nil
+	}
+	return map[string]http.Handler{
+		"/debug/pprof/":        http.HandlerFunc(pprof.Index),
+		"/debug/pprof/cmdline": http.HandlerFunc(pprof.Cmdline),
+		"/debug/pprof/profile": http.HandlerFunc(pprof.Profile),
+		"/debug/pprof/symbol":  http.HandlerFunc(pprof.Symbol),
+		"/debug/pprof/trace":   http.HandlerFunc(pprof.Trace),
 	}
 }

@@ -126,7 +126,13 @@ type conn struct {
 	// spec.podSecurity.enforce.
 	sites       map[string]labels.Selector
 	podSecurity map[string]vk8sv1.PodSecurityLevel
-	closed      bool
+	// label and level are what sites and podSecurity give (siteLabelLocked,
+	// namespacePodSecurity), computed when they change: every call to the site and every
+	// Get (each pod's stats, for one) reads them, and computing them was a slice of every
+	// Site's name or level per read, garbage in proportion to pods times Sites.
+	label  string
+	level  vk8sv1.PodSecurityLevel
+	closed bool
 	// informer watches the cluster's nodes; nil until a probe succeeded, so bad credentials
 	// do not leave a reflector retrying in the background.
 	informer cache.SharedIndexInformer
@@ -297,6 +303,7 @@ func newConn(key string, cfg *rest.Config, qps float32, burst int, claim *Claim,
 		key: key, server: cfg.Host, config: cfg, client: cs, dialer: d, writes: writes, metrics: m,
 		sites:       map[string]labels.Selector{},
 		podSecurity: map[string]vk8sv1.PodSecurityLevel{},
+		level:       translate.StrictestPodSecurity(),
 		claim:       claim,
 		notify:      notify,
 	}
@@ -439,12 +446,14 @@ func (c *conn) siteLabel() string {
 	return c.siteLabelLocked()
 }
 
-func (c *conn) siteLabelLocked() string { return SiteLabel(slices.Collect(maps.Keys(c.sites))) }
+func (c *conn) siteLabelLocked() string { return c.label }
 
-// sitesChangedLocked drops the call series of the connection's former set of Sites
-// (before) when it was shared and changed: no call counts under it any more. A Site's own
-// series go with the Site.
+// sitesChangedLocked recomputes the connection's label and level from its Sites, and drops
+// the call series of its former set of Sites (before) when it was shared and changed: no
+// call counts under it any more. A Site's own series go with the Site.
 func (c *conn) sitesChangedLocked(before string) {
+	c.label = SiteLabel(slices.Collect(maps.Keys(c.sites)))
+	c.level = translate.StrictestPodSecurity(slices.Collect(maps.Values(c.podSecurity))...)
 	if before != c.siteLabelLocked() && strings.Contains(before, ",") && c.metrics != nil {
 		c.metrics.deleteCalls(before)
 	}
@@ -455,7 +464,7 @@ func (c *conn) sitesChangedLocked(before string) {
 func (c *conn) namespacePodSecurity() vk8sv1.PodSecurityLevel {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return translate.StrictestPodSecurity(slices.Collect(maps.Values(c.podSecurity))...)
+	return c.level
 }
 
 // startInformer starts the node informer, once; it stops when ctx ends or the connection

@@ -21,10 +21,13 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -317,5 +320,45 @@ func TestCloseEndsEveryConnection(t *testing.T) {
 	}
 	if _, err := c.client.CoreV1().Nodes().List(t.Context(), metav1.ListOptions{}); !errors.Is(err, errConnClosed) {
 		t.Errorf("a request on the closed connection: %v, want errConnClosed", err)
+	}
+}
+
+// TestSharedConnectionLabelAndLevel: a connection's site label and the Pod Security level of
+// its site namespaces follow its Sites as they come and go, and reading them allocates
+// nothing, whatever the number of Sites: every call to the site and every Get reads them
+// (each pod's stats, when metrics-server scrapes), and at 300 Sites on one connection
+// computing them on each read made garbage in proportion to pods times Sites.
+func TestSharedConnectionLabelAndLevel(t *testing.T) {
+	m, err := newMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := newConn("k", &rest.Config{Host: "https://127.0.0.1:1"}, 50, 100, nil, time.Minute, func([]string) {}, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.namespacePodSecurity(); got != vk8sv1.PodSecurityBaseline {
+		t.Errorf("level without Sites %q, want baseline", got)
+	}
+	c.setSite("b", labels.Everything(), vk8sv1.PodSecurityPrivileged)
+	c.setSite("a", labels.Everything(), vk8sv1.PodSecurityRestricted)
+	for i := range 300 {
+		c.setSite("s"+strconv.Itoa(i), labels.Everything(), vk8sv1.PodSecurityBaseline)
+	}
+	if got := c.namespacePodSecurity(); got != vk8sv1.PodSecurityRestricted {
+		t.Errorf("level %q, want restricted (Site a's)", got)
+	}
+	if got := c.siteLabel(); !strings.HasPrefix(got, "a,b,s0,s1,") {
+		t.Errorf("label %.20q..., want the Sites in name order", got)
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = c.namespacePodSecurity(), c.siteLabel() }); n != 0 {
+		t.Errorf("%v allocations a read at 302 Sites, want none", n)
+	}
+	c.dropSite("a")
+	if got := c.namespacePodSecurity(); got != vk8sv1.PodSecurityBaseline {
+		t.Errorf("level after Site a left %q, want baseline", got)
+	}
+	if got := c.siteLabel(); !strings.HasPrefix(got, "b,s0,") {
+		t.Errorf("label after Site a left %.20q..., want it gone", got)
 	}
 }

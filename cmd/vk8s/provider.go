@@ -78,6 +78,7 @@ func newProviderCommand() *cobra.Command {
 	f.IntVar(&cfg.Shards, "shards", 0, "number of shards the Sites are hashed into with --shard, the same on every replica (default 64)")
 	f.StringVar(&cfg.ShardIdentity, "shard-identity", "", "name of this replica among the members with --shard (default: the host name with a random suffix)")
 	f.StringVar(&cfg.MetricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; 0 turns it off")
+	f.BoolVar(&cfg.Profiling, "profiling", false, "also serve Go's profiles (net/http/pprof) under /debug/pprof/ on the metrics address")
 	f.StringVar(&cfg.HealthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz; 0 turns them off")
 	f.StringVar(&cfg.Tenant, "tenant", provider.DefaultTenant, "name of this host installation; pods run on sites in namespaces <tenant>-<namespace>")
 	f.StringVar(&cfg.HostName, "host-name", "", "name of this host in its tenant claim on each site, shown to a second host of the same tenant (default: the host's API server address)")
