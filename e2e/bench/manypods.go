@@ -20,6 +20,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"runtime"
 	"slices"
 	"sync"
@@ -436,22 +439,57 @@ func liveHeap() int64 {
 	return int64(m.HeapAlloc)
 }
 
-// providerMemory is the provider's RSS and the heap its last collection left, in bytes
-// (go_memstats_next_gc_bytes is twice that with GOGC 100).
+// providerMemory is the provider's RSS and its live heap, in bytes. The heap is read right
+// after a collection the bench asks for through the provider's /debug/pprof/heap?gc=1 (the
+// lab runs it with --profiling): go_memstats_heap_alloc_bytes then holds what is live, not
+// what a metrics-server scrape or a burst of work left to collect. A provider without
+// profiling gives the heap its last collection left (go_memstats_next_gc_bytes / 2 with
+// GOGC 100), which counts such garbage when the collection ran during it.
 func providerMemory(ctx context.Context, pid int, metricsURL string) (rss, heap int64, err error) {
 	kib, err := rssKiB(pid)
 	if err != nil {
 		return 0, 0, err
 	}
+	collected := collect(ctx, metricsURL) == nil
 	m, err := scrape(ctx, metricsURL)
 	if err != nil {
 		return 0, 0, err
 	}
-	f := m["go_memstats_next_gc_bytes"]
-	if f == nil || len(f.GetMetric()) == 0 {
-		return 0, 0, errors.New("the provider's metrics have no go_memstats_next_gc_bytes")
+	name, div := "go_memstats_heap_alloc_bytes", 1.0
+	if !collected {
+		name, div = "go_memstats_next_gc_bytes", 2
 	}
-	return kib * 1024, int64(f.GetMetric()[0].GetGauge().GetValue() / 2), nil
+	f := m[name]
+	if f == nil || len(f.GetMetric()) == 0 {
+		return 0, 0, fmt.Errorf("the provider's metrics have no %s", name)
+	}
+	return kib * 1024, int64(f.GetMetric()[0].GetGauge().GetValue() / div), nil
+}
+
+// collect makes the process that serves metricsURL run a garbage collection, through
+// net/http/pprof's heap profile beside its metrics.
+func collect(ctx context.Context, metricsURL string) error {
+	u, err := url.Parse(metricsURL)
+	if err != nil {
+		return err
+	}
+	u.Path, u.RawQuery = "/debug/pprof/heap", "gc=1"
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", u, resp.Status)
+	}
+	return nil
 }
 
 func mib(bytes int64) float64 { return float64(bytes) / (1 << 20) }
