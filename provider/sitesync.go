@@ -249,13 +249,18 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 	if apierrors.IsNotFound(err) {
 		c.refused.Delete(it.Namespace + "/" + it.Name)
 		p.traces.Delete(it.Namespace + "/" + it.Name)
-		if sp != nil {
+		if sp != nil && p.mayTakeForOrphan(c, sp) {
 			return c.deleteSitePod(ctx, sp, nil)
 		}
 		return nil
 	}
 	if err != nil {
 		return err
+	}
+	if site, _, err := p.placement(host); err == nil && !p.cfg.Registry.Owns(site) {
+		// Another replica's Site: what this cache holds of the host pod may be older than
+		// what its owner acted on.
+		return nil
 	}
 	if !p.owned(host) {
 		return nil // another replica syncs it
@@ -499,13 +504,23 @@ func (p *Pods) syncPodSecurity(ctx context.Context, c *cluster) error {
 	return nil
 }
 
+// mayTakeForOrphan says whether site pod sp, whose host pod the host cache lacks, may be
+// deleted here as an orphan: always without sharding; with it, only when one of this
+// replica's own Sites runs sp's node. The site cluster's cache also holds the pods of the
+// other replicas' Sites on the cluster, and one of them may have been made a moment ago by
+// its owner from a host pod this replica's host cache has not shown yet (e2e
+// TestShardedProviders saw such a pod deleted).
+func (p *Pods) mayTakeForOrphan(c *cluster, sp *corev1.Pod) bool {
+	return !p.cfg.Registry.Sharded() || p.cfg.Registry.SelectsNode(c.key, sp.Spec.NodeName)
+}
+
 // sweep deletes site pods whose host pod is gone and queues every copy, so unused ones go.
 // It runs only after the host's and the cluster's caches are filled.
 func (p *Pods) sweep(ctx context.Context, c *cluster) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
 	for _, sp := range c.allSitePods() {
-		if p.hostPodFor(sp) != nil {
+		if p.hostPodFor(sp) != nil || !p.mayTakeForOrphan(c, sp) {
 			continue
 		}
 		if err := c.deleteSitePod(ctx, sp, nil); err != nil {

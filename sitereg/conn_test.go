@@ -362,3 +362,40 @@ func TestSharedConnectionLabelAndLevel(t *testing.T) {
 		t.Errorf("label after Site a left %.20q..., want it gone", got)
 	}
 }
+
+// TestSelectsNode: with sharding, a replica takes a site pod for an orphan only when one
+// of its own Sites on the connection runs the pod's node; SelectsNode says so from the
+// connection's node cache and its Sites' selectors, and no for a node it does not know.
+func TestSelectsNode(t *testing.T) {
+	r, err := New(Config{MetricsRegisterer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := newMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := newConn("k", &rest.Config{Host: "https://127.0.0.1:1"}, 50, 100, nil, time.Minute, func([]string) {}, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.informer = cache.NewSharedIndexInformer(&cache.ListWatch{}, &corev1.Node{}, 0, cache.Indexers{})
+	for _, n := range []*corev1.Node{
+		{ObjectMeta: metav1.ObjectMeta{Name: "n1", Labels: map[string]string{"pool": "mine"}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "n2", Labels: map[string]string{"pool": "theirs"}}},
+	} {
+		if err := c.informer.GetIndexer().Add(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.setSite("mine", labels.SelectorFromSet(labels.Set{"pool": "mine"}), vk8sv1.PodSecurityBaseline)
+	r.conns["k"] = c
+	for node, want := range map[string]bool{"n1": true, "n2": false, "n3": false, "": false} {
+		if got := r.SelectsNode("k", node); got != want {
+			t.Errorf("SelectsNode(k, %q) = %v, want %v", node, got, want)
+		}
+	}
+	if r.SelectsNode("other", "n1") {
+		t.Error("SelectsNode of an unknown connection: true, want false")
+	}
+}

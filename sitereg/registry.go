@@ -497,6 +497,32 @@ func (r *Registry) SitesOf(key string) []string {
 	return slices.Collect(maps.Keys(c.sites))
 }
 
+// SelectsNode says whether a Site on connection key (Conn.Key) selects the cluster's node
+// name, as the connection's node cache shows it: with sharding, whether one of this
+// replica's own Sites runs that node. False when the node or the cache is unknown. It does
+// no I/O.
+func (r *Registry) SelectsNode(key, name string) bool {
+	r.mu.Lock()
+	c := r.conns[key]
+	r.mu.Unlock()
+	if c == nil || name == "" {
+		return false
+	}
+	c.mu.Lock()
+	inf := c.informer
+	sels := slices.Collect(maps.Values(c.sites))
+	c.mu.Unlock()
+	if inf == nil {
+		return false
+	}
+	obj, ok, err := inf.GetIndexer().GetByKey(name)
+	n, isNode := obj.(*corev1.Node)
+	if err != nil || !ok || !isNode {
+		return false
+	}
+	return slices.ContainsFunc(sels, func(sel labels.Selector) bool { return sel.Matches(labels.Set(n.Labels)) })
+}
+
 // PodSecurity returns the Pod Security level of the site namespaces on the cluster of
 // connection key (Conn.Key): the strictest spec.podSecurity.enforce of the Sites that
 // share it, baseline when no Site uses the connection. It does no I/O.
