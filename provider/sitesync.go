@@ -257,11 +257,6 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 	if err != nil {
 		return err
 	}
-	if site, _, err := p.placement(host); err == nil && !p.cfg.Registry.Owns(site) {
-		// Another replica's Site: what this cache holds of the host pod may be older than
-		// what its owner acted on.
-		return nil
-	}
 	if !p.owned(host) {
 		return nil // another replica syncs it
 	}
