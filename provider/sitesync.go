@@ -499,14 +499,23 @@ func (p *Pods) syncPodSecurity(ctx context.Context, c *cluster) error {
 	return nil
 }
 
+// orphanAge is how old a site pod must be before a replica that shares the Sites takes it
+// for an orphan when its host cache lacks the host pod: far longer than one replica's host
+// cache lags behind another's.
+const orphanAge = 30 * time.Second
+
 // mayTakeForOrphan says whether site pod sp, whose host pod the host cache lacks, may be
 // deleted here as an orphan: always without sharding; with it, only when one of this
-// replica's own Sites runs sp's node. The site cluster's cache also holds the pods of the
-// other replicas' Sites on the cluster, and one of them may have been made a moment ago by
-// its owner from a host pod this replica's host cache has not shown yet (e2e
-// TestShardedProviders saw such a pod deleted).
+// replica's own Sites runs sp's node and sp is older than orphanAge. The site cluster's
+// cache also holds the pods of the other replicas' Sites on the cluster (their selectors
+// may overlap this replica's), and one of them may have been made a moment ago by its owner
+// from a host pod this replica's host cache has not shown yet (e2e TestShardedProviders
+// saw such a pod deleted). A real orphan goes at a later sweep.
 func (p *Pods) mayTakeForOrphan(c *cluster, sp *corev1.Pod) bool {
-	return !p.cfg.Registry.Sharded() || p.cfg.Registry.SelectsNode(c.key, sp.Spec.NodeName)
+	if !p.cfg.Registry.Sharded() {
+		return true
+	}
+	return p.cfg.Registry.SelectsNode(c.key, sp.Spec.NodeName) && time.Since(sp.CreationTimestamp.Time) >= orphanAge
 }
 
 // sweep deletes site pods whose host pod is gone and queues every copy, so unused ones go.
