@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"runtime"
 	"slices"
@@ -474,22 +473,10 @@ func collect(ctx context.Context, metricsURL string) error {
 		return err
 	}
 	u.Path, u.RawQuery = "/debug/pprof/heap", "gc=1"
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
+	return get(ctx, u.String(), 30*time.Second, func(body io.Reader) error {
+		_, err := io.Copy(io.Discard, body)
 		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", u, resp.Status)
-	}
-	return nil
+	})
 }
 
 func mib(bytes int64) float64 { return float64(bytes) / (1 << 20) }

@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"net/url"
@@ -391,22 +392,33 @@ func labPIDs(ctx context.Context, l *lab.Lab) (map[string]int, error) {
 
 // scrape reads the metrics a Prometheus endpoint serves.
 func scrape(ctx context.Context, u string) (map[string]*dto.MetricFamily, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	var m map[string]*dto.MetricFamily
+	err := get(ctx, u, 10*time.Second, func(body io.Reader) error {
+		p := expfmt.NewTextParser(model.UTF8Validation)
+		var err error
+		m, err = p.TextToMetricFamilies(body)
+		return err
+	})
+	return m, err
+}
+
+// get GETs u within timeout and hands the body of a 200 answer to read.
+func get(ctx context.Context, u string, timeout time.Duration, read func(io.Reader) error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", u, resp.Status)
+		return fmt.Errorf("GET %s: %s", u, resp.Status)
 	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	return p.TextToMetricFamilies(resp.Body)
+	return read(resp.Body)
 }
 
 // counter is the sum of the series of counter name (0 when there is none).
