@@ -97,12 +97,15 @@ func newLifecycle(clients podClients, reg *sitereg.Registry, siteEvents <-chan e
 	// managedFields (a few hundred bytes to kilobytes an object) are never read from these
 	// caches: every write is an update of the provider's own fields or a status, and the
 	// API server keeps an object's managedFields when an update carries none.
-	strip := informers.WithTransform(crcache.TransformStripManagedFields())
-	podFactory := informers.NewSharedInformerFactoryWithOptions(host, 0, strip, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+	strip := crcache.TransformStripManagedFields()
+	podFactory := informers.NewSharedInformerFactoryWithOptions(host, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermNotEqualSelector("spec.nodeName", "").String()
 	}))
-	objFactory := informers.NewSharedInformerFactoryWithOptions(host, 0, strip)
+	objFactory := informers.NewSharedInformerFactoryWithOptions(host, 0, informers.WithTransform(strip))
 	podInformer := podFactory.Core().V1().Pods()
+	if err := podInformer.Informer().SetTransform(shareUnchanged(podInformer.Informer().GetStore(), strip)); err != nil {
+		return nil, err
+	}
 	core := objFactory.Core().V1()
 	broadcast := record.NewBroadcaster()
 	recorder := broadcast.NewRecorder(scheme, corev1.EventSource{Component: "vk8s-provider"})
@@ -183,6 +186,9 @@ func newLifecycle(clients podClients, reg *sitereg.Registry, siteEvents <-chan e
 		}); err != nil {
 			return nil, err
 		}
+	}
+	if _, err := podInformer.Informer().AddEventHandler(pods.StatusWritesHandler()); err != nil {
+		return nil, err
 	}
 	// Pods bound to a virtual node before it was registered are picked up when it is.
 	if _, err := core.Nodes().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: pods.NodeAdded}); err != nil {

@@ -17,7 +17,6 @@ limitations under the License.
 package provider
 
 import (
-	"context"
 	"slices"
 	"sync"
 	"time"
@@ -25,10 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 
 	"github.com/vk8s-io/vk8s/promreg"
 )
@@ -45,6 +41,8 @@ type podMetrics struct {
 	start *prometheus.HistogramVec
 	// conflicts counts the status writes the host refused for a stale resource version.
 	conflicts prometheus.Counter
+	// writes counts the status writes by result.
+	writes *prometheus.CounterVec
 }
 
 func newPodMetrics(reg prometheus.Registerer) (*podMetrics, error) {
@@ -81,9 +79,16 @@ func newPodMetrics(reg prometheus.Registerer) (*podMetrics, error) {
 			Name: "vk8s_provider_pod_status_conflicts_total",
 			Help: "Host pod status writes refused because the provider's copy of the pod was behind the host's (each is written again at once on the latest version).",
 		}),
+		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vk8s_provider_pod_status_writes_total",
+			Help: "Host pod status writes virtual-kubelet asked for, by result: written (the host accepted it), unchanged (not sent: the host pod showed that status already), failed.",
+		}, []string{"result"}),
 	}
 	var err error
 	if m.conflicts, err = promreg.Register(reg, m.conflicts); err != nil {
+		return nil, err
+	}
+	if m.writes, err = promreg.Register(reg, m.writes); err != nil {
 		return nil, err
 	}
 	if m.start, err = promreg.Register(reg, m.start); err != nil {
@@ -171,67 +176,6 @@ func (l *statusLag) prune(exists func(key string, uid types.UID) bool) {
 			delete(l.pending, uid)
 		}
 	}
-}
-
-// statusClient is the pod controller's host client: it tells lag each pod status the host
-// accepted, which is where virtual-kubelet's status sync ends, and writes again at once a
-// status the host refused for a stale resource version (statusPods.UpdateStatus).
-type statusClient struct {
-	typedcorev1.PodsGetter
-	lag       *statusLag
-	start     *podStart
-	conflicts prometheus.Counter
-}
-
-// Pods returns the pods of namespace, their status writes followed.
-func (c statusClient) Pods(namespace string) typedcorev1.PodInterface {
-	return statusPods{PodInterface: c.PodsGetter.Pods(namespace), lag: c.lag, start: c.start, conflicts: c.conflicts}
-}
-
-type statusPods struct {
-	typedcorev1.PodInterface
-	lag       *statusLag
-	start     *podStart
-	conflicts prometheus.Counter
-}
-
-// conflictRetries bounds the writes of one status after the first was refused as stale.
-const conflictRetries = 3
-
-// UpdateStatus writes the status and, when the host accepted it, observes its lag (and,
-// for a status Running, the end of the pod's start).
-//
-// virtual-kubelet writes a pod's status on the resource version of its informer's copy,
-// which lags behind the host whenever the status before was written a moment ago (a
-// starting pod goes Pending, scheduled, Running within a few hundred milliseconds): the
-// host refuses it as a conflict, and virtual-kubelet's queue retries with backoff until
-// the informer catches up. The status is the provider's to write, whatever the version,
-// so a refused write goes again at once on the version the host has now (the same pod:
-// its UID is checked), as virtual-kubelet's retry would once its cache caught up.
-func (p statusPods) UpdateStatus(ctx context.Context, pod *corev1.Pod, opts metav1.UpdateOptions) (*corev1.Pod, error) {
-	out, err := p.PodInterface.UpdateStatus(ctx, pod, opts)
-	for range conflictRetries {
-		if !apierrors.IsConflict(err) {
-			break
-		}
-		if p.conflicts != nil {
-			p.conflicts.Inc()
-		}
-		latest, gerr := p.Get(ctx, pod.Name, metav1.GetOptions{})
-		if gerr != nil || latest.UID != pod.UID {
-			break // virtual-kubelet's queue decides
-		}
-		again := pod.DeepCopy()
-		again.ResourceVersion = latest.ResourceVersion
-		out, err = p.PodInterface.UpdateStatus(ctx, again, opts)
-	}
-	if err == nil {
-		p.lag.written(pod.UID)
-		if pod.Status.Phase == corev1.PodRunning {
-			p.start.mark(pod.UID, stageHostStatus)
-		}
-	}
-	return out, err
 }
 
 // The stages of a pod's start, in order: the values of the stage label of

@@ -123,6 +123,7 @@ type Pods struct {
 	metrics *podMetrics
 	lag     *statusLag
 	starts  *podStart
+	recent  *recentWrites
 	tracer  trace.Tracer
 
 	// ctx is Run's: site clusters' caches and workers, started on demand from calls
@@ -198,6 +199,7 @@ func NewPods(cfg PodsConfig) (*Pods, error) {
 		metrics:  m,
 		lag:      &statusLag{hist: m.lag, now: time.Now, pending: map[types.UID]pendingStatus{}},
 		starts:   newPodStart(m.start, time.Now),
+		recent:   newRecentWrites(),
 		tracer:   cfg.TracerProvider.Tracer("github.com/vk8s-io/vk8s/provider"),
 		log:      cfg.Log,
 		started:  make(chan struct{}),
@@ -250,7 +252,13 @@ func (p *Pods) collectQueues(emit func(float64, ...string)) {
 // writes it makes end vk8s_provider_status_sync_lag_seconds and the pods' starts, and a
 // write refused for a stale resource version goes again at once.
 func (p *Pods) StatusClient(host typedcorev1.PodsGetter) typedcorev1.PodsGetter {
-	return statusClient{PodsGetter: host, lag: p.lag, start: p.starts, conflicts: p.metrics.conflicts}
+	return statusClient{PodsGetter: host, cached: p.cfg.HostPods, lag: p.lag, start: p.starts, conflicts: p.metrics.conflicts, writes: p.metrics.writes, recent: p.recent}
+}
+
+// StatusWritesHandler is the host pod informer's event handler that tells the status
+// client when the cache shows the status it wrote last.
+func (p *Pods) StatusWritesHandler() cache.ResourceEventHandler {
+	return p.recent.handler()
 }
 
 // Run serves until ctx ends, then stops every site cluster's informers and workers.
@@ -328,12 +336,32 @@ func (p *Pods) NotifyPods(_ context.Context, f func(*corev1.Pod)) {
 	p.notify = f
 }
 
-func (p *Pods) notifyPod(pod *corev1.Pod) {
+// report hands virtual-kubelet the status a host pod should show. What it hands is the
+// pod's identity, labels, annotations, finalizers and deletion with that status, not a
+// copy of the whole pod: virtual-kubelet keeps a deep copy of the last one of every pod
+// for as long as the pod lives, and the spec, most of a pod's size, is never written
+// through the status (statusPods.UpdateStatus writes the status onto the host pod as the
+// host cache has it).
+func (p *Pods) report(host *corev1.Pod, status corev1.PodStatus) {
 	p.mu.Lock()
 	f := p.notify
 	p.mu.Unlock()
 	if f != nil {
-		f(pod)
+		f(reported(host, status))
+	}
+}
+
+// reported is what report hands virtual-kubelet for host pod host and status. It has no
+// resource version, so that virtual-kubelet, which compares it with the last one it was
+// handed, writes nothing when only the host pod's version moved.
+func reported(host *corev1.Pod, status corev1.PodStatus) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: host.Namespace, Name: host.Name, UID: host.UID,
+			Labels: host.Labels, Annotations: host.Annotations, Finalizers: host.Finalizers,
+			DeletionTimestamp: host.DeletionTimestamp, DeletionGracePeriodSeconds: host.DeletionGracePeriodSeconds,
+		},
+		Status: status,
 	}
 }
 
@@ -637,9 +665,7 @@ func (p *Pods) siteDown(site string, cause error) {
 			if host.Status.Phase == corev1.PodSucceeded || host.Status.Phase == corev1.PodFailed {
 				continue
 			}
-			out := host.DeepCopy()
-			out.Status = translate.StaleStatus(host.Status, msg, expired, metav1.NewTime(now))
-			p.notifyPod(out)
+			p.report(host, translate.StaleStatus(host.Status, msg, expired, metav1.NewTime(now)))
 		}
 	}
 }
@@ -834,24 +860,20 @@ func orphanView(sp *corev1.Pod) *corev1.Pod {
 // the pod condition vk8s.io/SiteSynced=False quoting the reason.
 func (p *Pods) reportUnsynced(pod *corev1.Pod, reason, message string) {
 	p.cfg.Recorder.Event(pod, corev1.EventTypeWarning, reason, message)
-	out := pod.DeepCopy()
-	out.Status = translate.WithCondition(out.Status, corev1.PodCondition{
+	p.report(pod, translate.WithCondition(pod.Status, corev1.PodCondition{
 		Type: vk8sv1.ConditionSiteSynced, Status: corev1.ConditionFalse, Reason: reason, Message: message,
 		LastTransitionTime: metav1.Now(),
-	})
-	p.notifyPod(out)
+	}))
 }
 
 // reportFailed fails a host pod for good (the site will never run it).
 func (p *Pods) reportFailed(pod *corev1.Pod, reason, message string) {
 	p.cfg.Recorder.Event(pod, corev1.EventTypeWarning, reason, message)
-	out := pod.DeepCopy()
-	out.Status = translate.TerminatedStatus(out.Status, pod, reason, message, metav1.Now())
-	out.Status = translate.WithCondition(out.Status, corev1.PodCondition{
+	status := translate.TerminatedStatus(pod.Status, pod, reason, message, metav1.Now())
+	p.report(pod, translate.WithCondition(status, corev1.PodCondition{
 		Type: vk8sv1.ConditionSiteSynced, Status: corev1.ConditionFalse, Reason: reason, Message: message,
 		LastTransitionTime: metav1.Now(),
-	})
-	p.notifyPod(out)
+	}))
 }
 
 // hostPodFor returns the host pod a site pod belongs to, or nil when it is gone or was

@@ -187,14 +187,13 @@ func (p *Pods) sitePodChanged(c *cluster, obj any) {
 	if sp.Status.Phase == corev1.PodRunning {
 		p.starts.mark(host.UID, stageRunningOnSite)
 	}
-	out := host.DeepCopy()
-	out.Status = translate.HostStatus(host, sp)
-	if c, ok := translate.SiteUnschedulable(host.Status, out.Status); ok {
+	status := translate.HostStatus(host, sp)
+	if c, ok := translate.SiteUnschedulable(host.Status, status); ok {
 		p.cfg.Recorder.Eventf(host, corev1.EventTypeWarning, translate.ReasonSiteUnschedulable,
 			"its site cannot schedule pod %s/%s (%s): %s", sp.Namespace, sp.Name, c.Reason, c.Message)
 	}
-	p.lag.seen(host, &out.Status)
-	p.notifyPod(out)
+	p.lag.seen(host, &status)
+	p.report(host, status)
 }
 
 // sitePodGone handles a site pod that left its site. When the host deleted it, the host
@@ -220,9 +219,7 @@ func (p *Pods) sitePodGone(c *cluster, obj any) {
 		// collector, say), maybe before the host learnt how it ended: that end is the host
 		// pod's, whatever its restart policy, and it does not run again.
 		p.ended.Store(host.UID, host.Namespace+"/"+host.Name)
-		out := host.DeepCopy()
-		out.Status = translate.HostStatus(host, sp)
-		p.notifyPod(out)
+		p.report(host, translate.HostStatus(host, sp))
 		return
 	}
 	if host.DeletionTimestamp == nil && host.Spec.RestartPolicy == corev1.RestartPolicyNever &&

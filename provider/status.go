@@ -1,0 +1,211 @@
+/*
+Copyright The vk8s Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package provider
+
+import (
+	"context"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+)
+
+// statusClient is the pod controller's host client: it writes the status virtual-kubelet
+// was handed (Pods.report) onto the host pod as the host cache has it, tells lag each pod
+// status the host accepted, which is where virtual-kubelet's status sync ends, and writes
+// again at once a status the host refused for a stale resource version
+// (statusPods.UpdateStatus).
+type statusClient struct {
+	typedcorev1.PodsGetter
+	cached    corelisters.PodLister
+	lag       *statusLag
+	start     *podStart
+	conflicts prometheus.Counter
+	writes    *prometheus.CounterVec
+	recent    *recentWrites
+}
+
+// Pods returns the pods of namespace, their status writes followed.
+func (c statusClient) Pods(namespace string) typedcorev1.PodInterface {
+	var cached corelisters.PodNamespaceLister
+	if c.cached != nil {
+		cached = c.cached.Pods(namespace)
+	}
+	return statusPods{PodInterface: c.PodsGetter.Pods(namespace), cached: cached, lag: c.lag, start: c.start, conflicts: c.conflicts, writes: c.writes, recent: c.recent}
+}
+
+type statusPods struct {
+	typedcorev1.PodInterface
+	cached    corelisters.PodNamespaceLister
+	lag       *statusLag
+	start     *podStart
+	conflicts prometheus.Counter
+	writes    *prometheus.CounterVec
+	recent    *recentWrites
+}
+
+// Results of status writes, the values of vk8s_provider_pod_status_writes_total's result.
+const (
+	writeWritten   = "written"
+	writeUnchanged = "unchanged"
+	writeFailed    = "failed"
+)
+
+// conflictRetries bounds the writes of one status after the first was refused as stale.
+const conflictRetries = 3
+
+// UpdateStatus writes pod's status onto the host pod and, when the host accepted it,
+// observes its lag (and, for a status Running, the end of the pod's start).
+//
+// pod is what Pods.report handed virtual-kubelet (no spec) with the resource version of
+// virtual-kubelet's informer copy. The host applies a status write's labels and
+// annotations too, so the write carries the host pod as the cache has it now (metadata,
+// spec and version), with pod's status; a pod the cache does not hold goes as it is. When
+// the cached host pod shows that status already (the site pod's first status is often the
+// Pending the host gave the pod at creation), nothing is sent, unless the cache has not
+// caught up with this client's last write of the pod: the host may show another status.
+//
+// That version lags behind the host whenever the status before was written a moment ago
+// (a starting pod goes Pending, scheduled, Running within a few hundred milliseconds):
+// the host refuses it as a conflict, and virtual-kubelet's queue would retry with backoff
+// until the informer catches up. The status is the provider's to write, whatever the
+// version, so a refused write goes again at once onto the pod the host has now (the same
+// pod: its UID is checked).
+func (p statusPods) UpdateStatus(ctx context.Context, pod *corev1.Pod, opts metav1.UpdateOptions) (*corev1.Pod, error) {
+	onto := pod
+	if p.cached != nil {
+		if c, err := p.cached.Get(pod.Name); err == nil && c.UID == pod.UID {
+			if equality.Semantic.DeepEqual(&c.Status, &pod.Status) && p.recent.caughtUp(c) {
+				p.count(writeUnchanged)
+				p.accepted(pod)
+				return c, nil
+			}
+			onto = withStatus(c, pod.Status)
+		}
+	}
+	out, err := p.PodInterface.UpdateStatus(ctx, onto, opts)
+	for range conflictRetries {
+		if !apierrors.IsConflict(err) {
+			break
+		}
+		if p.conflicts != nil {
+			p.conflicts.Inc()
+		}
+		latest, gerr := p.Get(ctx, pod.Name, metav1.GetOptions{})
+		if gerr != nil || latest.UID != pod.UID {
+			break // virtual-kubelet's queue decides
+		}
+		out, err = p.PodInterface.UpdateStatus(ctx, withStatus(latest, pod.Status), opts)
+	}
+	if err != nil {
+		p.count(writeFailed)
+		return out, err
+	}
+	p.recent.wrote(out)
+	p.count(writeWritten)
+	p.accepted(pod)
+	return out, nil
+}
+
+// accepted observes the lag of pod's status, which the host shows now, and for a status
+// Running the end of the pod's start.
+func (p statusPods) accepted(pod *corev1.Pod) {
+	p.lag.written(pod.UID)
+	if pod.Status.Phase == corev1.PodRunning {
+		p.start.mark(pod.UID, stageHostStatus)
+	}
+}
+
+func (p statusPods) count(result string) {
+	if p.writes != nil {
+		p.writes.WithLabelValues(result).Inc()
+	}
+}
+
+// withStatus is pod with status: a shallow copy, whose maps and slices are pod's (a cached
+// object's, only read by the write's encoding).
+func withStatus(pod *corev1.Pod, status corev1.PodStatus) *corev1.Pod {
+	out := *pod
+	out.Status = status
+	return &out
+}
+
+// recentWrites holds the resource version of the last status write of each host pod
+// whose write the host pod cache has not delivered yet (UID -> version): until it does,
+// the cache's status is not what the host has. A watch delivers every version of a pod in
+// order, so the cache shows the written version before any later one (after a relist it
+// may not: the pod's writes are then never skipped, which only costs writes).
+type recentWrites struct {
+	mu       sync.Mutex
+	versions map[types.UID]string
+}
+
+func newRecentWrites() *recentWrites {
+	return &recentWrites{versions: map[types.UID]string{}}
+}
+
+// wrote records a status write's result.
+func (r *recentWrites) wrote(out *corev1.Pod) {
+	if r == nil || out == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.versions[out.UID] = out.ResourceVersion
+}
+
+// caughtUp says whether cached, the cache's copy of a host pod, shows the last status
+// written for it, or none is waiting.
+func (r *recentWrites) caughtUp(cached *corev1.Pod) bool {
+	if r == nil {
+		return true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	v, ok := r.versions[cached.UID]
+	return !ok || v == cached.ResourceVersion
+}
+
+// handler is the host pod informer's event handler that forgets a write once the cache
+// delivers its version, or the pod.
+func (r *recentWrites) handler() cache.ResourceEventHandler {
+	forget := func(obj any, gone bool) {
+		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
+		}
+		pod, ok := obj.(*corev1.Pod)
+		if !ok {
+			return
+		}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if v, ok := r.versions[pod.UID]; ok && (gone || v == pod.ResourceVersion) {
+			delete(r.versions, pod.UID)
+		}
+	}
+	return cache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(_, obj any) { forget(obj, false) },
+		DeleteFunc: func(obj any) { forget(obj, true) },
+	}
+}

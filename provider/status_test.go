@@ -1,0 +1,161 @@
+/*
+Copyright The vk8s Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package provider
+
+import (
+	"errors"
+	"maps"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
+)
+
+// What virtual-kubelet is handed carries no spec; the status write puts its status onto
+// the host pod as the cache has it now (its labels, spec and version), and on a conflict
+// onto the pod the host has then, so that neither a spec nor a label changed since the
+// site's status was seen is written back.
+func TestStatusWriteGoesOntoTheCachedPod(t *testing.T) {
+	m, err := newPodMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: "u1", ResourceVersion: "5", Labels: map[string]string{"app": "a"}},
+		Spec:       corev1.PodSpec{NodeName: "site1-node1", Containers: []corev1.Container{{Name: "c", Image: "nginx"}}},
+		Status:     corev1.PodStatus{Phase: corev1.PodPending},
+	}
+	handed := reported(host, corev1.PodStatus{Phase: corev1.PodRunning})
+	if !equality.Semantic.DeepEqual(handed.Spec, corev1.PodSpec{}) || handed.ResourceVersion != "" || handed.UID != "u1" ||
+		handed.Labels["app"] != "a" {
+		t.Fatalf("handed to virtual-kubelet: %+v, want the identity, labels and status alone", handed)
+	}
+
+	// The cache has the pod relabelled since; virtual-kubelet writes on the version it read.
+	cached := host.DeepCopy()
+	cached.ResourceVersion, cached.Labels = "6", map[string]string{"app": "b"}
+	indexer := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	if err := indexer.Add(cached); err != nil {
+		t.Fatal(err)
+	}
+	latest := cached.DeepCopy()
+	latest.ResourceVersion, latest.Labels = "7", map[string]string{"app": "c"}
+	cs := fake.NewClientset(latest)
+	var written []*corev1.Pod
+	cs.PrependReactor("update", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		pod := a.(k8stesting.UpdateAction).GetObject().(*corev1.Pod).DeepCopy()
+		written = append(written, pod)
+		if pod.ResourceVersion != "7" {
+			return true, nil, apierrors.NewConflict(corev1.Resource("pods"), pod.Name, errors.New("the object has been modified"))
+		}
+		return false, nil, nil
+	})
+	client := statusClient{PodsGetter: cs.CoreV1(), cached: corelisters.NewPodLister(indexer),
+		lag: &statusLag{hist: m.lag, now: time.Now, pending: map[types.UID]pendingStatus{}}, start: newPodStart(m.start, time.Now), conflicts: m.conflicts, writes: m.writes}
+
+	vk := handed.DeepCopy()
+	vk.ResourceVersion = "5"
+	if _, err := client.Pods("ns").UpdateStatus(t.Context(), vk, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if len(written) != 2 {
+		t.Fatalf("%d writes, want 2 (the cached pod, then the latest)", len(written))
+	}
+	for i, want := range []*corev1.Pod{cached, latest} {
+		w := written[i]
+		if w.ResourceVersion != want.ResourceVersion || !maps.Equal(w.Labels, want.Labels) ||
+			!equality.Semantic.DeepEqual(w.Spec, host.Spec) || w.Status.Phase != corev1.PodRunning {
+			t.Errorf("write %d: version %s, labels %v, spec %+v, phase %s; want version %s, labels %v, the host's spec, Running",
+				i, w.ResourceVersion, w.Labels, w.Spec, w.Status.Phase, want.ResourceVersion, want.Labels)
+		}
+	}
+	if cached.Status.Phase != corev1.PodPending {
+		t.Errorf("the cached pod was changed: phase %s", cached.Status.Phase)
+	}
+
+	// A status the cached pod shows already is not sent.
+	same := reported(cached, cached.Status)
+	if _, err := client.Pods("ns").UpdateStatus(t.Context(), same, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if len(written) != 2 || testutil.ToFloat64(m.writes.WithLabelValues(writeUnchanged)) != 1 ||
+		testutil.ToFloat64(m.writes.WithLabelValues(writeWritten)) != 1 {
+		t.Errorf("%d writes, %v unchanged, %v written; want 2, 1, 1", len(written),
+			testutil.ToFloat64(m.writes.WithLabelValues(writeUnchanged)), testutil.ToFloat64(m.writes.WithLabelValues(writeWritten)))
+	}
+}
+
+// A status the cache shows is not sent while the cache has not delivered this client's
+// last write of the pod: the host may show another status by then.
+func TestUnchangedStatusWaitsForTheCacheToCatchUp(t *testing.T) {
+	m, err := newPodMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: "u1", ResourceVersion: "5"},
+		Status: corev1.PodStatus{Phase: corev1.PodPending}}
+	indexer := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	if err := indexer.Add(host); err != nil {
+		t.Fatal(err)
+	}
+	cs := fake.NewClientset(host.DeepCopy())
+	sent := 0
+	cs.PrependReactor("update", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		sent++
+		pod := a.(k8stesting.UpdateAction).GetObject().(*corev1.Pod).DeepCopy()
+		pod.ResourceVersion = "6"
+		return true, pod, nil
+	})
+	recent := newRecentWrites()
+	client := statusClient{PodsGetter: cs.CoreV1(), cached: corelisters.NewPodLister(indexer), recent: recent,
+		lag: &statusLag{hist: m.lag, now: time.Now, pending: map[types.UID]pendingStatus{}}, start: newPodStart(m.start, time.Now), writes: m.writes}
+	write := func(phase corev1.PodPhase) {
+		t.Helper()
+		if _, err := client.Pods("ns").UpdateStatus(t.Context(), reported(host, corev1.PodStatus{Phase: phase}), metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	write(corev1.PodFailed) // accepted as version 6; the cache still has 5, Pending
+	write(corev1.PodPending)
+	if sent != 2 {
+		t.Fatalf("%d writes, want 2: the cache's Pending is not the host's Failed yet", sent)
+	}
+	// The cache delivers version 6 (here: Pending again, someone else's write after ours
+	// would have a later version); from then on its status is the host's.
+	seen := host.DeepCopy()
+	seen.ResourceVersion = "6"
+	if err := indexer.Update(seen); err != nil {
+		t.Fatal(err)
+	}
+	recent.handler().OnUpdate(host, seen)
+	write(corev1.PodPending)
+	if sent != 2 {
+		t.Errorf("%d writes, want 2: the cache had caught up and showed the status", sent)
+	}
+}
