@@ -388,8 +388,16 @@ func podStart(ctx context.Context, l *lab.Lab, host kubernetes.Interface, names 
 	printStages("and by the provider (vk8s_provider_pod_start_stage_seconds, from its informer's event):", stages[5:])
 	conflicts := counter(after, "vk8s_provider_pod_status_conflicts_total") - counter(before, "vk8s_provider_pod_status_conflicts_total")
 	fmt.Printf("  host status writes refused as stale (vk8s_provider_pod_status_conflicts_total): %.0f\n", conflicts)
+	writes := map[string]int{}
+	for _, result := range []string{"written", "unchanged", "failed"} {
+		match := map[string]string{"result": result}
+		writes[result] = int(counterWhere(after, "vk8s_provider_pod_status_writes_total", match) -
+			counterWhere(before, "vk8s_provider_pod_status_writes_total", match))
+	}
+	fmt.Printf("  host status writes (vk8s_provider_pod_status_writes_total): %d written (%.2f a pod), %d unchanged and not sent, %d failed\n",
+		writes["written"], float64(writes["written"])/float64(pods), writes["unchanged"], writes["failed"])
 	return &podStartResult{Pods: pods, Sites: len(vnodes), HostScheduler: hostScheduler, Direct: distOf(direct), ViaHost: distOf(viaHost),
-		Ratio: ratiosOf(viaHost, direct), Stages: stages, StatusConflicts: int(conflicts)}, nil
+		Ratio: ratiosOf(viaHost, direct), Stages: stages, StatusConflicts: int(conflicts), StatusWrites: writes}, nil
 }
 
 // methods formats requests per second by method, the busiest first.

@@ -116,6 +116,9 @@ type podStartResult struct {
 	// StatusConflicts are the host status writes the provider's host refused as stale
 	// during the run through the host (each written again at once).
 	StatusConflicts int `json:"statusConflicts"`
+	// StatusWrites are the host status writes virtual-kubelet asked the provider for
+	// during the run through the host, by result (written, unchanged: not sent, failed).
+	StatusWrites map[string]int `json:"statusWrites,omitempty"`
 }
 
 type hangingResult struct {
