@@ -320,7 +320,7 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 // createSitePod creates the site pod of host pod host on cluster c, namespace and
 // references first.
 func (p *Pods) createSitePod(ctx context.Context, c *cluster, it item, host *corev1.Pod, site, siteNode string) error {
-	want, err := translate.SitePod(host, translate.Target{Tenant: p.cfg.Tenant, SiteNode: siteNode})
+	want, err := translate.SitePod(host, translate.Target{Tenant: p.cfg.Tenant, Site: site, SiteNode: siteNode})
 	if err != nil {
 		return nil
 	}
