@@ -80,6 +80,9 @@ func TestProviderPods(t *testing.T) {
 		if got := sp.Labels[vk8sv1.LabelHostPodUID]; got != string(hp.UID) {
 			t.Errorf("site pod's host UID label = %q, want %q", got, hp.UID)
 		}
+		if got := sp.Labels[vk8sv1.LabelHostSite]; got != "site2" {
+			t.Errorf("site pod's Site label = %q, want site2", got)
+		}
 		if hp.Status.PodIP != sp.Status.PodIP {
 			t.Errorf("host pod IP %q, site pod IP %q: want the same", hp.Status.PodIP, sp.Status.PodIP)
 		}

@@ -197,6 +197,8 @@ func (p *providerProcess) kill(t *testing.T) {
 
 type sitePodID struct {
 	site, uid, hostUID string
+	// hostSite is the Site it was made for (vk8s.io/host-site).
+	hostSite string
 }
 
 // sitePodUIDs lists the pods of a site namespace on every site, by name.
@@ -213,7 +215,7 @@ func sitePodUIDs(t *testing.T, siteNamespace string) map[string]sitePodID {
 			if prev, dup := out[p.Name]; dup {
 				t.Errorf("pod %s is on %s and on %s", p.Name, prev.site, site)
 			}
-			out[p.Name] = sitePodID{site: site, uid: string(p.UID), hostUID: p.Labels[vk8sv1.LabelHostPodUID]}
+			out[p.Name] = sitePodID{site: site, uid: string(p.UID), hostUID: p.Labels[vk8sv1.LabelHostPodUID], hostSite: p.Labels[vk8sv1.LabelHostSite]}
 		}
 	}
 	return out

@@ -49,7 +49,9 @@ const shardSites = 30
 // pod on each, and kills one (SIGKILL: nothing released). Its Sites' virtual nodes must
 // never leave Ready (the new owners renew their Leases within the host's grace), their
 // shards must have new owners within 15 s, and every pod must be where it was: none lost,
-// duplicated, deleted or replaced. It prints the takeover times.
+// duplicated, deleted or replaced. Before the kill, every site pod must name the Site it
+// was made for, and an orphan site pod made for a Site go at once (shardedOrphans). It
+// prints the takeover times.
 func TestShardedProviders(t *testing.T) {
 	skipShort(t)
 	startProvider(t)
@@ -177,6 +179,12 @@ func TestShardedProviders(t *testing.T) {
 	for _, id := range replicas {
 		t.Logf("replica %s: %d Sites, RSS %.1f MiB", id, len(owners[id]), rssMiB(procs[id].cmd.Process.Pid))
 	}
+	for i, s := range sites {
+		if name := fmt.Sprintf("p%02d", i); before[name].hostSite != s {
+			t.Errorf("site pod %s says it was made for Site %q, want %s", name, before[name].hostSite, s)
+		}
+	}
+	shardedOrphans(t)
 
 	// Watch the victim's virtual nodes from now on: not one may leave Ready.
 	watchCtx, stopWatch := context.WithCancel(t.Context())
@@ -259,6 +267,54 @@ func TestShardedProviders(t *testing.T) {
 	}
 	waitPodsIntact(t, host, ns, siteNamespace, want, before, deleted)
 	t.Logf("all %d pods Running and intact %s after the kill", len(want), time.Since(killed).Round(100*time.Millisecond))
+}
+
+// shardedOrphans checks which replica deletes a site pod whose host pod does not exist:
+// one made for a Site (vk8s.io/host-site) goes at once, by the replica that owns that
+// Site, while one without the label (an earlier vk8s') is kept 30 s, since it may be one
+// another replica made from a host pod the deciding replica's cache does not show yet.
+func shardedOrphans(t *testing.T) {
+	t.Helper()
+	const hostNS = "shard-orphans"
+	ns := translate.SiteNamespace(provider.DefaultTenant, hostNS)
+	site1 := siteClient(t, "site1")
+	mustCreate(t, site1, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	t.Cleanup(func() {
+		_ = site1.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	})
+	// The site's ServiceAccount admission wants it; its controller may have made it already.
+	err := site1.Create(t.Context(), &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: ns}})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	orphan := func(name, site string) *corev1.Pod {
+		p := testPod(name, "")
+		p.Namespace = ns
+		p.Labels = map[string]string{vk8sv1.LabelTenant: provider.DefaultTenant, vk8sv1.LabelHostNamespace: hostNS,
+			vk8sv1.LabelHostPodUID: "00000000-0000-0000-0000-000000000000"}
+		if site != "" {
+			p.Labels[vk8sv1.LabelHostSite] = site
+		}
+		return p
+	}
+	labelled, unlabelled := orphan("made-for-site1", "site1"), orphan("made-before-the-label", "")
+	made := time.Now()
+	mustCreate(t, site1, unlabelled)
+	mustCreate(t, site1, labelled)
+	waitFor(t, "the orphan made for site1 to go", func(ctx context.Context) (bool, error) {
+		err := site1.Get(ctx, client.ObjectKeyFromObject(labelled), &corev1.Pod{})
+		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+	})
+	took := time.Since(made)
+	t.Logf("an orphan site pod made for site1 went %s after it was made", took.Round(100*time.Millisecond))
+	// The rule without the label would have waited 30 s, and then for a sweep.
+	if took >= 25*time.Second {
+		t.Errorf("the orphan made for site1 went after %s, want it gone at once", took.Round(100*time.Millisecond))
+	}
+	if err := site1.Get(t.Context(), client.ObjectKeyFromObject(unlabelled), &corev1.Pod{}); err != nil {
+		t.Errorf("the orphan without %s is gone %s after it was made (%v), want it kept 30 s",
+			vk8sv1.LabelHostSite, time.Since(made).Round(100*time.Millisecond), err)
+	}
 }
 
 // rssMiB is a process's resident memory in MiB (0 when it cannot be read).

@@ -618,11 +618,19 @@ func (p *Pods) letGo(site string) {
 	p.metrics.waiting.Set(float64(p.waitingLocked()))
 }
 
-// owned says whether this process acts for the site of host pod pod; a pod not on a
-// virtual node is nobody's and counts as owned.
-func (p *Pods) owned(pod *corev1.Pod) bool {
-	site, _, err := p.placement(pod)
-	return err != nil || p.cfg.Registry.Owns(site)
+// owned says whether this process acts for host pod pod, whose site pod is sp (nil when
+// none is known): the owner of the Site of its virtual node. For a pod that is not on a
+// virtual node (its node is gone, or it is the host form of a site pod whose host pod is
+// gone, which virtual-kubelet hands DeletePod at start), the owner of the Site its site
+// pod was made for (ownerOf); nobody's, and so counted as owned, when that is unknown.
+func (p *Pods) owned(ctx context.Context, pod, sp *corev1.Pod) bool {
+	if site, _, err := p.placement(pod); err == nil {
+		return p.cfg.Registry.Owns(site)
+	}
+	if sp == nil || (pod.UID != "" && sp.Labels[vk8sv1.LabelHostPodUID] != string(pod.UID)) {
+		return true // no site pod of this host pod to say
+	}
+	return p.ownerOf(ctx, sp) != ownerOther
 }
 
 // siteDown marks the status of a site's host pods stale, and once the site has been down
@@ -758,10 +766,10 @@ func (p *Pods) sync(pod *corev1.Pod) error {
 // DeletePod deletes a host pod's site pod with the host pod's grace period. When there is
 // none, the host pod is deleted at once, as a kubelet does for a pod that runs nothing.
 func (p *Pods) DeletePod(ctx context.Context, pod *corev1.Pod) error {
-	if !p.owned(pod) {
+	sp, c := p.find(pod.Namespace, pod.Name)
+	if !p.owned(ctx, pod, sp) {
 		return nil // another replica's: it deletes the site pod
 	}
-	sp, c := p.find(pod.Namespace, pod.Name)
 	if sp == nil || (pod.UID != "" && sp.Labels[vk8sv1.LabelHostPodUID] != string(pod.UID)) {
 		if pod.DeletionTimestamp != nil {
 			return p.forceDeleteHost(ctx, pod.Namespace, pod.Name, pod.UID)

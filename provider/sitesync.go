@@ -170,7 +170,8 @@ func (p *Pods) process(ctx context.Context, c *cluster, it item) {
 }
 
 // sitePodChanged reports a site pod's status to the host pod it belongs to; a site pod
-// that belongs to no host pod is queued so that it is deleted.
+// that belongs to no host pod is queued so that it is deleted, unless it was made for
+// another replica's Site (ownerOf), which deletes it.
 func (p *Pods) sitePodChanged(c *cluster, obj any) {
 	sp, ok := obj.(*corev1.Pod)
 	if !ok {
@@ -178,10 +179,12 @@ func (p *Pods) sitePodChanged(c *cluster, obj any) {
 	}
 	host := p.hostPodFor(sp)
 	if host == nil {
-		c.queue.Add(item{Namespace: sp.Labels[vk8sv1.LabelHostNamespace], Name: sp.Name})
+		if p.ownerOf(p.ctx, sp) != ownerOther {
+			c.queue.Add(item{Namespace: sp.Labels[vk8sv1.LabelHostNamespace], Name: sp.Name})
+		}
 		return
 	}
-	if !p.owned(host) {
+	if !p.owned(p.ctx, host, sp) {
 		return // another replica reports it
 	}
 	if sp.Status.Phase == corev1.PodRunning {
@@ -211,7 +214,7 @@ func (p *Pods) sitePodGone(c *cluster, obj any) {
 		c.queue.Add(item{Kind: r.Kind, Namespace: sp.Labels[vk8sv1.LabelHostNamespace], Name: r.Name})
 	}
 	host := p.hostPodFor(sp)
-	if host == nil || !p.owned(host) {
+	if host == nil || !p.owned(p.ctx, host, sp) {
 		return
 	}
 	if host.DeletionTimestamp == nil && (sp.Status.Phase == corev1.PodSucceeded || sp.Status.Phase == corev1.PodFailed) {
@@ -246,7 +249,7 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 	if apierrors.IsNotFound(err) {
 		c.refused.Delete(it.Namespace + "/" + it.Name)
 		p.traces.Delete(it.Namespace + "/" + it.Name)
-		if sp != nil && p.mayTakeForOrphan(c, sp) {
+		if sp != nil && p.mayTakeForOrphan(ctx, c, sp) {
 			return c.deleteSitePod(ctx, sp, nil)
 		}
 		return nil
@@ -254,7 +257,7 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 	if err != nil {
 		return err
 	}
-	if !p.owned(host) {
+	if !p.owned(ctx, host, sp) {
 		return nil // another replica syncs it
 	}
 	if sp != nil && sp.Labels[vk8sv1.LabelHostPodUID] != string(host.UID) {
@@ -317,7 +320,7 @@ func (p *Pods) syncPod(ctx context.Context, c *cluster, it item) error {
 // createSitePod creates the site pod of host pod host on cluster c, namespace and
 // references first.
 func (p *Pods) createSitePod(ctx context.Context, c *cluster, it item, host *corev1.Pod, site, siteNode string) error {
-	want, err := translate.SitePod(host, translate.Target{Tenant: p.cfg.Tenant, SiteNode: siteNode})
+	want, err := translate.SitePod(host, translate.Target{Tenant: p.cfg.Tenant, Site: site, SiteNode: siteNode})
 	if err != nil {
 		return nil
 	}
@@ -496,23 +499,80 @@ func (p *Pods) syncPodSecurity(ctx context.Context, c *cluster) error {
 	return nil
 }
 
-// orphanAge is how old a site pod must be before a replica that shares the Sites takes it
-// for an orphan when its host cache lacks the host pod: far longer than one replica's host
-// cache lags behind another's.
+// orphanAge is how old a site pod that does not say its Site must be before a replica that
+// shares the Sites takes it for an orphan when its host cache lacks the host pod: far
+// longer than one replica's host cache lags behind another's.
 const orphanAge = 30 * time.Second
 
-// mayTakeForOrphan says whether site pod sp, whose host pod the host cache lacks, may be
-// deleted here as an orphan: always without sharding; with it, only when one of this
-// replica's own Sites runs sp's node and sp is older than orphanAge. The site cluster's
-// cache also holds the pods of the other replicas' Sites on the cluster (their selectors
-// may overlap this replica's), and one of them may have been made a moment ago by its owner
-// from a host pod this replica's host cache has not shown yet (e2e TestShardedProviders
-// saw such a pod deleted). A real orphan goes at a later sweep.
-func (p *Pods) mayTakeForOrphan(c *cluster, sp *corev1.Pod) bool {
+// podOwner says which replica acts for a site pod, as the Site it was made for says.
+type podOwner int
+
+const (
+	// ownerUnknown: the site pod does not say its Site (made by a vk8s before
+	// vk8s.io/host-site), or that Site is gone.
+	ownerUnknown podOwner = iota
+	// ownerThis: this replica owns the pod's Site (every pod, without sharding).
+	ownerThis
+	// ownerOther: another replica owns the pod's Site.
+	ownerOther
+)
+
+// ownerOf says which replica acts for site pod sp: without sharding this one, with it
+// the owner of the Site sp was made for (vk8sv1.LabelHostSite). The site cluster's cache
+// holds the pods of every replica's Sites on the cluster (Sites of one cluster share its
+// connection, and their selectors may overlap), so the cluster cannot say it. When the
+// host's cache of Sites cannot be read, a Site not owned here counts as another's: its
+// pods are left alone, and looked at again at the next sweep.
+func (p *Pods) ownerOf(ctx context.Context, sp *corev1.Pod) podOwner {
 	if !p.cfg.Registry.Sharded() {
-		return true
+		return ownerThis
 	}
-	return p.cfg.Registry.SelectsNode(c.key, sp.Spec.NodeName) && time.Since(sp.CreationTimestamp.Time) >= orphanAge
+	return siteOwner(sp, p.cfg.Registry.Owns, func(site string) bool {
+		exists, err := p.cfg.Registry.Exists(ctx, site)
+		return exists || err != nil
+	})
+}
+
+// siteOwner is ownerOf with sharding: owns says whether this replica owns a Site, exists
+// whether the host still has it.
+func siteOwner(sp *corev1.Pod, owns, exists func(site string) bool) podOwner {
+	site := sp.Labels[vk8sv1.LabelHostSite]
+	switch {
+	case site == "":
+		return ownerUnknown
+	case owns(site):
+		return ownerThis
+	case exists(site):
+		return ownerOther
+	default:
+		// Nobody acts for a Site that is gone: its pods are the cluster's to clean up.
+		return ownerUnknown
+	}
+}
+
+// mayTakeForOrphan says whether site pod sp, whose host pod the host cache lacks, may be
+// deleted here as an orphan (takeForOrphan).
+func (p *Pods) mayTakeForOrphan(ctx context.Context, c *cluster, sp *corev1.Pod) bool {
+	return takeForOrphan(sp, p.ownerOf(ctx, sp), func(node string) bool { return p.cfg.Registry.SelectsNode(c.key, node) }, time.Now())
+}
+
+// takeForOrphan says whether a site pod whose host pod the host cache lacks may be deleted
+// here as an orphan, given who acts for it (ownerOf): always by the replica that owns its
+// Site (without sharding, the only one), at once, since that replica made it from a host
+// pod its own cache showed; never by another. A pod that does not say its Site (made by
+// a vk8s before vk8s.io/host-site), or whose Site is gone, is taken by a replica one of
+// whose Sites on the cluster runs its node (selectsNode) once it is orphanAge old: it may
+// be one another replica made a moment ago from a host pod this replica's host cache does
+// not show yet (e2e TestShardedProviders saw such a pod deleted). A real orphan goes at a
+// later sweep.
+func takeForOrphan(sp *corev1.Pod, owner podOwner, selectsNode func(node string) bool, now time.Time) bool {
+	switch owner {
+	case ownerThis:
+		return true
+	case ownerOther:
+		return false
+	}
+	return selectsNode(sp.Spec.NodeName) && now.Sub(sp.CreationTimestamp.Time) >= orphanAge
 }
 
 // sweep deletes site pods whose host pod is gone and queues every copy, so unused ones go.
@@ -521,7 +581,7 @@ func (p *Pods) sweep(ctx context.Context, c *cluster) {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
 	for _, sp := range c.allSitePods() {
-		if p.hostPodFor(sp) != nil || !p.mayTakeForOrphan(c, sp) {
+		if p.hostPodFor(sp) != nil || !p.mayTakeForOrphan(ctx, c, sp) {
 			continue
 		}
 		if err := c.deleteSitePod(ctx, sp, nil); err != nil {

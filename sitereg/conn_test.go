@@ -399,3 +399,26 @@ func TestSelectsNode(t *testing.T) {
 		t.Error("SelectsNode of an unknown connection: true, want false")
 	}
 }
+
+// TestExists: a Site the host has exists whichever replica owns it (here none); one
+// being deleted or never made does not, and a registry without a host cache says it
+// cannot tell.
+func TestExists(t *testing.T) {
+	deleting := testSite("leaving", "s", nil)
+	deleting.Finalizers = []string{"test/keep"}
+	deleting.DeletionTimestamp = &metav1.Time{Time: time.Now()}
+	env := newTestEnvWith(t, Config{Owns: func(string) bool { return false }}, testSite("theirs", "s", nil), deleting)
+	for site, want := range map[string]bool{"theirs": true, "leaving": false, "gone": false} {
+		got, err := env.r.Exists(t.Context(), site)
+		if err != nil || got != want {
+			t.Errorf("Exists(%s) = %v, %v; want %v", site, got, err, want)
+		}
+	}
+	r, err := New(Config{MetricsRegisterer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Exists(t.Context(), "theirs"); err == nil {
+		t.Error("Exists without a host cache: no error")
+	}
+}

@@ -523,6 +523,18 @@ func (r *Registry) SelectsNode(key, name string) bool {
 	return slices.ContainsFunc(sels, func(sel labels.Selector) bool { return sel.Matches(labels.Set(n.Labels)) })
 }
 
+// Exists says whether the host has Site site, not being deleted, as the manager's cache
+// of Sites shows it (every Site, whichever replica owns it). With sharding, the provider
+// leaves a site pod made for another replica's Site to that replica, but one made for a
+// Site that is gone has no owner left. The error says the cache could not be read.
+func (r *Registry) Exists(ctx context.Context, site string) (bool, error) {
+	if r.client == nil {
+		return false, errors.New("site registry: not set up with a manager")
+	}
+	s, err := r.liveSite(ctx, site)
+	return s != nil, err
+}
+
 // PodSecurity returns the Pod Security level of the site namespaces on the cluster of
 // connection key (Conn.Key): the strictest spec.podSecurity.enforce of the Sites that
 // share it, baseline when no Site uses the connection. It does no I/O.

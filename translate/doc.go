@@ -26,8 +26,8 @@ limitations under the License.
 // # Pods
 //
 // SitePod translates a host pod into the pod to create on its site: in the site namespace
-// (SiteNamespace), labelled with the tenant, the host namespace and the host pod's UID,
-// pinned to the real node in PerNode mode (Target), without what only means something in
+// (SiteNamespace), labelled with the tenant, the host namespace, the host pod's UID and
+// the Site it runs on, pinned to the real node in PerNode mode (Target), without what only means something in
 // the host (the binding to the virtual node, the host's service-account token volume, the
 // virtual nodes' toleration, node selection and priority class). ReachesSite says whether
 // a host pod bound to a virtual node may go to its site at all (vK8s namespaces, the vk8s

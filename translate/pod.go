@@ -34,6 +34,9 @@ const serviceAccountVolumePrefix = "kube-api-access-"
 type Target struct {
 	// Tenant names this host installation.
 	Tenant string
+	// Site names the Site the pod runs on (its virtual node's vk8s.io/site); the site pod
+	// is labelled with it (vk8s.io/host-site).
+	Site string
 	// SiteNode is the real node of the site (PerNode mode); empty in Aggregate mode, where
 	// the site's scheduler chooses.
 	SiteNode string
@@ -43,10 +46,15 @@ type Target struct {
 // wrote and drops what only makes sense in the host: the binding to the virtual node, the
 // host's service-account token volume, tolerations of the virtual nodes' taint, node
 // selection and priority class (the host scheduler has placed the pod already). It
-// records in AnnotationLastApplied the labels, annotations and images it writes.
+// labels the pod with vk8s' own labels (the tenant, the host namespace, the host pod's
+// UID, the Site), which HostLabels leaves out and SiteUpdate keeps, and records in
+// AnnotationLastApplied the labels, annotations and images it writes.
 func SitePod(p *corev1.Pod, t Target) (*corev1.Pod, error) {
 	if t.Tenant == "" {
 		return nil, fmt.Errorf("pod %s/%s: tenant is required", p.Namespace, p.Name)
+	}
+	if t.Site == "" {
+		return nil, fmt.Errorf("pod %s/%s: site is required", p.Namespace, p.Name)
 	}
 	if p.UID == "" {
 		return nil, fmt.Errorf("pod %s/%s: it has no UID yet", p.Namespace, p.Name)
@@ -69,6 +77,7 @@ func SitePod(p *corev1.Pod, t Target) (*corev1.Pod, error) {
 	out.Labels[vk8sv1.LabelTenant] = t.Tenant
 	out.Labels[vk8sv1.LabelHostNamespace] = p.Namespace
 	out.Labels[vk8sv1.LabelHostPodUID] = string(p.UID)
+	out.Labels[vk8sv1.LabelHostSite] = t.Site
 	// What the site's admission changes of it is the site's (SiteUpdate).
 	record(out, appliedOf(p))
 

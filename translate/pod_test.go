@@ -110,8 +110,8 @@ func TestSitePod(t *testing.T) {
 		target   Target
 		wantNode string
 	}{
-		{"per node", Target{Tenant: "acme", SiteNode: "node2"}, "node2"},
-		{"aggregate", Target{Tenant: "acme"}, ""},
+		{"per node", Target{Tenant: "acme", Site: "site1", SiteNode: "node2"}, "node2"},
+		{"aggregate", Target{Tenant: "acme", Site: "site1"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := hostPod()
@@ -126,7 +126,8 @@ func TestSitePod(t *testing.T) {
 			if got.Name != "web-1" || got.Namespace != "acme-demo" || got.UID != "" || got.ResourceVersion != "" || got.OwnerReferences != nil {
 				t.Errorf("metadata %+v", got.ObjectMeta)
 			}
-			want := map[string]string{"app": "web", vk8sv1.LabelTenant: "acme", vk8sv1.LabelHostNamespace: "demo", vk8sv1.LabelHostPodUID: "uid-1"}
+			want := map[string]string{"app": "web", vk8sv1.LabelTenant: "acme", vk8sv1.LabelHostNamespace: "demo", vk8sv1.LabelHostPodUID: "uid-1",
+				vk8sv1.LabelHostSite: "site1"}
 			for k, v := range want {
 				if got.Labels[k] != v {
 					t.Errorf("label %s = %q, want %q", k, got.Labels[k], v)
@@ -179,7 +180,7 @@ func TestSitePod(t *testing.T) {
 func TestSitePodRecordIsVK8s(t *testing.T) {
 	p := hostPod()
 	p.Annotations[vk8sv1.AnnotationLastApplied] = `{"labels":{"forged":"yes"}}`
-	got, err := SitePod(p, Target{Tenant: "acme"})
+	got, err := SitePod(p, Target{Tenant: "acme", Site: "site1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,11 +192,14 @@ func TestSitePodRecordIsVK8s(t *testing.T) {
 
 func TestSitePodRejects(t *testing.T) {
 	p := hostPod()
-	if _, err := SitePod(p, Target{}); err == nil || !strings.Contains(err.Error(), "tenant") {
+	if _, err := SitePod(p, Target{Site: "s"}); err == nil || !strings.Contains(err.Error(), "tenant") {
 		t.Errorf("no tenant: %v", err)
 	}
+	if _, err := SitePod(p, Target{Tenant: "a"}); err == nil || !strings.Contains(err.Error(), "site") {
+		t.Errorf("no site: %v", err)
+	}
 	p.UID = ""
-	if _, err := SitePod(p, Target{Tenant: "a"}); err == nil || !strings.Contains(err.Error(), "UID") {
+	if _, err := SitePod(p, Target{Tenant: "a", Site: "s"}); err == nil || !strings.Contains(err.Error(), "UID") {
 		t.Errorf("no UID: %v", err)
 	}
 }

@@ -61,7 +61,7 @@ const (
 )
 
 // managedLabels are the labels vk8s adds to site pods; the host pod does not have them.
-var managedLabels = []string{vk8sv1.LabelTenant, vk8sv1.LabelHostNamespace, vk8sv1.LabelHostPodUID}
+var managedLabels = []string{vk8sv1.LabelTenant, vk8sv1.LabelHostNamespace, vk8sv1.LabelHostPodUID, vk8sv1.LabelHostSite}
 
 // HostStatus is the status the host pod should show for its site pod: the site's, as it
 // is (phase, conditions, container and init-container statuses with restarts, pod IP,

@@ -299,7 +299,7 @@ func TestSiteUpdateKeepsSiteChanges(t *testing.T) {
 			host.Annotations = map[string]string{"note": "x"}
 			host.Spec.InitContainers = []corev1.Container{{Name: "init", Image: "init:1"}}
 			host.Spec.Containers = []corev1.Container{{Name: "app", Image: "nginx:1.25"}}
-			site, err := SitePod(host, Target{Tenant: "t"})
+			site, err := SitePod(host, Target{Tenant: "t", Site: "site1"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -323,7 +323,7 @@ func TestSiteUpdateKeepsSiteChanges(t *testing.T) {
 			if diff := cmp.Diff(tc.wantLabels, HostLabels(want.Labels)); diff != "" {
 				t.Errorf("labels (-want +got):\n%s", diff)
 			}
-			if want.Labels[vk8sv1.LabelTenant] != "t" || want.Labels[vk8sv1.LabelHostPodUID] != "u1" {
+			if want.Labels[vk8sv1.LabelTenant] != "t" || want.Labels[vk8sv1.LabelHostPodUID] != "u1" || want.Labels[vk8sv1.LabelHostSite] != "site1" {
 				t.Errorf("vk8s' labels lost: %v", want.Labels)
 			}
 			if diff := cmp.Diff(tc.wantAnnotations, siteAnnotations(want.Annotations)); diff != "" {
@@ -410,13 +410,47 @@ func TestSiteScheduledComesFromTheSite(t *testing.T) {
 	}
 }
 
+// TestHostSiteLabelIsVK8s: the site pod's vk8s.io/host-site names the Site it was made
+// for whatever the host pod's labels say, label sync from the host never changes or
+// removes it, and the host's view of the site pod does not show it.
+func TestHostSiteLabelIsVK8s(t *testing.T) {
+	host := hostPod()
+	host.Labels[vk8sv1.LabelHostSite] = "forged"
+	site, err := SitePod(host, Target{Tenant: "acme", Site: "site1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := site.Labels[vk8sv1.LabelHostSite]; got != "site1" {
+		t.Fatalf("site pod's %s = %q, want site1", vk8sv1.LabelHostSite, got)
+	}
+	for _, labels := range []map[string]string{
+		{"app": "web"},
+		{"app": "web", vk8sv1.LabelHostSite: "site2"},
+		{},
+	} {
+		now := host.DeepCopy()
+		now.Labels = labels
+		want, _ := SiteUpdate(now, site)
+		if got := want.Labels[vk8sv1.LabelHostSite]; got != "site1" {
+			t.Errorf("after a host update to labels %v: %s = %q, want site1", labels, vk8sv1.LabelHostSite, got)
+		}
+		if v, ok := HostView(now, want).Labels[vk8sv1.LabelHostSite]; ok {
+			t.Errorf("after a host update to labels %v: the host view shows %s=%s", labels, vk8sv1.LabelHostSite, v)
+		}
+		site = want
+	}
+	if _, ok := HostLabels(site.Labels)[vk8sv1.LabelHostSite]; ok {
+		t.Errorf("HostLabels keeps %s: %v", vk8sv1.LabelHostSite, HostLabels(site.Labels))
+	}
+}
+
 // TestTraceParentStaysOnTheHost: the admission's trace context is not copied to the site
 // pod, and its absence there is no difference for virtual-kubelet to write.
 func TestTraceParentStaysOnTheHost(t *testing.T) {
 	host := hostPod()
 	traceparent := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	host.Annotations[vk8sv1.AnnotationTraceParent] = traceparent
-	site, err := SitePod(host, Target{Tenant: "acme"})
+	site, err := SitePod(host, Target{Tenant: "acme", Site: "site1"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -106,6 +106,12 @@ const (
 	LabelHostNamespace = "vk8s.io/host-namespace"
 	// LabelHostPodUID is the UID of the host pod a site pod runs for.
 	LabelHostPodUID = "vk8s.io/host-pod-uid"
+	// LabelHostSite names the Site (the host's Site object) a site pod was created for.
+	// With sharding it says which replica acts for the pod (the owner of that Site) even
+	// when the Sites of one cluster share a connection and the host pod is gone. Not
+	// LabelSite: host pods carry that one (admission writes it, users may select by it),
+	// and it reaches the site pod among the host's labels.
+	LabelHostSite = "vk8s.io/host-site"
 	// AnnotationLastApplied records on a site pod what vk8s last wrote of the fields it
 	// keeps following the host pod (labels, annotations, container images, the active
 	// deadline), and on a copy (ConfigMap, Secret, Service, ...) its labels and
