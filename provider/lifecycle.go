@@ -197,7 +197,7 @@ func newLifecycle(clients podClients, reg *sitereg.Registry, siteEvents <-chan e
 	pc, err := node.NewPodController(node.PodControllerConfig{
 		PodClient:         pods.StatusClient(clients.status.CoreV1()),
 		PodInformer:       podInformer,
-		EventRecorder:     recorder,
+		EventRecorder:     withoutHandOffs{recorder},
 		Provider:          pods,
 		ConfigMapInformer: core.ConfigMaps(),
 		SecretInformer:    core.Secrets(),

@@ -341,8 +341,8 @@ func (p *Pods) createSitePod(ctx context.Context, c *cluster, it item, host *cor
 		p.metrics.op(site, "create", nil, false)
 		c.refused.Delete(it.Namespace + "/" + it.Name)
 		p.traces.Delete(it.Namespace + "/" + it.Name)
-		// virtual-kubelet's ProviderCreateSuccess only says the pod was handed to its
-		// site's queue: this says where it runs.
+		// The pod's only Event of its creation (virtual-kubelet's ProviderCreateSuccess,
+		// which said it was queued, is not recorded: withoutHandOffs).
 		p.cfg.Recorder.Eventf(host, corev1.EventTypeNormal, translate.ReasonSitePodCreated, "created on site %s as pod %s/%s%s",
 			site, want.Namespace, want.Name, onNode(siteNode))
 		return nil
