@@ -53,6 +53,7 @@ import (
 	"flag"
 	"fmt"
 	"maps"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -396,8 +397,21 @@ func podStart(ctx context.Context, l *lab.Lab, host kubernetes.Interface, names 
 	}
 	fmt.Printf("  host status writes (vk8s_provider_pod_status_writes_total): %d written (%.2f a pod), %d unchanged and not sent, %d failed\n",
 		writes["written"], float64(writes["written"])/float64(pods), writes["unchanged"], writes["failed"])
+	// Everything the provider asked the host meanwhile (status writes, Events, heartbeats),
+	// a pod: the host's API server is on the path of every stage through the host.
+	perPod := map[string]float64{}
+	if hostCfg, err := l.RESTConfig("host"); err == nil {
+		if u, err := url.Parse(hostCfg.Host); err == nil {
+			b, a := hostRequests(before, u.Host), hostRequests(after, u.Host)
+			for method, n := range a {
+				perPod[method] = (n - b[method]) / float64(pods)
+			}
+		}
+	}
+	fmt.Printf("  the provider's requests to the host a pod meanwhile (rest_client_requests_total): %s\n", methods(perPod))
 	return &podStartResult{Pods: pods, Sites: len(vnodes), HostScheduler: hostScheduler, Direct: distOf(direct), ViaHost: distOf(viaHost),
-		Ratio: ratiosOf(viaHost, direct), Stages: stages, StatusConflicts: int(conflicts), StatusWrites: writes}, nil
+		Ratio: ratiosOf(viaHost, direct), Stages: stages, StatusConflicts: int(conflicts), StatusWrites: writes,
+		HostRequestsPerPod: perPod}, nil
 }
 
 // methods formats requests per second by method, the busiest first.

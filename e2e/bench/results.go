@@ -119,6 +119,9 @@ type podStartResult struct {
 	// StatusWrites are the host status writes virtual-kubelet asked the provider for
 	// during the run through the host, by result (written, unchanged: not sent, failed).
 	StatusWrites map[string]int `json:"statusWrites,omitempty"`
+	// HostRequestsPerPod are the provider's requests to the host during the run through
+	// the host, by method, divided by the pods.
+	HostRequestsPerPod map[string]float64 `json:"hostRequestsPerPod,omitempty"`
 }
 
 type hangingResult struct {
