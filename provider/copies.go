@@ -192,7 +192,7 @@ func (p *Pods) copyUsed(c *cluster, it item, siteNamespace string) bool {
 		if err != nil {
 			continue
 		}
-		if conn, err := p.cfg.Registry.Get(site); err != nil || conn.Key == c.key {
+		if key, err := p.cfg.Registry.Key(site); err != nil || key == c.key {
 			// A disconnected site may be this cluster: keep the copy.
 			return true
 		}

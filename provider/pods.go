@@ -777,7 +777,7 @@ func (p *Pods) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 		return errdefs.NotFoundf("pod %s/%s is not on any site", pod.Namespace, pod.Name)
 	}
 	if site, _, err := p.placement(pod); err == nil {
-		if _, err := p.cfg.Registry.Get(site); err != nil {
+		if _, err := p.cfg.Registry.Key(site); err != nil {
 			// The site does not answer: the host pod goes after its grace period, and the
 			// sweep deletes the site pod once the site is back.
 			return nil

@@ -99,12 +99,12 @@ func (p *Pods) HostPod(site, namespace, name string) (kubeletapi.HostPod, bool) 
 
 // SitePod implements kubeletapi.Resolver: a site pod of this host, from the site's cache.
 func (p *Pods) SitePod(site, namespace, name string) (*corev1.Pod, bool) {
-	conn, err := p.cfg.Registry.Get(site)
+	key, err := p.cfg.Registry.Key(site)
 	if err != nil {
 		return nil, false
 	}
 	p.mu.Lock()
-	c := p.clusters[conn.Key]
+	c := p.clusters[key]
 	p.mu.Unlock()
 	if c == nil {
 		return nil, false

@@ -34,6 +34,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/transport"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -415,63 +416,95 @@ func (r *Registry) LastContact(site string) time.Time {
 // when the kubeconfig cannot be used or the probe failed. Get does no I/O and never blocks
 // on a site.
 func (r *Registry) Get(site string) (*Conn, error) {
-	r.mu.Lock()
-	e, ok := r.sites[site]
-	var c *conn
-	var sel labels.Selector
-	var mode vk8sv1.NodeMode
-	var level vk8sv1.PodSecurityLevel
-	var verified bool
-	if ok {
-		c, sel, mode, level, verified = e.conn, e.sel, e.mode, e.podSecurity, e.verified == e.conn
+	u, err := r.usable(site)
+	if err != nil {
+		return nil, err
 	}
-	var entryErr error
-	if ok && e.err != nil {
-		entryErr = e.err
-	}
-	r.mu.Unlock()
-	switch {
-	case !ok:
-		return nil, fmt.Errorf("site %s: %w: not registered, or not reconciled yet", site, ErrSiteNotConnected)
-	case entryErr != nil:
-		return nil, fmt.Errorf("site %s: %w: %w: %w", site, ErrSiteNotConnected, ErrSiteDown, entryErr)
-	case c == nil:
-		return nil, fmt.Errorf("site %s: %w: no connection yet", site, ErrSiteNotConnected)
-	}
-	c.mu.Lock()
-	res := c.resultLocked()
-	inf := c.informer
-	claimErr, ready := c.claimErr, c.readyLocked()
-	c.mu.Unlock()
-	switch {
-	case res.err != nil:
-		return nil, fmt.Errorf("site %s: %w: %w: %w", site, ErrSiteNotConnected, ErrSiteDown, res.err)
-	case res.lastSuccess.IsZero():
-		return nil, fmt.Errorf("site %s: %w: not probed yet", site, ErrSiteNotConnected)
-	case !verified:
-		return nil, fmt.Errorf("site %s: %w: the cluster's identity is not checked yet", site, ErrSiteNotConnected)
-	case claimErr != nil:
-		return nil, fmt.Errorf("site %s: %w: %w: %w", site, ErrSiteNotConnected, ErrSiteDown, claimErr)
-	case !ready:
-		return nil, fmt.Errorf("site %s: %w: the tenant claim is not written yet", site, ErrSiteNotConnected)
-	case inf == nil || !inf.HasSynced():
-		return nil, fmt.Errorf("site %s: %w: node cache not synced yet", site, ErrSiteNotConnected)
-	}
+	c, inf := u.conn, u.informer
 	return &Conn{
 		Site:                 site,
 		Key:                  c.key,
 		Server:               c.server,
 		Config:               c.config,
 		Client:               c.client,
-		Nodes:                siteNodeLister{base: corelisters.NewNodeLister(inf.GetIndexer()), sel: sel},
+		Nodes:                siteNodeLister{base: corelisters.NewNodeLister(inf.GetIndexer()), sel: u.sel},
 		ClusterNodes:         corelisters.NewNodeLister(inf.GetIndexer()),
-		NodeMode:             mode,
-		PodSecurity:          level,
+		NodeMode:             u.mode,
+		PodSecurity:          u.level,
 		NamespacePodSecurity: c.namespacePodSecurity(),
-		KubernetesVersion:    res.version,
-		LastHeartbeat:        res.lastSuccess,
+		KubernetesVersion:    u.res.version,
+		LastHeartbeat:        u.res.lastSuccess,
 		WritesStalled:        c.writes.stalled(),
 	}, nil
+}
+
+// Key returns the key of the connection site uses (Conn.Key) when Get would give it, with
+// Get's errors, without building a Conn: the kubelet API asks it for every pod of every
+// scrape (Pods.SitePod), where the Conn's listers and fields would only be garbage.
+func (r *Registry) Key(site string) (string, error) {
+	u, err := r.usable(site)
+	if err != nil {
+		return "", err
+	}
+	return u.conn.key, nil
+}
+
+// usableSite is what Get reads of a Site whose connection is usable.
+type usableSite struct {
+	conn  *conn
+	sel   labels.Selector
+	mode  vk8sv1.NodeMode
+	level vk8sv1.PodSecurityLevel
+	res   probeResult
+	// informer is the connection's node informer, read with the probe's result.
+	informer cache.SharedIndexInformer
+}
+
+// usable returns site's connection and what Get reads of it, or why the site is not
+// connected (an error wrapping ErrSiteNotConnected).
+func (r *Registry) usable(site string) (usableSite, error) {
+	r.mu.Lock()
+	e, ok := r.sites[site]
+	var u usableSite
+	var verified bool
+	if ok {
+		u.conn, u.sel, u.mode, u.level, verified = e.conn, e.sel, e.mode, e.podSecurity, e.verified == e.conn
+	}
+	var entryErr error
+	if ok && e.err != nil {
+		entryErr = e.err
+	}
+	r.mu.Unlock()
+	c := u.conn
+	switch {
+	case !ok:
+		return u, fmt.Errorf("site %s: %w: not registered, or not reconciled yet", site, ErrSiteNotConnected)
+	case entryErr != nil:
+		return u, fmt.Errorf("site %s: %w: %w: %w", site, ErrSiteNotConnected, ErrSiteDown, entryErr)
+	case c == nil:
+		return u, fmt.Errorf("site %s: %w: no connection yet", site, ErrSiteNotConnected)
+	}
+	c.mu.Lock()
+	u.res = c.resultLocked()
+	u.informer = c.informer
+	inf := u.informer
+	claimErr, ready := c.claimErr, c.readyLocked()
+	c.mu.Unlock()
+	switch {
+	case u.res.err != nil:
+		return u, fmt.Errorf("site %s: %w: %w: %w", site, ErrSiteNotConnected, ErrSiteDown, u.res.err)
+	case u.res.lastSuccess.IsZero():
+		return u, fmt.Errorf("site %s: %w: not probed yet", site, ErrSiteNotConnected)
+	case !verified:
+		return u, fmt.Errorf("site %s: %w: the cluster's identity is not checked yet", site, ErrSiteNotConnected)
+	case claimErr != nil:
+		return u, fmt.Errorf("site %s: %w: %w: %w", site, ErrSiteNotConnected, ErrSiteDown, claimErr)
+	case !ready:
+		return u, fmt.Errorf("site %s: %w: the tenant claim is not written yet", site, ErrSiteNotConnected)
+	case inf == nil || !inf.HasSynced():
+		return u, fmt.Errorf("site %s: %w: node cache not synced yet", site, ErrSiteNotConnected)
+	}
+	return u, nil
 }
 
 // HasConnection says whether the connection key (Conn.Key) is open: some Site uses it. One

@@ -517,6 +517,16 @@ func TestReconcileSharesConnectionsAndFollowsChanges(t *testing.T) {
 	if cw.Key != cs.Key || cw.Client != cs.Client {
 		t.Error("whole and slice do not share their connection")
 	}
+	// Key gives Get's key without building a Conn: the kubelet API asks it per pod.
+	if key, err := env.r.Key("slice"); err != nil || key != cs.Key {
+		t.Errorf("Key(slice) = %q, %v; want %q", key, err, cs.Key)
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = env.r.Key("slice") }); n != 0 {
+		t.Errorf("Key allocates %v times a call, want none", n)
+	}
+	if _, err := env.r.Key("nosuch"); !errors.Is(err, ErrSiteNotConnected) {
+		t.Errorf("Key of an unknown Site: %v, want ErrSiteNotConnected", err)
+	}
 	if list, _ := cs.Nodes.List(labels.Everything()); len(list) != 1 {
 		t.Errorf("slice's node lister shows %d nodes, want 1", len(list))
 	}
@@ -562,6 +572,9 @@ func TestReconcileSharesConnectionsAndFollowsChanges(t *testing.T) {
 	}
 	if _, err := env.r.Get("slice"); !errors.Is(err, ErrSiteDown) {
 		t.Errorf("Get(slice) on another cluster: %v, want ErrSiteDown", err)
+	}
+	if _, err := env.r.Key("slice"); !errors.Is(err, ErrSiteDown) {
+		t.Errorf("Key(slice) on another cluster: %v, want ErrSiteDown", err)
 	}
 	if evs := env.events(); len(evs) != 1 || !strings.HasPrefix(evs[0], "Warning "+ReasonClusterChanged) {
 		t.Errorf("events %q, want one Warning %s", evs, ReasonClusterChanged)
