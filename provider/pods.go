@@ -351,13 +351,15 @@ func (p *Pods) report(host *corev1.Pod, status corev1.PodStatus) {
 	}
 }
 
-// reported is what report hands virtual-kubelet for host pod host and status. It has no
-// resource version, so that virtual-kubelet, which compares it with the last one it was
-// handed, writes nothing when only the host pod's version moved.
+// reported is what report hands virtual-kubelet for host pod host and status. It carries
+// the host pod's resource version: virtual-kubelet writes nothing when what it is handed
+// equals the last one, and a status someone else wrote since (the host's node lifecycle
+// controller's Ready=False, say) is written over at the next report only because the
+// version moved.
 func reported(host *corev1.Pod, status corev1.PodStatus) *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
-			Namespace: host.Namespace, Name: host.Name, UID: host.UID,
+			Namespace: host.Namespace, Name: host.Name, UID: host.UID, ResourceVersion: host.ResourceVersion,
 			Labels: host.Labels, Annotations: host.Annotations, Finalizers: host.Finalizers,
 			DeletionTimestamp: host.DeletionTimestamp, DeletionGracePeriodSeconds: host.DeletionGracePeriodSeconds,
 		},

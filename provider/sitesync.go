@@ -611,6 +611,7 @@ func (p *Pods) sweep(ctx context.Context, c *cluster) {
 		return err == nil && host.UID == uid
 	}
 	p.lag.prune(exists)
+	p.recent.prune(exists)
 	p.starts.prune(exists, startFollowedFor)
 	p.ended.Range(func(uid, key any) bool {
 		// Forget ended pods the host no longer has.

@@ -94,8 +94,11 @@ const conflictRetries = 3
 // pod: its UID is checked).
 func (p statusPods) UpdateStatus(ctx context.Context, pod *corev1.Pod, opts metav1.UpdateOptions) (*corev1.Pod, error) {
 	onto := pod
-	if p.cached != nil {
-		if c, err := p.cached.Get(pod.Name); err == nil && c.UID == pod.UID {
+	// virtual-kubelet's own status of a pod the provider refused (ProviderFailed) comes
+	// with no resource version, on its informer's copy changed in place: it is written as
+	// it is, whatever the host has.
+	if p.cached != nil && pod.ResourceVersion != "" {
+		if c, err := p.cached.Get(pod.Name); err == nil && c != pod && c.UID == pod.UID {
 			if equality.Semantic.DeepEqual(&c.Status, &pod.Status) && p.recent.caughtUp(c) {
 				p.count(writeUnchanged)
 				p.accepted(pod)
@@ -122,7 +125,7 @@ func (p statusPods) UpdateStatus(ctx context.Context, pod *corev1.Pod, opts meta
 		p.count(writeFailed)
 		return out, err
 	}
-	p.recent.wrote(out)
+	p.recent.wrote(out, p.cached)
 	p.count(writeWritten)
 	p.accepted(pod)
 	return out, nil
@@ -155,24 +158,37 @@ func withStatus(pod *corev1.Pod, status corev1.PodStatus) *corev1.Pod {
 // whose write the host pod cache has not delivered yet (UID -> version): until it does,
 // the cache's status is not what the host has. A watch delivers every version of a pod in
 // order, so the cache shows the written version before any later one (after a relist it
-// may not: the pod's writes are then never skipped, which only costs writes).
+// may not, nor when another write's version reached the cache before the write was
+// recorded: the pod's unchanged statuses are then sent, which only costs writes).
 type recentWrites struct {
-	mu       sync.Mutex
-	versions map[types.UID]string
+	mu     sync.Mutex
+	writes map[types.UID]recentWrite
+}
+
+type recentWrite struct {
+	key     string // namespace/name
+	version string
 }
 
 func newRecentWrites() *recentWrites {
-	return &recentWrites{versions: map[types.UID]string{}}
+	return &recentWrites{writes: map[types.UID]recentWrite{}}
 }
 
-// wrote records a status write's result.
-func (r *recentWrites) wrote(out *corev1.Pod) {
+// wrote records a status write's result, unless cached (the host pod cache of its
+// namespace) shows its version already.
+func (r *recentWrites) wrote(out *corev1.Pod, cached corelisters.PodNamespaceLister) {
 	if r == nil || out == nil {
 		return
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.versions[out.UID] = out.ResourceVersion
+	if cached != nil {
+		if c, err := cached.Get(out.Name); err == nil && c.UID == out.UID && c.ResourceVersion == out.ResourceVersion {
+			delete(r.writes, out.UID)
+			return
+		}
+	}
+	r.writes[out.UID] = recentWrite{key: out.Namespace + "/" + out.Name, version: out.ResourceVersion}
 }
 
 // caughtUp says whether cached, the cache's copy of a host pod, shows the last status
@@ -183,8 +199,8 @@ func (r *recentWrites) caughtUp(cached *corev1.Pod) bool {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	v, ok := r.versions[cached.UID]
-	return !ok || v == cached.ResourceVersion
+	w, ok := r.writes[cached.UID]
+	return !ok || w.version == cached.ResourceVersion
 }
 
 // handler is the host pod informer's event handler that forgets a write once the cache
@@ -200,12 +216,24 @@ func (r *recentWrites) handler() cache.ResourceEventHandler {
 		}
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		if v, ok := r.versions[pod.UID]; ok && (gone || v == pod.ResourceVersion) {
-			delete(r.versions, pod.UID)
+		if w, ok := r.writes[pod.UID]; ok && (gone || w.version == pod.ResourceVersion) {
+			delete(r.writes, pod.UID)
 		}
 	}
 	return cache.ResourceEventHandlerFuncs{
 		UpdateFunc: func(_, obj any) { forget(obj, false) },
 		DeleteFunc: func(obj any) { forget(obj, true) },
+	}
+}
+
+// prune forgets the writes of pods for which exists says no (deleted before the write was
+// recorded).
+func (r *recentWrites) prune(exists func(key string, uid types.UID) bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for uid, w := range r.writes {
+		if !exists(w.key, uid) {
+			delete(r.writes, uid)
+		}
 	}
 }

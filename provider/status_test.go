@@ -51,9 +51,9 @@ func TestStatusWriteGoesOntoTheCachedPod(t *testing.T) {
 		Status:     corev1.PodStatus{Phase: corev1.PodPending},
 	}
 	handed := reported(host, corev1.PodStatus{Phase: corev1.PodRunning})
-	if !equality.Semantic.DeepEqual(handed.Spec, corev1.PodSpec{}) || handed.ResourceVersion != "" || handed.UID != "u1" ||
+	if !equality.Semantic.DeepEqual(handed.Spec, corev1.PodSpec{}) || handed.ResourceVersion != "5" || handed.UID != "u1" ||
 		handed.Labels["app"] != "a" {
-		t.Fatalf("handed to virtual-kubelet: %+v, want the identity, labels and status alone", handed)
+		t.Fatalf("handed to virtual-kubelet: %+v, want the identity, version, labels and status alone", handed)
 	}
 
 	// The cache has the pod relabelled since; virtual-kubelet writes on the version it read.
@@ -157,5 +157,40 @@ func TestUnchangedStatusWaitsForTheCacheToCatchUp(t *testing.T) {
 	write(corev1.PodPending)
 	if sent != 2 {
 		t.Errorf("%d writes, want 2: the cache had caught up and showed the status", sent)
+	}
+}
+
+// virtual-kubelet's own status of a pod the provider refused (ProviderFailed) is its
+// informer's copy changed in place, without a resource version: it is written as it is,
+// although the cache "shows" it.
+func TestProviderFailedStatusIsWritten(t *testing.T) {
+	m, err := newPodMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: "u1", ResourceVersion: "5"},
+		Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever}, Status: corev1.PodStatus{Phase: corev1.PodPending}}
+	indexer := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	cached := host.DeepCopy()
+	if err := indexer.Add(cached); err != nil {
+		t.Fatal(err)
+	}
+	cs := fake.NewClientset(host)
+	sent := 0
+	cs.PrependReactor("update", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		sent++
+		return false, nil, nil
+	})
+	client := statusClient{PodsGetter: cs.CoreV1(), cached: corelisters.NewPodLister(indexer), recent: newRecentWrites(),
+		lag: &statusLag{hist: m.lag, now: time.Now, pending: map[types.UID]pendingStatus{}}, start: newPodStart(m.start, time.Now), writes: m.writes}
+	// As virtual-kubelet's handleProviderError does.
+	cached.ResourceVersion = ""
+	cached.Status.Phase, cached.Status.Reason = corev1.PodFailed, "ProviderFailed"
+	if _, err := client.Pods("ns").UpdateStatus(t.Context(), cached, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := cs.CoreV1().Pods("ns").Get(t.Context(), "p", metav1.GetOptions{})
+	if err != nil || sent != 1 || got.Status.Phase != corev1.PodFailed {
+		t.Errorf("%d writes, host phase %s (%v); want 1 write and Failed", sent, got.Status.Phase, err)
 	}
 }
