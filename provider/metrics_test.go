@@ -54,7 +54,7 @@ func TestStatusSyncLag(t *testing.T) {
 	lag := &statusLag{hist: m.lag, now: func() time.Time { return now }, pending: map[types.UID]pendingStatus{}}
 	host := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: "u1"}, Status: corev1.PodStatus{Phase: corev1.PodPending}}
 	running := corev1.PodStatus{Phase: corev1.PodRunning}
-	client := statusClient{PodsGetter: fake.NewClientset(host).CoreV1(), lag: lag}
+	client := statusClient{PodsGetter: fake.NewClientset(host).CoreV1(), statusFollow: statusFollow{lag: lag}}
 
 	// The same status as the host's: nothing to write, nothing to time.
 	lag.seen(host, host.Status.DeepCopy())
@@ -175,8 +175,7 @@ func TestStatusWriteOnAStaleVersionGoesAgain(t *testing.T) {
 		}
 		return false, nil, nil
 	})
-	client := statusClient{PodsGetter: cs.CoreV1(), lag: &statusLag{hist: m.lag, now: time.Now, pending: map[types.UID]pendingStatus{}},
-		start: newPodStart(m.start, time.Now), conflicts: m.conflicts}
+	client := statusClient{PodsGetter: cs.CoreV1(), statusFollow: testFollow(m, nil)}
 
 	stale := host.DeepCopy()
 	stale.ResourceVersion, stale.Status.Phase = "4", corev1.PodRunning

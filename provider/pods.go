@@ -252,7 +252,8 @@ func (p *Pods) collectQueues(emit func(float64, ...string)) {
 // writes it makes end vk8s_provider_status_sync_lag_seconds and the pods' starts, and a
 // write refused for a stale resource version goes again at once.
 func (p *Pods) StatusClient(host typedcorev1.PodsGetter) typedcorev1.PodsGetter {
-	return statusClient{PodsGetter: host, cached: p.cfg.HostPods, lag: p.lag, start: p.starts, conflicts: p.metrics.conflicts, writes: p.metrics.writes, recent: p.recent}
+	return statusClient{PodsGetter: host, cached: p.cfg.HostPods, statusFollow: statusFollow{
+		lag: p.lag, start: p.starts, conflicts: p.metrics.conflicts, writes: p.metrics.writes, recent: p.recent}}
 }
 
 // StatusWritesHandler is the host pod informer's event handler that tells the status

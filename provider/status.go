@@ -38,7 +38,12 @@ import (
 // (statusPods.UpdateStatus).
 type statusClient struct {
 	typedcorev1.PodsGetter
-	cached    corelisters.PodLister
+	cached corelisters.PodLister
+	statusFollow
+}
+
+// statusFollow is what the status writes tell and count, the same for every namespace.
+type statusFollow struct {
 	lag       *statusLag
 	start     *podStart
 	conflicts prometheus.Counter
@@ -52,17 +57,13 @@ func (c statusClient) Pods(namespace string) typedcorev1.PodInterface {
 	if c.cached != nil {
 		cached = c.cached.Pods(namespace)
 	}
-	return statusPods{PodInterface: c.PodsGetter.Pods(namespace), cached: cached, lag: c.lag, start: c.start, conflicts: c.conflicts, writes: c.writes, recent: c.recent}
+	return statusPods{PodInterface: c.PodsGetter.Pods(namespace), cached: cached, statusFollow: c.statusFollow}
 }
 
 type statusPods struct {
 	typedcorev1.PodInterface
-	cached    corelisters.PodNamespaceLister
-	lag       *statusLag
-	start     *podStart
-	conflicts prometheus.Counter
-	writes    *prometheus.CounterVec
-	recent    *recentWrites
+	cached corelisters.PodNamespaceLister
+	statusFollow
 }
 
 // Results of status writes, the values of vk8s_provider_pod_status_writes_total's result.

@@ -75,8 +75,7 @@ func TestStatusWriteGoesOntoTheCachedPod(t *testing.T) {
 		}
 		return false, nil, nil
 	})
-	client := statusClient{PodsGetter: cs.CoreV1(), cached: corelisters.NewPodLister(indexer),
-		lag: &statusLag{hist: m.lag, now: time.Now, pending: map[types.UID]pendingStatus{}}, start: newPodStart(m.start, time.Now), conflicts: m.conflicts, writes: m.writes}
+	client := statusClient{PodsGetter: cs.CoreV1(), cached: corelisters.NewPodLister(indexer), statusFollow: testFollow(m, nil)}
 
 	vk := handed.DeepCopy()
 	vk.ResourceVersion = "5"
@@ -132,8 +131,7 @@ func TestUnchangedStatusWaitsForTheCacheToCatchUp(t *testing.T) {
 		return true, pod, nil
 	})
 	recent := newRecentWrites()
-	client := statusClient{PodsGetter: cs.CoreV1(), cached: corelisters.NewPodLister(indexer), recent: recent,
-		lag: &statusLag{hist: m.lag, now: time.Now, pending: map[types.UID]pendingStatus{}}, start: newPodStart(m.start, time.Now), writes: m.writes}
+	client := statusClient{PodsGetter: cs.CoreV1(), cached: corelisters.NewPodLister(indexer), statusFollow: testFollow(m, recent)}
 	write := func(phase corev1.PodPhase) {
 		t.Helper()
 		if _, err := client.Pods("ns").UpdateStatus(t.Context(), reported(host, corev1.PodStatus{Phase: phase}), metav1.UpdateOptions{}); err != nil {
@@ -181,8 +179,7 @@ func TestProviderFailedStatusIsWritten(t *testing.T) {
 		sent++
 		return false, nil, nil
 	})
-	client := statusClient{PodsGetter: cs.CoreV1(), cached: corelisters.NewPodLister(indexer), recent: newRecentWrites(),
-		lag: &statusLag{hist: m.lag, now: time.Now, pending: map[types.UID]pendingStatus{}}, start: newPodStart(m.start, time.Now), writes: m.writes}
+	client := statusClient{PodsGetter: cs.CoreV1(), cached: corelisters.NewPodLister(indexer), statusFollow: testFollow(m, newRecentWrites())}
 	// As virtual-kubelet's handleProviderError does.
 	cached.ResourceVersion = ""
 	cached.Status.Phase, cached.Status.Reason = corev1.PodFailed, "ProviderFailed"
@@ -193,4 +190,10 @@ func TestProviderFailedStatusIsWritten(t *testing.T) {
 	if err != nil || sent != 1 || got.Status.Phase != corev1.PodFailed {
 		t.Errorf("%d writes, host phase %s (%v); want 1 write and Failed", sent, got.Status.Phase, err)
 	}
+}
+
+// testFollow is what a test's status writes tell and count: m's metrics, and recent.
+func testFollow(m *podMetrics, recent *recentWrites) statusFollow {
+	return statusFollow{lag: &statusLag{hist: m.lag, now: time.Now, pending: map[types.UID]pendingStatus{}},
+		start: newPodStart(m.start, time.Now), conflicts: m.conflicts, writes: m.writes, recent: recent}
 }
