@@ -487,7 +487,6 @@ func (r *Registry) usable(site string) (usableSite, error) {
 	c.mu.Lock()
 	u.res = c.resultLocked()
 	u.informer = c.informer
-	inf := u.informer
 	claimErr, ready := c.claimErr, c.readyLocked()
 	c.mu.Unlock()
 	switch {
@@ -501,7 +500,7 @@ func (r *Registry) usable(site string) (usableSite, error) {
 		return u, fmt.Errorf("site %s: %w: %w: %w", site, ErrSiteNotConnected, ErrSiteDown, claimErr)
 	case !ready:
 		return u, fmt.Errorf("site %s: %w: the tenant claim is not written yet", site, ErrSiteNotConnected)
-	case inf == nil || !inf.HasSynced():
+	case u.informer == nil || !u.informer.HasSynced():
 		return u, fmt.Errorf("site %s: %w: node cache not synced yet", site, ErrSiteNotConnected)
 	}
 	return u, nil

@@ -53,7 +53,6 @@ import (
 	"flag"
 	"fmt"
 	"maps"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -400,12 +399,10 @@ func podStart(ctx context.Context, l *lab.Lab, host kubernetes.Interface, names 
 	// Everything the provider asked the host meanwhile (status writes, Events, heartbeats),
 	// a pod: the host's API server is on the path of every stage through the host.
 	perPod := map[string]float64{}
-	if hostCfg, err := l.RESTConfig("host"); err == nil {
-		if u, err := url.Parse(hostCfg.Host); err == nil {
-			b, a := hostRequests(before, u.Host), hostRequests(after, u.Host)
-			for method, n := range a {
-				perPod[method] = (n - b[method]) / float64(pods)
-			}
+	if addr, err := hostAddress(l); err == nil {
+		b, a := hostRequests(before, addr), hostRequests(after, addr)
+		for method, n := range a {
+			perPod[method] = (n - b[method]) / float64(pods)
 		}
 	}
 	fmt.Printf("  the provider's requests to the host a pod meanwhile (rest_client_requests_total): %s\n", methods(perPod))

@@ -284,11 +284,7 @@ func footprint(ctx context.Context, l *lab.Lab, host kubernetes.Interface, vnode
 	if err != nil {
 		return u, err
 	}
-	hostCfg, err := l.RESTConfig("host")
-	if err != nil {
-		return u, err
-	}
-	hostURL, err := url.Parse(hostCfg.Host)
+	hostAddr, err := hostAddress(l)
 	if err != nil {
 		return u, err
 	}
@@ -323,7 +319,7 @@ func footprint(ctx context.Context, l *lab.Lab, host kubernetes.Interface, vnode
 		return u, err
 	}
 	u.byMethod = map[string]float64{}
-	before, after := hostRequests(m0, hostURL.Host), hostRequests(m1, hostURL.Host)
+	before, after := hostRequests(m0, hostAddr), hostRequests(m1, hostAddr)
 	for method, n := range after {
 		rate := (n - before[method]) / elapsed
 		u.byMethod[method] = rate
@@ -456,6 +452,20 @@ func hostRequests(m map[string]*dto.MetricFamily, host string) map[string]float6
 		}
 	}
 	return out
+}
+
+// hostAddress is the host:port of the lab host's API server, as client-go's
+// rest_client_requests_total names it (hostRequests).
+func hostAddress(l *lab.Lab) (string, error) {
+	cfg, err := l.RESTConfig("host")
+	if err != nil {
+		return "", err
+	}
+	u, err := url.Parse(cfg.Host)
+	if err != nil {
+		return "", err
+	}
+	return u.Host, nil
 }
 
 // oldestLease is how long ago the least recently renewed Lease of a virtual node was
