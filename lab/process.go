@@ -158,7 +158,8 @@ var (
 				"--kubelet-client-ca-file", l.CACertPath("host"),
 				"--kubelet-cert-dir", filepath.Join(l.cfg.Dir, "provider-certs"),
 				"--metrics-bind-address", "127.0.0.1:" + strconv.Itoa(ports[1]),
-				// Go's profiles beside the metrics, on loopback: the bench reads the heap.
+				// Go's profiles beside the metrics, on loopback (the webhook's too): the bench
+				// reads the heap.
 				"--profiling",
 				"--health-probe-bind-address", "127.0.0.1:" + strconv.Itoa(ports[2]),
 			}
@@ -178,6 +179,7 @@ var (
 				"--ca-secret", SystemNamespace + "/" + WebhookCASecret,
 				"--leader-elect-namespace", SystemNamespace,
 				"--metrics-bind-address", "127.0.0.1:" + strconv.Itoa(ports[1]),
+				"--profiling",
 				"--health-probe-bind-address", "127.0.0.1:" + strconv.Itoa(ports[2]),
 			}
 		}}

@@ -22,8 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/pprof"
 	"os"
 	"strconv"
 	"time"
@@ -53,6 +51,7 @@ import (
 	"github.com/vk8s-io/vk8s/api/scheme"
 	"github.com/vk8s-io/vk8s/election"
 	"github.com/vk8s-io/vk8s/kubeletapi"
+	"github.com/vk8s-io/vk8s/promreg"
 	"github.com/vk8s-io/vk8s/shard"
 	"github.com/vk8s-io/vk8s/siteadm"
 	"github.com/vk8s-io/vk8s/sitereg"
@@ -257,7 +256,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	mgr, err := ctrl.NewManager(hostCfg, ctrl.Options{
 		Scheme:                  hostScheme,
-		Metrics:                 metricsserver.Options{BindAddress: cfg.MetricsAddr, ExtraHandlers: profilingHandlers(cfg.Profiling)},
+		Metrics:                 metricsserver.Options{BindAddress: cfg.MetricsAddr, ExtraHandlers: promreg.Profiling(cfg.Profiling)},
 		HealthProbeBindAddress:  cfg.HealthAddr,
 		GracefulShutdownTimeout: ptr.To(10 * time.Second),
 		Controller:              config.Controller{SkipNameValidation: ptr.To(cfg.SkipNameValidation)},
@@ -531,19 +530,5 @@ func followOwnership(ctx context.Context, sh *shard.Sharder, changes <-chan stru
 			log.Info("Sites changed owner", "sites", len(moved), "shards", sh.Owned())
 			reg.OwnershipChanged(moved...)
 		}
-	}
-}
-
-// profilingHandlers are net/http/pprof's handlers by path when on, none otherwise.
-func profilingHandlers(on bool) map[string]http.Handler {
-	if !on {
-		return nil
-	}
-	return map[string]http.Handler{
-		"/debug/pprof/":        http.HandlerFunc(pprof.Index),
-		"/debug/pprof/cmdline": http.HandlerFunc(pprof.Cmdline),
-		"/debug/pprof/profile": http.HandlerFunc(pprof.Profile),
-		"/debug/pprof/symbol":  http.HandlerFunc(pprof.Symbol),
-		"/debug/pprof/trace":   http.HandlerFunc(pprof.Trace),
 	}
 }

@@ -52,6 +52,7 @@ import (
 	vk8sv1 "github.com/vk8s-io/vk8s/api/v1alpha1"
 	"github.com/vk8s-io/vk8s/election"
 	"github.com/vk8s-io/vk8s/federation"
+	"github.com/vk8s-io/vk8s/promreg"
 	"github.com/vk8s-io/vk8s/webhook/certs"
 )
 
@@ -145,6 +146,9 @@ type Config struct {
 	// /readyz ("0" or empty: off).
 	MetricsAddr string
 	HealthAddr  string
+	// Profiling also serves Go's profiles (net/http/pprof) under /debug/pprof/ on
+	// MetricsAddr, as Kubernetes' own components do with --profiling.
+	Profiling bool
 	// MetricsRegisterer receives the webhook's metrics. Nil: controller-runtime's registry.
 	MetricsRegisterer prometheus.Registerer
 	// LeaderElection makes replicas elect one that runs the federation controllers
@@ -331,7 +335,7 @@ func (s *Server) Run(ctx context.Context) error {
 	mgr, err := ctrl.NewManager(cfg.Host, ctrl.Options{
 		Scheme:                  hostScheme,
 		Logger:                  cfg.Logger,
-		Metrics:                 metricsserver.Options{BindAddress: cfg.MetricsAddr},
+		Metrics:                 metricsserver.Options{BindAddress: cfg.MetricsAddr, ExtraHandlers: promreg.Profiling(cfg.Profiling)},
 		HealthProbeBindAddress:  cfg.HealthAddr,
 		GracefulShutdownTimeout: ptr.To(10 * time.Second),
 		LeaderElection:          cfg.LeaderElection,

@@ -102,6 +102,7 @@ cluster) or through --service (namespace/name, in the cluster).`,
 	f.DurationVar(&cfg.CAPropagationDelay, "ca-propagation-delay", certs.DefaultPropagationDelay,
 		"how long a new CA is in the configurations before the certificate it signs is served")
 	f.StringVar(&cfg.MetricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint; 0 turns it off")
+	f.BoolVar(&cfg.Profiling, "profiling", false, "also serve Go's profiles (net/http/pprof) under /debug/pprof/ on the metrics address")
 	f.StringVar(&cfg.HealthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz; 0 turns them off")
 	f.StringVar(&cfg.SharedNamespace, "shared-namespace", overrides.DefaultSharedNamespace, "namespace whose VirtualSites every workload may reference")
 	f.StringVar(&cfg.DefaultWorkloadFlavor, "default-workload-flavor", overrides.DefaultWorkloadFlavor, "WorkloadFlavor of workloads without ves.io/workload-flavor")
