@@ -309,6 +309,14 @@ func TestApplications(t *testing.T) {
 		if !apierrors.IsForbidden(err) {
 			t.Errorf("refusal %v: want Forbidden", err)
 		}
+		// The kinds a vK8s namespace holds are left out of the policy's match by API group
+		// and resource: another kind of their groups is still refused.
+		template := &corev1.PodTemplate{ObjectMeta: metav1.ObjectMeta{Namespace: appsNS, Name: "web"},
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "nginx"}}}}}
+		if err := c.Create(t.Context(), template, client.DryRunAll); !apierrors.IsForbidden(err) ||
+			!strings.Contains(err.Error(), "PodTemplate (core/v1) cannot be created in vK8s namespace "+appsNS) {
+			t.Errorf("PodTemplate in the vK8s namespace: %v, want refused as a kind a vK8s namespace does not hold", err)
+		}
 		// Kinds meaningful on the host are accepted there; other namespaces are not vk8s' business.
 		pdb := &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Namespace: appsNS, Name: "web"},
 			Spec: policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(1)), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}}}
