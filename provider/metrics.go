@@ -43,6 +43,8 @@ type podMetrics struct {
 	conflicts prometheus.Counter
 	// writes counts the status writes by result.
 	writes *prometheus.CounterVec
+	// writeTime times the host's status writes of one status (sent ones only).
+	writeTime prometheus.Histogram
 }
 
 func newPodMetrics(reg prometheus.Registerer) (*podMetrics, error) {
@@ -83,8 +85,17 @@ func newPodMetrics(reg prometheus.Registerer) (*podMetrics, error) {
 			Name: "vk8s_provider_pod_status_writes_total",
 			Help: "Host pod status writes virtual-kubelet asked for, by result: written (the host accepted it), unchanged (not sent: the host pod showed that status already), failed.",
 		}, []string{"result"}),
+		writeTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "vk8s_provider_pod_status_write_seconds",
+			Help: "Time the host took to accept (or refuse) a pod status the provider sent: the write, and the reads and writes again after a conflict. " +
+				"The host_status stage less this is the time the status waited in virtual-kubelet's queue.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}),
 	}
 	var err error
+	if m.writeTime, err = promreg.Register(reg, m.writeTime); err != nil {
+		return nil, err
+	}
 	if m.conflicts, err = promreg.Register(reg, m.conflicts); err != nil {
 		return nil, err
 	}

@@ -253,7 +253,7 @@ func (p *Pods) collectQueues(emit func(float64, ...string)) {
 // write refused for a stale resource version goes again at once.
 func (p *Pods) StatusClient(host typedcorev1.PodsGetter) typedcorev1.PodsGetter {
 	return statusClient{PodsGetter: host, cached: p.cfg.HostPods, statusFollow: statusFollow{
-		lag: p.lag, start: p.starts, conflicts: p.metrics.conflicts, writes: p.metrics.writes, recent: p.recent}}
+		lag: p.lag, start: p.starts, conflicts: p.metrics.conflicts, writes: p.metrics.writes, writeTime: p.metrics.writeTime, recent: p.recent}}
 }
 
 // StatusWritesHandler is the host pod informer's event handler that tells the status

@@ -19,6 +19,7 @@ package provider
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
@@ -48,6 +49,7 @@ type statusFollow struct {
 	start     *podStart
 	conflicts prometheus.Counter
 	writes    *prometheus.CounterVec
+	writeTime prometheus.Observer
 	recent    *recentWrites
 }
 
@@ -108,6 +110,7 @@ func (p statusPods) UpdateStatus(ctx context.Context, pod *corev1.Pod, opts meta
 			onto = withStatus(c, pod.Status)
 		}
 	}
+	began := time.Now()
 	out, err := p.PodInterface.UpdateStatus(ctx, onto, opts)
 	for range conflictRetries {
 		if !apierrors.IsConflict(err) {
@@ -121,6 +124,9 @@ func (p statusPods) UpdateStatus(ctx context.Context, pod *corev1.Pod, opts meta
 			break // virtual-kubelet's queue decides
 		}
 		out, err = p.PodInterface.UpdateStatus(ctx, withStatus(latest, pod.Status), opts)
+	}
+	if p.writeTime != nil {
+		p.writeTime.Observe(time.Since(began).Seconds())
 	}
 	if err != nil {
 		p.count(writeFailed)

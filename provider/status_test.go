@@ -24,6 +24,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -107,6 +108,20 @@ func TestStatusWriteGoesOntoTheCachedPod(t *testing.T) {
 		t.Errorf("%d writes, %v unchanged, %v written; want 2, 1, 1", len(written),
 			testutil.ToFloat64(m.writes.WithLabelValues(writeUnchanged)), testutil.ToFloat64(m.writes.WithLabelValues(writeWritten)))
 	}
+	// One status was sent (twice, the conflict's retry in the same time); the unchanged one is not timed.
+	if n := sampleCount(t, m.writeTime); n != 1 {
+		t.Errorf("vk8s_provider_pod_status_write_seconds counted %d writes, want 1", n)
+	}
+}
+
+// sampleCount is the number of observations of h.
+func sampleCount(t *testing.T, h prometheus.Histogram) uint64 {
+	t.Helper()
+	var out dto.Metric
+	if err := h.Write(&out); err != nil {
+		t.Fatal(err)
+	}
+	return out.GetHistogram().GetSampleCount()
 }
 
 // A status the cache shows is not sent while the cache has not delivered this client's
@@ -195,5 +210,5 @@ func TestProviderFailedStatusIsWritten(t *testing.T) {
 // testFollow is what a test's status writes tell and count: m's metrics, and recent.
 func testFollow(m *podMetrics, recent *recentWrites) statusFollow {
 	return statusFollow{lag: &statusLag{hist: m.lag, now: time.Now, pending: map[types.UID]pendingStatus{}},
-		start: newPodStart(m.start, time.Now), conflicts: m.conflicts, writes: m.writes, recent: recent}
+		start: newPodStart(m.start, time.Now), conflicts: m.conflicts, writes: m.writes, writeTime: m.writeTime, recent: recent}
 }

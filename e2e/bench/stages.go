@@ -162,7 +162,8 @@ func benchStages(times map[string]*podTimes) []stage {
 
 // providerStages is vk8s_provider_pod_start_stage_seconds between two scrapes of the
 // provider's metrics, per stage: the count, the mean, and p50/p99 interpolated within the
-// buckets as Prometheus' histogram_quantile does.
+// buckets as Prometheus' histogram_quantile does; and last the host's time for the status
+// writes (vk8s_provider_pod_status_write_seconds).
 func providerStages(before, after map[string]*dto.MetricFamily) []stage {
 	b, a := histograms(before, "vk8s_provider_pod_start_stage_seconds", "stage"), histograms(after, "vk8s_provider_pod_start_stage_seconds", "stage")
 	var out []stage
@@ -177,6 +178,12 @@ func providerStages(before, after map[string]*dto.MetricFamily) []stage {
 		}
 		out = append(out, stage{Name: name, Source: "provider", Count: int(d.count),
 			P50: d.quantile(0.50), P99: d.quantile(0.99), Mean: d.sum / float64(d.count)})
+	}
+	// The host's own time for the status writes (every status, not only Running): what
+	// host_status spends beyond it waited in virtual-kubelet's queue.
+	const writes = "vk8s_provider_pod_status_write_seconds"
+	if s := stageOf("status write call (any status)", "provider", histograms(after, writes, "")[""], histograms(before, writes, "")[""]); s != nil {
+		out = append(out, *s)
 	}
 	return out
 }
