@@ -83,7 +83,8 @@ type Config struct {
 	// the same tenant sees in its refusal (sitereg.Claim). Empty: the host's API server
 	// address.
 	HostName string
-	// PodWorkers is the number of virtual-kubelet pod sync workers. Zero: 10.
+	// PodWorkers is the number of workers of each of virtual-kubelet's pod queues. Zero:
+	// DefaultPodWorkers.
 	PodWorkers int
 	// SweepInterval is how often site clusters are checked for site pods whose host pod
 	// is gone. Zero: 1m.
@@ -184,6 +185,14 @@ const (
 	PodStatusBurst = 2000
 )
 
+// DefaultPodWorkers is the number of workers of each of virtual-kubelet's pod queues
+// (its own default is 10). A create or update only queues the pod for its site cluster's
+// workers, but a status worker waits for the host to accept the write, so the statuses
+// written a second are the workers over the host's write time: 10 workers at the 200 ms
+// a write took in the lab while 1,000 pods started were 50 a second, and the statuses
+// waited in the queue for 4 to 5 s at p50 (docs/performance.md, "Status writes").
+const DefaultPodWorkers = 50
+
 // leaseName is the provider's leader election Lease.
 const leaseName = "vk8s-provider"
 
@@ -214,7 +223,7 @@ func (cfg *Config) defaults() {
 	cfg.RenewDeadline = cmp.Or(cfg.RenewDeadline, DefaultRenewDeadline)
 	cfg.RetryPeriod = cmp.Or(cfg.RetryPeriod, DefaultRetryPeriod)
 	if cfg.PodWorkers <= 0 {
-		cfg.PodWorkers = 10
+		cfg.PodWorkers = DefaultPodWorkers
 	}
 }
 

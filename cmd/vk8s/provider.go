@@ -82,6 +82,7 @@ func newProviderCommand() *cobra.Command {
 	f.StringVar(&cfg.HealthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz; 0 turns them off")
 	f.StringVar(&cfg.Tenant, "tenant", provider.DefaultTenant, "name of this host installation; pods run on sites in namespaces <tenant>-<namespace>")
 	f.StringVar(&cfg.HostName, "host-name", "", "name of this host in its tenant claim on each site, shown to a second host of the same tenant (default: the host's API server address)")
+	f.IntVar(&cfg.PodWorkers, "pod-workers", 0, fmt.Sprintf("workers of each of virtual-kubelet's pod queues (pods to create or update on the sites, to delete, statuses to write to the host; default %d)", provider.DefaultPodWorkers))
 	f.DurationVar(&cfg.Registry.HeartbeatInterval, "site-heartbeat-interval", 0, "how often each site is probed and its status written (default 30s)")
 	f.DurationVar(&cfg.VirtualNodeGrace, "virtual-node-grace-period", 0, "how long a virtual node that no longer stands for a node of its Site (the Site was edited or deleted, or the site node went) stays, NotReady and unschedulable, with its pods, before it is deleted; undoing the change within it brings the node back (default 5m)")
 	f.DurationVar(&cfg.TenancyCleanupTimeout, "tenancy-cleanup-timeout", 0, "how long a deleted VirtualKubernetes waits for sites that do not answer before its finalizer goes anyway (default 5m)")
