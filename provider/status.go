@@ -17,6 +17,7 @@ limitations under the License.
 package provider
 
 import (
+	"cmp"
 	"context"
 	"sync"
 	"time"
@@ -87,7 +88,8 @@ const conflictRetries = 3
 // spec and version), with pod's status; a pod the cache does not hold goes as it is. When
 // the cached host pod shows that status already (the site pod's first status is often the
 // Pending the host gave the pod at creation), nothing is sent, unless the cache has not
-// caught up with this client's last write of the pod: the host may show another status.
+// caught up with this client's last write of the pod: the host may show another status;
+// the write then goes onto the host's answer to that last write, the later version.
 //
 // That version lags behind the host whenever the status before was written a moment ago
 // (a starting pod goes Pending, scheduled, Running within a few hundred milliseconds):
@@ -102,12 +104,16 @@ func (p statusPods) UpdateStatus(ctx context.Context, pod *corev1.Pod, opts meta
 	// it is, whatever the host has.
 	if p.cached != nil && pod.ResourceVersion != "" {
 		if c, err := p.cached.Get(pod.Name); err == nil && c != pod && c.UID == pod.UID {
-			if equality.Semantic.DeepEqual(&c.Status, &pod.Status) && p.recent.caughtUp(c) {
+			last := p.recent.ahead(c)
+			if last == nil && equality.Semantic.DeepEqual(&c.Status, &pod.Status) {
 				p.count(writeUnchanged)
 				p.accepted(pod)
 				return c, nil
 			}
-			onto = withStatus(c, pod.Status)
+			// While the cache has not delivered this client's last write, the host's
+			// answer to it is the later version: writing onto the cache's would be
+			// refused as a conflict, and cost a read and a write more.
+			onto = withStatus(cmp.Or(last, c), pod.Status)
 		}
 	}
 	began := time.Now()
@@ -161,12 +167,15 @@ func withStatus(pod *corev1.Pod, status corev1.PodStatus) *corev1.Pod {
 	return &out
 }
 
-// recentWrites holds the resource version of the last status write of each host pod
-// whose write the host pod cache has not delivered yet (UID -> version): until it does,
-// the cache's status is not what the host has. A watch delivers every version of a pod in
-// order, so the cache shows the written version before any later one (after a relist it
-// may not, nor when another write's version reached the cache before the write was
-// recorded: the pod's unchanged statuses are then sent, which only costs writes).
+// recentWrites holds the host's answer to the last status write of each host pod whose
+// write the host pod cache has not delivered yet (UID -> version and pod): until it does,
+// the cache's status is not what the host has, and the next write goes onto the answer.
+// A watch delivers every version of a pod in order, so the cache shows the written
+// version before any later one (after a relist it may not, nor when another write's
+// version reached the cache before the write was recorded: the pod's unchanged statuses
+// are then sent, and a write onto an answer older than the host's pod is refused and
+// goes again onto the latest, which only costs writes). An answer is held for as long as
+// the cache takes to deliver it, usually a fraction of a second.
 type recentWrites struct {
 	mu     sync.Mutex
 	writes map[types.UID]recentWrite
@@ -175,6 +184,8 @@ type recentWrites struct {
 type recentWrite struct {
 	key     string // namespace/name
 	version string
+	// pod is the host's answer to the write.
+	pod *corev1.Pod
 }
 
 func newRecentWrites() *recentWrites {
@@ -195,19 +206,21 @@ func (r *recentWrites) wrote(out *corev1.Pod, cached corelisters.PodNamespaceLis
 			return
 		}
 	}
-	r.writes[out.UID] = recentWrite{key: out.Namespace + "/" + out.Name, version: out.ResourceVersion}
+	r.writes[out.UID] = recentWrite{key: out.Namespace + "/" + out.Name, version: out.ResourceVersion, pod: out}
 }
 
-// caughtUp says whether cached, the cache's copy of a host pod, shows the last status
-// written for it, or none is waiting.
-func (r *recentWrites) caughtUp(cached *corev1.Pod) bool {
+// ahead returns the host's answer to the last status write of cached's pod when cached,
+// the cache's copy, does not show it yet; nil when it does, or none is waiting.
+func (r *recentWrites) ahead(cached *corev1.Pod) *corev1.Pod {
 	if r == nil {
-		return true
+		return nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	w, ok := r.writes[cached.UID]
-	return !ok || w.version == cached.ResourceVersion
+	if w, ok := r.writes[cached.UID]; ok && w.version != cached.ResourceVersion {
+		return w.pod
+	}
+	return nil
 }
 
 // handler is the host pod informer's event handler that forgets a write once the cache

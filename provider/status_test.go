@@ -19,6 +19,7 @@ package provider
 import (
 	"errors"
 	"maps"
+	"strconv"
 	"testing"
 	"time"
 
@@ -170,6 +171,76 @@ func TestUnchangedStatusWaitsForTheCacheToCatchUp(t *testing.T) {
 	write(corev1.PodPending)
 	if sent != 2 {
 		t.Errorf("%d writes, want 2: the cache had caught up and showed the status", sent)
+	}
+}
+
+// Statuses written one after the other faster than the cache delivers them go each onto
+// the host's answer to the write before, not onto the cache's older version, which the
+// host would refuse as a conflict.
+func TestStatusWritesFollowTheirOwnAnswers(t *testing.T) {
+	m, err := newPodMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: "u1", ResourceVersion: "5", Labels: map[string]string{"app": "a"}},
+		Status: corev1.PodStatus{Phase: corev1.PodPending}}
+	indexer := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	if err := indexer.Add(host.DeepCopy()); err != nil {
+		t.Fatal(err)
+	}
+	// The host: each accepted write makes the next version; a write on another is refused.
+	cs := fake.NewClientset(host.DeepCopy())
+	version, updates := 5, 0
+	cs.PrependReactor("update", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		updates++
+		pod := a.(k8stesting.UpdateAction).GetObject().(*corev1.Pod).DeepCopy()
+		if pod.ResourceVersion != strconv.Itoa(version) {
+			return true, nil, apierrors.NewConflict(corev1.Resource("pods"), pod.Name, errors.New("the object has been modified"))
+		}
+		version++
+		pod.ResourceVersion = strconv.Itoa(version)
+		if err := cs.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), pod, pod.Namespace); err != nil {
+			return true, nil, err
+		}
+		return true, pod, nil
+	})
+	recent := newRecentWrites()
+	client := statusClient{PodsGetter: cs.CoreV1(), cached: corelisters.NewPodLister(indexer), statusFollow: testFollow(m, recent)}
+
+	// Scheduled, started, Running: three statuses before the cache shows the first write.
+	for _, st := range []corev1.PodStatus{
+		{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue}}},
+		{Phase: corev1.PodPending, PodIP: "10.0.0.1"},
+		{Phase: corev1.PodRunning, PodIP: "10.0.0.1"},
+	} {
+		out, err := client.Pods("ns").UpdateStatus(t.Context(), reported(host, st), metav1.UpdateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.Labels["app"] != "a" || !equality.Semantic.DeepEqual(out.Status, st) {
+			t.Errorf("the host has labels %v, status %+v; want app=a, %+v", out.Labels, out.Status, st)
+		}
+	}
+	if conflicts := testutil.ToFloat64(m.conflicts); updates != 3 || conflicts != 0 {
+		t.Errorf("%d writes, %v refused as stale; want 3 and none", updates, conflicts)
+	}
+	// Once the cache shows the last write, the next write goes onto the cache's pod.
+	latest, err := cs.CoreV1().Pods("ns").Get(t.Context(), "p", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := indexer.Update(latest); err != nil {
+		t.Fatal(err)
+	}
+	recent.handler().OnUpdate(host, latest)
+	if p := recent.ahead(latest); p != nil {
+		t.Errorf("an answer is still held once the cache shows it: version %s", p.ResourceVersion)
+	}
+	if _, err := client.Pods("ns").UpdateStatus(t.Context(), reported(host, corev1.PodStatus{Phase: corev1.PodSucceeded}), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if conflicts := testutil.ToFloat64(m.conflicts); updates != 4 || conflicts != 0 {
+		t.Errorf("%d writes, %v refused as stale; want 4 and none", updates, conflicts)
 	}
 }
 
