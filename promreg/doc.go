@@ -23,4 +23,9 @@ limitations under the License.
 //
 // Gauges reports what a part already keeps (informer caches, queue lengths) when it is
 // scraped, instead of a count kept in step by hand; the part built last sets its function.
+//
+// # Profiles
+//
+// Profiling gives the metrics server Go's profiles (net/http/pprof), for a process's
+// --profiling.
 package promreg
