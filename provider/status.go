@@ -28,6 +28,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -170,12 +171,11 @@ func withStatus(pod *corev1.Pod, status corev1.PodStatus) *corev1.Pod {
 // recentWrites holds the host's answer to the last status write of each host pod whose
 // write the host pod cache has not delivered yet (UID -> version and pod): until it does,
 // the cache's status is not what the host has, and the next write goes onto the answer.
-// A watch delivers every version of a pod in order, so the cache shows the written
-// version before any later one (after a relist it may not, nor when another write's
-// version reached the cache before the write was recorded: the pod's unchanged statuses
-// are then sent, and a write onto an answer older than the host's pod is refused and
-// goes again onto the latest, which only costs writes). An answer is held for as long as
-// the cache takes to deliver it, usually a fraction of a second.
+// The cache shows the write once it holds the written version or a later one (resource
+// versions compare as integers): a watch delivers every version of a pod in order, and a
+// relist may skip the written one. An answer is held for as long as the cache takes to
+// show it, usually a fraction of a second; a write onto an answer another writer has
+// overtaken meanwhile is refused and goes again onto the latest, which only costs a write.
 type recentWrites struct {
 	mu     sync.Mutex
 	writes map[types.UID]recentWrite
@@ -201,12 +201,25 @@ func (r *recentWrites) wrote(out *corev1.Pod, cached corelisters.PodNamespaceLis
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if cached != nil {
-		if c, err := cached.Get(out.Name); err == nil && c.UID == out.UID && c.ResourceVersion == out.ResourceVersion {
+		if c, err := cached.Get(out.Name); err == nil && c.UID == out.UID && shows(c.ResourceVersion, out.ResourceVersion) {
 			delete(r.writes, out.UID)
 			return
 		}
 	}
-	r.writes[out.UID] = recentWrite{key: out.Namespace + "/" + out.Name, version: out.ResourceVersion, pod: out}
+	// Without its managedFields, as the cache keeps pods: a write of none keeps the host's.
+	held := *out
+	held.ManagedFields = nil
+	r.writes[out.UID] = recentWrite{key: out.Namespace + "/" + out.Name, version: out.ResourceVersion, pod: &held}
+}
+
+// shows says whether a pod's version rv is the written version w or a later one. Resource
+// versions compare as integers (resourceversion.CompareResourceVersion); one that does
+// not parse shows only itself.
+func shows(rv, w string) bool {
+	if c, err := resourceversion.CompareResourceVersion(rv, w); err == nil {
+		return c >= 0
+	}
+	return rv == w
 }
 
 // ahead returns the host's answer to the last status write of cached's pod when cached,
@@ -217,8 +230,12 @@ func (r *recentWrites) ahead(cached *corev1.Pod) *corev1.Pod {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if w, ok := r.writes[cached.UID]; ok && w.version != cached.ResourceVersion {
-		return w.pod
+	if w, ok := r.writes[cached.UID]; ok {
+		if !shows(cached.ResourceVersion, w.version) {
+			return w.pod
+		}
+		// The cache went past the write without delivering it (a relist).
+		delete(r.writes, cached.UID)
 	}
 	return nil
 }
@@ -236,7 +253,7 @@ func (r *recentWrites) handler() cache.ResourceEventHandler {
 		}
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		if w, ok := r.writes[pod.UID]; ok && (gone || w.version == pod.ResourceVersion) {
+		if w, ok := r.writes[pod.UID]; ok && (gone || shows(pod.ResourceVersion, w.version)) {
 			delete(r.writes, pod.UID)
 		}
 	}

@@ -202,7 +202,9 @@ func TestStatusWritesFollowTheirOwnAnswers(t *testing.T) {
 		if err := cs.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), pod, pod.Namespace); err != nil {
 			return true, nil, err
 		}
-		return true, pod, nil
+		answer := pod.DeepCopy()
+		answer.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "vk8s", Subresource: "status"}}
+		return true, answer, nil
 	})
 	recent := newRecentWrites()
 	client := statusClient{PodsGetter: cs.CoreV1(), cached: corelisters.NewPodLister(indexer), statusFollow: testFollow(m, recent)}
@@ -224,23 +226,52 @@ func TestStatusWritesFollowTheirOwnAnswers(t *testing.T) {
 	if conflicts := testutil.ToFloat64(m.conflicts); updates != 3 || conflicts != 0 {
 		t.Errorf("%d writes, %v refused as stale; want 3 and none", updates, conflicts)
 	}
-	// Once the cache shows the last write, the next write goes onto the cache's pod.
-	latest, err := cs.CoreV1().Pods("ns").Get(t.Context(), "p", metav1.GetOptions{})
+	if held := recent.ahead(host); held == nil {
+		t.Error("no answer held while the cache shows none of the writes")
+	} else if held.ResourceVersion != "8" || held.ManagedFields != nil {
+		t.Errorf("held answer: version %s, %d managedFields entries; want version 8 without managedFields (as the cache keeps pods)",
+			held.ResourceVersion, len(held.ManagedFields))
+	}
+	// Someone relabels the pod, and a relist brings the cache that later version without
+	// the one written last: the answer is let go, and the next write goes onto the cache's.
+	relabelled, err := cs.CoreV1().Pods("ns").Get(t.Context(), "p", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := indexer.Update(latest); err != nil {
+	version++
+	relabelled.ResourceVersion, relabelled.Labels = strconv.Itoa(version), map[string]string{"app": "b"}
+	if err := cs.Tracker().Update(corev1.SchemeGroupVersion.WithResource("pods"), relabelled, "ns"); err != nil {
 		t.Fatal(err)
 	}
-	recent.handler().OnUpdate(host, latest)
-	if p := recent.ahead(latest); p != nil {
-		t.Errorf("an answer is still held once the cache shows it: version %s", p.ResourceVersion)
-	}
-	if _, err := client.Pods("ns").UpdateStatus(t.Context(), reported(host, corev1.PodStatus{Phase: corev1.PodSucceeded}), metav1.UpdateOptions{}); err != nil {
+	if err := indexer.Update(relabelled); err != nil {
 		t.Fatal(err)
 	}
-	if conflicts := testutil.ToFloat64(m.conflicts); updates != 4 || conflicts != 0 {
-		t.Errorf("%d writes, %v refused as stale; want 4 and none", updates, conflicts)
+	recent.handler().OnUpdate(host, relabelled)
+	if held := recent.ahead(relabelled); held != nil {
+		t.Errorf("an answer (version %s) is still held once the cache shows version %s", held.ResourceVersion, relabelled.ResourceVersion)
+	}
+	out, err := client.Pods("ns").UpdateStatus(t.Context(), reported(host, corev1.PodStatus{Phase: corev1.PodSucceeded}), metav1.UpdateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if conflicts := testutil.ToFloat64(m.conflicts); updates != 4 || conflicts != 0 || out.Labels["app"] != "b" {
+		t.Errorf("%d writes, %v refused as stale, labels %v; want 4, none, app=b", updates, conflicts, out.Labels)
+	}
+}
+
+// The cache shows a write once it holds its version or a later one; versions that do not
+// parse show only themselves.
+func TestShows(t *testing.T) {
+	for _, c := range []struct {
+		rv, written string
+		want        bool
+	}{
+		{"7", "7", true}, {"8", "7", true}, {"10", "9", true}, {"6", "7", false}, {"9", "10", false},
+		{"x", "x", true}, {"x", "7", false}, {"", "7", false},
+	} {
+		if got := shows(c.rv, c.written); got != c.want {
+			t.Errorf("shows(%q, %q) = %v, want %v", c.rv, c.written, got, c.want)
+		}
 	}
 }
 
