@@ -17,6 +17,7 @@ limitations under the License.
 package provider
 
 import (
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -182,11 +183,7 @@ func (l *statusLag) written(uid types.UID) {
 func (l *statusLag) prune(exists func(key string, uid types.UID) bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for uid, p := range l.pending {
-		if !exists(p.key, uid) {
-			delete(l.pending, uid)
-		}
-	}
+	maps.DeleteFunc(l.pending, func(uid types.UID, p pendingStatus) bool { return !exists(p.key, uid) })
 }
 
 // The stages of a pod's start, in order: the values of the stage label of
@@ -292,9 +289,7 @@ func (s *podStart) prune(exists func(key string, uid types.UID) bool, maxAge tim
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for uid, m := range s.pods {
-		if now.Sub(m.at[stageSeen]) > maxAge || !exists(m.key, uid) {
-			delete(s.pods, uid)
-		}
-	}
+	maps.DeleteFunc(s.pods, func(uid types.UID, m *startMarks) bool {
+		return now.Sub(m.at[stageSeen]) > maxAge || !exists(m.key, uid)
+	})
 }

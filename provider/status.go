@@ -19,6 +19,7 @@ package provider
 import (
 	"cmp"
 	"context"
+	"maps"
 	"sync"
 	"time"
 
@@ -268,9 +269,5 @@ func (r *recentWrites) handler() cache.ResourceEventHandler {
 func (r *recentWrites) prune(exists func(key string, uid types.UID) bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for uid, w := range r.writes {
-		if !exists(w.key, uid) {
-			delete(r.writes, uid)
-		}
-	}
+	maps.DeleteFunc(r.writes, func(uid types.UID, w recentWrite) bool { return !exists(w.key, uid) })
 }
