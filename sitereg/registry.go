@@ -420,15 +420,16 @@ func (r *Registry) Get(site string) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, inf := u.conn, u.informer
+	c := u.conn
+	nodes := corelisters.NewNodeLister(u.informer.GetIndexer())
 	return &Conn{
 		Site:                 site,
 		Key:                  c.key,
 		Server:               c.server,
 		Config:               c.config,
 		Client:               c.client,
-		Nodes:                siteNodeLister{base: corelisters.NewNodeLister(inf.GetIndexer()), sel: u.sel},
-		ClusterNodes:         corelisters.NewNodeLister(inf.GetIndexer()),
+		Nodes:                siteNodeLister{base: nodes, sel: u.sel},
+		ClusterNodes:         nodes,
 		NodeMode:             u.mode,
 		PodSecurity:          u.level,
 		NamespacePodSecurity: c.namespacePodSecurity(),
